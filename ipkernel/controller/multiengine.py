@@ -1,0 +1,250 @@
+"""MultiEngine: the controller seen as an explicit set of engines (IFullMultiEngine)."""
+from twisted.internet import defer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from ipkernel.controller import mapping
+from ipkernel.controller.service import ControllerAdapterBase
+from ipkernel.engine.queued import current_request
+from ipkernel.error import (Aborted, InvalidEngineID, NoEnginesRegistered, collect_exceptions,
+                            tag_exception)
+from ipkernel.interfaces.multiengine import IFullMultiEngine
+
+log = Logger()
+
+
+def _is_id(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_dist(dist):
+    if dist not in mapping.DISTRIBUTIONS:
+        raise ValueError(f"unknown distribution {dist!r}: use 'b' (blocks) or 'r' (round robin)")
+
+
+def zip_sequences(seqs):
+    """Return the argument tuples of a map over ``seqs`` (a list/tuple of
+    equal-length sequences)."""
+    if not isinstance(seqs, (list, tuple)):
+        raise TypeError(f"the sequences to map over must be given as a list or tuple, "
+                        f"not {type(seqs).__name__}")
+    if not seqs:
+        raise TypeError("map needs at least one sequence")
+    lengths = {len(s) for s in seqs}
+    if len(lengths) > 1:
+        raise ValueError(f"the sequences to map over have different lengths: "
+                         f"{[len(s) for s in seqs]}")
+    return list(zip(*seqs))
+
+
+@implementer(IFullMultiEngine)
+class MultiEngine(ControllerAdapterBase):
+    """Adapter IControllerBase -> IFullMultiEngine.
+
+    Each call is put in the queue of every target engine at once, so
+    commands to one engine run in submission order while engines work in
+    parallel; the call then waits for every target (see the module doc of
+    :mod:`ipkernel.interfaces.multiengine` for result shapes and errors).
+    """
+
+    def __init__(self, controller):
+        super().__init__(controller)
+        self._aborted = set()
+
+    # -- targets ------------------------------------------------------------------
+
+    def engine_list(self, targets):
+        """Return the queued engines named by ``targets``, or raise
+        InvalidEngineID / NoEnginesRegistered."""
+        engines = self.controller.engines
+        if isinstance(targets, str):
+            if targets != "all":
+                raise InvalidEngineID(f"targets must be an int, a list of ints or 'all', "
+                                      f"not {targets!r}")
+            if not engines:
+                raise NoEnginesRegistered(
+                    "no engines are registered with the controller; start engines "
+                    "(ipengine or ipcluster) and check their logs if they do not appear")
+            return [engines[i] for i in sorted(engines)]
+        ids = [targets] if _is_id(targets) else targets
+        if not isinstance(ids, (list, tuple)) or not all(_is_id(i) for i in ids):
+            raise InvalidEngineID(f"targets must be an int, a list of ints or 'all', not {targets!r}")
+        missing = [i for i in ids if i not in engines]
+        if missing:
+            raise InvalidEngineID(f"engine id {missing[0]} is not registered "
+                                  f"(registered: {sorted(engines) or 'none'})")
+        return [engines[i] for i in ids]
+
+    # -- the multiplexer ------------------------------------------------------------
+
+    def _fan_out(self, method, targets, calls):
+        """Send ``calls(engine)`` to each target; gather all, fail as one."""
+        try:
+            engines = self.engine_list(targets)
+        except Exception:
+            return defer.fail()
+        request = current_request.get()
+        deferreds = []
+        for engine in engines:
+            if request is not None and request in self._aborted:
+                d = defer.fail(tag_exception(Aborted(f"request {request} was aborted"),
+                                             engine.id, method))
+            else:
+                try:
+                    d = calls(engine)
+                except Exception:
+                    d = defer.fail()
+            deferreds.append(d)
+        gathered = defer.DeferredList(deferreds, consumeErrors=True)
+        gathered.addCallback(lambda pairs: [value for _, value in pairs])
+        gathered.addCallback(collect_exceptions, method)
+        return gathered
+
+    def _multiplex(self, method, targets, *args, **kwargs):
+        return self._fan_out(method, targets,
+                             lambda engine: getattr(engine, method)(*args, **kwargs))
+
+    def execute(self, lines, targets="all"):
+        return self._multiplex("execute", targets, lines)
+
+    def push(self, namespace, targets="all"):
+        return self._multiplex("push", targets, namespace)
+
+    def pull(self, keys, targets="all"):
+        return self._multiplex("pull", targets, keys)
+
+    def push_function(self, namespace, targets="all"):
+        return self._multiplex("push_function", targets, namespace)
+
+    def pull_function(self, keys, targets="all"):
+        return self._multiplex("pull_function", targets, keys)
+
+    def apply(self, func, args=(), kwargs=None, targets="all"):
+        return self._multiplex("apply", targets, func, args, kwargs)
+
+    def complete(self, text, line=None, targets="all"):
+        return self._multiplex("complete", targets, text, line)
+
+    def get_result(self, i=None, targets="all"):
+        return self._multiplex("get_result", targets, i)
+
+    def reset(self, targets="all"):
+        return self._multiplex("reset", targets)
+
+    def keys(self, targets="all"):
+        return self._multiplex("keys", targets)
+
+    def interrupt(self, targets="all"):
+        return self._multiplex("interrupt", targets)
+
+    def push_serialized(self, namespace, targets="all"):
+        return self._multiplex("push_serialized", targets, namespace)
+
+    def pull_serialized(self, keys, targets="all"):
+        return self._multiplex("pull_serialized", targets, keys)
+
+    def clear_queue(self, targets="all"):
+        return self._multiplex("clear_queue", targets)
+
+    def queue_status(self, targets="all"):
+        def status(engine):
+            return engine.queue_status().addCallback(lambda s: (engine.id, s))
+        return self._fan_out("queue_status", targets, status)
+
+    def set_properties(self, properties, targets="all"):
+        return self._multiplex("set_properties", targets, properties)
+
+    def get_properties(self, keys=None, targets="all"):
+        return self._multiplex("get_properties", targets, keys)
+
+    def del_properties(self, keys, targets="all"):
+        return self._multiplex("del_properties", targets, keys)
+
+    def has_properties(self, keys, targets="all"):
+        return self._multiplex("has_properties", targets, keys)
+
+    def clear_properties(self, targets="all"):
+        return self._multiplex("clear_properties", targets)
+
+    def kill(self, controller=False, targets="all"):
+        if not controller:
+            return self._multiplex("kill", targets)
+        if not self.controller.engines:
+            return self.controller.shutdown()
+        d = self._multiplex("kill", "all")
+        d.addErrback(lambda f: log.failure("while killing the engines", f))
+        d.addCallback(lambda _: self.controller.shutdown())
+        return d.addCallback(lambda _: None)
+
+    def get_ids(self):
+        return defer.succeed(sorted(self.controller.engines))
+
+    # -- abort support -----------------------------------------------------------------
+
+    def abort_request(self, request_id):
+        self._aborted.add(request_id)
+        exc = Aborted(f"request {request_id} was aborted before it ran")
+        return sum(engine.remove_commands(request_id, exc)
+                   for engine in list(self.controller.engines.values()))
+
+    def forget_request(self, request_id):
+        self._aborted.discard(request_id)
+
+    # -- coordinator ----------------------------------------------------------------
+
+    def scatter(self, key, seq, dist="b", flatten=False, targets="all"):
+        try:
+            engines = self.engine_list(targets)
+            parts = mapping.partitions(seq, len(engines), dist)
+        except Exception:
+            return defer.fail()
+        values = iter(parts)
+
+        def push_part(engine):
+            part = next(values)
+            if flatten and len(part) == 1:
+                part = part[0]
+            return engine.push({key: part})
+        return self._fan_out("scatter", [e.id for e in engines], push_part)
+
+    def gather(self, key, dist="b", targets="all"):
+        try:
+            _check_dist(dist)
+        except ValueError:
+            return defer.fail()
+        d = self._fan_out("gather", targets, lambda engine: engine.pull(key))
+        return d.addCallback(mapping.join, dist)
+
+    # -- extras -----------------------------------------------------------------------
+
+    def raw_map(self, func, seqs, dist="b", targets="all"):
+        try:
+            argtuples = zip_sequences(seqs)
+            if not (callable(func) or isinstance(func, str)):
+                raise TypeError(f"map needs a callable or the name of one on the engines, "
+                                f"not {type(func).__name__}")
+            engines = self.engine_list(targets)
+            parts = iter(mapping.partitions(argtuples, len(engines), dist))
+        except Exception:
+            return defer.fail()
+        d = self._fan_out("map", [e.id for e in engines],
+                          lambda engine: engine.starmap(func, next(parts)))
+        return d.addCallback(mapping.join, dist)
+
+    def map(self, func, *seqs, dist="b", targets="all"):
+        return self.raw_map(func, seqs, dist=dist, targets=targets)
+
+    def zip_pull(self, keys, targets="all"):
+        d = self.pull(keys, targets)
+        if _is_id(targets) or isinstance(keys, str):
+            return d.addCallback(lambda values: values[0] if _is_id(targets) else values)
+        return d.addCallback(lambda values: list(zip(*values)))
+
+    def run(self, filename, targets="all"):
+        try:
+            with open(filename, encoding="utf-8") as f:
+                source = f.read()
+            compile(source, filename, "exec")
+        except Exception:
+            return defer.fail()
+        return self.execute(source, targets)

@@ -1,0 +1,71 @@
+"""Per-thread capture of ``sys.stdout`` and ``sys.stderr``.
+
+Swapping ``sys.stdout`` for the duration of a command is process-wide and so
+unsafe when engines run user code in their own threads.  Instead a router is
+installed once as ``sys.stdout``/``sys.stderr``: writes from a thread that is
+capturing go to that thread's buffer, every other write goes to the stream
+that was there before.  Only Python-level writes are seen; output written by
+C code or subprocesses straight to the file descriptors is not captured.
+"""
+import io
+import sys
+import threading
+from contextlib import contextmanager
+
+
+class _Router(io.TextIOBase):
+    """A text stream that sends each thread's writes to its own buffer."""
+
+    def __init__(self, fallback, name):
+        super().__init__()
+        self.fallback = fallback
+        self.name = name
+        self.buffers = {}
+
+    def _target(self):
+        return self.buffers.get(threading.get_ident(), self.fallback)
+
+    def writable(self):
+        return True
+
+    def write(self, text):
+        return self._target().write(text)
+
+    def flush(self):
+        target = self._target()
+        if target is not None:
+            target.flush()
+
+    def isatty(self):
+        return False
+
+    @property
+    def encoding(self):
+        return "utf-8"
+
+
+_lock = threading.Lock()
+
+
+def _router(name):
+    with _lock:
+        current = getattr(sys, name)
+        if not isinstance(current, _Router):
+            current = _Router(current, name)
+            setattr(sys, name, current)
+        return current
+
+
+@contextmanager
+def capture():
+    """Capture this thread's output; yields ``(stdout_buffer, stderr_buffer)``."""
+    out, err = io.StringIO(), io.StringIO()
+    routers = ((_router("stdout"), out), (_router("stderr"), err))
+    ident = threading.get_ident()
+    for router, buf in routers:
+        router.buffers[ident] = buf
+    try:
+        yield out, err
+    finally:
+        for router, _ in routers:
+            router.buffers.pop(ident, None)

@@ -1,0 +1,178 @@
+"""The interpreter: one user namespace, numbered commands, a capped history.
+
+Pure and synchronous: :class:`ipkernel.engine.EngineService` decides which
+thread runs it.
+"""
+import ast
+import builtins
+import linecache
+import pprint
+import rlcompleter
+import traceback
+
+from ipkernel.engine.capture import capture
+from ipkernel.error import ResultEvicted
+
+#: Names seeded by the interpreter that ``keys()`` does not report.
+HIDDEN_NAMES = frozenset({
+    "__name__", "__builtins__", "__doc__", "In", "Out", "_ih", "_oh", "_", "__", "___",
+    "input", "raw_input",
+})
+
+DEFAULT_HISTORY_CAP = 1000
+
+
+class CappedHistory(dict):
+    """A dict keyed by command number that keeps only the newest ``cap`` entries."""
+
+    def __init__(self, cap):
+        super().__init__()
+        self.cap = cap
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        while len(self) > self.cap:
+            del self[next(iter(self))]
+
+
+def _no_input(prompt=""):
+    raise RuntimeError("input() is not available on an engine: engines have no terminal; "
+                       "push the value from the client instead")
+
+
+def cell_filename(number):
+    """The pseudo file name given to the source of command ``number``."""
+    return f"<ipkernel-input-{number}>"
+
+
+class Interpreter:
+    """Runs source text in ``user_ns`` and remembers each command's result dict.
+
+    ``history_cap`` bounds the number of result dicts (and ``In``/``Out``
+    entries) kept; older ones give :class:`ipkernel.error.ResultEvicted`.
+    """
+
+    def __init__(self, history_cap=DEFAULT_HISTORY_CAP):
+        if not isinstance(history_cap, int) or history_cap < 1:
+            raise ValueError(f"history_cap must be a positive int, not {history_cap!r}")
+        self.history_cap = history_cap
+        self.counter = 1
+        self._messages = CappedHistory(history_cap)
+        self._inputs = CappedHistory(history_cap)
+        self._outputs = CappedHistory(history_cap)
+        self.user_ns = {}
+        self._seed()
+
+    def _seed(self):
+        self.user_ns.update({
+            "__name__": "__main__",
+            "__builtins__": builtins,
+            "In": self._inputs, "_ih": self._inputs,
+            "Out": self._outputs, "_oh": self._outputs,
+            "_": None, "__": None, "___": None,
+            "input": _no_input, "raw_input": _no_input,
+        })
+
+    # -- running code --------------------------------------------------------
+
+    def execute(self, source):
+        """Run ``source``; return its result dict, or raise what it raised.
+
+        The result dict has ``number`` and ``input``, and ``stdout``,
+        ``stderr``, ``display`` when there is something to report.  A failed
+        command is still numbered and stored, with ``traceback``.
+        """
+        if not isinstance(source, str):
+            raise TypeError(f"execute() takes source text (str), not {type(source).__name__}")
+        number = self.counter
+        self.counter += 1
+        filename = cell_filename(number)
+        message = {"number": number, "input": {"raw": source, "translated": source}}
+        self._inputs[number] = source
+        self._remember_source(filename, source)
+        displayed = None
+        error = None
+        with capture() as (out, err):
+            try:
+                for node in ast.parse(source, filename).body:
+                    if isinstance(node, ast.Expr):
+                        code = compile(ast.Expression(node.value), filename, "eval")
+                        value = eval(code, self.user_ns)
+                        if value is not None:
+                            displayed = value
+                            self._display(number, value)
+                    else:
+                        code = compile(ast.Module([node], type_ignores=[]), filename, "exec")
+                        exec(code, self.user_ns)
+            except BaseException as exc:  # noqa: B902 - user code may raise anything
+                error = exc
+        if out.getvalue():
+            message["stdout"] = out.getvalue()
+        if err.getvalue():
+            message["stderr"] = err.getvalue()
+        if displayed is not None:
+            message["display"] = {"pprint": pprint.pformat(displayed), "repr": repr(displayed)}
+        if error is not None:
+            message["traceback"] = {"plain": format_user_traceback(error)}
+        self._messages[number] = message
+        if error is not None:
+            raise error
+        return dict(message)
+
+    def _display(self, number, value):
+        ns = self.user_ns
+        ns["___"], ns["__"], ns["_"] = ns.get("__"), ns.get("_"), value
+        self._outputs[number] = value
+
+    def _remember_source(self, filename, source):
+        lines = source.splitlines(keepends=True)
+        linecache.cache[filename] = (len(source), None, lines, filename)
+        stale = cell_filename(self.counter - 1 - self.history_cap)
+        linecache.cache.pop(stale, None)
+
+    # -- history ----------------------------------------------------------------
+
+    def get_result(self, i=None):
+        """Return a copy of the result dict of command ``i`` (None: the latest)."""
+        if i is None:
+            if self.counter == 1:
+                raise IndexError("no command has run on this engine yet")
+            i = self.counter - 1
+        if isinstance(i, bool) or not isinstance(i, int):
+            raise TypeError(f"get_result() takes a command number (int) or None, not {i!r}")
+        if i in self._messages:
+            return dict(self._messages[i])
+        if 1 <= i < self.counter:
+            raise ResultEvicted(
+                f"the result of command {i} was dropped from the engine's history, "
+                f"which keeps the last {self.history_cap} commands; start engines with a "
+                f"larger history_cap to keep more")
+        raise IndexError(f"no command number {i} on this engine (commands run: {self.counter - 1})")
+
+    # -- completion -------------------------------------------------------------
+
+    def complete(self, text, line=None):
+        """Return the sorted completions of ``text`` in the user namespace."""
+        completer = rlcompleter.Completer(self.user_ns)
+        matches = set()
+        state = 0
+        while True:
+            try:
+                match = completer.complete(text, state)
+            except Exception:  # a property raising during attribute completion
+                break
+            if match is None:
+                break
+            matches.add(match.rstrip("( "))
+            state += 1
+        return sorted(matches)
+
+
+def format_user_traceback(exc):
+    """Format ``exc`` with its traceback, leaving out ipkernel's own frames."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    if isinstance(exc, SyntaxError):
+        tb = None
+    return "".join(traceback.format_exception(type(exc), exc, tb))

@@ -1,0 +1,302 @@
+"""EngineService: an :class:`IEngineBase` over an interpreter, off the reactor thread."""
+from twisted.application import service
+from twisted.internet import defer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from ipkernel import serialize
+from ipkernel.engine.executor import ThreadExecutor
+from ipkernel.engine.functions import FunctionBinder
+from ipkernel.engine.interpreter import DEFAULT_HISTORY_CAP, HIDDEN_NAMES, Interpreter
+from ipkernel.engine.interpreter import format_user_traceback
+from ipkernel.engine.properties import StrictDict, drop_engine, get_engine
+from ipkernel.error import EngineError, tag_exception
+from ipkernel.interfaces.engine import IEngineBase
+
+log = Logger()
+
+
+def _key_list(keys):
+    """Normalise ``keys`` to (list_of_str, single) or raise TypeError."""
+    if isinstance(keys, str):
+        return [keys], True
+    if isinstance(keys, (list, tuple)) and all(isinstance(k, str) for k in keys):
+        return list(keys), False
+    raise TypeError(f"keys must be a str or a list/tuple of str, not {keys!r}")
+
+
+def _check_namespace(namespace):
+    if not isinstance(namespace, dict) or not all(isinstance(k, str) for k in namespace):
+        raise TypeError(f"a namespace must be a dict with str keys, not {type(namespace).__name__}")
+
+
+@implementer(IEngineBase)
+class EngineService(service.Service):
+    """A persistent Python namespace that runs user code.
+
+    ``shell_class`` builds the interpreter (default :class:`Interpreter`);
+    ``mpi`` is an object with ``rank`` and ``size`` (the engine then asks for
+    id == rank); ``history_cap`` bounds the result history; ``exec_lines``
+    are run at start and after every ``reset``; ``kill_hook`` is called by
+    ``kill()`` (``ipengine`` uses it to stop the process); ``executor``
+    chooses where user code runs (default: one dedicated thread).
+    """
+
+    name = "EngineService"
+
+    def __init__(self, shell_class=Interpreter, mpi=None, *, history_cap=DEFAULT_HISTORY_CAP,
+                 exec_lines=(), kill_hook=None, executor=None):
+        self.shell_class = shell_class
+        self.mpi = mpi
+        self.history_cap = history_cap
+        self.exec_lines = list(exec_lines)
+        self.kill_hook = kill_hook
+        self.executor = executor if executor is not None else ThreadExecutor()
+        self.killed = False
+        self._id = None
+        self.properties = StrictDict()
+        self._new_shell()
+        if mpi is not None:
+            log.info("engine running under MPI: rank {rank} of {size}", rank=mpi.rank, size=mpi.size)
+            self.id = mpi.rank
+
+    # -- identity -------------------------------------------------------------
+
+    @property
+    def id(self):
+        """The engine id; setting it publishes ``id`` in the user namespace."""
+        return self._id
+
+    @id.setter
+    def id(self, value):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise TypeError(f"an engine id is an int or None, not {value!r}")
+        self._id = value
+        self.shell.user_ns["id"] = value
+        if value is not None:
+            api = get_engine(value)
+            if api.properties is not self.properties:
+                api.properties.update(dict.items(self.properties))
+                self.properties = api.properties
+
+    def _new_shell(self):
+        self.shell = self.shell_class(history_cap=self.history_cap)
+        self.binder = FunctionBinder(self.shell.user_ns)
+        self.shell.user_ns["id"] = self._id
+        self.shell.user_ns["mpi"] = self.mpi
+
+    def _run_exec_lines(self):
+        for line in self.exec_lines:
+            try:
+                self.shell.execute(line)
+            except BaseException:  # noqa: B902 - startup errors must not stop the engine
+                log.failure("startup line {line!r} failed on engine {id}", line=line, id=self._id)
+
+    # -- service --------------------------------------------------------------
+
+    def startService(self):
+        super().startService()
+        if self.exec_lines:
+            self.executor.submit(self._run_exec_lines)
+
+    def stopService(self):
+        super().stopService()
+        return self.executor.stop()
+
+    # -- plumbing ---------------------------------------------------------------
+
+    def _call(self, method, func, *args):
+        """Run ``func(*args)`` in the user thread; label failures with ``method``."""
+        if self.killed:
+            return defer.fail(EngineError(f"engine {self._id} has been killed"))
+        d = self.executor.submit(func, *args)
+        d.addErrback(self._label, method)
+        return d
+
+    def _label(self, failure, method):
+        exc = failure.value
+        tag_exception(exc, self._id, method, format_user_traceback(exc))
+        return failure
+
+    def _now(self, method, func, *args):
+        """Run ``func(*args)`` right here (reactor thread), as a Deferred."""
+        if self.killed:
+            return defer.fail(EngineError(f"engine {self._id} has been killed"))
+        try:
+            return defer.succeed(func(*args))
+        except Exception as exc:
+            tag_exception(exc, self._id, method)
+            return defer.fail(exc)
+
+    # -- IEngineCore --------------------------------------------------------------
+
+    def execute(self, lines):
+        return self._call("execute", self._execute, lines)
+
+    def _execute(self, lines):
+        result = self.shell.execute(lines)
+        result["id"] = self._id
+        return result
+
+    def push(self, namespace):
+        return self._call("push", self._push, namespace)
+
+    def _push(self, namespace):
+        _check_namespace(namespace)
+        self.shell.user_ns.update(namespace)
+
+    def pull(self, keys):
+        return self._call("pull", self._pull, keys)
+
+    def _pull(self, keys):
+        names, single = _key_list(keys)
+        ns = self.shell.user_ns
+        values = []
+        for name in names:
+            if name not in ns:
+                raise NameError(f"name {name!r} is not defined on engine {self._id}")
+            values.append(ns[name])
+        return values[0] if single else values
+
+    def push_function(self, namespace):
+        return self._call("push_function", self._push_function, namespace)
+
+    def _push_function(self, namespace):
+        _check_namespace(namespace)
+        for name, func in namespace.items():
+            if not callable(func) or isinstance(func, type):
+                raise TypeError(f"push_function takes functions; {name!r} is a "
+                                f"{type(func).__name__} (use push for other objects)")
+        self.shell.user_ns.update({k: self.binder.bind(f) for k, f in namespace.items()})
+
+    def pull_function(self, keys):
+        return self._call("pull_function", self._pull_function, keys)
+
+    def _pull_function(self, keys):
+        values = self._pull(keys)
+        for value in ([values] if isinstance(keys, str) else values):
+            if not callable(value) or isinstance(value, type):
+                raise TypeError(f"pull_function found a {type(value).__name__}, not a function "
+                                f"(use pull for other objects)")
+        return values
+
+    def apply(self, func, args=(), kwargs=None):
+        return self._call("apply", self._apply, func, args, kwargs)
+
+    def _apply(self, func, args, kwargs):
+        if not callable(func):
+            raise TypeError(f"apply needs a callable, not {type(func).__name__}")
+        return self.binder.bind(func)(*tuple(args), **dict(kwargs or {}))
+
+    def starmap(self, func, argtuples):
+        return self._call("starmap", self._starmap, func, argtuples)
+
+    def _starmap(self, func, argtuples):
+        if isinstance(func, str):
+            if func not in self.shell.user_ns:
+                raise NameError(f"name {func!r} is not defined on engine {self._id}")
+            func = self.shell.user_ns[func]
+        if not callable(func):
+            raise TypeError(f"map needs a callable, not {type(func).__name__}")
+        bound = self.binder.bind(func)
+        return [bound(*args) for args in argtuples]
+
+    def complete(self, text, line=None):
+        return self._call("complete", self.shell.complete, text, line)
+
+    def get_result(self, i=None):
+        return self._call("get_result", self._get_result, i)
+
+    def _get_result(self, i):
+        result = self.shell.get_result(i)
+        result["id"] = self._id
+        return result
+
+    def reset(self):
+        return self._call("reset", self._reset)
+
+    def _reset(self):
+        self._new_shell()
+        self.properties.clear()
+        self._run_exec_lines()
+
+    def kill(self):
+        if self.killed:
+            return defer.succeed(None)
+        self.killed = True
+        log.info("engine {id} killed", id=self._id)
+        drop_engine(self._id)
+        d = self.executor.stop()
+        if self.kill_hook is not None:
+            d.addCallback(lambda _: self.kill_hook())
+        return d.addCallback(lambda _: None)
+
+    def keys(self):
+        return self._call("keys", self._keys)
+
+    def _keys(self):
+        return [k for k in self.shell.user_ns if k not in HIDDEN_NAMES]
+
+    def interrupt(self):
+        return defer.succeed(self.executor.interrupt())
+
+    # -- IEngineSerialized ----------------------------------------------------------
+
+    def push_serialized(self, namespace):
+        return self._call("push_serialized", self._push_serialized, namespace)
+
+    def _push_serialized(self, namespace):
+        _check_namespace(namespace)
+        self.shell.user_ns.update({k: serialize.unserialize(v) for k, v in namespace.items()})
+
+    def pull_serialized(self, keys):
+        return self._call("pull_serialized", self._pull_serialized, keys)
+
+    def _pull_serialized(self, keys):
+        values = self._pull(keys)
+        if isinstance(keys, str):
+            return serialize.serialize(values)
+        return [serialize.serialize(v) for v in values]
+
+    # -- IEngineProperties --------------------------------------------------------------
+
+    def set_properties(self, properties):
+        return self._now("set_properties", self._set_properties, properties)
+
+    def _set_properties(self, properties):
+        if not isinstance(properties, dict):
+            raise TypeError(f"set_properties takes a dict, not {type(properties).__name__}")
+        self.properties.update(properties)
+
+    def get_properties(self, keys=None):
+        return self._now("get_properties", self._get_properties, keys)
+
+    def _get_properties(self, keys):
+        if keys is None:
+            return self.properties.copy()
+        names, _ = _key_list(keys)
+        missing = [k for k in names if k not in self.properties]
+        if missing:
+            raise KeyError(f"no property {missing[0]!r} on engine {self._id}")
+        return self.properties.sub_dict(*names)
+
+    def del_properties(self, keys):
+        return self._now("del_properties", self._del_properties, keys)
+
+    def _del_properties(self, keys):
+        names, _ = _key_list(keys)
+        missing = [k for k in names if k not in self.properties]
+        if missing:
+            raise KeyError(f"no property {missing[0]!r} on engine {self._id}")
+        for name in names:
+            del self.properties[name]
+
+    def has_properties(self, keys):
+        return self._now("has_properties", self._has_properties, keys)
+
+    def _has_properties(self, keys):
+        names, _ = _key_list(keys)
+        return [k in self.properties for k in names]
+
+    def clear_properties(self):
+        return self._now("clear_properties", self.properties.clear)

@@ -1,0 +1,90 @@
+"""Tier 1: packaging -- interfaces/ is only ever ipkernel.interfaces; importing ipkernel
+registers the adapters."""
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+pytestmark = pytest.mark.tier1
+
+
+def _run_python(code, cwd="/tmp"):
+    """Run ``code`` in a fresh interpreter of this virtualenv, started in ``cwd``."""
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=cwd,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_import_ipkernel_does_not_create_top_level_interfaces():
+    import ipkernel  # noqa: F401
+    import ipkernel.interfaces
+    assert "interfaces" not in sys.modules
+    assert ipkernel.interfaces.__name__ == "ipkernel.interfaces"
+
+
+def test_interfaces_importable_under_ipkernel():
+    from ipkernel.interfaces import IEngineBase, IEngineQueued, IMultiEngine
+    from ipkernel.interfaces.engine import IEngineBase as same
+    assert same is IEngineBase
+    assert IEngineQueued.extends(IEngineBase)
+    assert IMultiEngine.__module__ == "ipkernel.interfaces.multiengine"
+
+
+def test_fresh_interpreter_only_sees_ipkernel_interfaces():
+    result = _run_python("""
+        import sys
+        import ipkernel
+        import ipkernel.interfaces
+        assert 'interfaces' not in sys.modules, sorted(sys.modules)
+        print(ipkernel.interfaces.IEngineBase.__module__)
+        try:
+            import interfaces
+        except ModuleNotFoundError as exc:
+            print('top-level:', type(exc).__name__, exc.name)
+        else:
+            print('top-level: imported from', interfaces.__file__)
+    """)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "ipkernel.interfaces.engine"
+    assert lines[1] == "top-level: ModuleNotFoundError interfaces"
+
+
+def test_fresh_interpreter_in_repository_root_still_has_no_top_level_interfaces():
+    # ``python -c`` puts the cwd first on sys.path; the interfaces folder must still not be
+    # reachable as the package ``interfaces`` through ipkernel itself.
+    result = _run_python("""
+        import sys
+        import ipkernel
+        print('interfaces' in sys.modules)
+    """)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+
+
+def test_import_ipkernel_registers_the_adapters_in_a_fresh_interpreter():
+    result = _run_python("""
+        import ipkernel
+        from ipkernel.interfaces import (IEngineQueued, IFullMultiEngine, IMultiEngine,
+                                         ISynchronousMultiEngine)
+        controller = ipkernel.controller.ControllerService()
+        me = IMultiEngine(controller)
+        print(type(me).__name__)
+        print(type(IFullMultiEngine(controller)).__name__)
+        print(type(ISynchronousMultiEngine(me)).__name__)
+        print(type(IEngineQueued(ipkernel.engine.EngineService())).__name__)
+    """)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["MultiEngine", "MultiEngine",
+                                          "SynchronousMultiEngine", "QueuedEngine"]
+
+
+def test_adapters_in_this_process():
+    from ipkernel.controller import ControllerService, MultiEngine
+    from ipkernel.engine import EngineService, QueuedEngine
+    from ipkernel.interfaces import IEngineQueued, IMultiEngine
+    assert isinstance(IMultiEngine(ControllerService()), MultiEngine)
+    engine = EngineService()
+    queued = IEngineQueued(engine)
+    assert isinstance(queued, QueuedEngine)
+    assert IEngineQueued(queued) is queued
