@@ -3,10 +3,13 @@ registers the adapters."""
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.tier1
+
+REPO_ROOT = str(Path(__file__).resolve().parents[1])
 
 
 def _run_python(code, cwd="/tmp"):
@@ -50,14 +53,15 @@ def test_fresh_interpreter_only_sees_ipkernel_interfaces():
     assert lines[1] == "top-level: ModuleNotFoundError interfaces"
 
 
-def test_fresh_interpreter_in_repository_root_still_has_no_top_level_interfaces():
-    # ``python -c`` puts the cwd first on sys.path; the interfaces folder must still not be
-    # reachable as the package ``interfaces`` through ipkernel itself.
+def test_importing_ipkernel_from_the_repository_root_does_not_load_top_level_interfaces():
+    # ``python -c`` puts the cwd (here the repository root, which holds interfaces/) first on
+    # sys.path; ipkernel must still reach its contracts only as ipkernel.interfaces.
     result = _run_python("""
         import sys
         import ipkernel
+        import ipkernel.interfaces
         print('interfaces' in sys.modules)
-    """)
+    """, cwd=REPO_ROOT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
 
