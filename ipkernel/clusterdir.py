@@ -1,0 +1,95 @@
+"""The cluster directory: where a controller keeps its keys, FURLs, logs and pids.
+
+``$IPKERNEL_DIR`` if set, else ``~/.ipkernel``; every command takes
+``--cluster-dir`` to use another.  Layout::
+
+    security/   mode 0700: certificates and FURL files (mode 0600), port files
+    log/        process logs
+    pid/        pid files
+"""
+import os
+from pathlib import Path
+
+ENGINE_FURL = "ipcontroller-engine.furl"
+MULTIENGINE_FURL = "ipcontroller-mec.furl"
+TASK_FURL = "ipcontroller-tc.furl"
+
+
+def default_path():
+    """The cluster directory to use when none is given."""
+    env = os.environ.get("IPKERNEL_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".ipkernel"
+
+
+def ensure_private_dir(path):
+    """Create ``path`` (and parents) if needed and make it mode 0700."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path
+
+
+def write_private_file(path, text):
+    """Write ``text`` to ``path`` atomically with mode 0600.
+
+    Readers see the old content or the new one, never a partial file.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+class ClusterDir:
+    """Paths inside one cluster directory (created on demand)."""
+
+    def __init__(self, path=None):
+        self.path = Path(path).expanduser() if path else default_path()
+
+    def create(self):
+        """Create the directory tree with safe permissions; return self."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        ensure_private_dir(self.security)
+        self.log.mkdir(exist_ok=True)
+        self.pid.mkdir(exist_ok=True)
+        return self
+
+    @property
+    def security(self):
+        return self.path / "security"
+
+    @property
+    def log(self):
+        return self.path / "log"
+
+    @property
+    def pid(self):
+        return self.path / "pid"
+
+    def furl_file(self, name):
+        """Path of FURL file ``name`` (e.g. :data:`ENGINE_FURL`)."""
+        return self.security / name
+
+    def cert_file(self, role):
+        """Path of the certificate (with private key) of Tub ``role``."""
+        return self.security / f"ipcontroller-{role}.pem"
+
+    def port_file(self, role):
+        """Path of the file remembering the port of Tub ``role``."""
+        return self.security / f"ipcontroller-{role}.port"
+
+    def pid_file(self, name):
+        return self.pid / f"{name}.pid"
+
+    def __repr__(self):
+        return f"ClusterDir({str(self.path)!r})"

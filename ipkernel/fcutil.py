@@ -1,0 +1,155 @@
+"""The one place that creates Foolscap Tubs and handles their files.
+
+* :func:`make_tub`: a Tub with ipkernel's options (remote exceptions arrive
+  as ``RemoteException``, no third-party introductions), its certificate
+  kept in a 0600 file when one is named.
+* :func:`listen`: listen on a host/port (0 picks a free port without the
+  deprecated ``tcp:0`` + ``getPortnum``) and set the location; returns the
+  port so it can be remembered for the next start.
+* :func:`register`: register a Referenceable and write its FURL file
+  atomically, mode 0600, reusing the old FURL's name when asked.
+* :func:`find_furl`: a FURL, or the FURL in a file, with errors that say what
+  is wrong.
+"""
+import os
+from pathlib import Path
+
+from foolscap.api import Tub
+from foolscap.referenceable import SturdyRef
+from twisted.internet import defer, endpoints
+from twisted.internet.interfaces import IStreamServerEndpoint
+from zope.interface import implementer
+
+from ipkernel.clusterdir import write_private_file
+from ipkernel.error import SecurityError
+
+TUB_OPTIONS = {
+    "expose-remote-exception-types": False,
+    "accept-gifts": False,
+}
+
+
+def load_or_create_cert(cert_file):
+    """Return the PEM certificate (with key) in ``cert_file``, creating it if missing.
+
+    A new file is written with mode 0600; an existing one readable by others
+    is tightened to 0600.
+    """
+    path = Path(cert_file)
+    if path.exists():
+        if path.stat().st_mode & 0o077:
+            os.chmod(path, 0o600)
+        return path.read_text()
+    pem = Tub().getCertData()
+    if isinstance(pem, bytes):
+        pem = pem.decode("ascii")
+    write_private_file(path, pem)
+    return pem
+
+
+def make_tub(cert_file=None, cert_data=None, options=None):
+    """Return a new (not yet started) Tub with ipkernel's options.
+
+    ``cert_file`` keeps its identity across restarts (so FURLs stay valid);
+    ``cert_data`` gives it directly (tests use a pool of pre-made certs);
+    with neither the Tub gets a fresh identity.
+    """
+    if cert_file is not None:
+        cert_data = load_or_create_cert(cert_file)
+    tub = Tub(certData=cert_data) if cert_data is not None else Tub()
+    for name, value in {**TUB_OPTIONS, **(options or {})}.items():
+        tub.setOption(name, value)
+    return tub
+
+
+@implementer(IStreamServerEndpoint)
+class _RecordingEndpoint:
+    """A server endpoint that remembers the port it ended up listening on."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.port = defer.Deferred()
+
+    def listen(self, factory):
+        d = self.inner.listen(factory)
+
+        def record(listening_port):
+            if not self.port.called:
+                self.port.callback(listening_port.getHost().port)
+            return listening_port
+
+        def failed(failure):
+            if not self.port.called:
+                self.port.errback(failure)
+            return failure
+        return d.addCallbacks(record, failed)
+
+
+async def listen(tub, reactor, host="127.0.0.1", port=0, location=None):
+    """Make the (running) ``tub`` listen on ``host:port`` and set its location.
+
+    ``port=0`` picks a free port.  ``location`` is the host clients should
+    dial (default: ``host``, or 127.0.0.1 when listening on every interface).
+    Returns the port number.
+    """
+    inner = endpoints.TCP4ServerEndpoint(reactor, port, interface=host)
+    recorder = _RecordingEndpoint(inner)
+    tub.listenOn(recorder)
+    actual = await recorder.port
+    where = location or (host if host not in ("", "0.0.0.0") else "127.0.0.1")
+    tub.setLocation(f"tcp:{where}:{actual}")
+    return actual
+
+
+def register(tub, ref, furl_file=None, reuse=False):
+    """Register ``ref`` with ``tub`` and return its FURL.
+
+    With ``furl_file`` the FURL is written there (atomically, mode 0600).
+    With ``reuse`` and an existing file from the same Tub identity, the old
+    FURL's name is kept so clients holding it can still connect.
+    """
+    name = None
+    if reuse and furl_file is not None and Path(furl_file).exists():
+        old = SturdyRef(Path(furl_file).read_text().strip())
+        if old.tubID != tub.getTubID():
+            raise SecurityError(
+                f"cannot reuse the FURL in {furl_file}: it belongs to another controller "
+                f"identity; delete it (or start without -r) to get a new FURL")
+        name = old.name
+    furl = tub.registerReference(ref, name=name)
+    if furl_file is not None:
+        write_private_file(furl_file, furl + "\n")
+    return furl
+
+
+def is_valid_furl(text):
+    """True when ``text`` looks like a Foolscap FURL (``pb://tubid@hints/name``)."""
+    if not isinstance(text, str) or not text.startswith("pb://"):
+        return False
+    try:
+        SturdyRef(text)
+    except Exception:
+        return False
+    return True
+
+
+def find_furl(furl_or_file):
+    """Return the FURL given, or the one stored in the file named.
+
+    Raises ValueError that says which file or FURL was wrong and why.
+    """
+    if furl_or_file is None:
+        raise ValueError("no FURL or FURL file given")
+    text = os.fspath(furl_or_file)
+    if text.startswith("pb://"):
+        if is_valid_furl(text):
+            return text
+        raise ValueError(f"{text!r} is not a valid FURL (expected pb://TUBID@tcp:HOST:PORT/NAME)")
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise ValueError(f"FURL file {str(path)!r} does not exist: is the controller running, and "
+                         f"is this the right cluster directory?")
+    content = path.read_text().strip()
+    if not is_valid_furl(content):
+        raise ValueError(f"FURL file {str(path)!r} does not hold a valid FURL")
+    return content
