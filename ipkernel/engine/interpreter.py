@@ -6,6 +6,7 @@ thread runs it.
 import ast
 import builtins
 import linecache
+import os
 import pprint
 import rlcompleter
 import traceback
@@ -168,10 +169,14 @@ class Interpreter:
         return sorted(matches)
 
 
+_ENGINE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
 def format_user_traceback(exc):
-    """Format ``exc`` with its traceback, leaving out ipkernel's own frames."""
+    """Format ``exc`` with its traceback, leaving out the engine's own frames
+    (the leading ones, through which the exception reached user code)."""
     tb = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_ENGINE_DIR):
         tb = tb.tb_next
     if isinstance(exc, SyntaxError):
         tb = None

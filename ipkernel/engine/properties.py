@@ -66,9 +66,26 @@ class StrictDict(dict):
         super().__delitem__(key)
         self.modified = True
 
+    def __iter__(self):
+        # Overriding __iter__ makes dict(sd) and {**sd} go through __getitem__
+        # (copies) instead of CPython's fast path over the stored values.
+        return super().__iter__()
+
     def update(self, *args, **kwargs):
-        for key, value in dict(*args, **kwargs).items():
-            self[key] = value
+        """Check every item first, then store copies: all or nothing."""
+        new = dict(*args, **kwargs)
+        for key, value in new.items():
+            if not isinstance(key, str):
+                raise InvalidProperty(f"property keys are str, not {type(key).__name__} ({key!r})")
+            check_plain(value, f"property {key!r}")
+        for key, value in new.items():
+            super().__setitem__(key, copy.deepcopy(value))
+        if new:
+            self.modified = True
+
+    def __ior__(self, other):
+        self.update(other)
+        return self
 
     def setdefault(self, key, default=None):
         if key not in self:

@@ -1,5 +1,6 @@
 """QueuedEngine: one command at a time per engine, in submission order."""
 import contextvars
+import copy
 from collections import deque
 
 from twisted.internet import defer
@@ -133,7 +134,7 @@ class QueuedEngine:
                 except Exception:
                     log.failure("failure observer {observer!r} raised", observer=observer)
         elif command.method == "execute" and isinstance(outcome, dict) and "number" in outcome:
-            self.history[outcome["number"]] = outcome
+            self.history[outcome["number"]] = copy.deepcopy(outcome)
         command.deliver(outcome)
         self._run_next()
         return None
@@ -181,7 +182,7 @@ class QueuedEngine:
 
     def get_result(self, i=None):
         if i is not None and not isinstance(i, bool) and i in self.history:
-            return defer.succeed(dict(self.history[i]))
+            return defer.succeed(copy.deepcopy(self.history[i]))
         return self._submit(Command("get_result", i))
 
     def reset(self):

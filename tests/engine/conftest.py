@@ -1,0 +1,107 @@
+"""Helpers shared by the engine tests.
+
+* ``valid_command`` / ``invalid_command``: any test naming one of these
+  arguments is parametrized over the command tables below (the acceptance
+  commands of the 0.10 test suite, in Python 3 syntax).
+* ``make_gate``: user code that tells the test it started and then blocks
+  (or spins) until the test lets it go -- so tests wait for events, never for
+  time.  Every gate is opened when the test ends, before the engines stop.
+"""
+import sys
+import threading
+
+import pytest
+from twisted.internet import defer, reactor
+
+#: (id, source).  Each must run without error on a fresh interpreter.
+VALID_COMMANDS = [
+    ("assign", "a = 5"),
+    ("assign-2", "b=10"),
+    ("three-statements", "a=5; b=10; c=a+b"),
+    ("displayed-value", "import math; 2.0*math.pi"),
+    ("multi-line-def", "def total(n):\n    acc = 0.0\n    for i in range(n):\n        acc += i\n"
+                       "    return acc\n"),
+    ("one-line-if", "if 1 < 2: a = 5"),
+    ("sleep", "import time\ntime.sleep(0.01)"),
+    ("semicolon-at-line-end", "from math import cos;\nx = 1.0*cos(0.5)"),
+    ("trailing-whitespace", "from collections import OrderedDict\ns = OrderedDict()\n        \n  "),
+    ("method-call-value", "import math\nmath.cos(1.0)"),
+    ("embedded-and-trailing-semicolons", "x=1.0; y=2.0;"),
+    ("import-then-expression-with-semicolons", "from math import cos; x = 1.0*cos(0.5);"),
+]
+
+#: (id, source, exact exception type raised on a fresh interpreter)
+INVALID_COMMANDS = [
+    ("zero-division", "a=1/0", ZeroDivisionError),
+    ("undefined-name", "print(v)", NameError),
+    ("index", "l=[];l[0]", IndexError),
+    ("key", "d={};d['a']", KeyError),
+    ("assert", "assert 1==0", AssertionError),
+    ("bogus-import", "import ipkernel_no_such_module_qzx", ModuleNotFoundError),
+    ("raise-exception", "raise Exception()", Exception),
+]
+
+
+def pytest_generate_tests(metafunc):
+    if "valid_command" in metafunc.fixturenames:
+        metafunc.parametrize("valid_command", [src for _, src in VALID_COMMANDS],
+                             ids=[name for name, _ in VALID_COMMANDS])
+    if "invalid_command" in metafunc.fixturenames:
+        metafunc.parametrize("invalid_command", [(src, exc) for _, src, exc in INVALID_COMMANDS],
+                             ids=[name for name, _, _ in INVALID_COMMANDS])
+
+
+class Gate:
+    """A rendezvous between the test (reactor thread) and engine user code.
+
+    Registered in ``sys.modules`` under ``name`` so user code reaches it with
+    ``__import__(name)`` without leaving names in the user namespace.
+    """
+
+    def __init__(self, name):
+        self.name = name
+        self.release_event = threading.Event()
+        self.started = defer.Deferred()
+
+    # called by user code, in the engine's thread
+    def notify(self):
+        reactor.callFromThread(self._fire)
+
+    def _fire(self):
+        if not self.started.called:
+            self.started.callback(None)
+
+    # source text for execute()
+    def hold_code(self):
+        """User code that reports it started, then blocks until :meth:`open`."""
+        return (f"__import__({self.name!r}).notify()\n"
+                f"assert __import__({self.name!r}).release_event.wait(30)")
+
+    def spin_code(self):
+        """User code that reports it started, then runs a pure-Python loop until :meth:`open`."""
+        return (f"__import__({self.name!r}).notify()\n"
+                f"while not __import__({self.name!r}).release_event.is_set(): pass")
+
+    async def wait_started(self, timeout=10):
+        await self.started.addTimeout(timeout, reactor)
+
+    def open(self):
+        self.release_event.set()
+
+
+@pytest.fixture
+def make_gate(make_engine):
+    """Return ``make() -> Gate``.  Depends on ``make_engine`` so that gates are
+    opened before the engines are stopped."""
+    gates = []
+
+    def make():
+        gate = Gate(f"_ipkernel_test_gate_{len(gates)}_{id(gates)}")
+        sys.modules[gate.name] = gate
+        gates.append(gate)
+        return gate
+
+    yield make
+    for gate in gates:
+        gate.open()
+        sys.modules.pop(gate.name, None)
