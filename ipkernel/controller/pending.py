@@ -205,7 +205,7 @@ class PendingDeferredManager:
         self._pending.clear()
         self._unfetched.clear()
         self._evicted.clear()
-        for deferred_id, entry in entries[::2]:
+        for deferred_id, entry in entries:
             entry.done = True
             waiter, entry.waiter = entry.waiter, None
             if waiter is not None:
