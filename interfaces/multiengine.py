@@ -156,6 +156,17 @@ class IMultiEngineExtras(Interface):
     def map(func, *seqs, dist='b', targets='all'):
         """``raw_map(func, seqs, dist=dist, targets=targets)``."""
 
+    def map_partitions(func, parts, targets='all', dist='b'):
+        """Call ``func(*args)`` for each argument tuple of ``parts[k]`` on the
+        k-th target and fire with the joined results.
+
+        ``parts`` is a list of lists of argument tuples, or a
+        :class:`ipkernel.controller.mapping.PrePartitioned` of serialized
+        parts (network clients split the data themselves); serialized
+        results are returned unjoined, as a list of parts.  ValueError when
+        the number of parts does not match the number of targets.
+        """
+
     def zip_pull(keys, targets='all'):
         """Pull ``keys`` and transpose: with several keys one tuple per key
         (its values across targets); with one key a plain list; with an int

@@ -6,6 +6,7 @@ from zope.interface import implementer
 from ipkernel.controller import mapping
 from ipkernel.controller.service import ControllerAdapterBase
 from ipkernel.engine.queued import current_request
+from ipkernel.serialize import Serialized
 from ipkernel.error import (Aborted, InvalidEngineID, NoEnginesRegistered, collect_exceptions,
                             tag_exception)
 from ipkernel.interfaces.multiengine import IFullMultiEngine
@@ -20,6 +21,13 @@ def _is_id(value):
 def _check_dist(dist):
     if dist not in mapping.DISTRIBUTIONS:
         raise ValueError(f"unknown distribution {dist!r}: use 'b' (blocks) or 'r' (round robin)")
+
+
+def _join(parts, dist):
+    """Join gathered parts, unless they are still serialized (then the client joins)."""
+    if any(isinstance(p, Serialized) for p in parts):
+        return parts
+    return mapping.join(parts, dist)
 
 
 def zip_sequences(seqs):
@@ -213,7 +221,7 @@ class MultiEngine(ControllerAdapterBase):
         except ValueError:
             return defer.fail()
         d = self._fan_out("gather", targets, lambda engine: engine.pull(key))
-        return d.addCallback(mapping.join, dist)
+        return d.addCallback(_join, dist)
 
     # -- extras -----------------------------------------------------------------------
 
@@ -224,12 +232,24 @@ class MultiEngine(ControllerAdapterBase):
                 raise TypeError(f"map needs a callable or the name of one on the engines, "
                                 f"not {type(func).__name__}")
             engines = self.engine_list(targets)
-            parts = iter(mapping.partitions(argtuples, len(engines), dist))
+            parts = mapping.partitions(argtuples, len(engines), dist)
+        except Exception:
+            return defer.fail()
+        return self.map_partitions(func, mapping.PrePartitioned(parts), [e.id for e in engines],
+                                   dist)
+
+    def map_partitions(self, func, parts, targets="all", dist="b"):
+        """See :meth:`IMultiEngineExtras.map_partitions`."""
+        try:
+            engines = self.engine_list(targets)
+            if not isinstance(parts, mapping.PrePartitioned):
+                parts = mapping.PrePartitioned(parts)
+            parts = iter(mapping.partitions(parts, len(engines), dist))
         except Exception:
             return defer.fail()
         d = self._fan_out("map", [e.id for e in engines],
                           lambda engine: engine.starmap(func, next(parts)))
-        return d.addCallback(mapping.join, dist)
+        return d.addCallback(_join, dist)
 
     def map(self, func, *seqs, dist="b", targets="all"):
         return self.raw_map(func, seqs, dist=dist, targets=targets)

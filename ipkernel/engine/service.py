@@ -25,6 +25,11 @@ def _key_list(keys):
     raise TypeError(f"keys must be a str or a list/tuple of str, not {keys!r}")
 
 
+def _load(value):
+    """Rebuild ``value`` if it arrived serialized (values sent over the network do)."""
+    return serialize.unserialize(value) if isinstance(value, serialize.Serialized) else value
+
+
 def _check_namespace(namespace):
     if not isinstance(namespace, dict) or not all(isinstance(k, str) for k in namespace):
         raise TypeError(f"a namespace must be a dict with str keys, not {type(namespace).__name__}")
@@ -128,6 +133,15 @@ class EngineService(service.Service):
             tag_exception(exc, self._id, method)
             return defer.fail(exc)
 
+    def call_serialized(self, method, *args):
+        """Run engine method ``method`` and fire with its result serialized.
+
+        Serialisation happens in the user-code thread, so a large result does
+        not stall the reactor.  Used by the network adapter.
+        """
+        impl = getattr(self, "_" + method)
+        return self._call(method, lambda: serialize.serialize(impl(*args)))
+
     # -- IEngineCore --------------------------------------------------------------
 
     def execute(self, lines):
@@ -163,6 +177,7 @@ class EngineService(service.Service):
 
     def _push_function(self, namespace):
         _check_namespace(namespace)
+        namespace = {k: _load(v) for k, v in namespace.items()}
         for name, func in namespace.items():
             if not callable(func) or isinstance(func, type):
                 raise TypeError(f"push_function takes functions; {name!r} is a "
@@ -184,6 +199,7 @@ class EngineService(service.Service):
         return self._call("apply", self._apply, func, args, kwargs)
 
     def _apply(self, func, args, kwargs):
+        func, args, kwargs = _load(func), _load(args), _load(kwargs)
         if not callable(func):
             raise TypeError(f"apply needs a callable, not {type(func).__name__}")
         return self.binder.bind(func)(*tuple(args), **dict(kwargs or {}))
@@ -192,6 +208,7 @@ class EngineService(service.Service):
         return self._call("starmap", self._starmap, func, argtuples)
 
     def _starmap(self, func, argtuples):
+        func, argtuples = _load(func), _load(argtuples)
         if isinstance(func, str):
             if func not in self.shell.user_ns:
                 raise NameError(f"name {func!r} is not defined on engine {self._id}")

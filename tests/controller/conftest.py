@@ -27,8 +27,9 @@ EVENT_TIMEOUT = 10
 class Gate:
     """A barrier for engine code.
 
-    ``code`` is engine source that reports its arrival, then blocks until
-    :meth:`open` is called.  ``notify_code`` only reports the arrival.
+    ``code`` is a one-line engine expression that reports its arrival, then
+    blocks until :meth:`open` is called; ``notify_code`` only reports the
+    arrival.  Both evaluate to None and define no names.
     """
 
     def __init__(self, module_name, key):
@@ -36,9 +37,9 @@ class Gate:
         self.arrivals = 0
         self._opened = threading.Event()
         self._waiters = []
-        prefix = f"import {module_name} as _gates\n_gates.gates[{key!r}]"
-        self.code = f"{prefix}.pass_through()\n"
-        self.notify_code = f"{prefix}.arrive()\n"
+        prefix = f"__import__({module_name!r}).gates[{key!r}]"
+        self.code = f"{prefix}.pass_through()"
+        self.notify_code = f"{prefix}.arrive()"
 
     # --- called from engine threads -------------------------------------
     def arrive(self):

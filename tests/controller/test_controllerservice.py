@@ -344,16 +344,16 @@ def test_failing_unregister_observer_is_logged_and_kept(new_engine, log_events):
 def test_on_n_engines_registered_later_called_exactly_once(new_engine):
     controller = ControllerService()
     record = Recorder()
-    controller.on_n_engines_registered_do(2, record, "ready", n=2)
+    controller.on_n_engines_registered_do(2, record, "ready", count=2)
     controller.register_engine(new_engine())
     assert record.calls == []
     controller.register_engine(new_engine())
-    assert record.calls == [(("ready",), {"n": 2})]
+    assert record.calls == [(("ready",), {"count": 2})]
     controller.register_engine(new_engine())
     controller.unregister_engine(2)
     controller.unregister_engine(1)
     controller.register_engine(new_engine())
-    assert record.calls == [(("ready",), {"n": 2})]
+    assert record.calls == [(("ready",), {"count": 2})]
 
 
 def test_on_n_engines_registered_called_now_if_already_enough(new_engine):

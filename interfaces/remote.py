@@ -1,0 +1,230 @@
+"""Foolscap RemoteInterfaces: what travels between client, controller and engine.
+
+Control data (engine ids, targets, keys, flags, code text) is typed and
+bounded here.  User data (namespaces, functions, arguments, results,
+exceptions) travels as ``Serialized`` copyables (opaque frames made by
+:mod:`ipkernel.serialize`) inside ``Any()`` slots; its size is capped by the
+receiver's configured payload cap.  Every method that can fail with a user
+or ipkernel error returns an ``ErrorRecord`` copyable instead of raising, so
+the error keeps its type and engine labels across the wire.
+
+Wire names (``__remote_name__``) never change; a new version gets a new name.
+"""
+from foolscap.api import Any, ChoiceOf, DictOf, IntegerConstraint, ListOf, RemoteInterface
+from foolscap.schema import BooleanConstraint, UnicodeConstraint
+
+MAX_ENGINES = 100_000
+MAX_KEYS = 100_000
+
+#: An engine id (small non-negative int).
+EngineId = IntegerConstraint(8)
+#: ``'all'``, one engine id, or a list of them.
+Targets = ChoiceOf(UnicodeConstraint(8), EngineId, ListOf(EngineId, maxLength=MAX_ENGINES))
+#: A variable name, or a list of them.
+Key = UnicodeConstraint(1024)
+Keys = ChoiceOf(Key, ListOf(Key, maxLength=MAX_KEYS))
+OptionalKeys = ChoiceOf(None, Keys)
+#: Source text sent to engines (64 MiB).
+Code = UnicodeConstraint(64 * 2 ** 20)
+#: A pending-result id (40 hex chars).
+DeferredId = UnicodeConstraint(64)
+#: A FURL.
+Furl = UnicodeConstraint(2000)
+Block = BooleanConstraint()
+CommandNumber = ChoiceOf(None, IntegerConstraint(8))
+Properties = DictOf(Key, Any(), maxKeys=MAX_KEYS)
+#: User data: Serialized copyables (and lists/dicts of them); capped by the receiver.
+Payload = Any()
+#: A successful value or an ErrorRecord copyable.
+Outcome = Any()
+
+
+class RIEngine(RemoteInterface):
+    """An engine, as the controller sees it (the engine passes this at registration)."""
+
+    __remote_name__ = "RIEngine.v1.ipkernel"
+
+    def get_id():
+        return ChoiceOf(None, EngineId)
+
+    def set_id(id=EngineId):
+        return None
+
+    def execute(lines=Code):
+        return Outcome
+
+    def push(namespace=Payload):
+        return Outcome
+
+    def pull(keys=Keys):
+        return Outcome
+
+    def push_function(namespace=Payload):
+        return Outcome
+
+    def pull_function(keys=Keys):
+        return Outcome
+
+    def apply(func=Payload, args=Payload, kwargs=Payload):
+        return Outcome
+
+    def starmap(func=Payload, argtuples=Payload):
+        return Outcome
+
+    def complete(text=Code, line=ChoiceOf(None, Code)):
+        return Outcome
+
+    def get_result(i=CommandNumber):
+        return Outcome
+
+    def reset():
+        return Outcome
+
+    def kill():
+        return Outcome
+
+    def keys():
+        return Outcome
+
+    def interrupt():
+        return Outcome
+
+    def push_serialized(namespace=Payload):
+        return Outcome
+
+    def pull_serialized(keys=Keys):
+        return Outcome
+
+    def set_properties(properties=Properties):
+        return Outcome
+
+    def get_properties(keys=OptionalKeys):
+        return Outcome
+
+    def del_properties(keys=Keys):
+        return Outcome
+
+    def has_properties(keys=Keys):
+        return Outcome
+
+    def clear_properties():
+        return Outcome
+
+    def ping():
+        """Heartbeat: answered from the reactor thread even while user code runs."""
+        return int
+
+
+class RIEngineRegistrar(RemoteInterface):
+    """The controller's engine-facing object (``ipcontroller-engine.furl``)."""
+
+    __remote_name__ = "RIEngineRegistrar.v1.ipkernel"
+
+    def register_engine(engine=RIEngine, id=ChoiceOf(None, EngineId),
+                        pid=ChoiceOf(None, IntegerConstraint(8)),
+                        properties=ChoiceOf(None, Properties)):
+        """Register ``engine``; return ``{'id': assigned_id}``."""
+        return DictOf(UnicodeConstraint(16), Any())
+
+
+class RIMultiEngine(RemoteInterface):
+    """The controller's multi-engine view for clients (``ipcontroller-mec.furl``).
+
+    Every method of IFullSynchronousMultiEngine: ``block=False`` returns a
+    deferred id.  ``scatter`` and ``raw_map`` take data already split by the
+    client (the controller cannot look inside user data) and ``gather``
+    returns the parts for the client to join.
+    """
+
+    __remote_name__ = "RIMultiEngine.v1.ipkernel"
+
+    def get_client_name():
+        return UnicodeConstraint(200)
+
+    def get_ids():
+        return ListOf(EngineId, maxLength=MAX_ENGINES)
+
+    def execute(lines=Code, targets=Targets, block=Block):
+        return Outcome
+
+    def push(namespace=Payload, targets=Targets, block=Block):
+        return Outcome
+
+    def pull(keys=Keys, targets=Targets, block=Block):
+        return Outcome
+
+    def push_function(namespace=Payload, targets=Targets, block=Block):
+        return Outcome
+
+    def pull_function(keys=Keys, targets=Targets, block=Block):
+        return Outcome
+
+    def apply(func=Payload, args=Payload, kwargs=Payload, targets=Targets, block=Block):
+        return Outcome
+
+    def complete(text=Code, line=ChoiceOf(None, Code), targets=Targets, block=Block):
+        return Outcome
+
+    def get_result(i=CommandNumber, targets=Targets, block=Block):
+        return Outcome
+
+    def reset(targets=Targets, block=Block):
+        return Outcome
+
+    def keys(targets=Targets, block=Block):
+        return Outcome
+
+    def kill(controller=Block, targets=Targets, block=Block):
+        return Outcome
+
+    def interrupt(targets=Targets, block=Block):
+        return Outcome
+
+    def push_serialized(namespace=Payload, targets=Targets, block=Block):
+        return Outcome
+
+    def pull_serialized(keys=Keys, targets=Targets, block=Block):
+        return Outcome
+
+    def clear_queue(targets=Targets, block=Block):
+        return Outcome
+
+    def queue_status(targets=Targets, block=Block):
+        return Outcome
+
+    def set_properties(properties=Properties, targets=Targets, block=Block):
+        return Outcome
+
+    def get_properties(keys=OptionalKeys, targets=Targets, block=Block):
+        return Outcome
+
+    def del_properties(keys=Keys, targets=Targets, block=Block):
+        return Outcome
+
+    def has_properties(keys=Keys, targets=Targets, block=Block):
+        return Outcome
+
+    def clear_properties(targets=Targets, block=Block):
+        return Outcome
+
+    def scatter(key=Key, parts=Payload, flatten=Block, targets=Targets, block=Block):
+        return Outcome
+
+    def gather(key=Key, targets=Targets, block=Block):
+        return Outcome
+
+    def raw_map(func=Payload, parts=Payload, targets=Targets, block=Block):
+        return Outcome
+
+    def get_pending_deferred(deferred_id=DeferredId, block=Block):
+        return Outcome
+
+    def clear_pending_deferreds():
+        return Outcome
+
+    def abort(deferred_id=DeferredId):
+        return Outcome
+
+
+__all__ = ["RIEngine", "RIEngineRegistrar", "RIMultiEngine", "Targets", "Keys", "Code",
+           "EngineId", "Payload", "Outcome"]

@@ -1,0 +1,311 @@
+"""The controller on the wire.
+
+* :class:`RemoteEngine`: IEngineBase over an engine's RemoteReference.  In
+  the controller it runs *opaque*: user data stays Serialized and engine
+  errors stay records (:class:`ipkernel.wire.WireError`), so the controller
+  never unpickles anything.  With ``decode=True`` (a client of one engine,
+  or tests) it rebuilds values and exceptions.
+* :class:`FCEngineRegistrar`: what ``ipcontroller-engine.furl`` points to;
+  engines call ``register_engine`` with a reference to themselves.
+* :class:`FCSynchronousMultiEngine`: what ``ipcontroller-mec.furl`` points
+  to; translates RIMultiEngine calls onto an ISynchronousMultiEngine.
+"""
+from foolscap.api import DeadReferenceError, Referenceable
+from twisted.internet import defer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from ipkernel import serialize, wire
+from ipkernel.controller.mapping import PrePartitioned
+from ipkernel.engine.properties import StrictDict
+from ipkernel.error import EngineError, tag_exception
+from ipkernel.interfaces.engine import IEngineBase
+from ipkernel.interfaces.remote import RIEngineRegistrar, RIMultiEngine
+
+log = Logger()
+
+CLIENT_NAME = "ipkernel.client.asyncclient.AsyncMultiEngineClient"
+
+
+def _encode(value):
+    return value if isinstance(value, serialize.Serialized) else serialize.serialize(value)
+
+
+def decode(value):
+    """Rebuild every Serialized inside ``value`` (lists, tuples and dicts are walked)."""
+    if isinstance(value, serialize.Serialized):
+        return serialize.unserialize(value)
+    if isinstance(value, list):
+        return [decode(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(decode(v) for v in value)
+    if isinstance(value, dict):
+        return {k: decode(v) for k, v in value.items()}
+    return value
+
+
+@implementer(IEngineBase)
+class RemoteEngine:
+    """IEngineBase over an engine's RemoteReference."""
+
+    def __init__(self, rref, decode=False, properties=None):
+        self.rref = rref
+        self.decode = decode
+        self._id = None
+        self.properties = StrictDict(properties or {})
+
+    @property
+    def id(self):
+        return self._id
+
+    @id.setter
+    def id(self, value):
+        self._id = value
+        if value is not None:
+            self.rref.callRemote("set_id", value).addErrback(
+                lambda f: log.failure("could not tell engine its id {id}", f, id=value))
+
+    def _call(self, method, *args, value=False):
+        try:
+            d = self.rref.callRemote(method, *args)
+        except DeadReferenceError:
+            d = defer.fail()
+        d.addCallbacks(self._check, self._lost, callbackArgs=(method, value),
+                       errbackArgs=(method,))
+        return d
+
+    def _check(self, outcome, method, value):
+        if isinstance(outcome, wire.ErrorRecord):
+            raise (wire.exception_from_record(outcome) if self.decode else wire.WireError(outcome))
+        return decode(outcome) if (value and self.decode) else outcome
+
+    def _lost(self, failure, method):
+        if failure.check(DeadReferenceError) or "DeadReferenceError" in str(failure.type):
+            exc = EngineError(f"engine {self._id} is gone (connection lost) during {method}")
+        else:
+            exc = EngineError(f"engine {self._id} failed to answer {method}: "
+                              f"{failure.getErrorMessage()}")
+        raise tag_exception(exc, self._id, method)
+
+    def ping(self):
+        return self.rref.callRemote("ping")
+
+    # IEngineCore
+    def execute(self, lines):
+        return self._call("execute", lines)
+
+    def push(self, namespace):
+        return self._call("push", {k: _encode(v) for k, v in namespace.items()})
+
+    def pull(self, keys):
+        return self._call("pull", keys, value=True)
+
+    def push_function(self, namespace):
+        return self._call("push_function", {k: _encode(v) for k, v in namespace.items()})
+
+    def pull_function(self, keys):
+        return self._call("pull_function", keys, value=True)
+
+    def apply(self, func, args=(), kwargs=None):
+        return self._call("apply", _encode(func), _encode(args), _encode(kwargs), value=True)
+
+    def starmap(self, func, argtuples):
+        return self._call("starmap", _encode(func), _encode(argtuples), value=True)
+
+    def complete(self, text, line=None):
+        return self._call("complete", text, line)
+
+    def get_result(self, i=None):
+        return self._call("get_result", i)
+
+    def reset(self):
+        return self._call("reset")
+
+    def kill(self):
+        return self._call("kill").addErrback(lambda f: f.trap(EngineError) and None)
+
+    def keys(self):
+        return self._call("keys")
+
+    def interrupt(self):
+        return self._call("interrupt")
+
+    # IEngineSerialized
+    def push_serialized(self, namespace):
+        return self._call("push_serialized", dict(namespace))
+
+    def pull_serialized(self, keys):
+        return self._call("pull_serialized", keys)
+
+    # IEngineProperties
+    def set_properties(self, properties):
+        d = self._call("set_properties", properties)
+        return d.addCallback(self._mirror, lambda: self.properties.update(properties))
+
+    def get_properties(self, keys=None):
+        return self._call("get_properties", keys)
+
+    def del_properties(self, keys):
+        names = [keys] if isinstance(keys, str) else list(keys)
+        d = self._call("del_properties", keys)
+        return d.addCallback(self._mirror, lambda: [self.properties.pop(k, None) for k in names])
+
+    def has_properties(self, keys):
+        return self._call("has_properties", keys)
+
+    def clear_properties(self):
+        return self._call("clear_properties").addCallback(self._mirror, self.properties.clear)
+
+    @staticmethod
+    def _mirror(result, change):
+        change()
+        return result
+
+
+@implementer(RIEngineRegistrar)
+class FCEngineRegistrar(Referenceable):
+    """Lets engines register with a controller over Foolscap."""
+
+    def __init__(self, controller, on_engine=None):
+        self.controller = controller
+        self.on_engine = on_engine
+
+    def remote_register_engine(self, engine, id=None, pid=None, properties=None):
+        remote = RemoteEngine(engine, properties=properties)
+        peer = engine.getPeer()
+        ip = getattr(peer, "host", None)
+        port = getattr(peer, "port", None)
+        reply = self.controller.register_engine(remote, id, ip, port, pid)
+        engine_id = reply["id"]
+        engine.notifyOnDisconnect(self._disconnected, engine_id, remote)
+        if self.on_engine is not None:
+            self.on_engine(engine_id, remote)
+        return reply
+
+    def _disconnected(self, engine_id, remote):
+        queued = self.controller.engines.get(engine_id)
+        if queued is not None and getattr(queued, "engine", None) is remote:
+            log.info("engine {id} disconnected", id=engine_id)
+            self.controller.unregister_engine(engine_id)
+
+
+def _record(failure):
+    return wire.record_from_exception(failure.value, include_exception=False)
+
+
+@implementer(RIMultiEngine)
+class FCSynchronousMultiEngine(Referenceable):
+    """Adapter ISynchronousMultiEngine -> RIMultiEngine (thin translation)."""
+
+    def __init__(self, smultiengine, payload_cap=None):
+        self.sme = smultiengine
+        self.payload_cap = payload_cap
+
+    def _check_payload(self, payload):
+        if self.payload_cap is None:
+            return
+        for item in (payload.values() if isinstance(payload, dict) else
+                     payload if isinstance(payload, list) else [payload]):
+            if isinstance(item, serialize.Serialized):
+                serialize.check_size(item, self.payload_cap)
+
+    def _run(self, method, *args, payload=None, **kwargs):
+        try:
+            if payload is not None:
+                self._check_payload(payload)
+            d = defer.maybeDeferred(getattr(self.sme, method), *args, **kwargs)
+        except Exception:
+            d = defer.fail()
+        return d.addErrback(_record)
+
+    def remote_get_client_name(self):
+        return CLIENT_NAME
+
+    def remote_get_ids(self):
+        return self.sme.get_ids()
+
+    def remote_execute(self, lines, targets, block):
+        return self._run("execute", lines, targets=targets, block=block)
+
+    def remote_push(self, namespace, targets, block):
+        return self._run("push", namespace, targets=targets, block=block, payload=namespace)
+
+    def remote_pull(self, keys, targets, block):
+        return self._run("pull", keys, targets=targets, block=block)
+
+    def remote_push_function(self, namespace, targets, block):
+        return self._run("push_function", namespace, targets=targets, block=block,
+                         payload=namespace)
+
+    def remote_pull_function(self, keys, targets, block):
+        return self._run("pull_function", keys, targets=targets, block=block)
+
+    def remote_apply(self, func, args, kwargs, targets, block):
+        return self._run("apply", func, args, kwargs, targets=targets, block=block,
+                         payload=[func, args, kwargs])
+
+    def remote_complete(self, text, line, targets, block):
+        return self._run("complete", text, line, targets=targets, block=block)
+
+    def remote_get_result(self, i, targets, block):
+        return self._run("get_result", i, targets=targets, block=block)
+
+    def remote_reset(self, targets, block):
+        return self._run("reset", targets=targets, block=block)
+
+    def remote_keys(self, targets, block):
+        return self._run("keys", targets=targets, block=block)
+
+    def remote_kill(self, controller, targets, block):
+        return self._run("kill", controller, targets=targets, block=block)
+
+    def remote_interrupt(self, targets, block):
+        return self._run("interrupt", targets=targets, block=block)
+
+    def remote_push_serialized(self, namespace, targets, block):
+        return self._run("push_serialized", namespace, targets=targets, block=block,
+                         payload=namespace)
+
+    def remote_pull_serialized(self, keys, targets, block):
+        return self._run("pull_serialized", keys, targets=targets, block=block)
+
+    def remote_clear_queue(self, targets, block):
+        return self._run("clear_queue", targets=targets, block=block)
+
+    def remote_queue_status(self, targets, block):
+        return self._run("queue_status", targets=targets, block=block)
+
+    def remote_set_properties(self, properties, targets, block):
+        return self._run("set_properties", properties, targets=targets, block=block)
+
+    def remote_get_properties(self, keys, targets, block):
+        return self._run("get_properties", keys, targets=targets, block=block)
+
+    def remote_del_properties(self, keys, targets, block):
+        return self._run("del_properties", keys, targets=targets, block=block)
+
+    def remote_has_properties(self, keys, targets, block):
+        return self._run("has_properties", keys, targets=targets, block=block)
+
+    def remote_clear_properties(self, targets, block):
+        return self._run("clear_properties", targets=targets, block=block)
+
+    def remote_scatter(self, key, parts, flatten, targets, block):
+        return self._run("scatter", key, PrePartitioned(parts), targets=targets, block=block,
+                         payload=parts)
+
+    def remote_gather(self, key, targets, block):
+        return self._run("gather", key, targets=targets, block=block)
+
+    def remote_raw_map(self, func, parts, targets, block):
+        return self._run("map_partitions", func, PrePartitioned(parts), targets=targets,
+                         block=block, payload=[func] + list(parts))
+
+    def remote_get_pending_deferred(self, deferred_id, block):
+        return self._run("get_pending_deferred", deferred_id, block)
+
+    def remote_clear_pending_deferreds(self):
+        return self._run("clear_pending_deferreds")
+
+    def remote_abort(self, deferred_id):
+        return self._run("abort", deferred_id)

@@ -1,0 +1,110 @@
+"""The engine on the wire: a thin Referenceable over an EngineService.
+
+``remote_*`` methods only translate: user data arrives as Serialized values
+(rebuilt in the engine's user thread), results that are user data go back
+serialized (made in the user thread too), and errors go back as
+ErrorRecords carrying the pickled exception.
+"""
+from foolscap.api import Referenceable
+from twisted.python import components
+from zope.interface import implementer
+
+from ipkernel import wire
+from ipkernel.interfaces.engine import IEngineBase
+from ipkernel.interfaces.remote import RIEngine
+
+
+def _record(failure):
+    return wire.record_from_exception(failure.value)
+
+
+@implementer(RIEngine)
+class FCEngineFromService(Referenceable):
+    """Adapter IEngineBase -> RIEngine (what an engine gives the controller)."""
+
+    def __init__(self, service):
+        if not IEngineBase.providedBy(service):
+            raise TypeError(f"FCEngineFromService wraps an IEngineBase, not {type(service).__name__}")
+        self.service = service
+        self.pings = 0
+
+    @staticmethod
+    def _outcome(d):
+        return d.addErrback(_record)
+
+    def _serialized(self, method, *args):
+        return self._outcome(self.service.call_serialized(method, *args))
+
+    def remote_get_id(self):
+        return self.service.id
+
+    def remote_set_id(self, id):
+        self.service.id = id
+
+    def remote_ping(self):
+        self.pings += 1
+        return self.pings
+
+    def remote_execute(self, lines):
+        return self._outcome(self.service.execute(lines))
+
+    def remote_push(self, namespace):
+        return self._outcome(self.service.push_serialized(namespace))
+
+    def remote_pull(self, keys):
+        return self._serialized("pull", keys)
+
+    def remote_push_function(self, namespace):
+        return self._outcome(self.service.push_function(namespace))
+
+    def remote_pull_function(self, keys):
+        return self._serialized("pull_function", keys)
+
+    def remote_apply(self, func, args, kwargs):
+        return self._serialized("apply", func, args, kwargs)
+
+    def remote_starmap(self, func, argtuples):
+        return self._serialized("starmap", func, argtuples)
+
+    def remote_complete(self, text, line):
+        return self._outcome(self.service.complete(text, line))
+
+    def remote_get_result(self, i):
+        return self._outcome(self.service.get_result(i))
+
+    def remote_reset(self):
+        return self._outcome(self.service.reset())
+
+    def remote_kill(self):
+        return self._outcome(self.service.kill())
+
+    def remote_keys(self):
+        return self._outcome(self.service.keys())
+
+    def remote_interrupt(self):
+        return self._outcome(self.service.interrupt())
+
+    def remote_push_serialized(self, namespace):
+        return self._outcome(self.service.push_serialized(namespace))
+
+    def remote_pull_serialized(self, keys):
+        return self._outcome(self.service.pull_serialized(keys))
+
+    def remote_set_properties(self, properties):
+        return self._outcome(self.service.set_properties(properties))
+
+    def remote_get_properties(self, keys):
+        return self._outcome(self.service.get_properties(keys))
+
+    def remote_del_properties(self, keys):
+        return self._outcome(self.service.del_properties(keys))
+
+    def remote_has_properties(self, keys):
+        return self._outcome(self.service.has_properties(keys))
+
+    def remote_clear_properties(self):
+        return self._outcome(self.service.clear_properties())
+
+
+if components.getAdapterFactory(IEngineBase, RIEngine, None) is None:
+    components.registerAdapter(FCEngineFromService, IEngineBase, RIEngine)

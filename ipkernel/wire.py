@@ -1,0 +1,163 @@
+"""How ipkernel's values cross Foolscap connections.
+
+* :class:`ipkernel.serialize.Serialized` travels as a copyable: the receiver
+  gets a Serialized holding the same frames, and nothing is unpickled on the
+  way (the controller passes it on as it is).
+* Errors travel as :class:`ErrorRecord` copyables returned in place of a
+  result (``expose-remote-exception-types`` is off, so raised errors would
+  lose their type).  :func:`record_from_exception` makes one;
+  :func:`exception_from_record` rebuilds the exception on the client: the
+  original type when it can be unpickled (engine errors) or looked up
+  (ipkernel and builtin errors), else :class:`ipkernel.error.RemoteError`.
+"""
+import builtins
+
+from foolscap.api import registerCopier, registerRemoteCopyFactory
+from twisted.python.failure import Failure
+
+from ipkernel import error as errors
+from ipkernel import serialize
+from ipkernel.serialize import Serialized
+
+SERIALIZED_TYPE = "ipkernel.Serialized:1"
+ERROR_TYPE = "ipkernel.ErrorRecord:1"
+
+
+class ErrorRecord:
+    """A failure in plain data: what it was, where, and (for engine errors)
+    the pickled exception to rebuild it from."""
+
+    __slots__ = ("ename", "evalue", "module", "traceback", "engine_info", "exception",
+                 "errors", "message")
+
+    def __init__(self, ename, evalue="", module="", traceback="", engine_info=None,
+                 exception=None, errors=None, message=""):
+        self.ename = ename
+        self.evalue = evalue
+        self.module = module
+        self.traceback = traceback
+        self.engine_info = dict(engine_info or {})
+        self.exception = exception
+        self.errors = list(errors or [])
+        self.message = message
+
+    def state(self):
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def __repr__(self):
+        return f"<ErrorRecord {self.module}.{self.ename}: {self.evalue}>"
+
+
+def _serialized_state(s):
+    frames = [f if isinstance(f, bytes) else bytes(f) for f in s.frames]
+    return SERIALIZED_TYPE, {"td": s.type_descriptor, "md": s.metadata, "frames": frames}
+
+
+def _serialized_from_state(state):
+    return Serialized(list(state["frames"]), state["td"], state["md"])
+
+
+def _error_from_state(state):
+    return ErrorRecord(**state)
+
+
+def _register():
+    registerCopier(Serialized, _serialized_state)
+    registerRemoteCopyFactory(SERIALIZED_TYPE, _serialized_from_state)
+    registerCopier(ErrorRecord, lambda r: (ERROR_TYPE, r.state()))
+    registerRemoteCopyFactory(ERROR_TYPE, _error_from_state)
+
+
+_register()
+
+
+class WireError(errors.RemoteError):
+    """An error that arrived as a record and is passed on unopened (controller side)."""
+
+    def __init__(self, record):
+        super().__init__(record.ename, record.evalue, record.traceback, record.engine_info)
+        self.record = record
+
+
+# -- making records -----------------------------------------------------------------
+
+
+def record_from_exception(exc, include_exception=True):
+    """Describe ``exc`` as an ErrorRecord.
+
+    Engines include the pickled exception (when it pickles) so the client
+    can rebuild the original type; the controller never unpickles it.
+    """
+    if isinstance(exc, Failure):
+        exc = exc.value
+    if isinstance(exc, WireError):
+        return exc.record
+    if isinstance(exc, errors.CompositeError):
+        return ErrorRecord("CompositeError", str(exc), errors.__name__, message=exc.message,
+                           errors=[record_from_exception(value, include_exception)
+                                   for _, value, _ in exc.elist])
+    info = getattr(exc, errors.ENGINE_INFO_ATTR, None) or {}
+    tb_text = getattr(exc, errors.TRACEBACK_ATTR, None) or ""
+    pickled = None
+    if include_exception and info:
+        try:
+            pickled = serialize.serialize(exc)
+        except errors.SerializationError:
+            pickled = None
+    if isinstance(exc, errors.RemoteError):
+        return ErrorRecord(exc.ename, exc.evalue, "", exc.traceback, exc.engine_info, pickled)
+    return ErrorRecord(type(exc).__name__, str(exc), type(exc).__module__, tb_text, info, pickled)
+
+
+# -- rebuilding exceptions -----------------------------------------------------------
+
+
+def _lookup_safe_class(module, name):
+    """An exception class named by a record, looked up without importing anything."""
+    if module == errors.__name__:
+        candidate = getattr(errors, name, None)
+    elif module == "builtins":
+        candidate = getattr(builtins, name, None)
+    else:
+        return None
+    if isinstance(candidate, type) and issubclass(candidate, BaseException):
+        return candidate
+    return None
+
+
+def exception_from_record(record):
+    """Rebuild the exception described by ``record`` (client side)."""
+    if record.ename == "CompositeError" and record.module == errors.__name__:
+        elist = []
+        for sub in record.errors:
+            value = exception_from_record(sub)
+            elist.append((type(value), value, None))
+        return errors.CompositeError(record.message, elist)
+    exc = None
+    if record.exception is not None:
+        try:
+            candidate = serialize.unserialize(record.exception)
+            if isinstance(candidate, BaseException):
+                exc = candidate
+        except Exception:
+            exc = None
+    if exc is None:
+        cls = _lookup_safe_class(record.module, record.ename)
+        if cls is not None:
+            try:
+                exc = cls(record.evalue)
+            except Exception:
+                exc = None
+    if exc is None:
+        return errors.RemoteError(record.ename, record.evalue, record.traceback, record.engine_info)
+    if record.engine_info:
+        errors.tag_exception(exc, record.engine_info.get("engine_id"),
+                             record.engine_info.get("method", "?"), record.traceback)
+    return exc
+
+
+def raise_if_error(outcome):
+    """Return ``outcome``, or raise the exception it records."""
+    if isinstance(outcome, ErrorRecord):
+        raise exception_from_record(outcome)
+    return outcome
