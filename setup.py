@@ -11,6 +11,7 @@ setup(
         "ipkernel",
         "ipkernel.engine",
         "ipkernel.controller",
+        "ipkernel.client",
         "ipkernel.interfaces",
     ],
     package_dir={"ipkernel.interfaces": "interfaces"},

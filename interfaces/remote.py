@@ -10,7 +10,8 @@ the error keeps its type and engine labels across the wire.
 
 Wire names (``__remote_name__``) never change; a new version gets a new name.
 """
-from foolscap.api import Any, ChoiceOf, DictOf, IntegerConstraint, ListOf, RemoteInterface
+from foolscap.api import (Any, ChoiceOf, DictOf, IntegerConstraint, ListOf, RemoteInterface,
+                          TupleOf)
 from foolscap.schema import BooleanConstraint, UnicodeConstraint
 
 MAX_ENGINES = 100_000
@@ -18,12 +19,14 @@ MAX_KEYS = 100_000
 
 #: An engine id (small non-negative int).
 EngineId = IntegerConstraint(8)
-#: ``'all'``, one engine id, or a list of them.
-Targets = ChoiceOf(UnicodeConstraint(8), EngineId, ListOf(EngineId, maxLength=MAX_ENGINES))
-#: A variable name, or a list of them.
+#: Targets, tagged (Foolscap cannot choose between a scalar and a list on
+#: the way in): ``('all', [])``, ``('one', [id])`` or ``('list', [ids])``.
+Targets = TupleOf(UnicodeConstraint(8), ListOf(EngineId, maxLength=MAX_ENGINES))
+#: A variable name.
 Key = UnicodeConstraint(1024)
-Keys = ChoiceOf(Key, ListOf(Key, maxLength=MAX_KEYS))
-OptionalKeys = ChoiceOf(None, Keys)
+#: Keys, tagged: ``('one', [name])``, ``('list', [names])`` or ``('none', [])``.
+Keys = TupleOf(UnicodeConstraint(8), ListOf(Key, maxLength=MAX_KEYS))
+OptionalKeys = Keys
 #: Source text sent to engines (64 MiB).
 Code = UnicodeConstraint(64 * 2 ** 20)
 #: A pending-result id (40 hex chars).
@@ -122,7 +125,7 @@ class RIEngineRegistrar(RemoteInterface):
 
     def register_engine(engine=RIEngine, id=ChoiceOf(None, EngineId),
                         pid=ChoiceOf(None, IntegerConstraint(8)),
-                        properties=ChoiceOf(None, Properties)):
+                        properties=Properties):
         """Register ``engine``; return ``{'id': assigned_id}``."""
         return DictOf(UnicodeConstraint(16), Any())
 

@@ -79,6 +79,57 @@ class WireError(errors.RemoteError):
         self.record = record
 
 
+# -- tagged control data ------------------------------------------------------------
+
+
+def _is_id(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def encode_targets(targets):
+    """``'all'`` / an id / a list of ids -> the tagged wire form (InvalidEngineID if bad)."""
+    if targets == "all":
+        return ("all", [])
+    if _is_id(targets):
+        return ("one", [targets])
+    if isinstance(targets, (list, tuple)) and all(_is_id(t) for t in targets):
+        return ("list", list(targets))
+    raise errors.InvalidEngineID(f"targets must be an int, a list of ints or 'all', not {targets!r}")
+
+
+def decode_targets(wire_targets):
+    kind, ids = wire_targets
+    if kind == "all":
+        return "all"
+    if kind == "one" and len(ids) == 1:
+        return ids[0]
+    if kind == "list":
+        return list(ids)
+    raise errors.InvalidEngineID(f"malformed targets {wire_targets!r}")
+
+
+def encode_keys(keys):
+    """A name / a list of names / None -> the tagged wire form (TypeError if bad)."""
+    if keys is None:
+        return ("none", [])
+    if isinstance(keys, str):
+        return ("one", [keys])
+    if isinstance(keys, (list, tuple)) and all(isinstance(k, str) for k in keys):
+        return ("list", list(keys))
+    raise TypeError(f"keys must be a str or a list/tuple of str, not {keys!r}")
+
+
+def decode_keys(wire_keys):
+    kind, names = wire_keys
+    if kind == "none":
+        return None
+    if kind == "one" and len(names) == 1:
+        return names[0]
+    if kind == "list":
+        return list(names)
+    raise TypeError(f"malformed keys {wire_keys!r}")
+
+
 # -- making records -----------------------------------------------------------------
 
 

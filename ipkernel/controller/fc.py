@@ -24,7 +24,7 @@ from ipkernel.interfaces.remote import RIEngineRegistrar, RIMultiEngine
 
 log = Logger()
 
-CLIENT_NAME = "ipkernel.client.asyncclient.AsyncMultiEngineClient"
+CLIENT_NAME = "ipkernel.client.fcmultiengine.FCFullSynchronousMultiEngineClient"
 
 
 def _encode(value):
@@ -42,6 +42,15 @@ def decode(value):
     if isinstance(value, dict):
         return {k: decode(v) for k, v in value.items()}
     return value
+
+
+class _Keys:
+    """Marks an argument to send in the tagged keys form."""
+
+    __slots__ = ("keys",)
+
+    def __init__(self, keys):
+        self.keys = keys
 
 
 @implementer(IEngineBase)
@@ -67,8 +76,9 @@ class RemoteEngine:
 
     def _call(self, method, *args, value=False):
         try:
+            args = [wire.encode_keys(a.keys) if isinstance(a, _Keys) else a for a in args]
             d = self.rref.callRemote(method, *args)
-        except DeadReferenceError:
+        except Exception:
             d = defer.fail()
         d.addCallbacks(self._check, self._lost, callbackArgs=(method, value),
                        errbackArgs=(method,))
@@ -98,13 +108,13 @@ class RemoteEngine:
         return self._call("push", {k: _encode(v) for k, v in namespace.items()})
 
     def pull(self, keys):
-        return self._call("pull", keys, value=True)
+        return self._call("pull", _Keys(keys), value=True)
 
     def push_function(self, namespace):
         return self._call("push_function", {k: _encode(v) for k, v in namespace.items()})
 
     def pull_function(self, keys):
-        return self._call("pull_function", keys, value=True)
+        return self._call("pull_function", _Keys(keys), value=True)
 
     def apply(self, func, args=(), kwargs=None):
         return self._call("apply", _encode(func), _encode(args), _encode(kwargs), value=True)
@@ -135,7 +145,7 @@ class RemoteEngine:
         return self._call("push_serialized", dict(namespace))
 
     def pull_serialized(self, keys):
-        return self._call("pull_serialized", keys)
+        return self._call("pull_serialized", _Keys(keys))
 
     # IEngineProperties
     def set_properties(self, properties):
@@ -143,15 +153,15 @@ class RemoteEngine:
         return d.addCallback(self._mirror, lambda: self.properties.update(properties))
 
     def get_properties(self, keys=None):
-        return self._call("get_properties", keys)
+        return self._call("get_properties", _Keys(keys))
 
     def del_properties(self, keys):
         names = [keys] if isinstance(keys, str) else list(keys)
-        d = self._call("del_properties", keys)
+        d = self._call("del_properties", _Keys(keys))
         return d.addCallback(self._mirror, lambda: [self.properties.pop(k, None) for k in names])
 
     def has_properties(self, keys):
-        return self._call("has_properties", keys)
+        return self._call("has_properties", _Keys(keys))
 
     def clear_properties(self):
         return self._call("clear_properties").addCallback(self._mirror, self.properties.clear)
@@ -211,6 +221,9 @@ class FCSynchronousMultiEngine(Referenceable):
 
     def _run(self, method, *args, payload=None, **kwargs):
         try:
+            if "targets" in kwargs:
+                kwargs["targets"] = wire.decode_targets(kwargs["targets"])
+            args = [wire.decode_keys(a.keys) if isinstance(a, _Keys) else a for a in args]
             if payload is not None:
                 self._check_payload(payload)
             d = defer.maybeDeferred(getattr(self.sme, method), *args, **kwargs)
@@ -231,14 +244,14 @@ class FCSynchronousMultiEngine(Referenceable):
         return self._run("push", namespace, targets=targets, block=block, payload=namespace)
 
     def remote_pull(self, keys, targets, block):
-        return self._run("pull", keys, targets=targets, block=block)
+        return self._run("pull", _Keys(keys), targets=targets, block=block)
 
     def remote_push_function(self, namespace, targets, block):
         return self._run("push_function", namespace, targets=targets, block=block,
                          payload=namespace)
 
     def remote_pull_function(self, keys, targets, block):
-        return self._run("pull_function", keys, targets=targets, block=block)
+        return self._run("pull_function", _Keys(keys), targets=targets, block=block)
 
     def remote_apply(self, func, args, kwargs, targets, block):
         return self._run("apply", func, args, kwargs, targets=targets, block=block,
@@ -267,7 +280,7 @@ class FCSynchronousMultiEngine(Referenceable):
                          payload=namespace)
 
     def remote_pull_serialized(self, keys, targets, block):
-        return self._run("pull_serialized", keys, targets=targets, block=block)
+        return self._run("pull_serialized", _Keys(keys), targets=targets, block=block)
 
     def remote_clear_queue(self, targets, block):
         return self._run("clear_queue", targets=targets, block=block)
@@ -279,13 +292,13 @@ class FCSynchronousMultiEngine(Referenceable):
         return self._run("set_properties", properties, targets=targets, block=block)
 
     def remote_get_properties(self, keys, targets, block):
-        return self._run("get_properties", keys, targets=targets, block=block)
+        return self._run("get_properties", _Keys(keys), targets=targets, block=block)
 
     def remote_del_properties(self, keys, targets, block):
-        return self._run("del_properties", keys, targets=targets, block=block)
+        return self._run("del_properties", _Keys(keys), targets=targets, block=block)
 
     def remote_has_properties(self, keys, targets, block):
-        return self._run("has_properties", keys, targets=targets, block=block)
+        return self._run("has_properties", _Keys(keys), targets=targets, block=block)
 
     def remote_clear_properties(self, targets, block):
         return self._run("clear_properties", targets=targets, block=block)

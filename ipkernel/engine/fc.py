@@ -52,13 +52,13 @@ class FCEngineFromService(Referenceable):
         return self._outcome(self.service.push_serialized(namespace))
 
     def remote_pull(self, keys):
-        return self._serialized("pull", keys)
+        return self._serialized("pull", wire.decode_keys(keys))
 
     def remote_push_function(self, namespace):
         return self._outcome(self.service.push_function(namespace))
 
     def remote_pull_function(self, keys):
-        return self._serialized("pull_function", keys)
+        return self._serialized("pull_function", wire.decode_keys(keys))
 
     def remote_apply(self, func, args, kwargs):
         return self._serialized("apply", func, args, kwargs)
@@ -88,19 +88,19 @@ class FCEngineFromService(Referenceable):
         return self._outcome(self.service.push_serialized(namespace))
 
     def remote_pull_serialized(self, keys):
-        return self._outcome(self.service.pull_serialized(keys))
+        return self._outcome(self.service.pull_serialized(wire.decode_keys(keys)))
 
     def remote_set_properties(self, properties):
         return self._outcome(self.service.set_properties(properties))
 
     def remote_get_properties(self, keys):
-        return self._outcome(self.service.get_properties(keys))
+        return self._outcome(self.service.get_properties(wire.decode_keys(keys)))
 
     def remote_del_properties(self, keys):
-        return self._outcome(self.service.del_properties(keys))
+        return self._outcome(self.service.del_properties(wire.decode_keys(keys)))
 
     def remote_has_properties(self, keys):
-        return self._outcome(self.service.has_properties(keys))
+        return self._outcome(self.service.has_properties(wire.decode_keys(keys)))
 
     def remote_clear_properties(self):
         return self._outcome(self.service.clear_properties())

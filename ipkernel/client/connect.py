@@ -1,0 +1,57 @@
+"""Connecting to a controller: FURL (or FURL file) -> client object."""
+from foolscap.api import DeadReferenceError
+from twisted.internet import defer, error as net_error
+
+from ipkernel import fcutil
+from ipkernel.clusterdir import MULTIENGINE_FURL, ClusterDir
+from ipkernel.error import ControllerError
+
+DEFAULT_TIMEOUT = 10.0
+
+_shared_tub = None
+
+
+def shared_tub():
+    """The process-wide client Tub (started on first use, never listening)."""
+    global _shared_tub
+    if _shared_tub is None:
+        _shared_tub = fcutil.make_tub()
+        _shared_tub.startService()
+    return _shared_tub
+
+
+def _describe(furl_or_file, furl):
+    if furl_or_file is not None and not str(furl_or_file).startswith("pb://"):
+        return f"the controller named in {furl_or_file}"
+    return f"the controller at {furl}"
+
+
+async def get_reference(furl_or_file, tub=None, timeout=DEFAULT_TIMEOUT, reactor=None):
+    """Return ``(furl, RemoteReference)``, failing promptly with ControllerError
+    that says which file or FURL and why."""
+    if reactor is None:
+        from twisted.internet import reactor
+    try:
+        furl = fcutil.find_furl(furl_or_file)
+    except ValueError as exc:
+        raise ControllerError(str(exc)) from None
+    tub = tub if tub is not None else shared_tub()
+    where = _describe(furl_or_file, furl)
+    try:
+        rref = await tub.getReference(furl).addTimeout(timeout, reactor)
+    except defer.TimeoutError:
+        raise ControllerError(f"{where} did not answer within {timeout:g} s: is it running, "
+                              f"and is its address reachable from here?") from None
+    except (net_error.ConnectionRefusedError, net_error.ConnectError) as exc:
+        raise ControllerError(f"could not connect to {where}: {exc.__class__.__name__} "
+                              f"(is ipcontroller running? a FURL from an old run is stale "
+                              f"unless the controller was started with -r)") from None
+    except DeadReferenceError:
+        raise ControllerError(f"{where} closed the connection") from None
+    except Exception as exc:
+        raise ControllerError(f"could not connect to {where}: {exc}") from None
+    return furl, rref
+
+
+def default_furl_file(name=MULTIENGINE_FURL, cluster_dir=None):
+    return str(ClusterDir(cluster_dir).furl_file(name))

@@ -1,0 +1,280 @@
+"""The multi-engine client over Foolscap (Deferred-based; for Twisted programs).
+
+:class:`FCFullSynchronousMultiEngineClient` turns a RemoteReference to the
+controller's ``ipcontroller-mec.furl`` object back into an
+:class:`IFullSynchronousMultiEngine`: the same calls, the same results and
+errors as the in-process view.  It serializes user data before sending and
+rebuilds results and exceptions on arrival; the controller only passes the
+bytes along.  Splitting and joining data (scatter, gather, map) happens here,
+because only the client can look inside it.
+"""
+import functools
+
+from foolscap.api import DeadReferenceError
+from twisted.internet import defer
+from zope.interface import implementer
+
+from ipkernel import serialize, wire
+from ipkernel.controller import mapping
+from ipkernel.controller.fc import decode
+from ipkernel.controller.multiengine import zip_sequences
+from ipkernel.error import ControllerError, InvalidEngineID, KernelError, ResultNotCompleted
+from ipkernel.interfaces.multiengine import IFullSynchronousMultiEngine
+
+
+def _encode_namespace(namespace):
+    if not isinstance(namespace, dict) or not all(isinstance(k, str) for k in namespace):
+        raise TypeError(f"a namespace must be a dict with str keys, not {type(namespace).__name__}")
+    return {k: serialize.serialize(v) for k, v in namespace.items()}
+
+
+def _is_id(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+_targets = wire.encode_targets
+_keys = wire.encode_keys
+
+
+@implementer(IFullSynchronousMultiEngine)
+class FCFullSynchronousMultiEngineClient:
+    """IFullSynchronousMultiEngine over a RemoteReference to the controller."""
+
+    #: What the controller's get_client_name answers for this interface.
+    client_name = "ipkernel.client.fcmultiengine.FCFullSynchronousMultiEngineClient"
+
+    def __init__(self, remote_reference, furl=None):
+        self.remote = remote_reference
+        self.furl = furl
+        self._post = {}  # deferred id -> function applied when the result is fetched
+
+    # -- plumbing -------------------------------------------------------------------
+
+    def _call(self, method, *args):
+        try:
+            d = self.remote.callRemote(method, *args)
+        except Exception:
+            d = defer.fail()
+        return d.addCallbacks(wire.raise_if_error, self._connection_error, errbackArgs=(method,))
+
+    def _connection_error(self, failure, method):
+        if failure.check(KernelError):
+            return failure
+        if failure.check(DeadReferenceError):
+            where = self.furl or "FURL unknown"
+            raise ControllerError(f"lost the connection to the controller ({where}) during "
+                                  f"{method}: is it still running?")
+        raise ControllerError(f"{method} failed on the way to the controller: "
+                              f"{failure.getErrorMessage()}")
+
+    def _two_phase(self, method, args, block, post=None):
+        """Call ``method``; decode and post-process the result, now or at fetch time."""
+        if not isinstance(block, bool):
+            return defer.fail(TypeError(f"block must be True or False, not {block!r}"))
+        d = self._call(method, *args, block)
+        if block:
+            d.addCallback(decode)
+            return d.addCallback(post) if post is not None else d
+
+        def remember(deferred_id):
+            if post is not None:
+                self._post[deferred_id] = post
+            return deferred_id
+        return d.addCallback(remember)
+
+    # -- primitives --------------------------------------------------------------------
+
+    def execute(self, lines, targets="all", *, block=True):
+        return self._two_phase("execute", (lines, _targets(targets)), block)
+
+    def push(self, namespace, targets="all", *, block=True):
+        try:
+            payload = _encode_namespace(namespace)
+        except Exception:
+            return defer.fail()
+        return self._two_phase("push", (payload, _targets(targets)), block)
+
+    def pull(self, keys, targets="all", *, block=True):
+        return self._two_phase("pull", (_keys(keys), _targets(targets)), block)
+
+    def push_function(self, namespace, targets="all", *, block=True):
+        try:
+            payload = _encode_namespace(namespace)
+        except Exception:
+            return defer.fail()
+        return self._two_phase("push_function", (payload, _targets(targets)), block)
+
+    def pull_function(self, keys, targets="all", *, block=True):
+        return self._two_phase("pull_function", (_keys(keys), _targets(targets)), block)
+
+    def apply(self, func, args=(), kwargs=None, targets="all", *, block=True):
+        try:
+            payload = tuple(serialize.serialize(x) for x in (func, tuple(args), kwargs))
+        except Exception:
+            return defer.fail()
+        return self._two_phase("apply", payload + (_targets(targets),), block)
+
+    def complete(self, text, line=None, targets="all", *, block=True):
+        return self._two_phase("complete", (text, line, _targets(targets)), block)
+
+    def get_result(self, i=None, targets="all", *, block=True):
+        return self._two_phase("get_result", (i, _targets(targets)), block)
+
+    def reset(self, targets="all", *, block=True):
+        return self._two_phase("reset", (_targets(targets),), block)
+
+    def keys(self, targets="all", *, block=True):
+        return self._two_phase("keys", (_targets(targets),), block)
+
+    def kill(self, controller=False, targets="all", *, block=True):
+        return self._two_phase("kill", (bool(controller), _targets(targets)), block)
+
+    def interrupt(self, targets="all", *, block=True):
+        return self._two_phase("interrupt", (_targets(targets),), block)
+
+    def push_serialized(self, namespace, targets="all", *, block=True):
+        return self._two_phase("push_serialized", (dict(namespace), _targets(targets)), block)
+
+    def pull_serialized(self, keys, targets="all", *, block=True):
+        # Serialized values are the answer here: do not decode them.
+        if not isinstance(block, bool):
+            return defer.fail(TypeError(f"block must be True or False, not {block!r}"))
+        return self._call("pull_serialized", _keys(keys), _targets(targets), block)
+
+    def clear_queue(self, targets="all", *, block=True):
+        return self._two_phase("clear_queue", (_targets(targets),), block)
+
+    def queue_status(self, targets="all", *, block=True):
+        post = lambda statuses: [tuple(s) for s in statuses]  # noqa: E731
+        return self._two_phase("queue_status", (_targets(targets),), block, post)
+
+    def set_properties(self, properties, targets="all", *, block=True):
+        return self._two_phase("set_properties", (dict(properties), _targets(targets)), block)
+
+    def get_properties(self, keys=None, targets="all", *, block=True):
+        return self._two_phase("get_properties", (_keys(keys), _targets(targets)), block)
+
+    def del_properties(self, keys, targets="all", *, block=True):
+        return self._two_phase("del_properties", (_keys(keys), _targets(targets)), block)
+
+    def has_properties(self, keys, targets="all", *, block=True):
+        return self._two_phase("has_properties", (_keys(keys), _targets(targets)), block)
+
+    def clear_properties(self, targets="all", *, block=True):
+        return self._two_phase("clear_properties", (_targets(targets),), block)
+
+    def get_ids(self):
+        return self._call("get_ids")
+
+    # -- pending results ----------------------------------------------------------------
+
+    def get_pending_deferred(self, deferred_id, block=True):
+        d = self._call("get_pending_deferred", deferred_id, bool(block))
+        d.addCallback(decode)
+        post = self._post.get(deferred_id)
+
+        def finish(value):
+            self._post.pop(deferred_id, None)
+            return post(value) if post is not None else value
+
+        def failed(failure):
+            if not failure.check(ResultNotCompleted):
+                self._post.pop(deferred_id, None)
+            return failure
+        return d.addCallbacks(finish, failed)
+
+    def clear_pending_deferreds(self):
+        self._post.clear()
+        return self._call("clear_pending_deferreds")
+
+    def abort(self, deferred_id):
+        return self._call("abort", deferred_id)
+
+    # -- coordinator and extras (data split and joined here) ----------------------------
+
+    async def _engine_ids(self, targets):
+        if targets == "all":
+            return await self.get_ids()
+        if isinstance(targets, int) and not isinstance(targets, bool):
+            return [targets]
+        if isinstance(targets, (list, tuple)):
+            return list(targets)
+        raise InvalidEngineID(f"targets must be an int, a list of ints or 'all', not {targets!r}")
+
+    def scatter(self, key, seq, dist="b", flatten=False, targets="all", *, block=True):
+        async def go():
+            ids = await self._engine_ids(targets)
+            parts = mapping.partitions(seq, len(ids), dist)
+            if flatten:
+                parts = [p[0] if len(p) == 1 else p for p in parts]
+            payload = [serialize.serialize(p) for p in parts]
+            return await self._two_phase("scatter", (key, payload, False, _targets(ids)), block)
+        return defer.Deferred.fromCoroutine(go())
+
+    def gather(self, key, dist="b", targets="all", *, block=True):
+        if dist not in mapping.DISTRIBUTIONS:
+            return defer.fail(ValueError(f"unknown distribution {dist!r}: use 'b' (blocks) or "
+                                         f"'r' (round robin)"))
+        return self._two_phase("gather", (key, _targets(targets)), block,
+                               lambda parts: mapping.join(parts, dist))
+
+    def raw_map(self, func, seqs, dist="b", targets="all", *, block=True):
+        async def go():
+            argtuples = zip_sequences(seqs)
+            if not (callable(func) or isinstance(func, str)):
+                raise TypeError(f"map needs a callable or the name of one on the engines, "
+                                f"not {type(func).__name__}")
+            ids = await self._engine_ids(targets)
+            parts = [serialize.serialize(p) for p in mapping.partitions(argtuples, len(ids), dist)]
+            return await self._two_phase("raw_map", (serialize.serialize(func), parts, _targets(ids)), block,
+                                         lambda results: mapping.join(results, dist))
+        return defer.Deferred.fromCoroutine(go())
+
+    def map(self, func, *seqs, dist="b", targets="all", block=True):
+        return self.raw_map(func, seqs, dist=dist, targets=targets, block=block)
+
+    def map_partitions(self, func, parts, targets="all", dist="b", *, block=True):
+        try:
+            payload = [serialize.serialize(list(p)) for p in parts]
+        except Exception:
+            return defer.fail()
+        return self._two_phase("raw_map", (serialize.serialize(func), payload, _targets(targets)),
+                               block, lambda results: mapping.join(results, dist))
+
+    def zip_pull(self, keys, targets="all", *, block=True):
+        single_target = isinstance(targets, int) and not isinstance(targets, bool)
+
+        def transpose(values):
+            if single_target:
+                return values[0]
+            if isinstance(keys, str):
+                return values
+            return list(zip(*values))
+        return self._two_phase("pull", (_keys(keys), _targets(targets)), block, transpose)
+
+    def run(self, filename, targets="all", *, block=True):
+        try:
+            with open(filename, encoding="utf-8") as f:
+                source = f.read()
+            compile(source, filename, "exec")
+        except Exception:
+            return defer.fail()
+        return self.execute(source, targets, block=block)
+
+
+def _failures_as_deferreds(method):
+    """Make argument errors raised before the call arrive as a failed Deferred."""
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except Exception:
+            return defer.fail()
+    return wrapper
+
+
+for _name in IFullSynchronousMultiEngine.names(all=True):
+    _method = getattr(FCFullSynchronousMultiEngineClient, _name, None)
+    if callable(_method):
+        setattr(FCFullSynchronousMultiEngineClient, _name, _failures_as_deferreds(_method))
+del _name, _method
