@@ -17,7 +17,7 @@ from zope.interface import implementer
 from ipkernel import serialize, wire
 from ipkernel.controller import mapping
 from ipkernel.controller.fc import decode
-from ipkernel.controller.multiengine import zip_sequences
+from ipkernel.controller.multiengine import read_script, zip_sequences
 from ipkernel.error import ControllerError, InvalidEngineID, KernelError, ResultNotCompleted
 from ipkernel.interfaces.multiengine import IFullSynchronousMultiEngine
 
@@ -253,13 +253,7 @@ class FCFullSynchronousMultiEngineClient:
         return self._two_phase("pull", (_keys(keys), _targets(targets)), block, transpose)
 
     def run(self, filename, targets="all", *, block=True):
-        try:
-            with open(filename, encoding="utf-8") as f:
-                source = f.read()
-            compile(source, filename, "exec")
-        except Exception:
-            return defer.fail()
-        return self.execute(source, targets, block=block)
+        return self.execute(read_script(filename), targets, block=block)
 
 
 def _failures_as_deferreds(method):

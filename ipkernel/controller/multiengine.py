@@ -30,6 +30,15 @@ def _join(parts, dist):
     return mapping.join(parts, dist)
 
 
+def read_script(filename):
+    """Return the source of the Python file ``filename``, checked for syntax
+    errors here (they fail before any engine is touched)."""
+    with open(filename, encoding="utf-8") as f:
+        source = f.read()
+    compile(source, filename, "exec")
+    return source
+
+
 def zip_sequences(seqs):
     """Return the argument tuples of a map over ``seqs`` (a list/tuple of
     equal-length sequences)."""
@@ -262,9 +271,7 @@ class MultiEngine(ControllerAdapterBase):
 
     def run(self, filename, targets="all"):
         try:
-            with open(filename, encoding="utf-8") as f:
-                source = f.read()
-            compile(source, filename, "exec")
+            source = read_script(filename)
         except Exception:
             return defer.fail()
         return self.execute(source, targets)
