@@ -18,7 +18,8 @@ from ipkernel import serialize, wire
 from ipkernel.controller import mapping
 from ipkernel.controller.fc import decode
 from ipkernel.controller.multiengine import read_script, zip_sequences
-from ipkernel.error import ControllerError, InvalidEngineID, KernelError, ResultNotCompleted
+from ipkernel.error import (ControllerError, InvalidEngineID, KernelError, NoEnginesRegistered,
+                            ResultNotCompleted)
 from ipkernel.interfaces.multiengine import IFullSynchronousMultiEngine
 
 
@@ -67,20 +68,30 @@ class FCFullSynchronousMultiEngineClient:
         raise ControllerError(f"{method} failed on the way to the controller: "
                               f"{failure.getErrorMessage()}")
 
-    def _two_phase(self, method, args, block, post=None):
-        """Call ``method``; decode and post-process the result, now or at fetch time."""
+    def _two_phase(self, method, args, block, post=None, decode_result=True):
+        """Call ``method``; decode and post-process the result, now or at fetch time.
+
+        With ``block=False`` the answer is a deferred id, and how to finish
+        the result (decode it or not, then ``post``) is remembered under that
+        id until :meth:`get_pending_deferred` fetches it.
+        """
         if not isinstance(block, bool):
             return defer.fail(TypeError(f"block must be True or False, not {block!r}"))
         d = self._call(method, *args, block)
         if block:
-            d.addCallback(decode)
-            return d.addCallback(post) if post is not None else d
+            return d.addCallback(self._finish, decode_result, post)
 
         def remember(deferred_id):
-            if post is not None:
-                self._post[deferred_id] = post
+            if post is not None or not decode_result:
+                self._post[deferred_id] = (decode_result, post)
             return deferred_id
         return d.addCallback(remember)
+
+    @staticmethod
+    def _finish(value, decode_result, post):
+        if decode_result:
+            value = decode(value)
+        return post(value) if post is not None else value
 
     # -- primitives --------------------------------------------------------------------
 
@@ -137,9 +148,8 @@ class FCFullSynchronousMultiEngineClient:
 
     def pull_serialized(self, keys, targets="all", *, block=True):
         # Serialized values are the answer here: do not decode them.
-        if not isinstance(block, bool):
-            return defer.fail(TypeError(f"block must be True or False, not {block!r}"))
-        return self._call("pull_serialized", _keys(keys), _targets(targets), block)
+        return self._two_phase("pull_serialized", (_keys(keys), _targets(targets)), block,
+                               decode_result=False)
 
     def clear_queue(self, targets="all", *, block=True):
         return self._two_phase("clear_queue", (_targets(targets),), block)
@@ -170,12 +180,11 @@ class FCFullSynchronousMultiEngineClient:
 
     def get_pending_deferred(self, deferred_id, block=True):
         d = self._call("get_pending_deferred", deferred_id, bool(block))
-        d.addCallback(decode)
-        post = self._post.get(deferred_id)
+        decode_result, post = self._post.get(deferred_id, (True, None))
 
         def finish(value):
             self._post.pop(deferred_id, None)
-            return post(value) if post is not None else value
+            return self._finish(value, decode_result, post)
 
         def failed(failure):
             if not failure.check(ResultNotCompleted):
@@ -194,7 +203,12 @@ class FCFullSynchronousMultiEngineClient:
 
     async def _engine_ids(self, targets):
         if targets == "all":
-            return await self.get_ids()
+            ids = await self.get_ids()
+            if not ids:
+                raise NoEnginesRegistered(
+                    "no engines are registered with the controller; start engines "
+                    "(ipengine or ipcluster) and check their logs if they do not appear")
+            return ids
         if isinstance(targets, int) and not isinstance(targets, bool):
             return [targets]
         if isinstance(targets, (list, tuple)):

@@ -106,6 +106,10 @@ class EngineService(service.Service):
 
     def stopService(self):
         super().stopService()
+        # A stopped engine's properties must not leak to the next engine
+        # given the same id in this process.
+        if self._id is not None and get_engine(self._id).properties is self.properties:
+            drop_engine(self._id)
         return self.executor.stop()
 
     # -- plumbing ---------------------------------------------------------------

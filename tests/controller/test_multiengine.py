@@ -1,5 +1,11 @@
-"""Tier 1: IMultiEngine / IFullMultiEngine adapted from a ControllerService,
-with in-process queued engines."""
+"""IMultiEngine / IFullMultiEngine adapted from a ControllerService.
+
+Tests taking ``me`` / ``make_me`` run twice: on the in-process adapter with
+in-process queued engines (``local``, tier 1) and through real Foolscap Tubs
+on loopback, as a client of a controller whose engines each have their own
+Tub (``foolscap``, tier 2).  Tests that register engines themselves or look
+at controller internals stay local.
+"""
 import io
 
 import numpy
@@ -14,8 +20,6 @@ from ipkernel.error import (Aborted, CompositeError, EngineError, InvalidEngineI
 from ipkernel.interfaces.multiengine import (IEngineMultiplexer, IFullMultiEngine, IMultiEngine,
                                              IMultiEngineCoordinator, IMultiEngineExtras)
 from ipkernel.serialize import Serialized, serialize, unserialize
-
-pytestmark = pytest.mark.tier1
 
 WAIT = 10
 
@@ -146,8 +150,8 @@ def test_provides_multiengine_interfaces(make_controller):
 # --- targets ----------------------------------------------------------------------
 
 @pytest_twisted.ensureDeferred
-async def test_every_method_with_target_zero(make_controller):
-    me = IFullMultiEngine(make_controller(1))
+async def test_every_method_with_target_zero(make_me):
+    me = await make_me(1)
     result = await within(me.execute("a = 5", targets=0))
     assert len(result) == 1
     assert (result[0]["number"], result[0]["id"]) == (1, 0)
@@ -188,8 +192,8 @@ async def test_every_method_with_target_zero(make_controller):
 
 @pytest.mark.parametrize("method", TARGETED_METHODS)
 @pytest_twisted.ensureDeferred
-async def test_bad_targets_fail_with_invalid_engine_id(make_controller, script, method):
-    me = IFullMultiEngine(make_controller(2))
+async def test_bad_targets_fail_with_invalid_engine_id(make_me, script, method):
+    me = await make_me(2)
     args, kwargs = call_table(script("a = 1\n"))[method]
     for targets in BAD_TARGETS:
         d = getattr(me, method)(*args, targets=targets, **kwargs)
@@ -201,8 +205,8 @@ async def test_bad_targets_fail_with_invalid_engine_id(make_controller, script, 
 
 @pytest.mark.parametrize("method", TARGETED_METHODS)
 @pytest_twisted.ensureDeferred
-async def test_no_engines_with_all_fails(make_controller, script, method):
-    me = IFullMultiEngine(make_controller(0))
+async def test_no_engines_with_all_fails(make_me, script, method):
+    me = await make_me(0)
     args, kwargs = call_table(script("a = 1\n"))[method]
     with pytest.raises(NoEnginesRegistered):
         await within(getattr(me, method)(*args, **kwargs))
@@ -211,14 +215,13 @@ async def test_no_engines_with_all_fails(make_controller, script, method):
 
 
 @pytest_twisted.ensureDeferred
-async def test_get_ids_without_engines(make_controller):
-    me = IMultiEngine(make_controller(0))
+async def test_get_ids_without_engines(make_me):
+    me = await make_me(0)
     assert await within(me.get_ids()) == []
 
 
 @pytest_twisted.ensureDeferred
-async def test_target_list_order_and_duplicates(controller4):
-    me = IMultiEngine(controller4)
+async def test_target_list_order_and_duplicates(me):
     results = await within(me.execute("mark = id", targets=[2, 0, 2]))
     assert [r["id"] for r in results] == [2, 0, 2]
     assert [r["number"] for r in results] == [1, 1, 2]
@@ -239,8 +242,7 @@ async def test_all_targets_follow_increasing_ids(make_controller, make_engine):
 
 
 @pytest_twisted.ensureDeferred
-async def test_empty_target_list_gives_empty_results(controller4):
-    me = IMultiEngine(controller4)
+async def test_empty_target_list_gives_empty_results(me):
     assert await within(me.execute("a = 1", targets=[])) == []
     assert await within(me.push({"a": 1}, targets=[])) == []
     assert await within(me.pull("id", targets=())) == []
@@ -256,8 +258,7 @@ async def test_empty_target_list_gives_empty_results(controller4):
 
 @pytest.mark.parametrize("command", VALID_COMMANDS, ids=range(len(VALID_COMMANDS)))
 @pytest_twisted.ensureDeferred
-async def test_valid_command_on_four_engines_matches_local_interpreter(controller4, command):
-    me = IMultiEngine(controller4)
+async def test_valid_command_on_four_engines_matches_local_interpreter(me, command):
     local = Interpreter().execute(command)
     results = await within(me.execute(command))
     assert len(results) == 4
@@ -278,8 +279,7 @@ def test_valid_command_list_covers_output_and_display():
 @pytest.mark.parametrize("command,expected", INVALID_COMMANDS,
                          ids=[e.__name__ for _, e in INVALID_COMMANDS])
 @pytest_twisted.ensureDeferred
-async def test_invalid_command_on_four_engines(controller4, command, expected):
-    me = IMultiEngine(controller4)
+async def test_invalid_command_on_four_engines(me, command, expected):
     with pytest.raises(CompositeError) as info:
         await within(me.execute(command))
     err = info.value
@@ -317,8 +317,7 @@ async def test_invalid_command_on_four_engines(controller4, command, expected):
 
 
 @pytest_twisted.ensureDeferred
-async def test_zero_division_line_format(controller4):
-    me = IMultiEngine(controller4)
+async def test_zero_division_line_format(me):
     with pytest.raises(CompositeError) as info:
         await within(me.execute("1/0", targets=[3, 1]))
     assert str(info.value).splitlines()[1:] == [
@@ -328,8 +327,7 @@ async def test_zero_division_line_format(controller4):
 
 
 @pytest_twisted.ensureDeferred
-async def test_failure_clears_that_engines_queue_and_call_waits_for_all(controller4, gates):
-    me = IMultiEngine(controller4)
+async def test_failure_clears_that_engines_queue_and_call_waits_for_all(me, gates):
     gate = gates.new()
     # engine 0 fails at once; engines 1-3 wait at the gate, then fail too
     failing = me.execute(f"if id != 0:\n    {gate.code}\n1 / 0")
@@ -361,8 +359,7 @@ async def test_failure_clears_that_engines_queue_and_call_waits_for_all(controll
 
 
 @pytest_twisted.ensureDeferred
-async def test_execute_results_carry_engine_ids(controller4):
-    me = IMultiEngine(controller4)
+async def test_execute_results_carry_engine_ids(me):
     results = await within(me.execute("value = id * 10\nvalue"))
     assert [r["id"] for r in results] == [0, 1, 2, 3]
     assert [r["display"]["repr"] for r in results] == ["0", "10", "20", "30"]
@@ -371,8 +368,7 @@ async def test_execute_results_carry_engine_ids(controller4):
 # --- push / pull ---------------------------------------------------------------------
 
 @pytest_twisted.ensureDeferred
-async def test_push_pull_shapes(controller4):
-    me = IMultiEngine(controller4)
+async def test_push_pull_shapes(me):
     assert await within(me.push({"a": 10, "b": 20})) == [None] * 4
     assert await within(me.pull("a")) == [10] * 4
     assert await within(me.pull(("a", "b"))) == [[10, 20]] * 4
@@ -384,8 +380,7 @@ async def test_push_pull_shapes(controller4):
 
 
 @pytest_twisted.ensureDeferred
-async def test_push_pull_none_and_nested_values(controller4):
-    me = IMultiEngine(controller4)
+async def test_push_pull_none_and_nested_values(me):
     nested = {"k": (1, None, [2.5, "x"]), "s": {1, 2}, "b": b"raw"}
     await within(me.push({"nothing": None, "nested": nested}))
     assert await within(me.pull("nothing")) == [None] * 4
@@ -393,8 +388,7 @@ async def test_push_pull_none_and_nested_values(controller4):
 
 
 @pytest_twisted.ensureDeferred
-async def test_push_to_some_engines_pull_from_all(controller4):
-    me = IMultiEngine(controller4)
+async def test_push_to_some_engines_pull_from_all(me):
     await within(me.push({"only": "here"}, targets=[1, 3]))
     assert await within(me.pull("only", targets=[3, 1])) == ["here", "here"]
     with pytest.raises(CompositeError) as info:
@@ -404,8 +398,7 @@ async def test_push_to_some_engines_pull_from_all(controller4):
 
 
 @pytest_twisted.ensureDeferred
-async def test_pull_after_reset_fails(controller4):
-    me = IMultiEngine(controller4)
+async def test_pull_after_reset_fails(me):
     await within(me.push({"a": 1}))
     assert await within(me.reset()) == [None] * 4
     with pytest.raises(CompositeError) as info:
@@ -417,8 +410,7 @@ async def test_pull_after_reset_fails(controller4):
 
 
 @pytest_twisted.ensureDeferred
-async def test_push_serialized_pull_serialized(controller4):
-    me = IMultiEngine(controller4)
+async def test_push_serialized_pull_serialized(me):
     array = numpy.arange(6.0)
     namespace = {"a": serialize(10), "arr": serialize(array), "s": serialize("text")}
     assert await within(me.push_serialized(namespace)) == [None] * 4
@@ -449,8 +441,7 @@ async def test_push_serialized_pull_serialized(controller4):
 # --- get_result ----------------------------------------------------------------------
 
 @pytest_twisted.ensureDeferred
-async def test_get_result_after_execute(controller4):
-    me = IMultiEngine(controller4)
+async def test_get_result_after_execute(me):
     first = await within(me.execute("x = id * 2"))
     second = await within(me.execute("x + 1"))
     assert await within(me.get_result()) == second
@@ -464,8 +455,7 @@ async def test_get_result_after_execute(controller4):
 
 
 @pytest_twisted.ensureDeferred
-async def test_get_result_matches_local_interpreter(controller4):
-    me = IMultiEngine(controller4)
+async def test_get_result_matches_local_interpreter(me):
     shell = Interpreter()
     for command in VALID_COMMANDS[:4]:
         expected = shell.execute(command)
@@ -475,8 +465,7 @@ async def test_get_result_matches_local_interpreter(controller4):
 
 
 @pytest_twisted.ensureDeferred
-async def test_get_result_on_fresh_engines_fails(controller4):
-    me = IMultiEngine(controller4)
+async def test_get_result_on_fresh_engines_fails(me):
     with pytest.raises(CompositeError) as info:
         await within(me.get_result())
     assert error_types(info.value) == [IndexError] * 4
@@ -488,8 +477,7 @@ async def test_get_result_on_fresh_engines_fails(controller4):
 # --- functions ----------------------------------------------------------------------
 
 @pytest_twisted.ensureDeferred
-async def test_push_function_and_pull_function(controller4):
-    me = IMultiEngine(controller4)
+async def test_push_function_and_pull_function(me):
     assert await within(me.push_function({"triple": triple, "whoami": whoami})) == [None] * 4
     await within(me.execute("tripled = triple(id)\nme = whoami()"))
     assert await within(me.pull("tripled")) == [0, 3, 6, 9]
@@ -509,8 +497,7 @@ async def test_push_function_and_pull_function(controller4):
 
 
 @pytest_twisted.ensureDeferred
-async def test_apply_on_targets(controller4):
-    me = IMultiEngine(controller4)
+async def test_apply_on_targets(me):
     result = await within(me.apply(lambda base, scale=1: base + id * scale,  # noqa: F821
                                    (100,), {"scale": 10}, targets=[1, 3]))
     assert result == [110, 130]
@@ -535,8 +522,7 @@ async def test_get_ids(make_controller, make_engine):
 
 
 @pytest_twisted.ensureDeferred
-async def test_clear_queue_and_queue_status(controller4):
-    me = IMultiEngine(controller4)
+async def test_clear_queue_and_queue_status(me):
     assert await within(me.clear_queue()) == [None] * 4
     status = await within(me.queue_status(targets=0))
     assert isinstance(status[0], tuple)
@@ -547,8 +533,7 @@ async def test_clear_queue_and_queue_status(controller4):
 
 
 @pytest_twisted.ensureDeferred
-async def test_clear_queue_fails_waiting_commands(controller4, gates):
-    me = IMultiEngine(controller4)
+async def test_clear_queue_fails_waiting_commands(me, gates):
     gate = gates.new()
     running = me.execute(gate.code, targets=0)
     waiting = me.execute("waiting = 1", targets=0)
@@ -573,8 +558,7 @@ async def test_clear_queue_fails_waiting_commands(controller4, gates):
 
 
 @pytest_twisted.ensureDeferred
-async def test_properties_across_four_engines(controller4):
-    me = IMultiEngine(controller4)
+async def test_properties_across_four_engines(me):
     props = {"a": 1, "b": [1, 2], "c": {"deep": (1, "x")}}
     assert await within(me.set_properties(props)) == [None] * 4
     assert await within(me.get_properties()) == [props] * 4
@@ -625,8 +609,7 @@ async def test_kill_some_engines(make_controller, make_engine):
 
 
 @pytest_twisted.ensureDeferred
-async def test_interrupt(controller4, gates):
-    me = IMultiEngine(controller4)
+async def test_interrupt(me, gates):
     gate = gates.new()
     busy = me.execute(
         f"import time\n{gate.notify_code}\nstart = time.monotonic()\n"
@@ -644,6 +627,7 @@ async def test_interrupt(controller4, gates):
 
 @pytest_twisted.ensureDeferred
 async def test_abort_request_removes_waiting_commands(controller4, gates):
+    # abort_request and current_request are controller internals: local only
     me = IMultiEngine(controller4)
     gate = gates.new()
     running = me.execute(gate.code, targets=0)
@@ -688,8 +672,7 @@ async def test_abort_request_removes_waiting_commands(controller4, gates):
 # --- scatter / gather -------------------------------------------------------------------------
 
 @pytest_twisted.ensureDeferred
-async def test_scatter_gather_blocks_of_four(controller4):
-    me = IFullMultiEngine(controller4)
+async def test_scatter_gather_blocks_of_four(me):
     assert await within(me.scatter("a", range(16))) == [None] * 4
     for engine_id in range(4):
         part = (await within(me.pull("a", targets=engine_id)))[0]
@@ -699,8 +682,7 @@ async def test_scatter_gather_blocks_of_four(controller4):
 
 
 @pytest_twisted.ensureDeferred
-async def test_scatter_uneven_block_sizes(controller4):
-    me = IFullMultiEngine(controller4)
+async def test_scatter_uneven_block_sizes(me):
     await within(me.scatter("a", list(range(10))))
     parts = await within(me.pull("a"))
     assert [list(p) for p in parts] == [[0, 1, 2], [3, 4, 5], [6, 7], [8, 9]]
@@ -708,8 +690,7 @@ async def test_scatter_uneven_block_sizes(controller4):
 
 
 @pytest_twisted.ensureDeferred
-async def test_scatter_round_robin(controller4):
-    me = IFullMultiEngine(controller4)
+async def test_scatter_round_robin(me):
     await within(me.scatter("a", list(range(10)), dist="r"))
     parts = await within(me.pull("a"))
     assert [list(p) for p in parts] == [[0, 4, 8], [1, 5, 9], [2, 6], [3, 7]]
@@ -717,8 +698,7 @@ async def test_scatter_round_robin(controller4):
 
 
 @pytest_twisted.ensureDeferred
-async def test_scatter_on_target_subset(controller4):
-    me = IFullMultiEngine(controller4)
+async def test_scatter_on_target_subset(me):
     await within(me.scatter("a", list(range(6)), targets=[3, 1]))
     assert [list(p) for p in await within(me.pull("a", targets=[3, 1]))] == [[0, 1, 2], [3, 4, 5]]
     with pytest.raises(CompositeError):
@@ -727,8 +707,7 @@ async def test_scatter_on_target_subset(controller4):
 
 
 @pytest_twisted.ensureDeferred
-async def test_scatter_fewer_items_than_engines(controller4):
-    me = IFullMultiEngine(controller4)
+async def test_scatter_fewer_items_than_engines(me):
     await within(me.scatter("a", [7, 8]))
     parts = await within(me.pull("a"))
     assert [list(p) for p in parts] == [[7], [8], [], []]
@@ -738,8 +717,7 @@ async def test_scatter_fewer_items_than_engines(controller4):
 
 
 @pytest_twisted.ensureDeferred
-async def test_scatter_flatten(controller4):
-    me = IFullMultiEngine(controller4)
+async def test_scatter_flatten(me):
     await within(me.scatter("a", list(range(4)), flatten=True))
     assert await within(me.pull("a")) == [0, 1, 2, 3]
     await within(me.scatter("b", list(range(6)), flatten=True))
@@ -749,8 +727,7 @@ async def test_scatter_flatten(controller4):
 
 
 @pytest_twisted.ensureDeferred
-async def test_scatter_gather_numpy(controller4):
-    me = IFullMultiEngine(controller4)
+async def test_scatter_gather_numpy(me):
     array = numpy.arange(16)
     await within(me.scatter("a", array))
     parts = await within(me.pull("a"))
@@ -763,24 +740,21 @@ async def test_scatter_gather_numpy(controller4):
 
 
 @pytest_twisted.ensureDeferred
-async def test_scatter_gather_str(controller4):
-    me = IFullMultiEngine(controller4)
+async def test_scatter_gather_str(me):
     await within(me.scatter("text", "abcdefghij"))
     assert await within(me.pull("text")) == ["abc", "def", "gh", "ij"]
     assert await within(me.gather("text")) == "abcdefghij"
 
 
 @pytest_twisted.ensureDeferred
-async def test_gather_of_undefined_fails(controller4):
-    me = IFullMultiEngine(controller4)
+async def test_gather_of_undefined_fails(me):
     with pytest.raises(CompositeError) as info:
         await within(me.gather("never_defined"))
     assert error_types(info.value) == [NameError] * 4
 
 
 @pytest_twisted.ensureDeferred
-async def test_scatter_unknown_distribution(controller4):
-    me = IFullMultiEngine(controller4)
+async def test_scatter_unknown_distribution(me):
     with pytest.raises(ValueError):
         await within(me.scatter("a", [1, 2, 3], dist="zigzag"))
     with pytest.raises(CompositeError):
@@ -790,8 +764,7 @@ async def test_scatter_unknown_distribution(controller4):
 # --- map ----------------------------------------------------------------------------------------
 
 @pytest_twisted.ensureDeferred
-async def test_map_squares(controller4):
-    me = IFullMultiEngine(controller4)
+async def test_map_squares(me):
     expected = [x ** 2 for x in range(16)]
     assert await within(me.map(lambda x: x ** 2, range(16))) == expected
     assert await within(me.raw_map(lambda x: x ** 2, [range(16)])) == expected
@@ -800,8 +773,7 @@ async def test_map_squares(controller4):
 
 
 @pytest_twisted.ensureDeferred
-async def test_map_closure_and_several_sequences(controller4):
-    me = IFullMultiEngine(controller4)
+async def test_map_closure_and_several_sequences(me):
     offset = 1000
 
     def shifted(x):
@@ -815,8 +787,7 @@ async def test_map_closure_and_several_sequences(controller4):
 
 
 @pytest_twisted.ensureDeferred
-async def test_map_argument_errors(controller4):
-    me = IFullMultiEngine(controller4)
+async def test_map_argument_errors(me):
     with pytest.raises(ValueError):
         await within(me.map(lambda x, y: x + y, range(3), range(4)))
     with pytest.raises(ValueError):
@@ -834,16 +805,14 @@ async def test_map_argument_errors(controller4):
 
 
 @pytest_twisted.ensureDeferred
-async def test_map_by_name_of_engine_function(controller4):
-    me = IFullMultiEngine(controller4)
+async def test_map_by_name_of_engine_function(me):
     await within(me.execute("def tagged(x):\n    return (id, x * x)\n"))
     result = await within(me.map("tagged", range(8)))
     assert result == [(0, 0), (0, 1), (1, 4), (1, 9), (2, 16), (2, 25), (3, 36), (3, 49)]
 
 
 @pytest_twisted.ensureDeferred
-async def test_map_failure(controller4):
-    me = IFullMultiEngine(controller4)
+async def test_map_failure(me):
     with pytest.raises(CompositeError) as info:
         await within(me.map(lambda x: x / 0, range(8)))
     assert ZeroDivisionError in error_types(info.value)
@@ -853,8 +822,7 @@ async def test_map_failure(controller4):
 # --- zip_pull, run -----------------------------------------------------------------------------------
 
 @pytest_twisted.ensureDeferred
-async def test_zip_pull(controller4):
-    me = IFullMultiEngine(controller4)
+async def test_zip_pull(me):
     await within(me.execute("a = id\nb = id * 10"))
     result = await within(me.zip_pull(("a", "b")))
     assert list(result) == [(0, 1, 2, 3), (0, 10, 20, 30)]
@@ -865,8 +833,7 @@ async def test_zip_pull(controller4):
 
 
 @pytest_twisted.ensureDeferred
-async def test_run_file(controller4, script):
-    me = IFullMultiEngine(controller4)
+async def test_run_file(me, script):
     await within(me.run(script("a = 10\nb = 30\n")))
     assert await within(me.pull(("a", "b"))) == [[10, 30]] * 4
     await within(me.run(script("c = id + a\n"), targets=[1, 2]))
@@ -876,8 +843,7 @@ async def test_run_file(controller4, script):
 
 
 @pytest_twisted.ensureDeferred
-async def test_run_file_with_syntax_error_touches_no_engine(controller4, script):
-    me = IFullMultiEngine(controller4)
+async def test_run_file_with_syntax_error_touches_no_engine(me, script):
     first = await within(me.execute("x = 1"))
     with pytest.raises(SyntaxError):
         await within(me.run(script("a = 10\nb = = 30\n")))
@@ -887,7 +853,6 @@ async def test_run_file_with_syntax_error_touches_no_engine(controller4, script)
 
 
 @pytest_twisted.ensureDeferred
-async def test_run_missing_file(controller4, tmp_path):
-    me = IFullMultiEngine(controller4)
+async def test_run_missing_file(me, tmp_path):
     with pytest.raises(OSError):
         await within(me.run(str(tmp_path / "does_not_exist.py")))

@@ -1,5 +1,11 @@
-"""Tier 1: the two-phase multi-engine view (ISynchronousMultiEngine and
-IFullSynchronousMultiEngine) over in-process engines."""
+"""The two-phase multi-engine view (ISynchronousMultiEngine and
+IFullSynchronousMultiEngine).
+
+Tests taking ``sme`` / ``make_sme`` run twice: on the in-process view
+(``local``, tier 1) and through real Foolscap Tubs on loopback, as a client
+of a controller whose engines each have their own Tub (``foolscap``, tier 2).
+Tests that look at controller internals stay local.
+"""
 import string
 
 import numpy
@@ -14,8 +20,6 @@ from ipkernel.interfaces.multiengine import (IFullMultiEngine, IFullSynchronousM
                                              IMultiEngine, ISynchronousEngineMultiplexer,
                                              ISynchronousMultiEngine)
 from ipkernel.serialize import Serialized, serialize, unserialize
-
-pytestmark = pytest.mark.tier1
 
 WAIT = 10
 
@@ -84,8 +88,7 @@ def test_provides_synchronous_interfaces(make_controller):
 # --- execute -------------------------------------------------------------------------------------
 
 @pytest_twisted.ensureDeferred
-async def test_execute_blocking_and_not(controller4):
-    sme = sync_view(controller4)
+async def test_execute_blocking_and_not(sme):
     one = await within(sme.execute("a = 1", targets=0, block=True))
     assert len(one) == 1 and one[0]["id"] == 0
     four = await within(sme.execute("a = 2"))
@@ -98,8 +101,7 @@ async def test_execute_blocking_and_not(controller4):
 
 
 @pytest_twisted.ensureDeferred
-async def test_deferred_ids_are_distinct(controller4):
-    sme = sync_view(controller4)
+async def test_deferred_ids_are_distinct(sme):
     ids = [await submit(sme.pull("id", block=False)) for _ in range(5)]
     assert len(set(ids)) == 5
     for deferred_id in ids:
@@ -109,8 +111,7 @@ async def test_deferred_ids_are_distinct(controller4):
 # --- push / pull and functions ---------------------------------------------------------------------
 
 @pytest_twisted.ensureDeferred
-async def test_push_pull_nested_data(controller4):
-    sme = sync_view(controller4)
+async def test_push_pull_nested_data(sme):
     nested = {"list": [1, (2, 3), None], "dict": {"x": None, "y": [1.5, "s"]}, "bytes": b"\x00\x01"}
     assert await within(sme.push({"nested": nested})) == [None] * 4
     assert await within(sme.pull("nested")) == [nested] * 4
@@ -123,8 +124,7 @@ async def test_push_pull_nested_data(controller4):
 
 
 @pytest_twisted.ensureDeferred
-async def test_push_function_pull_function(controller4):
-    sme = sync_view(controller4)
+async def test_push_function_pull_function(sme):
     assert await within(sme.push_function({"testf": triple})) == [None] * 4
     push_id = await submit(sme.push_function({"g": engine_tag}, block=False))
     assert await fetch(sme, push_id) == [None] * 4
@@ -141,8 +141,7 @@ async def test_push_function_pull_function(controller4):
 
 
 @pytest_twisted.ensureDeferred
-async def test_apply_blocking_and_not(controller4):
-    sme = sync_view(controller4)
+async def test_apply_blocking_and_not(sme):
     blocking, fetched = await both_ways(sme, "apply", lambda k: k * id, (5,), targets=[3, 0])  # noqa: F821
     assert blocking == fetched == [15, 0]
 
@@ -150,8 +149,7 @@ async def test_apply_blocking_and_not(controller4):
 # --- get_result --------------------------------------------------------------------------------------
 
 @pytest_twisted.ensureDeferred
-async def test_get_result_latest_and_numbered(controller4):
-    sme = sync_view(controller4)
+async def test_get_result_latest_and_numbered(sme):
     first = await within(sme.execute("a = id"))
     second = await within(sme.execute("a * 2"))
     assert await within(sme.get_result()) == second
@@ -163,8 +161,7 @@ async def test_get_result_latest_and_numbered(controller4):
 
 
 @pytest_twisted.ensureDeferred
-async def test_get_result_honours_targets(controller4):
-    sme = sync_view(controller4)
+async def test_get_result_honours_targets(sme):
     await within(sme.execute("x = id"))
     await within(sme.execute("y = 1", targets=1))
     one = await within(sme.get_result(targets=1))
@@ -180,8 +177,7 @@ async def test_get_result_honours_targets(controller4):
 # --- reset / keys / serialized -------------------------------------------------------------------------
 
 @pytest_twisted.ensureDeferred
-async def test_reset_and_keys(controller4):
-    sme = sync_view(controller4)
+async def test_reset_and_keys(sme):
     await within(sme.push({"a": 1, "b": 2}))
     blocking, fetched = await both_ways(sme, "keys")
     assert len(blocking) == len(fetched) == 4
@@ -196,8 +192,7 @@ async def test_reset_and_keys(controller4):
 
 
 @pytest_twisted.ensureDeferred
-async def test_serialized_blocking_and_not(controller4):
-    sme = sync_view(controller4)
+async def test_serialized_blocking_and_not(sme):
     array = numpy.linspace(0.0, 1.0, 5)
     assert await within(sme.push_serialized({"a": serialize(12)})) == [None] * 4
     push_id = await submit(sme.push_serialized({"arr": serialize(array)}, block=False))
@@ -224,8 +219,7 @@ async def test_serialized_blocking_and_not(controller4):
 # --- queues, ids, properties ----------------------------------------------------------------------------
 
 @pytest_twisted.ensureDeferred
-async def test_clear_queue_and_queue_status(controller4):
-    sme = sync_view(controller4)
+async def test_clear_queue_and_queue_status(sme):
     blocking, fetched = await both_ways(sme, "clear_queue")
     assert blocking == fetched == [None] * 4
     blocking, fetched = await both_ways(sme, "queue_status", targets=0)
@@ -237,14 +231,12 @@ async def test_clear_queue_and_queue_status(controller4):
 
 
 @pytest_twisted.ensureDeferred
-async def test_get_ids_is_never_two_phase(controller4):
-    sme = sync_view(controller4)
+async def test_get_ids_is_never_two_phase(sme):
     assert await within(sme.get_ids()) == [0, 1, 2, 3]
 
 
 @pytest_twisted.ensureDeferred
-async def test_properties_blocking_and_not(controller4):
-    sme = sync_view(controller4)
+async def test_properties_blocking_and_not(sme):
     assert await within(sme.set_properties({"a": 1, "b": "two"})) == [None] * 4
     set_id = await submit(sme.set_properties({"c": [3]}, targets=[1], block=False))
     assert await fetch(sme, set_id) == [None]
@@ -263,8 +255,7 @@ async def test_properties_blocking_and_not(controller4):
 # --- coordinator and extras, non-blocking ------------------------------------------------------------------
 
 @pytest_twisted.ensureDeferred
-async def test_scatter_gather_non_blocking(controller4):
-    sme = full_sync_view(controller4)
+async def test_scatter_gather_non_blocking(sme):
     scatter_id = await submit(sme.scatter("a", list(range(16)), block=False))
     assert await fetch(sme, scatter_id) == [None] * 4
     gather_id = await submit(sme.gather("a", block=False))
@@ -280,8 +271,7 @@ async def test_scatter_gather_non_blocking(controller4):
 
 
 @pytest_twisted.ensureDeferred
-async def test_map_non_blocking(controller4):
-    sme = full_sync_view(controller4)
+async def test_map_non_blocking(sme):
     map_id = await submit(sme.map(lambda x: x ** 2, range(16), block=False))
     assert await fetch(sme, map_id) == [x ** 2 for x in range(16)]
     raw_id = await submit(sme.raw_map(lambda x, y: x - y, [range(6), range(6, 12)],
@@ -295,8 +285,7 @@ async def test_map_non_blocking(controller4):
 
 
 @pytest_twisted.ensureDeferred
-async def test_zip_pull_and_run_non_blocking(controller4, script):
-    sme = full_sync_view(controller4)
+async def test_zip_pull_and_run_non_blocking(sme, script):
     run_id = await submit(sme.run(script("a = 10\nb = 30 + id\n"), block=False))
     await fetch(sme, run_id)
     assert await within(sme.pull(("a", "b"))) == [[10, 30], [10, 31], [10, 32], [10, 33]]
@@ -326,10 +315,9 @@ async def test_none_result_is_deliverable(controller4):
 
 
 @pytest_twisted.ensureDeferred
-async def test_kill_with_controller_non_blocking_gives_none(make_controller):
+async def test_kill_with_controller_non_blocking_gives_none(make_sme):
     hook_calls = []
-    controller = make_controller(2, shutdown_hook=lambda *a, **kw: hook_calls.append(a))
-    sme = sync_view(controller)
+    sme = await make_sme(2, shutdown_hook=lambda *a, **kw: hook_calls.append(a))
     kill_id = await submit(sme.kill(controller=True, block=False))
     assert await fetch(sme, kill_id) is None
     assert len(hook_calls) == 1
@@ -362,8 +350,7 @@ async def test_clear_pending_deferreds(controller4, gates):
 
 
 @pytest_twisted.ensureDeferred
-async def test_second_blocking_get_fails(controller4, gates):
-    sme = sync_view(controller4)
+async def test_second_blocking_get_fails(sme, gates):
     gate = gates.new()
     deferred_id = await submit(sme.execute(gate.code, targets=2, block=False))
     first = sme.get_pending_deferred(deferred_id, True)
@@ -376,8 +363,7 @@ async def test_second_blocking_get_fails(controller4, gates):
 
 
 @pytest_twisted.ensureDeferred
-async def test_non_blocking_get_of_unfinished_call(controller4, gates):
-    sme = sync_view(controller4)
+async def test_non_blocking_get_of_unfinished_call(sme, gates):
     gate = gates.new()
     deferred_id = await submit(sme.execute(gate.code, block=False))
     await gate.wait_arrivals(4)
@@ -390,8 +376,7 @@ async def test_non_blocking_get_of_unfinished_call(controller4, gates):
 
 
 @pytest_twisted.ensureDeferred
-async def test_fetching_twice_fails(controller4):
-    sme = sync_view(controller4)
+async def test_fetching_twice_fails(sme):
     deferred_id = await submit(sme.pull("id", block=False))
     assert await fetch(sme, deferred_id) == [0, 1, 2, 3]
     with pytest.raises(InvalidDeferredID):
@@ -401,15 +386,13 @@ async def test_fetching_twice_fails(controller4):
 
 
 @pytest_twisted.ensureDeferred
-async def test_unknown_deferred_id(controller4):
-    sme = sync_view(controller4)
+async def test_unknown_deferred_id(sme):
     with pytest.raises(InvalidDeferredID):
         await fetch(sme, "0" * 40)
 
 
 @pytest_twisted.ensureDeferred
-async def test_errors_through_pending_ids(controller4):
-    sme = sync_view(controller4)
+async def test_errors_through_pending_ids(sme):
     deferred_id = await submit(sme.execute("1 / 0", block=False))
     with pytest.raises(CompositeError) as info:
         await fetch(sme, deferred_id)
@@ -426,8 +409,7 @@ async def test_errors_through_pending_ids(controller4):
 # --- abort ------------------------------------------------------------------------------------------------------
 
 @pytest_twisted.ensureDeferred
-async def test_abort_a_waiting_call(controller4, gates):
-    sme = sync_view(controller4)
+async def test_abort_a_waiting_call(sme, gates):
     gate = gates.new()
     running_id = await submit(sme.execute(gate.code, targets=0, block=False))
     waiting_id = await submit(sme.execute("a = 5", targets=0, block=False))
@@ -449,8 +431,7 @@ async def test_abort_a_waiting_call(controller4, gates):
 
 
 @pytest_twisted.ensureDeferred
-async def test_abort_wakes_a_blocked_fetch(controller4, gates):
-    sme = sync_view(controller4)
+async def test_abort_wakes_a_blocked_fetch(sme, gates):
     gate = gates.new()
     running_id = await submit(sme.execute(gate.code, targets=1, block=False))
     waiting_id = await submit(sme.push({"b": 1}, targets=1, block=False))
@@ -466,8 +447,7 @@ async def test_abort_wakes_a_blocked_fetch(controller4, gates):
 
 
 @pytest_twisted.ensureDeferred
-async def test_abort_a_finished_call(controller4):
-    sme = sync_view(controller4)
+async def test_abort_a_finished_call(sme):
     deferred_id = await submit(sme.execute("done = id", targets=3, block=False))
     # FIFO per engine: once this returns, the call above has finished
     assert await within(sme.pull("done", targets=3)) == [3]
@@ -477,8 +457,7 @@ async def test_abort_a_finished_call(controller4):
 
 
 @pytest_twisted.ensureDeferred
-async def test_abort_unknown_id(controller4):
-    sme = sync_view(controller4)
+async def test_abort_unknown_id(sme):
     with pytest.raises(InvalidDeferredID):
         await within(sme.abort("f" * 40))
     fetched_id = await submit(sme.pull("id", block=False))
@@ -490,8 +469,7 @@ async def test_abort_unknown_id(controller4):
 # --- the block argument ------------------------------------------------------------------------------------------
 
 @pytest_twisted.ensureDeferred
-async def test_block_must_be_a_keyword(controller4):
-    sme = sync_view(controller4)
+async def test_block_must_be_a_keyword(sme):
     with pytest.raises(TypeError):
         await within(sme.execute("a = 1", "all", False))
     with pytest.raises(TypeError):
