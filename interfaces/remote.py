@@ -29,6 +29,9 @@ Keys = TupleOf(UnicodeConstraint(8), ListOf(Key, maxLength=MAX_KEYS))
 OptionalKeys = Keys
 #: Source text sent to engines (64 MiB).
 Code = UnicodeConstraint(64 * 2 ** 20)
+#: An optional source line, tagged as a list of zero or one str: Foolscap's
+#: str unslicer cannot take ``ChoiceOf(None, str)`` (it drops the connection).
+OptionalLine = ListOf(Code, maxLength=1)
 #: A pending-result id (40 hex chars).
 DeferredId = UnicodeConstraint(64)
 #: A FURL.
@@ -74,7 +77,7 @@ class RIEngine(RemoteInterface):
     def starmap(func=Payload, argtuples=Payload):
         return Outcome
 
-    def complete(text=Code, line=ChoiceOf(None, Code)):
+    def complete(text=Code, line=OptionalLine):
         return Outcome
 
     def get_result(i=CommandNumber):
@@ -165,7 +168,7 @@ class RIMultiEngine(RemoteInterface):
     def apply(func=Payload, args=Payload, kwargs=Payload, targets=Targets, block=Block):
         return Outcome
 
-    def complete(text=Code, line=ChoiceOf(None, Code), targets=Targets, block=Block):
+    def complete(text=Code, line=OptionalLine, targets=Targets, block=Block):
         return Outcome
 
     def get_result(i=CommandNumber, targets=Targets, block=Block):

@@ -12,7 +12,9 @@
 """
 import builtins
 
-from foolscap.api import registerCopier, registerRemoteCopyFactory
+from foolscap.api import (DeadReferenceError, RemoteException, Violation, registerCopier,
+                          registerRemoteCopyFactory)
+from twisted.internet import error as net_error
 from twisted.python.failure import Failure
 
 from ipkernel import error as errors
@@ -128,6 +130,55 @@ def decode_keys(wire_keys):
     if kind == "list":
         return list(names)
     raise TypeError(f"malformed keys {wire_keys!r}")
+
+
+def encode_line(line):
+    """``None`` / a str -> the tagged wire form of an optional line (``[]`` / ``[line]``)."""
+    if line is None:
+        return []
+    if isinstance(line, str):
+        return [line]
+    raise TypeError(f"line must be a str or None, not {type(line).__name__}")
+
+
+def decode_line(wire_line):
+    return wire_line[0] if wire_line else None
+
+
+# -- failed calls -----------------------------------------------------------------------
+
+_CONNECTION_LOST = (DeadReferenceError, net_error.ConnectionLost, net_error.ConnectionDone)
+_SIZE_WORDS = ("too long", "too large", "too many", "is full", "maxKeys")
+
+
+def _violation_error(detail, method, where):
+    if any(word in detail for word in _SIZE_WORDS):
+        return errors.PayloadTooLarge(f"an argument of {method} is too large {where}: {detail}")
+    return TypeError(f"an argument of {method} has a type that cannot be sent {where}: {detail}")
+
+
+def call_failure(failure, method, peer, error_class, lost_message):
+    """Translate the failure of a ``callRemote(method)`` to ``peer`` into an exception.
+
+    * an argument refused by a RemoteInterface constraint (here or on the
+      other side): TypeError, or PayloadTooLarge when it is too big;
+    * the connection gone: ``error_class(lost_message)``;
+    * anything else (a fault in the other side's adapter, not a user error):
+      ``error_class`` naming the remote exception.
+    """
+    if failure.check(Violation):
+        return _violation_error(str(failure.value), method, f"to {peer}")
+    if failure.check(*_CONNECTION_LOST):
+        return error_class(lost_message)
+    if failure.check(RemoteException):
+        remote = failure.value.args[0] if failure.value.args else None
+        if isinstance(remote, Failure) and remote.check(Violation):
+            return _violation_error(remote.getErrorMessage(), method, f"(refused by {peer})")
+        if isinstance(remote, Failure):
+            ename = getattr(remote.type, "__name__", None) or str(remote.type).rsplit(".", 1)[-1]
+            return error_class(f"{peer} failed in {method}: {ename}: {remote.getErrorMessage()}")
+    return error_class(f"{method} to {peer} failed: {failure.type.__name__}: "
+                       f"{failure.getErrorMessage()}")
 
 
 # -- making records -----------------------------------------------------------------

@@ -10,7 +10,6 @@ because only the client can look inside it.
 """
 import functools
 
-from foolscap.api import DeadReferenceError
 from twisted.internet import defer
 from zope.interface import implementer
 
@@ -52,21 +51,17 @@ class FCFullSynchronousMultiEngineClient:
     # -- plumbing -------------------------------------------------------------------
 
     def _call(self, method, *args):
-        try:
-            d = self.remote.callRemote(method, *args)
-        except Exception:
-            d = defer.fail()
+        d = defer.maybeDeferred(self.remote.callRemote, method, *args)
         return d.addCallbacks(wire.raise_if_error, self._connection_error, errbackArgs=(method,))
 
     def _connection_error(self, failure, method):
         if failure.check(KernelError):
             return failure
-        if failure.check(DeadReferenceError):
-            where = self.furl or "FURL unknown"
-            raise ControllerError(f"lost the connection to the controller ({where}) during "
-                                  f"{method}: is it still running?")
-        raise ControllerError(f"{method} failed on the way to the controller: "
-                              f"{failure.getErrorMessage()}")
+        where = self.furl or "FURL unknown"
+        raise wire.call_failure(
+            failure, method, "the controller", ControllerError,
+            f"lost the connection to the controller ({where}) during {method}: "
+            f"is it still running?")
 
     def _two_phase(self, method, args, block, post=None, decode_result=True):
         """Call ``method``; decode and post-process the result, now or at fetch time.
@@ -126,7 +121,7 @@ class FCFullSynchronousMultiEngineClient:
         return self._two_phase("apply", payload + (_targets(targets),), block)
 
     def complete(self, text, line=None, targets="all", *, block=True):
-        return self._two_phase("complete", (text, line, _targets(targets)), block)
+        return self._two_phase("complete", (text, wire.encode_line(line), _targets(targets)), block)
 
     def get_result(self, i=None, targets="all", *, block=True):
         return self._two_phase("get_result", (i, _targets(targets)), block)

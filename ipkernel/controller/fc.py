@@ -10,7 +10,7 @@
 * :class:`FCSynchronousMultiEngine`: what ``ipcontroller-mec.furl`` points
   to; translates RIMultiEngine calls onto an ISynchronousMultiEngine.
 """
-from foolscap.api import DeadReferenceError, Referenceable
+from foolscap.api import Referenceable
 from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -29,6 +29,16 @@ CLIENT_NAME = "ipkernel.client.fcmultiengine.FCFullSynchronousMultiEngineClient"
 
 def _encode(value):
     return value if isinstance(value, serialize.Serialized) else serialize.serialize(value)
+
+
+def _check_namespace(namespace):
+    if not isinstance(namespace, dict) or not all(isinstance(k, str) for k in namespace):
+        raise TypeError(f"a namespace must be a dict with str keys, not {namespace!r:.80}")
+
+
+def _encode_namespace(namespace):
+    _check_namespace(namespace)
+    return {k: _encode(v) for k, v in namespace.items()}
 
 
 def decode(value):
@@ -77,9 +87,9 @@ class RemoteEngine:
     def _call(self, method, *args, value=False):
         try:
             args = [wire.encode_keys(a.keys) if isinstance(a, _Keys) else a for a in args]
-            d = self.rref.callRemote(method, *args)
         except Exception:
-            d = defer.fail()
+            return defer.fail()
+        d = defer.maybeDeferred(self.rref.callRemote, method, *args)
         d.addCallbacks(self._check, self._lost, callbackArgs=(method, value),
                        errbackArgs=(method,))
         return d
@@ -90,11 +100,8 @@ class RemoteEngine:
         return decode(outcome) if (value and self.decode) else outcome
 
     def _lost(self, failure, method):
-        if failure.check(DeadReferenceError) or "DeadReferenceError" in str(failure.type):
-            exc = EngineError(f"engine {self._id} is gone (connection lost) during {method}")
-        else:
-            exc = EngineError(f"engine {self._id} failed to answer {method}: "
-                              f"{failure.getErrorMessage()}")
+        exc = wire.call_failure(failure, method, f"engine {self._id}", EngineError,
+                                f"engine {self._id} is gone (connection lost) during {method}")
         raise tag_exception(exc, self._id, method)
 
     def ping(self):
@@ -105,31 +112,53 @@ class RemoteEngine:
         return self._call("execute", lines)
 
     def push(self, namespace):
-        return self._call("push", {k: _encode(v) for k, v in namespace.items()})
+        try:
+            payload = _encode_namespace(namespace)
+        except Exception:
+            return defer.fail()
+        return self._call("push", payload)
 
     def pull(self, keys):
         return self._call("pull", _Keys(keys), value=True)
 
     def push_function(self, namespace):
-        return self._call("push_function", {k: _encode(v) for k, v in namespace.items()})
+        try:
+            payload = _encode_namespace(namespace)
+        except Exception:
+            return defer.fail()
+        return self._call("push_function", payload)
 
     def pull_function(self, keys):
         return self._call("pull_function", _Keys(keys), value=True)
 
     def apply(self, func, args=(), kwargs=None):
-        return self._call("apply", _encode(func), _encode(args), _encode(kwargs), value=True)
+        try:
+            payload = (_encode(func), _encode(args), _encode(kwargs))
+        except Exception:
+            return defer.fail()
+        return self._call("apply", *payload, value=True)
 
     def starmap(self, func, argtuples):
-        return self._call("starmap", _encode(func), _encode(argtuples), value=True)
+        try:
+            payload = (_encode(func), _encode(argtuples))
+        except Exception:
+            return defer.fail()
+        return self._call("starmap", *payload, value=True)
 
     def complete(self, text, line=None):
-        return self._call("complete", text, line)
+        try:
+            wire_line = wire.encode_line(line)
+        except Exception:
+            return defer.fail()
+        return self._call("complete", text, wire_line)
 
     def get_result(self, i=None):
+        if i is not None and (isinstance(i, bool) or not isinstance(i, int)):
+            return defer.fail(TypeError(f"get_result takes an int or None, not {i!r}"))
         return self._call("get_result", i)
 
     def reset(self):
-        return self._call("reset")
+        return self._call("reset").addCallback(self._mirror, self.properties.clear)
 
     def kill(self):
         return self._call("kill").addErrback(lambda f: f.trap(EngineError) and None)
@@ -142,21 +171,42 @@ class RemoteEngine:
 
     # IEngineSerialized
     def push_serialized(self, namespace):
+        try:
+            _check_namespace(namespace)
+            if not all(isinstance(v, serialize.Serialized) for v in namespace.values()):
+                raise TypeError("push_serialized takes a dict of Serialized values")
+        except Exception:
+            return defer.fail()
         return self._call("push_serialized", dict(namespace))
 
     def pull_serialized(self, keys):
         return self._call("pull_serialized", _Keys(keys))
 
-    # IEngineProperties
+    # IEngineProperties: ``self.properties`` mirrors the engine's properties
+    # as far as this side changed or fetched them.
     def set_properties(self, properties):
+        try:
+            if not isinstance(properties, dict):
+                raise TypeError(f"set_properties takes a dict, not {type(properties).__name__}")
+            StrictDict(properties)  # InvalidProperty before anything is sent
+        except Exception:
+            return defer.fail()
         d = self._call("set_properties", properties)
         return d.addCallback(self._mirror, lambda: self.properties.update(properties))
 
     def get_properties(self, keys=None):
-        return self._call("get_properties", _Keys(keys))
+        d = self._call("get_properties", _Keys(keys))
+        if keys is None:
+            d.addCallback(self._refresh)
+        return d
+
+    def _refresh(self, everything):
+        dict.clear(self.properties)
+        self.properties.update(everything)
+        return everything
 
     def del_properties(self, keys):
-        names = [keys] if isinstance(keys, str) else list(keys)
+        names = [keys] if isinstance(keys, str) else list(keys) if isinstance(keys, (list, tuple)) else []
         d = self._call("del_properties", _Keys(keys))
         return d.addCallback(self._mirror, lambda: [self.properties.pop(k, None) for k in names])
 
@@ -258,7 +308,7 @@ class FCSynchronousMultiEngine(Referenceable):
                          payload=[func, args, kwargs])
 
     def remote_complete(self, text, line, targets, block):
-        return self._run("complete", text, line, targets=targets, block=block)
+        return self._run("complete", text, wire.decode_line(line), targets=targets, block=block)
 
     def remote_get_result(self, i, targets, block):
         return self._run("get_result", i, targets=targets, block=block)

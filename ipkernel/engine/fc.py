@@ -67,7 +67,7 @@ class FCEngineFromService(Referenceable):
         return self._serialized("starmap", func, argtuples)
 
     def remote_complete(self, text, line):
-        return self._outcome(self.service.complete(text, line))
+        return self._outcome(self.service.complete(text, wire.decode_line(line)))
 
     def remote_get_result(self, i):
         return self._outcome(self.service.get_result(i))

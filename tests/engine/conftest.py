@@ -6,12 +6,24 @@
 * ``make_gate``: user code that tells the test it started and then blocks
   (or spins) until the test lets it go -- so tests wait for events, never for
   time.  Every gate is opened when the test ends, before the engines stop.
+* ``make_remote_engine``: serves an EngineService on its own listening Tub
+  (``FCEngineFromService``) and returns ``RemoteEngine(rref, decode=True)``
+  seen from a second Tub -- at once, so that test bodies can make engines
+  without awaiting; calls made before the connection is up are sent, in
+  order, when it is.
 """
 import sys
 import threading
 
 import pytest
+import pytest_twisted
 from twisted.internet import defer, reactor
+
+from ipkernel import fcutil
+from ipkernel.controller.fc import RemoteEngine
+from ipkernel.engine.fc import FCEngineFromService
+
+CONNECT_TIMEOUT = 10
 
 #: (id, source).  Each must run without error on a fresh interpreter.
 VALID_COMMANDS = [
@@ -105,3 +117,59 @@ def make_gate(make_engine):
     for gate in gates:
         gate.open()
         sys.modules.pop(gate.name, None)
+
+
+class PendingReference:
+    """Stands in for a RemoteReference that is still being obtained.
+
+    ``callRemote`` works at once: calls made before the reference arrives
+    wait, and are sent in the order they were made when it does (or fail
+    with the connection's failure).
+    """
+
+    def __init__(self, connecting):
+        self.rref = None
+        self._waiting = []
+        self.ready = connecting.addCallbacks(self._arrived, self._failed)
+
+    def callRemote(self, method, *args, **kwargs):
+        if self.rref is not None:
+            return self.rref.callRemote(method, *args, **kwargs)
+        d = defer.Deferred()
+        self._waiting.append((d, method, args, kwargs))
+        return d
+
+    def _arrived(self, rref):
+        self.rref = rref
+        waiting, self._waiting = self._waiting, []
+        for d, method, args, kwargs in waiting:
+            defer.maybeDeferred(rref.callRemote, method, *args, **kwargs).chainDeferred(d)
+        return rref
+
+    def _failed(self, failure):
+        waiting, self._waiting = self._waiting, []
+        for d, _, _, _ in waiting:
+            d.errback(failure)
+        return failure
+
+
+@pytest_twisted.async_yield_fixture
+async def make_remote_engine(make_tub):
+    """``make(service) -> RemoteEngine``: ``service`` served by
+    FCEngineFromService on a Tub listening on 127.0.0.1, reached from another
+    Tub.  Connections still being made are awaited before the Tubs stop."""
+    pending = []
+
+    async def connect(service):
+        server = make_tub()
+        await fcutil.listen(server, reactor)
+        furl = fcutil.register(server, FCEngineFromService(service))
+        return await make_tub().getReference(furl).addTimeout(CONNECT_TIMEOUT, reactor)
+
+    def make(service):
+        reference = PendingReference(defer.Deferred.fromCoroutine(connect(service)))
+        pending.append(reference.ready)
+        return RemoteEngine(reference, decode=True)
+
+    yield make
+    await defer.DeferredList(pending, consumeErrors=True)

@@ -1,8 +1,12 @@
-"""Tier 1: EngineService -- IEngineCore, IEngineSerialized and IEngineProperties.
+"""EngineService -- IEngineCore, IEngineSerialized and IEngineProperties.
 
-Every test taking the ``engine`` fixture runs twice: on the EngineService
-itself ("direct") and through the queue adapter ``IEngineQueued(service)``
-("queued").  Queue-only behaviour lives in test_queued.py.
+Every test taking the ``engine`` fixture (or ``new_engine``) runs four times:
+on the EngineService itself ("direct") and through the queue adapter
+``IEngineQueued(service)`` ("queued") -- tier 1 -- and through real Foolscap
+Tubs on loopback: the service served by FCEngineFromService and used through
+``RemoteEngine(rref, decode=True)`` ("foolscap") or
+``QueuedEngine(RemoteEngine(...))`` ("foolscap-queued") -- tier 2.
+Queue-only behaviour lives in test_queued.py.
 """
 import itertools
 import threading
@@ -19,8 +23,6 @@ from ipkernel.error import ENGINE_INFO_ATTR, TRACEBACK_ATTR, EngineError, Invali
 from ipkernel.interfaces import (IEngineBase, IEngineCore, IEngineProperties, IEngineQueued,
                                  IEngineSerialized, ISerialized)
 from ipkernel.serialize import Serialized, serialize, unserialize
-
-pytestmark = pytest.mark.tier1
 
 WAIT = 10  # seconds: upper bound for waits that could hang
 
@@ -70,24 +72,36 @@ def raises_in_apply():
     raise ValueError("raised by a shipped function: marker-qz")
 
 
-@pytest.fixture(params=["direct", "queued"])
-def new_engine(request, make_engine):
-    """``new(**EngineService kwargs) -> engine API`` (the service or its queue)."""
-    queued = request.param == "queued"
+ENGINE_MODES = [
+    pytest.param("direct", marks=pytest.mark.tier1),
+    pytest.param("queued", marks=pytest.mark.tier1),
+    pytest.param("foolscap", marks=pytest.mark.tier2),
+    pytest.param("foolscap-queued", marks=pytest.mark.tier2),
+]
+
+
+@pytest.fixture(params=ENGINE_MODES)
+def new_engine(request, make_engine, make_remote_engine):
+    """``new(**EngineService kwargs) -> engine API`` (the service, its queue,
+    a RemoteEngine over Foolscap, or the queue over that RemoteEngine)."""
+    queued = request.param.endswith("queued")
+    remote = request.param.startswith("foolscap")
 
     def new(**kwargs):
         service = make_engine(**kwargs)
+        api = make_remote_engine(service) if remote else service
         if not queued:
-            api = service
+            pass
         elif "history_cap" in kwargs:
-            api = QueuedEngine(service, history_cap=kwargs["history_cap"])
+            api = QueuedEngine(api, history_cap=kwargs["history_cap"])
         else:
-            api = IEngineQueued(service)
+            api = IEngineQueued(api)
         new.services[id(api)] = service
         return api
 
     new.services = {}
     new.queued = queued
+    new.remote = remote
     return new
 
 
