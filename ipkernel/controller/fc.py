@@ -26,6 +26,10 @@ log = Logger()
 
 CLIENT_NAME = "ipkernel.client.fcmultiengine.FCFullSynchronousMultiEngineClient"
 
+#: Failures of a remote call that mean the connection to the engine is gone.
+_CONNECTION_GONE = ("foolscap.ipb.DeadReferenceError", "twisted.internet.error.ConnectionLost",
+                    "twisted.internet.error.ConnectionDone")
+
 
 def _encode(value):
     return value if isinstance(value, serialize.Serialized) else serialize.serialize(value)
@@ -72,6 +76,9 @@ class RemoteEngine:
         self.decode = decode
         self._id = None
         self.properties = StrictDict(properties or {})
+        #: Called once, without arguments, when a call fails because the
+        #: connection is gone, before that call's failure is delivered.
+        self.on_lost = None
 
     @property
     def id(self):
@@ -100,9 +107,18 @@ class RemoteEngine:
         return decode(outcome) if (value and self.decode) else outcome
 
     def _lost(self, failure, method):
+        self._notice_lost(failure)
         exc = wire.call_failure(failure, method, f"engine {self._id}", EngineError,
                                 f"engine {self._id} is gone (connection lost) during {method}")
         raise tag_exception(exc, self._id, method)
+
+    def _notice_lost(self, failure):
+        if self.on_lost is not None and failure.check(*_CONNECTION_GONE):
+            hook, self.on_lost = self.on_lost, None
+            try:
+                hook()
+            except Exception:
+                log.failure("the connection-lost hook of engine {id} raised", id=self._id)
 
     def ping(self):
         return self.rref.callRemote("ping")
@@ -238,6 +254,10 @@ class FCEngineRegistrar(Referenceable):
         reply = self.controller.register_engine(remote, id, ip, port, pid)
         engine_id = reply["id"]
         engine.notifyOnDisconnect(self._disconnected, engine_id, remote)
+        # A call failing on the lost connection unregisters the engine at once,
+        # so every command waiting on it fails with EngineError (rather than
+        # with QueueCleared behind the first failure).
+        remote.on_lost = lambda: self._disconnected(engine_id, remote)
         if self.on_engine is not None:
             self.on_engine(engine_id, remote)
         return reply

@@ -1,0 +1,253 @@
+"""The ``ipcontroller`` program: a controller on the network.
+
+It listens with two Foolscap Tubs (TLS, each with a certificate kept in
+the cluster directory's ``security/`` folder): one for clients, serving
+the multi-engine interface (``ipcontroller-mec.furl``), and one for
+engines, serving registration (``ipcontroller-engine.furl``).  The
+:class:`ControllerService`, a :class:`HeartMonitor` and both Tubs live
+under one MultiService.
+
+* Without ``-r`` the old FURL files are deleted at start and new FURLs
+  written.  With ``-r`` the certificates, the ports (remembered in
+  ``security/ipcontroller-{client,engine}.port``) and the FURL names are
+  reused, so clients and engines holding the old FURLs reconnect; engines
+  get their old ids back (ids of departed engines are kept for them).
+* A pid file ``pid/ipcontroller.pid`` exists while it runs; a second
+  controller on the same cluster directory refuses to start.
+* It stops cleanly on SIGINT/SIGTERM and on ``kill(controller=True)`` from a
+  client.  Once the FURL files are written it logs one line starting with
+  ``ipcontroller ready:``.
+
+:func:`main` ``(reactor, argv)`` is the program (it returns once the
+controller has stopped); :func:`run` is the console entry point.
+"""
+import argparse
+import os
+import sys
+
+from twisted.application import service
+from twisted.internet import defer, error as net_error, task
+from twisted.logger import Logger, globalLogPublisher
+
+from ipkernel import applog, fcutil
+from ipkernel.clusterdir import ENGINE_FURL, MULTIENGINE_FURL, ClusterDir, write_private_file
+from ipkernel.controller import ControllerService
+from ipkernel.controller.fc import FCEngineRegistrar, FCSynchronousMultiEngine
+from ipkernel.controller.heartbeat import DEFAULT_PERIOD, DEFAULT_TIMEOUT, HeartMonitor
+from ipkernel.error import SecurityError
+from ipkernel.interfaces.multiengine import IMultiEngine, ISynchronousMultiEngine
+
+log = Logger()
+
+READY = "ipcontroller ready"
+#: How long after answering ``kill(controller=True)`` the controller stops.
+KILL_GRACE = 0.25
+
+
+class AppError(Exception):
+    """A start-up problem to report in one line (the program exits with 1)."""
+
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        prog="ipcontroller",
+        description="Start an ipkernel controller: engines register with it, clients "
+                    "connect to it with the FURL files it writes.")
+    p.add_argument("--cluster-dir", help="cluster directory (default $IPKERNEL_DIR or ~/.ipkernel)")
+    p.add_argument("-r", "--reuse-furls", action="store_true",
+                   help="keep the FURLs of the previous run (same certificates, ports and names)")
+    p.add_argument("--logfile", help="append the log here (default: stderr)")
+    for role, who in (("client", "clients"), ("engine", "engines")):
+        p.add_argument(f"--{role}-ip", default="127.0.0.1",
+                       help=f"interface to listen on for {who} (default 127.0.0.1)")
+        p.add_argument(f"--{role}-port", type=int, default=0,
+                       help=f"port for {who} (default 0: pick one, or the previous one with -r)")
+        p.add_argument(f"--{role}-location",
+                       help=f"host name {who} should dial (default: the listening ip)")
+        p.add_argument(f"--{role}-cert-file",
+                       help=f"certificate of the {role} Tub (default security/ipcontroller-{role}.pem)")
+    p.add_argument("--engine-furl-file", help=f"where to write the engine FURL "
+                   f"(default security/{ENGINE_FURL})")
+    p.add_argument("--multiengine-furl-file", help=f"where to write the multi-engine client "
+                   f"FURL (default security/{MULTIENGINE_FURL})")
+    p.add_argument("--heartbeat-period", type=float, default=DEFAULT_PERIOD,
+                   help=f"seconds between pings of each engine (default {DEFAULT_PERIOD:g})")
+    p.add_argument("--heartbeat-timeout", type=float, default=DEFAULT_TIMEOUT,
+                   help=f"an engine silent this long is dropped (default {DEFAULT_TIMEOUT:g})")
+    p.add_argument("--payload-cap", type=int, default=None,
+                   help="refuse client payloads bigger than this many bytes (default: no cap)")
+    p.add_argument("--max-engines", type=int, default=511, help="highest engine id (default 511)")
+    return p
+
+
+def claim_pid_file(path):
+    """Write our pid to ``path``; refuse if it names another live process."""
+    if path.exists():
+        try:
+            other = int(path.read_text().strip())
+        except ValueError:
+            other = None
+        if other is not None and other != os.getpid() and _alive(other):
+            raise AppError(f"another ipcontroller (pid {other}) is running with this cluster "
+                           f"directory ({path}); stop it, or delete the pid file if it is stale")
+    write_private_file(path, f"{os.getpid()}\n")
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class ControllerApp:
+    """One controller process: services, Tubs, files.  See the module doc."""
+
+    def __init__(self, reactor, options, cluster):
+        self.reactor = reactor
+        self.options = options
+        self.cluster = cluster
+        self.top = service.MultiService()
+        self.controller = ControllerService(max_engines=options.max_engines, save_ids=True,
+                                            shutdown_hook=self._kill_requested)
+        self.controller.setServiceParent(self.top)
+        self.heart = HeartMonitor(self.controller, period=options.heartbeat_period,
+                                  timeout=options.heartbeat_timeout, clock=reactor)
+        self.heart.setServiceParent(self.top)
+        sec = cluster.security
+        self.engine_furl_file = options.engine_furl_file or str(cluster.furl_file(ENGINE_FURL))
+        self.mec_furl_file = (options.multiengine_furl_file
+                              or str(cluster.furl_file(MULTIENGINE_FURL)))
+        self.cert_files = {
+            "client": options.client_cert_file or str(cluster.cert_file("client")),
+            "engine": options.engine_cert_file or str(cluster.cert_file("engine")),
+        }
+        self.tubs = {}
+        self.ports = {}
+        self.finished = defer.Deferred()
+        self._stopping = None
+        self._security = sec
+
+    # -- start ------------------------------------------------------------------------
+
+    async def start(self):
+        if not self.options.reuse_furls:
+            for path in (self.engine_furl_file, self.mec_furl_file):
+                if os.path.exists(path):
+                    os.unlink(path)
+        for role in ("client", "engine"):
+            tub = self.tubs[role] = fcutil.make_tub(cert_file=self.cert_files[role])
+            tub.setServiceParent(self.top)
+        self.top.startService()
+        for role in ("client", "engine"):
+            self.ports[role] = await self._listen(role)
+        sme = ISynchronousMultiEngine(IMultiEngine(self.controller))
+        try:
+            fcutil.register(self.tubs["client"],
+                            FCSynchronousMultiEngine(sme, payload_cap=self.options.payload_cap),
+                            furl_file=self.mec_furl_file, reuse=self.options.reuse_furls)
+            fcutil.register(self.tubs["engine"], FCEngineRegistrar(self.controller),
+                            furl_file=self.engine_furl_file, reuse=self.options.reuse_furls)
+        except SecurityError as exc:
+            raise AppError(str(exc)) from None
+        log.info("{ready}: engine FURL file {engine}, client FURL file {client} "
+                 "(pid {pid}, client port {cport}, engine port {eport})",
+                 ready=READY, engine=self.engine_furl_file, client=self.mec_furl_file,
+                 pid=os.getpid(), cport=self.ports["client"], eport=self.ports["engine"])
+
+    def _wanted_port(self, role):
+        port = getattr(self.options, f"{role}_port")
+        port_file = self.cluster.port_file(role)
+        if port == 0 and self.options.reuse_furls and port_file.exists():
+            try:
+                port = int(port_file.read_text().strip())
+            except ValueError:
+                raise AppError(f"{port_file} does not hold a port number; delete it") from None
+        return port
+
+    async def _listen(self, role):
+        ip = getattr(self.options, f"{role}_ip")
+        port = self._wanted_port(role)
+        location = getattr(self.options, f"{role}_location")
+        try:
+            actual = await fcutil.listen(self.tubs[role], self.reactor, ip, port, location)
+        except net_error.CannotListenError as exc:
+            raise AppError(f"cannot listen for {role}s on {ip}:{port}: {exc.socketError} "
+                           f"(is another controller using it? --{role}-port 0 picks a free "
+                           f"port, but then old FURLs stop working)") from None
+        write_private_file(self.cluster.port_file(role), f"{actual}\n")
+        return actual
+
+    # -- stop -------------------------------------------------------------------------
+
+    def _kill_requested(self):
+        log.info("kill(controller=True) received: stopping in {grace:g} s", grace=KILL_GRACE)
+        self.reactor.callLater(KILL_GRACE, self.shutdown)
+
+    def shutdown(self):
+        """Stop every service (once); fires ``finished``.  Returns a Deferred."""
+        if self._stopping is None:
+            log.info("ipcontroller stopping")
+            self._stopping = defer.maybeDeferred(self.top.stopService)
+            self._stopping.addErrback(lambda f: log.failure("while stopping", f))
+            self._stopping.addBoth(self._stopped)
+        d = defer.Deferred()
+        self._stopping.addBoth(lambda r: (d.callback(None), r)[1])
+        return d
+
+    def _stopped(self, _):
+        log.info("ipcontroller stopped")
+        if not self.finished.called:
+            self.finished.callback(None)
+
+
+async def main(reactor, argv):
+    """Run the controller until it is stopped; ``argv`` excludes the program name."""
+    options = build_parser().parse_args(argv)
+    cluster = ClusterDir(options.cluster_dir).create()
+    stream = applog.open_log(options.logfile)
+    observer = applog.observer_for(stream)
+    globalLogPublisher.addObserver(observer)
+    applog.bridge_foolscap()
+    pid_path = cluster.pid_file("ipcontroller")
+    trigger = None
+    app = None
+    reactor_stopping = []
+
+    def on_reactor_shutdown():  # SIGINT, SIGTERM or reactor.stop()
+        reactor_stopping.append(True)
+        return app.shutdown()
+
+    try:
+        claim_pid_file(pid_path)
+        try:
+            try:
+                app = ControllerApp(reactor, options, cluster)
+            except ValueError as exc:
+                raise AppError(str(exc)) from None
+            trigger = reactor.addSystemEventTrigger("before", "shutdown", on_reactor_shutdown)
+            await app.start()
+            await app.finished
+        finally:
+            if app is not None:
+                await app.shutdown()
+            pid_path.unlink(missing_ok=True)
+    except AppError as exc:
+        log.critical("ipcontroller: {error}", error=str(exc))
+        raise SystemExit(1) from None
+    finally:
+        if trigger is not None and not reactor_stopping:
+            reactor.removeSystemEventTrigger(trigger)
+        globalLogPublisher.removeObserver(observer)
+        if stream is not sys.stderr:
+            stream.close()
+
+
+def run(argv=None):
+    """Console entry point of ``ipcontroller``."""
+    applog.begin()
+    argv = sys.argv[1:] if argv is None else argv
+    task.react(lambda reactor: defer.ensureDeferred(main(reactor, argv)))

@@ -1,0 +1,248 @@
+"""The ``ipengine`` program: one engine process that registers with a controller.
+
+User code runs in the process's main thread (a :class:`MainThreadExecutor`)
+while the Twisted reactor runs in a background thread.  So the engine keeps
+answering the controller (heartbeats, ``interrupt``, ``kill``) while user
+code is busy, and ``interrupt`` is a real SIGINT that also breaks
+``time.sleep`` and other blocking calls.
+
+* The engine reads the controller's engine FURL from ``--furl-file``
+  (default: ``security/ipcontroller-engine.furl`` in the cluster
+  directory), waiting up to ``--furl-wait`` seconds for it to appear.
+* It registers (asking for its MPI rank as id with ``--mpi=mpi4py``) and
+  stays registered: after a controller restart with ``-r`` it reconnects
+  and registers again, asking for its old id.
+* ``--exec-lines`` and ``--startup-script`` run at start and after every
+  ``reset``.
+* It stops on ``kill`` from a client, on SIGTERM, on SIGINT while idle (a
+  SIGINT while user code runs only interrupts it), and with
+  ``--exit-with-parent`` when the process that started it exits.
+
+:func:`main` returns the exit status (0, or 1 when start-up failed);
+:func:`run` is the console entry point.
+"""
+import argparse
+import os
+import sys
+import threading
+from pathlib import Path
+
+from twisted.application import service
+from twisted.internet import defer, task
+from twisted.logger import Logger, globalLogPublisher
+
+from ipkernel import applog, fcutil
+from ipkernel.clusterdir import ENGINE_FURL, ClusterDir
+from ipkernel.engine.connector import EngineConnector
+from ipkernel.engine.interpreter import DEFAULT_HISTORY_CAP
+from ipkernel.engine.mainthread import MainThreadExecutor
+from ipkernel.engine.service import EngineService
+
+log = Logger()
+
+READY = "ipengine ready"
+FURL_POLL = 0.2
+#: Time left for the answer to ``kill`` to leave before the reactor stops.
+KILL_GRACE = 0.2
+#: How long the main thread waits for the reactor thread to finish stopping.
+REACTOR_STOP_TIMEOUT = 15.0
+
+
+class AppError(Exception):
+    """A start-up problem to report in one line (the program exits with 1)."""
+
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        prog="ipengine",
+        description="Start an ipkernel engine and register it with a controller.")
+    p.add_argument("--cluster-dir", help="cluster directory (default $IPKERNEL_DIR or ~/.ipkernel)")
+    p.add_argument("--furl-file", help=f"the controller's engine FURL file (default "
+                   f"security/{ENGINE_FURL} in the cluster directory)")
+    p.add_argument("--furl-wait", type=float, default=30.0,
+                   help="seconds to wait for the FURL file to appear (default 30)")
+    p.add_argument("--register-timeout", type=float, default=60.0,
+                   help="give up if the first registration takes longer (seconds; 0 = wait "
+                        "forever; default 60)")
+    p.add_argument("--logfile", help="append the log here (default: stderr)")
+    p.add_argument("--mpi", choices=["mpi4py"],
+                   help="run under MPI: ask for engine id == MPI rank, `mpi` in the namespace")
+    p.add_argument("--exec-lines", action="append", default=[], metavar="CODE",
+                   help="Python code to run at start and after reset (repeatable)")
+    p.add_argument("--startup-script", metavar="FILE",
+                   help="a Python file to run at start and after reset (after --exec-lines)")
+    p.add_argument("--history-cap", type=int, default=DEFAULT_HISTORY_CAP,
+                   help=f"results kept for get_result (default {DEFAULT_HISTORY_CAP})")
+    p.add_argument("--exit-with-parent", action="store_true",
+                   help="stop when the process that started this engine exits")
+    return p
+
+
+def load_mpi(kind):
+    """The MPI module for ``--mpi=kind``, with ``rank`` and ``size`` set, or None."""
+    if kind is None:
+        return None
+    try:
+        from mpi4py import MPI
+    except ImportError as exc:
+        raise AppError(f"--mpi=mpi4py needs the mpi4py package, which cannot be imported "
+                       f"({exc}); install it (pip install mpi4py) or start without --mpi") from None
+    MPI.rank = MPI.COMM_WORLD.Get_rank()
+    MPI.size = MPI.COMM_WORLD.Get_size()
+    return MPI
+
+
+def startup_lines(options):
+    """The code to run at start (and after each reset), in order."""
+    lines = list(options.exec_lines)
+    if options.startup_script:
+        path = Path(options.startup_script).expanduser().resolve()
+        try:
+            path.read_text()
+        except OSError as exc:
+            raise AppError(f"cannot read the startup script {str(path)!r}: {exc.strerror}") from None
+        lines.append(f"exec(compile(open({str(path)!r}).read(), {str(path)!r}, 'exec'))")
+    return lines
+
+
+async def wait_for_file(reactor, path, timeout, interval=FURL_POLL):
+    """Return once ``path`` exists; raise AppError after ``timeout`` seconds."""
+    waited = 0.0
+    announced = False
+    while not os.path.exists(path):
+        if waited >= timeout:
+            raise AppError(f"the FURL file {path} did not appear within {timeout:g} s: start "
+                           f"ipcontroller first, or give the right --cluster-dir/--furl-file")
+        if not announced:
+            log.info("waiting up to {t:g} s for the FURL file {path}", t=timeout, path=path)
+            announced = True
+        await task.deferLater(reactor, interval, lambda: None)
+        waited += interval
+
+
+class EngineApp:
+    """The engine's Twisted side (runs in the reactor thread).  See the module doc."""
+
+    def __init__(self, reactor, options, executor, mpi=None, exec_lines=()):
+        self.reactor = reactor
+        self.options = options
+        self.executor = executor
+        self.exit_code = 0
+        self.killed = False
+        cluster = ClusterDir(options.cluster_dir)
+        self.furl_file = options.furl_file or str(cluster.furl_file(ENGINE_FURL))
+        self.top = service.MultiService()
+        self.service = EngineService(mpi=mpi, history_cap=options.history_cap,
+                                     exec_lines=exec_lines, kill_hook=self._on_kill,
+                                     executor=executor)
+        self.tub = None
+        self.connector = None
+        self._parent = os.getppid()
+        self._parent_watch = None
+        self._stopping = None
+
+    def launch(self):
+        """Start (from ``callWhenRunning``); a start-up failure stops the engine."""
+        d = defer.ensureDeferred(self.start())
+        d.addErrback(self._start_failed)
+        return d
+
+    async def start(self):
+        if self.options.exit_with_parent:
+            self._parent_watch = task.LoopingCall(self._check_parent)
+            self._parent_watch.clock = self.reactor
+            self._parent_watch.start(1.0, now=False)
+        await wait_for_file(self.reactor, self.furl_file, self.options.furl_wait)
+        try:
+            furl = fcutil.find_furl(self.furl_file)
+        except ValueError as exc:
+            raise AppError(str(exc)) from None
+        self.tub = fcutil.make_tub()
+        self.tub.setServiceParent(self.top)
+        self.service.setServiceParent(self.top)
+        self.top.startService()
+        self.connector = EngineConnector(self.tub, self.service, furl)
+        log.info("connecting to the controller named in {path}", path=self.furl_file)
+        registered = self.connector.start()
+        timeout = self.options.register_timeout
+        if timeout and timeout > 0:
+            registered.addTimeout(timeout, self.reactor)
+        try:
+            engine_id = await registered
+        except defer.TimeoutError:
+            raise AppError(f"could not register with the controller named in {self.furl_file} "
+                           f"within {timeout:g} s: is ipcontroller running and reachable, and "
+                           f"is the FURL file from its current run?") from None
+        log.info("{ready}: registered as engine {id} (pid {pid})", ready=READY, id=engine_id,
+                 pid=os.getpid())
+
+    def _start_failed(self, failure):
+        if failure.check(AppError):
+            log.critical("ipengine: {error}", error=str(failure.value))
+        else:
+            log.failure("ipengine failed to start", failure)
+        self.exit_code = 1
+        self.executor.stop("start-up failed")
+
+    def _check_parent(self):
+        if os.getppid() != self._parent:
+            log.warn("the parent process exited: stopping the engine")
+            self.executor.stop("parent exited")
+
+    def _on_kill(self):
+        # The executor has stopped; the main thread now ends the process.
+        self.killed = True
+
+    def finish(self):
+        """Stop the reactor (called once the main thread's job loop ended)."""
+        self.reactor.callLater(KILL_GRACE if self.killed else 0, self.reactor.stop)
+
+    def stop(self):
+        """Stop connecting and stop the services (a "before shutdown" trigger)."""
+        if self._stopping is None:
+            if self._parent_watch is not None and self._parent_watch.running:
+                self._parent_watch.stop()
+            if self.connector is not None:
+                self.connector.stop()
+            self._stopping = defer.maybeDeferred(self.top.stopService)
+            self._stopping.addErrback(lambda f: log.failure("while stopping the engine", f))
+        return self._stopping
+
+
+def main(argv=None):
+    """Run an engine until it is stopped; return the exit status."""
+    options = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    applog.begin()
+    stream = applog.open_log(options.logfile)
+    globalLogPublisher.addObserver(applog.observer_for(stream))
+    applog.bridge_foolscap()
+    try:
+        mpi = load_mpi(options.mpi)
+        lines = startup_lines(options)
+    except AppError as exc:
+        log.critical("ipengine: {error}", error=str(exc))
+        return 1
+
+    from twisted.internet import reactor
+    executor = MainThreadExecutor(reactor)
+    executor.install_signal_handlers()
+    app = EngineApp(reactor, options, executor, mpi=mpi, exec_lines=lines)
+    reactor.callWhenRunning(app.launch)
+    reactor.addSystemEventTrigger("before", "shutdown", app.stop)
+    thread = threading.Thread(target=reactor.run, kwargs={"installSignalHandlers": False},
+                              name="ipkernel-reactor", daemon=True)
+    thread.start()
+    reason = executor.run()
+    log.info("ipengine stopping ({reason})", reason=reason)
+    reactor.callFromThread(app.finish)
+    thread.join(REACTOR_STOP_TIMEOUT)
+    if thread.is_alive():
+        log.error("the reactor did not stop within {t:g} s; exiting anyway", t=REACTOR_STOP_TIMEOUT)
+        return app.exit_code or 1
+    log.info("ipengine stopped")
+    return app.exit_code
+
+
+def run():
+    """Console entry point of ``ipengine``."""
+    sys.exit(main())

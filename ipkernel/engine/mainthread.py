@@ -1,0 +1,189 @@
+"""Run user code in the process's main thread, so signals can interrupt it.
+
+``ipengine`` runs the Twisted reactor in a background thread and gives the
+main thread to :class:`MainThreadExecutor`: :meth:`~MainThreadExecutor.run`
+loops over submitted jobs until the executor is stopped.  The API the
+engine uses (``submit``, ``interrupt``, ``stop``, ``busy``) is the one of
+:class:`~ipkernel.engine.executor.ThreadExecutor`, called from the reactor
+thread; results come back as Deferreds fired in the reactor thread.
+
+Interrupts are real SIGINTs sent to the main thread, so they stop Python
+loops and also blocking calls such as ``time.sleep`` or socket reads (any
+call that returns on EINTR).  The SIGINT handler (installed by
+:meth:`~MainThreadExecutor.install_signal_handlers`) tells the cases apart:
+
+* an interrupt asked for by :meth:`interrupt` raises KeyboardInterrupt in
+  the job it was aimed at, and is ignored if that job has already ended;
+* any other SIGINT (Ctrl-C) interrupts the running job, or stops the
+  engine when no job runs;
+* SIGTERM stops the engine, interrupting the running job first.
+"""
+import itertools
+import queue
+import signal
+import threading
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+log = Logger()
+
+_STOP = object()
+
+
+class MainThreadExecutor:
+    """Jobs run one at a time, in order, in the thread that calls :meth:`run`."""
+
+    def __init__(self, reactor=None):
+        if reactor is None:
+            from twisted.internet import reactor
+        self._reactor = reactor
+        self._jobs = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._serial = itertools.count(1)
+        self._current = None          # serial number of the running job
+        self._aimed = None            # the job the latest interrupt is meant for
+        self._signal_pending = False  # our SIGINT was sent and not yet handled
+        self._main_ident = None
+        self._handlers_installed = False
+        self._stopping = False        # no new jobs
+        self._finished = False        # run() has returned
+        self._on_finished = []        # Deferreds fired (in the reactor) when run() returns
+        self.stop_reason = None
+
+    # -- called from the reactor thread ---------------------------------------------
+
+    def submit(self, func, *args, **kwargs):
+        """Queue ``func(*args, **kwargs)``; return a Deferred firing in the reactor
+        thread with its result or failure."""
+        if self._stopping:
+            return defer.fail(RuntimeError("the engine is stopping; the call was not run"))
+        d = defer.Deferred()
+        self._jobs.put((d, func, args, kwargs))
+        return d
+
+    @property
+    def busy(self):
+        """True while a submitted job is running."""
+        return self._current is not None
+
+    def interrupt(self):
+        """Raise KeyboardInterrupt in the running job; return True if one was running."""
+        with self._lock:
+            if self._current is None or not self._handlers_installed:
+                return False
+            self._aimed = self._current
+            if not self._signal_pending:  # at most one of our signals in flight
+                self._signal_pending = True
+                signal.pthread_kill(self._main_ident, signal.SIGINT)
+            return True
+
+    def stop(self, reason="stopped"):
+        """Let the job now running finish, fail the waiting ones, then end
+        :meth:`run`.  Returns a Deferred that fires once :meth:`run` returned."""
+        self._request_stop(reason)
+        if self._finished:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._on_finished.append(d)
+        return d
+
+    # -- the main thread -------------------------------------------------------------------
+
+    def install_signal_handlers(self):
+        """Handle SIGINT and SIGTERM as the module doc says (main thread only)."""
+        signal.signal(signal.SIGINT, self._on_sigint)
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        self._main_ident = threading.get_ident()
+        self._handlers_installed = True
+
+    def run(self):
+        """Run jobs until :meth:`stop` or a stopping signal; return the stop reason.
+
+        Call it from the thread that called :meth:`install_signal_handlers`
+        (without them, :meth:`interrupt` does nothing and returns False).
+        """
+        while True:
+            try:
+                job = self._jobs.get()
+            except KeyboardInterrupt:  # a stale interrupt that missed its job
+                continue
+            if job is _STOP:
+                break
+            self._run_one(*job)
+        self._finish()
+        return self.stop_reason
+
+    def _run_one(self, d, func, args, kwargs):
+        outcome = None
+        try:
+            with self._lock:
+                self._current = next(self._serial)
+            try:
+                outcome = (d.callback, func(*args, **kwargs))
+            except BaseException as exc:  # noqa: B902 - delivered to the caller
+                outcome = (d.errback, Failure(exc))
+            self._end_job()
+        except KeyboardInterrupt as exc:  # arrived between the job and the bookkeeping
+            self._end_job()
+            if outcome is None:
+                outcome = (d.errback, Failure(exc))
+        self._reactor.callFromThread(*outcome)
+
+    def _end_job(self):
+        with self._lock:
+            self._current = None
+
+    def _finish(self):
+        waiting = []
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is not _STOP:
+                waiting.append(job[0])
+        self._finished = True
+        call = self._reactor.callFromThread
+        error = RuntimeError("the engine stopped before running this call")
+        for d in waiting:
+            call(d.errback, Failure(error))
+        call(self._fire_finished)
+
+    def _fire_finished(self):
+        done, self._on_finished = self._on_finished, []
+        for d in done:
+            d.callback(None)
+
+    def _request_stop(self, reason):
+        if not self._stopping:
+            self._stopping = True
+            self.stop_reason = reason
+            self._jobs.put(_STOP)  # SimpleQueue.put is safe in signal handlers
+
+    # -- signal handlers (run in the main thread, between bytecodes) --------------------
+
+    # No locks and no writes to files here: the handler may run while this
+    # thread holds a lock or is in the middle of writing the log.
+
+    def _note(self, message):
+        self._reactor.callFromThread(log.info, message)
+
+    def _on_sigint(self, signum, frame):
+        running = self._current
+        if self._signal_pending:  # ours (an external SIGINT arriving with it merges)
+            self._signal_pending = False
+            if running is not None and self._aimed == running:
+                raise KeyboardInterrupt
+            return  # the job it was meant for has ended
+        if running is not None:
+            raise KeyboardInterrupt
+        self._note("SIGINT received while idle: stopping the engine")
+        self._request_stop("SIGINT")
+
+    def _on_sigterm(self, signum, frame):
+        self._note("SIGTERM received: stopping the engine")
+        self._request_stop("SIGTERM")
+        if self._current is not None:
+            raise KeyboardInterrupt
