@@ -16,10 +16,25 @@ __all__ = ["get_multiengine_client", "FCFullSynchronousMultiEngineClient", "Comp
 
 async def _multiengine_client(furl_or_file, tub, timeout):
     furl, rref = await get_reference(furl_or_file or default_furl_file(), tub, timeout)
-    name = await rref.callRemote("get_client_name")
+    from twisted.internet import reactor
+
+    where = _where(furl_or_file, furl)
+    try:
+        name = await rref.callRemote("get_client_name").addTimeout(timeout, reactor)
+    except Exception as exc:
+        raise ControllerError(
+            f"{where} does not lead to a multi-engine controller (it does not answer "
+            f"get_client_name: {type(exc).__name__}); is it the engine FURL "
+            f"(ipcontroller-engine.furl) instead of ipcontroller-mec.furl?") from None
     if name != FCFullSynchronousMultiEngineClient.client_name:
-        raise ControllerError(f"the FURL {furl} is not a multi-engine controller (it offers {name!r})")
+        raise ControllerError(f"{where} is not a multi-engine controller (it offers {name!r})")
     return FCFullSynchronousMultiEngineClient(rref, furl=furl)
+
+
+def _where(furl_or_file, furl):
+    if furl_or_file is not None and not str(furl_or_file).startswith("pb://"):
+        return f"the FURL file {furl_or_file}"
+    return f"the FURL {furl}"
 
 
 def get_multiengine_client(furl_or_file=None, tub=None, timeout=DEFAULT_TIMEOUT):

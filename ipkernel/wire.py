@@ -11,6 +11,7 @@
   (ipkernel and builtin errors), else :class:`ipkernel.error.RemoteError`.
 """
 import builtins
+import re
 
 from foolscap.api import (DeadReferenceError, RemoteException, Violation, registerCopier,
                           registerRemoteCopyFactory)
@@ -88,15 +89,33 @@ def _is_id(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+#: Engine ids on the wire are 8-byte integers (RemoteInterface EngineId);
+#: no controller hands out ids anywhere near this.
+_ID_LIMIT = 2 ** 64
+#: The longest target list the RemoteInterfaces accept.
+MAX_TARGETS = 100_000
+
+
+def _check_ids(ids):
+    for value in ids:
+        if abs(value) >= _ID_LIMIT:
+            raise errors.InvalidEngineID(f"engine id {value} is not registered (out of range)")
+    return ids
+
+
 def encode_targets(targets):
     """``'all'`` / an id / a list of ids -> the tagged wire form (InvalidEngineID if bad)."""
-    if targets == "all":
+    if isinstance(targets, str) and targets == "all":
         return ("all", [])
     if _is_id(targets):
-        return ("one", [targets])
+        return ("one", _check_ids([targets]))
     if isinstance(targets, (list, tuple)) and all(_is_id(t) for t in targets):
-        return ("list", list(targets))
-    raise errors.InvalidEngineID(f"targets must be an int, a list of ints or 'all', not {targets!r}")
+        if len(targets) > MAX_TARGETS:
+            raise errors.InvalidEngineID(f"a target list holds at most {MAX_TARGETS} ids, "
+                                         f"not {len(targets)}")
+        return ("list", _check_ids(list(targets)))
+    raise errors.InvalidEngineID(f"targets must be an int, a list of ints or 'all', "
+                                 f"not {targets!r:.200}")
 
 
 def decode_targets(wire_targets):
@@ -145,16 +164,39 @@ def decode_line(wire_line):
     return wire_line[0] if wire_line else None
 
 
+def decode_values(value):
+    """Rebuild every Serialized inside ``value`` (lists, tuples and dicts are
+    walked).  Client and engine side only: the controller never calls it."""
+    if isinstance(value, Serialized):
+        return serialize.unserialize(value)
+    if isinstance(value, list):
+        return [decode_values(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(decode_values(v) for v in value)
+    if isinstance(value, dict):
+        return {k: decode_values(v) for k, v in value.items()}
+    return value
+
+
 # -- failed calls -----------------------------------------------------------------------
 
 _CONNECTION_LOST = (DeadReferenceError, net_error.ConnectionLost, net_error.ConnectionDone)
 _SIZE_WORDS = ("too long", "too large", "too many", "is full", "maxKeys")
 
 
-def _violation_error(detail, method, where):
-    if any(word in detail for word in _SIZE_WORDS):
-        return errors.PayloadTooLarge(f"an argument of {method} is too large {where}: {detail}")
-    return TypeError(f"an argument of {method} has a type that cannot be sent {where}: {detail}")
+def _violation_error(violation, method, peer, refused_there):
+    """TypeError (or PayloadTooLarge) for an argument a RemoteInterface refused."""
+    detail = str(violation.args[0]) if getattr(violation, "args", None) else str(violation)
+    found = re.search(r"\((\w+)=\)", str(violation))
+    what = f"argument {found.group(1)!r} of {method}" if found else f"an argument of {method}"
+    too_large = any(word in detail for word in _SIZE_WORDS)
+    if refused_there:
+        message = f"{what} was refused by {peer}{' as too large' if too_large else ''}: {detail}"
+    elif too_large:
+        message = f"{what} is too large to send to {peer}: {detail}"
+    else:
+        message = f"{what} cannot be sent to {peer} (wrong type or form): {detail}"
+    return errors.PayloadTooLarge(message) if too_large else TypeError(message)
 
 
 def call_failure(failure, method, peer, error_class, lost_message):
@@ -167,13 +209,13 @@ def call_failure(failure, method, peer, error_class, lost_message):
       ``error_class`` naming the remote exception.
     """
     if failure.check(Violation):
-        return _violation_error(str(failure.value), method, f"to {peer}")
+        return _violation_error(failure.value, method, peer, False)
     if failure.check(*_CONNECTION_LOST):
         return error_class(lost_message)
     if failure.check(RemoteException):
         remote = failure.value.args[0] if failure.value.args else None
         if isinstance(remote, Failure) and remote.check(Violation):
-            return _violation_error(remote.getErrorMessage(), method, f"(refused by {peer})")
+            return _violation_error(remote.getErrorMessage(), method, peer, True)
         if isinstance(remote, Failure):
             ename = getattr(remote.type, "__name__", None) or str(remote.type).rsplit(".", 1)[-1]
             return error_class(f"{peer} failed in {method}: {ename}: {remote.getErrorMessage()}")

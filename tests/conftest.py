@@ -8,6 +8,10 @@
 * ``make_controller``: a ControllerService with ``n`` in-process queued engines.
 * ``cert_pool`` / ``make_tub``: started Foolscap Tubs with pre-generated
   certificates (distinct within a test), all stopped after the test.
+* ``gates``: barriers that engine code can wait at until the test opens them,
+  so a test can hold an engine busy (and learn when the command started)
+  without sleeping.  Engines live in this process, so engine code reaches a
+  gate through a module registered in ``sys.modules`` for the test.
 * ``make_fc_cluster``: a controller Tub listening on 127.0.0.1, ``n``
   in-process engines each with its own Tub (registered through
   EngineConnector), and a multi-engine client on its own Tub.
@@ -15,7 +19,10 @@
 An unmarked test counts as tier 1.
 """
 import sys
+import threading
 import time
+import types
+import uuid
 
 import pytest
 import pytest_twisted
@@ -119,6 +126,87 @@ async def make_controller(make_engine):
     yield make
 
 
+# How long engine code waits at a gate before giving up (so a broken test can
+# never wedge an engine thread forever); stays below the 60 s test timeout.
+GATE_TIMEOUT = 20
+# How long a test waits for something that should happen soon.
+EVENT_TIMEOUT = 10
+
+
+class Gate:
+    """A barrier for engine code.
+
+    ``code`` is a one-line engine expression that reports its arrival, then
+    blocks until :meth:`open` is called; ``notify_code`` only reports the
+    arrival.  Both evaluate to None and define no names.
+    """
+
+    def __init__(self, module_name, key):
+        self.key = key
+        self.arrivals = 0
+        self._opened = threading.Event()
+        self._waiters = []
+        prefix = f"__import__({module_name!r}).gates[{key!r}]"
+        self.code = f"{prefix}.pass_through()"
+        self.notify_code = f"{prefix}.arrive()"
+
+    # --- called from engine threads -------------------------------------
+    def arrive(self):
+        reactor.callFromThread(self._arrived)
+
+    def pass_through(self):
+        self.arrive()
+        if not self._opened.wait(GATE_TIMEOUT):
+            raise RuntimeError(f"gate {self.key!r} was never opened")
+
+    # --- called from the reactor thread ---------------------------------
+    def _arrived(self):
+        self.arrivals += 1
+        ready = [(n, d) for n, d in self._waiters if self.arrivals >= n]
+        self._waiters = [(n, d) for n, d in self._waiters if self.arrivals < n]
+        for _, d in ready:
+            d.callback(self.arrivals)
+
+    def wait_arrivals(self, n=1):
+        """Deferred firing once ``n`` engine threads reached the gate."""
+        if self.arrivals >= n:
+            return defer.succeed(self.arrivals)
+        d = defer.Deferred()
+        self._waiters.append((n, d))
+        return d.addTimeout(EVENT_TIMEOUT, reactor)
+
+    def open(self):
+        self._opened.set()
+
+
+class Gates:
+    def __init__(self):
+        self.module_name = f"_ipkernel_test_gates_{uuid.uuid4().hex}"
+        self.module = types.ModuleType(self.module_name)
+        self.module.gates = {}
+        sys.modules[self.module_name] = self.module
+
+    def new(self):
+        key = f"g{len(self.module.gates)}"
+        gate = Gate(self.module_name, key)
+        self.module.gates[key] = gate
+        return gate
+
+    def close(self):
+        for gate in self.module.gates.values():
+            gate.open()
+        sys.modules.pop(self.module_name, None)
+
+
+@pytest.fixture
+def gates(make_engine):
+    """A factory of :class:`Gate` objects; every gate is opened after the test,
+    before the engines are stopped."""
+    registry = Gates()
+    yield registry
+    registry.close()
+
+
 class CertPool:
     """Certificates (PEM, with key) made once per session and handed out by
     index: a test's n-th Tub gets certificate n, so Tubs of one test never
@@ -199,9 +287,11 @@ class FCCluster:
         self.mec_furl = fcutil.register(self.tub, self.fc_sme)
         return self
 
-    async def add_engine(self, **engine_kwargs):
-        """Start an engine (with its own Tub), register it; return its id."""
-        service = self._make_engine(**engine_kwargs)
+    async def add_engine(self, service=None, **engine_kwargs):
+        """Start an engine (``service``, or a new EngineService) with its own
+        Tub and register it; return its id."""
+        if service is None:
+            service = self._make_engine(**engine_kwargs)
         tub = self._make_tub()
         connector = EngineConnector(tub, service, self.engine_furl)
         self.services.append(service)

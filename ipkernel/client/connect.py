@@ -1,6 +1,7 @@
 """Connecting to a controller: FURL (or FURL file) -> client object."""
-from foolscap.api import DeadReferenceError
+from foolscap.api import DeadReferenceError, RemoteException
 from twisted.internet import defer, error as net_error
+from twisted.python.failure import Failure
 
 from ipkernel import fcutil
 from ipkernel.clusterdir import MULTIENGINE_FURL, ClusterDir
@@ -48,8 +49,23 @@ async def get_reference(furl_or_file, tub=None, timeout=DEFAULT_TIMEOUT, reactor
                               f"unless the controller was started with -r)") from None
     except DeadReferenceError:
         raise ControllerError(f"{where} closed the connection") from None
+    except RemoteException as exc:
+        remote = exc.args[0] if exc.args else None
+        if isinstance(remote, Failure) and remote.check(KeyError):
+            raise ControllerError(
+                f"{where} is running but has no object under that FURL's name: the FURL is "
+                f"stale (written by an earlier run of the controller started without -r) "
+                f"or mistyped") from None
+        detail = remote.getErrorMessage() if isinstance(remote, Failure) else str(exc)
+        raise ControllerError(f"could not connect to {where}: {detail}") from None
     except Exception as exc:
-        raise ControllerError(f"could not connect to {where}: {exc}") from None
+        if "unknown TubID" in str(exc):
+            raise ControllerError(
+                f"could not connect to {where}: something answers at that address, but not "
+                f"the controller identity the FURL names; the FURL is stale (the controller "
+                f"got a new certificate) or the port now belongs to another controller") from None
+        raise ControllerError(f"could not connect to {where}: {type(exc).__name__}: "
+                              f"{exc}") from None
     return furl, rref
 
 

@@ -15,8 +15,8 @@ from zope.interface import implementer
 
 from ipkernel import serialize, wire
 from ipkernel.controller import mapping
-from ipkernel.controller.fc import decode
 from ipkernel.controller.multiengine import read_script, zip_sequences
+from ipkernel.engine.properties import StrictDict
 from ipkernel.error import (ControllerError, InvalidEngineID, KernelError, NoEnginesRegistered,
                             ResultNotCompleted)
 from ipkernel.interfaces.multiengine import IFullSynchronousMultiEngine
@@ -85,7 +85,7 @@ class FCFullSynchronousMultiEngineClient:
     @staticmethod
     def _finish(value, decode_result, post):
         if decode_result:
-            value = decode(value)
+            value = wire.decode_values(value)
         return post(value) if post is not None else value
 
     # -- primitives --------------------------------------------------------------------
@@ -124,6 +124,8 @@ class FCFullSynchronousMultiEngineClient:
         return self._two_phase("complete", (text, wire.encode_line(line), _targets(targets)), block)
 
     def get_result(self, i=None, targets="all", *, block=True):
+        if i is not None and (isinstance(i, bool) or not isinstance(i, int)):
+            raise TypeError(f"get_result takes a command number (int) or None, not {i!r}")
         return self._two_phase("get_result", (i, _targets(targets)), block)
 
     def reset(self, targets="all", *, block=True):
@@ -154,6 +156,9 @@ class FCFullSynchronousMultiEngineClient:
         return self._two_phase("queue_status", (_targets(targets),), block, post)
 
     def set_properties(self, properties, targets="all", *, block=True):
+        if not isinstance(properties, dict):
+            raise TypeError(f"set_properties takes a dict, not {type(properties).__name__}")
+        StrictDict(properties)  # InvalidProperty for anything but plain data, before sending
         return self._two_phase("set_properties", (dict(properties), _targets(targets)), block)
 
     def get_properties(self, keys=None, targets="all", *, block=True):

@@ -18,7 +18,7 @@ from zope.interface import implementer
 from ipkernel import serialize, wire
 from ipkernel.controller.mapping import PrePartitioned
 from ipkernel.engine.properties import StrictDict
-from ipkernel.error import EngineError, tag_exception
+from ipkernel.error import EngineError, PayloadTooLarge, tag_exception
 from ipkernel.interfaces.engine import IEngineBase
 from ipkernel.interfaces.remote import RIEngineRegistrar, RIMultiEngine
 
@@ -45,17 +45,8 @@ def _encode_namespace(namespace):
     return {k: _encode(v) for k, v in namespace.items()}
 
 
-def decode(value):
-    """Rebuild every Serialized inside ``value`` (lists, tuples and dicts are walked)."""
-    if isinstance(value, serialize.Serialized):
-        return serialize.unserialize(value)
-    if isinstance(value, list):
-        return [decode(v) for v in value]
-    if isinstance(value, tuple):
-        return tuple(decode(v) for v in value)
-    if isinstance(value, dict):
-        return {k: decode(v) for k, v in value.items()}
-    return value
+#: Kept importable here; the function lives in ipkernel.wire (client-side code).
+decode = wire.decode_values
 
 
 class _Keys:
@@ -104,7 +95,7 @@ class RemoteEngine:
     def _check(self, outcome, method, value):
         if isinstance(outcome, wire.ErrorRecord):
             raise (wire.exception_from_record(outcome) if self.decode else wire.WireError(outcome))
-        return decode(outcome) if (value and self.decode) else outcome
+        return wire.decode_values(outcome) if (value and self.decode) else outcome
 
     def _lost(self, failure, method):
         self._notice_lost(failure)
@@ -281,13 +272,18 @@ class FCSynchronousMultiEngine(Referenceable):
         self.sme = smultiengine
         self.payload_cap = payload_cap
 
-    def _check_payload(self, payload):
+    def _check_payload(self, method, payload):
+        """PayloadTooLarge when the user data of one call exceeds the cap."""
         if self.payload_cap is None:
             return
-        for item in (payload.values() if isinstance(payload, dict) else
-                     payload if isinstance(payload, list) else [payload]):
-            if isinstance(item, serialize.Serialized):
-                serialize.check_size(item, self.payload_cap)
+        items = (payload.values() if isinstance(payload, dict) else
+                 payload if isinstance(payload, list) else [payload])
+        total = sum(item.nbytes for item in items if isinstance(item, serialize.Serialized))
+        if total > self.payload_cap:
+            raise PayloadTooLarge(
+                f"{method}: the data sent ({total} bytes serialized) exceeds this controller's "
+                f"payload cap of {self.payload_cap} bytes; send it in smaller pieces (scatter, "
+                f"several pushes) or start the controller with a larger cap")
 
     def _run(self, method, *args, payload=None, **kwargs):
         try:
@@ -295,7 +291,7 @@ class FCSynchronousMultiEngine(Referenceable):
                 kwargs["targets"] = wire.decode_targets(kwargs["targets"])
             args = [wire.decode_keys(a.keys) if isinstance(a, _Keys) else a for a in args]
             if payload is not None:
-                self._check_payload(payload)
+                self._check_payload(method, payload)
             d = defer.maybeDeferred(getattr(self.sme, method), *args, **kwargs)
         except Exception:
             d = defer.fail()

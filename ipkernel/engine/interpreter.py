@@ -9,10 +9,28 @@ import linecache
 import os
 import pprint
 import rlcompleter
+import threading
 import traceback
 
 from ipkernel.engine.capture import capture
 from ipkernel.error import ResultEvicted
+
+# Converting between Python AST objects and the compiler's AST keeps its
+# recursion bookkeeping per interpreter, not per thread, before CPython
+# 3.11.8 / 3.12.1 (gh-106905): two engines parsing at once in one process
+# (in-process clusters, tests) then fail with a spurious SystemError.  The
+# conversions are quick, so they are simply serialised.
+_AST_LOCK = threading.Lock()
+
+
+def _parse(source, filename):
+    with _AST_LOCK:
+        return ast.parse(source, filename)
+
+
+def _compile(tree, filename, mode):
+    with _AST_LOCK:
+        return compile(tree, filename, mode)
 
 #: Names seeded by the interpreter that ``keys()`` does not report.
 HIDDEN_NAMES = frozenset({
@@ -95,15 +113,15 @@ class Interpreter:
         error = None
         with capture() as (out, err):
             try:
-                for node in ast.parse(source, filename).body:
+                for node in _parse(source, filename).body:
                     if isinstance(node, ast.Expr):
-                        code = compile(ast.Expression(node.value), filename, "eval")
+                        code = _compile(ast.Expression(node.value), filename, "eval")
                         value = eval(code, self.user_ns)
                         if value is not None:
                             displayed = value
                             self._display(number, value)
                     else:
-                        code = compile(ast.Module([node], type_ignores=[]), filename, "exec")
+                        code = _compile(ast.Module([node], type_ignores=[]), filename, "exec")
                         exec(code, self.user_ns)
             except BaseException as exc:  # noqa: B902 - user code may raise anything
                 error = exc

@@ -1,9 +1,7 @@
-"""Fixtures shared by the controller-side tier-1 tests.
+"""Fixtures shared by the controller-side tests.
 
-* ``gates``: barriers that engine code can wait at until the test opens them,
-  so a test can hold an engine busy (and learn when the command started)
-  without sleeping.  Engines live in this process, so engine code reaches a
-  gate through a module registered in ``sys.modules`` for the test.
+* ``gates`` (from tests/conftest.py): barriers that engine code waits at
+  until the test opens them.
 * ``log_events``: every twisted.logger event emitted during the test.
 * ``controller4``: a ControllerService with four in-process engines (ids 0-3).
 * ``script``: writes a Python file and returns its path.
@@ -15,97 +13,11 @@
   own Tub, tier 2).  Over Foolscap both are the same client object: its
   methods with the default ``block=True`` behave as IFullMultiEngine's.
 """
-import sys
-import threading
-import types
-import uuid
-
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor
 from twisted.logger import globalLogPublisher
 
 from ipkernel.interfaces.multiengine import IFullMultiEngine, IFullSynchronousMultiEngine
-
-# How long engine code waits at a gate before giving up (so a broken test can
-# never wedge an engine thread forever); stays below the 60 s test timeout.
-GATE_TIMEOUT = 20
-# How long a test waits for something that should happen soon.
-EVENT_TIMEOUT = 10
-
-
-class Gate:
-    """A barrier for engine code.
-
-    ``code`` is a one-line engine expression that reports its arrival, then
-    blocks until :meth:`open` is called; ``notify_code`` only reports the
-    arrival.  Both evaluate to None and define no names.
-    """
-
-    def __init__(self, module_name, key):
-        self.key = key
-        self.arrivals = 0
-        self._opened = threading.Event()
-        self._waiters = []
-        prefix = f"__import__({module_name!r}).gates[{key!r}]"
-        self.code = f"{prefix}.pass_through()"
-        self.notify_code = f"{prefix}.arrive()"
-
-    # --- called from engine threads -------------------------------------
-    def arrive(self):
-        reactor.callFromThread(self._arrived)
-
-    def pass_through(self):
-        self.arrive()
-        if not self._opened.wait(GATE_TIMEOUT):
-            raise RuntimeError(f"gate {self.key!r} was never opened")
-
-    # --- called from the reactor thread ---------------------------------
-    def _arrived(self):
-        self.arrivals += 1
-        ready = [(n, d) for n, d in self._waiters if self.arrivals >= n]
-        self._waiters = [(n, d) for n, d in self._waiters if self.arrivals < n]
-        for _, d in ready:
-            d.callback(self.arrivals)
-
-    def wait_arrivals(self, n=1):
-        """Deferred firing once ``n`` engine threads reached the gate."""
-        if self.arrivals >= n:
-            return defer.succeed(self.arrivals)
-        d = defer.Deferred()
-        self._waiters.append((n, d))
-        return d.addTimeout(EVENT_TIMEOUT, reactor)
-
-    def open(self):
-        self._opened.set()
-
-
-class Gates:
-    def __init__(self):
-        self.module_name = f"_ipkernel_test_gates_{uuid.uuid4().hex}"
-        self.module = types.ModuleType(self.module_name)
-        self.module.gates = {}
-        sys.modules[self.module_name] = self.module
-
-    def new(self):
-        key = f"g{len(self.module.gates)}"
-        gate = Gate(self.module_name, key)
-        self.module.gates[key] = gate
-        return gate
-
-    def close(self):
-        for gate in self.module.gates.values():
-            gate.open()
-        sys.modules.pop(self.module_name, None)
-
-
-@pytest.fixture
-def gates(make_controller):
-    """A factory of :class:`Gate` objects; every gate is opened after the test,
-    before the engines are stopped."""
-    registry = Gates()
-    yield registry
-    registry.close()
 
 
 @pytest.fixture
