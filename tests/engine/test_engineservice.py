@@ -90,11 +90,9 @@ def new_engine(request, make_engine, make_remote_engine):
     def new(**kwargs):
         service = make_engine(**kwargs)
         api = make_remote_engine(service) if remote else service
-        if not queued:
-            pass
-        elif "history_cap" in kwargs:
+        if queued and "history_cap" in kwargs:
             api = QueuedEngine(api, history_cap=kwargs["history_cap"])
-        else:
+        elif queued:
             api = IEngineQueued(api)
         new.services[id(api)] = service
         return api
