@@ -117,7 +117,6 @@ class ControllerApp:
         self.heart = HeartMonitor(self.controller, period=options.heartbeat_period,
                                   timeout=options.heartbeat_timeout, clock=reactor)
         self.heart.setServiceParent(self.top)
-        sec = cluster.security
         self.engine_furl_file = options.engine_furl_file or str(cluster.furl_file(ENGINE_FURL))
         self.mec_furl_file = (options.multiengine_furl_file
                               or str(cluster.furl_file(MULTIENGINE_FURL)))
@@ -129,7 +128,6 @@ class ControllerApp:
         self.ports = {}
         self.finished = defer.Deferred()
         self._stopping = None
-        self._security = sec
 
     # -- start ------------------------------------------------------------------------
 

@@ -16,7 +16,8 @@ code is busy, and ``interrupt`` is a real SIGINT that also breaks
   ``reset``.
 * It stops on ``kill`` from a client, on SIGTERM, on SIGINT while idle (a
   SIGINT while user code runs only interrupts it), and with
-  ``--exit-with-parent`` when the process that started it exits.
+  ``--exit-with-parent`` (or ``--parent-pid PID``) when the process that
+  started it exits.
 
 :func:`main` returns the exit status (0, or 1 when start-up failed);
 :func:`run` is the console entry point.
@@ -75,7 +76,25 @@ def build_parser():
                    help=f"results kept for get_result (default {DEFAULT_HISTORY_CAP})")
     p.add_argument("--exit-with-parent", action="store_true",
                    help="stop when the process that started this engine exits")
+    p.add_argument("--parent-pid", type=int, metavar="PID",
+                   help="stop when process PID exits (a launcher passes its own pid: no race "
+                        "with a parent that exits very early)")
     return p
+
+
+def process_alive(pid):
+    """True while process ``pid`` runs (a zombie, exited but not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return True
 
 
 def load_mpi(kind):
@@ -137,7 +156,7 @@ class EngineApp:
                                      executor=executor)
         self.tub = None
         self.connector = None
-        self._parent = os.getppid()
+        self._parent = options.parent_pid or os.getppid()
         self._parent_watch = None
         self._stopping = None
 
@@ -148,7 +167,7 @@ class EngineApp:
         return d
 
     async def start(self):
-        if self.options.exit_with_parent:
+        if self.options.exit_with_parent or self.options.parent_pid:
             self._parent_watch = task.LoopingCall(self._check_parent)
             self._parent_watch.clock = self.reactor
             self._parent_watch.start(1.0, now=False)
@@ -185,7 +204,11 @@ class EngineApp:
         self.executor.stop("start-up failed")
 
     def _check_parent(self):
-        if os.getppid() != self._parent:
+        if self.options.parent_pid:
+            gone = not process_alive(self.options.parent_pid)
+        else:
+            gone = os.getppid() != self._parent
+        if gone:
             log.warn("the parent process exited: stopping the engine")
             self.executor.stop("parent exited")
 

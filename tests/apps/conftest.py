@@ -6,14 +6,15 @@
   process is stopped afterwards (SIGTERM, SIGKILL after a timeout; its exit
   is awaited) and every client Tub is stopped.
 * Waiting is by bounded polling (files, ``get_ids``) with short reactor
-  delays, never by sleeping for a fixed time.
+  delays, never by sleeping for a fixed time; a result that should come is
+  awaited with ``cluster.within(d, seconds, what)`` so a broken program
+  fails the test instead of hanging it.
 """
 import os
 import signal
 import sys
 from pathlib import Path
 
-import pytest
 import pytest_twisted
 from foolscap.eventual import flushEventualQueue
 from twisted.internet import defer, error, protocol, reactor, task
@@ -43,6 +44,16 @@ async def poll(check, what, timeout=START_TIMEOUT, interval=POLL):
         if reactor.seconds() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         await task.deferLater(reactor, interval, lambda: None)
+
+
+def within(d, seconds, what):
+    """Await ``d`` (a Deferred or coroutine), failing the test after ``seconds``."""
+    d = defer.ensureDeferred(d) if not isinstance(d, defer.Deferred) else d
+
+    def timed_out(failure):
+        failure.trap(defer.TimeoutError)
+        raise AssertionError(f"timed out after {seconds:g} s waiting for {what}")
+    return d.addTimeout(seconds, reactor).addErrback(timed_out)
 
 
 class Process(protocol.ProcessProtocol):
@@ -131,6 +142,7 @@ class Cluster:
     """
 
     poll = staticmethod(poll)
+    within = staticmethod(within)
     child_env = staticmethod(child_env)
     FAST_HEARTBEAT = FAST_HEARTBEAT
     START_TIMEOUT = START_TIMEOUT
@@ -157,6 +169,14 @@ class Cluster:
         proc = Process(name)
         argv = [sys.executable, "-m", module, *args]
         reactor.spawnProcess(proc, sys.executable, argv, env=env or child_env(), path=str(self.cwd))
+        self.processes.append(proc)
+        return proc
+
+    def spawn_code(self, name, code, env=None):
+        """Run ``python -c code`` as a child."""
+        proc = Process(name)
+        reactor.spawnProcess(proc, sys.executable, [sys.executable, "-c", code],
+                             env=env or child_env(), path=str(self.cwd))
         self.processes.append(proc)
         return proc
 

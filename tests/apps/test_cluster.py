@@ -114,12 +114,16 @@ async def test_restart_without_reuse_writes_new_furls(cluster):
 
 
 @pytest_twisted.ensureDeferred
-async def test_kill_controller_stops_controller_and_engines(cluster):
-    mec = await cluster.start()
+async def test_kill_controller_stops_controller_and_engines(cluster, tmp_path):
+    logfile = tmp_path / "controller.log"
+    mec = await cluster.start(controller_args=["--logfile", str(logfile)])
     await mec.kill(controller=True)
     for proc in [cluster.controller, *cluster.engines]:
         assert await proc.wait() == 0, proc.name
     assert not (cluster.dir / "pid" / "ipcontroller.pid").exists()
+    log = logfile.read_text()
+    assert "ipcontroller ready:" in log and "ipcontroller stopped" in log
+    assert "ipcontroller ready" not in cluster.controller.output  # it went to the file
 
 
 @pytest_twisted.ensureDeferred

@@ -1,10 +1,13 @@
 """Tier 3: the ipengine program (main-thread user code, signals, start-up options)."""
+import os
+import signal
 import textwrap
 import time
 
 import pytest
 import pytest_twisted
 
+from ipkernel.engine.app import process_alive
 from ipkernel.error import CompositeError
 
 pytestmark = [pytest.mark.tier3, pytest.mark.timeout(120)]
@@ -31,7 +34,8 @@ async def test_interrupt_stops_running_user_code_promptly(cluster, code):
     await interrupt_when_running(cluster, mec, 0)
     started = time.monotonic()
     with pytest.raises(CompositeError) as info:
-        await mec.get_pending_deferred(running, block=True)
+        await cluster.within(mec.get_pending_deferred(running, block=True), 2 * PROMPT,
+                             "the interrupted command")
     assert time.monotonic() - started < PROMPT
     assert [type(e) for e in info.value.exceptions] == [KeyboardInterrupt]
 
@@ -39,7 +43,7 @@ async def test_interrupt_stops_running_user_code_promptly(cluster, code):
     assert await mec.get_ids() == [0, 1]
     await mec.execute("after = 'still here'", targets=0)
     assert await mec.pull("after", targets=0) == ["still here"]
-    await mec.get_pending_deferred(other, block=True)
+    await cluster.within(mec.get_pending_deferred(other, block=True), 30, "engine 1")
     assert await mec.pull("done", targets=1) == [1]
     assert not cluster.engines[0].ended and not cluster.engines[1].ended
 
@@ -76,7 +80,8 @@ async def test_sigint_while_busy_interrupts_without_stopping(cluster, tmp_path):
 
     engine.signal("INT")  # Ctrl-C from outside, while user code runs
     with pytest.raises(CompositeError) as info:
-        await mec.get_pending_deferred(busy, block=True)
+        await cluster.within(mec.get_pending_deferred(busy, block=True), 2 * PROMPT,
+                             "the interrupted loop")
     assert [type(e) for e in info.value.exceptions] == [KeyboardInterrupt]
     assert await mec.get_ids() == [0]
     await mec.execute("x = 1")
@@ -156,3 +161,32 @@ async def test_engine_started_before_the_controller_waits_for_it(cluster):
     cluster.start_controller()
     mec = await cluster.connect()
     await cluster.wait_for_ids(mec, [0])
+
+
+def _gone(pid):
+    """True when ``pid`` no longer runs (it exited; a zombie counts as gone)."""
+    return not process_alive(pid)
+
+
+@pytest_twisted.ensureDeferred
+async def test_engine_stops_when_the_launcher_named_by_parent_pid_exits(cluster, tmp_path):
+    # a parent starts an engine (which waits for a FURL file that never comes), then exits
+    logfile = tmp_path / "engine.log"
+    parent = cluster.spawn_code("parent", textwrap.dedent(f"""
+        import os, subprocess, sys
+        p = subprocess.Popen([sys.executable, "-m", "ipkernel.engine", "--cluster-dir",
+                              {str(cluster.dir)!r}, "--parent-pid", str(os.getpid()),
+                              "--furl-wait", "60",
+                              "--logfile", {str(logfile)!r}],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+        print("child", p.pid, flush=True)
+    """))
+    assert await parent.wait() == 0
+    child = int(parent.output.split("child", 1)[1].split()[0])
+    try:
+        await cluster.poll(lambda: _gone(child), "the orphaned engine to exit", timeout=15)
+        assert "the parent process exited" in logfile.read_text()
+    finally:
+        if not _gone(child):
+            os.kill(child, signal.SIGKILL)

@@ -19,9 +19,10 @@ def engine_errors(exc):
     return [e for e in found if isinstance(e, EngineError)]
 
 
-async def expect_engine_error(mec, deferred_id, engine_id):
+async def expect_engine_error(cluster, mec, deferred_id, engine_id):
     with pytest.raises((CompositeError, EngineError)) as info:
-        await mec.get_pending_deferred(deferred_id, block=True)
+        await cluster.within(mec.get_pending_deferred(deferred_id, block=True),
+                             2 * HEARTBEAT_WINDOW, f"the commands of engine {engine_id} to fail")
     errors = engine_errors(info.value)
     assert errors, f"expected an EngineError, got {info.value!r}"
     assert f"engine {engine_id}" in str(errors[0])
@@ -41,8 +42,8 @@ async def test_kill_9_of_an_engine_fails_its_pending_commands(cluster):
     started = time.monotonic()
     victim.signal("KILL")
     await victim.wait()
-    await expect_engine_error(mec, running, 1)
-    await expect_engine_error(mec, waiting, 1)
+    await expect_engine_error(cluster, mec, running, 1)
+    await expect_engine_error(cluster, mec, waiting, 1)
     await cluster.wait_for_ids(mec, [0], timeout=HEARTBEAT_WINDOW)
     assert time.monotonic() - started < HEARTBEAT_WINDOW
 
@@ -59,7 +60,7 @@ async def test_frozen_engine_is_dropped_by_the_heartbeat_and_comes_back(cluster)
     frozen.signal("STOP")  # its connection stays open: only the heartbeat can tell
     started = time.monotonic()
     waiting = await mec.execute("z = 1", targets=1, block=False)
-    await expect_engine_error(mec, waiting, 1)
+    await expect_engine_error(cluster, mec, waiting, 1)
     assert time.monotonic() - started < HEARTBEAT_WINDOW
     assert await mec.get_ids() == [0]
     assert "did not answer a ping" in cluster.controller.output
@@ -76,7 +77,7 @@ async def test_busy_engine_is_not_declared_dead(cluster):
     busy = await mec.execute("import time\nt0 = time.time()\nwhile time.time() - t0 < 5: pass",
                              targets=0, block=False)
     # five heartbeat timeouts of pure-Python busy loop in the engine's main thread
-    result = await mec.get_pending_deferred(busy, block=True)
+    result = await cluster.within(mec.get_pending_deferred(busy, block=True), 30, "the loop")
     assert result[0]["id"] == 0
     assert await mec.get_ids() == [0]
     assert "did not answer a ping" not in cluster.controller.output

@@ -1,0 +1,62 @@
+"""``ipkernel.controller.app.main`` run inside the test process (with the test reactor)."""
+import os
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, protocol, reactor
+
+from ipkernel import asyncclient
+from ipkernel.clusterdir import MULTIENGINE_FURL
+from ipkernel.controller import app
+
+pytestmark = [pytest.mark.tier3, pytest.mark.timeout(60)]
+
+
+def start_main(*argv):
+    return defer.ensureDeferred(app.main(reactor, list(argv)))
+
+
+@pytest_twisted.ensureDeferred
+async def test_main_serves_clients_until_kill_controller(cluster, tmp_path, client_tub):
+    logfile = tmp_path / "controller.log"
+    done = start_main("--cluster-dir", str(cluster.dir), "--logfile", str(logfile))
+    furl_file = cluster.dir / "security" / MULTIENGINE_FURL
+    pid_file = cluster.dir / "pid" / "ipcontroller.pid"
+    await cluster.poll(lambda: furl_file.exists() or done.called, "the FURL file")
+    assert not done.called, "main() ended early"
+
+    mec = await asyncclient.get_multiengine_client(str(furl_file), tub=client_tub)
+    assert await mec.get_ids() == []
+    assert int(pid_file.read_text()) == os.getpid()
+    await mec.kill(controller=True)
+    await done.addTimeout(10, reactor)
+
+    assert not pid_file.exists()
+    text = logfile.read_text()
+    assert f"{app.READY}: engine FURL file" in text
+    assert "ipcontroller stopped" in text
+
+
+@pytest_twisted.ensureDeferred
+async def test_main_reports_a_busy_port_and_exits_1(cluster, tmp_path):
+    taken = reactor.listenTCP(0, protocol.Factory(), interface="127.0.0.1")
+    port = taken.getHost().port
+    logfile = tmp_path / "controller.log"
+    try:
+        with pytest.raises(SystemExit) as info:
+            await start_main("--cluster-dir", str(cluster.dir), "--logfile", str(logfile),
+                             "--client-port", str(port))
+    finally:
+        await taken.stopListening()
+    assert info.value.code == 1
+    assert f"cannot listen for clients on 127.0.0.1:{port}" in logfile.read_text()
+    assert not (cluster.dir / "pid" / "ipcontroller.pid").exists()
+
+
+@pytest_twisted.ensureDeferred
+async def test_main_refuses_a_timeout_shorter_than_the_period(cluster, tmp_path):
+    logfile = tmp_path / "controller.log"
+    with pytest.raises(SystemExit):
+        await start_main("--cluster-dir", str(cluster.dir), "--logfile", str(logfile),
+                         "--heartbeat-period", "5", "--heartbeat-timeout", "1")
+    assert "heartbeat timeout" in logfile.read_text()
