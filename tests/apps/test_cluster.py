@@ -103,14 +103,16 @@ async def test_controller_files_pid_and_permissions(cluster):
 
 
 @pytest_twisted.ensureDeferred
-async def test_restart_without_reuse_writes_new_furls(cluster):
+async def test_sigint_then_restart_without_reuse_writes_new_furls(cluster):
     await cluster.start(n_engines=0)
     old = Path(cluster.mec_furl_file).read_text()
-    cluster.controller.signal("TERM")
+    cluster.controller.signal("INT")
     assert await cluster.controller.wait() == 0
-    mec = await cluster.start(n_engines=0)
-    assert Path(cluster.mec_furl_file).read_text() != old
-    assert mec.furl == Path(cluster.mec_furl_file).read_text().strip()
+    mec = await cluster.start(n_engines=0, controller_args=["--client-location", "localhost"])
+    new = Path(cluster.mec_furl_file).read_text().strip()
+    assert new != old.strip()
+    assert "@tcp:localhost:" in new  # clients are told to dial the given location
+    assert mec.furl == new
 
 
 @pytest_twisted.ensureDeferred
