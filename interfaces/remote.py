@@ -147,6 +147,11 @@ class RIMultiEngine(RemoteInterface):
     def get_client_name():
         return UnicodeConstraint(200)
 
+    def open_session():
+        """Return a new RIMultiEngine for this client alone: its pending results
+        (block=False ids) are private to it and freed when it disconnects."""
+        return Any()
+
     def get_ids():
         return ListOf(EngineId, maxLength=MAX_ENGINES)
 

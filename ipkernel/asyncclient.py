@@ -28,7 +28,9 @@ async def _multiengine_client(furl_or_file, tub, timeout):
             f"(ipcontroller-engine.furl) instead of ipcontroller-mec.furl?") from None
     if name != FCFullSynchronousMultiEngineClient.client_name:
         raise ControllerError(f"{where} is not a multi-engine controller (it offers {name!r})")
-    return FCFullSynchronousMultiEngineClient(rref, furl=furl)
+    # A session of our own: our non-blocking results are private to us.
+    session = await rref.callRemote("open_session").addTimeout(timeout, reactor)
+    return FCFullSynchronousMultiEngineClient(session, furl=furl)
 
 
 def _where(furl_or_file, furl):

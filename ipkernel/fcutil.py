@@ -81,6 +81,7 @@ class _RecordingEndpoint:
         def failed(failure):
             if not self.port.called:
                 self.port.errback(failure)
+                return None  # reported through self.port; do not log it twice
             return failure
         return d.addCallbacks(record, failed)
 

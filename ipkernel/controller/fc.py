@@ -297,6 +297,10 @@ class FCSynchronousMultiEngine(Referenceable):
             d = defer.fail()
         return d.addErrback(_record)
 
+    def remote_open_session(self):
+        private = type(self.sme)(self.sme.multiengine, max_pending=self.sme.max_pending)
+        return FCSynchronousMultiEngine(private, self.payload_cap)
+
     def remote_get_client_name(self):
         return CLIENT_NAME
 
