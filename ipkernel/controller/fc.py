@@ -392,3 +392,21 @@ class FCSynchronousMultiEngine(Referenceable):
 
     def remote_abort(self, deferred_id):
         return self._run("abort", deferred_id)
+
+
+def _register_adapters():
+    from foolscap.referenceable import RemoteReference
+    from twisted.python import components
+
+    from ipkernel.interfaces.controller import IControllerBase
+    from ipkernel.interfaces.multiengine import ISynchronousMultiEngine
+
+    for factory, source, target in (
+            (FCSynchronousMultiEngine, ISynchronousMultiEngine, RIMultiEngine),
+            (FCEngineRegistrar, IControllerBase, RIEngineRegistrar),
+            (lambda rref: RemoteEngine(rref, decode=True), RemoteReference, IEngineBase)):
+        if components.getAdapterFactory(source, target, None) is None:
+            components.registerAdapter(factory, source, target)
+
+
+_register_adapters()
