@@ -198,4 +198,5 @@ def format_user_traceback(exc):
         tb = tb.tb_next
     if isinstance(exc, SyntaxError):
         tb = None
-    return "".join(traceback.format_exception(type(exc), exc, tb))
+    with _AST_LOCK:  # 3.11's traceback module parses source lines to place its carets
+        return "".join(traceback.format_exception(type(exc), exc, tb))
