@@ -30,6 +30,7 @@ from twisted.internet import defer, error as net_error, task
 from twisted.logger import Logger, globalLogPublisher
 
 from ipkernel import applog, fcutil
+from ipkernel.pids import process_alive
 from ipkernel.clusterdir import ENGINE_FURL, MULTIENGINE_FURL, ClusterDir, write_private_file
 from ipkernel.controller import ControllerService
 from ipkernel.controller.fc import FCEngineRegistrar, FCSynchronousMultiEngine
@@ -87,20 +88,10 @@ def claim_pid_file(path):
             other = int(path.read_text().strip())
         except ValueError:
             other = None
-        if other is not None and other != os.getpid() and _alive(other):
+        if other is not None and other != os.getpid() and process_alive(other):
             raise AppError(f"another ipcontroller (pid {other}) is running with this cluster "
                            f"directory ({path}); stop it, or delete the pid file if it is stale")
     write_private_file(path, f"{os.getpid()}\n")
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class ControllerApp:

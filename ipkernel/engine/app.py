@@ -33,6 +33,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger, globalLogPublisher
 
 from ipkernel import applog, fcutil
+from ipkernel.pids import process_alive
 from ipkernel.clusterdir import ENGINE_FURL, ClusterDir
 from ipkernel.engine.connector import EngineConnector
 from ipkernel.engine.interpreter import DEFAULT_HISTORY_CAP
@@ -80,21 +81,6 @@ def build_parser():
                    help="stop when process PID exits (a launcher passes its own pid: no race "
                         "with a parent that exits very early)")
     return p
-
-
-def process_alive(pid):
-    """True while process ``pid`` runs (a zombie, exited but not yet reaped, does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
-        return True
 
 
 def load_mpi(kind):

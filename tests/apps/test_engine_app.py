@@ -7,7 +7,7 @@ import time
 import pytest
 import pytest_twisted
 
-from ipkernel.engine.app import process_alive
+from ipkernel.pids import process_alive
 from ipkernel.error import CompositeError
 
 pytestmark = [pytest.mark.tier3, pytest.mark.timeout(120)]
