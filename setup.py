@@ -12,6 +12,7 @@ setup(
         "ipkernel.engine",
         "ipkernel.controller",
         "ipkernel.client",
+        "ipkernel.cluster",
         "ipkernel.interfaces",
     ],
     package_dir={"ipkernel.interfaces": "interfaces"},

@@ -1,6 +1,10 @@
-"""A tour of ipkernel's core, in one process: ``python -m ipkernel.demo``.
+"""``python -m ipkernel.demo``: a local cluster of processes doing parallel work.
 
-Starts a controller with four engines (each runs user code in its own
+The main job is :mod:`ipkernel.cluster.demo` (a controller and four engine
+processes).  ``--in-process`` runs the tour of the core in one process
+instead (below).
+
+The in-process tour starts a controller with four engines (each runs user code in its own
 thread) and uses the multi-engine interface the way an interactive user
 would: execute, push/pull, a parallel map, scatter/compute/gather with
 numpy, a non-blocking call fetched later, and a failure on every engine
@@ -88,7 +92,12 @@ async def tour(reactor, n_engines):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", "--engines", type=int, default=4, help="number of engines (default 4)")
+    parser.add_argument("--in-process", action="store_true",
+                        help="engines in this process (the core alone, no network)")
     args = parser.parse_args(argv)
+    if not args.in_process:
+        from ipkernel.cluster.demo import main as cluster_main
+        return cluster_main(args.engines)
     task.react(lambda reactor: defer.ensureDeferred(tour(reactor, args.engines)))
 
 

@@ -1,0 +1,186 @@
+"""``LocalCluster``: a controller and n engines as processes on this machine.
+
+::
+
+    from ipkernel.cluster import LocalCluster
+
+    with LocalCluster(n=4) as cluster:
+        mec = cluster.multiengine_client()
+        print(mec.map(lambda x: x ** 2, range(10)))
+
+No Twisted reactor has to run: the processes are started with
+:mod:`subprocess`, and readiness is read from their logs (the controller's
+``ready`` line and FURL files, then each engine's "registered as engine"
+line).  Every process is stopped by :meth:`LocalCluster.stop`, by leaving
+the ``with`` block (also through an exception), when the object is
+garbage-collected and at interpreter exit; engines and the controller also
+stop by themselves when the process that started them dies.
+"""
+import shutil
+import tempfile
+import time
+import weakref
+
+from ipkernel.clusterdir import MULTIENGINE_FURL, ClusterDir
+from ipkernel.cluster.launcher import (POLL_INTERVAL, STOP_TIMEOUT, ControllerLauncher,
+                                       EngineLauncher, shutdown_all)
+
+
+class _Processes:
+    """What must be cleaned up: launchers and the temporary directory.
+
+    Kept apart from :class:`LocalCluster` so the finalizer can hold it
+    without keeping the cluster object alive.
+    """
+
+    def __init__(self):
+        self.controller = None
+        self.engines = []
+        self.temp_dir = None
+
+    def stop(self, timeout=STOP_TIMEOUT):
+        try:
+            shutdown_all(self.engines, timeout)
+        finally:
+            try:
+                if self.controller is not None:
+                    self.controller.shutdown(timeout)
+            finally:
+                if self.temp_dir is not None:
+                    shutil.rmtree(self.temp_dir, ignore_errors=True)
+                    self.temp_dir = None
+
+
+class LocalCluster:
+    """A controller and ``n`` engines as local processes (see the module doc).
+
+    ``cluster_dir``: the cluster directory to use; None makes a private
+    temporary one, removed on :meth:`stop`.  ``controller_args`` and
+    ``engine_args`` are extra command-line arguments of ``ipcontroller``
+    and ``ipengine``.  ``timeout`` bounds the whole start (seconds); a
+    process that fails or is late raises :class:`LaunchError` showing the
+    tail of its log, after everything was stopped.
+    """
+
+    def __init__(self, n=4, cluster_dir=None, *, controller_args=(), engine_args=(),
+                 timeout=60):
+        if not isinstance(n, int) or n < 0:
+            raise ValueError(f"n must be a non-negative number of engines, not {n!r}")
+        self.n = n
+        self.timeout = timeout
+        self.controller_args = list(controller_args)
+        self.engine_args = list(engine_args)
+        self._given_dir = cluster_dir
+        self._cluster = None
+        self._procs = _Processes()
+        self._finalizer = None
+
+    # -- information --------------------------------------------------------------------
+
+    @property
+    def cluster_dir(self):
+        """The cluster directory (a Path; None before a temporary one is made)."""
+        return self._cluster.path if self._cluster is not None else None
+
+    @property
+    def controller(self):
+        """The controller's :class:`~ipkernel.cluster.launcher.ProcessLauncher`
+        (of the last start; after a stop it tells how the process ended)."""
+        return self._procs.controller
+
+    @property
+    def engines(self):
+        """The engines' launchers, in order of their numbers."""
+        return list(self._procs.engines)
+
+    @property
+    def mec_furl_file(self):
+        """Path of the multi-engine client FURL file."""
+        self._require_started()
+        return self._cluster.furl_file(MULTIENGINE_FURL)
+
+    def is_running(self):
+        """True from a successful start until stop, while the controller runs."""
+        return (self._finalizer is not None and self._procs.controller is not None
+                and self._procs.controller.is_alive())
+
+    def __repr__(self):
+        state = "running" if self.is_running() else "stopped"
+        return f"<LocalCluster n={self.n} cluster_dir={str(self.cluster_dir)!r} {state}>"
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    def start(self):
+        """Start the controller and the engines; return once all engines are
+        registered.  Returns self."""
+        if self._finalizer is not None:
+            raise RuntimeError("this LocalCluster is already running; stop() it first")
+        self._procs = _Processes()
+        self._finalizer = weakref.finalize(self, self._procs.stop)
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self):
+        deadline = time.monotonic() + self.timeout
+        if self._given_dir is None:
+            self._procs.temp_dir = tempfile.mkdtemp(prefix="ipkernel-cluster-")
+            path = self._procs.temp_dir
+        else:
+            path = self._given_dir
+        self._cluster = ClusterDir(path).create()
+        controller = ControllerLauncher(self._cluster, self.controller_args)
+        self._procs.controller = controller
+        controller.start()
+        self._wait_ready(controller, deadline, "was not ready")
+        for index in range(self.n):
+            engine = EngineLauncher(self._cluster, index, self.engine_args)
+            self._procs.engines.append(engine)
+            engine.start()
+        for engine in self._procs.engines:
+            self._wait_ready(engine, deadline, "did not register")
+
+    def _wait_ready(self, launcher, deadline, late):
+        # Bounded polling of the logs; the controller must stay up meanwhile.
+        controller = self._procs.controller
+        while not launcher.is_ready():
+            if launcher.exit_code is not None:
+                raise launcher.failure(
+                    f"{launcher.name} exited with status {launcher.exit_code} before it was ready")
+            if launcher is not controller and not controller.is_alive():
+                raise controller.failure(f"ipcontroller exited with status "
+                                         f"{controller.exit_code} while the engines registered")
+            if time.monotonic() >= deadline:
+                raise launcher.failure(f"{launcher.name} {late} within the LocalCluster "
+                                       f"timeout of {self.timeout:g} s")
+            time.sleep(POLL_INTERVAL)
+
+    def stop(self, timeout=STOP_TIMEOUT):
+        """Stop the engines, then the controller (politely, then by force after
+        ``timeout`` seconds); remove the temporary directory.  Safe to call again."""
+        if self._finalizer is not None:
+            self._finalizer.detach()
+            self._finalizer = None
+            self._procs.stop(timeout)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc_info):
+        self.stop()
+
+    # -- clients ------------------------------------------------------------------------
+
+    def multiengine_client(self, **kwargs):
+        """A blocking :class:`ipkernel.client.MultiEngineClient` for this cluster
+        (keyword arguments are passed on)."""
+        self._require_started()
+        from ipkernel.client import MultiEngineClient
+        return MultiEngineClient(str(self.mec_furl_file), **kwargs)
+
+    def _require_started(self):
+        if not self.is_running():
+            raise RuntimeError("the cluster is not running: call start() or use `with`")

@@ -1,0 +1,106 @@
+"""Tier-3 helpers for LocalCluster, the launchers and ``ipcluster``.
+
+* ``reaper``: remembers every pid and cluster directory a test hands it;
+  afterwards it stops whatever still runs (SIGTERM, SIGKILL after a
+  timeout), including processes named by the directories' pid files, so a
+  failing test leaves nothing behind.
+* ``ipcluster(*args, timeout=...)``: runs the ``ipcluster`` console script
+  (next to this Python) to completion, bounded in time.
+* ``wait_for(check, what, timeout)`` (also ``reaper.wait_for``): bounded
+  polling of an external state.
+"""
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ipkernel.cluster import pidfiles
+
+#: Bound for anything that should happen soon (a start, an exit).
+TIMEOUT = 60.0
+STOP_TIMEOUT = 10.0
+POLL = 0.05
+IPCLUSTER = Path(sys.executable).with_name("ipcluster")
+
+
+def wait_for(check, what, timeout=TIMEOUT):
+    """Poll ``check()`` until it returns something true; return it.  Fails
+    the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(POLL)
+
+
+def all_gone(pids, timeout=STOP_TIMEOUT):
+    """True once none of ``pids`` runs (waits up to ``timeout`` seconds)."""
+    return not pidfiles.wait_gone(list(pids), timeout)
+
+
+class Reaper:
+    """Stops, after the test, what the test started (see the module doc).
+
+    The module's helpers are reachable through it (``reaper.wait_for``,
+    ``reaper.all_gone``).
+    """
+
+    wait_for = staticmethod(wait_for)
+    all_gone = staticmethod(all_gone)
+    TIMEOUT = TIMEOUT
+
+    def __init__(self):
+        self.pids = set()
+        self.popens = []
+        self.cluster_dirs = []
+
+    def add_pids(self, *pids):
+        self.pids.update(p for p in pids if p)
+
+    def add_popen(self, popen):
+        self.popens.append(popen)
+        return popen
+
+    def add_cluster_dir(self, path):
+        self.cluster_dirs.append(Path(path))
+        return path
+
+    def cleanup(self):
+        for popen in self.popens:
+            self.pids.add(popen.pid)
+        for path in self.cluster_dirs:
+            self.pids.update(r.pid for r in pidfiles.scan(path / "pid") if r.alive)
+        self.pids.discard(os.getpid())
+        survivors = pidfiles.terminate(sorted(self.pids), STOP_TIMEOUT)
+        for popen in self.popens:
+            try:
+                popen.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                pass
+        return survivors
+
+
+@pytest.fixture
+def reaper():
+    r = Reaper()
+    try:
+        yield r
+    finally:
+        survivors = r.cleanup()
+        assert not survivors, f"processes {survivors} could not be stopped"
+
+
+@pytest.fixture
+def ipcluster():
+    """Run ``ipcluster ARGS`` to completion; return the CompletedProcess."""
+    def run(*args, timeout=TIMEOUT):
+        assert IPCLUSTER.exists(), f"{IPCLUSTER} is missing: pip install -e . makes it"
+        return subprocess.run([str(IPCLUSTER), *map(str, args)], capture_output=True,
+                              text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    return run
