@@ -21,6 +21,18 @@ def shared_tub():
     return _shared_tub
 
 
+def stop_shared_tub():
+    """Stop the process-wide client Tub, if it was started; returns a Deferred.
+
+    A later :func:`shared_tub` starts a new one.  Call in the reactor thread.
+    """
+    global _shared_tub
+    tub, _shared_tub = _shared_tub, None
+    if tub is None or not tub.running:
+        return defer.succeed(None)
+    return defer.maybeDeferred(tub.stopService)
+
+
 def _describe(furl_or_file, furl):
     if furl_or_file is not None and not str(furl_or_file).startswith("pb://"):
         return f"the controller named in {furl_or_file}"

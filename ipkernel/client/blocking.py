@@ -1,0 +1,935 @@
+"""The blocking multi-engine client: plain method calls that return results.
+
+::
+
+    from ipkernel.client import MultiEngineClient
+
+    mec = MultiEngineClient()            # the controller of ~/.ipkernel (or $IPKERNEL_DIR)
+    mec.execute("import math")
+    mec.map(lambda x: x ** 10, range(32))
+    pr = mec.execute("x = slow()", block=False)   # a PendingResult
+    pr.r                                          # wait for it
+
+:class:`MultiEngineClient` wraps the Deferred-based
+:class:`~ipkernel.client.fcmultiengine.FCFullSynchronousMultiEngineClient`;
+every call is run in the Twisted reactor thread (see
+:mod:`ipkernel.client.reactor`) while the calling thread waits, with a
+timeout, interruptible with Ctrl-C.
+"""
+import functools
+import itertools
+import threading
+import time
+import weakref
+
+from ipkernel import wire
+from ipkernel.client import progress as _progress
+from ipkernel.client.reactor import CallTimeout, ReactorBridge, default_bridge
+from ipkernel.controller import mapping
+from ipkernel.error import KernelError, NotAPendingResult, ResultNotCompleted
+
+__all__ = ["MultiEngineClient", "PendingResult", "ResultList", "MultiEngineMapper",
+           "ParallelFunction", "CLIENT_DEFAULT"]
+
+
+class _ClientDefault:
+    """The ``timeout=`` default of blocking calls: use the client's ``timeout``."""
+
+    def __repr__(self):
+        return "CLIENT_DEFAULT"
+
+
+#: Passed as ``timeout=`` (the default): use the client's ``timeout`` attribute.
+CLIENT_DEFAULT = _ClientDefault()
+
+
+def _check_timeout(timeout, what="timeout"):
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise ValueError(f"{what} must be a positive number of seconds, or None for no "
+                         f"limit, not {timeout!r}")
+    return timeout
+
+
+def _check_block(block):
+    if not isinstance(block, bool):
+        raise TypeError(f"block must be True or False, not {block!r}")
+    return block
+
+
+def _check_targets(targets):
+    wire.encode_targets(targets)  # InvalidEngineID (a ValueError) when malformed
+    return list(targets) if isinstance(targets, tuple) else targets
+
+
+def _check_dist(dist):
+    if dist not in mapping.DISTRIBUTIONS:
+        raise ValueError(f"unknown distribution {dist!r}: use 'b' (blocks) or 'r' (round robin)")
+    return dist
+
+
+# -- results ----------------------------------------------------------------------------------
+
+_COLOURS = {"In": "\x1b[32m", "Out": "\x1b[31m", "Err": "\x1b[1;31m"}
+_RESET = "\x1b[0m"
+
+
+def _use_colour():
+    import os
+    import sys
+
+    if os.environ.get("NO_COLOR"):
+        return False
+    try:
+        return bool(sys.stdout.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def _block_lines(prompt, text, colour, kind):
+    lines = text.rstrip("\n").split("\n") if text else [""]
+    shown = f"{_COLOURS[kind]}{prompt}{_RESET}" if colour else prompt
+    indent = " " * len(prompt)
+    return [f"{shown}{lines[0]}".rstrip()] + [f"{indent}{line}".rstrip() for line in lines[1:]]
+
+
+def _format_result(result, colour):
+    if not isinstance(result, dict):
+        return [repr(result)]
+    engine = result.get("id", "?")
+    number = result.get("number", "?")
+    source = result.get("input", "")
+    if isinstance(source, dict):
+        source = source.get("translated", source.get("raw", ""))
+    lines = _block_lines(f"[{engine}] In [{number}]: ", str(source), colour, "In")
+    shown = []
+    if result.get("stdout"):
+        shown.append(result["stdout"].rstrip("\n"))
+    display = result.get("display")
+    if isinstance(display, dict) and (display.get("pprint") or display.get("repr")):
+        shown.append(display.get("pprint") or display.get("repr"))
+    if shown:
+        lines += _block_lines(f"[{engine}] Out[{number}]: ", "\n".join(shown), colour, "Out")
+    if result.get("stderr"):
+        lines += _block_lines(f"[{engine}] Err[{number}]: ", result["stderr"], colour, "Err")
+    return lines
+
+
+class ResultList(list):
+    """A list of execution result dicts, displayed like an interactive session::
+
+        <Results List>
+        [0] In [1]: print(id)
+        [0] Out[1]: 0
+        [1] In [1]: print(id)
+        [1] Out[1]: 1
+
+    ``[engine] In [n]`` is the code engine ``engine`` ran as its command
+    ``n``; ``Out`` what it printed (and the value of a final expression);
+    ``Err`` what it wrote to stderr.  Prompts are coloured when standard
+    output is a terminal (and ``$NO_COLOR`` is not set).  Otherwise a plain
+    list: index it to get each engine's dict.
+    """
+
+    def __repr__(self):
+        colour = _use_colour()
+        lines = ["<Results List>"]
+        for result in self:
+            lines.extend(_format_result(result, colour))
+        return "\n".join(lines)
+
+    __str__ = __repr__
+
+    def _repr_pretty_(self, printer, cycle):  # IPython's display hook
+        printer.text(repr(self))
+
+
+def _result_list(results):
+    if isinstance(results, dict):
+        return ResultList([results])
+    return ResultList(results)
+
+
+class PendingResult:
+    """The result of a non-blocking (``block=False``) call, fetched on demand.
+
+    :meth:`get_result` waits for it (or, with ``block=False``, returns
+    ``default`` if it is not ready).  The first outcome obtained, a value
+    or an exception, is kept: later calls return the same value or raise the
+    same exception again.  Pending results sort in the order they were made.
+    """
+
+    _serial = itertools.count()
+
+    def __init__(self, client, result_id, label=None):
+        self.client = client
+        #: The controller's id of the pending call (a str).
+        self.result_id = result_id
+        #: What the call was (e.g. ``"execute"``), for messages.
+        self.label = label or "call"
+        self._order = next(PendingResult._serial)
+        self._lock = threading.RLock()
+        self._callbacks = []
+        self._done = False
+        self._value = None
+        self._error = None
+        # reactor-thread state: the one blocking fetch on its way, and its waiters
+        self._inflight = None
+        self._arrived = None  # ("ok", value) or ("error", Failure) once fetched
+        self._observers = []
+
+    def __repr__(self):
+        state = "done" if self._done else "pending"
+        return f"<PendingResult {self.label} {self.result_id[:8]}... {state}>"
+
+    def __lt__(self, other):
+        if not isinstance(other, PendingResult):
+            return NotImplemented
+        return self._order < other._order
+
+    def add_callback(self, f, *args, **kwargs):
+        """Have ``f(value, *args, **kwargs)`` replace the value when it arrives.
+
+        Callbacks run in order, in the thread that fetches the result; one
+        that raises makes that exception the outcome.  Added after the value
+        arrived, ``f`` is applied to the kept value at once.
+        """
+        with self._lock:
+            self._callbacks.append((f, args, kwargs))
+            if self._done and self._error is None:
+                try:
+                    self._value = f(self._value, *args, **kwargs)
+                except Exception as exc:  # noqa: B902 - kept like any other outcome
+                    self._value, self._error = None, exc
+
+    def get_result(self, default=None, block=True, *, timeout=CLIENT_DEFAULT):
+        """Return the value of the call, or raise its exception.
+
+        With ``block=False`` return ``default`` when the call has not
+        finished yet.  ``timeout`` bounds the wait (default: the client's
+        ``timeout``; None waits without limit); when it expires
+        :class:`~ipkernel.client.reactor.CallTimeout` is raised and the
+        result can still be fetched later.
+        """
+        _check_block(block)
+        with self._lock:
+            if self._done:
+                return self._deliver()
+        outcome = self.client._fetch_pending(self, block, timeout)
+        if outcome is None:
+            return default
+        with self._lock:
+            if not self._done:
+                self._keep(outcome)
+            return self._deliver()
+
+    @property
+    def r(self):
+        """The result, waiting for it: ``get_result(block=True)``."""
+        return self.get_result(block=True)
+
+    @property
+    def done(self):
+        """True once the outcome has been fetched (and is kept here)."""
+        return self._done
+
+    # -- internals ------------------------------------------------------------------
+    def _keep(self, outcome):
+        kind, payload = outcome
+        value = error = None
+        if kind == "ok":
+            value = payload
+            try:
+                for f, args, kwargs in self._callbacks:
+                    value = f(value, *args, **kwargs)
+            except Exception as exc:  # noqa: B902 - kept like any other outcome
+                value, error = None, exc
+        else:
+            try:
+                payload.raiseException()
+            except BaseException as exc:  # noqa: B902 - a remote outcome, kept
+                error = exc
+        self._value, self._error, self._done = value, error, True
+
+    def _deliver(self):
+        if self._error is not None:
+            raise self._error.with_traceback(self._error.__traceback__)
+        return self._value
+
+    # reactor thread ------------------------------------------------------------------
+    def _fetch_in_reactor(self, fc, block):
+        """The outcome tuple, or None (not ready); a Deferred of either."""
+        from twisted.internet import defer
+        from twisted.python.failure import Failure
+
+        if self._arrived is not None:
+            return self._arrived
+        if self._inflight is not None:
+            return self._observer() if block else None
+        d = fc.get_pending_deferred(self.result_id, block)
+        if block:
+            self._inflight = d
+            d.addBoth(self._landed)
+            if self._arrived is not None:  # it failed (or was answered) at once
+                return self._arrived
+            return self._observer()
+
+        def not_ready(failure):
+            if failure.check(ResultNotCompleted):
+                return None
+            return self._store(failure)
+        return d.addCallbacks(lambda value: self._store(value), not_ready)
+
+    def _store(self, outcome):
+        from twisted.python.failure import Failure
+
+        self._arrived = ("error", outcome) if isinstance(outcome, Failure) else ("ok", outcome)
+        return self._arrived
+
+    def _landed(self, outcome):
+        self._inflight = None
+        arrived = self._store(outcome)
+        observers, self._observers = self._observers, []
+        for d in observers:
+            d.callback(arrived)
+        return None
+
+    def _observer(self):
+        from twisted.internet import defer
+
+        def forget(d):
+            if d in self._observers:
+                self._observers.remove(d)
+        d = defer.Deferred(canceller=forget)
+        self._observers.append(d)
+        return d
+
+
+# -- map and parallel -----------------------------------------------------------------------
+
+
+class MultiEngineMapper:
+    """``map`` with fixed options: ``mapper.map(func, *sequences)``.
+
+    Made by :meth:`MultiEngineClient.mapper`.  ``dist`` is how the items are
+    split over the engines (``'b'`` contiguous blocks, ``'r'`` round
+    robin); ``block=None`` means the client's ``block`` at call time.
+    """
+
+    def __init__(self, client, dist="b", targets="all", block=None):
+        self.client = client
+        self.dist = _check_dist(dist)
+        self.targets = _check_targets(targets)
+        self.block = None if block is None else _check_block(block)
+
+    def __repr__(self):
+        return (f"<MultiEngineMapper dist={self.dist!r} targets={self.targets!r} "
+                f"block={self.block!r}>")
+
+    def map(self, func, *sequences, timeout=CLIENT_DEFAULT):
+        """Parallel ``list(map(func, *sequences))``: the list of results, in
+        order (a PendingResult when not blocking)."""
+        return self.client._map(func, sequences, dist=self.dist, targets=self.targets,
+                                block=self.block, timeout=timeout)
+
+
+class ParallelFunction:
+    """A decorator turning a function into its parallel map over the engines.
+
+    ``ParallelFunction(mapper)(f)`` is a function ``g(*sequences)`` that
+    returns ``mapper.map(f, *sequences)``.  See
+    :meth:`MultiEngineClient.parallel`.
+    """
+
+    def __init__(self, mapper):
+        self.mapper = mapper
+
+    def __call__(self, func):
+        if not (callable(func) or isinstance(func, str)):
+            raise TypeError(f"parallel() decorates a function (or the name of one defined on "
+                            f"the engines), not {type(func).__name__}")
+        mapper = self.mapper
+
+        def parallel_function(*sequences):
+            return mapper.map(func, *sequences)
+        if callable(func):
+            functools.update_wrapper(parallel_function, func)
+        else:
+            parallel_function.__name__ = parallel_function.__qualname__ = func
+        parallel_function.mapper = mapper
+        return parallel_function
+
+
+# -- the client ------------------------------------------------------------------------------
+
+
+def _release(bridge, holder):
+    """Drop the client's network objects in the reactor thread (Foolscap
+    objects must only be touched there)."""
+    try:
+        bridge.post(holder.clear)
+    except Exception:  # noqa: B902 - no reactor left: nothing to release
+        pass
+
+
+class MultiEngineClient:
+    """A blocking client of a controller's multi-engine interface.
+
+    ``furl_or_file`` is the controller's multi-engine FURL, or a file holding
+    it; by default the file ``security/ipcontroller-mec.furl`` of the
+    cluster directory ``cluster_dir`` (default ``$IPKERNEL_DIR`` or
+    ``~/.ipkernel``).
+
+    Most methods take ``targets`` (an engine id, a list of ids, or
+    ``'all'``) and ``block``; left at None they use the :attr:`targets` and
+    :attr:`block` attributes.  With ``block=False`` a method returns a
+    :class:`PendingResult` at once.  Every call waits at most ``timeout``
+    seconds (per call ``timeout=``, default the client's :attr:`timeout`;
+    None waits without limit), can be interrupted with Ctrl-C, and raises
+    :class:`~ipkernel.error.ControllerError` when the controller is gone.
+
+    ``progress`` enables progress bars for long ``map``/``barrier``/parallel
+    calls (also switched off by ``IPKERNEL_PROGRESS=0``; only shown on a
+    terminal).  ``tub`` (a started Foolscap Tub) and ``call_in_reactor``
+    (how to run a function in the reactor thread) are for programs and tests
+    that run the reactor themselves.
+
+    Use it as a context manager, or call :meth:`close`, to free the
+    controller-side state early.
+    """
+
+    def __init__(self, furl_or_file=None, *, cluster_dir=None, timeout=30, progress=True,
+                 tub=None, call_in_reactor=None):
+        from ipkernel import asyncclient
+        from ipkernel.client import connect
+
+        self._holder = []
+        self._closed = True
+        self.timeout = timeout
+        self.progress = progress
+        self._block = True
+        self._targets = "all"
+        if call_in_reactor is not None:
+            self._bridge = ReactorBridge(call_in_reactor=call_in_reactor)
+        else:
+            self._bridge = default_bridge()
+        if furl_or_file is None:
+            furl_or_file = connect.default_furl_file(cluster_dir=cluster_dir)
+        elif cluster_dir is not None:
+            raise TypeError("give either a FURL (or FURL file) or cluster_dir, not both")
+        connect_timeout = self.timeout if self.timeout is not None else connect.DEFAULT_TIMEOUT
+        fc = self._bridge.call(asyncclient.get_multiengine_client, furl_or_file, tub,
+                               connect_timeout, what="connecting to the controller")
+        self._attach(fc)
+
+    @classmethod
+    def _over(cls, fc, bridge, timeout=30, progress=True):
+        """A client over an already connected async client (for tests)."""
+        self = cls.__new__(cls)
+        self._holder = []
+        self._closed = True
+        self.timeout = timeout
+        self.progress = progress
+        self._block = True
+        self._targets = "all"
+        self._bridge = bridge
+        self._attach(fc)
+        return self
+
+    def _attach(self, fc):
+        self.furl = getattr(fc, "furl", None)
+        self._holder.append(fc)
+        self._closed = False
+        self._finalizer = weakref.finalize(self, _release, self._bridge, self._holder)
+        self._finalizer.atexit = False
+
+    # -- attributes ----------------------------------------------------------------
+
+    @property
+    def block(self):
+        """The default of ``block`` (True: wait for results)."""
+        return self._block
+
+    @block.setter
+    def block(self, value):
+        self._block = _check_block(value)
+
+    @property
+    def targets(self):
+        """The default of ``targets``: an engine id, a list of ids, or ``'all'``."""
+        return self._targets
+
+    @targets.setter
+    def targets(self, value):
+        self._targets = _check_targets(value)
+
+    @property
+    def timeout(self):
+        """Seconds a blocking call may take (None: no limit)."""
+        return self._timeout
+
+    @timeout.setter
+    def timeout(self, value):
+        self._timeout = _check_timeout(value)
+
+    def __repr__(self):
+        state = "closed" if self._closed else f"targets={self._targets!r} block={self._block!r}"
+        return f"<MultiEngineClient {self.furl or '?'} {state}>"
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def _resolve_timeout(self, timeout):
+        if timeout is CLIENT_DEFAULT:
+            return self._timeout
+        return _check_timeout(timeout)
+
+    def _resolve(self, targets, block):
+        targets = self._targets if targets is None else _check_targets(targets)
+        block = self._block if block is None else _check_block(block)
+        return targets, block
+
+    def _fc_now(self):
+        """The async client (reactor thread only)."""
+        if not self._holder:
+            raise KernelError("this MultiEngineClient is closed")
+        return self._holder[0]
+
+    def _check_open(self):
+        if self._closed:
+            raise KernelError("this MultiEngineClient is closed; make a new one")
+
+    def _invoke(self, method, args, kwargs):
+        fc = self._fc_now()
+        if callable(method):
+            return method(fc, *args, **kwargs)
+        return getattr(fc, method)(*args, **kwargs)
+
+    def _call(self, method, *args, timeout=CLIENT_DEFAULT, what=None, **kwargs):
+        """``fc.method(*args, **kwargs)`` (or ``method(fc, ...)`` for a function)
+        in the reactor thread; wait for its result."""
+        self._check_open()
+        return self._bridge.call(self._invoke, method, args, kwargs,
+                                 timeout=self._resolve_timeout(timeout),
+                                 what=f"MultiEngineClient.{what or method}")
+
+    def _two_phase(self, method, args, targets, block, timeout, post=None, **kwargs):
+        targets, block = self._resolve(targets, block)
+        answer = self._call(method, *args, targets=targets, block=block, timeout=timeout,
+                            **kwargs)
+        if block:
+            return post(answer) if post is not None else answer
+        pending = PendingResult(self, answer, label=method)
+        if post is not None:
+            pending.add_callback(post)
+        return pending
+
+    def _fetch_pending(self, pending, block, timeout):
+        if pending.client is not self:
+            raise ValueError("this PendingResult belongs to another client")
+        self._check_open()
+        timeout = self._resolve_timeout(timeout)
+        try:
+            return self._bridge.call(lambda: pending._fetch_in_reactor(self._fc_now(), block),
+                                     timeout=timeout,
+                                     what=f"waiting for the result of {pending.label}")
+        except CallTimeout:
+            raise CallTimeout(
+                f"the result of {pending.label} (pending id {pending.result_id}) did not "
+                f"arrive within {timeout:g} s; it is still on its way: call get_result() "
+                f"again to keep waiting") from None
+
+    def _discard(self, pendings):
+        """Abort and drop pending results nobody will fetch (fire and forget)."""
+        ids = [p.result_id for p in pendings if not p.done]
+        if not ids or self._closed:
+            return
+
+        def drop():
+            fc = self._fc_now()
+            for result_id in ids:
+                d = fc.abort(result_id)
+                d.addBoth(lambda _, i=result_id: fc.get_pending_deferred(i, True))
+                d.addErrback(lambda _: None)
+        try:
+            self._bridge.post(drop)
+        except Exception:  # noqa: B902 - best effort
+            pass
+
+    # -- the engine methods ------------------------------------------------------------
+
+    def execute(self, lines, targets=None, block=None, *, timeout=CLIENT_DEFAULT):
+        """Run the Python code ``lines`` on the targets; a :class:`ResultList`
+        of their result dicts (keys ``id``, ``number``, ``input``, and
+        ``stdout``/``stderr``/``display`` when there is output).  Engine
+        errors raise one :class:`~ipkernel.error.CompositeError`."""
+        return self._two_phase("execute", (lines,), targets, block, timeout, _result_list)
+
+    def run(self, filename, targets=None, block=None, *, timeout=CLIENT_DEFAULT):
+        """Execute the local Python file ``filename`` on the targets (like
+        :meth:`execute` of its text)."""
+        return self._two_phase("run", (filename,), targets, block, timeout, _result_list)
+
+    def push(self, namespace, targets=None, block=None, *, timeout=CLIENT_DEFAULT):
+        """Send the names and values of the dict ``namespace`` to the targets."""
+        return self._two_phase("push", (namespace,), targets, block, timeout)
+
+    def pull(self, keys, targets=None, block=None, *, timeout=CLIENT_DEFAULT):
+        """Fetch a name (``keys`` a str) or several names (a list/tuple) from
+        each target: one value (or list of values) per target."""
+        return self._two_phase("pull", (keys,), targets, block, timeout)
+
+    def zip_pull(self, keys, targets=None, block=None, *, timeout=CLIENT_DEFAULT):
+        """Like :meth:`pull`, transposed: for several keys one tuple per key,
+        holding that name's value on each target."""
+        return self._two_phase("zip_pull", (keys,), targets, block, timeout)
+
+    def push_function(self, namespace, targets=None, block=None, *, timeout=CLIENT_DEFAULT):
+        """Send functions (a dict name -> function) to the targets."""
+        return self._two_phase("push_function", (namespace,), targets, block, timeout)
+
+    def pull_function(self, keys, targets=None, block=None, *, timeout=CLIENT_DEFAULT):
+        """Fetch functions by name from the targets."""
+        return self._two_phase("pull_function", (keys,), targets, block, timeout)
+
+    def push_serialized(self, namespace, targets=None, block=None, *, timeout=CLIENT_DEFAULT):
+        """Send already serialized values (a dict name ->
+        :class:`ipkernel.serialize.Serialized`)."""
+        return self._two_phase("push_serialized", (namespace,), targets, block, timeout)
+
+    def pull_serialized(self, keys, targets=None, block=None, *, timeout=CLIENT_DEFAULT):
+        """Fetch values without rebuilding them: Serialized objects."""
+        return self._two_phase("pull_serialized", (keys,), targets, block, timeout)
+
+    def apply(self, func, args=(), kwargs=None, targets=None, block=None, *,
+              timeout=CLIENT_DEFAULT):
+        """Call ``func(*args, **kwargs)`` on each target; one return value per target."""
+        return self._two_phase("apply", (func, args, kwargs), targets, block, timeout)
+
+    def get_result(self, i=None, targets=None, block=None, *, timeout=CLIENT_DEFAULT):
+        """The result dict of command number ``i`` (None: the latest) of each
+        target, as a :class:`ResultList`."""
+        return self._two_phase("get_result", (i,), targets, block, timeout, _result_list)
+
+    def reset(self, targets=None, block=None, *, timeout=CLIENT_DEFAULT):
+        """Clear the user namespace of each target."""
+        return self._two_phase("reset", (), targets, block, timeout)
+
+    def keys(self, targets=None, block=None, *, timeout=CLIENT_DEFAULT):
+        """The user-defined names of each target."""
+        return self._two_phase("keys", (), targets, block, timeout)
+
+    def kill(self, controller=False, targets=None, block=None, *, timeout=CLIENT_DEFAULT):
+        """Stop the target engines; with ``controller=True`` stop every engine
+        and then the controller."""
+        return self._two_phase("kill", (controller,), targets, block, timeout)
+
+    def interrupt(self, targets=None, block=None, *, timeout=CLIENT_DEFAULT):
+        """Raise KeyboardInterrupt in the code running on each target; one bool
+        per target (whether something was running)."""
+        return self._two_phase("interrupt", (), targets, block, timeout)
+
+    def complete(self, text, line=None, targets=None, block=None, *, timeout=CLIENT_DEFAULT):
+        """Tab completions of ``text`` in each target's namespace."""
+        return self._two_phase("complete", (text, line), targets, block, timeout)
+
+    def clear_queue(self, targets=None, block=None, *, timeout=CLIENT_DEFAULT):
+        """Discard the commands waiting in each target's queue (they fail with
+        :class:`~ipkernel.error.QueueCleared`)."""
+        return self._two_phase("clear_queue", (), targets, block, timeout)
+
+    def queue_status(self, targets=None, block=None, *, timeout=CLIENT_DEFAULT):
+        """``(engine_id, {'queue': [...], 'pending': ...})`` for each target."""
+        return self._two_phase("queue_status", (), targets, block, timeout)
+
+    def set_properties(self, properties, targets=None, block=None, *, timeout=CLIENT_DEFAULT):
+        """Update each target's properties (a dict of plain data)."""
+        return self._two_phase("set_properties", (properties,), targets, block, timeout)
+
+    def get_properties(self, keys=None, targets=None, block=None, *, timeout=CLIENT_DEFAULT):
+        """The properties (all, or ``keys``) of each target, one dict each."""
+        return self._two_phase("get_properties", (keys,), targets, block, timeout)
+
+    def has_properties(self, keys, targets=None, block=None, *, timeout=CLIENT_DEFAULT):
+        """Whether each target has the properties ``keys``."""
+        return self._two_phase("has_properties", (keys,), targets, block, timeout)
+
+    def del_properties(self, keys, targets=None, block=None, *, timeout=CLIENT_DEFAULT):
+        """Delete properties on each target."""
+        return self._two_phase("del_properties", (keys,), targets, block, timeout)
+
+    def clear_properties(self, targets=None, block=None, *, timeout=CLIENT_DEFAULT):
+        """Delete every property of each target."""
+        return self._two_phase("clear_properties", (), targets, block, timeout)
+
+    # -- data distribution ---------------------------------------------------------------
+
+    def scatter(self, key, seq, dist="b", flatten=False, targets=None, block=None, *,
+                timeout=CLIENT_DEFAULT):
+        """Split ``seq`` over the targets (``dist='b'``: contiguous blocks, the
+        first ones one item longer; ``'r'``: round robin) and store each part
+        as ``key``.  ``flatten=True`` stores one-item parts as the bare item."""
+        _check_dist(dist)
+        return self._two_phase("scatter", (key, seq), targets, block, timeout, dist=dist,
+                               flatten=flatten)
+
+    def gather(self, key, dist="b", targets=None, block=None, *, timeout=CLIENT_DEFAULT):
+        """Pull ``key`` from the targets and join the parts (the reverse of
+        :meth:`scatter` with the same ``dist``)."""
+        _check_dist(dist)
+        return self._two_phase("gather", (key,), targets, block, timeout, dist=dist)
+
+    def raw_map(self, func, seqs, dist="b", targets=None, block=None, *,
+                timeout=CLIENT_DEFAULT):
+        """Parallel ``list(map(func, *seqs))`` over the targets, as one call."""
+        _check_dist(dist)
+        return self._two_phase("raw_map", (func, seqs), targets, block, timeout, dist=dist)
+
+    def map(self, func, *sequences, dist="b", targets="all", block=None,
+            timeout=CLIENT_DEFAULT):
+        """Parallel ``list(map(func, *sequences))``: the results, in order.
+
+        The items are split over ``targets`` (all engines by default, not
+        the client's ``targets``) by ``dist``; ``block=None`` follows the
+        client's ``block``.  ``func`` is a callable or the name of a function
+        defined on the engines.  Not load balanced.
+        """
+        return self._map(func, sequences, dist=dist, targets=targets, block=block,
+                         timeout=timeout)
+
+    def mapper(self, dist="b", targets="all", block=None):
+        """A :class:`MultiEngineMapper` with these options (``block=None``:
+        the client's ``block`` when ``map`` is called)."""
+        return MultiEngineMapper(self, dist=dist, targets=targets, block=block)
+
+    def parallel(self, dist="b", targets=None, block=None):
+        """A decorator making a function map itself over the engines::
+
+            @mec.parallel()
+            def f(x):
+                return 10.0 * x ** 4
+
+            f(range(32))   # [f(0), f(1), ...], computed on the engines
+
+        ``targets``/``block`` left at None take the client's attributes now,
+        when decorating.
+        """
+        targets, block = self._resolve(targets, block)
+        return ParallelFunction(self.mapper(dist=dist, targets=targets, block=block))
+
+    def _map(self, func, sequences, dist, targets, block, timeout):
+        if not (callable(func) or isinstance(func, str)):
+            raise TypeError(f"map needs a callable or the name of a function defined on the "
+                            f"engines, not {type(func).__name__}")
+        if not sequences:
+            raise TypeError("map needs at least one sequence")
+        seqs = [s if hasattr(s, "__len__") and hasattr(s, "__getitem__") else list(s)
+                for s in sequences]
+        lengths = [len(s) for s in seqs]
+        if len(set(lengths)) > 1:
+            raise ValueError(f"the sequences to map over have different lengths: {lengths}")
+        _check_dist(dist)
+        targets = _check_targets(targets)
+        block = self._block if block is None else _check_block(block)
+        if block and _progress.wanted(self.progress):
+            return self._map_in_chunks(func, seqs, dist, targets, timeout)
+        return self.raw_map(func, seqs, dist=dist, targets=targets, block=block,
+                            timeout=timeout)
+
+    def _map_in_chunks(self, func, seqs, dist, targets, timeout):
+        """A blocking map done as a few consecutive maps, advancing a bar."""
+        timeout = self._resolve_timeout(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def remaining():
+            if deadline is None:
+                return None
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise CallTimeout(f"MultiEngineClient.map did not finish within {timeout:g} s")
+            return left
+        if targets == "all":
+            n_engines = len(self.get_ids(timeout=remaining()))
+        else:
+            n_engines = 1 if isinstance(targets, int) else len(targets)
+        n_items = len(seqs[0])
+        chunks = _progress.plan_chunks(n_items, n_engines)
+        if len(chunks) < 2:
+            return self.raw_map(func, seqs, dist=dist, targets=targets, block=True,
+                                timeout=remaining())
+        parts = [_progress.slice_sequences(seqs, start, stop) for start, stop in chunks]
+        ids = self._call(_submit_chunks, func, parts, dist, targets, timeout=remaining(),
+                         what="map")
+        return self._collect(ids, [stop - start for start, stop in chunks], "map", remaining)
+
+    def _collect(self, ids, sizes, label, remaining):
+        pendings = [PendingResult(self, result_id, label=label) for result_id in ids]
+        results = []
+        try:
+            with _progress.bar(sum(sizes), label, True) as shown:
+                for pending, size in zip(pendings, sizes):
+                    results.extend(pending.get_result(timeout=remaining()))
+                    shown.update(size)
+        except BaseException:
+            self._discard(pendings)
+            raise
+        return results
+
+    # -- pending results -------------------------------------------------------------------
+
+    def barrier(self, pending_results, *, timeout=CLIENT_DEFAULT):
+        """Wait until every one of ``pending_results`` has finished.
+
+        Their outcomes (values or exceptions) are kept in each
+        :class:`PendingResult`, not raised here.  ``timeout`` bounds the
+        whole wait.  Shows a progress bar when it takes a while.
+        """
+        pendings = list(pending_results)
+        for p in pendings:
+            if not isinstance(p, PendingResult):
+                raise NotAPendingResult(f"barrier takes PendingResults, not "
+                                        f"{type(p).__name__}: {p!r:.100}")
+        timeout = self._resolve_timeout(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        show = _progress.wanted(self.progress)
+        with _progress.bar(len(pendings), "barrier", show) as shown:
+            for p in sorted(pendings):
+                left = None
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise CallTimeout(f"MultiEngineClient.barrier did not finish within "
+                                          f"{timeout:g} s")
+                try:
+                    p.get_result(block=True, timeout=left)
+                except BaseException:  # noqa: B902
+                    if not p.done:  # not the call's outcome (timeout, Ctrl-C, closed)
+                        raise
+                    # the call's own exception: kept in the PendingResult
+                shown.update(1)
+
+    def abort(self, pending_result_or_id, *, timeout=CLIENT_DEFAULT):
+        """Abort a non-blocking call (a PendingResult or its id): its commands
+        that have not started are removed and its result fails with
+        :class:`~ipkernel.error.Aborted`.  True if something was aborted,
+        False if the call had already finished."""
+        result_id = getattr(pending_result_or_id, "result_id", pending_result_or_id)
+        if not isinstance(result_id, str):
+            raise TypeError(f"abort takes a PendingResult or its id, not "
+                            f"{pending_result_or_id!r:.100}")
+        return self._call("abort", result_id, timeout=timeout)
+
+    def flush(self, *, timeout=CLIENT_DEFAULT):
+        """Forget every unfetched non-blocking result of this client on the
+        controller (their PendingResults can no longer be fetched)."""
+        self._call("clear_pending_deferreds", timeout=timeout, what="flush")
+
+    clear_pending_results = flush
+
+    def get_ids(self, *, timeout=CLIENT_DEFAULT):
+        """The ids of the registered engines, sorted (always blocking)."""
+        return self._call("get_ids", timeout=timeout)
+
+    # -- dictionary interface ---------------------------------------------------------------
+
+    def __setitem__(self, key, value):
+        if not isinstance(key, str):
+            raise TypeError(f"engine variable names are str, not {type(key).__name__}")
+        self.push({key: value})
+
+    def __getitem__(self, key):
+        if not isinstance(key, str):
+            raise TypeError(f"engine variable names are str, not {type(key).__name__}")
+        return self.pull(key)
+
+    __iter__ = None  # __getitem__ takes names, not positions
+
+    def __len__(self):
+        return len(self.get_ids())
+
+    def __bool__(self):
+        return True
+
+    # -- life cycle -------------------------------------------------------------------------------
+
+    def close(self):
+        """Forget this client's unfetched results on the controller and drop the
+        connection objects.  Further calls raise KernelError.  Idempotent."""
+        if self._closed:
+            return
+        try:
+            self._call("clear_pending_deferreds", timeout=min(self._timeout or 5, 5),
+                       what="close")
+        except KernelError:
+            pass  # the controller is gone, or this is the reactor thread
+        self._closed = True
+        self._finalizer()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+        return False
+
+    # -- benchmark ---------------------------------------------------------------------------
+
+    def benchmark(self, push_size=10000, *, timeout=CLIENT_DEFAULT):
+        """Measure this connection: a dict with ``single_engine_latency`` and
+        ``all_engine_latency`` (ms per ``execute('pass')``, best of 3 runs of
+        10) and, when numpy is available, ``single_engine_push`` and
+        ``all_engine_push`` (MB/s delivered pushing a float64 array of
+        ``push_size`` items to one / every engine)."""
+        ids = self.get_ids(timeout=timeout)
+        if not ids:
+            from ipkernel.error import NoEnginesRegistered
+            raise NoEnginesRegistered("benchmark needs at least one registered engine")
+
+        def best(action, repeat=3, number=10):
+            times = []
+            for _ in range(repeat):
+                start = time.perf_counter()
+                for _ in range(number):
+                    action()
+                times.append((time.perf_counter() - start) / number)
+            return min(times)
+
+        stats = {
+            "single_engine_latency": 1000 * best(
+                lambda: self.execute("pass", targets=ids[0], block=True, timeout=timeout)),
+            "all_engine_latency": 1000 * best(
+                lambda: self.execute("pass", targets=ids, block=True, timeout=timeout)),
+        }
+        try:
+            import numpy
+        except ImportError:
+            return stats
+        data = numpy.zeros(int(push_size), dtype=numpy.float64)
+        megabytes = data.nbytes / 1e6
+        name = "_ipkernel_benchmark_data"
+        for key, targets in (("single_engine_push", ids[0]), ("all_engine_push", ids)):
+            seconds = best(lambda t=targets: self.push({name: data}, targets=t, block=True,
+                                                       timeout=timeout), repeat=3, number=3)
+            copies = 1 if isinstance(targets, int) else len(targets)
+            stats[key] = megabytes * copies / seconds
+        self.execute(f"del {name}", targets=ids, block=True, timeout=timeout)
+        return stats
+
+
+def _submit_chunks(fc, func, parts, dist, targets):
+    """Submit one non-blocking map per chunk, in order; the list of pending ids
+    (reactor thread)."""
+    async def submit():
+        ids = []
+        try:
+            for seqs in parts:
+                ids.append(await fc.raw_map(func, seqs, dist=dist, targets=targets, block=False))
+        except BaseException:
+            for result_id in ids:  # nobody will fetch these
+                d = fc.abort(result_id)
+                d.addBoth(lambda _, i=result_id: fc.get_pending_deferred(i, True))
+                d.addErrback(lambda _: None)
+            raise
+        return ids
+    from twisted.internet import defer
+    return defer.Deferred.fromCoroutine(submit())
