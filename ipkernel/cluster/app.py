@@ -228,6 +228,10 @@ def start_daemon(options, cluster):
         daemon.shutdown()
         complain(f"the cluster did not start: {exc}")
         return 1
+    except KeyboardInterrupt:
+        daemon.shutdown()
+        complain("interrupted; the cluster was stopped")
+        return 130
     say(f"ipcluster: a controller and {options.n} engines run in the background "
         f"(ipcluster pid {daemon.pid}).\n"
         f"  client FURL file: {cluster.furl_file(MULTIENGINE_FURL)}\n"
