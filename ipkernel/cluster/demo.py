@@ -1,19 +1,17 @@
 """The main job of ``python -m ipkernel.demo``: real parallel work on a local cluster.
 
 It starts a controller and four engine processes with
-:class:`~ipkernel.cluster.LocalCluster`, connects a client and does what a
-user would: run code on every engine, push and apply, a parallel map of
-CPU-bound work (timed against the same work done here), scatter / compute /
-gather with numpy, a non-blocking call fetched later, and a failure on
-every engine reported as one CompositeError.  Then every process stops.
+:class:`~ipkernel.cluster.LocalCluster`, connects the blocking
+:class:`~ipkernel.client.MultiEngineClient` and does what a user would: run
+code on every engine, push and apply, a parallel map of CPU-bound work
+(timed against the same work done here), scatter / compute / gather with
+numpy, a non-blocking call fetched later, and a failure on every engine
+reported as one CompositeError.  Then every process stops.
 """
 import math
 import os
 import time
 
-from twisted.internet import defer, task
-
-from ipkernel import asyncclient
 from ipkernel.cluster import LocalCluster
 from ipkernel.error import CompositeError
 
@@ -31,24 +29,19 @@ def show(title, value):
     print(f"{title:<40} {value}", flush=True)
 
 
-async def tour(reactor, cluster):
-    """Use the running ``cluster`` through the Deferred-based client."""
-    mec = await asyncclient.get_multiengine_client(str(cluster.mec_furl_file))
-    ids = await mec.get_ids()
+def tour(mec):
+    """Use a cluster through the blocking client ``mec``."""
+    ids = mec.get_ids()
     show("engine ids", ids)
+    print(mec.execute("import os\nprint('engine', id, 'is process', os.getpid())"))
 
-    results = await mec.execute("import os\nprint('engine', id, 'is process', os.getpid())")
-    for r in results:
-        print(f"  [{r['id']}] {r['stdout'].strip()}")
-    show("pids of the engines (pulled)", await mec.apply(os.getpid))
-
-    await mec.push({"scale": 10})
-    show("push scale=10; apply scale * id", await mec.apply(lambda: scale * id))  # noqa: F821
+    mec["scale"] = 10
+    show("mec['scale'] = 10; apply scale * id", mec.apply(lambda: scale * id))  # noqa: F821
 
     hi, pieces = 240_000, 4 * len(ids)
     bounds = [(k * hi // pieces, (k + 1) * hi // pieces) for k in range(pieces)]
     started = time.perf_counter()
-    counts = await mec.map(count_primes, [b[0] for b in bounds], [b[1] for b in bounds])
+    counts = mec.map(count_primes, [b[0] for b in bounds], [b[1] for b in bounds])
     parallel = time.perf_counter() - started
     started = time.perf_counter()
     expected = count_primes(0, hi)
@@ -64,20 +57,20 @@ async def tour(reactor, cluster):
         show("scatter/compute/gather", "skipped (numpy is not installed)")
     else:
         x = np.linspace(0.0, 1.0, 1_000_001)
-        await mec.scatter("x", x)
-        await mec.execute("y = 4.0 / (1.0 + x * x)")
-        y = await mec.gather("y")
+        mec.scatter("x", x)
+        mec.execute("y = 4.0 / (1.0 + x * x)")
+        y = mec.gather("y")
         trapezoid = getattr(np, "trapezoid", None) or np.trapz
         pi = float(trapezoid(y, x))
         show("pi by scatter / compute / gather", f"{pi:.10f} (error {abs(pi - math.pi):.1e})")
 
-    pending = await mec.execute("total = sum(range(10**7))", block=False)
-    show("non-blocking execute -> result id", f"{pending[:12]}... (fetched later)")
-    await mec.get_pending_deferred(pending, block=True)
-    show("pull total once the result is in", await mec.pull("total", targets=0))
+    pending = mec.execute("total = sum(range(10**7))", block=False)
+    show("non-blocking execute", f"{pending!r}")
+    pending.get_result()
+    show("pull total once the result is in", mec.pull("total", targets=0))
 
     try:
-        await mec.execute("1 / (id - id)")
+        mec.execute("1 / (id - id)")
     except CompositeError as error:
         print("\na failure on every engine arrives as one CompositeError:")
         print(error)
@@ -90,9 +83,7 @@ def main(n_engines=4):
     started = time.perf_counter()
     with LocalCluster(n=n_engines) as cluster:
         show("cluster ready in", f"{time.perf_counter() - started:.1f} s ({cluster.cluster_dir})")
-        try:
-            task.react(lambda reactor: defer.ensureDeferred(tour(reactor, cluster)))
-        except SystemExit as done:  # react() always exits; stop the cluster first
-            status = done.code or 0
+        with cluster.multiengine_client() as mec:
+            tour(mec)
     print(f"\nthe controller and the {n_engines} engines have stopped", flush=True)
-    return status
+    return 0
