@@ -24,7 +24,7 @@ import weakref
 
 from ipkernel import wire
 from ipkernel.client import progress as _progress
-from ipkernel.client.reactor import CallTimeout, ReactorBridge, default_bridge
+from ipkernel.client.reactor import CallTimeout, ReactorBridge, before_shutdown, default_bridge
 from ipkernel.controller import mapping
 from ipkernel.error import KernelError, NotAPendingResult, ResultNotCompleted
 
@@ -364,6 +364,17 @@ class ParallelFunction:
 # -- the client ------------------------------------------------------------------------------
 
 
+_live_clients = weakref.WeakSet()
+
+
+@before_shutdown
+def _release_all():
+    """At interpreter exit (reactor thread): drop every client's network objects."""
+    for client in list(_live_clients):
+        client._closed = True
+        client._holder.clear()
+
+
 def _release(bridge, holder):
     """Drop the client's network objects in the reactor thread (Foolscap
     objects must only be touched there)."""
@@ -443,6 +454,7 @@ class MultiEngineClient:
         self._closed = False
         self._finalizer = weakref.finalize(self, _release, self._bridge, self._holder)
         self._finalizer.atexit = False
+        _live_clients.add(self)
 
     # -- attributes ----------------------------------------------------------------
 

@@ -26,7 +26,8 @@ import time
 from ipkernel.error import KernelError
 
 __all__ = ["ReactorThreadError", "CallTimeout", "ReactorNotRunning", "ReactorBridge",
-           "blocking_call", "call_in_reactor", "ensure_reactor", "default_bridge"]
+           "blocking_call", "call_in_reactor", "ensure_reactor", "default_bridge",
+           "before_shutdown", "reactor_thread"]
 
 #: How often (seconds) a waiting thread wakes up to notice Ctrl-C and a dead reactor.
 POLL_INTERVAL = 0.1
@@ -133,19 +134,46 @@ _default_call_in_reactor = call_in_reactor
 _default_in_reactor_thread = in_reactor_thread
 
 
+_exit_hooks = []
+
+
+def before_shutdown(func):
+    """Have ``func()`` run in the reactor thread at interpreter exit, before
+    the client Tub stops (only if this module started the reactor thread).
+    Returns ``func``."""
+    _exit_hooks.append(func)
+    return func
+
+
+def _run_exit_hooks():
+    import gc
+
+    for hook in list(_exit_hooks):
+        try:
+            hook()
+        except Exception:  # noqa: B902 - one failing hook must not stop the others
+            pass
+    # Network objects dropped by the hooks are freed now, in this thread,
+    # while Foolscap can still send their release messages.
+    gc.collect()
+
+
 def _shutdown_at_exit():
-    """Stop the client Tub, then the reactor thread this module started."""
+    """Release the clients, stop the client Tub, then stop the reactor thread
+    this module started."""
     thread = _thread
     if thread is None or not thread.is_alive():
         return
     from ipkernel.client import connect
 
     reactor = _get_reactor()
-    try:
-        default_bridge().call(connect.stop_shared_tub, timeout=EXIT_TIMEOUT,
-                              what="stopping the client Tub")
-    except BaseException:  # noqa: B902 - exiting anyway; never block or fail the exit
-        pass
+    bridge = default_bridge()
+    for step, what in ((_run_exit_hooks, "releasing the clients"),
+                       (connect.stop_shared_tub, "stopping the client Tub")):
+        try:
+            bridge.call(step, timeout=EXIT_TIMEOUT, what=what)
+        except BaseException:  # noqa: B902 - exiting anyway; never block or fail the exit
+            pass
     reactor.callFromThread(reactor.stop)
     thread.join(EXIT_TIMEOUT)
 

@@ -12,6 +12,7 @@ SCRIPT = textwrap.dedent("""
     import io, os, sys, threading, time
     from ipkernel.client import reactor as client_reactor
     from ipkernel.client import CompositeError, MultiEngineClient
+    from ipkernel.error import ControllerError
 
     furl_file, cluster_dir = sys.argv[1], sys.argv[2]
     assert client_reactor.reactor_thread() is None, "started at import"
@@ -20,8 +21,11 @@ SCRIPT = textwrap.dedent("""
         from ipkernel.client import connect
         stopped = not client_reactor.reactor_thread().is_alive()
         tub_gone = connect._shared_tub is None
-        print("AT EXIT: reactor thread %s, client Tub %s" % (
-            "stopped" if stopped else "RUNNING", "stopped" if tub_gone else "RUNNING"), flush=True)
+        left_open = globals()["last"]
+        released = left_open._holder == [] and "closed" in repr(left_open)
+        print("AT EXIT: reactor thread %s, client Tub %s, open client %s" % (
+            "stopped" if stopped else "RUNNING", "stopped" if tub_gone else "RUNNING",
+            "released" if released else "NOT RELEASED"), flush=True)
     import atexit
     atexit.register(check_exit)
     mec = MultiEngineClient(furl_file)
@@ -70,6 +74,22 @@ SCRIPT = textwrap.dedent("""
     print("IDS", mec.get_ids(), flush=True)
     mec.close()
     other.close()
+
+    # a client left open, with an unfetched result, when the controller goes
+    last = MultiEngineClient(furl_file)
+    unfetched = last.execute("b = 1", block=False)
+    try:
+        last.kill(controller=True)
+    except ControllerError:
+        pass   # the connection may close before the answer
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:   # until the client sees the controller gone
+        try:
+            last.get_ids()
+        except ControllerError:
+            print("CONTROLLER GONE", flush=True)
+            break
+        time.sleep(0.05)
     print("DONE", flush=True)
 """)
 
@@ -82,8 +102,8 @@ async def test_script_with_the_blocking_client(processes):
     script.write_text(SCRIPT)
     user = cluster.spawn_code(
         "user-script",
-        f"import runpy, sys; sys.argv = [{str(script)!r}, {cluster.mec_furl_file!r}, "
-        f"{str(cluster.dir)!r}]; runpy.run_path({str(script)!r}, run_name='__main__')")
+        f"import sys; sys.argv = [{str(script)!r}, {cluster.mec_furl_file!r}, "
+        f"{str(cluster.dir)!r}]; exec(compile(open(sys.argv[0]).read(), sys.argv[0], 'exec'))")
     await cluster.poll(lambda: "BLOCKING" in user.output or user.ended,
                        "the script to reach its long blocking call")
     assert not user.ended, user.output
@@ -99,6 +119,7 @@ async def test_script_with_the_blocking_client(processes):
     assert "[1] Out[" in out and "hello from 1" in out
     assert "INTERRUPTED after" in out
     assert "ENGINES INTERRUPTED [True, True]" in out
-    assert "IDS [0, 1]" in out and "DONE" in out
-    assert "Traceback" not in out and "Unhandled" not in out
-    assert "AT EXIT: reactor thread stopped, client Tub stopped" in out
+    assert "IDS [0, 1]" in out and "CONTROLLER GONE" in out and "DONE" in out
+    assert "Traceback" not in out and "Unhandled" not in out and "Exception ignored" not in out
+    assert "AT EXIT: reactor thread stopped, client Tub stopped, open client released" in out
+    assert await cluster.within(cluster.controller.wait(), 30, "the controller to stop") == 0
