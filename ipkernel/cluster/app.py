@@ -37,6 +37,8 @@ READY = "ipcluster ready"
 WATCH_INTERVAL = 0.5
 #: Extra time a daemon gets beyond its start timeout to report readiness.
 DAEMON_MARGIN = 15.0
+#: Bound of ``status``'s question to the controller.
+STATUS_TIMEOUT = 10.0
 
 
 # -- command line ---------------------------------------------------------------------
@@ -280,6 +282,19 @@ def format_table(header, rows):
     return "\n".join(lines)
 
 
+def registered_engines(cluster, timeout=STATUS_TIMEOUT):
+    """The controller's answer to ``get_ids`` as text (or why there is none)."""
+    from ipkernel.client import MultiEngineClient
+    from ipkernel.error import KernelError
+    try:
+        with MultiEngineClient(str(cluster.furl_file(MULTIENGINE_FURL)), timeout=timeout,
+                               progress=False) as mec:
+            ids = mec.get_ids()
+    except (KernelError, OSError, ValueError) as exc:
+        return f"unknown ({type(exc).__name__}: {exc})"
+    return f"engines {ids}" if ids else "no engines"
+
+
 def status(options, cluster):
     """Print the table of processes; 0 if the controller runs, else 1."""
     records = pidfiles.scan(cluster.pid)
@@ -299,6 +314,7 @@ def status(options, cluster):
     if controller:
         say(f"{engines} engine(s) running; client FURL file "
             f"{cluster.furl_file(MULTIENGINE_FURL)}")
+        say(f"registered with the controller: {registered_engines(cluster)}")
         return 0
     say("the controller is not running")
     return 1

@@ -28,6 +28,8 @@ from datetime import datetime
 from pathlib import Path
 
 from ipkernel.clusterdir import ClusterDir, MULTIENGINE_FURL, ENGINE_FURL, write_private_file
+from ipkernel.controller.app import READY as CONTROLLER_READY
+from ipkernel.engine.app import READY as ENGINE_READY
 
 #: Interval of the bounded polls for an external process's log or exit.
 POLL_INTERVAL = 0.05
@@ -36,9 +38,6 @@ STOP_TIMEOUT = 10.0
 #: Lines of log shown by a :class:`LaunchError`.
 TAIL_LINES = 25
 
-# The programs' "ready" lines (kept in step with ipkernel/*/app.py: READY).
-CONTROLLER_READY = "ipcontroller ready"
-ENGINE_READY = "ipengine ready"
 
 
 class LaunchError(RuntimeError):

@@ -47,6 +47,7 @@ async def test_start_daemon_status_stop_round_trip(ipcluster, reaper, tmp_path):
         assert any(line.split()[:3] == [name, str(pid), "yes"]
                    for line in status.stdout.splitlines()), status.stdout
     assert "2 engine(s) running" in status.stdout
+    assert "registered with the controller: engines [0, 1]" in status.stdout
 
     again = ipcluster("start", "-n", 2, "--daemon", "--cluster-dir", cluster_dir)
     assert again.returncode != 0
