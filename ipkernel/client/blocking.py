@@ -174,6 +174,7 @@ class PendingResult:
         self._done = False
         self._value = None
         self._error = None
+        self._error_tb = None
         # reactor-thread state: the one blocking fetch on its way, and its waiters
         self._inflight = None
         self._arrived = None  # ("ok", value) or ("error", Failure) once fetched
@@ -201,7 +202,7 @@ class PendingResult:
                 try:
                     self._value = f(self._value, *args, **kwargs)
                 except Exception as exc:  # noqa: B902 - kept like any other outcome
-                    self._value, self._error = None, exc
+                    self._value, self._error, self._error_tb = None, exc, exc.__traceback__
 
     def get_result(self, default=None, block=True, *, timeout=CLIENT_DEFAULT):
         """Return the value of the call, or raise its exception.
@@ -251,10 +252,11 @@ class PendingResult:
             except BaseException as exc:  # noqa: B902 - a remote outcome, kept
                 error = exc
         self._value, self._error, self._done = value, error, True
+        self._error_tb = error.__traceback__ if error is not None else None
 
     def _deliver(self):
         if self._error is not None:
-            raise self._error.with_traceback(self._error.__traceback__)
+            raise self._error.with_traceback(self._error_tb)
         return self._value
 
     # reactor thread ------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Tier 1: ResultList display, PendingResult, argument handling and the
 mapper/parallel objects, over an in-memory fake of the async client."""
 import sys
+import traceback
 
 import pytest
 
@@ -105,11 +106,16 @@ def test_pending_result_exception_is_kept(fake):
     fc, mec = fake
     pr = mec.pull("k", block=False)
     fc.pending[pr.result_id] = KeyError("gone")
-    with pytest.raises(KeyError) as first:
-        pr.get_result()
-    with pytest.raises(KeyError) as second:
+    depths = []
+    for _ in range(3):
+        with pytest.raises(KeyError) as info:
+            pr.get_result()
+        depths.append(len(traceback.extract_tb(info.value.__traceback__)))
+        assert info.value.args == ("gone",)
+    with pytest.raises(KeyError) as again:
         pr.r
-    assert first.value is second.value
+    assert again.value is info.value
+    assert depths[0] == depths[1] == depths[2]   # re-raising does not grow the traceback
 
 
 def test_pending_result_callback_error_becomes_the_outcome(fake):
