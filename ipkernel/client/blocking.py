@@ -397,10 +397,13 @@ class MultiEngineClient:
     Most methods take ``targets`` (an engine id, a list of ids, or
     ``'all'``) and ``block``; left at None they use the :attr:`targets` and
     :attr:`block` attributes.  With ``block=False`` a method returns a
-    :class:`PendingResult` at once.  Every call waits at most ``timeout``
-    seconds (per call ``timeout=``, default the client's :attr:`timeout`;
-    None waits without limit), can be interrupted with Ctrl-C, and raises
-    :class:`~ipkernel.error.ControllerError` when the controller is gone.
+    :class:`PendingResult` at once.  A call waits at most ``timeout`` seconds
+    (per call ``timeout=``, default the client's :attr:`timeout`, which is
+    None: no limit, as long computations are normal), can be interrupted
+    with Ctrl-C, and raises :class:`~ipkernel.error.ControllerError` when the
+    controller is gone (a controller that stops answering is noticed by the
+    connection's keepalives within a minute).  ``connect_timeout`` bounds
+    connecting.
 
     ``progress`` enables progress bars for long ``map``/``barrier``/parallel
     calls (also switched off by ``IPKERNEL_PROGRESS=0``; only shown on a
@@ -412,8 +415,8 @@ class MultiEngineClient:
     controller-side state early.
     """
 
-    def __init__(self, furl_or_file=None, *, cluster_dir=None, timeout=30, progress=True,
-                 tub=None, call_in_reactor=None):
+    def __init__(self, furl_or_file=None, *, cluster_dir=None, timeout=None, progress=True,
+                 tub=None, call_in_reactor=None, connect_timeout=30):
         from ipkernel import asyncclient
         from ipkernel.client import connect
 
@@ -431,13 +434,13 @@ class MultiEngineClient:
             furl_or_file = connect.default_furl_file(cluster_dir=cluster_dir)
         elif cluster_dir is not None:
             raise TypeError("give either a FURL (or FURL file) or cluster_dir, not both")
-        connect_timeout = self.timeout if self.timeout is not None else connect.DEFAULT_TIMEOUT
+        connect_timeout = _check_timeout(connect_timeout, "connect_timeout")
         fc = self._bridge.call(asyncclient.get_multiengine_client, furl_or_file, tub,
                                connect_timeout, what="connecting to the controller")
         self._attach(fc)
 
     @classmethod
-    def _over(cls, fc, bridge, timeout=30, progress=True):
+    def _over(cls, fc, bridge, timeout=None, progress=True):
         """A client over an already connected async client (for tests)."""
         self = cls.__new__(cls)
         self._holder = []

@@ -11,12 +11,18 @@ DEFAULT_TIMEOUT = 10.0
 
 _shared_tub = None
 
+#: A controller that stops answering (host gone, network cut) is noticed
+#: within ``disconnectTimeout`` seconds even when no call is running: the
+#: connection sends keepalives when idle, and a connection silent that long
+#: is dropped, failing every waiting call with ControllerError.
+CLIENT_TUB_OPTIONS = {"keepaliveTimeout": 15, "disconnectTimeout": 60}
+
 
 def shared_tub():
     """The process-wide client Tub (started on first use, never listening)."""
     global _shared_tub
     if _shared_tub is None:
-        _shared_tub = fcutil.make_tub()
+        _shared_tub = fcutil.make_tub(options=CLIENT_TUB_OPTIONS)
         _shared_tub.startService()
     return _shared_tub
 
