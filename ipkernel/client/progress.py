@@ -4,7 +4,8 @@ A bar (tqdm) appears only when all of these hold:
 
 * the client's ``progress`` attribute is true (the default),
 * the environment variable ``IPKERNEL_PROGRESS`` is not ``0``/``false``/``no``/``off``,
-* standard error is a terminal,
+* standard error is a terminal, or the code runs in a Jupyter kernel (then
+  tqdm's notebook bar is used),
 * and the call has lasted more than :data:`DELAY` seconds.
 
 A map can only report progress if it is done in pieces, so a blocking map
@@ -16,7 +17,7 @@ import os
 import sys
 
 __all__ = ["DELAY", "MAX_CHUNKS", "ENV_VAR", "enabled_by_environment", "stderr_is_terminal",
-           "stream", "wanted", "plan_chunks", "slice_sequences", "bar"]
+           "stream", "in_notebook", "wanted", "plan_chunks", "slice_sequences", "bar"]
 
 #: Seconds a call must last before its bar is drawn.
 DELAY = 1.0
@@ -48,9 +49,22 @@ def stderr_is_terminal():
         return False
 
 
+def in_notebook():
+    """True when running inside a Jupyter (IPython) kernel."""
+    if "ipykernel" not in sys.modules:
+        return False
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and hasattr(shell, "kernel")
+
+
 def wanted(setting):
     """Whether a call may show a bar, given the client's ``progress`` setting."""
-    return bool(setting) and enabled_by_environment() and stderr_is_terminal()
+    return (bool(setting) and enabled_by_environment()
+            and (stderr_is_terminal() or in_notebook()))
 
 
 def plan_chunks(n_items, n_engines, max_chunks=MAX_CHUNKS):
@@ -103,7 +117,10 @@ def bar(total, desc, enabled, unit="it"):
     """
     if not enabled:
         return _NoBar()
-    from tqdm import tqdm
+    if in_notebook():
+        from tqdm.auto import tqdm
+    else:
+        from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, unit=unit, delay=DELAY, leave=False, file=stream(),
                 mininterval=MIN_INTERVAL, dynamic_ncols=True)

@@ -183,3 +183,27 @@ async def test_chunked_map_through_a_cluster(blocking, tty_stderr):
     drawn = await blocking.run(user)
     assert "100/100" in drawn
     assert mapping.DISTRIBUTIONS == ("b", "r")
+
+
+def test_a_jupyter_kernel_counts_as_interactive(monkeypatch):
+    import sys
+    import types
+
+    from ipkernel.client import progress
+
+    class FakeShell:
+        kernel = object()
+
+    fake_ipython = types.ModuleType("IPython")
+    fake_ipython.get_ipython = lambda: FakeShell()
+    monkeypatch.setitem(sys.modules, "IPython", fake_ipython)
+    monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))
+    monkeypatch.setattr(progress, "stderr_is_terminal", lambda: False)
+    monkeypatch.delenv(progress.ENV_VAR, raising=False)
+    assert progress.in_notebook()
+    assert progress.wanted(True)
+    assert not progress.wanted(False)
+
+    monkeypatch.delitem(sys.modules, "ipykernel")
+    assert not progress.in_notebook()
+    assert not progress.wanted(True)
