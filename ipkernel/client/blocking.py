@@ -262,9 +262,6 @@ class PendingResult:
     # reactor thread ------------------------------------------------------------------
     def _fetch_in_reactor(self, fc, block):
         """The outcome tuple, or None (not ready); a Deferred of either."""
-        from twisted.internet import defer
-        from twisted.python.failure import Failure
-
         if self._arrived is not None:
             return self._arrived
         if self._inflight is not None:
@@ -420,16 +417,9 @@ class MultiEngineClient:
         from ipkernel import asyncclient
         from ipkernel.client import connect
 
-        self._holder = []
-        self._closed = True
-        self.timeout = timeout
-        self.progress = progress
-        self._block = True
-        self._targets = "all"
-        if call_in_reactor is not None:
-            self._bridge = ReactorBridge(call_in_reactor=call_in_reactor)
-        else:
-            self._bridge = default_bridge()
+        bridge = (ReactorBridge(call_in_reactor=call_in_reactor) if call_in_reactor is not None
+                  else default_bridge())
+        self._setup(bridge, timeout, progress)
         if furl_or_file is None:
             furl_or_file = connect.default_furl_file(cluster_dir=cluster_dir)
         elif cluster_dir is not None:
@@ -443,6 +433,11 @@ class MultiEngineClient:
     def _over(cls, fc, bridge, timeout=None, progress=True):
         """A client over an already connected async client (for tests)."""
         self = cls.__new__(cls)
+        self._setup(bridge, timeout, progress)
+        self._attach(fc)
+        return self
+
+    def _setup(self, bridge, timeout, progress):
         self._holder = []
         self._closed = True
         self.timeout = timeout
@@ -450,8 +445,6 @@ class MultiEngineClient:
         self._block = True
         self._targets = "all"
         self._bridge = bridge
-        self._attach(fc)
-        return self
 
     def _attach(self, fc):
         self.furl = getattr(fc, "furl", None)

@@ -13,16 +13,8 @@ import os
 import time
 
 from ipkernel.cluster import LocalCluster
+from ipkernel.demo import count_primes
 from ipkernel.error import CompositeError
-
-
-def count_primes(lo, hi):
-    """Count the primes in [lo, hi) by trial division (deliberately CPU-bound)."""
-    found = 0
-    for n in range(max(lo, 2), hi):
-        if all(n % d for d in range(2, math.isqrt(n) + 1)):
-            found += 1
-    return found
 
 
 def show(title, value):

@@ -15,7 +15,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from ipkernel.controller.pending import PendingDeferredManager, two_phase
-from ipkernel.error import Aborted, InvalidDeferredID
+from ipkernel.error import Aborted
 from ipkernel.interfaces.multiengine import (
     IEngineMultiplexer, IFullSynchronousMultiEngine, IMultiEngineCoordinator, IMultiEngineExtras)
 
