@@ -264,7 +264,7 @@ class ControllerLauncher(ProcessLauncher):
     def __init__(self, cluster, args=(), *, parent_pid=None, env=None, cwd=None):
         self.cluster = cluster if isinstance(cluster, ClusterDir) else ClusterDir(cluster)
         log_file = self.cluster.log / "ipcontroller.log"
-        argv = [sys.executable, "-m", "ipkernel.cluster.controller",
+        argv = [sys.executable, "-m", "ipkernel.controller",
                 "--parent-pid", parent_pid or os.getpid(),
                 "--cluster-dir", self.cluster.path, "--logfile", log_file, *args]
         super().__init__("ipcontroller", argv, log_file, env=env, cwd=cwd,

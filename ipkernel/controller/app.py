@@ -30,7 +30,7 @@ from twisted.internet import defer, error as net_error, task
 from twisted.logger import Logger, globalLogPublisher
 
 from ipkernel import applog, fcutil
-from ipkernel.pids import process_alive
+from ipkernel.pids import process_alive, watch_parent
 from ipkernel.clusterdir import ENGINE_FURL, MULTIENGINE_FURL, ClusterDir, write_private_file
 from ipkernel.controller import ControllerService
 from ipkernel.controller.fc import FCEngineRegistrar, FCSynchronousMultiEngine
@@ -78,6 +78,9 @@ def build_parser():
     p.add_argument("--payload-cap", type=int, default=None,
                    help="refuse client payloads bigger than this many bytes (default: no cap)")
     p.add_argument("--max-engines", type=int, default=511, help="highest engine id (default 511)")
+    p.add_argument("--parent-pid", type=int, metavar="PID",
+                   help="stop when process PID exits (launchers pass their own pid, so a "
+                        "killed launcher leaves no controller behind)")
     return p
 
 
@@ -204,6 +207,7 @@ async def main(reactor, argv):
     pid_path = cluster.pid_file("ipcontroller")
     trigger = None
     app = None
+    parent_watch = None
     reactor_stopping = []
 
     def on_reactor_shutdown():  # SIGINT, SIGTERM or reactor.stop()
@@ -219,8 +223,15 @@ async def main(reactor, argv):
                 raise AppError(str(exc)) from None
             trigger = reactor.addSystemEventTrigger("before", "shutdown", on_reactor_shutdown)
             await app.start()
+            if options.parent_pid:
+                def parent_gone():
+                    log.warn("the parent process {pid} exited: stopping", pid=options.parent_pid)
+                    app.shutdown()
+                parent_watch = watch_parent(reactor, options.parent_pid, parent_gone)
             await app.finished
         finally:
+            if parent_watch is not None and parent_watch.running:
+                parent_watch.stop()
             if app is not None:
                 await app.shutdown()
             pid_path.unlink(missing_ok=True)
