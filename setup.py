@@ -13,6 +13,7 @@ setup(
         "ipkernel.controller",
         "ipkernel.client",
         "ipkernel.cluster",
+        "ipkernel.task",
         "ipkernel.interfaces",
     ],
     package_dir={"ipkernel.interfaces": "interfaces"},

@@ -12,6 +12,7 @@ from .multiengine import (IEngineMultiplexer, IFullMultiEngine,
                           ISynchronousMultiEngineCoordinator,
                           ISynchronousMultiEngineExtras)
 from .serialized import ISerialized, IUnSerialized
+from .task import IScheduler, ITask, ITaskController, IWorker
 
 __all__ = [
     "IControllerBase", "IControllerCore",
@@ -21,4 +22,5 @@ __all__ = [
     "ISynchronousMultiEngine", "ISynchronousMultiEngineCoordinator",
     "ISynchronousMultiEngineExtras",
     "ISerialized", "IUnSerialized",
+    "IScheduler", "ITask", "ITaskController", "IWorker",
 ]

@@ -1,0 +1,47 @@
+"""Engine-side helpers of the task farm, run through ``IEngineCore.apply``.
+
+They live in the engine package so their frames are left out of user
+tracebacks.  :func:`string_task` is rebound to the user namespace by
+``apply``: it uses only builtins and its arguments, so rebinding adds no names
+to the namespace.  :class:`DependCheck` is an object, not a function, so it
+is not rebound at all.
+"""
+from ipkernel import serialize
+from ipkernel.engine.properties import get_engine
+
+
+def string_task(push, expression, pull):
+    """Push ``push``, run ``expression``, fire with ``{name: value}`` for ``pull``."""
+    ns = globals()
+    ns.update(push)
+    lock = __import__("ipkernel.engine.interpreter", fromlist=["_AST_LOCK"])._AST_LOCK
+    with lock:
+        code = compile(expression, "<string>", "exec")
+    exec(code, ns)
+    out = {}
+    for name in pull:
+        if name not in ns:
+            raise NameError(f"name {name!r} is not defined")
+        out[name] = ns[name]
+    return out
+
+
+class DependCheck:
+    """Call a task's ``depend(properties)`` with the engine's properties.
+
+    Returns None when the engine may run the task, else the reason it may
+    not (a str).  It never raises: a failed command would clear the
+    engine's queue of other clients' commands.
+    """
+
+    def __init__(self, depend):
+        self.depend = depend if isinstance(depend, serialize.Serialized) else serialize.serialize(depend)
+
+    def __call__(self, engine_id):
+        depend = serialize.unserialize(self.depend)
+        properties = get_engine(engine_id).properties.copy()
+        try:
+            ok = depend(properties)
+        except Exception as exc:
+            return f"depend raised {type(exc).__name__}: {exc}"
+        return None if ok else f"engine {engine_id} does not satisfy the task's depend"

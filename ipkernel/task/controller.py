@@ -1,0 +1,348 @@
+"""TaskController: the load-balanced, fault-tolerant task farm of a controller."""
+from collections import OrderedDict
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from ipkernel.controller.service import ControllerAdapterBase
+from ipkernel.error import (EngineError, ResultEvicted, TaskAborted, TaskRejectError,
+                            TaskTimeout)
+from ipkernel.interfaces.task import ITask, ITaskController, IWorker
+from ipkernel.task.schedulers import FIFOScheduler, LIFOScheduler
+from ipkernel.task.tasks import TaskResult
+
+log = Logger()
+
+SCHEDULERS = {"fifo": FIFOScheduler, "lifo": LIFOScheduler}
+
+
+@implementer(IWorker)
+class WorkerFromQueuedEngine:
+    """Runs tasks on one queued engine."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.workerid = engine.id
+
+    def run(self, task):
+        return task.run_on(self.engine)
+
+
+class _Record:
+    """What the controller knows of one unfinished task id."""
+
+    def __init__(self, task):
+        self.task = task
+        self.state = "waiting"  # waiting (for `after`), queued, running
+        self.waiters = []
+        self.rejected = set()
+        self.losses = 0
+        self.rejects = 0
+        self.timer = None
+
+
+def _check_id(taskid):
+    if isinstance(taskid, bool) or not isinstance(taskid, int):
+        raise TypeError(f"a task id is an int, not {taskid!r}")
+
+
+def _is_failure(success, value):
+    return not success or (isinstance(value, TaskResult) and value.failure is not None)
+
+
+@implementer(ITaskController)
+class TaskController(ControllerAdapterBase):
+    """Adapter IControllerBase -> ITaskController.
+
+    ``scheduler``: 'fifo' (default), 'lifo' or an IScheduler class.
+    ``timeout``: seconds a task every registered engine rejected waits for a
+    new engine before failing with TaskTimeout.  ``max_results``: finished
+    results kept (older ones are evicted: ResultEvicted).
+    ``max_engine_losses``: engines a task may lose mid-run before failing with
+    EngineError.  ``max_rejects``: bound on TaskRejectError re-routings.
+    ``clock``: an IReactorTime (tests inject a Clock).
+    """
+
+    def __init__(self, controller, scheduler="fifo", timeout=30.0, max_results=100_000,
+                 max_engine_losses=3, max_rejects=1000, clock=None):
+        super().__init__(controller)
+        if clock is None:
+            from twisted.internet import reactor as clock
+        cls = SCHEDULERS[scheduler] if isinstance(scheduler, str) else scheduler
+        self.scheduler = cls()
+        self.timeout = timeout
+        self.max_results = max_results
+        self.max_engine_losses = max_engine_losses
+        self.max_rejects = max_rejects
+        self.clock = clock
+        self._next_id = 0
+        self._live = {}
+        self._results = OrderedDict()
+        self._evicted = set()
+        self._dependents = {}
+        self._workers = {}
+        self._rejected_queued = set()
+        controller.on_register_engine_do(self._engine_registered, True)
+        controller.on_unregister_engine_do(self._engine_unregistered, True)
+        for engine_id in sorted(controller.engines):
+            self._add_worker(engine_id)
+
+    # -- engines ----------------------------------------------------------------
+
+    def _add_worker(self, engine_id):
+        worker = WorkerFromQueuedEngine(self.controller.engines[engine_id])
+        self._workers[engine_id] = worker
+        self.scheduler.add_worker(worker)
+
+    def _engine_registered(self, engine_id):
+        self._add_worker(engine_id)
+        self._distribute()
+
+    def _engine_unregistered(self, engine_id):
+        self._workers.pop(engine_id, None)
+        self.scheduler.remove_worker(engine_id)
+        self._check_blocked()
+
+    def _engine_lost(self, worker):
+        return self.controller.engines.get(worker.workerid) is not worker.engine
+
+    # -- scheduling ---------------------------------------------------------------
+
+    def _acceptable(self, task, worker):
+        rec = self._live.get(task.taskid)
+        return rec is None or worker.workerid not in rec.rejected
+
+    def _queue(self, taskid):
+        rec = self._live[taskid]
+        rec.state = "queued"
+        if rec.rejected:
+            self._rejected_queued.add(taskid)
+        self.scheduler.add_task(rec.task)
+
+    def _distribute(self):
+        started = False
+        while True:
+            worker, task = self.scheduler.schedule(self._acceptable)
+            if worker is None:
+                break
+            started = True
+            self._start(worker, task)
+        self._check_blocked()
+        return started
+
+    def _start(self, worker, task):
+        rec = self._live[task.taskid]
+        rec.state = "running"
+        self._rejected_queued.discard(task.taskid)
+        if rec.timer is not None:
+            rec.timer.cancel()
+            rec.timer = None
+        worker.run(task).addCallback(self._done, worker, task)
+
+    def _check_blocked(self):
+        """Arm a TaskTimeout timer for queued tasks every engine rejected."""
+        engines = set(self._workers)
+        for taskid in list(self._rejected_queued):
+            rec = self._live[taskid]
+            blocked = not engines or engines <= rec.rejected
+            if blocked and rec.timer is None:
+                rec.timer = self.clock.callLater(self.timeout, self._timed_out, taskid)
+            elif not blocked and rec.timer is not None:
+                rec.timer.cancel()
+                rec.timer = None
+
+    def _timed_out(self, taskid):
+        rec = self._live.get(taskid)
+        if rec is None or rec.state != "queued":
+            return
+        rec.timer = None
+        self.scheduler.remove_task(rec.task)
+        self._finish(taskid, False, Failure(TaskTimeout(
+            f"task {taskid} was rejected by every engine and no other engine took it "
+            f"within {self.timeout} s")))
+
+    def _done(self, outcome, worker, task):
+        success, result = outcome
+        lost = self._engine_lost(worker)
+        if not lost:
+            self.scheduler.add_worker(worker)
+        taskid = task.taskid
+        rec = self._live.get(taskid)
+        if rec is None or rec.task is not task:  # aborted or cleared meanwhile
+            self._distribute()
+            return
+        if not success and lost:
+            rec.losses += 1
+            if rec.losses > self.max_engine_losses:
+                self._finish(taskid, False, Failure(EngineError(
+                    f"task {taskid} lost {rec.losses} engines while running")))
+            else:
+                log.info("task {t} lost engine {e}; rescheduling", t=taskid, e=worker.workerid)
+                self._queue(taskid)
+        elif not success and result.check(TaskRejectError):
+            rec.rejected.add(worker.workerid)
+            rec.rejects += 1
+            if rec.rejects > self.max_rejects:
+                self._finish(taskid, *task.finish(False, result))
+            else:
+                self._queue(taskid)
+        elif not success and task.retries > 0:
+            task.retries -= 1
+            self._queue(taskid)
+        elif not success and task.recovery_task is not None:
+            recovery = rec.task = task.recovery_task
+            recovery.taskid = taskid
+            rec.rejected = set()
+            self._queue(taskid)
+        else:
+            self._finish(taskid, *task.finish(success, result))
+        self._distribute()
+
+    def _finish(self, taskid, success, value):
+        rec = self._live.pop(taskid)
+        self._rejected_queued.discard(taskid)
+        if rec.timer is not None:
+            rec.timer.cancel()
+        self._results[taskid] = (success, value)
+        while len(self._results) > self.max_results:
+            old, _ = self._results.popitem(last=False)
+            self._evicted.add(old)
+        for dependent in self._dependents.pop(taskid, []):
+            drec = self._live.get(dependent)
+            if drec is not None and drec.state == "waiting" and self._ready(drec.task):
+                self._queue(dependent)
+        for d in rec.waiters:  # last: waiters may call back into the controller
+            if success:
+                d.callback(value)
+            else:
+                d.errback(value)
+
+    def _finished(self, taskid):
+        return 0 <= taskid < self._next_id and taskid not in self._live
+
+    def _ready(self, task):
+        if task.after is None:
+            return True
+        mode, ids = task.after
+        done = [self._finished(i) for i in ids]
+        return all(done) if mode == "all" else (any(done) or not ids)
+
+    # -- ITaskController ---------------------------------------------------------------
+
+    def run(self, task):
+        try:
+            return defer.succeed(self._run(task))
+        except Exception:
+            return defer.fail()
+
+    def _run(self, task):
+        if not ITask.providedBy(task):
+            raise TypeError(f"run takes a task (StringTask, MapTask), not {type(task).__name__}")
+        if task.taskid is not None:
+            raise ValueError(f"this task object was already submitted (as task {task.taskid}); "
+                             f"make a new one")
+        if task.after is not None:
+            unknown = [i for i in task.after[1] if not 0 <= i < self._next_id]
+            if unknown:
+                raise IndexError(f"after names tasks never submitted: {unknown}")
+        taskid = task.taskid = self._next_id
+        self._next_id += 1
+        self._live[taskid] = _Record(task)
+        if self._ready(task):
+            self._queue(taskid)
+            self._distribute()
+        else:
+            for i in task.after[1]:
+                self._dependents.setdefault(i, []).append(taskid)
+        return taskid
+
+    def _deliver(self, taskid):
+        success, value = self._results[taskid]
+        return defer.succeed(value) if success else defer.fail(value)
+
+    def get_task_result(self, taskid, block=False):
+        try:
+            _check_id(taskid)
+        except TypeError:
+            return defer.fail()
+        if taskid in self._results:
+            return self._deliver(taskid)
+        rec = self._live.get(taskid)
+        if rec is not None:
+            if not block:
+                return defer.succeed(None)
+            d = defer.Deferred()
+            rec.waiters.append(d)
+            return d
+        if taskid in self._evicted:
+            return defer.fail(ResultEvicted(
+                f"the result of task {taskid} was dropped: more than {self.max_results} "
+                f"finished results were kept (clear results you have read)"))
+        return defer.fail(IndexError(f"no task {taskid} (never submitted, or cleared)"))
+
+    def abort(self, taskid):
+        try:
+            _check_id(taskid)
+            rec = self._live.get(taskid)
+            if rec is None:
+                if taskid in self._results:
+                    success, value = self._results[taskid]
+                    if not success and value.check(TaskAborted):
+                        raise IndexError(f"task {taskid} was already aborted")
+                    raise IndexError(f"task {taskid} has already completed")
+                raise IndexError(f"no task {taskid} to abort")
+        except Exception:
+            return defer.fail()
+        if rec.state == "queued":
+            self.scheduler.remove_task(rec.task)
+        self._finish(taskid, False, Failure(TaskAborted(f"task {taskid} was aborted")))
+        return defer.succeed(None)
+
+    def barrier(self, taskids):
+        ids = [taskids] if isinstance(taskids, int) else list(taskids)
+        for i in ids:
+            if isinstance(i, bool) or not isinstance(i, int):
+                return defer.fail(TypeError(f"a task id is an int, not {i!r}"))
+            if i not in self._live and i not in self._results and i not in self._evicted:
+                return defer.fail(IndexError(f"no task {i}"))
+        ds = [self.get_task_result(i, block=True) for i in ids]
+        d = defer.DeferredList(ds, consumeErrors=True)
+        return d.addCallback(lambda _: None)
+
+    def spin(self):
+        return defer.succeed(self._distribute())
+
+    def queue_status(self, verbose=False):
+        status = {"pending": [], "scheduled": [], "succeeded": [], "failed": []}
+        for taskid, rec in self._live.items():
+            status["pending" if rec.state == "running" else "scheduled"].append(taskid)
+        for taskid, (success, value) in self._results.items():
+            status["failed" if _is_failure(success, value) else "succeeded"].append(taskid)
+        if not verbose:
+            status = {k: len(v) for k, v in status.items()}
+        return defer.succeed(status)
+
+    def clear(self, taskids=None):
+        if taskids is None:
+            count = len(self._results)
+            self._results.clear()
+            self._evicted.clear()
+            return defer.succeed(count)
+        ids = [taskids] if isinstance(taskids, int) else list(taskids)
+        missing = [i for i in ids if i not in self._results]
+        count = 0
+        for i in ids:
+            if self._results.pop(i, None) is not None:
+                count += 1
+        if missing:
+            return defer.fail(KeyError(f"no finished result for task ids {missing}"))
+        return defer.succeed(count)
+
+    def stop(self):
+        """Cancel the timers (for a controller that is going away)."""
+        for rec in self._live.values():
+            if rec.timer is not None:
+                rec.timer.cancel()
+                rec.timer = None

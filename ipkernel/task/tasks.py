@@ -1,0 +1,207 @@
+"""Tasks: StringTask (code with push/pull) and MapTask (a function call)."""
+import time
+import types
+
+from twisted.internet import defer
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from ipkernel import serialize
+from ipkernel.engine.taskbody import DependCheck, string_task
+from ipkernel.error import TaskRejectError
+from ipkernel.interfaces.task import ITask
+
+_TIME_FORMAT = "%Y/%m/%d %H:%M:%S"
+
+
+def _check_after(after):
+    """Normalise ``after`` to None or ``(mode, [ids])``."""
+    if after is None:
+        return None
+    if isinstance(after, int) and not isinstance(after, bool):
+        return ("all", [after])
+    mode = "all"
+    if (isinstance(after, tuple) and len(after) == 2 and isinstance(after[0], str)):
+        mode, after = after
+    if mode not in ("all", "any"):
+        raise ValueError(f"after mode must be 'all' or 'any', not {mode!r}")
+    if not isinstance(after, (list, tuple)) or not all(
+            isinstance(i, int) and not isinstance(i, bool) for i in after):
+        raise TypeError(f"after takes a list of task ids or ('all'|'any', [ids]), not {after!r}")
+    return (mode, list(after))
+
+
+@implementer(ITask)
+class BaseTask:
+    """What every task shares: engine resets, retries, recovery and dependencies.
+
+    ``clear_before`` / ``clear_after`` reset the engine before / after the
+    run; ``retries`` failed runs are repeated (on the same or another engine);
+    ``recovery_task`` runs under the same id when all retries failed;
+    ``depend(properties) -> bool`` is called on the engine; ``after`` is a
+    list of task ids (or ``('all'|'any', ids)``) that must finish first.
+    """
+
+    def __init__(self, clear_before=False, clear_after=False, retries=0,
+                 recovery_task=None, depend=None, after=None):
+        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+            raise TypeError(f"retries must be an int >= 0, not {retries!r}")
+        if recovery_task is not None and not ITask.providedBy(recovery_task):
+            raise TypeError(f"recovery_task must be a task, not {type(recovery_task).__name__}")
+        if depend is not None and not callable(depend):
+            raise TypeError(f"depend must be callable, not {type(depend).__name__}")
+        self.clear_before = bool(clear_before)
+        self.clear_after = bool(clear_after)
+        self.retries = retries
+        self.recovery_task = recovery_task
+        self.depend = depend
+        self._depend_check = DependCheck(depend) if depend is not None else None
+        self.after = _check_after(after)
+        self.taskid = None
+        self._engineid = None
+        self.start = self.stop = self.duration = None
+        self.submitted = self.completed = None
+
+    def submit(self, engine):
+        """Start the task's own work on ``engine``; a Deferred of its raw value."""
+        raise NotImplementedError
+
+    def run_on(self, engine):
+        return defer.ensureDeferred(self._run_on(engine))
+
+    async def _run_on(self, engine):
+        self.start = time.time()
+        self._engineid = engine.id
+        try:
+            if self._depend_check is not None:
+                reason = await engine.apply(self._depend_check, (engine.id,))
+                if reason is not None:
+                    raise TaskRejectError(reason)
+            if self.clear_before:
+                await engine.reset()
+            try:
+                value = await self.submit(engine)
+            finally:
+                if self.clear_after:
+                    engine.reset().addErrback(lambda _: None)
+            outcome = (True, value)
+        except Exception:
+            outcome = (False, Failure())
+        self.stop = time.time()
+        self.duration = self.stop - self.start
+        self.submitted = time.strftime(_TIME_FORMAT, time.localtime(self.start))
+        self.completed = time.strftime(_TIME_FORMAT, time.localtime(self.stop))
+        return outcome
+
+    def finish(self, success, result):
+        return success, result
+
+
+class StringTask(BaseTask):
+    """Run ``expression`` (source text) after pushing the dict ``push``; pull the
+    names in ``pull`` (a str or a list).  Its result is a :class:`TaskResult`,
+    also when the code failed."""
+
+    def __init__(self, expression, pull=None, push=None, **kwargs):
+        if not isinstance(expression, str):
+            raise TypeError(f"expression must be a str, not {type(expression).__name__}")
+        if pull is None:
+            pull = ()
+        elif isinstance(pull, str):
+            pull = (pull,)
+        elif not isinstance(pull, (list, tuple)) or not all(isinstance(p, str) for p in pull):
+            raise TypeError(f"pull must be a str or a list of str, not {pull!r}")
+        if push is None:
+            push = {}
+        elif not isinstance(push, dict) or not all(isinstance(k, str) for k in push):
+            raise TypeError(f"push must be a dict with str keys, not {type(push).__name__}")
+        super().__init__(**kwargs)
+        self.expression = expression
+        self.pull = tuple(pull)
+        self.push = push
+
+    def submit(self, engine):
+        return engine.apply(string_task, (self.push, self.expression, self.pull))
+
+    def finish(self, success, result):
+        if success:
+            tr = TaskResult(result, self._engineid)
+        else:
+            tr = TaskResult({}, self._engineid, failure=result)
+        tr.taskid = self.taskid
+        tr.submitted, tr.completed, tr.duration = self.submitted, self.completed, self.duration
+        return True, tr
+
+
+class MapTask(BaseTask):
+    """Call ``function(*args, **kwargs)`` on an engine (the function sees the
+    engine's namespace as its globals).  Its result is the return value; a
+    failure makes ``get_task_result`` fail with the function's exception."""
+
+    def __init__(self, function, args=None, kwargs=None, **options):
+        if not isinstance(function, (types.FunctionType, types.BuiltinFunctionType)):
+            raise TypeError(f"function must be a function, not {type(function).__name__}")
+        if args is None:
+            args = ()
+        elif not isinstance(args, (list, tuple)):
+            raise TypeError(f"args must be a list or tuple, not {type(args).__name__}")
+        if kwargs is None:
+            kwargs = {}
+        elif not isinstance(kwargs, dict):
+            raise TypeError(f"kwargs must be a dict, not {type(kwargs).__name__}")
+        super().__init__(**options)
+        self.function = function
+        self._function = serialize.serialize(function)
+        self.args = tuple(args)
+        self.kwargs = kwargs
+
+    def submit(self, engine):
+        return engine.apply(self._function, self.args, self.kwargs)
+
+
+class ResultNS(dict):
+    """A dict whose keys are also attributes."""
+
+    def __init__(self, results):
+        super().__init__(results)
+        self.__dict__.update(results)
+
+    def __repr__(self):
+        return "NS" + repr({k: v for k, v in self.__dict__.items() if not k.startswith("__")})
+
+
+class TaskResult:
+    """The outcome of a StringTask.
+
+    ``results`` maps pulled names to values (``{}`` on failure); ``failure`` is
+    None or the Failure of the task's code; ``engineid``, ``taskid``,
+    ``submitted``, ``completed`` (``'%Y/%m/%d %H:%M:%S'``) and ``duration``
+    (seconds) describe the run.  ``tr.ns.x`` and ``tr['x']`` read results and
+    re-raise the task's exception when it failed.
+    """
+
+    taskid = None
+
+    def __init__(self, results, engineid, failure=None):
+        self.results = dict(results)
+        self.engineid = engineid
+        self.failure = failure
+        self.keys = list(self.results)
+        self.submitted = self.completed = self.duration = None
+
+    def raise_exception(self):
+        """Re-raise the task's exception if it failed; else return None."""
+        if self.failure is not None:
+            self.failure.raiseException()
+
+    @property
+    def ns(self):
+        self.raise_exception()
+        return ResultNS(self.results)
+
+    def __getitem__(self, key):
+        self.raise_exception()
+        return self.results[key]
+
+    def __repr__(self):
+        return f"TaskResult[ID:{self.taskid}]:{self.failure if self.failure is not None else self.results}"
