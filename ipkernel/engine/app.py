@@ -159,14 +159,17 @@ class EngineApp:
             self._parent_watch.start(1.0, now=False)
         await wait_for_file(self.reactor, self.furl_file, self.options.furl_wait)
         try:
-            furl = fcutil.find_furl(self.furl_file)
+            fcutil.find_furl(self.furl_file)
         except ValueError as exc:
             raise AppError(str(exc)) from None
         self.tub = fcutil.make_tub()
         self.tub.setServiceParent(self.top)
         self.service.setServiceParent(self.top)
         self.top.startService()
-        self.connector = EngineConnector(self.tub, self.service, furl)
+        # Given the file (not the FURL read from it), the connector follows a
+        # controller restarted without -r, which writes a new FURL there.
+        self.connector = EngineConnector(self.tub, self.service, str(self.furl_file),
+                                         clock=self.reactor)
         log.info("connecting to the controller named in {path}", path=self.furl_file)
         registered = self.connector.start()
         timeout = self.options.register_timeout

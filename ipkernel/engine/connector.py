@@ -2,11 +2,15 @@
 
 :class:`EngineConnector` keeps an engine registered: it uses a Foolscap
 Reconnector, so when the controller goes away (restart with ``-r``) the
-engine registers again as soon as it is back, asking for its old id.
+engine registers again as soon as it is back, asking for its old id.  When
+the engine was given a FURL *file*, it also watches that file while
+disconnected: a controller restarted without ``-r`` writes a new FURL there,
+and the engine follows it.
 """
 import os
+from pathlib import Path
 
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from ipkernel import fcutil
@@ -15,6 +19,8 @@ from ipkernel.engine.fc import FCEngineFromService
 log = Logger()
 
 MAX_RECONNECT_DELAY = 10.0
+#: Seconds between looks at the FURL file while disconnected.
+FURL_FILE_POLL = 2.0
 
 
 class EngineConnector:
@@ -24,10 +30,16 @@ class EngineConnector:
     first registration; ``on_registered(id)`` is called after every one.
     """
 
-    def __init__(self, tub, service, furl_or_file, on_registered=None):
+    def __init__(self, tub, service, furl_or_file, on_registered=None, clock=None):
+        if clock is None:
+            from twisted.internet import reactor as clock
         self.tub = tub
         self.service = service
         self.furl = fcutil.find_furl(furl_or_file)
+        text = os.fspath(furl_or_file)
+        self.furl_file = None if text.startswith("pb://") else Path(text).expanduser()
+        self._clock = clock
+        self._file_watch = None
         self.on_registered = on_registered
         self.registered = defer.Deferred()
         self.controller = None
@@ -41,11 +53,13 @@ class EngineConnector:
         return self.registered
 
     def stop(self):
+        self._stop_file_watch()
         if self._reconnector is not None:
             self._reconnector.stopConnecting()
             self._reconnector = None
 
     def _connected(self, rref):
+        self._stop_file_watch()
         self.controller = rref
         rref.notifyOnDisconnect(self._disconnected)
         properties = self.service.properties.copy()
@@ -70,3 +84,28 @@ class EngineConnector:
     def _disconnected(self):
         log.info("lost the connection to the controller; reconnecting")
         self.controller = None
+        if self.furl_file is not None and self._reconnector is not None:
+            self._file_watch = task.LoopingCall(self._check_furl_file)
+            self._file_watch.clock = self._clock
+            self._file_watch.start(FURL_FILE_POLL, now=False)
+
+    def _stop_file_watch(self):
+        if self._file_watch is not None and self._file_watch.running:
+            self._file_watch.stop()
+        self._file_watch = None
+
+    def _check_furl_file(self):
+        """Follow a new FURL written to the FURL file (a controller restarted without -r)."""
+        try:
+            furl = fcutil.find_furl(self.furl_file)
+        except (ValueError, OSError):
+            return  # not there (yet), or being replaced
+        if furl == self.furl or self._reconnector is None:
+            return
+        log.info("the FURL file {path} names a new controller; connecting to it",
+                 path=str(self.furl_file))
+        self._stop_file_watch()
+        self._reconnector.stopConnecting()
+        self.furl = furl
+        self._reconnector = self.tub.connectTo(self.furl, self._connected)
+        self._reconnector.maxDelay = MAX_RECONNECT_DELAY
