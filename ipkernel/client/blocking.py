@@ -425,6 +425,8 @@ class MultiEngineClient:
         elif cluster_dir is not None:
             raise TypeError("give either a FURL (or FURL file) or cluster_dir, not both")
         connect_timeout = _check_timeout(connect_timeout, "connect_timeout")
+        # Kept so a lost connection is made again on the next call.
+        self._reconnect_args = (furl_or_file, tub, connect_timeout)
         fc = self._bridge.call(asyncclient.get_multiengine_client, furl_or_file, tub,
                                connect_timeout, what="connecting to the controller")
         self._attach(fc)
@@ -438,6 +440,7 @@ class MultiEngineClient:
         return self
 
     def _setup(self, bridge, timeout, progress):
+        self._reconnect_args = None
         self._holder = []
         self._closed = True
         self.timeout = timeout
@@ -511,6 +514,20 @@ class MultiEngineClient:
 
     def _invoke(self, method, args, kwargs):
         fc = self._fc_now()
+        remote = getattr(fc, "remote", None)
+        if self._reconnect_args is not None and remote is not None and not remote.isConnected():
+            # The connection was lost (controller restarted, network cut): the
+            # call that noticed failed with ControllerError; make a new one now.
+            # Results still pending from the old connection are gone with it.
+            from ipkernel import asyncclient
+
+            d = asyncclient.get_multiengine_client(*self._reconnect_args)
+
+            def reconnected(new_fc):
+                self._holder[:] = [new_fc]
+                self.furl = getattr(new_fc, "furl", self.furl)
+                return self._invoke(method, args, kwargs)
+            return d.addCallback(reconnected)
         if callable(method):
             return method(fc, *args, **kwargs)
         return getattr(fc, method)(*args, **kwargs)
