@@ -17,7 +17,6 @@
 import importlib.util
 import io
 import itertools
-import sys
 from pathlib import Path
 
 import pytest
