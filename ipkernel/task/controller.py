@@ -97,6 +97,9 @@ class TaskController(ControllerAdapterBase):
         self.scheduler.add_worker(worker)
 
     def _engine_registered(self, engine_id):
+        # a new engine may reuse the id of one that rejected tasks: it has not
+        for rec in self._live.values():
+            rec.rejected.discard(engine_id)
         self._add_worker(engine_id)
         self._distribute()
 

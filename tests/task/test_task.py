@@ -432,3 +432,52 @@ async def test_spin_and_a_task_object_runs_once(make_tc):
     task = StringTask("a = 1")
     await tc.run(task)
     await raises(ValueError, tc.run(task))
+
+
+@pytest_twisted.ensureDeferred
+async def test_tasks_keep_flowing_while_engines_come_and_go(make_tc, make_engine, gates):
+    tc = make_tc(3)
+    controller = tc.controller
+    gate = gates.new()
+    held = await tc.run(StringTask(f"if id == 0:\n    {gate.code}\nx = id", pull="x"))
+    await gate.wait_arrivals(1)
+    ids = [await tc.run(MapTask(lambda i: (i, id), (i,))) for i in range(30)]
+    controller.unregister_engine(0)
+    controller.register_engine(QueuedEngine(make_engine()), id=7)
+    await within(tc.barrier([held] + ids))
+    gate.open()
+    assert [(await within(tc.get_task_result(i)))[0] for i in ids] == list(range(30))
+    assert (await within(tc.get_task_result(held)))["x"] != 0
+    status = await within(tc.queue_status())
+    assert status == {"pending": 0, "scheduled": 0, "succeeded": 31, "failed": 0}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_returning_engine_id_is_not_held_to_old_rejections(make_tc, make_engine):
+    clock = Clock()
+    tc = make_tc(1, timeout=5, clock=clock)
+    controller = tc.controller
+    tid = await tc.run(MapTask(lambda: id, depend=lambda p: p.get("ok")))
+    await within(controller.engines[0].execute("1"))
+    assert len(clock.getDelayedCalls()) == 1
+    controller.unregister_engine(0)
+    engine = make_engine()
+    engine.properties["ok"] = True
+    controller.register_engine(QueuedEngine(engine), id=0)
+    assert await result(tc, tid) == 0
+    assert clock.getDelayedCalls() == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_abort_a_task_waiting_for_another(make_tc, gates):
+    tc = make_tc(1)
+    gate = gates.new()
+    first = await tc.run(StringTask(gate.code))
+    await gate.wait_arrivals(1)
+    waiting = await tc.run(StringTask("a = 1", after=[first]))
+    await within(tc.abort(waiting))
+    await raises(TaskAborted, tc.get_task_result(waiting))
+    await raises(IndexError, tc.barrier([first, 42]))
+    gate.open()
+    await within(tc.barrier([first, waiting]))
+    assert (await within(tc.queue_status()))["failed"] == 1
