@@ -239,3 +239,49 @@ class RIMultiEngine(RemoteInterface):
 
 __all__ = ["RIEngine", "RIEngineRegistrar", "RIMultiEngine", "Targets", "Keys", "Code",
            "EngineId", "Payload", "Outcome"]
+
+
+#: A task id.
+TaskId = IntegerConstraint(8)
+#: The plain control fields of a task, as the client sends them: ``kind``
+#: ('string' or 'map'), ``retries``, ``clear_before``, ``clear_after``,
+#: ``after`` (``None`` or ``('all'|'any', [ids])``), ``recovery`` (another
+#: spec or None) and ``body``: a dict of Serialized frames (``func``,
+#: ``args``, ``kwargs``, optional ``depend``) that only an engine unpickles.
+TaskSpec = Any()
+
+
+class RITaskController(RemoteInterface):
+    """The controller's load-balanced task farm for clients (``ipcontroller-tc.furl``).
+
+    The controller never unpickles a task: it reads the plain control
+    fields of a :data:`TaskSpec` and hands the opaque body to an engine.
+    Results come back as ``('map', Serialized)`` or ``('string', ok,
+    Serialized-or-ErrorRecord, meta)``; failures as ErrorRecord.
+    """
+
+    __remote_name__ = "RITaskController.v1.ipkernel"
+
+    def get_client_name():
+        return UnicodeConstraint(200)
+
+    def run(task=TaskSpec):
+        return Outcome
+
+    def get_task_result(taskid=TaskId, block=Block):
+        return Outcome
+
+    def abort(taskid=TaskId):
+        return Outcome
+
+    def barrier(taskids=ListOf(TaskId, maxLength=MAX_KEYS)):
+        return Outcome
+
+    def spin():
+        return Outcome
+
+    def queue_status(verbose=Block):
+        return Outcome
+
+    def clear(taskids=ChoiceOf(None, ListOf(TaskId, maxLength=MAX_KEYS))):
+        return Outcome

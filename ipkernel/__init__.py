@@ -13,3 +13,4 @@ from ipkernel import task as _task  # noqa: F401  (registers the task adapter)
 from ipkernel.engine import fc as _engine_fc  # noqa: F401  (network adapters)
 from ipkernel.controller import fc as _controller_fc  # noqa: F401
 from ipkernel.client import fcmultiengine as _client_fc  # noqa: F401
+from ipkernel.task import fc as _task_fc  # noqa: F401  (ITaskController -> RITaskController)

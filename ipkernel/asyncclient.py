@@ -9,9 +9,11 @@ from twisted.internet import defer
 
 from ipkernel.client.connect import DEFAULT_TIMEOUT, default_furl_file, get_reference
 from ipkernel.client.fcmultiengine import FCFullSynchronousMultiEngineClient
+from ipkernel.client.fctask import FCTaskClient
+from ipkernel.clusterdir import TASK_FURL
 from ipkernel.error import CompositeError, ControllerError
 
-__all__ = ["get_multiengine_client", "FCFullSynchronousMultiEngineClient", "CompositeError"]
+__all__ = ["get_multiengine_client", "get_task_client", "FCTaskClient", "FCFullSynchronousMultiEngineClient", "CompositeError"]
 
 
 async def _multiengine_client(furl_or_file, tub, timeout):
@@ -42,3 +44,27 @@ def _where(furl_or_file, furl):
 def get_multiengine_client(furl_or_file=None, tub=None, timeout=DEFAULT_TIMEOUT):
     """Connect to a controller's multi-engine interface; see the module doc."""
     return defer.Deferred.fromCoroutine(_multiengine_client(furl_or_file, tub, timeout))
+
+
+async def _task_client(furl_or_file, tub, timeout):
+    furl, rref = await get_reference(furl_or_file or default_furl_file(TASK_FURL), tub, timeout)
+    from twisted.internet import reactor
+
+    where = _where(furl_or_file, furl)
+    try:
+        name = await rref.callRemote("get_client_name").addTimeout(timeout, reactor)
+    except Exception as exc:
+        raise ControllerError(
+            f"{where} does not lead to a task controller (it does not answer "
+            f"get_client_name: {type(exc).__name__}); use ipcontroller-tc.furl") from None
+    if name != FCTaskClient.client_name:
+        raise ControllerError(f"{where} is not a task controller (it offers {name!r}); "
+                              f"use ipcontroller-tc.furl")
+    return FCTaskClient(rref, furl=furl)
+
+
+def get_task_client(furl_or_file=None, tub=None, timeout=DEFAULT_TIMEOUT):
+    """Connect to a controller's task farm: a Deferred firing with an
+    :class:`FCTaskClient`.  Without an argument the FURL file
+    ``ipcontroller-tc.furl`` of the default cluster directory is used."""
+    return defer.Deferred.fromCoroutine(_task_client(furl_or_file, tub, timeout))

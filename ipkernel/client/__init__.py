@@ -15,9 +15,10 @@
 """
 from ipkernel.client.blocking import (CLIENT_DEFAULT, MultiEngineClient, MultiEngineMapper,
                                       ParallelFunction, PendingResult, ResultList)
+from ipkernel.client.blocking_task import TaskClient
 from ipkernel.client.reactor import CallTimeout, ReactorNotRunning, ReactorThreadError
 from ipkernel.error import CompositeError
 
-__all__ = ["MultiEngineClient", "PendingResult", "ResultList", "MultiEngineMapper",
+__all__ = ["MultiEngineClient", "TaskClient", "PendingResult", "ResultList", "MultiEngineMapper",
            "ParallelFunction", "CompositeError", "CallTimeout", "ReactorThreadError",
            "ReactorNotRunning", "CLIENT_DEFAULT"]

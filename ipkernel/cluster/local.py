@@ -21,7 +21,7 @@ import tempfile
 import time
 import weakref
 
-from ipkernel.clusterdir import MULTIENGINE_FURL, ClusterDir
+from ipkernel.clusterdir import MULTIENGINE_FURL, TASK_FURL, ClusterDir
 from ipkernel.cluster.launcher import (POLL_INTERVAL, STOP_TIMEOUT, ControllerLauncher,
                                        EngineLauncher, shutdown_all)
 
@@ -98,6 +98,12 @@ class LocalCluster:
         """Path of the multi-engine client FURL file."""
         self._require_started()
         return self._cluster.furl_file(MULTIENGINE_FURL)
+
+    @property
+    def tc_furl_file(self):
+        """Path of the task client FURL file."""
+        self._require_started()
+        return self._cluster.furl_file(TASK_FURL)
 
     def is_running(self):
         """True from a successful start until stop, while the controller runs."""
@@ -180,6 +186,13 @@ class LocalCluster:
         self._require_started()
         from ipkernel.client import MultiEngineClient
         return MultiEngineClient(str(self.mec_furl_file), **kwargs)
+
+    def task_client(self, **kwargs):
+        """A blocking :class:`ipkernel.client.TaskClient` for this cluster
+        (keyword arguments are passed on)."""
+        self._require_started()
+        from ipkernel.client import TaskClient
+        return TaskClient(str(self.tc_furl_file), **kwargs)
 
     def _require_started(self):
         if not self.is_running():

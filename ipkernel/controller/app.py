@@ -31,9 +31,13 @@ from twisted.logger import Logger, globalLogPublisher
 
 from ipkernel import applog, fcutil
 from ipkernel.pids import process_alive, watch_parent
-from ipkernel.clusterdir import ENGINE_FURL, MULTIENGINE_FURL, ClusterDir, write_private_file
+from ipkernel.clusterdir import (ENGINE_FURL, MULTIENGINE_FURL, TASK_FURL, ClusterDir,
+                                 write_private_file)
 from ipkernel.controller import ControllerService
 from ipkernel.controller.fc import FCEngineRegistrar, FCSynchronousMultiEngine
+from ipkernel.interfaces.remote import RITaskController
+from ipkernel.interfaces.task import ITaskController
+from ipkernel.task import fc as _task_fc  # noqa: F401  (registers ITaskController -> RITaskController)
 from ipkernel.controller.heartbeat import DEFAULT_PERIOD, DEFAULT_TIMEOUT, HeartMonitor
 from ipkernel.error import SecurityError
 from ipkernel.interfaces.multiengine import IMultiEngine, ISynchronousMultiEngine
@@ -114,6 +118,7 @@ class ControllerApp:
         self.engine_furl_file = options.engine_furl_file or str(cluster.furl_file(ENGINE_FURL))
         self.mec_furl_file = (options.multiengine_furl_file
                               or str(cluster.furl_file(MULTIENGINE_FURL)))
+        self.tc_furl_file = str(cluster.furl_file(TASK_FURL))
         self.cert_files = {
             "client": options.client_cert_file or str(cluster.cert_file("client")),
             "engine": options.engine_cert_file or str(cluster.cert_file("engine")),
@@ -127,7 +132,7 @@ class ControllerApp:
 
     async def start(self):
         if not self.options.reuse_furls:
-            for path in (self.engine_furl_file, self.mec_furl_file):
+            for path in (self.engine_furl_file, self.mec_furl_file, self.tc_furl_file):
                 if os.path.exists(path):
                     os.unlink(path)
         for role in ("client", "engine"):
@@ -141,6 +146,10 @@ class ControllerApp:
             fcutil.register(self.tubs["client"],
                             FCSynchronousMultiEngine(sme, payload_cap=self.options.payload_cap),
                             furl_file=self.mec_furl_file, reuse=self.options.reuse_furls)
+            # The task farm, on the same ControllerService as the multi-engine view.
+            fcutil.register(self.tubs["client"],
+                            RITaskController(ITaskController(self.controller)),
+                            furl_file=self.tc_furl_file, reuse=self.options.reuse_furls)
             fcutil.register(self.tubs["engine"], FCEngineRegistrar(self.controller),
                             furl_file=self.engine_furl_file, reuse=self.options.reuse_furls)
         except SecurityError as exc:

@@ -45,3 +45,15 @@ class DependCheck:
         except Exception as exc:
             return f"depend raised {type(exc).__name__}: {exc}"
         return None if ok else f"engine {engine_id} does not satisfy the task's depend"
+
+
+class DependGate(DependCheck):
+    """Like :class:`DependCheck` but raises ``TaskRejectError`` instead of
+    returning the reason: the controller of the network task farm sees only
+    the error's record, never an unpickled value."""
+
+    def __call__(self, engine_id):
+        reason = super().__call__(engine_id)
+        if reason is not None:
+            from ipkernel.error import TaskRejectError
+            raise TaskRejectError(reason)

@@ -1,0 +1,153 @@
+"""TaskClient: the blocking client of a controller's task farm.
+
+It shares the reactor bridge of :class:`~ipkernel.client.MultiEngineClient`
+(a background reactor thread started on first use) and calls an
+:class:`~ipkernel.client.fctask.FCTaskClient` there::
+
+    from ipkernel import client
+    from ipkernel.task import MapTask
+    tc = client.TaskClient()            # or TaskClient("path/to/ipcontroller-tc.furl")
+    tid = tc.run(MapTask(pow, (2, 10)))
+    tc.get_task_result(tid, block=True)  # 1024
+"""
+import functools
+import weakref
+
+from ipkernel.client.blocking import _check_timeout, _live_clients, _release
+from ipkernel.client.reactor import ReactorBridge, default_bridge
+from ipkernel.error import KernelError
+
+
+class TaskClient:
+    """A blocking client of the task farm (``ipcontroller-tc.furl``).
+
+    ``furl_or_file``: the task FURL or a file holding it (default:
+    ``security/ipcontroller-tc.furl`` of ``cluster_dir``).  ``timeout``
+    bounds each call (None: no limit); ``tub`` and ``call_in_reactor`` are
+    for programs and tests that run the reactor themselves.
+    """
+
+    def __init__(self, furl_or_file=None, *, cluster_dir=None, timeout=None, tub=None,
+                 call_in_reactor=None, connect_timeout=30):
+        from ipkernel import asyncclient
+        from ipkernel.client import connect
+        from ipkernel.clusterdir import TASK_FURL
+
+        self._bridge = (ReactorBridge(call_in_reactor=call_in_reactor)
+                        if call_in_reactor is not None else default_bridge())
+        self.timeout = _check_timeout(timeout)
+        if furl_or_file is None:
+            furl_or_file = connect.default_furl_file(TASK_FURL, cluster_dir=cluster_dir)
+        elif cluster_dir is not None:
+            raise TypeError("give either a FURL (or FURL file) or cluster_dir, not both")
+        connect_timeout = _check_timeout(connect_timeout, "connect_timeout")
+        fc = self._bridge.call(asyncclient.get_task_client, furl_or_file, tub, connect_timeout,
+                               what="connecting to the task controller")
+        self.furl = fc.furl
+        self._holder = [fc]
+        self._closed = False
+        self._finalizer = weakref.finalize(self, _release, self._bridge, self._holder)
+        self._finalizer.atexit = False
+        _live_clients.add(self)
+
+    def __repr__(self):
+        return f"<TaskClient {self.furl or '?'}{' closed' if self._closed else ''}>"
+
+    def _call(self, method, *args, **kwargs):
+        if self._closed:
+            raise KernelError("this TaskClient is closed; make a new one")
+
+        def invoke():
+            if not self._holder:
+                raise KernelError("this TaskClient is closed")
+            return getattr(self._holder[0], method)(*args, **kwargs)
+        return self._bridge.call(invoke, timeout=self.timeout, what=f"TaskClient.{method}")
+
+    def _call_with(self, func):
+        """``func(fc)`` in the reactor thread, waited for."""
+        if self._closed:
+            raise KernelError("this TaskClient is closed; make a new one")
+        return self._bridge.call(lambda: func(self._holder[0]), timeout=self.timeout,
+                                 what="TaskClient.map")
+
+    def run(self, task, block=False):
+        """Submit ``task``; its id, or with ``block=True`` its result."""
+        taskid = self._call("run", task)
+        return self.get_task_result(taskid, block=True) if block else taskid
+
+    def get_task_result(self, taskid, block=False):
+        """The task's result; None while it runs unless ``block``."""
+        return self._call("get_task_result", taskid, block)
+
+    def abort(self, taskid):
+        """Abort a queued or running task."""
+        return self._call("abort", taskid)
+
+    def barrier(self, taskids):
+        """Wait until all ``taskids`` have finished."""
+        return self._call("barrier", taskids)
+
+    def spin(self):
+        """Make the controller start what it can now."""
+        return self._call("spin")
+
+    def queue_status(self, verbose=False):
+        """Counts (or ids, with ``verbose``) of pending/scheduled/succeeded/failed tasks."""
+        return self._call("queue_status", verbose)
+
+    def clear(self, taskids=None):
+        """Forget finished results (all, or ``taskids``); the number forgotten."""
+        return self._call("clear", taskids)
+
+    def map(self, func, *sequences):
+        """``[func(*args) for args in zip(*sequences)]`` as load-balanced tasks."""
+        return self.mapper().map(func, *sequences)
+
+    def mapper(self, clear_before=False, clear_after=False, retries=0, recovery_task=None,
+               depend=None, block=True):
+        """A :class:`BlockingTaskMapper` with these task options."""
+        return BlockingTaskMapper(self, dict(
+            clear_before=clear_before, clear_after=clear_after, retries=retries,
+            recovery_task=recovery_task, depend=depend, block=block))
+
+    def parallel(self, clear_before=False, clear_after=False, retries=0, recovery_task=None,
+                 depend=None, block=True):
+        """Decorator: calling the function maps it over its arguments as tasks."""
+        mapper = self.mapper(clear_before, clear_after, retries, recovery_task, depend, block)
+
+        def decorate(func):
+            @functools.wraps(func)
+            def call(*sequences):
+                return mapper.map(func, *sequences)
+            return call
+        return decorate
+
+    def close(self):
+        """Drop the connection objects; further calls raise KernelError.  Idempotent."""
+        if not self._closed:
+            self._closed = True
+            self._finalizer()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+
+class BlockingTaskMapper:
+    """Maps a function over sequences as MapTasks (``block=False``: task ids)."""
+
+    def __init__(self, client, options):
+        self.client = client
+        self.options = options
+        for name, value in options.items():
+            setattr(self, name, value)
+
+    def map(self, func, *sequences):
+        """The results in order, or (``block=False``) the task ids."""
+        options = self.options
+
+        def invoke(fc):
+            return fc.mapper(**options).map(func, *sequences)
+        return self.client._call_with(invoke)

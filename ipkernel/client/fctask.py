@@ -1,0 +1,192 @@
+"""FCTaskClient: the task farm of a controller, over Foolscap (Deferred API).
+
+Tasks are turned into specs here (see :mod:`ipkernel.task.fc`): the plain
+fields the controller schedules by, plus a body of Serialized frames that
+only an engine opens.  Results are opened here, in the client.
+"""
+import functools
+
+from twisted.internet import defer
+from twisted.python.failure import Failure
+from ipkernel import serialize, wire
+from ipkernel.engine.taskbody import DependGate, string_task
+from ipkernel.interfaces.task import ITask
+from ipkernel.task.tasks import MapTask, StringTask, TaskResult
+
+
+def task_spec(task):
+    """The wire form of ``task`` (a StringTask or MapTask)."""
+    if isinstance(task, StringTask):
+        kind = "string"
+        body = {"func": serialize.serialize(string_task),
+                "args": serialize.serialize((task.push, task.expression, task.pull)),
+                "kwargs": serialize.serialize({})}
+    elif isinstance(task, MapTask):
+        kind = "map"
+        body = {"func": task._function, "args": serialize.serialize(task.args),
+                "kwargs": serialize.serialize(task.kwargs)}
+    else:
+        raise TypeError(f"run takes a StringTask or a MapTask, not {type(task).__name__}")
+    if task.depend is not None:
+        body["depend"] = serialize.serialize(DependGate(task.depend))
+    return {"kind": kind, "retries": task.retries, "clear_before": task.clear_before,
+            "clear_after": task.clear_after,
+            "after": None if task.after is None else (task.after[0], list(task.after[1])),
+            "recovery": None if task.recovery_task is None else task_spec(task.recovery_task),
+            "body": body}
+
+
+def open_result(outcome):
+    """Turn a wire result into the task's result (raising its error)."""
+    outcome = wire.raise_if_error(outcome)
+    if outcome is None:
+        return None
+    if outcome[0] == "map":
+        return serialize.unserialize(outcome[1])
+    _, ok, payload, meta = outcome
+    if ok:
+        tr = TaskResult(serialize.unserialize(payload), meta["engineid"])
+    else:
+        tr = TaskResult({}, meta["engineid"], failure=Failure(wire.exception_from_record(payload)))
+    tr.taskid = meta["taskid"]
+    tr.submitted, tr.completed, tr.duration = meta["submitted"], meta["completed"], meta["duration"]
+    return tr
+
+
+def _ids(taskids):
+    return [taskids] if isinstance(taskids, int) else list(taskids)
+
+
+class FCTaskClient:
+    """The task methods of ITaskController over an RITaskController reference.
+
+    Every method returns a Deferred.  ``map``, ``mapper`` and ``parallel``
+    run a function over sequences as one MapTask per element.
+    """
+
+    client_name = "ipkernel.client.fctask.FCTaskClient"
+
+    def __init__(self, remote_reference, furl=None):
+        self.remote_reference = remote_reference
+        self.furl = furl
+
+    def _call(self, method, *args):
+        d = self.remote_reference.callRemote(method, *args)
+        return d.addCallback(wire.raise_if_error)
+
+    def run(self, task):
+        """Submit ``task``; a Deferred firing with its task id."""
+        try:
+            if not ITask.providedBy(task):
+                raise TypeError(f"run takes a task, not {type(task).__name__}")
+            spec = task_spec(task)
+        except Exception:
+            return defer.fail()
+        return self._call("run", spec)
+
+    def get_task_result(self, taskid, block=False):
+        """The task's result (None while unfinished, unless ``block``)."""
+        if isinstance(taskid, bool) or not isinstance(taskid, int):
+            return defer.fail(TypeError(f"a task id is an int, not {taskid!r}"))
+        d = self.remote_reference.callRemote("get_task_result", taskid, bool(block))
+        return d.addCallback(open_result)
+
+    def abort(self, taskid):
+        """Abort a queued or running task (IndexError if it already finished)."""
+        if isinstance(taskid, bool) or not isinstance(taskid, int):
+            return defer.fail(TypeError(f"a task id is an int, not {taskid!r}"))
+        return self._call("abort", taskid)
+
+    def barrier(self, taskids):
+        """Fire when all ``taskids`` have finished (successfully or not)."""
+        return self._call("barrier", _ids(taskids))
+
+    def spin(self):
+        """Make the controller look for work it can start now."""
+        return self._call("spin")
+
+    def queue_status(self, verbose=False):
+        """Counts (or, with ``verbose``, ids) of pending/scheduled/succeeded/failed tasks."""
+        return self._call("queue_status", bool(verbose))
+
+    def clear(self, taskids=None):
+        """Forget finished results (all of them, or ``taskids``)."""
+        return self._call("clear", None if taskids is None else _ids(taskids))
+
+    def map(self, func, *sequences):
+        """``[func(*args) ...]`` as load-balanced tasks, in order."""
+        return self.mapper().map(func, *sequences)
+
+    def mapper(self, clear_before=False, clear_after=False, retries=0, recovery_task=None,
+               depend=None, block=True):
+        """A :class:`TaskMapper` with these task options."""
+        return TaskMapper(self, clear_before=clear_before, clear_after=clear_after,
+                          retries=retries, recovery_task=recovery_task, depend=depend,
+                          block=block)
+
+    def parallel(self, clear_before=False, clear_after=False, retries=0, recovery_task=None,
+                 depend=None, block=True):
+        """A decorator: calling the function maps it over its arguments."""
+        mapper = self.mapper(clear_before, clear_after, retries, recovery_task, depend, block)
+
+        def decorate(func):
+            return ParallelFunction(func, mapper)
+        return decorate
+
+    def adapt_to_blocking_client(self):
+        """``(dotted name of the blocking client class, FURL)``: what a blocking
+        :class:`ipkernel.client.TaskClient` needs to connect to the same controller."""
+        return "ipkernel.client.TaskClient", self.furl
+
+
+class TaskMapper:
+    """Maps a function over sequences with one MapTask per element.
+
+    ``block=True``: ``map`` fires with the results in order (the first
+    failure's exception is raised); ``block=False``: with the task ids.
+    """
+
+    def __init__(self, task_controller, clear_before=False, clear_after=False, retries=0,
+                 recovery_task=None, depend=None, block=True):
+        self.task_controller = task_controller
+        self.clear_before = clear_before
+        self.clear_after = clear_after
+        self.retries = retries
+        self.recovery_task = recovery_task
+        self.depend = depend
+        self.block = block
+
+    def map(self, func, *sequences):
+        return defer.ensureDeferred(self._map(func, sequences))
+
+    async def _map(self, func, sequences):
+        options = dict(clear_before=self.clear_before, clear_after=self.clear_after,
+                       retries=self.retries, recovery_task=self.recovery_task,
+                       depend=self.depend)
+        tasks = [MapTask(func, args, **options) for args in zip(*sequences)]
+        ids = []
+        for task in tasks:
+            ids.append(await self.task_controller.run(task))
+        if not self.block:
+            return ids
+        results = await defer.DeferredList(
+            [self.task_controller.get_task_result(i, block=True) for i in ids],
+            consumeErrors=True)
+        out = []
+        for ok, value in results:
+            if not ok:
+                value.raiseException()
+            out.append(value)
+        return out
+
+
+class ParallelFunction:
+    """A function whose call maps it, through a TaskMapper, over its arguments."""
+
+    def __init__(self, func, mapper):
+        self.func = func
+        self.mapper = mapper
+        functools.update_wrapper(self, func)
+
+    def __call__(self, *sequences):
+        return self.mapper.map(self.func, *sequences)

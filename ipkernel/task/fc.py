@@ -1,0 +1,175 @@
+"""The task farm over Foolscap: the controller side.
+
+A client sends a task as a *spec*: plain control fields the controller
+needs (kind, retries, clear_before/after, after, recovery) and an opaque
+body of Serialized frames.  The controller wraps the spec in a
+:class:`WireTask` and schedules it like any task; only the engine unpickles
+the body.  Results stay opaque too (Serialized values, ErrorRecords).
+"""
+from foolscap.api import Referenceable
+from twisted.internet import defer
+from twisted.python import components
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from ipkernel import serialize, wire
+from ipkernel.error import TaskRejectError
+from ipkernel.interfaces.remote import RITaskController
+from ipkernel.interfaces.task import ITaskController
+from ipkernel.task.tasks import BaseTask, TaskResult
+
+#: What FCTaskControllerFromTaskController answers to ``get_client_name``.
+CLIENT_NAME = "ipkernel.client.fctask.FCTaskClient"
+KINDS = ("string", "map")
+_SPEC_KEYS = {"kind", "retries", "clear_before", "clear_after", "after", "recovery", "body"}
+_BODY_KEYS = {"func", "args", "kwargs", "depend"}
+#: Recovery tasks may nest, but not without end.
+MAX_RECOVERY_DEPTH = 16
+
+
+def _check_spec(spec, depth=0):
+    if not isinstance(spec, dict) or set(spec) - _SPEC_KEYS or "body" not in spec:
+        raise TypeError("a task spec is a dict with the keys kind, retries, clear_before, "
+                        "clear_after, after, recovery and body")
+    if spec.get("kind") not in KINDS:
+        raise ValueError(f"a task's kind is one of {KINDS}, not {spec.get('kind')!r}")
+    body = spec["body"]
+    if (not isinstance(body, dict) or set(body) - _BODY_KEYS
+            or not {"func", "args", "kwargs"} <= set(body)
+            or not all(isinstance(v, serialize.Serialized) for v in body.values())):
+        raise TypeError("a task body is a dict of Serialized frames: func, args, kwargs "
+                        "and optionally depend")
+    if spec.get("recovery") is not None:
+        if depth >= MAX_RECOVERY_DEPTH:
+            raise ValueError(f"recovery tasks nest more than {MAX_RECOVERY_DEPTH} deep")
+        _check_spec(spec["recovery"], depth + 1)
+
+
+class WireResult(TaskResult):
+    """A StringTask's outcome kept opaque on the controller: ``payload`` is
+    the Serialized ``{name: value}`` dict, or ``failure`` an ErrorRecord."""
+
+    def __init__(self, payload, engineid, failure=None):
+        super().__init__({}, engineid, failure=failure)
+        self.payload = payload
+
+    def to_wire(self):
+        """``('string', ok, payload-or-record, meta)`` for the client."""
+        meta = {"engineid": self.engineid, "taskid": self.taskid,
+                "submitted": self.submitted, "completed": self.completed,
+                "duration": self.duration}
+        if self.failure is None:
+            return ("string", True, self.payload, meta)
+        return ("string", False, self.failure, meta)
+
+
+class WireTask(BaseTask):
+    """A task the controller schedules without unpickling it (see module doc)."""
+
+    def __init__(self, spec):
+        _check_spec(spec)
+        recovery = spec.get("recovery")
+        super().__init__(clear_before=spec.get("clear_before", False),
+                         clear_after=spec.get("clear_after", False),
+                         retries=spec.get("retries", 0),
+                         recovery_task=WireTask(recovery) if recovery is not None else None,
+                         after=spec.get("after"))
+        self.kind = spec["kind"]
+        self.body = spec["body"]
+
+    async def _submit(self, engine):
+        gate = self.body.get("depend")
+        if gate is not None:
+            try:
+                await engine.apply(gate, (engine.id,))
+            except wire.WireError as exc:
+                if exc.record.ename == "TaskRejectError":
+                    raise TaskRejectError(exc.record.evalue) from None
+                raise
+        return await engine.apply(self.body["func"], self.body["args"], self.body["kwargs"])
+
+    def submit(self, engine):
+        return defer.ensureDeferred(self._submit(engine))
+
+    def finish(self, success, result):
+        if self.kind == "map":
+            return success, result
+        if success:
+            tr = WireResult(result, self._engineid)
+        else:
+            tr = WireResult(None, self._engineid, failure=wire.record_from_exception(result))
+        tr.taskid = self.taskid
+        tr.submitted, tr.completed, tr.duration = self.submitted, self.completed, self.duration
+        return True, tr
+
+
+def _record(failure):
+    return wire.record_from_exception(failure.value, include_exception=False)
+
+
+def _to_wire(value):
+    if isinstance(value, WireResult):
+        return value.to_wire()
+    if isinstance(value, TaskResult):  # a task submitted in process: not ours to open
+        raise TypeError("this result was produced by an in-process task")
+    return ("map", value)
+
+
+def _check_ids(ids):
+    if ids is None:
+        return None
+    return [int(i) for i in ids]
+
+
+@implementer(RITaskController)
+class FCTaskControllerFromTaskController(Referenceable):
+    """Adapter ITaskController -> RITaskController (thin translation).
+
+    Each ``remote_*`` method returns the value or an ErrorRecord; nothing a
+    client sent is unpickled here.
+    """
+
+    def __init__(self, taskcontroller):
+        self.taskcontroller = taskcontroller
+
+    def _call(self, method, *args):
+        try:
+            d = defer.maybeDeferred(getattr(self.taskcontroller, method), *args)
+        except Exception:
+            d = defer.fail()
+        return d.addErrback(_record)
+
+    def remote_get_client_name(self):
+        return CLIENT_NAME
+
+    def remote_run(self, task):
+        try:
+            wrapped = WireTask(task)
+        except Exception:
+            return _record(Failure())
+        return self._call("run", wrapped)
+
+    def remote_get_task_result(self, taskid, block=False):
+        d = defer.maybeDeferred(self.taskcontroller.get_task_result, taskid, block)
+        d.addCallback(lambda v: None if v is None else _to_wire(v))
+        return d.addErrback(_record)
+
+    def remote_abort(self, taskid):
+        return self._call("abort", taskid)
+
+    def remote_barrier(self, taskids):
+        return self._call("barrier", list(taskids))
+
+    def remote_spin(self):
+        return self._call("spin")
+
+    def remote_queue_status(self, verbose=False):
+        return self._call("queue_status", bool(verbose))
+
+    def remote_clear(self, taskids=None):
+        return self._call("clear", _check_ids(taskids))
+
+
+if components.getAdapterFactory(ITaskController, RITaskController, None) is None:
+    components.registerAdapter(FCTaskControllerFromTaskController, ITaskController,
+                               RITaskController)

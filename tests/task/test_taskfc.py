@@ -1,0 +1,237 @@
+"""The task farm over Foolscap: FCTaskControllerFromTaskController and FCTaskClient (tier 2)."""
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+
+from ipkernel import asyncclient, fcutil
+from ipkernel.client.fctask import FCTaskClient, ParallelFunction, TaskMapper
+from ipkernel.error import ControllerError, TaskAborted
+from ipkernel.interfaces.remote import RITaskController
+from ipkernel.interfaces.task import ITaskController
+from ipkernel.task import MapTask, StringTask, TaskResult
+from ipkernel.task.fc import FCTaskControllerFromTaskController, WireTask
+
+pytestmark = pytest.mark.tier2
+
+WAIT = 20
+
+
+def within(d, seconds=WAIT):
+    return d.addTimeout(seconds, reactor)
+
+
+async def raises(exc_type, d):
+    with pytest.raises(exc_type) as info:
+        await within(d)
+    return info.value
+
+
+@pytest_twisted.async_yield_fixture
+async def make_tc_cluster(make_fc_cluster):
+    """``async make(n) -> (cluster, FCTaskClient)``; the task FURL is on the controller Tub."""
+    made = []
+
+    async def make(n=2):
+        cluster = await make_fc_cluster(n)
+        tc = ITaskController(cluster.controller)
+        made.append(tc)
+        cluster.tc_furl = fcutil.register(cluster.tub, RITaskController(tc))
+        client = await asyncclient.get_task_client(cluster.tc_furl, tub=cluster.client_tub,
+                                                   timeout=WAIT)
+        return cluster, client
+
+    yield make
+    for tc in made:
+        tc.stop()
+
+
+def double(x):
+    return 2 * x
+
+
+def divide(x):
+    return 1 / 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_adapter_and_client_interfaces(make_tc_cluster):
+    cluster, tc = await make_tc_cluster(1)
+    assert isinstance(tc, FCTaskClient)
+    assert isinstance(RITaskController(ITaskController(cluster.controller)),
+                      FCTaskControllerFromTaskController)
+    for name in ("run", "get_task_result", "abort", "barrier", "spin", "queue_status", "clear",
+                 "map", "mapper", "parallel", "adapt_to_blocking_client"):
+        assert callable(getattr(tc, name))
+
+
+@pytest_twisted.ensureDeferred
+async def test_multiengine_furl_is_refused(make_tc_cluster):
+    cluster, _ = await make_tc_cluster(1)
+    with pytest.raises(ControllerError, match="not a task controller"):
+        await asyncclient.get_task_client(cluster.mec_furl, tub=cluster.client_tub, timeout=WAIT)
+
+
+@pytest_twisted.ensureDeferred
+async def test_task_ids_and_string_results(make_tc_cluster):
+    _, tc = await make_tc_cluster(2)
+    ids = [await within(tc.run(StringTask("a = 5", pull="a"))) for _ in range(4)]
+    assert ids == [0, 1, 2, 3]
+    tr = await within(tc.get_task_result(0, block=True))
+    assert isinstance(tr, TaskResult)
+    assert tr.ns.a == 5 and tr["a"] == 5 and tr.failure is None and tr.raise_exception() is None
+    assert tr.taskid == 0 and tr.engineid in (0, 1) and tr.duration >= 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_push_pull_and_string_failures(make_tc_cluster):
+    _, tc = await make_tc_cluster(1)
+    tid = await within(tc.run(StringTask("c = b + [a]", push={"a": 1, "b": [2]}, pull=["a", "b"])))
+    tr = await within(tc.get_task_result(tid, block=True))
+    assert tr.ns.a == 1 and tr["b"] == [2]
+    tid = await within(tc.run(StringTask("7=5", pull="x")))
+    tr = await within(tc.get_task_result(tid, block=True))
+    assert tr.failure is not None
+    with pytest.raises(SyntaxError):
+        tr.ns
+    tid = await within(tc.run(StringTask("pass", pull="undefined_name")))
+    tr = await within(tc.get_task_result(tid, block=True))
+    with pytest.raises(NameError):
+        tr.raise_exception()
+
+
+@pytest_twisted.ensureDeferred
+async def test_retries_and_recovery_through_the_wire(make_tc_cluster):
+    _, tc = await make_tc_cluster(1)
+    await within(tc.run(StringTask("i = 0")))
+    tid = await within(tc.run(StringTask("i += 1; assert i == 16", pull="i", retries=10)))
+    tr = await within(tc.get_task_result(tid, block=True))
+    with pytest.raises(AssertionError):
+        tr.raise_exception()
+    tid = await within(tc.run(StringTask("i += 1; assert i == 16", pull="i", retries=10)))
+    assert (await within(tc.get_task_result(tid, block=True))).ns.i == 16
+    recovery = StringTask("i = 16", pull="i")
+    tid = await within(tc.run(StringTask("assert False", retries=2, recovery_task=recovery)))
+    assert (await within(tc.get_task_result(tid, block=True))).ns.i == 16
+
+
+@pytest_twisted.ensureDeferred
+async def test_map_tasks(make_tc_cluster):
+    _, tc = await make_tc_cluster(2)
+    tid = await within(tc.run(MapTask(double, (10,))))
+    assert await within(tc.get_task_result(tid, block=True)) == 20
+    tid = await within(tc.run(MapTask(double, kwargs={"x": 10})))
+    assert await within(tc.get_task_result(tid, block=True)) == 20
+    tid = await within(tc.run(MapTask(divide, (1,))))
+    await raises(ZeroDivisionError, tc.get_task_result(tid, block=True))
+    status = await within(tc.queue_status())
+    assert status == {"pending": 0, "scheduled": 0, "succeeded": 2, "failed": 1}
+    verbose = await within(tc.queue_status(verbose=True))
+    assert verbose["failed"] == [tid]
+
+
+@pytest_twisted.ensureDeferred
+async def test_depend_rejects_through_the_wire(make_tc_cluster):
+    cluster, tc = await make_tc_cluster(2)
+    await within(cluster.client.set_properties({"color": "red"}, targets=1))
+    ids = [await within(tc.run(StringTask("x = 1", pull="x",
+                                          depend=lambda p: p.get("color") == "red")))
+           for _ in range(4)]
+    for tid in ids:
+        assert (await within(tc.get_task_result(tid, block=True))).engineid == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_abort_clear_barrier_spin(make_tc_cluster):
+    cluster, tc = await make_tc_cluster(1)
+    await raises(IndexError, tc.abort(0))
+    await raises(TypeError, tc.abort("asdfadsf"))
+    blocker = await within(tc.run(StringTask("import time; time.sleep(1.5)")))
+    waiting = await within(tc.run(MapTask(double, (1,))))
+    assert await within(tc.get_task_result(waiting)) is None
+    await within(tc.abort(waiting))
+    await raises(TaskAborted, tc.get_task_result(waiting, block=True))
+    await within(tc.barrier([blocker, waiting]))
+    await raises(IndexError, tc.abort(blocker))
+    await within(tc.spin())
+    assert await within(tc.clear()) == 2
+    await raises(IndexError, tc.get_task_result(0))
+
+
+@pytest_twisted.ensureDeferred
+async def test_mapper_defaults_and_map(make_tc_cluster):
+    _, tc = await make_tc_cluster(2)
+    m = tc.mapper()
+    assert isinstance(m, TaskMapper) and m.task_controller is tc
+    assert (m.clear_before, m.clear_after, m.retries, m.recovery_task, m.depend, m.block) == \
+        (False, False, 0, None, None, True)
+    data = list(range(10))
+    assert await within(m.map(double, data)) == [2 * x for x in data]
+    assert await within(tc.map(double, data)) == [2 * x for x in data]
+    ids = await within(tc.mapper(block=False).map(double, data))
+    assert ids == list(range(20, 30))
+    await raises(ZeroDivisionError, tc.map(divide, data))
+
+
+@pytest_twisted.ensureDeferred
+async def test_parallel(make_tc_cluster):
+    _, tc = await make_tc_cluster(2)
+    pf = tc.parallel()(double)
+    assert isinstance(pf, ParallelFunction)
+    assert await within(pf(range(6))) == [0, 2, 4, 6, 8, 10]
+    ids = await within(tc.parallel(block=False)(double)(range(3)))
+    assert len(ids) == 3
+    await raises(ZeroDivisionError, tc.parallel()(divide)(range(3)))
+
+
+@pytest_twisted.ensureDeferred
+async def test_multiengine_and_task_interfaces_share_the_controller(make_tc_cluster):
+    cluster, tc = await make_tc_cluster(2)
+    await within(cluster.client.execute("shared = 41", targets="all"))
+    results = await within(tc.map(lambda x: globals()["shared"] + x, [1, 1, 1, 1]))
+    assert results == [42, 42, 42, 42]
+
+
+def test_controller_never_unpickles_a_task():
+    spec = {"kind": "map", "retries": 0, "clear_before": False, "clear_after": False,
+            "after": None, "recovery": None, "body": {"func": object(), "args": 1, "kwargs": 2}}
+    with pytest.raises(TypeError, match="Serialized"):
+        WireTask(spec)
+
+
+@pytest_twisted.ensureDeferred
+async def test_adapt_to_blocking_client(make_tc_cluster):
+    cluster, tc = await make_tc_cluster(1)
+    assert tc.adapt_to_blocking_client() == ("ipkernel.client.TaskClient", cluster.tc_furl)
+
+
+@pytest_twisted.ensureDeferred
+async def test_blocking_task_client_from_a_worker_thread(make_tc_cluster):
+    from twisted.internet import threads
+
+    from ipkernel.client import TaskClient
+
+    cluster, _ = await make_tc_cluster(2)
+
+    def user():
+        with TaskClient(cluster.tc_furl, tub=cluster.client_tub,
+                        call_in_reactor=reactor.callFromThread, timeout=WAIT) as tc:
+            tid = tc.run(StringTask("y = 6 * 7", pull="y"))
+            out = {"string": tc.get_task_result(tid, block=True).ns.y}
+            out["block"] = tc.run(MapTask(double, (4,)), block=True)
+            out["map"] = tc.map(double, range(5))
+            out["ids"] = tc.mapper(block=False).map(double, range(2))
+            out["parallel"] = tc.parallel()(double)([1, 2])
+            tc.barrier(out["ids"])
+            out["status"] = tc.queue_status()
+            try:
+                tc.map(divide, [1])
+            except ZeroDivisionError:
+                out["raised"] = True
+            out["cleared"] = tc.clear()
+        return out
+
+    out = await threads.deferToThread(user).addTimeout(WAIT * 2, reactor)
+    assert out["string"] == 42 and out["block"] == 8
+    assert out["map"] == [0, 2, 4, 6, 8] and out["parallel"] == [2, 4]
+    assert len(out["ids"]) == 2 and out["raised"]
+    assert out["status"]["succeeded"] == 11 and out["cleared"] == 12
