@@ -481,3 +481,16 @@ async def test_abort_a_task_waiting_for_another(make_tc, gates):
     gate.open()
     await within(tc.barrier([first, waiting]))
     assert (await within(tc.queue_status()))["failed"] == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_multiengine_and_task_farm_share_a_controller(make_tc):
+    from ipkernel.interfaces.multiengine import IMultiEngine
+    tc = make_tc(2)
+    me = IMultiEngine(tc.controller)
+    ids = [await tc.run(MapTask(double, (i,))) for i in range(10)]
+    await within(me.execute("shared = id * 10", targets="all"))
+    await within(tc.barrier(ids))
+    assert [await within(tc.get_task_result(i)) for i in ids] == [2 * i for i in range(10)]
+    tr = await result(tc, await tc.run(StringTask("", pull="shared")))
+    assert tr["shared"] == tr.engineid * 10
