@@ -23,6 +23,7 @@ CLIENT_NAME = "ipkernel.client.fctask.FCTaskClient"
 KINDS = ("string", "map")
 _SPEC_KEYS = {"kind", "retries", "clear_before", "clear_after", "after", "recovery", "body"}
 _BODY_KEYS = {"func", "args", "kwargs", "depend"}
+_ERROR_MODULE = TaskRejectError.__module__
 #: Recovery tasks may nest, but not without end.
 MAX_RECOVERY_DEPTH = 16
 
@@ -78,15 +79,19 @@ class WireTask(BaseTask):
         self.body = spec["body"]
 
     async def _submit(self, engine):
-        gate = self.body.get("depend")
-        if gate is not None:
-            try:
+        # A TaskRejectError raised on the engine (by the depend gate or by the
+        # task's own code) arrives as a record: turn it back into the error
+        # the TaskController routes to another engine.
+        try:
+            gate = self.body.get("depend")
+            if gate is not None:
                 await engine.apply(gate, (engine.id,))
-            except wire.WireError as exc:
-                if exc.record.ename == "TaskRejectError":
-                    raise TaskRejectError(exc.record.evalue) from None
-                raise
-        return await engine.apply(self.body["func"], self.body["args"], self.body["kwargs"])
+            return await engine.apply(self.body["func"], self.body["args"],
+                                      self.body["kwargs"])
+        except wire.WireError as exc:
+            if exc.record.ename == "TaskRejectError" and exc.record.module == _ERROR_MODULE:
+                raise TaskRejectError(exc.record.evalue) from None
+            raise
 
     def submit(self, engine):
         return defer.ensureDeferred(self._submit(engine))

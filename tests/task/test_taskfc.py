@@ -235,3 +235,42 @@ async def test_blocking_task_client_from_a_worker_thread(make_tc_cluster):
     assert out["map"] == [0, 2, 4, 6, 8] and out["parallel"] == [2, 4]
     assert len(out["ids"]) == 2 and out["raised"]
     assert out["status"]["succeeded"] == 11 and out["cleared"] == 12
+
+
+@pytest_twisted.ensureDeferred
+async def test_task_reject_error_raised_by_the_task_is_routed_to_another_engine(make_tc_cluster):
+    cluster, tc = await make_tc_cluster(2)
+    await within(cluster.client.execute("import os", targets="all"))
+    await within(cluster.client.push({"my_id": 0}, targets=0))
+    await within(cluster.client.push({"my_id": 1}, targets=1))
+    code = ("from ipkernel.error import TaskRejectError\n"
+            "if my_id == 0: raise TaskRejectError('not here')\n"
+            "where = my_id")
+    ids = [await within(tc.run(StringTask(code, pull="where"))) for _ in range(4)]
+    for tid in ids:
+        assert (await within(tc.get_task_result(tid, block=True))).ns.where == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_after_dependencies_over_the_wire(make_tc_cluster):
+    _, tc = await make_tc_cluster(2)
+    first = await within(tc.run(StringTask("import time; time.sleep(0.3); v = 1", pull="v")))
+    second = await within(tc.run(MapTask(double, (2,), after=[first])))
+    assert await within(tc.get_task_result(second, block=True)) == 4
+    status = await within(tc.queue_status(verbose=True))
+    assert first in status["succeeded"]
+    await raises(IndexError, tc.run(MapTask(double, (1,), after=[99])))
+
+
+@pytest_twisted.ensureDeferred
+async def test_clear_before_and_after_over_the_wire(make_tc_cluster):
+    cluster, tc = await make_tc_cluster(1)
+    await within(cluster.client.execute("before = 1", targets=0))
+    tid = await within(tc.run(StringTask("mine = 2", pull="before", clear_before=True,
+                                         clear_after=True)))
+    tr = await within(tc.get_task_result(tid, block=True))
+    with pytest.raises(NameError):
+        tr.raise_exception()
+    await within(tc.barrier(tid))
+    keys = await within(cluster.client.keys(targets=0))
+    assert "mine" not in keys[0]
