@@ -23,6 +23,7 @@ controller has stopped); :func:`run` is the console entry point.
 """
 import argparse
 import os
+import sqlite3
 import sys
 
 from twisted.application import service
@@ -37,6 +38,8 @@ from ipkernel.controller import ControllerService
 from ipkernel.controller.fc import FCEngineRegistrar, FCSynchronousMultiEngine
 from ipkernel.interfaces.remote import RITaskController
 from ipkernel.interfaces.task import ITaskController
+from ipkernel.task.controller import TaskController
+from ipkernel.task.store import open_store
 from ipkernel.task import fc as _task_fc  # noqa: F401  (registers ITaskController -> RITaskController)
 from ipkernel.controller.heartbeat import DEFAULT_PERIOD, DEFAULT_TIMEOUT, HeartMonitor
 from ipkernel.error import SecurityError
@@ -81,6 +84,12 @@ def build_parser():
                    help=f"an engine silent this long is dropped (default {DEFAULT_TIMEOUT:g})")
     p.add_argument("--payload-cap", type=int, default=None,
                    help="refuse client payloads bigger than this many bytes (default: no cap)")
+    p.add_argument("--db", choices=("memory", "sqlite"), default="memory",
+                   help="where the task farm keeps tasks and results: 'memory' (default; "
+                        "lost when the controller stops) or 'sqlite' (the file "
+                        "db/tasks.sqlite in the cluster directory: task ids continue, tasks "
+                        "queued or running at a stop run again and finished results stay "
+                        "retrievable across controller and client restarts, until cleared)")
     p.add_argument("--max-engines", type=int, default=511, help="highest engine id (default 511)")
     p.add_argument("--parent-pid", type=int, metavar="PID",
                    help="stop when process PID exits (launchers pass their own pid, so a "
@@ -112,6 +121,10 @@ class ControllerApp:
         self.controller = ControllerService(max_engines=options.max_engines, save_ids=True,
                                             shutdown_hook=self._kill_requested)
         self.controller.setServiceParent(self.top)
+        # The task farm, with its store, made before anything adapts the controller.
+        self.task_store = open_store(getattr(options, "db", "memory"), cluster.path)
+        self.controller._ipkernel_task_controller = TaskController(self.controller,
+                                                                   store=self.task_store)
         self.heart = HeartMonitor(self.controller, period=options.heartbeat_period,
                                   timeout=options.heartbeat_timeout, clock=reactor)
         self.heart.setServiceParent(self.top)
@@ -200,6 +213,10 @@ class ControllerApp:
         return d
 
     def _stopped(self, _):
+        try:
+            self.controller._ipkernel_task_controller.stop()
+        except Exception:
+            log.failure("while closing the task store")
         log.info("ipcontroller stopped")
         if not self.finished.called:
             self.finished.callback(None)
@@ -230,6 +247,8 @@ async def main(reactor, argv):
                 app = ControllerApp(reactor, options, cluster)
             except ValueError as exc:
                 raise AppError(str(exc)) from None
+            except sqlite3.Error as exc:
+                raise AppError(f"cannot open the task database: {exc}") from None
             trigger = reactor.addSystemEventTrigger("before", "shutdown", on_reactor_shutdown)
             await app.start()
             if options.parent_pid:

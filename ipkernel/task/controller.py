@@ -10,7 +10,9 @@ from ipkernel.controller.service import ControllerAdapterBase
 from ipkernel.error import (EngineError, ResultEvicted, TaskAborted, TaskRejectError,
                             TaskTimeout)
 from ipkernel.interfaces.task import ITask, ITaskController, IWorker
+from ipkernel.task import persist
 from ipkernel.task.schedulers import FIFOScheduler, LIFOScheduler
+from ipkernel.task.store import MemoryTaskStore
 from ipkernel.task.tasks import TaskResult
 
 log = Logger()
@@ -63,10 +65,14 @@ class TaskController(ControllerAdapterBase):
     ``max_engine_losses``: engines a task may lose mid-run before failing with
     EngineError.  ``max_rejects``: bound on TaskRejectError re-routings.
     ``clock``: an IReactorTime (tests inject a Clock).
+    ``store``: where tasks and results are kept (:mod:`ipkernel.task.store`;
+    default a MemoryTaskStore).  With a persistent store, ids continue after
+    a restart, tasks that were queued or running are queued again (a running
+    one counts as an engine loss) and finished results are served again.
     """
 
     def __init__(self, controller, scheduler="fifo", timeout=30.0, max_results=100_000,
-                 max_engine_losses=3, max_rejects=1000, clock=None):
+                 max_engine_losses=3, max_rejects=1000, clock=None, store=None):
         super().__init__(controller)
         if clock is None:
             from twisted.internet import reactor as clock
@@ -84,10 +90,41 @@ class TaskController(ControllerAdapterBase):
         self._dependents = {}
         self._workers = {}
         self._rejected_queued = set()
+        self.store = MemoryTaskStore() if store is None else store
+        self._load()
         controller.on_register_engine_do(self._engine_registered, True)
         controller.on_unregister_engine_do(self._engine_unregistered, True)
         for engine_id in sorted(controller.engines):
             self._add_worker(engine_id)
+
+    # -- persistence -------------------------------------------------------------------
+
+    def _load(self):
+        state = self.store.load()
+        self._next_id = state.next_id
+        for taskid, result in state.finished:
+            self._results[taskid] = persist.result_from_plain(result)
+        while len(self._results) > self.max_results:
+            old, _ = self._results.popitem(last=False)
+            self._evicted.add(old)
+        for taskid, state_name, spec in state.unfinished:
+            task = persist.task_from_plain(spec)
+            task.taskid = taskid
+            rec = self._live[taskid] = _Record(task)
+            if state_name == "running":
+                rec.losses = 1  # its engine went away with the old controller
+        for taskid, rec in list(self._live.items()):
+            if self._ready(rec.task):
+                self._queue(taskid)
+            else:
+                for i in rec.task.after[1]:
+                    self._dependents.setdefault(i, []).append(taskid)
+        if state.unfinished:
+            log.info("task store: {n} unfinished tasks queued again", n=len(state.unfinished))
+
+    def _store_result(self, taskid, success, value):
+        if self.store.persistent:
+            self.store.finish(taskid, persist.result_to_plain(success, value))
 
     # -- engines ----------------------------------------------------------------
 
@@ -117,8 +154,11 @@ class TaskController(ControllerAdapterBase):
         rec = self._live.get(task.taskid)
         return rec is None or worker.workerid not in rec.rejected
 
-    def _queue(self, taskid):
+    def _queue(self, taskid, lost=False):
         rec = self._live[taskid]
+        # after an engine loss the store keeps 'running': a restart counts the loss
+        if rec.state == "running" and not lost:
+            self.store.set_state(taskid, "queued")
         rec.state = "queued"
         if rec.rejected:
             self._rejected_queued.add(taskid)
@@ -138,6 +178,7 @@ class TaskController(ControllerAdapterBase):
     def _start(self, worker, task):
         rec = self._live[task.taskid]
         rec.state = "running"
+        self.store.set_state(task.taskid, "running")
         self._rejected_queued.discard(task.taskid)
         if rec.timer is not None:
             rec.timer.cancel()
@@ -183,7 +224,7 @@ class TaskController(ControllerAdapterBase):
                     f"task {taskid} lost {rec.losses} engines while running")))
             else:
                 log.info("task {t} lost engine {e}; rescheduling", t=taskid, e=worker.workerid)
-                self._queue(taskid)
+                self._queue(taskid, lost=True)
         elif not success and result.check(TaskRejectError):
             rec.rejected.add(worker.workerid)
             rec.rejects += 1
@@ -209,9 +250,14 @@ class TaskController(ControllerAdapterBase):
         if rec.timer is not None:
             rec.timer.cancel()
         self._results[taskid] = (success, value)
+        self._store_result(taskid, success, value)
+        evicted = []
         while len(self._results) > self.max_results:
             old, _ = self._results.popitem(last=False)
             self._evicted.add(old)
+            evicted.append(old)
+        if evicted:
+            self.store.delete(evicted)
         for dependent in self._dependents.pop(taskid, []):
             drec = self._live.get(dependent)
             if drec is not None and drec.state == "waiting" and self._ready(drec.task):
@@ -252,6 +298,8 @@ class TaskController(ControllerAdapterBase):
                 raise IndexError(f"after names tasks never submitted: {unknown}")
         taskid = task.taskid = self._next_id
         self._next_id += 1
+        if self.store.persistent:
+            self.store.add(taskid, persist.task_to_plain(task))
         self._live[taskid] = _Record(task)
         if self._ready(task):
             self._queue(taskid)
@@ -332,6 +380,7 @@ class TaskController(ControllerAdapterBase):
             count = len(self._results)
             self._results.clear()
             self._evicted.clear()
+            self.store.delete()
             return defer.succeed(count)
         ids = [taskids] if isinstance(taskids, int) else list(taskids)
         missing = [i for i in ids if i not in self._results]
@@ -339,13 +388,15 @@ class TaskController(ControllerAdapterBase):
         for i in ids:
             if self._results.pop(i, None) is not None:
                 count += 1
+        self.store.delete([i for i in ids if i not in missing])
         if missing:
             return defer.fail(KeyError(f"no finished result for task ids {missing}"))
         return defer.succeed(count)
 
     def stop(self):
-        """Cancel the timers (for a controller that is going away)."""
+        """Cancel the timers and close the store (for a controller that is going away)."""
         for rec in self._live.values():
             if rec.timer is not None:
                 rec.timer.cancel()
                 rec.timer = None
+        self.store.close()

@@ -1,0 +1,130 @@
+"""Task stores: opaque encoding, the SQLite file, a TaskController restarted on it (tier 1)."""
+import pickle
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+
+from ipkernel import serialize, wire
+from ipkernel.task import TaskController
+from ipkernel.task.fc import WireResult, WireTask
+from ipkernel.task.store import (MemoryTaskStore, SQLiteTaskStore, decode, encode,
+                                 open_store)
+
+WAIT = 10
+# Frames that are not even valid pickles: storing them proves nothing is opened.
+JUNK = serialize.Serialized([b"\x00not a pickle\xff", b"second frame"], "pickle", {"n": 1})
+
+
+@pytest.fixture
+def no_unpickling(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the task store unpickled something")
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(pickle, "load", refuse)
+
+
+def spec(after=None):
+    return {"kind": "map", "retries": 2, "clear_before": False, "clear_after": True,
+            "after": after, "recovery": None,
+            "body": {"func": JUNK, "args": JUNK, "kwargs": JUNK}}
+
+
+def same_serialized(a, b):
+    return (a.frames == b.frames and a.type_descriptor == b.type_descriptor
+            and a.metadata == b.metadata)
+
+
+def test_encode_round_trips_opaque_data(no_unpickling):
+    record = wire.ErrorRecord("ZeroDivisionError", "boom", "builtins", "tb",
+                              {"engine_id": 3}, exception=JUNK,
+                              errors=[wire.ErrorRecord("KeyError", "k")])
+    value = {"s": JUNK, "e": record, "t": (1, "two", None), "b": b"\x00\x01", 7: [1.5, True]}
+    back = decode(encode(value))
+    assert isinstance(encode(value), bytes)
+    assert same_serialized(back["s"], JUNK)
+    assert back["e"].state()["evalue"] == "boom"
+    assert same_serialized(back["e"].exception, JUNK)
+    assert back["e"].errors[0].ename == "KeyError"
+    assert back["t"] == (1, "two", None) and back["b"] == b"\x00\x01" and back[7] == [1.5, True]
+    with pytest.raises(TypeError):
+        encode(object())
+
+
+def test_sqlite_store_remembers_across_reopen(tmp_path, no_unpickling):
+    path = tmp_path / "db" / "tasks.sqlite"
+    store = SQLiteTaskStore(path)
+    store.add(0, spec())
+    store.add(1, spec())
+    store.add(2, None)  # an in-process task: only its id is remembered
+    store.set_state(1, "running")
+    store.finish(0, {"k": "map", "value": JUNK})
+    store.close()
+
+    store = SQLiteTaskStore(path)
+    state = store.load()
+    assert state.next_id == 3
+    assert [(i, s) for i, s, _ in state.unfinished] == [(1, "running")]
+    assert same_serialized(state.unfinished[0][2]["body"]["func"], JUNK)
+    assert [i for i, _ in state.finished] == [0]
+    assert same_serialized(state.finished[0][1]["value"], JUNK)
+    store.delete([0])
+    store.close()
+
+    store = SQLiteTaskStore(path)
+    state = store.load()
+    assert state.next_id == 3 and state.finished == []
+    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    store.close()
+
+
+def test_open_store(tmp_path):
+    assert type(open_store("memory")) is MemoryTaskStore
+    store = open_store("sqlite", tmp_path)
+    assert store.path == str(tmp_path / "db" / "tasks.sqlite")
+    store.close()
+    with pytest.raises(ValueError):
+        open_store("mongo", tmp_path)
+
+
+@pytest_twisted.ensureDeferred
+async def test_controller_restart_on_sqlite(make_controller, tmp_path, no_unpickling):
+    path = tmp_path / "tasks.sqlite"
+    tc = TaskController(make_controller(0), store=SQLiteTaskStore(path))  # no engines: all wait
+    ids = [await tc.run(WireTask(spec())) for _ in range(4)]
+    assert ids == [0, 1, 2, 3]
+    await tc.abort(2)
+    # task 3 "finished" with an opaque string result, 1 was running at the stop
+    tc.store.finish(3, {"k": "string", "payload": JUNK, "failure": None, "engineid": 0,
+                        "taskid": 3, "submitted": "s", "completed": "c", "duration": 1.0})
+    tc.store.set_state(1, "running")
+    tc.stop()
+
+    tc = TaskController(make_controller(0), store=SQLiteTaskStore(path))
+    try:
+        assert await tc.run(WireTask(spec())) == 4  # ids continue
+        assert await tc.get_task_result(0) is None  # queued again
+        assert tc._live[1].losses == 1 and tc._live[0].losses == 0
+        assert tc._live[1].task.retries == 2
+        status = await tc.queue_status()
+        assert status == {"pending": 0, "scheduled": 3, "succeeded": 1, "failed": 1}
+        res = await tc.get_task_result(3)
+        assert isinstance(res, WireResult) and same_serialized(res.payload, JUNK)
+        with pytest.raises(wire.WireError) as info:
+            await tc.get_task_result(2).addTimeout(WAIT, reactor)
+        assert info.value.record.ename == "TaskAborted"
+        assert await tc.clear([3]) == 1
+    finally:
+        tc.stop()
+
+    tc = TaskController(make_controller(0), store=SQLiteTaskStore(path))
+    try:
+        assert sorted(tc._results) == [2]
+        assert sorted(tc._live) == [0, 1, 4]
+        assert await tc.clear() == 1
+        assert await tc.run(WireTask(spec())) == 5
+    finally:
+        tc.stop()
+    tc = TaskController(make_controller(0), store=SQLiteTaskStore(path))
+    assert tc._results == {} and tc._next_id == 6
+    tc.stop()
