@@ -128,3 +128,24 @@ async def test_controller_restart_on_sqlite(make_controller, tmp_path, no_unpick
     tc = TaskController(make_controller(0), store=SQLiteTaskStore(path))
     assert tc._results == {} and tc._next_id == 6
     tc.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_engine_loss_is_remembered_but_a_retry_is_not(make_controller, tmp_path):
+    path = tmp_path / "tasks.sqlite"
+    tc = TaskController(make_controller(0), store=SQLiteTaskStore(path))
+    lost, retried = await tc.run(WireTask(spec())), await tc.run(WireTask(spec()))
+    for taskid in (lost, retried):  # as _start would have done
+        tc.scheduler.remove_task(tc._live[taskid].task)
+        tc._live[taskid].state = "running"
+        tc.store.set_state(taskid, "running")
+    tc._queue(lost, lost=True)
+    tc._queue(retried)
+    tc.stop()
+    tc = TaskController(make_controller(0), store=SQLiteTaskStore(path))
+    try:
+        assert tc._live[lost].losses == 1 and tc._live[retried].losses == 0
+        assert (await tc.queue_status()) == {"pending": 0, "scheduled": 2, "succeeded": 0,
+                                             "failed": 0}
+    finally:
+        tc.stop()
