@@ -283,5 +283,9 @@ class RITaskController(RemoteInterface):
     def queue_status(verbose=Block):
         return Outcome
 
-    def clear(taskids=ChoiceOf(None, ListOf(TaskId, maxLength=MAX_KEYS))):
+    def clear(taskids=ListOf(TaskId, maxLength=MAX_KEYS), all_results=Block):
+        """Forget finished results: every one when ``all_results``, else ``taskids``.
+
+        (Two arguments because Foolscap cannot choose between None and a list
+        on the way in.)"""
         return Outcome

@@ -111,7 +111,9 @@ class FCTaskClient:
 
     def clear(self, taskids=None):
         """Forget finished results (all of them, or ``taskids``)."""
-        return self._call("clear", None if taskids is None else _ids(taskids))
+        if taskids is None:
+            return self._call("clear", [], True)
+        return self._call("clear", _ids(taskids), False)
 
     def map(self, func, *sequences):
         """``[func(*args) ...]`` as load-balanced tasks, in order."""

@@ -171,8 +171,8 @@ class FCTaskControllerFromTaskController(Referenceable):
     def remote_queue_status(self, verbose=False):
         return self._call("queue_status", bool(verbose))
 
-    def remote_clear(self, taskids=None):
-        return self._call("clear", _check_ids(taskids))
+    def remote_clear(self, taskids, all_results):
+        return self._call("clear", None if all_results else _check_ids(taskids))
 
 
 if components.getAdapterFactory(ITaskController, RITaskController, None) is None:

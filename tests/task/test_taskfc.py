@@ -158,6 +158,18 @@ async def test_abort_clear_barrier_spin(make_tc_cluster):
 
 
 @pytest_twisted.ensureDeferred
+async def test_clear_some_ids_over_the_wire(make_tc_cluster):
+    _, tc = await make_tc_cluster(1)
+    ids = [await within(tc.run(MapTask(double, (i,)))) for i in range(3)]
+    await within(tc.barrier(ids))
+    assert await within(tc.clear([ids[0], ids[2]])) == 2
+    await raises(IndexError, tc.get_task_result(ids[0]))
+    assert await within(tc.get_task_result(ids[1])) == 2
+    await raises(KeyError, tc.clear([ids[0]]))
+    assert await within(tc.clear(ids[1])) == 1
+
+
+@pytest_twisted.ensureDeferred
 async def test_mapper_defaults_and_map(make_tc_cluster):
     _, tc = await make_tc_cluster(2)
     m = tc.mapper()
