@@ -16,20 +16,31 @@ from ipkernel.error import CompositeError, ControllerError
 __all__ = ["get_multiengine_client", "get_task_client", "FCTaskClient", "FCFullSynchronousMultiEngineClient", "CompositeError"]
 
 
-async def _multiengine_client(furl_or_file, tub, timeout):
-    furl, rref = await get_reference(furl_or_file or default_furl_file(), tub, timeout)
+async def _checked_reference(furl_or_file, default_file, tub, timeout, client_class, kind,
+                             wrong_furl_hint):
+    """Connect and make sure the FURL leads to ``client_class``'s kind of object."""
     from twisted.internet import reactor
 
+    furl, rref = await get_reference(furl_or_file or default_file, tub, timeout)
     where = _where(furl_or_file, furl)
     try:
         name = await rref.callRemote("get_client_name").addTimeout(timeout, reactor)
     except Exception as exc:
         raise ControllerError(
-            f"{where} does not lead to a multi-engine controller (it does not answer "
-            f"get_client_name: {type(exc).__name__}); is it the engine FURL "
-            f"(ipcontroller-engine.furl) instead of ipcontroller-mec.furl?") from None
-    if name != FCFullSynchronousMultiEngineClient.client_name:
-        raise ControllerError(f"{where} is not a multi-engine controller (it offers {name!r})")
+            f"{where} does not lead to a {kind} (it does not answer "
+            f"get_client_name: {type(exc).__name__}); {wrong_furl_hint}") from None
+    if name != client_class.client_name:
+        raise ControllerError(f"{where} is not a {kind} (it offers {name!r})")
+    return furl, rref
+
+
+async def _multiengine_client(furl_or_file, tub, timeout):
+    from twisted.internet import reactor
+
+    furl, rref = await _checked_reference(
+        furl_or_file, default_furl_file(), tub, timeout, FCFullSynchronousMultiEngineClient,
+        "multi-engine controller",
+        "is it the engine FURL (ipcontroller-engine.furl) instead of ipcontroller-mec.furl?")
     # A session of our own: our non-blocking results are private to us.
     session = await rref.callRemote("open_session").addTimeout(timeout, reactor)
     return FCFullSynchronousMultiEngineClient(session, furl=furl)
@@ -47,19 +58,9 @@ def get_multiengine_client(furl_or_file=None, tub=None, timeout=DEFAULT_TIMEOUT)
 
 
 async def _task_client(furl_or_file, tub, timeout):
-    furl, rref = await get_reference(furl_or_file or default_furl_file(TASK_FURL), tub, timeout)
-    from twisted.internet import reactor
-
-    where = _where(furl_or_file, furl)
-    try:
-        name = await rref.callRemote("get_client_name").addTimeout(timeout, reactor)
-    except Exception as exc:
-        raise ControllerError(
-            f"{where} does not lead to a task controller (it does not answer "
-            f"get_client_name: {type(exc).__name__}); use ipcontroller-tc.furl") from None
-    if name != FCTaskClient.client_name:
-        raise ControllerError(f"{where} is not a task controller (it offers {name!r}); "
-                              f"use ipcontroller-tc.furl")
+    furl, rref = await _checked_reference(
+        furl_or_file, default_furl_file(TASK_FURL), tub, timeout, FCTaskClient,
+        "task controller", "use ipcontroller-tc.furl")
     return FCTaskClient(rref, furl=furl)
 
 

@@ -416,13 +416,16 @@ async def test_fifo_and_lifo_order(make_tc, gates, scheduler, order):
 async def test_many_small_tasks_keep_every_engine_busy(make_tc, gates):
     tc = make_tc(4)
     gate = gates.new()
-    held = [await tc.run(StringTask(gate.code)) for _ in range(4)]
-    await gate.wait_arrivals(4)  # four tasks run at once: one per engine
-    ids = [await tc.run(MapTask(lambda: id)) for _ in range(40)]
+    held = [await tc.run(StringTask(f"{gate.code}\nx = id", pull="x")) for _ in range(8)]
+    # An engine runs one task at a time, so four tasks at the gate together
+    # are on four different engines.
+    await gate.wait_arrivals(4)
+    ids = [await tc.run(MapTask(lambda i: i * i, (i,))) for i in range(40)]
     gate.open()
     await within(tc.barrier(held + ids))
-    ran_on = [await within(tc.get_task_result(i)) for i in ids]
-    assert set(ran_on) == {0, 1, 2, 3}
+    first_four = {(await within(tc.get_task_result(i)))["x"] for i in held[:4]}
+    assert first_four == {0, 1, 2, 3}
+    assert [await within(tc.get_task_result(i)) for i in ids] == [i * i for i in range(40)]
 
 
 @pytest_twisted.ensureDeferred
