@@ -53,12 +53,14 @@ async def test_sqlite_results_and_tasks_survive_a_controller_restart(cluster, tm
     fresh = await task_client(cluster)  # a new client, from the same FURL file
     again = await cluster.within(fresh.get_task_result(quick), WAIT, "the stored result")
     assert again["answer"] == 42 and again.taskid == quick
-    assert await fresh.run(StringTask("pass")) == long_id + 1  # ids continue
+    later = await fresh.run(StringTask("pass"))
+    assert later == long_id + 1  # ids continue
     gate.touch()  # lets the first run (if still going) and the second one finish
     done = await cluster.within(fresh.get_task_result(long_id, block=True), WAIT, "long task")
     assert done["opened"] is True
     assert runs.read_text().count("run") == 2  # it ran again after the restart
     assert await fresh.clear([quick]) == 1
-    assert await fresh.clear() == 2
+    await cluster.within(fresh.barrier([later]), WAIT, "the later task")
+    assert await fresh.clear() == 2  # the long task and the later one
     with pytest.raises(IndexError):
         await fresh.get_task_result(quick)
