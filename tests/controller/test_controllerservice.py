@@ -3,7 +3,7 @@ import time
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor
+from twisted.internet import defer
 from zope.interface.verify import verifyObject
 
 from ipkernel.controller import ControllerService
@@ -12,13 +12,9 @@ from ipkernel.error import ControllerError, EngineError
 from ipkernel.interfaces.controller import IControllerBase, IControllerCore
 from ipkernel.interfaces.engine import IEngineQueued
 
+from awaiting import within
+
 pytestmark = pytest.mark.tier1
-
-WAIT = 10
-
-
-def within(d, seconds=WAIT):
-    return d.addTimeout(seconds, reactor)
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import io
 import numpy
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor
 from zope.interface.verify import verifyObject
 
 from ipkernel.engine import Interpreter, QueuedEngine, current_request
@@ -21,12 +20,7 @@ from ipkernel.interfaces.multiengine import (IEngineMultiplexer, IFullMultiEngin
                                              IMultiEngineCoordinator, IMultiEngineExtras)
 from ipkernel.serialize import Serialized, serialize, unserialize
 
-WAIT = 10
-
-
-def within(d, seconds=WAIT):
-    assert isinstance(d, defer.Deferred), f"expected a Deferred, got {d!r}"
-    return d.addTimeout(seconds, reactor)
+from awaiting import within
 
 
 def error_types(err):

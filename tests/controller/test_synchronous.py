@@ -11,7 +11,7 @@ import string
 import numpy
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor
+from twisted.internet import defer
 from zope.interface.verify import verifyObject
 
 from ipkernel.error import (Aborted, AbortedPendingDeferredError, CompositeError,
@@ -21,12 +21,7 @@ from ipkernel.interfaces.multiengine import (IFullMultiEngine, IFullSynchronousM
                                              ISynchronousMultiEngine)
 from ipkernel.serialize import Serialized, serialize, unserialize
 
-WAIT = 10
-
-
-def within(d, seconds=WAIT):
-    assert isinstance(d, defer.Deferred), f"expected a Deferred, got {d!r}"
-    return d.addTimeout(seconds, reactor)
+from awaiting import within
 
 
 def error_types(err):

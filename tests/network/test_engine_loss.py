@@ -1,24 +1,13 @@
 """Tier 2: engines that go away -- connection lost, killed, shut down."""
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor
+from twisted.internet import defer
 
-from ipkernel.error import CompositeError, EngineError
+from ipkernel.error import EngineError
+
+from awaiting import composite, within
 
 pytestmark = pytest.mark.tier2
-
-WAIT = 10
-
-
-def within(d, seconds=WAIT):
-    assert isinstance(d, defer.Deferred), f"expected a Deferred, got {d!r}"
-    return d.addTimeout(seconds, reactor)
-
-
-async def composite(d):
-    with pytest.raises(CompositeError) as info:
-        await within(d)
-    return info.value
 
 
 def unregistered(controller, engine_id):

@@ -3,25 +3,13 @@ import io
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor
 
-from ipkernel.error import (ENGINE_INFO_ATTR, TRACEBACK_ATTR, CompositeError, InvalidEngineID,
+from ipkernel.error import (ENGINE_INFO_ATTR, TRACEBACK_ATTR, InvalidEngineID,
                             PayloadTooLarge, RemoteError)
 
+from awaiting import composite, within
+
 pytestmark = pytest.mark.tier2
-
-WAIT = 10
-
-
-def within(d, seconds=WAIT):
-    assert isinstance(d, defer.Deferred), f"expected a Deferred, got {d!r}"
-    return d.addTimeout(seconds, reactor)
-
-
-async def composite(d):
-    with pytest.raises(CompositeError) as info:
-        await within(d)
-    return info.value
 
 
 # Engine code raising exceptions that cannot travel as themselves.

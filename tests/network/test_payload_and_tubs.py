@@ -3,21 +3,17 @@ import numpy
 import pytest
 import pytest_twisted
 from foolscap.api import Referenceable, RemoteException
-from twisted.internet import defer, reactor
+from twisted.internet import reactor
 
 from ipkernel import fcutil
 from ipkernel.error import CompositeError, PayloadTooLarge
 from ipkernel.serialize import serialize
 
+from awaiting import within
+
 pytestmark = pytest.mark.tier2
 
-WAIT = 10
 CAP = 10_000
-
-
-def within(d, seconds=WAIT):
-    assert isinstance(d, defer.Deferred), f"expected a Deferred, got {d!r}"
-    return d.addTimeout(seconds, reactor)
 
 
 async def too_large(d):

@@ -1,7 +1,6 @@
 """The in-process task farm: ITaskController adapted from a ControllerService (tier 1)."""
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor
 from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
@@ -10,22 +9,11 @@ from ipkernel.error import EngineError, ResultEvicted, TaskAborted, TaskTimeout
 from ipkernel.interfaces.task import ITaskController
 from ipkernel.task import MapTask, StringTask, TaskController, TaskResult
 
-WAIT = 10
-
-
-def within(d, seconds=WAIT):
-    assert isinstance(d, defer.Deferred), f"expected a Deferred, got {d!r}"
-    return d.addTimeout(seconds, reactor)
+from awaiting import raises, within
 
 
 async def result(tc, taskid):
     return await within(tc.get_task_result(taskid, block=True))
-
-
-async def raises(exc_type, d):
-    with pytest.raises(exc_type) as info:
-        await within(d)
-    return info.value
 
 
 @pytest.fixture
