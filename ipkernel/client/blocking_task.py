@@ -41,6 +41,8 @@ class TaskClient:
         elif cluster_dir is not None:
             raise TypeError("give either a FURL (or FURL file) or cluster_dir, not both")
         connect_timeout = _check_timeout(connect_timeout, "connect_timeout")
+        # Kept so a lost connection is made again on the next call.
+        self._reconnect_args = (furl_or_file, tub, connect_timeout)
         fc = self._bridge.call(asyncclient.get_task_client, furl_or_file, tub, connect_timeout,
                                what="connecting to the task controller")
         self.furl = fc.furl
@@ -53,22 +55,33 @@ class TaskClient:
     def __repr__(self):
         return f"<TaskClient {self.furl or '?'}{' closed' if self._closed else ''}>"
 
+    def _with_fc(self, func):
+        """``func(fc)`` (reactor thread).  When the connection was lost (the
+        controller restarted, the network was cut) a new one is made first;
+        the call that noticed the loss failed with ControllerError."""
+        if not self._holder:
+            raise KernelError("this TaskClient is closed")
+        fc = self._holder[0]
+        remote = getattr(fc, "remote_reference", None)
+        if remote is not None and not remote.isConnected():
+            from ipkernel import asyncclient
+
+            def reconnected(new_fc):
+                self._holder[:] = [new_fc]
+                self.furl = new_fc.furl
+                return func(new_fc)
+            return asyncclient.get_task_client(*self._reconnect_args).addCallback(reconnected)
+        return func(fc)
+
     def _call(self, method, *args, **kwargs):
-        if self._closed:
-            raise KernelError("this TaskClient is closed; make a new one")
+        return self._call_with(lambda fc: getattr(fc, method)(*args, **kwargs),
+                               what=f"TaskClient.{method}")
 
-        def invoke():
-            if not self._holder:
-                raise KernelError("this TaskClient is closed")
-            return getattr(self._holder[0], method)(*args, **kwargs)
-        return self._bridge.call(invoke, timeout=self.timeout, what=f"TaskClient.{method}")
-
-    def _call_with(self, func):
+    def _call_with(self, func, what="TaskClient.map"):
         """``func(fc)`` in the reactor thread, waited for."""
         if self._closed:
             raise KernelError("this TaskClient is closed; make a new one")
-        return self._bridge.call(lambda: func(self._holder[0]), timeout=self.timeout,
-                                 what="TaskClient.map")
+        return self._bridge.call(self._with_fc, func, timeout=self.timeout, what=what)
 
     def run(self, task, block=False):
         """Submit ``task``; its id, or with ``block=True`` its result."""

@@ -286,3 +286,29 @@ async def test_clear_before_and_after_over_the_wire(make_tc_cluster):
     await within(tc.barrier(tid))
     keys = await within(cluster.client.keys(targets=0))
     assert "mine" not in keys[0]
+
+
+@pytest_twisted.ensureDeferred
+async def test_blocking_task_client_reconnects_after_a_lost_connection(make_tc_cluster):
+    from twisted.internet import defer, threads
+
+    from ipkernel.client import TaskClient
+
+    cluster, _ = await make_tc_cluster(1)
+    tc = await threads.deferToThread(
+        TaskClient, cluster.tc_furl, tub=cluster.client_tub,
+        call_in_reactor=reactor.callFromThread, timeout=WAIT).addTimeout(WAIT, reactor)
+    try:
+        first = await threads.deferToThread(tc.run, MapTask(double, (1,)), True)
+        assert first == 2
+        old = tc._holder[0]
+        lost = defer.Deferred()
+        old.remote_reference.notifyOnDisconnect(lambda: lost.called or lost.callback(None))
+        old.remote_reference.tracker.broker.transport.loseConnection()
+        await within(lost)
+
+        again = await threads.deferToThread(tc.run, MapTask(double, (5,)), True)
+        assert again == 10
+        assert tc._holder[0] is not old and tc._holder[0].remote_reference.isConnected()
+    finally:
+        await threads.deferToThread(tc.close)
