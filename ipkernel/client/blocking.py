@@ -63,12 +63,6 @@ def _check_targets(targets):
     return list(targets) if isinstance(targets, tuple) else targets
 
 
-def _check_dist(dist):
-    if dist not in mapping.DISTRIBUTIONS:
-        raise ValueError(f"unknown distribution {dist!r}: use 'b' (blocks) or 'r' (round robin)")
-    return dist
-
-
 # -- results ----------------------------------------------------------------------------------
 
 _COLOURS = {"In": "\x1b[32m", "Out": "\x1b[31m", "Err": "\x1b[1;31m"}
@@ -318,7 +312,7 @@ class MultiEngineMapper:
 
     def __init__(self, client, dist="b", targets="all", block=None):
         self.client = client
-        self.dist = _check_dist(dist)
+        self.dist = mapping.check_dist(dist)
         self.targets = _check_targets(targets)
         self.block = None if block is None else _check_block(block)
 
@@ -696,20 +690,20 @@ class MultiEngineClient:
         """Split ``seq`` over the targets (``dist='b'``: contiguous blocks, the
         first ones one item longer; ``'r'``: round robin) and store each part
         as ``key``.  ``flatten=True`` stores one-item parts as the bare item."""
-        _check_dist(dist)
+        mapping.check_dist(dist)
         return self._two_phase("scatter", (key, seq), targets, block, timeout, dist=dist,
                                flatten=flatten)
 
     def gather(self, key, dist="b", targets=None, block=None, *, timeout=CLIENT_DEFAULT):
         """Pull ``key`` from the targets and join the parts (the reverse of
         :meth:`scatter` with the same ``dist``)."""
-        _check_dist(dist)
+        mapping.check_dist(dist)
         return self._two_phase("gather", (key,), targets, block, timeout, dist=dist)
 
     def raw_map(self, func, seqs, dist="b", targets=None, block=None, *,
                 timeout=CLIENT_DEFAULT):
         """Parallel ``list(map(func, *seqs))`` over the targets, as one call."""
-        _check_dist(dist)
+        mapping.check_dist(dist)
         return self._two_phase("raw_map", (func, seqs), targets, block, timeout, dist=dist)
 
     def map(self, func, *sequences, dist="b", targets="all", block=None,
@@ -755,7 +749,7 @@ class MultiEngineClient:
         lengths = [len(s) for s in seqs]
         if len(set(lengths)) > 1:
             raise ValueError(f"the sequences to map over have different lengths: {lengths}")
-        _check_dist(dist)
+        mapping.check_dist(dist)
         targets = _check_targets(targets)
         block = self._block if block is None else _check_block(block)
         if block and _progress.wanted(self.progress):

@@ -226,9 +226,7 @@ class FCFullSynchronousMultiEngineClient:
         return defer.Deferred.fromCoroutine(go())
 
     def gather(self, key, dist="b", targets="all", *, block=True):
-        if dist not in mapping.DISTRIBUTIONS:
-            return defer.fail(ValueError(f"unknown distribution {dist!r}: use 'b' (blocks) or "
-                                         f"'r' (round robin)"))
+        mapping.check_dist(dist)  # argument errors become failed Deferreds (see below)
         return self._two_phase("gather", (key, _targets(targets)), block,
                                lambda parts: mapping.join(parts, dist))
 

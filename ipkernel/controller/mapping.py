@@ -17,14 +17,16 @@ import operator
 import sys
 from collections.abc import Mapping, Sequence
 
-__all__ = ["DISTRIBUTIONS", "partition", "partitions", "join"]
+__all__ = ["DISTRIBUTIONS", "check_dist", "partition", "partitions", "join"]
 
 DISTRIBUTIONS = ("b", "r")
 
 
-def _check_dist(dist):
+def check_dist(dist):
+    """Return ``dist`` if it names a distribution, else raise ValueError saying which exist."""
     if not isinstance(dist, str) or dist not in DISTRIBUTIONS:
         raise ValueError(f"unknown distribution {dist!r}: use 'b' (blocks) or 'r' (round robin)")
+    return dist
 
 
 def _numpy_array_type():
@@ -49,7 +51,7 @@ def partition(seq, p, q, dist="b"):
     gives.  ValueError for an unknown ``dist`` or a bad ``p``/``q``;
     TypeError if ``seq`` cannot be sliced.
     """
-    _check_dist(dist)
+    check_dist(dist)
     q = _count(q, "q (the number of parts)")
     p = _count(p, "p (the part number)")
     if q < 1:
@@ -87,7 +89,7 @@ def partitions(seq, q, dist="b"):
             raise ValueError(f"the data was split into {len(seq.parts)} parts but the call "
                              f"reaches {q} engines (engines came or went); try again")
         return list(seq.parts)
-    _check_dist(dist)
+    check_dist(dist)
     q = _count(q, "q (the number of parts)")
     if q < 1:
         raise ValueError(f"q (the number of parts) must be at least 1, not {q}")
@@ -127,7 +129,7 @@ def join(parts, dist="b"):
     ValueError for an unknown ``dist`` or round-robin parts of impossible
     lengths.
     """
-    _check_dist(dist)
+    check_dist(dist)
     parts = list(parts)
     ndarray = _numpy_array_type()
     if ndarray and any(isinstance(part, ndarray) for part in parts):

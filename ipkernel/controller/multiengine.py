@@ -18,11 +18,6 @@ def _is_id(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _check_dist(dist):
-    if dist not in mapping.DISTRIBUTIONS:
-        raise ValueError(f"unknown distribution {dist!r}: use 'b' (blocks) or 'r' (round robin)")
-
-
 def _join(parts, dist):
     """Join gathered parts, unless they are still serialized (then the client joins)."""
     if any(isinstance(p, Serialized) for p in parts):
@@ -226,7 +221,7 @@ class MultiEngine(ControllerAdapterBase):
 
     def gather(self, key, dist="b", targets="all"):
         try:
-            _check_dist(dist)
+            mapping.check_dist(dist)
         except ValueError:
             return defer.fail()
         d = self._fan_out("gather", targets, lambda engine: engine.pull(key))
