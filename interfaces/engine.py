@@ -76,6 +76,19 @@ class IEngineCore(Interface):
         Fires with the function's return value; fails with what it raised.
         """
 
+    def apply_batch(calls):
+        """Run several independent ``apply`` calls as one command.
+
+        ``calls`` is a list of ``(func, args, kwargs)``.  They run in order in
+        one turn of the user-code thread, and a failing call does not stop the
+        ones after it.  Fires with one ``(ok, value, started, finished)``
+        tuple per call: ``ok`` True and the return value, or False and the
+        Failure of what it raised; ``started``/``finished`` are the engine's
+        ``time.time()`` around the call.  An interrupt fails the call it hits
+        and reports every later call as ``(None, None, None, None)``: not run.
+        The task farm uses it to run many small tasks per round trip.
+        """
+
     def starmap(func, argtuples):
         """Fire with ``[func(*a) for a in argtuples]``, ``func`` rebound as in :meth:`apply`.
 

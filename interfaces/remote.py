@@ -16,6 +16,8 @@ from foolscap.schema import BooleanConstraint, UnicodeConstraint
 
 MAX_ENGINES = 100_000
 MAX_KEYS = 100_000
+#: Calls in one engine batch (the task farm sends at most this many).
+MAX_BATCH = 10_000
 
 #: An engine id (small non-negative int).
 EngineId = IntegerConstraint(8)
@@ -75,6 +77,11 @@ class RIEngine(RemoteInterface):
         return Outcome
 
     def starmap(func=Payload, argtuples=Payload):
+        return Outcome
+
+    def apply_batch(calls=ListOf(TupleOf(Payload, Payload, Payload), maxLength=MAX_BATCH)):
+        """``(ok, Serialized value or ErrorRecord, started, finished)`` per call
+        (see IEngineBase.apply_batch; calls not run are all None)."""
         return Outcome
 
     def complete(text=Code, line=OptionalLine):

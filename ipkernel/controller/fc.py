@@ -13,6 +13,7 @@
 from foolscap.api import Referenceable
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ipkernel import serialize, wire
@@ -144,6 +145,28 @@ class RemoteEngine:
         except Exception:
             return defer.fail()
         return self._call("apply", *payload, value=True)
+
+    def apply_batch(self, calls):
+        try:
+            if not isinstance(calls, (list, tuple)):
+                raise TypeError(f"apply_batch takes a list of (func, args, kwargs), "
+                                f"not {type(calls).__name__}")
+            payload = [(_encode(f), _encode(a), _encode(k)) for f, a, k in calls]
+        except Exception:
+            return defer.fail()
+        return self._call("apply_batch", payload).addCallback(self._batch_outcomes)
+
+    def _batch_outcomes(self, items):
+        out = []
+        for ok, value, started, finished in items:
+            if ok is False:
+                exc = (wire.exception_from_record(value) if self.decode
+                       else wire.WireError(value))
+                value = Failure(exc)
+            elif ok and self.decode:
+                value = serialize.unserialize(value)
+            out.append((ok, value, started, finished))
+        return out
 
     def starmap(self, func, argtuples):
         try:

@@ -9,13 +9,17 @@ from foolscap.api import Referenceable
 from twisted.python import components
 from zope.interface import implementer
 
-from ipkernel import wire
+from ipkernel import serialize, wire
 from ipkernel.interfaces.engine import IEngineBase
 from ipkernel.interfaces.remote import RIEngine
 
 
 def _record(failure):
     return wire.record_from_exception(failure.value)
+
+
+def _encode_batch_item(ok, value):
+    return serialize.serialize(value) if ok else _record(value)
 
 
 @implementer(RIEngine)
@@ -62,6 +66,9 @@ class FCEngineFromService(Referenceable):
 
     def remote_apply(self, func, args, kwargs):
         return self._serialized("apply", func, args, kwargs)
+
+    def remote_apply_batch(self, calls):
+        return self._outcome(self.service.apply_batch(calls, encode=_encode_batch_item))
 
     def remote_starmap(self, func, argtuples):
         return self._serialized("starmap", func, argtuples)

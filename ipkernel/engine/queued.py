@@ -1,4 +1,11 @@
-"""QueuedEngine: one command at a time per engine, in submission order."""
+"""QueuedEngine: one command at a time per engine, in submission order.
+
+``apply_batch`` commands are the exception: they never fail as a whole for
+a user error (each call has its own outcome), so up to
+:data:`PIPELINE_DEPTH` of them may be on their way to the engine at once.
+The engine runs them in order while the next one travels, which hides the
+controller/engine round trip between batches of small tasks.
+"""
 import contextvars
 import copy
 from collections import deque
@@ -18,8 +25,12 @@ log = Logger()
 #: submitted, so one request's waiting commands can be removed (abort).
 current_request = contextvars.ContextVar("ipkernel_request", default=None)
 
+#: ``apply_batch`` commands sent to the engine before the first one finished.
+PIPELINE_DEPTH = 2
+
 _QUEUED_METHODS = (
-    "execute", "push", "pull", "push_function", "pull_function", "apply", "starmap",
+    "execute", "push", "pull", "push_function", "pull_function", "apply", "apply_batch",
+    "starmap",
     "complete", "keys", "push_serialized", "pull_serialized", "set_properties",
     "get_properties", "del_properties", "has_properties", "clear_properties",
 )
@@ -82,7 +93,7 @@ class QueuedEngine:
             raise TypeError(f"QueuedEngine wraps an IEngineBase, not {type(engine).__name__}")
         self.engine = engine
         self.queued = deque()
-        self.current = None
+        self.running = deque()  # sent to the engine, not finished; oldest first
         self.history = CappedHistory(history_cap)
         self.failure_observers = []
 
@@ -105,15 +116,26 @@ class QueuedEngine:
 
     # -- the queue ------------------------------------------------------------------
 
+    @property
+    def current(self):
+        """The oldest command sent to the engine and not finished, or None."""
+        return self.running[0] if self.running else None
+
     def _submit(self, command):
         self.queued.append(command)
-        if self.current is None:
-            self._run_next()
+        self._run_next()
         return command.deferred
 
+    def _may_send(self, command):
+        if not self.running:
+            return True
+        return (command.method == "apply_batch" and len(self.running) < PIPELINE_DEPTH
+                and all(c.method == "apply_batch" for c in self.running))
+
     def _run_next(self):
-        while self.current is None and self.queued:
-            command = self.current = self.queued.popleft()
+        while self.queued and self._may_send(self.queued[0]):
+            command = self.queued.popleft()
+            self.running.append(command)
             try:
                 d = getattr(self.engine, command.method)(*command.args, **command.kwargs)
             except Exception:
@@ -121,9 +143,9 @@ class QueuedEngine:
             d.addBoth(self._finished, command)
 
     def _finished(self, outcome, command):
-        if command is not self.current:  # abandoned: the late outcome is dropped
+        if command not in self.running:  # abandoned: the late outcome is dropped
             return None
-        self.current = None
+        self.running.remove(command)
         if isinstance(outcome, Failure):
             tag_exception(outcome.value, self.id, command.method)
             self._clear(f"{command!r} failed on engine {self.id} "
@@ -154,7 +176,7 @@ class QueuedEngine:
     def queue_status(self):
         return defer.succeed({
             "queue": [repr(c) for c in self.queued],
-            "pending": repr(self.current) if self.current is not None else "None",
+            "pending": ", ".join(repr(c) for c in self.running) or "None",
         })
 
     def remove_commands(self, tag, exception):
@@ -167,9 +189,9 @@ class QueuedEngine:
         return len(removed)
 
     def abandon(self, exception):
-        running, self.current = self.current, None
+        running, self.running = list(self.running), deque()
         waiting, self.queued = self.queued, deque()
-        for command in ([running] if running is not None else []) + list(waiting):
+        for command in running + list(waiting):
             command.deliver(Failure(tag_exception(exception, self.id, command.method)))
 
     def register_failure_observer(self, obs):

@@ -1,7 +1,10 @@
 """EngineService: an :class:`IEngineBase` over an interpreter, off the reactor thread."""
+import time
+
 from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ipkernel import serialize
@@ -207,6 +210,51 @@ class EngineService(service.Service):
         if not callable(func):
             raise TypeError(f"apply needs a callable, not {type(func).__name__}")
         return self.binder.bind(func)(*tuple(args), **dict(kwargs or {}))
+
+    def apply_batch(self, calls, encode=None):
+        """See :meth:`IEngineBase.apply_batch`.
+
+        ``encode(ok, value)``, if given, turns each outcome into what is
+        returned instead of the value or Failure; it runs in the user thread
+        (the network adapter serializes results there).
+        """
+        return self._call("apply_batch", self._apply_batch, calls, encode)
+
+    def _apply_batch(self, calls, encode):
+        if not isinstance(calls, (list, tuple)):
+            raise TypeError(f"apply_batch takes a list of (func, args, kwargs), "
+                            f"not {type(calls).__name__}")
+        out = []
+        for n, call in enumerate(calls):
+            started = time.time()
+            try:
+                func, args, kwargs = call
+                ok, value = True, self._apply(func, args, kwargs)
+            except KeyboardInterrupt as exc:
+                # An interrupt (or a stop) ends the batch: the call it hit
+                # fails, the ones after it are reported as not run.
+                value = self._labelled_failure(exc)
+                out.append(self._batch_item(False, value, started, encode))
+                out.extend([(None, None, None, None)] * (len(calls) - n - 1))
+                break
+            except Exception as exc:
+                ok, value = False, self._labelled_failure(exc)
+            out.append(self._batch_item(ok, value, started, encode))
+        return out
+
+    def _labelled_failure(self, exc):
+        tag_exception(exc, self._id, "apply", format_user_traceback(exc))
+        return Failure(exc)
+
+    @staticmethod
+    def _batch_item(ok, value, started, encode):
+        finished = time.time()
+        if encode is not None:
+            try:
+                value = encode(ok, value)
+            except Exception as exc:  # an unpicklable result fails its call only
+                ok, value = False, encode(False, Failure(exc))
+        return (ok, value, started, finished)
 
     def starmap(self, func, argtuples):
         return self._call("starmap", self._starmap, func, argtuples)

@@ -507,6 +507,69 @@ async def test_apply_failure_keeps_its_type(engine):
         await engine.apply(plus_one, (1, 2, 3))
 
 
+def _ok_values(outcomes):
+    return [(ok, value) for ok, value, _, _ in outcomes]
+
+
+@pytest_twisted.ensureDeferred
+async def test_apply_batch_runs_every_call_in_order(engine):
+    await engine.push({"log": []})
+    outcomes = await engine.apply_batch([
+        (lambda i: log.append(i) or i * 10, (i,), {}) for i in range(5)  # noqa: F821
+    ])
+    assert _ok_values(outcomes) == [(True, i * 10) for i in range(5)]
+    assert await engine.pull("log") == [0, 1, 2, 3, 4]
+    for _, _, started, finished in outcomes:
+        assert started <= finished
+    assert [o[2] for o in outcomes] == sorted(o[2] for o in outcomes)
+
+
+@pytest_twisted.ensureDeferred
+async def test_apply_batch_failure_is_per_call(engine):
+    outcomes = await engine.apply_batch([
+        (plus_one, (1,), {}),
+        (lambda x: x / 0, (1,), None),
+        (plus_one, (2,), {}),
+        (plus_one, (1, 2, 3), {}),
+    ])
+    assert [ok for ok, *_ in outcomes] == [True, False, True, False]
+    assert outcomes[0][1] == 2 and outcomes[2][1] == 3
+    assert outcomes[1][1].check(ZeroDivisionError)
+    assert outcomes[3][1].check(TypeError)
+    # a failed call in a batch does not clear what was queued behind the batch
+    assert await engine.apply(plus_one, (9,)) == 10
+
+
+@pytest_twisted.ensureDeferred
+async def test_apply_batch_of_nothing_and_bad_input(engine):
+    assert await engine.apply_batch([]) == []
+    with pytest.raises(TypeError, match="list of"):
+        await engine.apply_batch("not calls")
+
+
+@pytest_twisted.ensureDeferred
+async def test_apply_batch_interrupt_stops_the_rest(engine, make_gate):
+    gate = make_gate()
+    name = gate.name
+
+    def spin():
+        __import__(name).notify()
+        while True:
+            pass
+
+    d = engine.apply_batch([(plus_one, (1,), {}), (spin, (), {}), (plus_one, (2,), {})])
+    try:
+        await gate.wait_started()
+        assert await engine.interrupt() is True
+        outcomes = await d.addTimeout(WAIT, reactor)
+    finally:
+        if not d.called:
+            await engine.interrupt()
+    assert outcomes[0][:2] == (True, 2)
+    assert outcomes[1][0] is False and outcomes[1][1].check(KeyboardInterrupt)
+    assert outcomes[2] == (None, None, None, None)
+
+
 @pytest_twisted.ensureDeferred
 async def test_starmap(engine):
     assert await engine.starmap(lambda a, b: a + b, [(1, 2), (3, 4), (5, 6)]) == [3, 7, 11]

@@ -7,9 +7,11 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor
 from twisted.logger import globalLogPublisher
+from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from ipkernel.engine import QueuedEngine, current_request
+from ipkernel.engine.queued import PIPELINE_DEPTH
 from ipkernel.error import Aborted, EngineError, QueueCleared
 from ipkernel.interfaces import IEngineBase, IEngineQueued
 
@@ -482,3 +484,80 @@ async def test_kill_clears_the_queue_first(pair, make_gate):
     assert await _wait(killed) is None
     with pytest.raises(EngineError):
         await _wait(queued.execute("a = 1"))
+
+
+# --------------------------------------------------------------------------- pipelined batches
+
+@implementer(IEngineBase)
+class ManualEngine:
+    """Records each call sent to it; the test fires the Deferreds."""
+
+    id = 0
+
+    def __init__(self):
+        self.sent = []
+
+    def _call(self, method, *args):
+        d = defer.Deferred()
+        self.sent.append((method, args, d))
+        return d
+
+    def apply_batch(self, calls):
+        return self._call("apply_batch", calls)
+
+    def apply(self, func, args=(), kwargs=None):
+        return self._call("apply", func, args)
+
+
+def test_apply_batches_are_pipelined_up_to_the_depth():
+    engine = ManualEngine()
+    queued = QueuedEngine(engine)
+    results = [queued.apply_batch([("f", (i,), {})]) for i in range(PIPELINE_DEPTH + 1)]
+    assert [m for m, _, _ in engine.sent] == ["apply_batch"] * PIPELINE_DEPTH
+    status = queued.queue_status().result
+    assert len(status["queue"]) == 1 and status["pending"].count("apply_batch") == PIPELINE_DEPTH
+    engine.sent[0][2].callback(["first"])
+    assert results[0].result == ["first"]
+    assert len(engine.sent) == PIPELINE_DEPTH + 1  # the waiting batch went out at once
+    for _, _, d in engine.sent[1:]:
+        d.callback([])
+    assert all(r.called for r in results)
+    assert queued.queue_status().result == EMPTY
+
+
+def test_other_commands_wait_for_running_batches_and_are_not_overtaken():
+    engine = ManualEngine()
+    queued = QueuedEngine(engine)
+    b1 = queued.apply_batch([])
+    a = queued.apply("g")
+    b2 = queued.apply_batch([])
+    assert [m for m, _, _ in engine.sent] == ["apply_batch"]
+    engine.sent[0][2].callback([])
+    assert [m for m, _, _ in engine.sent] == ["apply_batch", "apply"]
+    engine.sent[1][2].callback("applied")
+    assert [m for m, _, _ in engine.sent] == ["apply_batch", "apply", "apply_batch"]
+    engine.sent[2][2].callback([])
+    assert (b1.result, a.result, b2.result) == ([], "applied", [])
+
+
+def test_a_batch_waits_behind_a_running_plain_command():
+    engine = ManualEngine()
+    queued = QueuedEngine(engine)
+    queued.apply("g")
+    queued.apply_batch([])
+    assert [m for m, _, _ in engine.sent] == ["apply"]
+    engine.sent[0][2].callback(None)
+    assert [m for m, _, _ in engine.sent] == ["apply", "apply_batch"]
+    engine.sent[1][2].callback([])
+
+
+def test_abandon_fails_every_pipelined_batch_and_drops_late_outcomes():
+    engine = ManualEngine()
+    queued = QueuedEngine(engine)
+    events = []
+    for label in "abc":
+        _record(events, label, queued.apply_batch([]), expect=EngineError)
+    queued.abandon(EngineError("engine 0 is gone"))
+    assert events == [("a", "EngineError"), ("b", "EngineError"), ("c", "EngineError")]
+    engine.sent[0][2].callback(["late"])  # ignored
+    assert queued.queue_status().result == EMPTY
