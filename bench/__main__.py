@@ -1,0 +1,146 @@
+"""``python -m bench``: ipkernel side by side with ipyparallel and dask.
+
+Starts a cluster of each installed system with ``--engines`` engines
+(workers), runs the workloads of issue 6 on each, alternating between the
+systems every repetition, prints a table of medians and writes a JSON file.
+Every process started is stopped at the end, also on errors and Ctrl-C.
+"""
+import argparse
+import atexit
+import datetime
+import os
+import platform
+import signal
+import sys
+import time
+from pathlib import Path
+
+from bench import procs, report, workloads
+from bench.systems import SYSTEMS, available
+
+DEFAULT_JSON = Path(__file__).resolve().parent / "results.json"
+FULL_TIMEOUT, QUICK_TIMEOUT = 3000, 900
+
+
+def parse_args(argv=None):
+    """The command line as an argparse Namespace (``argv`` default: sys.argv)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--engines", type=int, default=2,
+                        help="engines (dask: worker processes) per cluster")
+    parser.add_argument("--repeat", type=int, default=5,
+                        help="repetitions per workload (task workloads (c), (d): at most 3, "
+                             "start-up (h): 3, memory (i): 1)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smaller problems (500 tasks, 1,000-item map, 10 MB largest "
+                             "push, 1M-element scatter, 5,000 tasks for memory)")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help=f"bound of the whole run in seconds (default {FULL_TIMEOUT}, "
+                             f"{QUICK_TIMEOUT} with --quick)")
+    parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write results")
+    parser.add_argument("--systems", default=",".join(name for name, *_ in SYSTEMS),
+                        help="comma-separated systems to compare")
+    parser.add_argument("--only", default=None,
+                        help="comma-separated workload letters to run (e.g. a,b,e)")
+    parser.add_argument("--payload-cap", type=int, default=None,
+                        help="pass --payload-cap BYTES to ipcontroller (default: its own)")
+    parser.add_argument("--verbose", action="store_true", help="print tracebacks of errors")
+    args = parser.parse_args(argv)
+    if args.engines < 1 or args.repeat < 1:
+        parser.error("--engines and --repeat must be at least 1")
+    if args.timeout is None:
+        args.timeout = QUICK_TIMEOUT if args.quick else FULL_TIMEOUT
+    return args
+
+
+def select(all_workloads, only):
+    """The workloads whose key starts with one of the letters in ``only`` (all if None)."""
+    if not only:
+        return all_workloads
+    letters = [x.strip() for x in only.split(",") if x.strip()]
+    return [w for w in all_workloads if any(w.key.startswith(x) for x in letters)]
+
+
+def _versions(names):
+    found = {"python": platform.python_version()}
+    for module in ["ipkernel", "ipyparallel", "distributed", "numpy", "foolscap", "twisted"]:
+        try:
+            found[module] = __import__(module).__version__
+        except Exception:
+            pass
+    return found
+
+
+def _make_system(cls, args):
+    if cls.name == "ipkernel" and args.payload_cap is not None:
+        return cls(controller_args=["--payload-cap", str(args.payload_cap)])
+    return cls()
+
+
+def _on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def main(argv=None):
+    """Run the comparison; returns the exit status."""
+    args = parse_args(argv)
+    wanted = [s.strip() for s in args.systems.split(",") if s.strip()]
+    classes, missing = available(wanted)
+    if missing:
+        print(f"not installed, so not compared: {', '.join(missing)} "
+              f"(pip install -e '.[bench]')")
+    if not classes:
+        print("nothing to run")
+        return 2
+    params = dict(workloads.QUICK if args.quick else workloads.FULL, engines=args.engines,
+                  verbose=args.verbose)
+    chosen = select(workloads.workloads(params), args.only)
+    systems = [_make_system(cls, args) for cls in classes]
+    names = [s.name for s in systems]
+
+    # last resort: whatever this run started and left behind is killed by pid
+    atexit.register(procs.kill_descendants)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+
+    from bench.runner import Runner
+
+    started = time.time()
+    runner = Runner(systems, chosen, params, args.repeat,
+                    deadline=time.monotonic() + args.timeout,
+                    log=lambda line: print(line, flush=True))
+    interrupted = False
+    try:
+        results = runner.run()
+    except KeyboardInterrupt:
+        interrupted = True
+        results = runner.results
+        print("interrupted: stopping everything", flush=True)
+    finally:
+        leftovers = procs.kill_descendants()
+        if leftovers:
+            print(f"killed {len(leftovers)} leftover process(es):")
+            for pid, cmd in leftovers:
+                print(f"  {pid} {cmd}")
+
+    rows = report.summarize([m for w in chosen for m in w.metrics], results, names)
+    when = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    print()
+    print(f"{when}  engines={args.engines} repeat={args.repeat} "
+          f"{'quick' if args.quick else 'full'}  cpus={os.cpu_count()}  "
+          f"wall {time.time() - started:.0f} s")
+    print(report.table(rows, names))
+    print(report.legend())
+    meta = {"date": when, "engines": args.engines, "repeat": args.repeat, "quick": args.quick,
+            "timeout": args.timeout, "systems": names, "missing": missing,
+            "cpus": os.cpu_count(), "platform": platform.platform(),
+            "versions": _versions(names), "wall_seconds": time.time() - started,
+            "interrupted": interrupted, "params": params}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    report.write_json(args.json, meta, rows)
+    print(f"results written to {args.json}")
+    return 130 if interrupted else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+"""One module per compared system, each a :class:`~bench.systems.base.System`.
+
+:func:`available` returns the systems whose libraries import, and the
+names of the missing ones.
+"""
+import importlib
+
+#: (display name, module of this package, class name, what must import)
+SYSTEMS = [
+    ("ipkernel", "bench.systems.ipkernel", "IpkernelSystem", "ipkernel"),
+    ("ipyparallel", "bench.systems.ipyparallel", "IpyparallelSystem", "ipyparallel"),
+    ("dask", "bench.systems.dask", "DaskSystem", "distributed"),
+]
+
+
+def available(wanted=None):
+    """``(classes, missing)``: the System classes that can run here (in
+    :data:`SYSTEMS` order, restricted to ``wanted`` names if given) and the
+    names of those whose library is not installed."""
+    classes, missing = [], []
+    for name, module, cls, requirement in SYSTEMS:
+        if wanted is not None and name not in wanted:
+            continue
+        try:
+            importlib.import_module(requirement)
+            numpy = importlib.import_module("numpy")  # noqa: F841 (the data workloads need it)
+        except ImportError:
+            missing.append(name)
+            continue
+        classes.append(getattr(importlib.import_module(module), cls))
+    return classes, missing

@@ -1,0 +1,116 @@
+"""ipkernel: ``LocalCluster`` with its blocking MultiEngineClient and TaskClient."""
+from bench import payloads, procs
+from bench.systems.base import System
+
+#: Tasks submitted between two barriers in the memory workload.
+BATCH = 1000
+
+
+def _start_cluster(n, controller_args):
+    from ipkernel.cluster import LocalCluster
+
+    cluster = LocalCluster(n=n, controller_args=controller_args, timeout=120)
+    cluster.start()
+    return cluster
+
+
+class IpkernelSystem(System):
+    """ipkernel's controller and engines as local processes.
+
+    ``controller_args`` go to ``ipcontroller`` (for example
+    ``["--payload-cap", "200000000"]``; the default has no cap).
+    """
+
+    name = "ipkernel"
+
+    def __init__(self, controller_args=()):
+        super().__init__()
+        self.controller_args = list(controller_args)
+        self.cluster = self.mec = self.tc = None
+
+    def _clients(self, cluster):
+        mec = cluster.multiengine_client(progress=False)
+        tc = cluster.task_client()
+        return mec, tc
+
+    def start(self, n):
+        self.cluster = _start_cluster(n, self.controller_args)
+        self._track(self.cluster.stop)
+        self.mec, self.tc = self._clients(self.cluster)
+        mec, tc = self.mec, self.tc
+
+        def close():
+            for client in (mec, tc):
+                client.close()
+        self._track(close)
+
+    def startup(self, n):
+        cluster = _start_cluster(n, self.controller_args)
+        stop = self._track(cluster.stop)
+        mec, tc = self._clients(cluster)
+        mec.close()
+        tc.close()
+        return stop
+
+    def memory(self, n, ntasks):
+        from ipkernel.task import MapTask
+
+        cluster = _start_cluster(n, self.controller_args)
+        stop = self._track(cluster.stop)
+        try:
+            mec, tc = self._clients(cluster)
+            pid = cluster.controller.pid
+            # one round first, so the idle figure includes the loaded task machinery
+            tc.barrier([tc.run(MapTask(payloads.noop))])
+            tc.clear()
+            out = {"start": procs.tree_memory(pid)}
+            done = 0
+            while done < ntasks:
+                size = min(BATCH, ntasks - done)
+                tc.barrier([tc.run(MapTask(payloads.noop, (i,))) for i in range(size)])
+                done += size
+            out["tasks"] = procs.tree_memory(pid)
+            tc.clear()
+            out["clear"] = procs.tree_memory(pid)
+            mec.close()
+            tc.close()
+            return out
+        finally:
+            stop()
+
+    # -- operations --------------------------------------------------------------------
+
+    def execute_all(self):
+        self.mec.execute("a=1", targets="all", block=True)
+
+    def apply_one(self):
+        return self.mec.apply(payloads.noop, targets=0, block=True)[0]
+
+    def run_tasks(self, n):
+        from ipkernel.task import MapTask
+
+        # The blocking TaskClient submits one task per call (there is no
+        # batch or non-blocking submit); barrier waits for all of them.
+        ids = [self.tc.run(MapTask(payloads.noop, (i,))) for i in range(n)]
+        self.tc.barrier(ids)
+
+    def clear_tasks(self):
+        self.tc.clear()
+
+    def lb_map(self, n):
+        return self.tc.map(payloads.noop, range(n))
+
+    def push(self, array, everywhere):
+        self.mec.push({"x": array}, targets="all" if everywhere else 0, block=True)
+
+    def pull_one(self):
+        return self.mec.pull("x", targets=0, block=True)[0]
+
+    def scatter(self, array):
+        self.mec.scatter("x", array, targets="all", block=True)
+
+    def gather(self):
+        return self.mec.gather("x", targets="all", block=True)
+
+    def direct_map(self, n):
+        return self.mec.map(payloads.square, range(n))
