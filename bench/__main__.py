@@ -72,6 +72,22 @@ def _versions(names):
     return found
 
 
+def _source_state():
+    """The commit the ipkernel code came from and its uncommitted files (the
+    editable install runs the working tree as it is)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, text=True,
+                              capture_output=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "ipkernel", "interfaces"],
+                               cwd=root, text=True, capture_output=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {"commit": head, "uncommitted": [line[3:] for line in dirty.splitlines()]}
+
+
 def _make_system(cls, args):
     if cls.name == "ipkernel" and args.payload_cap is not None:
         return cls(controller_args=["--payload-cap", str(args.payload_cap)])
@@ -125,17 +141,19 @@ def main(argv=None):
 
     rows = report.summarize([m for w in chosen for m in w.metrics], results, names)
     when = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    source = _source_state()
     print()
     print(f"{when}  engines={args.engines} repeat={args.repeat} "
           f"{'quick' if args.quick else 'full'}  cpus={os.cpu_count()}  "
-          f"wall {time.time() - started:.0f} s")
+          f"wall {time.time() - started:.0f} s  ipkernel at {source.get('commit', '?')}"
+          f"{' + %d uncommitted file(s)' % len(source['uncommitted']) if source.get('uncommitted') else ''}")
     print(report.table(rows, names))
     print(report.legend())
     meta = {"date": when, "engines": args.engines, "repeat": args.repeat, "quick": args.quick,
             "timeout": args.timeout, "systems": names, "missing": missing,
             "cpus": os.cpu_count(), "platform": platform.platform(),
             "versions": _versions(names), "wall_seconds": time.time() - started,
-            "interrupted": interrupted, "params": params}
+            "interrupted": interrupted, "params": params, "source": source}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     report.write_json(args.json, meta, rows)
     print(f"results written to {args.json}")

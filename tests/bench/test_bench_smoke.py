@@ -1,0 +1,115 @@
+"""Tier 1: the benchmark harness's plumbing, without clusters or timing.
+
+Argument parsing, workload selection, the medians / ratio / table and the
+JSON file, with made-up numbers; none of the bench extras is needed.
+"""
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.tier1
+
+BENCH_DIR = Path(__file__).resolve().parents[2] / "bench"
+
+
+def _load_bench():
+    # bench/ is a top-level folder of the repository, not an installed package;
+    # load it by path so the repository root need not be on sys.path.
+    if "bench" not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            "bench", BENCH_DIR / "__init__.py", submodule_search_locations=[str(BENCH_DIR)])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["bench"] = module
+        spec.loader.exec_module(module)
+    return importlib.import_module("bench.__main__")
+
+
+cli = _load_bench()
+from bench import report, workloads  # noqa: E402
+from bench.runner import CallTimeout, Worker, short_error  # noqa: E402
+
+
+def test_defaults_and_quick_timeout():
+    args = cli.parse_args([])
+    assert (args.engines, args.repeat, args.quick) == (2, 5, False)
+    assert args.timeout == cli.FULL_TIMEOUT
+    quick = cli.parse_args(["--quick", "--engines", "3", "--json", "/tmp/x.json"])
+    assert quick.timeout == cli.QUICK_TIMEOUT and quick.engines == 3
+    assert quick.json == Path("/tmp/x.json")
+
+
+def test_bad_engine_count_is_refused():
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--engines", "0"])
+
+
+def test_every_issue_workload_is_defined_and_selectable():
+    params = dict(workloads.FULL, engines=2)
+    all_workloads = workloads.workloads(params)
+    letters = {w.key[0] for w in all_workloads}
+    assert letters == set("abcdefghi")
+    assert [w.key for w in cli.select(all_workloads, "e")] == ["e10KB", "e1MB", "e100MB"]
+    assert {w.phase for w in all_workloads} == {"startup", "main", "memory"}
+    for w in all_workloads:
+        for m in w.metrics:
+            assert m.better in (workloads.LOWER, workloads.HIGHER)
+
+
+def _fake_rows():
+    metrics = [workloads.Metric("a.x", "(a) latency", "ms/call", workloads.LOWER),
+               workloads.Metric("c.x", "(c) throughput", "tasks/s", workloads.HIGHER),
+               workloads.Metric("e.x", "(e) broken", "MB/s", workloads.HIGHER)]
+    results = {
+        "a.x": {"ipkernel": {"samples": [4, 2, 3], "errors": []},
+                "ipyparallel": {"samples": [5, 6, 7], "errors": []},
+                "dask": {"samples": [1.5], "errors": []}},
+        "c.x": {"ipkernel": {"samples": [400, 300, 500], "errors": []},
+                "ipyparallel": {"samples": [], "errors": ["timeout after 600 s"]},
+                "dask": {"samples": [200], "errors": []}},
+        "e.x": {"ipkernel": {"samples": [], "errors": ["PayloadTooLarge: 100000000 > cap"]},
+                "ipyparallel": {"samples": [10], "errors": []},
+                "dask": {"samples": [20], "errors": []}},
+    }
+    return report.summarize(metrics, results, ["ipkernel", "ipyparallel", "dask"])
+
+
+def test_ratio_uses_the_best_peer_in_the_better_direction():
+    latency, throughput, broken = _fake_rows()
+    assert latency["best_peer"] == "dask"
+    assert latency["ratio"] == pytest.approx(3 / 1.5)
+    assert latency["ipkernel_leads"] is False
+    assert throughput["best_peer"] == "dask"
+    assert throughput["ratio"] == pytest.approx(2.0)
+    assert throughput["ipkernel_leads"] is True
+    assert broken["ratio"] is None
+
+
+def test_table_shows_medians_errors_and_ratio(tmp_path):
+    rows = _fake_rows()
+    text = report.table(rows, ["ipkernel", "ipyparallel", "dask"])
+    assert "2.00 (vs dask)" in text
+    assert "timeout after 600 s" in text
+    assert "error: PayloadTooLarge" in text
+    single = report.table(rows, ["ipkernel"])
+    assert "ipkernel/best peer" not in single
+    path = tmp_path / "r.json"
+    report.write_json(path, {"date": "today"}, rows)
+    data = json.loads(path.read_text())
+    assert data["meta"]["date"] == "today"
+    assert data["results"][0]["systems"]["ipkernel"]["median"] == 3
+
+
+def test_worker_timeout_and_errors():
+    worker = Worker("test")
+    try:
+        assert worker.call(lambda: 42, timeout=5) == 42
+        with pytest.raises(ZeroDivisionError):
+            worker.call(lambda: 1 / 0, timeout=5)
+        with pytest.raises(CallTimeout):
+            worker.call(lambda: __import__("time").sleep(0.3), timeout=0.05)
+    finally:
+        worker.retire()
+    assert short_error(ValueError("a\nb")) == "ValueError: a"
