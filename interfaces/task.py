@@ -72,6 +72,11 @@ class IScheduler(Interface):
         any idle worker accepts costs O(1) amortised.
         """
 
+    def take(n, predicate):
+        """Remove and return up to ``n`` more tasks, next in scheduling order,
+        stopping at the first one ``predicate(task)`` refuses (it stays
+        queued).  The controller fills a batch for a worker with them."""
+
 
 class ITaskController(IControllerBase):
     """The load-balanced, fault-tolerant task farm over a controller's engines."""

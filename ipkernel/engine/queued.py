@@ -25,6 +25,10 @@ log = Logger()
 #: submitted, so one request's waiting commands can be removed (abort).
 current_request = contextvars.ContextVar("ipkernel_request", default=None)
 
+#: True while submitting commands that stand alone (the task farm's): their
+#: failure does not clear the queue, and other failures do not clear them.
+independent = contextvars.ContextVar("ipkernel_independent", default=False)
+
 #: ``apply_batch`` commands sent to the engine before the first one finished.
 PIPELINE_DEPTH = 2
 
@@ -44,7 +48,7 @@ def _short_repr(value, limit=80):
 class Command:
     """One engine method call waiting for (or having) its turn."""
 
-    __slots__ = ("method", "args", "kwargs", "deferred", "tag", "finished")
+    __slots__ = ("method", "args", "kwargs", "deferred", "tag", "independent", "finished")
 
     def __init__(self, method, *args, **kwargs):
         self.method = method
@@ -52,6 +56,7 @@ class Command:
         self.kwargs = kwargs
         self.deferred = defer.Deferred()
         self.tag = current_request.get()
+        self.independent = independent.get()
         self.finished = False
 
     def __repr__(self):
@@ -84,7 +89,8 @@ class QueuedEngine:
 
     Commands run one at a time, first in first out.  When one fails, every
     waiting command fails with QueueCleared first, then the failure is
-    delivered.  Execute results are kept (``history_cap`` of them) so that
+    delivered (commands submitted while :data:`independent` is set are
+    left out of this rule both ways).  Execute results are kept (``history_cap`` of them) so that
     ``get_result`` for them is answered here.
     """
 
@@ -148,8 +154,9 @@ class QueuedEngine:
         self.running.remove(command)
         if isinstance(outcome, Failure):
             tag_exception(outcome.value, self.id, command.method)
-            self._clear(f"{command!r} failed on engine {self.id} "
-                        f"({outcome.type.__name__}: {outcome.value})")
+            if not command.independent:
+                self._clear(f"{command!r} failed on engine {self.id} "
+                            f"({outcome.type.__name__}: {outcome.value})")
             for observer in list(self.failure_observers):
                 try:
                     observer(outcome, repr(command))
@@ -162,7 +169,9 @@ class QueuedEngine:
         return None
 
     def _clear(self, msg):
-        waiting, self.queued = self.queued, deque()
+        """Fail the waiting commands with QueueCleared (independent ones stay)."""
+        waiting = [c for c in self.queued if not c.independent]
+        self.queued = deque(c for c in self.queued if c.independent)
         for command in waiting:
             exc = tag_exception(QueueCleared(msg), self.id, command.method)
             command.deliver(Failure(exc))

@@ -1,5 +1,5 @@
 """TaskController: the load-balanced, fault-tolerant task farm of a controller."""
-from collections import OrderedDict
+from collections import OrderedDict, deque
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -7,6 +7,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ipkernel.controller.service import ControllerAdapterBase
+from ipkernel.engine.queued import PIPELINE_DEPTH, independent
 from ipkernel.error import (EngineError, ResultEvicted, TaskAborted, TaskRejectError,
                             TaskTimeout)
 from ipkernel.interfaces.task import ITask, ITaskController, IWorker
@@ -22,14 +23,64 @@ SCHEDULERS = {"fifo": FIFOScheduler, "lifo": LIFOScheduler}
 
 @implementer(IWorker)
 class WorkerFromQueuedEngine:
-    """Runs tasks on one queued engine."""
+    """Runs tasks on one queued engine, alone or as a batch.
+
+    Keeps a running mean of how long its tasks take on the engine; the
+    controller batches and pipelines only tasks known to be short.
+    """
+
+    #: Weight of the newest duration in the running mean.
+    SMOOTHING = 0.2
 
     def __init__(self, engine):
         self.engine = engine
         self.workerid = engine.id
+        self.mean_duration = None
+        self.in_flight = 0   # runs started and not finished
+        self.idle_slots = 0  # entries of this worker in the scheduler's idle queue
+        self.spare = False   # a pipelined slot waits in the controller's spare queue
 
     def run(self, task):
-        return task.run_on(self.engine)
+        # Tasks stand alone on the engine's queue: a failing task must not
+        # clear other commands, nor a multi-engine user's failure clear tasks.
+        token = independent.set(True)
+        try:
+            return task.run_on(self.engine)
+        finally:
+            independent.reset(token)
+
+    def run_batch(self, tasks):
+        """Run ``tasks`` (all batchable) as one ``apply_batch``; fire with one
+        ``(success, result)`` per task, or ``(None, None)`` for a task the
+        engine did not run."""
+        token = independent.set(True)
+        try:
+            d = self.engine.apply_batch([task.call() for task in tasks])
+        finally:
+            independent.reset(token)
+        return d.addCallbacks(self._batch_outcomes, self._batch_failed, callbackArgs=(tasks,),
+                              errbackArgs=(tasks,))
+
+    def _batch_outcomes(self, outcomes, tasks):
+        out = []
+        for task, (ok, value, started, finished) in zip(tasks, outcomes):
+            if ok is None:
+                out.append((None, None))
+            else:
+                out.append(task.batch_outcome(self.workerid, ok, value, started, finished))
+        return out
+
+    @staticmethod
+    def _batch_failed(failure, tasks):
+        return [(False, failure)] * len(tasks)
+
+    def note_duration(self, seconds):
+        if seconds is None:
+            return
+        if self.mean_duration is None:
+            self.mean_duration = seconds
+        else:
+            self.mean_duration += self.SMOOTHING * (seconds - self.mean_duration)
 
 
 class _Record:
@@ -64,6 +115,12 @@ class TaskController(ControllerAdapterBase):
     results kept (older ones are evicted: ResultEvicted).
     ``max_engine_losses``: engines a task may lose mid-run before failing with
     EngineError.  ``max_rejects``: bound on TaskRejectError re-routings.
+    ``batch_time``: seconds of engine work a batch of small tasks aims at.
+    Once an engine's tasks are known to take less than that, it gets queued
+    tasks in batches (one round trip for many tasks; at most ``max_batch``,
+    and never more than its share of the queue) and a second batch is sent
+    while the first runs.  Longer tasks go one at a time, so a slow task
+    never holds back others that a free engine could run.
     ``clock``: an IReactorTime (tests inject a Clock).
     ``store``: where tasks and results are kept (:mod:`ipkernel.task.store`;
     default a MemoryTaskStore).  With a persistent store, ids continue after
@@ -72,7 +129,8 @@ class TaskController(ControllerAdapterBase):
     """
 
     def __init__(self, controller, scheduler="fifo", timeout=30.0, max_results=100_000,
-                 max_engine_losses=3, max_rejects=1000, clock=None, store=None):
+                 max_engine_losses=3, max_rejects=1000, clock=None, store=None,
+                 batch_time=0.05, max_batch=256):
         super().__init__(controller)
         if clock is None:
             from twisted.internet import reactor as clock
@@ -82,6 +140,8 @@ class TaskController(ControllerAdapterBase):
         self.max_results = max_results
         self.max_engine_losses = max_engine_losses
         self.max_rejects = max_rejects
+        self.batch_time = batch_time
+        self.max_batch = max_batch
         self.clock = clock
         self._next_id = 0
         self._live = {}
@@ -89,6 +149,7 @@ class TaskController(ControllerAdapterBase):
         self._evicted = set()
         self._dependents = {}
         self._workers = {}
+        self._spare = deque()
         self._rejected_queued = set()
         self.store = MemoryTaskStore() if store is None else store
         self._load()
@@ -131,7 +192,40 @@ class TaskController(ControllerAdapterBase):
     def _add_worker(self, engine_id):
         worker = WorkerFromQueuedEngine(self.controller.engines[engine_id])
         self._workers[engine_id] = worker
-        self.scheduler.add_worker(worker)
+        self._offer(worker)
+
+    def _short(self, worker):
+        return worker.mean_duration is not None and worker.mean_duration < self.batch_time
+
+    def _offer(self, worker):
+        """Give ``worker``'s free slots back: an engine with nothing to do is
+        offered to the scheduler; a second, pipelined slot (for a worker
+        whose tasks are short) waits in ``_spare`` until no engine is idle."""
+        if worker.in_flight == 0 and worker.idle_slots == 0:
+            worker.idle_slots = 1
+            self.scheduler.add_worker(worker)
+        if (self._short(worker) and not worker.spare
+                and worker.in_flight + worker.idle_slots < PIPELINE_DEPTH):
+            worker.spare = True
+            self._spare.append(worker)
+
+    def _use_spare_slot(self):
+        """Offer one pipelined slot to the scheduler; False if there is none."""
+        while self._spare:
+            worker = self._spare.popleft()
+            worker.spare = False
+            if self._workers.get(worker.workerid) is worker and self._short(worker):
+                worker.idle_slots += 1
+                self.scheduler.add_worker(worker)
+                return True
+        return False
+
+    def _batch_size(self, worker, task):
+        if not task.batchable or worker.mean_duration is None:
+            return 1
+        share = -(-self.scheduler.ntasks // max(1, len(self._workers)))  # ceil
+        by_time = int(self.batch_time / max(worker.mean_duration, 1e-6))
+        return max(1, min(self.max_batch, share + 1, by_time))
 
     def _engine_registered(self, engine_id):
         # a new engine may reuse the id of one that rejected tasks: it has not
@@ -169,13 +263,26 @@ class TaskController(ControllerAdapterBase):
         while True:
             worker, task = self.scheduler.schedule(self._acceptable)
             if worker is None:
+                if self.scheduler.ntasks and self._use_spare_slot():
+                    continue
                 break
             started = True
-            self._start(worker, task)
+            worker.idle_slots -= 1
+            worker.in_flight += 1
+            size = self._batch_size(worker, task)
+            if size == 1:
+                self._start(task)
+                worker.run(task).addCallback(self._run_done, worker, task)
+                continue
+            tasks = [task] + self.scheduler.take(
+                size - 1, lambda t: t.batchable and self._acceptable(t, worker))
+            for t in tasks:
+                self._start(t)
+            worker.run_batch(tasks).addCallback(self._batch_done, worker, tasks)
         self._check_blocked()
         return started
 
-    def _start(self, worker, task):
+    def _start(self, task):
         rec = self._live[task.taskid]
         rec.state = "running"
         self.store.set_state(task.taskid, "running")
@@ -183,7 +290,6 @@ class TaskController(ControllerAdapterBase):
         if rec.timer is not None:
             rec.timer.cancel()
             rec.timer = None
-        worker.run(task).addCallback(self._done, worker, task)
 
     def _check_blocked(self):
         """Arm a TaskTimeout timer for queued tasks every engine rejected."""
@@ -207,15 +313,38 @@ class TaskController(ControllerAdapterBase):
             f"task {taskid} was rejected by every engine and no other engine took it "
             f"within {self.timeout} s")))
 
-    def _done(self, outcome, worker, task):
-        success, result = outcome
+    def _release(self, worker, ran):
+        """A run of ``worker`` ended (``ran``: the tasks it ran, for their
+        durations): give its slot back unless its engine is gone."""
         lost = self._engine_lost(worker)
         if not lost:
-            self.scheduler.add_worker(worker)
+            for task in ran:
+                worker.note_duration(task.duration)
+        worker.in_flight -= 1
+        if not lost:
+            self._offer(worker)
+        return lost
+
+    def _run_done(self, outcome, worker, task):
+        lost = self._release(worker, [task])
+        self._task_done(task, *outcome, lost=lost, worker=worker)
+        self._distribute()
+
+    def _batch_done(self, outcomes, worker, tasks):
+        lost = self._release(worker, [t for t, (ok, _) in zip(tasks, outcomes) if ok is not None])
+        for task, (success, result) in zip(tasks, outcomes):
+            if success is None:  # interrupted before it ran: run it again
+                rec = self._live.get(task.taskid)
+                if rec is not None and rec.task is task:
+                    self._queue(task.taskid)
+                continue
+            self._task_done(task, success, result, lost=lost, worker=worker)
+        self._distribute()
+
+    def _task_done(self, task, success, result, lost, worker):
         taskid = task.taskid
         rec = self._live.get(taskid)
         if rec is None or rec.task is not task:  # aborted or cleared meanwhile
-            self._distribute()
             return
         if not success and lost:
             rec.losses += 1
@@ -242,7 +371,6 @@ class TaskController(ControllerAdapterBase):
             self._queue(taskid)
         else:
             self._finish(taskid, *task.finish(success, result))
-        self._distribute()
 
     def _finish(self, taskid, success, value):
         rec = self._live.pop(taskid)

@@ -78,23 +78,31 @@ class WireTask(BaseTask):
         self.kind = spec["kind"]
         self.body = spec["body"]
 
+    @property
+    def batchable(self):
+        return "depend" not in self.body and not (self.clear_before or self.clear_after)
+
+    def call(self):
+        return self.body["func"], self.body["args"], self.body["kwargs"]
+
     async def _submit(self, engine):
-        # A TaskRejectError raised on the engine (by the depend gate or by the
-        # task's own code) arrives as a record: turn it back into the error
-        # the TaskController routes to another engine.
-        try:
-            gate = self.body.get("depend")
-            if gate is not None:
-                await engine.apply(gate, (engine.id,))
-            return await engine.apply(self.body["func"], self.body["args"],
-                                      self.body["kwargs"])
-        except wire.WireError as exc:
-            if exc.record.ename == "TaskRejectError" and exc.record.module == _ERROR_MODULE:
-                raise TaskRejectError(exc.record.evalue) from None
-            raise
+        gate = self.body.get("depend")
+        if gate is not None:
+            await engine.apply(gate, (engine.id,))
+        return await engine.apply(*self.call())
 
     def submit(self, engine):
         return defer.ensureDeferred(self._submit(engine))
+
+    def run_failure(self, failure):
+        # A TaskRejectError raised on the engine (by the depend gate or by the
+        # task's own code) arrives as a record: turn it back into the error
+        # the TaskController routes to another engine.
+        exc = failure.value
+        if (isinstance(exc, wire.WireError) and exc.record.ename == "TaskRejectError"
+                and exc.record.module == _ERROR_MODULE):
+            return Failure(TaskRejectError(exc.record.evalue))
+        return failure
 
     def finish(self, success, result):
         if self.kind == "map":

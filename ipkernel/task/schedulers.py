@@ -66,6 +66,16 @@ class FIFOScheduler:
         self._push_back_tasks(skipped)
         return pair
 
+    def take(self, n, predicate):
+        taken = []
+        while self.tasks and len(taken) < n:
+            task = self._pop_task()
+            if not predicate(task):
+                self._push_back_tasks([task])
+                break
+            taken.append(task)
+        return taken
+
 
 class LIFOScheduler(FIFOScheduler):
     """Newest task first, to the most recently idle worker (a stack: fast

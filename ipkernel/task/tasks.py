@@ -62,9 +62,36 @@ class BaseTask:
         self.start = self.stop = self.duration = None
         self.submitted = self.completed = None
 
+    def call(self):
+        """The task's own work as one apply: ``(func, args, kwargs)``."""
+        raise NotImplementedError
+
     def submit(self, engine):
         """Start the task's own work on ``engine``; a Deferred of its raw value."""
-        raise NotImplementedError
+        return engine.apply(*self.call())
+
+    @property
+    def batchable(self):
+        """True when the whole run is the one apply of :meth:`call` (no
+        ``depend`` check, no engine reset): such tasks can share a batch."""
+        return self._depend_check is None and not (self.clear_before or self.clear_after)
+
+    def run_failure(self, failure):
+        """The Failure a failed run is reported with (subclasses translate)."""
+        return failure
+
+    def batch_outcome(self, engine_id, ok, value, started, finished):
+        """Record one ``IEngineBase.apply_batch`` outcome of this task's call;
+        return ``(success, result)`` as :meth:`run_on` does."""
+        self._engineid = engine_id
+        self._set_times(started, finished)
+        return (True, value) if ok else (False, self.run_failure(value))
+
+    def _set_times(self, start, stop):
+        self.start, self.stop = start, stop
+        self.duration = stop - start
+        self.submitted = time.strftime(_TIME_FORMAT, time.localtime(start))
+        self.completed = time.strftime(_TIME_FORMAT, time.localtime(stop))
 
     def run_on(self, engine):
         return defer.ensureDeferred(self._run_on(engine))
@@ -86,11 +113,8 @@ class BaseTask:
                     engine.reset().addErrback(lambda _: None)
             outcome = (True, value)
         except Exception:
-            outcome = (False, Failure())
-        self.stop = time.time()
-        self.duration = self.stop - self.start
-        self.submitted = time.strftime(_TIME_FORMAT, time.localtime(self.start))
-        self.completed = time.strftime(_TIME_FORMAT, time.localtime(self.stop))
+            outcome = (False, self.run_failure(Failure()))
+        self._set_times(self.start, time.time())
         return outcome
 
     def finish(self, success, result):
@@ -120,8 +144,8 @@ class StringTask(BaseTask):
         self.pull = tuple(pull)
         self.push = push
 
-    def submit(self, engine):
-        return engine.apply(string_task, (self.push, self.expression, self.pull))
+    def call(self):
+        return string_task, (self.push, self.expression, self.pull), {}
 
     def finish(self, success, result):
         if success:
@@ -155,8 +179,8 @@ class MapTask(BaseTask):
         self.args = tuple(args)
         self.kwargs = kwargs
 
-    def submit(self, engine):
-        return engine.apply(self._function, self.args, self.kwargs)
+    def call(self):
+        return self._function, self.args, self.kwargs
 
 
 class ResultNS(dict):

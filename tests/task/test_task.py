@@ -7,28 +7,13 @@ from zope.interface.verify import verifyObject
 from ipkernel.engine import QueuedEngine
 from ipkernel.error import EngineError, ResultEvicted, TaskAborted, TaskTimeout
 from ipkernel.interfaces.task import ITaskController
-from ipkernel.task import MapTask, StringTask, TaskController, TaskResult
+from ipkernel.task import MapTask, StringTask, TaskResult
 
 from awaiting import raises, within
 
 
 async def result(tc, taskid):
     return await within(tc.get_task_result(taskid, block=True))
-
-
-@pytest.fixture
-def make_tc(make_controller):
-    made = []
-
-    def make(n=1, **kwargs):
-        controller = make_controller(n)
-        tc = TaskController(controller, **kwargs) if kwargs else ITaskController(controller)
-        made.append(tc)
-        return tc
-
-    yield make
-    for tc in made:
-        tc.stop()
 
 
 def double(x=10):
