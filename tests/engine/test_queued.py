@@ -11,7 +11,7 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from ipkernel.engine import QueuedEngine, current_request
-from ipkernel.engine.queued import PIPELINE_DEPTH
+from ipkernel.engine.queued import PIPELINE_DEPTH, independent
 from ipkernel.error import Aborted, EngineError, QueueCleared
 from ipkernel.interfaces import IEngineBase, IEngineQueued
 
@@ -561,3 +561,27 @@ def test_abandon_fails_every_pipelined_batch_and_drops_late_outcomes():
     assert events == [("a", "EngineError"), ("b", "EngineError"), ("c", "EngineError")]
     engine.sent[0][2].callback(["late"])  # ignored
     assert queued.queue_status().result == EMPTY
+
+
+def test_independent_commands_neither_clear_the_queue_nor_are_cleared():
+    engine = ManualEngine()
+    queued = QueuedEngine(engine)
+    events = []
+    _record(events, "user-1", queued.apply("u1"), expect=ValueError)
+    token = independent.set(True)
+    try:
+        _record(events, "task", queued.apply("t"), expect=ValueError)
+    finally:
+        independent.reset(token)
+    _record(events, "user-2", queued.apply("u2"), expect=QueueCleared)
+    engine.sent[0][2].errback(ValueError("user command failed"))
+    # the user's failure cleared the user's waiting command, not the task's
+    assert events == [("user-2", "QueueCleared"), ("user-1", "ValueError")]
+    assert [args for _, args, _ in engine.sent] == [("u1", ()), ("t", ())]
+    _record(events, "user-3", queued.apply("u3"))
+    engine.sent[1][2].errback(ValueError("task failed"))
+    # the task's failure cleared nothing
+    assert events[-1] == ("task", "ValueError")
+    assert [args for _, args, _ in engine.sent][-1] == ("u3", ())
+    engine.sent[2][2].callback("ok")
+    assert events[-1] == ("user-3", "ok")
