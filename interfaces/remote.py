@@ -278,6 +278,14 @@ class RITaskController(RemoteInterface):
     def get_task_result(taskid=TaskId, block=Block):
         return Outcome
 
+    def run_many(tasks=ListOf(TaskSpec, maxLength=MAX_BATCH)):
+        """Their ids, in order, or one ErrorRecord (then none was submitted)."""
+        return Outcome
+
+    def get_task_results(taskids=ListOf(TaskId, maxLength=MAX_BATCH), block=Block):
+        """One get_task_result outcome (a result, None or an ErrorRecord) per id."""
+        return Outcome
+
     def abort(taskid=TaskId):
         return Outcome
 

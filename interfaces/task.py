@@ -44,6 +44,11 @@ class IWorker(Interface):
     def run(task):
         """Run ``task``; fires with ``(success, result)`` as :meth:`ITask.run_on`."""
 
+    def run_batch(tasks):
+        """Run batchable ``tasks`` (see ``ITask.batchable``) in one engine
+        command; fires with one ``(success, result)`` per task, ``(None,
+        None)`` for a task the engine did not get to run (interrupted)."""
+
 
 class IScheduler(Interface):
     """Pairs ready tasks with idle workers.  Plain methods, not Deferreds."""
@@ -87,6 +92,22 @@ class ITaskController(IControllerBase):
         Fails with TypeError if ``task`` is not an ITask, IndexError if its
         ``after`` names ids never submitted.  A task object runs once: submit a
         new one to run again (ValueError otherwise).
+        """
+
+    def run_many(tasks):
+        """Submit a list of tasks at once; fires with their ids, in order.
+
+        Every task is checked first: if one is refused (for the reasons of
+        :meth:`run`) none is submitted.  A task's ``after`` may name tasks
+        earlier in the same list.  Cheaper than one :meth:`run` per task.
+        """
+
+    def get_task_results(taskids, block=False):
+        """Fire with one ``(success, value)`` pair per id of ``taskids``, in order.
+
+        ``value`` is what :meth:`get_task_result` fires with, or (``success``
+        false) the Failure it fails with.  With ``block`` the list comes when
+        every task has finished.
         """
 
     def get_task_result(taskid, block=False):

@@ -13,6 +13,7 @@ It shares the reactor bridge of :class:`~ipkernel.client.MultiEngineClient`
 import functools
 import weakref
 
+from ipkernel.client import progress as _progress
 from ipkernel.client.blocking import _check_timeout, _live_clients, _release
 from ipkernel.client.reactor import ReactorBridge, default_bridge
 from ipkernel.error import KernelError
@@ -23,12 +24,14 @@ class TaskClient:
 
     ``furl_or_file``: the task FURL or a file holding it (default:
     ``security/ipcontroller-tc.furl`` of ``cluster_dir``).  ``timeout``
-    bounds each call (None: no limit); ``tub`` and ``call_in_reactor`` are
-    for programs and tests that run the reactor themselves.
+    bounds each call (None: no limit); ``progress`` enables progress bars
+    for long maps (see :mod:`ipkernel.client.progress`); ``tub`` and
+    ``call_in_reactor`` are for programs and tests that run the reactor
+    themselves.
     """
 
-    def __init__(self, furl_or_file=None, *, cluster_dir=None, timeout=None, tub=None,
-                 call_in_reactor=None, connect_timeout=30):
+    def __init__(self, furl_or_file=None, *, cluster_dir=None, timeout=None, progress=True,
+                 tub=None, call_in_reactor=None, connect_timeout=30):
         from ipkernel import asyncclient
         from ipkernel.client import connect
         from ipkernel.clusterdir import TASK_FURL
@@ -36,6 +39,7 @@ class TaskClient:
         self._bridge = (ReactorBridge(call_in_reactor=call_in_reactor)
                         if call_in_reactor is not None else default_bridge())
         self.timeout = _check_timeout(timeout)
+        self.progress = progress
         if furl_or_file is None:
             furl_or_file = connect.default_furl_file(TASK_FURL, cluster_dir=cluster_dir)
         elif cluster_dir is not None:
@@ -88,9 +92,18 @@ class TaskClient:
         taskid = self._call("run", task)
         return self.get_task_result(taskid, block=True) if block else taskid
 
+    def run_many(self, tasks):
+        """Submit a list of tasks in one call; their ids (none is submitted
+        if one is refused)."""
+        return self._call("run_many", tasks)
+
     def get_task_result(self, taskid, block=False):
         """The task's result; None while it runs unless ``block``."""
         return self._call("get_task_result", taskid, block)
+
+    def get_task_results(self, taskids, block=False):
+        """``(True, result)`` or ``(False, exception)`` per task id, in order."""
+        return self._call("get_task_results", taskids, block)
 
     def abort(self, taskid):
         """Abort a queued or running task."""
@@ -158,9 +171,17 @@ class BlockingTaskMapper:
             setattr(self, name, value)
 
     def map(self, func, *sequences):
-        """The results in order, or (``block=False``) the task ids."""
-        options = self.options
+        """The results in order, or (``block=False``) the task ids.
 
-        def invoke(fc):
-            return fc.mapper(**options).map(func, *sequences)
-        return self.client._call_with(invoke)
+        A long blocking map shows a progress bar (see the client's ``progress``)."""
+        options = self.options
+        total = min((len(s) for s in sequences), default=0) if _all_sized(sequences) else None
+        show = options["block"] and total and _progress.wanted(self.client.progress)
+        with _progress.bar(total, "map", bool(show), unit="task") as shown:
+            def invoke(fc):
+                return fc.mapper(**options).map(func, *sequences, progress=shown.update)
+            return self.client._call_with(invoke)
+
+
+def _all_sized(sequences):
+    return all(hasattr(s, "__len__") for s in sequences)

@@ -53,6 +53,22 @@ def open_result(outcome):
     return tr
 
 
+def open_pair(outcome):
+    """``(True, result)`` or ``(False, exception)`` for one wire outcome."""
+    try:
+        return True, open_result(outcome)
+    except Exception as exc:
+        return False, exc
+
+
+#: Tasks per ``run_many`` / ``get_task_results`` call made by a map.
+CHUNK = 1000
+
+
+def _chunks(items, size=CHUNK):
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
 def _ids(taskids):
     return [taskids] if isinstance(taskids, int) else list(taskids)
 
@@ -83,6 +99,30 @@ class FCTaskClient:
         except Exception:
             return defer.fail()
         return self._call("run", spec)
+
+    def run_many(self, tasks):
+        """Submit a list of tasks in one call; a Deferred firing with their ids.
+
+        If one task is refused none is submitted (the error names which)."""
+        try:
+            specs = [task_spec(t) if ITask.providedBy(t) else _not_a_task(k, t)
+                     for k, t in enumerate(tasks)]
+        except Exception:
+            return defer.fail()
+        return self._run_specs(specs)
+
+    def _run_specs(self, specs):
+        return self._call("run_many", specs)
+
+    def get_task_results(self, taskids, block=False):
+        """One ``(True, result)`` or ``(False, exception)`` pair per task id, in order
+        (``(True, None)`` for an unfinished task unless ``block``)."""
+        try:
+            ids = [_check_taskid(i) for i in taskids]
+        except Exception:
+            return defer.fail()
+        d = self._call("get_task_results", ids, bool(block))
+        return d.addCallback(lambda outcomes: [open_pair(o) for o in outcomes])
 
     def get_task_result(self, taskid, block=False):
         """The task's result (None while unfinished, unless ``block``)."""
@@ -141,6 +181,16 @@ class FCTaskClient:
         return "ipkernel.client.TaskClient", self.furl
 
 
+def _not_a_task(k, value):
+    raise TypeError(f"task {k} of the list is not a task but a {type(value).__name__}")
+
+
+def _check_taskid(taskid):
+    if isinstance(taskid, bool) or not isinstance(taskid, int):
+        raise TypeError(f"a task id is an int, not {taskid!r}")
+    return taskid
+
+
 class TaskMapper:
     """Maps a function over sequences with one MapTask per element.
 
@@ -158,28 +208,57 @@ class TaskMapper:
         self.depend = depend
         self.block = block
 
-    def map(self, func, *sequences):
-        return defer.ensureDeferred(self._map(func, sequences))
+    def map(self, func, *sequences, progress=None):
+        """Fire with ``[func(*args) for args in zip(*sequences)]`` (``block``),
+        or with the task ids.  ``progress(n)``, if given, is called as ``n``
+        more results have arrived."""
+        return defer.ensureDeferred(self._map(func, sequences, progress))
 
-    async def _map(self, func, sequences):
+    def _specs(self, func, sequences):
+        """One spec per item; the function is serialized once for all."""
         options = dict(clear_before=self.clear_before, clear_after=self.clear_after,
                        retries=self.retries, recovery_task=self.recovery_task,
                        depend=self.depend)
-        tasks = [MapTask(func, args, **options) for args in zip(*sequences)]
-        ids = []
-        for task in tasks:
-            ids.append(await self.task_controller.run(task))
+        template = task_spec(MapTask(func, **options))
+        no_kwargs = template["body"]["kwargs"]
+        specs = []
+        for args in zip(*sequences):
+            spec = dict(template)
+            spec["body"] = dict(template["body"], args=serialize.serialize(args),
+                                kwargs=no_kwargs)
+            specs.append(spec)
+        return specs
+
+    async def _map(self, func, sequences, progress):
+        specs = self._specs(func, sequences)
+        id_chunks = await _gather([self.task_controller._run_specs(c) for c in _chunks(specs)])
+        ids = [i for chunk in id_chunks for i in chunk]
         if not self.block:
             return ids
-        results = await defer.DeferredList(
-            [self.task_controller.get_task_result(i, block=True) for i in ids],
-            consumeErrors=True)
+
+        def fetched(pairs):
+            if progress is not None:
+                progress(len(pairs))
+            return pairs
+        result_chunks = await _gather([
+            self.task_controller.get_task_results(chunk, block=True).addCallback(fetched)
+            for chunk in _chunks(ids)])
         out = []
-        for ok, value in results:
-            if not ok:
-                value.raiseException()
-            out.append(value)
+        for chunk in result_chunks:
+            for ok, value in chunk:
+                if not ok:
+                    raise value
+                out.append(value)
         return out
+
+
+async def _gather(ds):
+    """The results of ``ds`` in order; the first failure (in order) is raised."""
+    results = await defer.DeferredList(ds, consumeErrors=True)
+    for ok, value in results:
+        if not ok:
+            value.raiseException()
+    return [value for _, value in results]
 
 
 class ParallelFunction:

@@ -414,16 +414,31 @@ class TaskController(ControllerAdapterBase):
         except Exception:
             return defer.fail()
 
-    def _run(self, task):
+    def run_many(self, tasks):
+        try:
+            tasks = list(tasks)
+            for k, task in enumerate(tasks):
+                self._check_new(task, self._next_id + k, f"task {k} of the list: ")
+            ids = [self._run(task, distribute=False) for task in tasks]
+        except Exception:
+            return defer.fail()
+        self._distribute()
+        return defer.succeed(ids)
+
+    def _check_new(self, task, next_id, where=""):
         if not ITask.providedBy(task):
-            raise TypeError(f"run takes a task (StringTask, MapTask), not {type(task).__name__}")
+            raise TypeError(f"{where}run takes a task (StringTask, MapTask), "
+                            f"not {type(task).__name__}")
         if task.taskid is not None:
-            raise ValueError(f"this task object was already submitted (as task {task.taskid}); "
-                             f"make a new one")
+            raise ValueError(f"{where}this task object was already submitted (as task "
+                             f"{task.taskid}); make a new one")
         if task.after is not None:
-            unknown = [i for i in task.after[1] if not 0 <= i < self._next_id]
+            unknown = [i for i in task.after[1] if not 0 <= i < next_id]
             if unknown:
-                raise IndexError(f"after names tasks never submitted: {unknown}")
+                raise IndexError(f"{where}after names tasks never submitted: {unknown}")
+
+    def _run(self, task, distribute=True):
+        self._check_new(task, self._next_id)
         taskid = task.taskid = self._next_id
         self._next_id += 1
         if self.store.persistent:
@@ -431,7 +446,8 @@ class TaskController(ControllerAdapterBase):
         self._live[taskid] = _Record(task)
         if self._ready(task):
             self._queue(taskid)
-            self._distribute()
+            if distribute:
+                self._distribute()
         else:
             for i in task.after[1]:
                 self._dependents.setdefault(i, []).append(taskid)
@@ -460,6 +476,15 @@ class TaskController(ControllerAdapterBase):
                 f"the result of task {taskid} was dropped: more than {self.max_results} "
                 f"finished results were kept (clear results you have read)"))
         return defer.fail(IndexError(f"no task {taskid} (never submitted, or cleared)"))
+
+    def get_task_results(self, taskids, block=False):
+        try:
+            ids = list(taskids)
+        except TypeError:
+            return defer.fail()
+        d = defer.DeferredList([self.get_task_result(i, block) for i in ids],
+                               consumeErrors=True)
+        return d.addCallback(list)
 
     def abort(self, taskid):
         try:

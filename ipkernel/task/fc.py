@@ -128,6 +128,19 @@ def _to_wire(value):
     return ("map", value)
 
 
+def _result_to_wire(value):
+    return None if value is None else _to_wire(value)
+
+
+def _pair_to_wire(ok, value):
+    if not ok:
+        return _record(value)
+    try:
+        return _result_to_wire(value)
+    except Exception:
+        return _record(Failure())
+
+
 def _check_ids(ids):
     if ids is None:
         return None
@@ -164,7 +177,24 @@ class FCTaskControllerFromTaskController(Referenceable):
 
     def remote_get_task_result(self, taskid, block=False):
         d = defer.maybeDeferred(self.taskcontroller.get_task_result, taskid, block)
-        d.addCallback(lambda v: None if v is None else _to_wire(v))
+        d.addCallback(_result_to_wire)
+        return d.addErrback(_record)
+
+    def remote_run_many(self, tasks):
+        try:
+            wrapped = []
+            for k, spec in enumerate(tasks):
+                try:
+                    wrapped.append(WireTask(spec))
+                except Exception as exc:
+                    raise type(exc)(f"task {k} of the list: {exc}") from None
+        except Exception:
+            return _record(Failure())
+        return self._call("run_many", wrapped)
+
+    def remote_get_task_results(self, taskids, block=False):
+        d = defer.maybeDeferred(self.taskcontroller.get_task_results, list(taskids), block)
+        d.addCallback(lambda pairs: [_pair_to_wire(ok, v) for ok, v in pairs])
         return d.addErrback(_record)
 
     def remote_abort(self, taskid):
