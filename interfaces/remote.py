@@ -16,8 +16,10 @@ from foolscap.schema import BooleanConstraint, UnicodeConstraint
 
 MAX_ENGINES = 100_000
 MAX_KEYS = 100_000
-#: Calls in one engine batch (the task farm sends at most this many).
+#: Calls in one engine batch, tasks in one bulk submission.
 MAX_BATCH = 10_000
+#: Many values in one bytes object (ipkernel.framing); capped by the receiver.
+PackedBytes = Any()
 
 #: An engine id (small non-negative int).
 EngineId = IntegerConstraint(8)
@@ -79,9 +81,17 @@ class RIEngine(RemoteInterface):
     def starmap(func=Payload, argtuples=Payload):
         return Outcome
 
-    def apply_batch(calls=ListOf(TupleOf(Payload, Payload, Payload), maxLength=MAX_BATCH)):
-        """``(ok, Serialized value or ErrorRecord, started, finished)`` per call
-        (see IEngineBase.apply_batch; calls not run are all None)."""
+    def apply_batch(shared=ListOf(Payload, maxLength=MAX_BATCH), refs=PackedBytes,
+                    args=PackedBytes):
+        """Many applies in one message (see IEngineBase.apply_batch).
+
+        ``shared``: the distinct functions and kwargs of the batch;
+        ``refs``: two indexes into ``shared`` per call (function, kwargs),
+        packed ints; ``args``: each call's args, packed (ipkernel.framing).
+        Returns ``(status, times, values, errors)``: per call 1 (ok), 0
+        (failed) or 2 (not run) as packed ints; started/finished times as
+        packed floats; the ok values, packed; the ErrorRecords of the failed
+        calls, in order."""
         return Outcome
 
     def complete(text=Code, line=OptionalLine):
@@ -278,12 +288,20 @@ class RITaskController(RemoteInterface):
     def get_task_result(taskid=TaskId, block=Block):
         return Outcome
 
-    def run_many(tasks=ListOf(TaskSpec, maxLength=MAX_BATCH)):
-        """Their ids, in order, or one ErrorRecord (then none was submitted)."""
+    def run_many(templates=ListOf(TaskSpec, maxLength=MAX_BATCH), refs=PackedBytes,
+                 args=PackedBytes):
+        """Submit many tasks in one message.
+
+        Task k is ``templates[refs[k]]`` (a TaskSpec whose body has no
+        ``args``) with the k-th value packed in ``args`` as its args;
+        ``refs`` are packed ints (ipkernel.framing).  Returns the ids in
+        order, or one ErrorRecord (then none was submitted)."""
         return Outcome
 
     def get_task_results(taskids=ListOf(TaskId, maxLength=MAX_BATCH), block=Block):
-        """One get_task_result outcome (a result, None or an ErrorRecord) per id."""
+        """``(indexes, values, others)``: the map results that are values,
+        packed, with their positions in ``taskids`` as packed ints; the
+        other outcomes (as get_task_result returns them), in order."""
         return Outcome
 
     def abort(taskid=TaskId):

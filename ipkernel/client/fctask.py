@@ -8,7 +8,7 @@ import functools
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
-from ipkernel import serialize, wire
+from ipkernel import framing, serialize, wire
 from ipkernel.engine.taskbody import DependGate, string_task
 from ipkernel.interfaces.task import ITask
 from ipkernel.task.tasks import MapTask, StringTask, TaskResult
@@ -53,6 +53,44 @@ def open_result(outcome):
     return tr
 
 
+def _template_key(spec):
+    body = spec["body"]
+    frames = tuple(b"".join(bytes(f) for f in body[k].frames) if k in body else None
+                   for k in ("func", "kwargs", "depend"))
+    after = spec["after"] and (spec["after"][0], tuple(spec["after"][1]))
+    recovery = spec["recovery"] and id(spec["recovery"])
+    return (spec["kind"], spec["retries"], spec["clear_before"], spec["clear_after"],
+            after, recovery) + frames
+
+
+def specs_to_wire(specs):
+    """``(templates, refs, args)`` of ``RITaskController.run_many`` for full
+    task specs: tasks that differ only in their args share a template."""
+    templates, index, refs, args = [], {}, [], []
+    for spec in specs:
+        key = _template_key(spec)
+        if key not in index:
+            index[key] = len(templates)
+            templates.append(dict(spec, body={k: v for k, v in spec["body"].items()
+                                              if k != "args"}))
+        refs.append(index[key])
+        args.append(spec["body"]["args"])
+    return templates, framing.pack_ints(refs), framing.pack(args)
+
+
+def results_from_wire(outcome, count):
+    """The ``(ok, value)`` pairs of a ``get_task_results`` answer."""
+    indexes, values, others = outcome
+    pairs = [None] * count
+    for k, value in zip(framing.unpack_ints(indexes), framing.unpack(values)):
+        pairs[k] = (True, serialize.unserialize(value))
+    rest = iter(others)
+    for k in range(count):
+        if pairs[k] is None:
+            pairs[k] = open_pair(next(rest))
+    return pairs
+
+
 def open_pair(outcome):
     """``(True, result)`` or ``(False, exception)`` for one wire outcome."""
     try:
@@ -65,8 +103,8 @@ def open_pair(outcome):
 CHUNK = 1000
 
 
-def _chunks(items, size=CHUNK):
-    return [items[i:i + size] for i in range(0, len(items), size)]
+def _chunks(items):
+    return [items[i:i + CHUNK] for i in range(0, len(items), CHUNK)]
 
 
 def _ids(taskids):
@@ -107,12 +145,15 @@ class FCTaskClient:
         try:
             specs = [task_spec(t) if ITask.providedBy(t) else _not_a_task(k, t)
                      for k, t in enumerate(tasks)]
+            payload = specs_to_wire(specs)
         except Exception:
             return defer.fail()
-        return self._run_specs(specs)
+        return self._call("run_many", *payload)
 
-    def _run_specs(self, specs):
-        return self._call("run_many", specs)
+    def _run_template(self, template, args):
+        """Submit one task per Serialized args, all from ``template``."""
+        return self._call("run_many", [template], framing.pack_ints([0] * len(args)),
+                          framing.pack(args))
 
     def get_task_results(self, taskids, block=False):
         """One ``(True, result)`` or ``(False, exception)`` pair per task id, in order
@@ -121,8 +162,8 @@ class FCTaskClient:
             ids = [_check_taskid(i) for i in taskids]
         except Exception:
             return defer.fail()
-        d = self._call("get_task_results", ids, bool(block))
-        return d.addCallback(lambda outcomes: [open_pair(o) for o in outcomes])
+        d = self.remote_reference.callRemote("get_task_results", ids, bool(block))
+        return d.addCallback(wire.raise_if_error).addCallback(results_from_wire, len(ids))
 
     def get_task_result(self, taskid, block=False):
         """The task's result (None while unfinished, unless ``block``)."""
@@ -214,24 +255,20 @@ class TaskMapper:
         more results have arrived."""
         return defer.ensureDeferred(self._map(func, sequences, progress))
 
-    def _specs(self, func, sequences):
-        """One spec per item; the function is serialized once for all."""
+    def _template_and_args(self, func, sequences):
+        """One task template and each item's Serialized args: the function is
+        serialized once for all."""
         options = dict(clear_before=self.clear_before, clear_after=self.clear_after,
                        retries=self.retries, recovery_task=self.recovery_task,
                        depend=self.depend)
-        template = task_spec(MapTask(func, **options))
-        no_kwargs = template["body"]["kwargs"]
-        specs = []
-        for args in zip(*sequences):
-            spec = dict(template)
-            spec["body"] = dict(template["body"], args=serialize.serialize(args),
-                                kwargs=no_kwargs)
-            specs.append(spec)
-        return specs
+        spec = task_spec(MapTask(func, **options))
+        template = dict(spec, body={k: v for k, v in spec["body"].items() if k != "args"})
+        return template, [serialize.serialize(args) for args in zip(*sequences)]
 
     async def _map(self, func, sequences, progress):
-        specs = self._specs(func, sequences)
-        id_chunks = await _gather([self.task_controller._run_specs(c) for c in _chunks(specs)])
+        template, args = self._template_and_args(func, sequences)
+        id_chunks = await _gather([self.task_controller._run_template(template, chunk)
+                                   for chunk in _chunks(args)])
         ids = [i for chunk in id_chunks for i in chunk]
         if not self.block:
             return ids

@@ -16,7 +16,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ipkernel import serialize, wire
+from ipkernel import batchwire, serialize, wire
 from ipkernel.controller.mapping import PrePartitioned
 from ipkernel.engine.properties import StrictDict
 from ipkernel.error import EngineError, PayloadTooLarge, tag_exception
@@ -148,24 +148,20 @@ class RemoteEngine:
 
     def apply_batch(self, calls):
         try:
-            if not isinstance(calls, (list, tuple)):
-                raise TypeError(f"apply_batch takes a list of (func, args, kwargs), "
-                                f"not {type(calls).__name__}")
-            payload = [(_encode(f), _encode(a), _encode(k)) for f, a, k in calls]
+            payload = batchwire.calls_to_wire(calls, _encode)
         except Exception:
             return defer.fail()
-        return self._call("apply_batch", payload).addCallback(self._batch_outcomes)
+        return self._call("apply_batch", *payload).addCallback(self._batch_outcomes)
 
-    def _batch_outcomes(self, items):
-        out = []
-        for ok, value, started, finished in items:
+    def _batch_outcomes(self, wire_outcomes):
+        out = batchwire.outcomes_from_wire(*wire_outcomes)
+        for k, (ok, value, started, finished) in enumerate(out):
             if ok is False:
                 exc = (wire.exception_from_record(value) if self.decode
                        else wire.WireError(value))
-                value = Failure(exc)
+                out[k] = (ok, Failure(exc), started, finished)
             elif ok and self.decode:
-                value = serialize.unserialize(value)
-            out.append((ok, value, started, finished))
+                out[k] = (ok, serialize.unserialize(value), started, finished)
         return out
 
     def starmap(self, func, argtuples):

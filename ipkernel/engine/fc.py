@@ -7,9 +7,10 @@ ErrorRecords carrying the pickled exception.
 """
 from foolscap.api import Referenceable
 from twisted.python import components
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ipkernel import serialize, wire
+from ipkernel import batchwire, serialize, wire
 from ipkernel.interfaces.engine import IEngineBase
 from ipkernel.interfaces.remote import RIEngine
 
@@ -67,8 +68,13 @@ class FCEngineFromService(Referenceable):
     def remote_apply(self, func, args, kwargs):
         return self._serialized("apply", func, args, kwargs)
 
-    def remote_apply_batch(self, calls):
-        return self._outcome(self.service.apply_batch(calls, encode=_encode_batch_item))
+    def remote_apply_batch(self, shared, refs, args):
+        try:
+            calls = batchwire.calls_from_wire(shared, refs, args)
+        except Exception:
+            return _record(Failure())
+        d = self.service.apply_batch(calls, encode=_encode_batch_item)
+        return self._outcome(d.addCallback(batchwire.outcomes_to_wire))
 
     def remote_starmap(self, func, argtuples):
         return self._serialized("starmap", func, argtuples)

@@ -12,7 +12,7 @@ from twisted.python import components
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ipkernel import serialize, wire
+from ipkernel import framing, serialize, wire
 from ipkernel.error import TaskRejectError
 from ipkernel.interfaces.remote import RITaskController
 from ipkernel.interfaces.task import ITaskController
@@ -65,10 +65,15 @@ class WireResult(TaskResult):
 
 
 class WireTask(BaseTask):
-    """A task the controller schedules without unpickling it (see module doc)."""
+    """A task the controller schedules without unpickling it (see module doc).
 
-    def __init__(self, spec):
-        _check_spec(spec)
+    ``checked``: the spec was already checked (tasks made from one template
+    of a bulk submission share it).
+    """
+
+    def __init__(self, spec, checked=False):
+        if not checked:
+            _check_spec(spec)
         recovery = spec.get("recovery")
         super().__init__(clear_before=spec.get("clear_before", False),
                          clear_after=spec.get("clear_after", False),
@@ -128,6 +133,48 @@ def _to_wire(value):
     return ("map", value)
 
 
+def tasks_from_wire(templates, refs, args):
+    """WireTasks of a bulk submission: task k is ``templates[refs[k]]`` with
+    the k-th packed args as its body's ``args``."""
+    indexes = framing.unpack_ints(refs)
+    call_args = framing.unpack(args)
+    if len(indexes) != len(call_args):
+        raise ValueError(f"{len(call_args)} tasks' args but {len(indexes)} template indexes")
+    for n, template in enumerate(templates):
+        if not isinstance(template, dict) or not isinstance(template.get("body"), dict):
+            raise TypeError(f"task template {n} is not a task spec")
+        try:
+            _check_spec(dict(template, body=dict(template["body"], args=_NO_ARGS)))
+        except Exception as exc:
+            raise type(exc)(f"task template {n}: {exc}") from None
+    if indexes and max(indexes) >= len(templates):
+        raise IndexError("a task refers to a template that was not sent")
+    tasks = []
+    for index, task_args in zip(indexes, call_args):
+        template = templates[index]
+        spec = dict(template, body=dict(template["body"], args=task_args))
+        tasks.append(WireTask(spec, checked=True))
+    return tasks
+
+
+_NO_ARGS = serialize.Serialized([b""])
+
+
+def results_to_wire(pairs):
+    """The wire form of ``get_task_results``: ``(indexes, values, others)``:
+    the ok map results (most of a map) packed, with their positions as
+    packed ints; every other outcome (a StringTask's result, None, an
+    ErrorRecord) in ``others``, in order."""
+    indexes, values, others = [], [], []
+    for k, (ok, value) in enumerate(pairs):
+        if ok and isinstance(value, serialize.Serialized):
+            indexes.append(k)
+            values.append(value)
+        else:
+            others.append(_pair_to_wire(ok, value))
+    return framing.pack_ints(indexes), framing.pack(values), others
+
+
 def _result_to_wire(value):
     return None if value is None else _to_wire(value)
 
@@ -180,21 +227,16 @@ class FCTaskControllerFromTaskController(Referenceable):
         d.addCallback(_result_to_wire)
         return d.addErrback(_record)
 
-    def remote_run_many(self, tasks):
+    def remote_run_many(self, templates, refs, args):
         try:
-            wrapped = []
-            for k, spec in enumerate(tasks):
-                try:
-                    wrapped.append(WireTask(spec))
-                except Exception as exc:
-                    raise type(exc)(f"task {k} of the list: {exc}") from None
+            tasks = tasks_from_wire(templates, refs, args)
         except Exception:
             return _record(Failure())
-        return self._call("run_many", wrapped)
+        return self._call("run_many", tasks)
 
     def remote_get_task_results(self, taskids, block=False):
         d = defer.maybeDeferred(self.taskcontroller.get_task_results, list(taskids), block)
-        d.addCallback(lambda pairs: [_pair_to_wire(ok, v) for ok, v in pairs])
+        d.addCallback(results_to_wire)
         return d.addErrback(_record)
 
     def remote_abort(self, taskid):

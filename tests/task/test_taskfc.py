@@ -11,19 +11,11 @@ from ipkernel.interfaces.task import ITaskController
 from ipkernel.task import MapTask, StringTask, TaskResult
 from ipkernel.task.fc import FCTaskControllerFromTaskController, WireTask
 
+from awaiting import raises, within
+
 pytestmark = pytest.mark.tier2
 
 WAIT = 20
-
-
-def within(d, seconds=WAIT):
-    return d.addTimeout(seconds, reactor)
-
-
-async def raises(exc_type, d):
-    with pytest.raises(exc_type) as info:
-        await within(d)
-    return info.value
 
 
 @pytest_twisted.async_yield_fixture
@@ -312,3 +304,103 @@ async def test_blocking_task_client_reconnects_after_a_lost_connection(make_tc_c
         assert tc._holder[0] is not old and tc._holder[0].remote_reference.isConnected()
     finally:
         await threads.deferToThread(tc.close)
+
+
+# --- bulk submission and results (issue 5: throughput) ------------------------------
+
+@pytest_twisted.ensureDeferred
+async def test_run_many_mixed_tasks_and_get_task_results(make_tc_cluster):
+    _, tc = await make_tc_cluster(2)
+    tasks = [MapTask(double, (i,)) for i in range(5)]
+    tasks += [StringTask("y = x * 3", push={"x": 7}, pull="y"), MapTask(divide, (1,)),
+              MapTask(double, kwargs={"x": 50})]
+    ids = await within(tc.run_many(tasks))
+    assert ids == list(range(ids[0], ids[0] + len(tasks)))
+    pairs = await within(tc.get_task_results(ids, block=True))
+    assert pairs[:5] == [(True, 2 * i) for i in range(5)]
+    assert pairs[5][0] is True and pairs[5][1]["y"] == 21
+    assert pairs[6][0] is False and isinstance(pairs[6][1], ZeroDivisionError)
+    assert pairs[7] == (True, 100)
+
+
+@pytest_twisted.ensureDeferred
+async def test_run_many_is_all_or_nothing(make_tc_cluster):
+    _, tc = await make_tc_cluster(1)
+    before = await within(tc.queue_status())
+    err = await raises(IndexError, tc.run_many([MapTask(double, (1,)),
+                                                MapTask(double, (2,), after=[10 ** 6])]))
+    assert "task 1 of the list" in str(err)
+    err = await raises(TypeError, tc.run_many([MapTask(double, (1,)), "not a task"]))
+    assert "task 1 of the list" in str(err)
+    assert await within(tc.queue_status()) == before
+
+
+@pytest_twisted.ensureDeferred
+async def test_run_many_after_may_name_earlier_tasks_of_the_list(make_tc_cluster):
+    _, tc = await make_tc_cluster(1)
+    first = await within(tc.run(StringTask("order = ['first']")))
+    # the second task of the list waits for the first one of it (id first + 1)
+    ids = await within(tc.run_many([StringTask("order.append('second')", after=[first]),
+                                    StringTask("", pull="order", after=[first + 1])]))
+    tr = await within(tc.get_task_result(ids[1], block=True))
+    assert tr["order"] == ["first", "second"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_get_task_results_without_block_and_errors(make_tc_cluster, gates):
+    _, tc = await make_tc_cluster(1)
+    gate = gates.new()
+    ids = await within(tc.run_many([StringTask(gate.code), MapTask(double, (4,))]))
+    pairs = await within(tc.get_task_results(ids))
+    assert pairs == [(True, None), (True, None)]
+    gate.open()
+    await within(tc.barrier(ids))
+    assert (await within(tc.get_task_results(ids)))[1] == (True, 8)
+    pairs = await within(tc.get_task_results([ids[1], 10 ** 6]))
+    assert pairs[0] == (True, 8)
+    assert pairs[1][0] is False and isinstance(pairs[1][1], IndexError)
+    await raises(TypeError, tc.get_task_results(["zero"]))
+
+
+@pytest_twisted.ensureDeferred
+async def test_map_of_many_items_in_chunks(make_tc_cluster, monkeypatch):
+    from ipkernel.client import fctask
+    monkeypatch.setattr(fctask, "CHUNK", 7)
+    _, tc = await make_tc_cluster(2)
+    seen = []
+    result = await within(tc.mapper().map(double, range(50), progress=seen.append))
+    assert result == [2 * i for i in range(50)]
+    assert sum(seen) == 50 and len(seen) == 8
+    ids = await within(tc.mapper(block=False).map(double, range(10)))
+    assert len(ids) == 10
+    assert [v for _, v in await within(tc.get_task_results(ids, block=True))] == [
+        2 * i for i in range(10)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_map_raises_the_first_failure_in_order(make_tc_cluster):
+    _, tc = await make_tc_cluster(2)
+
+    def picky(x):
+        if x in (3, 7):
+            raise ValueError(f"no {x}")
+        return x
+    with pytest.raises(ValueError, match="no 3"):
+        await within(tc.map(picky, range(10)))
+
+
+def test_bad_bulk_submissions_are_refused_by_the_controller():
+    from ipkernel import framing
+    from ipkernel.client.fctask import specs_to_wire, task_spec
+    from ipkernel.task.fc import tasks_from_wire
+    templates, refs, args = specs_to_wire([task_spec(MapTask(double, (1,)))] * 3)
+    assert len(templates) == 1 and len(tasks_from_wire(templates, refs, args)) == 3
+    with pytest.raises(IndexError, match="template"):
+        tasks_from_wire(templates, framing.pack_ints([0, 0, 5]), args)
+    with pytest.raises(ValueError, match="3 tasks' args but 2"):
+        tasks_from_wire(templates, framing.pack_ints([0, 0]), args)
+    with pytest.raises(framing.FramingError):
+        tasks_from_wire(templates, refs, b"garbage")
+    bad = [dict(templates[0], kind="shell")]
+    with pytest.raises(ValueError, match="task template 0"):
+        tasks_from_wire(bad, refs, args)
