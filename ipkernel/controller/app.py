@@ -90,6 +90,18 @@ def build_parser():
                         "db/tasks.sqlite in the cluster directory: task ids continue, tasks "
                         "queued or running at a stop run again and finished results stay "
                         "retrievable across controller and client restarts, until cleared)")
+    task = p.add_argument_group("task farm")
+    task.add_argument("--task-scheduler", choices=("fifo", "lifo"), default="fifo",
+                      help="which queued task runs next: oldest (fifo, default) or newest")
+    task.add_argument("--task-timeout", type=float, default=30.0, metavar="SECONDS",
+                      help="a task every engine rejected fails with TaskTimeout when no "
+                           "new engine takes it within this time (default 30)")
+    task.add_argument("--task-max-results", type=int, default=100_000, metavar="N",
+                      help="finished results kept until cleared; older ones are evicted "
+                           "(default 100000)")
+    task.add_argument("--task-failure-penalty", type=float, default=0.0, metavar="SECONDS",
+                      help="an engine whose task failed rests this long before it gets "
+                           "more tasks (default 0)")
     p.add_argument("--max-engines", type=int, default=511, help="highest engine id (default 511)")
     p.add_argument("--parent-pid", type=int, metavar="PID",
                    help="stop when process PID exits (launchers pass their own pid, so a "
@@ -123,8 +135,12 @@ class ControllerApp:
         self.controller.setServiceParent(self.top)
         # The task farm, with its store, made before anything adapts the controller.
         self.task_store = open_store(getattr(options, "db", "memory"), cluster.path)
-        self.controller._ipkernel_task_controller = TaskController(self.controller,
-                                                                   store=self.task_store)
+        self.controller._ipkernel_task_controller = TaskController(
+            self.controller, store=self.task_store,
+            scheduler=getattr(options, "task_scheduler", "fifo"),
+            timeout=getattr(options, "task_timeout", 30.0),
+            max_results=getattr(options, "task_max_results", 100_000),
+            failure_penalty=getattr(options, "task_failure_penalty", 0.0))
         self.heart = HeartMonitor(self.controller, period=options.heartbeat_period,
                                   timeout=options.heartbeat_timeout, clock=reactor)
         self.heart.setServiceParent(self.top)

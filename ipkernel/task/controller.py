@@ -121,6 +121,10 @@ class TaskController(ControllerAdapterBase):
     and never more than its share of the queue) and a second batch is sent
     while the first runs.  Longer tasks go one at a time, so a slow task
     never holds back others that a free engine could run.
+    ``failure_penalty``: seconds an engine whose task failed waits before it
+    gets more work (0.10's ``failurePenalty``, for engines that may be
+    dying).  The default is 0: heartbeats find dying engines, and a task's
+    own exception says nothing about its engine.
     ``clock``: an IReactorTime (tests inject a Clock).
     ``store``: where tasks and results are kept (:mod:`ipkernel.task.store`;
     default a MemoryTaskStore).  With a persistent store, ids continue after
@@ -130,7 +134,7 @@ class TaskController(ControllerAdapterBase):
 
     def __init__(self, controller, scheduler="fifo", timeout=30.0, max_results=100_000,
                  max_engine_losses=3, max_rejects=1000, clock=None, store=None,
-                 batch_time=0.05, max_batch=256):
+                 batch_time=0.05, max_batch=256, failure_penalty=0.0):
         super().__init__(controller)
         if clock is None:
             from twisted.internet import reactor as clock
@@ -142,6 +146,8 @@ class TaskController(ControllerAdapterBase):
         self.max_rejects = max_rejects
         self.batch_time = batch_time
         self.max_batch = max_batch
+        self.failure_penalty = failure_penalty
+        self._penalties = {}
         self.clock = clock
         self._next_id = 0
         self._live = {}
@@ -163,11 +169,10 @@ class TaskController(ControllerAdapterBase):
     def _load(self):
         state = self.store.load()
         self._next_id = state.next_id
+        self._evicted.update(state.evicted)
         for taskid, result in state.finished:
             self._results[taskid] = persist.result_from_plain(result)
-        while len(self._results) > self.max_results:
-            old, _ = self._results.popitem(last=False)
-            self._evicted.add(old)
+        self._evict_over_cap()
         for taskid, state_name, spec in state.unfinished:
             task = persist.task_from_plain(spec)
             task.taskid = taskid
@@ -313,25 +318,38 @@ class TaskController(ControllerAdapterBase):
             f"task {taskid} was rejected by every engine and no other engine took it "
             f"within {self.timeout} s")))
 
-    def _release(self, worker, ran):
+    def _release(self, worker, ran, failed):
         """A run of ``worker`` ended (``ran``: the tasks it ran, for their
-        durations): give its slot back unless its engine is gone."""
+        durations; ``failed``: one of them failed): give its slot back,
+        after ``failure_penalty`` if it failed, unless its engine is gone."""
         lost = self._engine_lost(worker)
         if not lost:
             for task in ran:
                 worker.note_duration(task.duration)
         worker.in_flight -= 1
-        if not lost:
+        if lost:
+            return lost
+        if failed and self.failure_penalty > 0:
+            call = self.clock.callLater(self.failure_penalty, self._readmit, worker)
+            self._penalties[call] = worker
+        else:
             self._offer(worker)
         return lost
 
+    def _readmit(self, worker):
+        self._penalties = {c: w for c, w in self._penalties.items() if c.active()}
+        if self._workers.get(worker.workerid) is worker:
+            self._offer(worker)
+            self._distribute()
+
     def _run_done(self, outcome, worker, task):
-        lost = self._release(worker, [task])
+        lost = self._release(worker, [task], failed=not outcome[0])
         self._task_done(task, *outcome, lost=lost, worker=worker)
         self._distribute()
 
     def _batch_done(self, outcomes, worker, tasks):
-        lost = self._release(worker, [t for t, (ok, _) in zip(tasks, outcomes) if ok is not None])
+        lost = self._release(worker, [t for t, (ok, _) in zip(tasks, outcomes) if ok is not None],
+                             failed=any(ok is False for ok, _ in outcomes))
         for task, (success, result) in zip(tasks, outcomes):
             if success is None:  # interrupted before it ran: run it again
                 rec = self._live.get(task.taskid)
@@ -363,11 +381,13 @@ class TaskController(ControllerAdapterBase):
                 self._queue(taskid)
         elif not success and task.retries > 0:
             task.retries -= 1
+            self._save_progress(taskid, task)
             self._queue(taskid)
         elif not success and task.recovery_task is not None:
             recovery = rec.task = task.recovery_task
             recovery.taskid = taskid
             rec.rejected = set()
+            self._save_progress(taskid, recovery)
             self._queue(taskid)
         else:
             self._finish(taskid, *task.finish(success, result))
@@ -379,13 +399,7 @@ class TaskController(ControllerAdapterBase):
             rec.timer.cancel()
         self._results[taskid] = (success, value)
         self._store_result(taskid, success, value)
-        evicted = []
-        while len(self._results) > self.max_results:
-            old, _ = self._results.popitem(last=False)
-            self._evicted.add(old)
-            evicted.append(old)
-        if evicted:
-            self.store.delete(evicted)
+        self._evict_over_cap()
         for dependent in self._dependents.pop(taskid, []):
             drec = self._live.get(dependent)
             if drec is not None and drec.state == "waiting" and self._ready(drec.task):
@@ -395,6 +409,20 @@ class TaskController(ControllerAdapterBase):
                 d.callback(value)
             else:
                 d.errback(value)
+
+    def _evict_over_cap(self):
+        evicted = []
+        while len(self._results) > self.max_results:
+            old, _ = self._results.popitem(last=False)
+            self._evicted.add(old)
+            evicted.append(old)
+        if evicted:
+            self.store.evict(evicted)
+
+    def _save_progress(self, taskid, task):
+        """Keep what a restart must know: retries used, or the switch to the recovery task."""
+        if self.store.persistent:
+            self.store.update(taskid, persist.task_to_plain(task))
 
     def _finished(self, taskid):
         return 0 <= taskid < self._next_id and taskid not in self._live
@@ -419,7 +447,9 @@ class TaskController(ControllerAdapterBase):
             tasks = list(tasks)
             for k, task in enumerate(tasks):
                 self._check_new(task, self._next_id + k, f"task {k} of the list: ")
-            ids = [self._run(task, distribute=False) for task in tasks]
+            ids = [self._run(task, distribute=False, store=False) for task in tasks]
+            if self.store.persistent:
+                self.store.add_many([(i, persist.task_to_plain(t)) for i, t in zip(ids, tasks)])
         except Exception:
             return defer.fail()
         self._distribute()
@@ -437,11 +467,11 @@ class TaskController(ControllerAdapterBase):
             if unknown:
                 raise IndexError(f"{where}after names tasks never submitted: {unknown}")
 
-    def _run(self, task, distribute=True):
+    def _run(self, task, distribute=True, store=True):
         self._check_new(task, self._next_id)
         taskid = task.taskid = self._next_id
         self._next_id += 1
-        if self.store.persistent:
+        if store and self.store.persistent:
             self.store.add(taskid, persist.task_to_plain(task))
         self._live[taskid] = _Record(task)
         if self._ready(task):
@@ -548,6 +578,10 @@ class TaskController(ControllerAdapterBase):
 
     def stop(self):
         """Cancel the timers and close the store (for a controller that is going away)."""
+        for call in self._penalties:
+            if call.active():
+                call.cancel()
+        self._penalties.clear()
         for rec in self._live.values():
             if rec.timer is not None:
                 rec.timer.cancel()

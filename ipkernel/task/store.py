@@ -77,13 +77,15 @@ def decode(data):
 
 class LoadedState:
     """What a store remembers at start: ``next_id``, ``unfinished`` as a list
-    of ``(taskid, state, spec)`` and ``finished`` as ``(taskid, result)``
-    (both oldest first; spec and result as stored, already decoded)."""
+    of ``(taskid, state, spec)``, ``finished`` as ``(taskid, result)`` (both
+    oldest first; spec and result as stored, already decoded) and the ids of
+    ``evicted`` results."""
 
-    def __init__(self, next_id=0, unfinished=(), finished=()):
+    def __init__(self, next_id=0, unfinished=(), finished=(), evicted=()):
         self.next_id = next_id
         self.unfinished = list(unfinished)
         self.finished = list(finished)
+        self.evicted = list(evicted)
 
 
 class MemoryTaskStore:
@@ -100,6 +102,15 @@ class MemoryTaskStore:
     def add(self, taskid, spec):
         """Task ``taskid`` was submitted; ``spec`` is plain data or None (not storable)."""
 
+    def add_many(self, tasks):
+        """Several :meth:`add` at once: ``tasks`` is a list of ``(taskid, spec)``."""
+
+    def update(self, taskid, spec):
+        """Task ``taskid`` goes on as ``spec`` (retries used, or its recovery task)."""
+
+    def evict(self, taskids):
+        """The results of ``taskids`` were dropped by the cap: remember only that."""
+
     def set_state(self, taskid, state):
         """Task ``taskid`` is now ``'queued'`` or ``'running'``."""
 
@@ -107,7 +118,7 @@ class MemoryTaskStore:
         """Task ``taskid`` finished; ``result`` is plain data or None (not storable)."""
 
     def delete(self, taskids=None):
-        """Forget the finished results of ``taskids`` (None: all finished ones)."""
+        """Forget the finished (or evicted) results of ``taskids`` (None: all of them)."""
 
     def close(self):
         """Release the store."""
@@ -141,22 +152,41 @@ class SQLiteTaskStore(MemoryTaskStore):
     def load(self):
         """Read back ids, unfinished tasks and finished results (see :class:`LoadedState`)."""
         (next_id,), = self.db.execute("SELECT value FROM meta WHERE key='next_id'")
-        unfinished, finished = [], []
+        unfinished, finished, evicted = [], [], []
         for taskid, state, spec, result in self.db.execute(
                 "SELECT id, state, spec, result FROM tasks ORDER BY id"):
             if state == "finished":
                 finished.append((taskid, decode(result)))
+            elif state == "evicted":
+                evicted.append(taskid)
             else:
                 unfinished.append((taskid, state, decode(spec)))
-        return LoadedState(int(next_id), unfinished, finished)
+        return LoadedState(int(next_id), unfinished, finished, evicted)
 
     def add(self, taskid, spec):
+        self.add_many([(taskid, spec)])
+
+    def add_many(self, tasks):
+        if not tasks:
+            return
         with self.db:
             self.db.execute("UPDATE meta SET value=MAX(value, ?) WHERE key='next_id'",
-                            (taskid + 1,))
-            if spec is not None:
-                self.db.execute("INSERT OR REPLACE INTO tasks VALUES (?, 'queued', ?, NULL)",
-                                (taskid, encode(spec)))
+                            (max(taskid for taskid, _ in tasks) + 1,))
+            self.db.executemany("INSERT OR REPLACE INTO tasks VALUES (?, 'queued', ?, NULL)",
+                                [(taskid, encode(spec)) for taskid, spec in tasks
+                                 if spec is not None])
+
+    def update(self, taskid, spec):
+        if spec is None:
+            self._write("DELETE FROM tasks WHERE id=?", (taskid,))
+        else:
+            self._write("UPDATE tasks SET spec=? WHERE id=? AND state IN ('queued', 'running')",
+                        (encode(spec), taskid))
+
+    def evict(self, taskids):
+        with self.db:
+            self.db.executemany("UPDATE tasks SET state='evicted', result=NULL "
+                                "WHERE id=? AND state='finished'", [(i,) for i in taskids])
 
     def set_state(self, taskid, state):
         self._write("UPDATE tasks SET state=? WHERE id=? AND state!='finished'", (state, taskid))
@@ -170,11 +200,11 @@ class SQLiteTaskStore(MemoryTaskStore):
 
     def delete(self, taskids=None):
         if taskids is None:
-            self._write("DELETE FROM tasks WHERE state='finished'")
+            self._write("DELETE FROM tasks WHERE state IN ('finished', 'evicted')")
             return
         with self.db:
-            self.db.executemany("DELETE FROM tasks WHERE id=? AND state='finished'",
-                                [(i,) for i in taskids])
+            self.db.executemany("DELETE FROM tasks WHERE id=? AND state IN ('finished', "
+                                "'evicted')", [(i,) for i in taskids])
 
     def close(self):
         self.db.close()

@@ -60,3 +60,17 @@ async def test_main_refuses_a_timeout_shorter_than_the_period(cluster, tmp_path)
         await start_main("--cluster-dir", str(cluster.dir), "--logfile", str(logfile),
                          "--heartbeat-period", "5", "--heartbeat-timeout", "1")
     assert "heartbeat timeout" in logfile.read_text()
+
+
+def test_task_farm_options_reach_the_task_controller(tmp_path):
+    options = app.build_parser().parse_args([
+        "--cluster-dir", str(tmp_path), "--task-scheduler", "lifo", "--task-timeout", "7",
+        "--task-max-results", "50", "--task-failure-penalty", "0.5"])
+    from ipkernel.clusterdir import ClusterDir
+    controller_app = app.ControllerApp(reactor, options, ClusterDir(tmp_path).create())
+    try:
+        tc = controller_app.controller._ipkernel_task_controller
+        assert type(tc.scheduler).__name__ == "LIFOScheduler"
+        assert (tc.timeout, tc.max_results, tc.failure_penalty) == (7.0, 50, 0.5)
+    finally:
+        tc.stop()

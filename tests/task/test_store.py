@@ -4,8 +4,10 @@ import pickle
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
+from twisted.python.failure import Failure
 
 from ipkernel import serialize, wire
+from ipkernel.error import ResultEvicted
 from ipkernel.task import TaskController
 from ipkernel.task.fc import WireResult, WireTask
 from ipkernel.task.store import (MemoryTaskStore, SQLiteTaskStore, decode, encode,
@@ -147,5 +149,66 @@ async def test_engine_loss_is_remembered_but_a_retry_is_not(make_controller, tmp
         assert tc._live[lost].losses == 1 and tc._live[retried].losses == 0
         assert (await tc.queue_status()) == {"pending": 0, "scheduled": 2, "succeeded": 0,
                                              "failed": 0}
+    finally:
+        tc.stop()
+
+
+def failing_spec(retries=0, recovery=None):
+    """A wire task whose function fails on the engine (an int is not callable)."""
+    return {"kind": "map", "retries": retries, "clear_before": False, "clear_after": False,
+            "after": None, "recovery": recovery,
+            "body": {"func": serialize.serialize(7), "args": serialize.serialize(()),
+                     "kwargs": serialize.serialize({})}}
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_evicted_result_stays_evicted_after_a_restart(make_controller, tmp_path):
+    path = tmp_path / "tasks.sqlite"
+    tc = TaskController(make_controller(0), store=SQLiteTaskStore(path), max_results=2)
+    ids = await tc.run_many([WireTask(spec()) for _ in range(3)])
+    for taskid in ids:  # finished with opaque values, as engines over the wire give
+        tc.scheduler.remove_task(tc._live[taskid].task)
+        tc._finish(taskid, True, JUNK)
+    tc.stop()
+    tc = TaskController(make_controller(0), store=SQLiteTaskStore(path), max_results=2)
+    try:
+        with pytest.raises(ResultEvicted):
+            await tc.get_task_result(ids[0]).addTimeout(WAIT, reactor)
+        assert sorted(tc._results) == ids[1:]
+        await tc.clear()
+    finally:
+        tc.stop()
+    tc = TaskController(make_controller(0), store=SQLiteTaskStore(path))
+    try:
+        with pytest.raises(IndexError) as info:
+            await tc.get_task_result(ids[0]).addTimeout(WAIT, reactor)
+        assert not isinstance(info.value, ResultEvicted)  # cleared now, not evicted
+    finally:
+        tc.stop()
+
+
+class _NoWorker:
+    workerid = None
+
+
+@pytest_twisted.ensureDeferred
+async def test_retries_used_and_the_switch_to_recovery_survive_a_restart(
+        make_controller, tmp_path):
+    path = tmp_path / "tasks.sqlite"
+    tc = TaskController(make_controller(0), store=SQLiteTaskStore(path))  # no engines
+    retried = await tc.run(WireTask(failing_spec(retries=3)))
+    recovering = await tc.run(WireTask(failing_spec(retries=0, recovery=failing_spec(5))))
+    for taskid in (retried, recovering):  # fail each once, as a finished run would
+        rec = tc._live[taskid]
+        tc.scheduler.remove_task(rec.task)
+        rec.state = "running"
+        tc._task_done(rec.task, False, Failure(ValueError("boom")), lost=False,
+                      worker=_NoWorker())
+    tc.stop()
+    tc = TaskController(make_controller(0), store=SQLiteTaskStore(path))
+    try:
+        assert tc._live[retried].task.retries == 2
+        assert tc._live[recovering].task.retries == 5  # it is the recovery task now
+        assert tc._live[recovering].task.recovery_task is None
     finally:
         tc.stop()

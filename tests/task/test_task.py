@@ -470,3 +470,30 @@ async def test_multiengine_and_task_farm_share_a_controller(make_tc):
     assert [await within(tc.get_task_result(i)) for i in ids] == [2 * i for i in range(10)]
     tr = await result(tc, await tc.run(StringTask("", pull="shared")))
     assert tr["shared"] == tr.engineid * 10
+
+
+@pytest_twisted.ensureDeferred
+async def test_failure_penalty_rests_an_engine_after_a_failed_task(make_tc):
+    clock = Clock()
+    tc = make_tc(1, failure_penalty=5, clock=clock)
+    failed = await tc.run(MapTask(divide_by_zero))
+    await raises(ZeroDivisionError, tc.get_task_result(failed, block=True))
+    later = await tc.run(MapTask(double, (4,)))
+    assert await within(tc.get_task_result(later)) is None  # the engine is resting
+    assert tc._live[later].state == "queued"
+    clock.advance(5)
+    assert await result(tc, later) == 8
+    ok = await tc.run(MapTask(double, (5,)))
+    assert await result(tc, ok) == 10  # no penalty after a success
+    assert not clock.getDelayedCalls()
+
+
+@pytest_twisted.ensureDeferred
+async def test_failure_penalty_timer_is_cancelled_by_stop(make_tc):
+    clock = Clock()
+    tc = make_tc(1, failure_penalty=5, clock=clock)
+    await raises(ZeroDivisionError, tc.get_task_result(await tc.run(MapTask(divide_by_zero)),
+                                                       block=True))
+    assert len(clock.getDelayedCalls()) == 1
+    tc.stop()
+    assert all(not c.active() for c in clock.getDelayedCalls())

@@ -404,3 +404,45 @@ def test_bad_bulk_submissions_are_refused_by_the_controller():
     bad = [dict(templates[0], kind="shell")]
     with pytest.raises(ValueError, match="task template 0"):
         tasks_from_wire(bad, refs, args)
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.parametrize("depth", [2, 4])
+async def test_remote_traceback_frames_over_the_wire(make_tc_cluster, depth):
+    from ipkernel.error import TRACEBACK_ATTR
+    _, tc = await make_tc_cluster(1)
+    chain = ["def f0():\n    raise IOError('deep')"]
+    chain += [f"def f{i}():\n    f{i - 1}()" for i in range(1, depth)]
+    code = "\n".join(chain) + f"\nf{depth - 1}()"
+    tr = await within(tc.get_task_result(await within(tc.run(StringTask(code))), block=True))
+    with pytest.raises(IOError):
+        tr.raise_exception()
+    text = getattr(tr.failure.value, TRACEBACK_ATTR)
+    # the module-level frame plus one frame per function of the chain, nothing of ipkernel
+    assert text.count('File "<string>"') == depth + 1
+    assert "ipkernel" not in text
+
+    tid = await within(tc.run(MapTask(LEVELS[depth - 1])))
+    exc = await raises(KeyError, tc.get_task_result(tid, block=True))
+    text = getattr(exc, TRACEBACK_ATTR)
+    assert text.count(", in level") == depth
+    assert "ipkernel" not in text
+
+
+def level0():
+    raise KeyError("bottom")
+
+
+def level1():
+    level0()
+
+
+def level2():
+    level1()
+
+
+def level3():
+    level2()
+
+
+LEVELS = [level0, level1, level2, level3]
