@@ -19,10 +19,10 @@ from twisted.internet import error as net_error
 from twisted.python.failure import Failure
 
 from ipkernel import error as errors
-from ipkernel import serialize
+from ipkernel import framing, serialize
 from ipkernel.serialize import Serialized
 
-SERIALIZED_TYPE = "ipkernel.Serialized:1"
+SERIALIZED_TYPE = "ipkernel.Serialized:2"
 ERROR_TYPE = "ipkernel.ErrorRecord:1"
 
 
@@ -52,12 +52,20 @@ class ErrorRecord:
 
 
 def _serialized_state(s):
-    frames = [f if isinstance(f, bytes) else bytes(f) for f in s.frames]
-    return SERIALIZED_TYPE, {"td": s.type_descriptor, "md": s.metadata, "frames": frames}
+    # One bytes token: Foolscap's cost is per token, so a dict of type,
+    # metadata and a list of frames costs several times more.
+    return SERIALIZED_TYPE, {"p": framing.pack([s])}
 
 
 def _serialized_from_state(state):
-    return Serialized(list(state["frames"]), state["td"], state["md"])
+    packed = state.get("p")
+    if not isinstance(packed, bytes):
+        raise Violation("a Serialized value arrived without its packed frames")
+    try:
+        (value,) = framing.unpack(packed)
+    except ValueError as exc:
+        raise Violation(f"a Serialized value arrived malformed: {exc}") from None
+    return value
 
 
 def _error_from_state(state):
@@ -66,7 +74,9 @@ def _error_from_state(state):
 
 def _register():
     registerCopier(Serialized, _serialized_state)
-    registerRemoteCopyFactory(SERIALIZED_TYPE, _serialized_from_state)
+    # cyclic=False: a Serialized holds no references, and the factory then
+    # runs at once instead of through a Deferred per value.
+    registerRemoteCopyFactory(SERIALIZED_TYPE, _serialized_from_state, cyclic=False)
     registerCopier(ErrorRecord, lambda r: (ERROR_TYPE, r.state()))
     registerRemoteCopyFactory(ERROR_TYPE, _error_from_state)
 
