@@ -1,0 +1,76 @@
+"""The messages of the data channel: a fixed header, a JSON extra, a body.
+
+::
+
+    magic "IPKD" | kind u8 | blob id 16 bytes | body length u64 | extra length u32
+    extra (UTF-8 JSON object) | body (raw bytes)
+
+Kinds:
+
+``AUTH``    first message of a peer: the body is the token it was given over Foolscap.
+``PUT``     a peer sends a blob; extra ``{"to": [engine ids] | "all" | "controller"}``.
+``DELIVER`` the controller hands a blob to a peer (relayed or fetched).
+``FETCH``   a peer asks for a blob kept by the controller (no body).
+``ERROR``   the controller could not do what was asked about a blob;
+            extra ``{"message": ...}``.
+"""
+import json
+import struct
+
+MAGIC = b"IPKD"
+HEADER = struct.Struct("<4sB16sQI")
+
+AUTH, PUT, DELIVER, FETCH, ERROR = range(1, 6)
+KINDS = {AUTH: "AUTH", PUT: "PUT", DELIVER: "DELIVER", FETCH: "FETCH", ERROR: "ERROR"}
+
+#: Largest JSON extra accepted (it holds a route or a message, nothing big).
+MAX_EXTRA = 1 << 20
+#: Bytes moved per socket call when a body is streamed.
+CHUNK = 4 << 20
+NO_ID = bytes(16)
+
+
+class ProtocolError(Exception):
+    """The other side broke the data-channel protocol; the connection is closed."""
+
+
+def header(kind, blob_id=NO_ID, body_length=0, extra=None):
+    """The bytes that start a message (the body follows)."""
+    data = json.dumps(extra, separators=(",", ":")).encode() if extra else b""
+    return HEADER.pack(MAGIC, kind, blob_id, body_length, len(data)) + data
+
+
+def recv_exactly(sock, n):
+    """``n`` bytes from ``sock``; ConnectionError if it closes first."""
+    buf = bytearray(n)
+    recv_into_fully(sock, memoryview(buf))
+    return bytes(buf)
+
+
+def recv_into_fully(sock, view):
+    """Fill ``view`` from ``sock``; ConnectionError if it closes first."""
+    got, n = 0, len(view)
+    while got < n:
+        k = sock.recv_into(view[got:], min(n - got, CHUNK))
+        if not k:
+            raise ConnectionError("the data channel closed in the middle of a message")
+        got += k
+
+
+def read_header(sock):
+    """``(kind, blob_id, body_length, extra)`` of the next message."""
+    magic, kind, blob_id, body_length, extra_length = HEADER.unpack(
+        recv_exactly(sock, HEADER.size))
+    if magic != MAGIC or kind not in KINDS:
+        raise ProtocolError("not a data-channel message")
+    if extra_length > MAX_EXTRA:
+        raise ProtocolError(f"a message extra of {extra_length} bytes is too big")
+    extra = {}
+    if extra_length:
+        try:
+            extra = json.loads(recv_exactly(sock, extra_length))
+        except ValueError:
+            raise ProtocolError("a message extra is not JSON") from None
+        if not isinstance(extra, dict):
+            raise ProtocolError("a message extra is not a JSON object")
+    return kind, blob_id, body_length, extra

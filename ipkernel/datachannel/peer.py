@@ -1,0 +1,148 @@
+"""A client's or an engine's end of the data channel."""
+import hashlib
+import os
+import socket
+import ssl
+import threading
+
+from foolscap import base32
+from twisted.internet import defer, threads
+from twisted.logger import Logger
+
+from ipkernel.datachannel import frames
+from ipkernel.datachannel.blobs import BlobStore
+
+log = Logger()
+
+#: Seconds allowed to connect and authenticate.
+CONNECT_TIMEOUT = 10.0
+
+
+def tubid_of_der(der):
+    """The Foolscap tub id of a certificate (DER bytes)."""
+    return base32.encode(hashlib.sha1(der).digest())
+
+
+class DataChannelPeer:
+    """Connects to the controller's data port and moves blobs.
+
+    ``tubid``: the tub id of the FURL this peer used; the TLS certificate of
+    the data port must match it.  Blobs that arrive go into ``store``.
+    Use :meth:`connect` (a Deferred) from the reactor thread.
+    """
+
+    def __init__(self, host, port, token, tubid, store=None, reactor=None):
+        if reactor is None:
+            from twisted.internet import reactor
+        self.host, self.port, self.token, self.tubid = host, port, token, tubid
+        self.reactor = reactor
+        self.store = store if store is not None else BlobStore(reactor)
+        self.sock = None
+        self.send_lock = threading.Lock()
+        self.closed = False
+        self._reader = None
+
+    def connect(self):
+        """A Deferred firing with self once authenticated."""
+        return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(),
+                                         self._connect).addCallback(lambda _: self)
+
+    def _connect(self):
+        raw = socket.create_connection((self.host, self.port), timeout=CONNECT_TIMEOUT)
+        try:
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE  # the tub id check below is the authentication
+            tls = ctx.wrap_socket(raw)
+            if tubid_of_der(tls.getpeercert(binary_form=True)) != self.tubid:
+                raise ConnectionError("the data port does not hold the controller's "
+                                      "certificate (tub id mismatch)")
+            tls.sendall(frames.header(frames.AUTH, body_length=len(self.token)) + self.token)
+            kind, _, _, _ = frames.read_header(tls)
+            if kind != frames.AUTH:
+                raise ConnectionError("the controller refused the data-channel token")
+            tls.settimeout(None)
+        except BaseException:
+            raw.close()
+            raise
+        self.sock = tls
+        self._reader = threading.Thread(target=self._read_loop, name="ipkernel-data-reader",
+                                        daemon=True)
+        self._reader.start()
+
+    def close(self):
+        """Close the connection (waiters fail with BlobMissing)."""
+        self.closed = True
+        if self.sock is not None:
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self.sock.close()
+
+    @property
+    def connected(self):
+        return self.sock is not None and not self.closed
+
+    # -- reading (its own thread) --------------------------------------------------------
+
+    def _read_loop(self):
+        why = "closed"
+        try:
+            while True:
+                kind, blob_id, length, extra = frames.read_header(self.sock)
+                if kind == frames.DELIVER:
+                    buf = bytearray(length)
+                    frames.recv_into_fully(self.sock, memoryview(buf))
+                    self.store.put(blob_id, buf)
+                elif kind == frames.ERROR:
+                    message = str(extra.get("message", "the controller refused bulk data"))
+                    log.warn("data channel: {message}", message=message)
+                    self.store.fail(blob_id, message)
+                else:
+                    raise frames.ProtocolError(f"unexpected {frames.KINDS[kind]} message")
+        except (ConnectionError, OSError, frames.ProtocolError, ssl.SSLError) as exc:
+            why = str(exc) or type(exc).__name__
+        finally:
+            self.closed = True
+            self.reactor.callFromThread(
+                self.store.fail_all, f"the data channel to the controller closed ({why})")
+
+    # -- sending (any thread) ---------------------------------------------------------------
+
+    def send_blob(self, blob_id, to, buffers):
+        """Send ``buffers`` (bytes-like, in order) as one blob to ``to``
+        (engine ids, ``"all"`` or ``"controller"``); blocks until sent."""
+        views = [memoryview(b).cast("B") for b in buffers]
+        total = sum(v.nbytes for v in views)
+        with self.send_lock:
+            if not self.connected:
+                raise ConnectionError("the data channel to the controller is closed")
+            self.sock.sendall(frames.header(frames.PUT, blob_id, total, {"to": to}))
+            for view in views:
+                for start in range(0, view.nbytes, frames.CHUNK):
+                    self.sock.sendall(view[start:start + frames.CHUNK])
+
+    def send_blob_later(self, blob_id, to, buffers):
+        """:meth:`send_blob` in a thread of the reactor's pool; a Deferred."""
+        return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(),
+                                         self.send_blob, blob_id, to, buffers)
+
+    def fetch(self, blob_id, timeout):
+        """Ask the controller for a blob it keeps; a Deferred of its bytes."""
+        d = self.store.wait(blob_id, timeout)
+        try:
+            with self.send_lock:
+                if not self.connected:
+                    raise ConnectionError("the data channel to the controller is closed")
+                self.sock.sendall(frames.header(frames.FETCH, blob_id))
+        except (ConnectionError, OSError) as exc:
+            d.addErrback(lambda _: None)
+            d.cancel()
+            return defer.fail(ConnectionError(str(exc)))
+        return d
+
+
+def new_blob_id():
+    return os.urandom(16)

@@ -1,0 +1,124 @@
+"""Large Serialized values travel on the data channel; Foolscap carries a reference.
+
+:func:`offload` sends the frames of every large Serialized inside a value
+(lists, tuples and dict values are walked) as blobs and returns the value
+with each one replaced by a *reference*: a Serialized without frames whose
+metadata says which blob holds them and how to cut it.  :func:`resolve`
+does the reverse on the receiving side.  Neither unpickles anything.
+"""
+from twisted.internet import defer
+
+from ipkernel.datachannel.peer import new_blob_id
+from ipkernel.serialize import Serialized
+
+#: A Serialized at least this big goes on the data channel.
+THRESHOLD = 256 * 1024
+#: Metadata key of a reference.
+REF_KEY = "$blob"
+#: Seconds a receiver waits for the blob of a reference.
+WAIT = 120.0
+
+
+def is_ref(value):
+    return isinstance(value, Serialized) and REF_KEY in value.metadata
+
+
+def _walk(value, leaf):
+    """``value`` with ``leaf(s)`` in place of every Serialized ``s``."""
+    if isinstance(value, Serialized):
+        return leaf(value)
+    if isinstance(value, list):
+        return [_walk(v, leaf) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_walk(v, leaf) for v in value)
+    if isinstance(value, dict):
+        return {k: _walk(v, leaf) for k, v in value.items()}
+    return value
+
+
+def offload(value, peer, to, threshold=THRESHOLD):
+    """Send the large Serialized inside ``value`` to ``to`` over ``peer``.
+
+    Returns ``(value with references, sends)`` where ``sends`` is a list of
+    ``(blob_id, buffers)`` still to be sent (see :func:`send`); with no peer
+    (or nothing large) ``value`` comes back unchanged.
+    """
+    sends = []
+    if peer is None or not peer.connected:
+        return value, sends
+
+    def leaf(s):
+        if s.nbytes < threshold or is_ref(s):
+            return s
+        blob_id = new_blob_id()
+        sizes = [memoryview(f).nbytes for f in s.frames]
+        sends.append((blob_id, list(s.frames)))
+        return Serialized([], s.type_descriptor,
+                          dict(s.metadata, **{REF_KEY: [blob_id.hex(), sizes]}))
+    return _walk(value, leaf), sends
+
+
+def send(peer, to, sends):
+    """Send the blobs of :func:`offload` in a pool thread; a Deferred."""
+    if not sends:
+        return defer.succeed(None)
+
+    def send_all():
+        for blob_id, buffers in sends:
+            peer.send_blob(blob_id, to, buffers)
+    from twisted.internet import threads
+    return threads.deferToThreadPool(peer.reactor, peer.reactor.getThreadPool(), send_all)
+
+
+def offload_blocking(value, peer, to, threshold=THRESHOLD):
+    """:func:`offload` and send at once, in the calling thread (not the reactor's)."""
+    value, sends = offload(value, peer, to, threshold)
+    for blob_id, buffers in sends:
+        peer.send_blob(blob_id, to, buffers)
+    return value
+
+
+def _refs(value, found):
+    if isinstance(value, Serialized):
+        if is_ref(value):
+            found.append(value)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _refs(v, found)
+    elif isinstance(value, dict):
+        for v in value.values():
+            _refs(v, found)
+    return found
+
+
+def _rebuild(ref, blob):
+    blob_hex, sizes = ref.metadata[REF_KEY]
+    view = memoryview(blob)
+    if sum(sizes) != view.nbytes:
+        raise ValueError(f"bulk data {blob_hex} holds {view.nbytes} bytes, not {sum(sizes)}")
+    frames, start = [], 0
+    for size in sizes:
+        frames.append(view[start:start + size])
+        start += size
+    metadata = {k: v for k, v in ref.metadata.items() if k != REF_KEY}
+    return Serialized(frames, ref.type_descriptor, metadata)
+
+
+def resolve(value, get_blob):
+    """A Deferred of ``value`` with every reference replaced by its Serialized.
+
+    ``get_blob(blob_id)`` returns a Deferred of the blob's bytes (the store's
+    ``wait`` on an engine, ``fetch`` on a client).  Values without
+    references come back at once.
+    """
+    found = _refs(value, [])
+    if not found:
+        return defer.succeed(value)
+    ds = [get_blob(bytes.fromhex(ref.metadata[REF_KEY][0])) for ref in found]
+
+    def rebuild(blobs):
+        by_ref = {id(ref): _rebuild(ref, blob) for ref, blob in zip(found, blobs)}
+        return _walk(value, lambda s: by_ref.get(id(s), s))
+    d = defer.gatherResults(ds, consumeErrors=True)
+    d.addErrback(lambda f: f.value.subFailure)  # the first failure, not a FirstError
+    return d.addCallback(rebuild)

@@ -1,0 +1,313 @@
+"""The controller's end of the data channel: authenticate peers, relay blobs.
+
+One listening socket per role (clients, engines), each presenting that
+role's Foolscap certificate over TLS, so a peer checks it against the
+tub id of the FURL it was given.  A peer proves itself with a token it
+got over Foolscap.  Every connection has its own thread: bulk data moves
+with blocking socket calls (TLS in C, no Python per byte), never through
+the reactor.
+
+* A ``PUT`` to engines is streamed through as it arrives (no copy of the
+  whole blob in the controller) to each target engine's connection.
+* A ``PUT`` to the controller (an engine's large result) is kept until the
+  client that receives the result ``FETCH``\\ es it (once), or for ``ttl``.
+"""
+import hmac
+from collections import OrderedDict
+import os
+import socket
+import ssl
+import threading
+import time
+
+from twisted.logger import Logger
+
+from ipkernel.datachannel import frames
+
+log = Logger()
+
+#: Seconds a new connection has to authenticate.
+AUTH_TIMEOUT = 10.0
+#: Seconds a FETCH waits for a blob still on its way from an engine.
+FETCH_WAIT = 60.0
+#: Fetched blob ids remembered, so fetching one again fails at once.
+REMEMBER_FETCHED = 10_000
+
+
+class _Conn:
+    """One authenticated peer connection."""
+
+    def __init__(self, sock, identity):
+        self.sock = sock
+        self.identity = identity  # ("engine", id) or ("client", key)
+        self.send_lock = threading.Lock()
+        self.alive = True
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def close(self):
+        self.alive = False
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked reading it
+        except OSError:
+            pass
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class DataChannelServer:
+    """Listens on ``(interface, port)`` for each role in ``cert_files``
+    (``{"client": pem_path, "engine": pem_path}``).
+
+    ``max_blob``: the largest blob accepted (None: any); ``ttl``: seconds a
+    blob kept for a FETCH waits for it.
+    """
+
+    def __init__(self, cert_files, interfaces=None, max_blob=None, ttl=600.0):
+        self.cert_files = dict(cert_files)
+        self.interfaces = dict(interfaces or {})
+        self.max_blob = max_blob
+        self.ttl = ttl
+        self._tokens = {}      # token -> (role, identity)
+        self._engines = {}     # engine id -> _Conn
+        self._conns = set()
+        self._kept = {}        # blob id -> (bytearray, time) for FETCH
+        self._kept_cv = threading.Condition()
+        self._fetched = OrderedDict()  # recently fetched ids: a second FETCH fails at once
+        self._lock = threading.Lock()
+        self._listeners = {}
+        self._threads = []
+        self._stopped = False
+        self.ports = {}
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def start(self, ports=None):
+        """Open the listening sockets (port 0: any); return ``{role: port}``."""
+        ports = ports or {}
+        for role, pem in self.cert_files.items():
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(pem)
+            sock = socket.create_server((self.interfaces.get(role, "127.0.0.1"),
+                                         ports.get(role, 0)))
+            self._listeners[role] = (sock, ctx)
+            self.ports[role] = sock.getsockname()[1]
+            self._spawn(self._accept_loop, role, sock, ctx, name=f"ipkernel-data-accept-{role}")
+        return dict(self.ports)
+
+    def stop(self):
+        """Close every socket; the threads end by themselves."""
+        self._stopped = True
+        for sock, _ in self._listeners.values():
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+        with self._lock:
+            conns = list(self._conns)
+        for conn in conns:
+            conn.close()
+        with self._kept_cv:
+            self._kept.clear()
+            self._kept_cv.notify_all()
+
+    def _spawn(self, target, *args, name):
+        thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+        self._threads = [t for t in self._threads if t.is_alive()]
+
+    # -- tokens (reactor thread) ----------------------------------------------------------
+
+    def new_token(self, role, identity):
+        """A token a peer of ``role`` presents to be known as ``identity``."""
+        token = os.urandom(32)
+        with self._lock:
+            self._tokens[token] = (role, identity)
+        return token
+
+    def forget_engine(self, engine_id):
+        """Engine ``engine_id`` went away: close its data connection."""
+        with self._lock:
+            conn = self._engines.pop(engine_id, None)
+        if conn is not None:
+            conn.close()
+
+    # -- connections ----------------------------------------------------------------
+
+    def _accept_loop(self, role, sock, ctx):
+        while not self._stopped:
+            try:
+                raw, _ = sock.accept()
+            except OSError:
+                return
+            self._spawn(self._serve, role, raw, ctx, name=f"ipkernel-data-{role}")
+
+    def _serve(self, role, raw, ctx):
+        conn = None
+        try:
+            raw.settimeout(AUTH_TIMEOUT)
+            tls = ctx.wrap_socket(raw, server_side=True)
+            conn = self._authenticate(role, tls)
+            tls.settimeout(None)
+            while not self._stopped:
+                self._handle(conn, *frames.read_header(tls))
+        except (ConnectionError, OSError, frames.ProtocolError, ssl.SSLError) as exc:
+            if conn is not None and conn.alive and not self._stopped:
+                log.info("data channel of {who} closed: {why}", who=conn.identity, why=exc)
+        finally:
+            if conn is not None:
+                self._drop(conn)
+            else:
+                raw.close()
+
+    def _authenticate(self, role, tls):
+        kind, _, length, _ = frames.read_header(tls)
+        if kind != frames.AUTH or length != 32:
+            raise frames.ProtocolError("a data-channel peer must authenticate first")
+        token = frames.recv_exactly(tls, 32)
+        with self._lock:
+            match = None
+            for known, (known_role, identity) in self._tokens.items():
+                if hmac.compare_digest(known, token) and known_role == role:
+                    match = (known, identity)
+            if match is None:
+                raise frames.ProtocolError("a data-channel peer presented an unknown token")
+            del self._tokens[match[0]]
+            conn = _Conn(tls, match[1])
+            self._conns.add(conn)
+            if match[1][0] == "engine":
+                old = self._engines.get(match[1][1])
+                self._engines[match[1][1]] = conn
+            else:
+                old = None
+        if old is not None:
+            old.close()
+        conn.send(frames.header(frames.AUTH))  # accepted
+        return conn
+
+    def _drop(self, conn):
+        conn.close()
+        with self._lock:
+            self._conns.discard(conn)
+            if conn.identity[0] == "engine" and self._engines.get(conn.identity[1]) is conn:
+                del self._engines[conn.identity[1]]
+
+    def _handle(self, conn, kind, blob_id, length, extra):
+        if kind == frames.PUT:
+            if self.max_blob is not None and length > self.max_blob:
+                self._discard(conn, length)
+                self._error(conn, blob_id, f"bulk data of {length} bytes is over the "
+                                           f"controller's payload cap of {self.max_blob} bytes")
+                return
+            to = extra.get("to")
+            if to == "controller":
+                self._keep(conn, blob_id, length)
+            else:
+                self._relay(conn, blob_id, length, to)
+        elif kind == frames.FETCH:
+            self._fetch(conn, blob_id)
+        else:
+            raise frames.ProtocolError(f"unexpected {frames.KINDS[kind]} message from a peer")
+
+    def _targets(self, to):
+        with self._lock:
+            if to == "all":
+                return sorted(self._engines.items())
+            if isinstance(to, list) and all(isinstance(i, int) for i in to):
+                return [(i, self._engines.get(i)) for i in sorted(set(to))]
+        raise frames.ProtocolError(f"a PUT names no valid destination: {to!r}")
+
+    def _relay(self, conn, blob_id, length, to):
+        targets = self._targets(to)
+        missing = [i for i, c in targets if c is None or not c.alive]
+        live = [c for _, c in targets if c is not None and c.alive]
+        if missing:
+            self._error(conn, blob_id, f"engines {missing} have no data channel; "
+                                       f"their copy of the bulk data is lost")
+        locks = [c.send_lock for c in live]
+        for lock in locks:
+            lock.acquire()
+        try:
+            head = frames.header(frames.DELIVER, blob_id, length)
+            live = self._send_all(live, head)
+            buf = bytearray(min(length, frames.CHUNK) or 1)
+            view = memoryview(buf)
+            left = length
+            while left:
+                k = conn.sock.recv_into(view, min(left, len(buf)))
+                if not k:
+                    raise ConnectionError("a peer closed its data channel in the middle of a blob")
+                left -= k
+                live = self._send_all(live, view[:k])
+        finally:
+            for lock in locks:
+                lock.release()
+
+    @staticmethod
+    def _send_all(conns, data):
+        ok = []
+        for c in conns:
+            try:
+                c.send(data)
+                ok.append(c)
+            except OSError:
+                c.close()  # its reader thread drops it; the engine never gets this blob
+        return ok
+
+    def _keep(self, conn, blob_id, length):
+        buf = bytearray(length)
+        frames.recv_into_fully(conn.sock, memoryview(buf))
+        with self._kept_cv:
+            now = time.monotonic()
+            for old in [k for k, (_, t) in self._kept.items() if now - t > self.ttl]:
+                del self._kept[old]
+            self._kept[blob_id] = (buf, now)
+            self._kept_cv.notify_all()
+
+    def _fetch(self, conn, blob_id):
+        deadline = time.monotonic() + FETCH_WAIT
+        with self._kept_cv:
+            while (blob_id not in self._kept and blob_id not in self._fetched
+                   and not self._stopped):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._kept_cv.wait(left)
+            entry = self._kept.pop(blob_id, None)
+            if entry is not None:
+                self._fetched[blob_id] = None
+                while len(self._fetched) > REMEMBER_FETCHED:
+                    self._fetched.popitem(last=False)
+        if entry is None:
+            self._error(conn, blob_id, f"the controller has no bulk data {blob_id.hex()} "
+                                       f"(already fetched, expired, or never sent)")
+            return
+        buf = entry[0]
+        with conn.send_lock:
+            conn.send(frames.header(frames.DELIVER, blob_id, len(buf)))
+            conn.send(buf)
+
+    def _error(self, conn, blob_id, message):
+        with conn.send_lock:
+            conn.send(frames.header(frames.ERROR, blob_id, 0, {"message": message}))
+
+    @staticmethod
+    def _discard(conn, length):
+        buf = bytearray(min(length, frames.CHUNK) or 1)
+        view = memoryview(buf)
+        while length:
+            k = conn.sock.recv_into(view, min(length, len(buf)))
+            if not k:
+                raise ConnectionError("closed")
+            length -= k
+
+    @property
+    def kept_bytes(self):
+        """Bytes of blobs waiting for a FETCH."""
+        with self._kept_cv:
+            return sum(len(b) for b, _ in self._kept.values())

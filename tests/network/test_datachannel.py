@@ -1,0 +1,140 @@
+"""Tier 2: the data channel on its own (TLS sockets on loopback, real threads)."""
+import pytest
+import pytest_twisted
+
+from ipkernel import fcutil
+from ipkernel.datachannel import (BlobMissing, DataChannelPeer, DataChannelServer, is_ref,
+                                  offload, resolve, tubid_of_der)
+from ipkernel.datachannel.peer import new_blob_id
+from ipkernel.serialize import serialize, unserialize
+
+from awaiting import raises, within
+
+pytestmark = pytest.mark.tier2
+
+
+@pytest.fixture
+def certs(tmp_path, cert_pool):
+    """``{role: (pem path, tub id)}`` for the two roles."""
+    out = {}
+    for n, role in enumerate(("client", "engine")):
+        pem = cert_pool.get(n)
+        path = tmp_path / f"{role}.pem"
+        path.write_bytes(pem if isinstance(pem, bytes) else pem.encode())
+        tub = fcutil.make_tub(cert_data=pem)
+        out[role] = (str(path), tub.getTubID())
+    return out
+
+
+@pytest.fixture
+def server(certs):
+    srv = DataChannelServer({role: pem for role, (pem, _) in certs.items()}, max_blob=50 << 20)
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest_twisted.async_yield_fixture
+async def peers(server, certs):
+    """``connect(role, identity) -> DataChannelPeer``; all closed afterwards."""
+    made = []
+
+    async def connect(role, identity, token=None, tubid=None):
+        token = token if token is not None else server.new_token(role, identity)
+        peer = DataChannelPeer("127.0.0.1", server.ports[role], token,
+                               tubid or certs[role][1])
+        made.append(peer)
+        return await within(peer.connect())
+
+    yield connect
+    for peer in made:
+        peer.close()
+
+
+def test_tub_id_of_a_certificate_matches_foolscap(certs):
+    import ssl
+    pem, tubid = certs["engine"]
+    der = ssl.PEM_cert_to_DER_cert(open(pem).read().split("-----END CERTIFICATE-----")[0]
+                                   + "-----END CERTIFICATE-----\n")
+    assert tubid_of_der(der) == tubid
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_put_to_engines_is_streamed_to_each_of_them(peers):
+    client = await peers("client", ("client", "s1"))
+    engines = [await peers("engine", ("engine", i)) for i in range(3)]
+    blob_id = new_blob_id()
+    data = [bytes(range(256)) * 40_000, b"tail"]
+    await within(client.send_blob_later(blob_id, [0, 2], data))
+    for k in (0, 2):
+        got = await within(engines[k].store.wait(blob_id, 10))
+        assert bytes(got) == b"".join(data)
+    await raises(BlobMissing, engines[1].store.wait(blob_id, 0.3))
+    other = new_blob_id()
+    await within(client.send_blob_later(other, "all", [b"to everyone"]))
+    for engine in engines:
+        assert bytes(await within(engine.store.wait(other, 10))) == b"to everyone"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_result_kept_by_the_controller_is_fetched_once(server, peers):
+    engine = await peers("engine", ("engine", 0))
+    client = await peers("client", ("client", "s1"))
+    blob_id = new_blob_id()
+    fetched = client.fetch(blob_id, 10)  # may ask before the engine has sent it
+    await within(engine.send_blob_later(blob_id, "controller", [b"x" * 1_000_000]))
+    assert bytes(await within(fetched)) == b"x" * 1_000_000
+    assert server.kept_bytes == 0
+    err = await raises(BlobMissing, client.fetch(blob_id, 70))
+    assert "already fetched" in str(err)
+
+
+@pytest_twisted.ensureDeferred
+async def test_refs_round_trip_through_the_channel(peers):
+    np = pytest.importorskip("numpy")
+    client = await peers("client", ("client", "s1"))
+    engine = await peers("engine", ("engine", 5))
+    namespace = {"big": serialize(np.arange(100_000.0)), "small": serialize(3),
+                 "nested": [serialize({"a": np.ones(50_000)})]}
+    sent, sends = offload(namespace, client, [5])
+    assert is_ref(sent["big"]) and not is_ref(sent["small"]) and is_ref(sent["nested"][0])
+    assert sent["big"].nbytes == 0 and len(sends) == 2
+    for blob_id, buffers in sends:
+        await within(client.send_blob_later(blob_id, [5], buffers))
+    back = await within(resolve(sent, lambda b: engine.store.wait(b, 10)))
+    assert (unserialize(back["big"]) == np.arange(100_000.0)).all()
+    assert unserialize(back["small"]) == 3
+    assert (unserialize(back["nested"][0])["a"] == 1).all()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_wrong_token_or_certificate_is_refused(server, peers, certs):
+    with pytest.raises(Exception):
+        await peers("client", ("client", "x"), token=b"\0" * 32)
+    token = server.new_token("engine", ("engine", 1))
+    with pytest.raises(Exception):  # an engine token on the client port
+        await peers("client", ("engine", 1), token=token, tubid=certs["client"][1])
+    with pytest.raises(ConnectionError, match="tub id"):
+        await peers("client", ("client", "y"), tubid=certs["engine"][1])
+
+
+@pytest_twisted.ensureDeferred
+async def test_oversized_and_undeliverable_blobs_get_an_error(peers):
+    client = await peers("client", ("client", "s1"))
+    too_big = new_blob_id()
+    waiting = client.store.wait(too_big, 10)
+    await within(client.send_blob_later(too_big, [0], [bytes(51 << 20)]))
+    err = await raises(BlobMissing, waiting)
+    assert "payload cap" in str(err)
+    nowhere = new_blob_id()
+    waiting = client.store.wait(nowhere, 10)
+    await within(client.send_blob_later(nowhere, [7], [b"data"]))
+    assert "have no data channel" in str(await raises(BlobMissing, waiting))
+
+
+@pytest_twisted.ensureDeferred
+async def test_waiters_fail_when_the_channel_closes(server, peers):
+    engine = await peers("engine", ("engine", 0))
+    waiting = engine.store.wait(new_blob_id(), 10)
+    server.forget_engine(0)
+    assert "closed" in str(await raises(BlobMissing, waiting))
