@@ -148,6 +148,9 @@ class Runner:
                 self.log(f"  {slot.system.name}: stop failed: {error}")
 
     def _start_main(self, slot):
+        if self._remaining() < 1:
+            slot.down_reason = "skipped: --timeout reached"
+            return
         timeout = min(START_TIMEOUT, self._remaining())
         self.log(f"starting {slot.system.name} with {self.params['engines']} engines")
         try:
