@@ -23,7 +23,7 @@ def available(wanted=None):
             continue
         try:
             importlib.import_module(requirement)
-            numpy = importlib.import_module("numpy")  # noqa: F841 (the data workloads need it)
+            importlib.import_module("numpy")  # the data workloads need it
         except ImportError:
             missing.append(name)
             continue
