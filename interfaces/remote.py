@@ -12,7 +12,7 @@ Wire names (``__remote_name__``) never change; a new version gets a new name.
 """
 from foolscap.api import (Any, ChoiceOf, DictOf, IntegerConstraint, ListOf, RemoteInterface,
                           TupleOf)
-from foolscap.schema import BooleanConstraint, UnicodeConstraint
+from foolscap.schema import BooleanConstraint, ByteStringConstraint, UnicodeConstraint
 
 MAX_ENGINES = 100_000
 MAX_KEYS = 100_000
@@ -146,7 +146,9 @@ class RIEngineRegistrar(RemoteInterface):
     def register_engine(engine=RIEngine, id=ChoiceOf(None, EngineId),
                         pid=ChoiceOf(None, IntegerConstraint(8)),
                         properties=Properties):
-        """Register ``engine``; return ``{'id': assigned_id}``."""
+        """Register ``engine``; return ``{'id': assigned_id}``, with
+        ``'data': [port, token, tls_always]`` when the controller has a data
+        channel."""
         return DictOf(UnicodeConstraint(16), Any())
 
 
@@ -168,6 +170,14 @@ class RIMultiEngine(RemoteInterface):
         """Return a new RIMultiEngine for this client alone: its pending results
         (block=False ids) are private to it and freed when it disconnects."""
         return Any()
+
+    def open_data_channel():
+        """``(port, token, tls_always)`` for joining the data channel (bulk
+        data beside Foolscap, see ipkernel.datachannel) on this connection's
+        host; ``(0, b"", False)`` when the controller runs without one.  (A
+        tuple always: Foolscap cannot choose between None and a tuple on the
+        way in.)"""
+        return TupleOf(IntegerConstraint(8), ByteStringConstraint(64), BooleanConstraint())
 
     def get_ids():
         return ListOf(EngineId, maxLength=MAX_ENGINES)

@@ -6,12 +6,17 @@ an argument the FURL file ``ipcontroller-mec.furl`` of the default cluster
 directory (``$IPKERNEL_DIR`` or ``~/.ipkernel``) is used.
 """
 from twisted.internet import defer
+from twisted.logger import Logger
 
+from ipkernel import fcutil
 from ipkernel.client.connect import DEFAULT_TIMEOUT, default_furl_file, get_reference
 from ipkernel.client.fcmultiengine import FCFullSynchronousMultiEngineClient
 from ipkernel.client.fctask import FCTaskClient
 from ipkernel.clusterdir import TASK_FURL
+from ipkernel.datachannel import DataChannelPeer
 from ipkernel.error import CompositeError, ControllerError
+
+log = Logger()
 
 __all__ = ["get_multiengine_client", "get_task_client", "FCTaskClient", "FCFullSynchronousMultiEngineClient", "CompositeError"]
 
@@ -43,7 +48,27 @@ async def _multiengine_client(furl_or_file, tub, timeout):
         "is it the engine FURL (ipcontroller-engine.furl) instead of ipcontroller-mec.furl?")
     # A session of our own: our non-blocking results are private to us.
     session = await rref.callRemote("open_session").addTimeout(timeout, reactor)
-    return FCFullSynchronousMultiEngineClient(session, furl=furl)
+    client = FCFullSynchronousMultiEngineClient(session, furl=furl)
+    client.data = await _join_data_channel(session, furl, timeout)
+    return client
+
+
+async def _join_data_channel(session, furl, timeout):
+    """The session's DataChannelPeer, or None (then bulk data goes through Foolscap)."""
+    from twisted.internet import reactor
+
+    offer = await session.callRemote("open_data_channel").addTimeout(timeout, reactor)
+    port, token, tls_always = offer
+    if not port:
+        return None
+    host = getattr(session.getPeer(), "host", "127.0.0.1")
+    peer = DataChannelPeer(host, port, token, fcutil.tubid_of_furl(furl), tls_always)
+    try:
+        return await peer.connect().addTimeout(timeout, reactor)
+    except Exception as exc:
+        log.warn("could not join the controller's data channel at {host}:{port} ({why}); "
+                 "bulk data goes through Foolscap (slower)", host=host, port=port, why=exc)
+        return None
 
 
 def _where(furl_or_file, furl):

@@ -134,6 +134,11 @@ def is_valid_furl(text):
     return True
 
 
+def tubid_of_furl(furl):
+    """The tub id (the certificate's hash) named by ``furl``."""
+    return SturdyRef(furl).getTubRef().getTubID()
+
+
 def find_furl(furl_or_file):
     """Return the FURL given, or the one stored in the file named.
 

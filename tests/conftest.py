@@ -31,6 +31,7 @@ from twisted.internet import defer, reactor
 
 from ipkernel import asyncclient, fcutil
 from ipkernel.controller import ControllerService, MultiEngine, SynchronousMultiEngine
+from ipkernel.datachannel import DataChannelServer
 from ipkernel.controller.fc import FCEngineRegistrar, FCSynchronousMultiEngine
 from ipkernel.engine import EngineService, QueuedEngine
 from ipkernel.engine.connector import EngineConnector
@@ -277,12 +278,21 @@ class FCCluster:
         self.client = None
         self.client_tub = None
 
-    async def start(self, payload_cap=None):
+    async def start(self, payload_cap=None, data_dir=None):
         self.tub = self._make_tub()
         self.port = await fcutil.listen(self.tub, reactor)
-        self.registrar = FCEngineRegistrar(self.controller)
+        self.data_server = None
+        if data_dir is not None:  # a data channel beside the Tub, with the Tub's certificate
+            pem = data_dir / "controller.pem"
+            cert = self.tub.getCertData()
+            pem.write_bytes(cert if isinstance(cert, bytes) else cert.encode())
+            self.data_server = DataChannelServer({"client": str(pem), "engine": str(pem)},
+                                                 max_blob=payload_cap)
+            self.data_server.start()
+        self.registrar = FCEngineRegistrar(self.controller, data_server=self.data_server)
         self.sme = SynchronousMultiEngine(MultiEngine(self.controller))
-        self.fc_sme = FCSynchronousMultiEngine(self.sme, payload_cap=payload_cap)
+        self.fc_sme = FCSynchronousMultiEngine(self.sme, payload_cap=payload_cap,
+                                               data_server=self.data_server)
         self.engine_furl = fcutil.register(self.tub, self.registrar)
         self.mec_furl = fcutil.register(self.tub, self.fc_sme)
         return self
@@ -305,21 +315,38 @@ class FCCluster:
             self.mec_furl, tub=self.client_tub, timeout=CONNECT_TIMEOUT)
         return self.client
 
+    def close_data_channels(self):
+        if self.client is not None:
+            self.client.close()
+        for connector in self.connectors:
+            connector.close_data_channel()
+        if self.data_server is not None:
+            self.data_server.stop()
+
 
 @pytest_twisted.async_yield_fixture
-async def make_fc_cluster(make_tub, make_engine):
-    """Return ``async make(n=0, payload_cap=None, **controller_kwargs) -> FCCluster``
-    with ``n`` engines registered (ids 0..n-1) and a connected client."""
+async def make_fc_cluster(make_tub, make_engine, tmp_path):
+    """Return ``async make(n=0, payload_cap=None, data_channel=False,
+    **controller_kwargs) -> FCCluster`` with ``n`` engines registered (ids
+    0..n-1) and a connected client; ``data_channel`` adds a data channel."""
+    made = []
 
-    async def make(n=0, payload_cap=None, **kwargs):
-        cluster = await FCCluster(make_tub, make_engine, ControllerService(**kwargs)).start(
-            payload_cap=payload_cap)
+    async def make(n=0, payload_cap=None, data_channel=False, **kwargs):
+        cluster = FCCluster(make_tub, make_engine, ControllerService(**kwargs))
+        made.append(cluster)
+        data_dir = None
+        if data_channel:
+            data_dir = tmp_path / f"data{len(made)}"
+            data_dir.mkdir()
+        await cluster.start(payload_cap=payload_cap, data_dir=data_dir)
         for _ in range(n):
             await cluster.add_engine()
         await cluster.connect_client()
         return cluster
 
     yield make
+    for cluster in made:
+        cluster.close_data_channels()
 
 
 def pytest_collection_modifyitems(config, items):

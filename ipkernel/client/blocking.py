@@ -368,11 +368,19 @@ def _release_all():
         client._holder.clear()
 
 
+def _drop(holder):
+    for fc in holder:
+        close = getattr(fc, "close", None)
+        if close is not None:
+            close()  # the data channel, if any
+    holder.clear()
+
+
 def _release(bridge, holder):
     """Drop the client's network objects in the reactor thread (Foolscap
     objects must only be touched there)."""
     try:
-        bridge.post(holder.clear)
+        bridge.post(lambda: _drop(holder))
     except Exception:  # noqa: B902 - no reactor left: nothing to release
         pass
 
@@ -518,6 +526,7 @@ class MultiEngineClient:
             d = asyncclient.get_multiengine_client(*self._reconnect_args)
 
             def reconnected(new_fc):
+                _drop(self._holder)
                 self._holder[:] = [new_fc]
                 self.furl = getattr(new_fc, "furl", self.furl)
                 return self._invoke(method, args, kwargs)

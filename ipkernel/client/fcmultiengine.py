@@ -14,6 +14,7 @@ from twisted.internet import defer
 from zope.interface import implementer
 
 from ipkernel import serialize, wire
+from ipkernel.datachannel import BlobMissing, refs
 from ipkernel.controller import mapping
 from ipkernel.controller.multiengine import read_script, zip_sequences
 from ipkernel.engine.properties import StrictDict
@@ -36,6 +37,12 @@ _targets = wire.encode_targets
 _keys = wire.encode_keys
 
 
+def _route(targets):
+    """Where the data channel sends bulk data meant for ``targets``."""
+    tag, ids = wire.encode_targets(targets)
+    return "all" if tag == "all" else list(ids)
+
+
 @implementer(IFullSynchronousMultiEngine)
 class FCFullSynchronousMultiEngineClient:
     """IFullSynchronousMultiEngine over a RemoteReference to the controller."""
@@ -47,6 +54,34 @@ class FCFullSynchronousMultiEngineClient:
         self.remote = remote_reference
         self.furl = furl
         self._post = {}  # deferred id -> function applied when the result is fetched
+        #: The DataChannelPeer large values travel on (None: all through Foolscap).
+        self.data = None
+
+    def close(self):
+        """Close the data channel (the Foolscap connection belongs to the Tub)."""
+        if self.data is not None:
+            self.data.close()
+            self.data = None
+
+    # -- bulk data -------------------------------------------------------------------
+
+    def _fetch(self, blob_id):
+        if self.data is None:
+            return defer.fail(BlobMissing("the controller sent a reference to bulk data, but "
+                                          "this client has no data channel"))
+        return self.data.fetch(blob_id, refs.WAIT)
+
+    def _offloaded(self, value, route):
+        """A Deferred of ``value`` with its large parts sent on the data channel
+        to ``route`` (engine ids or 'all'), once they are sent."""
+        value, sends = refs.offload(value, self.data, route)
+        return refs.send(self.data, route, sends).addCallback(lambda _: value)
+
+    def _offloaded_parts(self, parts, ids):
+        """Like :meth:`_offloaded` for one part per engine of ``ids``."""
+        ds = [self._offloaded(part, [i]) for part, i in zip(parts, ids)]
+        return defer.gatherResults(ds, consumeErrors=True).addErrback(
+            lambda f: f.value.subFailure)
 
     # -- plumbing -------------------------------------------------------------------
 
@@ -62,6 +97,15 @@ class FCFullSynchronousMultiEngineClient:
             failure, method, "the controller", ControllerError,
             f"lost the connection to the controller ({where}) during {method}: "
             f"is it still running?")
+
+    def _two_phase_sending(self, method, args, block, route, post=None, decode_result=True):
+        """:meth:`_two_phase` after sending the large values of ``args[0]``
+        (a namespace or a value) to ``route`` on the data channel."""
+        if self.data is None:
+            return self._two_phase(method, args, block, post, decode_result)
+        d = self._offloaded(args[0], route)
+        return d.addCallback(lambda first: self._two_phase(method, (first,) + tuple(args[1:]),
+                                                           block, post, decode_result))
 
     def _two_phase(self, method, args, block, post=None, decode_result=True):
         """Call ``method``; decode and post-process the result, now or at fetch time.
@@ -82,8 +126,12 @@ class FCFullSynchronousMultiEngineClient:
             return deferred_id
         return d.addCallback(remember)
 
+    def _finish(self, value, decode_result, post):
+        d = refs.resolve(value, self._fetch)  # large parts come on the data channel
+        return d.addCallback(self._finish_resolved, decode_result, post)
+
     @staticmethod
-    def _finish(value, decode_result, post):
+    def _finish_resolved(value, decode_result, post):
         if decode_result:
             value = wire.decode_values(value)
         return post(value) if post is not None else value
@@ -96,9 +144,10 @@ class FCFullSynchronousMultiEngineClient:
     def push(self, namespace, targets="all", *, block=True):
         try:
             payload = _encode_namespace(namespace)
+            route = _route(targets)
         except Exception:
             return defer.fail()
-        return self._two_phase("push", (payload, _targets(targets)), block)
+        return self._two_phase_sending("push", (payload, _targets(targets)), block, route)
 
     def pull(self, keys, targets="all", *, block=True):
         return self._two_phase("pull", (_keys(keys), _targets(targets)), block)
@@ -108,17 +157,23 @@ class FCFullSynchronousMultiEngineClient:
             payload = _encode_namespace(namespace)
         except Exception:
             return defer.fail()
-        return self._two_phase("push_function", (payload, _targets(targets)), block)
+        return self._two_phase_sending("push_function", (payload, _targets(targets)), block,
+                                       _route(targets))
 
     def pull_function(self, keys, targets="all", *, block=True):
         return self._two_phase("pull_function", (_keys(keys), _targets(targets)), block)
 
     def apply(self, func, args=(), kwargs=None, targets="all", *, block=True):
         try:
-            payload = tuple(serialize.serialize(x) for x in (func, tuple(args), kwargs))
+            func, args, kwargs = (serialize.serialize(x) for x in (func, tuple(args), kwargs))
+            route = _route(targets)
         except Exception:
             return defer.fail()
-        return self._two_phase("apply", payload + (_targets(targets),), block)
+        if self.data is None:
+            return self._two_phase("apply", (func, args, kwargs, _targets(targets)), block)
+        d = self._offloaded((args, kwargs), route)
+        return d.addCallback(lambda ak: self._two_phase(
+            "apply", (func, ak[0], ak[1], _targets(targets)), block))
 
     def complete(self, text, line=None, targets="all", *, block=True):
         return self._two_phase("complete", (text, wire.encode_line(line), _targets(targets)), block)
@@ -141,7 +196,8 @@ class FCFullSynchronousMultiEngineClient:
         return self._two_phase("interrupt", (_targets(targets),), block)
 
     def push_serialized(self, namespace, targets="all", *, block=True):
-        return self._two_phase("push_serialized", (dict(namespace), _targets(targets)), block)
+        return self._two_phase_sending("push_serialized", (dict(namespace), _targets(targets)),
+                                       block, _route(targets))
 
     def pull_serialized(self, keys, targets="all", *, block=True):
         # Serialized values are the answer here: do not decode them.
@@ -222,6 +278,8 @@ class FCFullSynchronousMultiEngineClient:
             if flatten:
                 parts = [p[0] if len(p) == 1 else p for p in parts]
             payload = [serialize.serialize(p) for p in parts]
+            if self.data is not None:
+                payload = await self._offloaded_parts(payload, ids)
             return await self._two_phase("scatter", (key, payload, False, _targets(ids)), block)
         return defer.Deferred.fromCoroutine(go())
 
@@ -238,6 +296,8 @@ class FCFullSynchronousMultiEngineClient:
                                 f"not {type(func).__name__}")
             ids = await self._engine_ids(targets)
             parts = [serialize.serialize(p) for p in mapping.partitions(argtuples, len(ids), dist)]
+            if self.data is not None:
+                parts = await self._offloaded_parts(parts, ids)
             return await self._two_phase("raw_map", (serialize.serialize(func), parts, _targets(ids)), block,
                                          lambda results: mapping.join(results, dist))
         return defer.Deferred.fromCoroutine(go())

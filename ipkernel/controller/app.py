@@ -35,6 +35,7 @@ from ipkernel.pids import process_alive, watch_parent
 from ipkernel.clusterdir import (ENGINE_FURL, MULTIENGINE_FURL, TASK_FURL, ClusterDir,
                                  write_private_file)
 from ipkernel.controller import ControllerService
+from ipkernel.datachannel import DataChannelServer
 from ipkernel.controller.fc import FCEngineRegistrar, FCSynchronousMultiEngine
 from ipkernel.interfaces.remote import RITaskController
 from ipkernel.interfaces.task import ITaskController
@@ -90,6 +91,13 @@ def build_parser():
                         "db/tasks.sqlite in the cluster directory: task ids continue, tasks "
                         "queued or running at a stop run again and finished results stay "
                         "retrievable across controller and client restarts, until cleared)")
+    p.add_argument("--no-data-channel", dest="data_channel", action="store_false",
+                   help="send bulk data (large pushes, pulls, scatters) through Foolscap "
+                        "instead of the data channel (a TLS socket beside it, authenticated "
+                        "through Foolscap; much faster for large arrays)")
+    p.add_argument("--data-channel-tls", action="store_true",
+                   help="encrypt the data channel also for peers on this host (it always "
+                        "is for other hosts); costs about two thirds of its speed")
     task = p.add_argument_group("task farm")
     task.add_argument("--task-scheduler", choices=("fifo", "lifo"), default="fifo",
                       help="which queued task runs next: oldest (fifo, default) or newest")
@@ -154,6 +162,7 @@ class ControllerApp:
         }
         self.tubs = {}
         self.ports = {}
+        self.data_server = None
         self.finished = defer.Deferred()
         self._stopping = None
 
@@ -170,16 +179,20 @@ class ControllerApp:
         self.top.startService()
         for role in ("client", "engine"):
             self.ports[role] = await self._listen(role)
+        if getattr(self.options, "data_channel", True):
+            self.data_server = self._start_data_channel()
         sme = ISynchronousMultiEngine(IMultiEngine(self.controller))
         try:
             fcutil.register(self.tubs["client"],
-                            FCSynchronousMultiEngine(sme, payload_cap=self.options.payload_cap),
+                            FCSynchronousMultiEngine(sme, payload_cap=self.options.payload_cap,
+                                                     data_server=self.data_server),
                             furl_file=self.mec_furl_file, reuse=self.options.reuse_furls)
             # The task farm, on the same ControllerService as the multi-engine view.
             fcutil.register(self.tubs["client"],
                             RITaskController(ITaskController(self.controller)),
                             furl_file=self.tc_furl_file, reuse=self.options.reuse_furls)
-            fcutil.register(self.tubs["engine"], FCEngineRegistrar(self.controller),
+            fcutil.register(self.tubs["engine"],
+                            FCEngineRegistrar(self.controller, data_server=self.data_server),
                             furl_file=self.engine_furl_file, reuse=self.options.reuse_furls)
         except SecurityError as exc:
             raise AppError(str(exc)) from None
@@ -187,6 +200,21 @@ class ControllerApp:
                  "(pid {pid}, client port {cport}, engine port {eport})",
                  ready=READY, engine=self.engine_furl_file, client=self.mec_furl_file,
                  pid=os.getpid(), cport=self.ports["client"], eport=self.ports["engine"])
+
+    def _start_data_channel(self):
+        server = DataChannelServer(
+            self.cert_files,
+            interfaces={role: getattr(self.options, f"{role}_ip") for role in self.cert_files},
+            max_blob=self.options.payload_cap,
+            tls_always=getattr(self.options, "data_channel_tls", False))
+        try:
+            ports = server.start()
+        except OSError as exc:
+            raise AppError(f"cannot open the data channel: {exc} (--no-data-channel runs "
+                           f"without it: bulk data then goes through Foolscap)") from None
+        log.info("data channel: client port {c}, engine port {e}", c=ports["client"],
+                 e=ports["engine"])
+        return server
 
     def _wanted_port(self, role):
         port = getattr(self.options, f"{role}_port")
@@ -229,6 +257,8 @@ class ControllerApp:
         return d
 
     def _stopped(self, _):
+        if self.data_server is not None:
+            self.data_server.stop()
         try:
             self.controller._ipkernel_task_controller.stop()
         except Exception:

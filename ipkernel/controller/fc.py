@@ -17,6 +17,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ipkernel import batchwire, serialize, wire
+from ipkernel.datachannel import refs
 from ipkernel.controller.mapping import PrePartitioned
 from ipkernel.engine.properties import StrictDict
 from ipkernel.error import EngineError, PayloadTooLarge, tag_exception
@@ -252,9 +253,10 @@ class RemoteEngine:
 class FCEngineRegistrar(Referenceable):
     """Lets engines register with a controller over Foolscap."""
 
-    def __init__(self, controller, on_engine=None):
+    def __init__(self, controller, on_engine=None, data_server=None):
         self.controller = controller
         self.on_engine = on_engine
+        self.data_server = data_server
 
     def remote_register_engine(self, engine, id=None, pid=None, properties=None):
         remote = RemoteEngine(engine, properties=properties)
@@ -270,6 +272,9 @@ class FCEngineRegistrar(Referenceable):
         remote.on_lost = lambda: self._disconnected(engine_id, remote)
         if self.on_engine is not None:
             self.on_engine(engine_id, remote)
+        if self.data_server is not None:
+            # where and how this engine joins the data channel for bulk data
+            reply = dict(reply, data=list(self.data_server.offer("engine", ("engine", engine_id))))
         return reply
 
     def _disconnected(self, engine_id, remote):
@@ -287,9 +292,10 @@ def _record(failure):
 class FCSynchronousMultiEngine(Referenceable):
     """Adapter ISynchronousMultiEngine -> RIMultiEngine (thin translation)."""
 
-    def __init__(self, smultiengine, payload_cap=None):
+    def __init__(self, smultiengine, payload_cap=None, data_server=None):
         self.sme = smultiengine
         self.payload_cap = payload_cap
+        self.data_server = data_server
 
     def _check_payload(self, method, payload):
         """PayloadTooLarge when the user data of one call exceeds the cap."""
@@ -297,7 +303,7 @@ class FCSynchronousMultiEngine(Referenceable):
             return
         items = (payload.values() if isinstance(payload, dict) else
                  payload if isinstance(payload, list) else [payload])
-        total = sum(item.nbytes for item in items if isinstance(item, serialize.Serialized))
+        total = sum(refs.nbytes(item) for item in items if isinstance(item, serialize.Serialized))
         if total > self.payload_cap:
             raise PayloadTooLarge(
                 f"{method}: the data sent ({total} bytes serialized) exceeds this controller's "
@@ -318,7 +324,12 @@ class FCSynchronousMultiEngine(Referenceable):
 
     def remote_open_session(self):
         private = type(self.sme)(self.sme.multiengine, max_pending=self.sme.max_pending)
-        return FCSynchronousMultiEngine(private, self.payload_cap)
+        return FCSynchronousMultiEngine(private, self.payload_cap, self.data_server)
+
+    def remote_open_data_channel(self):
+        if self.data_server is None:
+            return (0, b"", False)
+        return self.data_server.offer("client", ("client", id(self)))
 
     def remote_get_client_name(self):
         return CLIENT_NAME

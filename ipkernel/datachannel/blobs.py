@@ -7,6 +7,10 @@ from twisted.internet import defer
 from ipkernel.error import KernelError
 
 
+#: Refusals remembered for blobs nobody waits for yet.
+MAX_FAILED = 1000
+
+
 class BlobMissing(KernelError):
     """A blob did not arrive in time, or the controller does not have it."""
 
@@ -49,6 +53,8 @@ class BlobStore:
         """The blob will not come: fail its waiters with BlobMissing(``message``)."""
         with self._lock:
             self._failed[blob_id] = message
+            while len(self._failed) > MAX_FAILED:  # nobody may ever ask for them
+                del self._failed[next(iter(self._failed))]
         self.reactor.callFromThread(self._wake, blob_id)
 
     def take(self, blob_id):

@@ -14,6 +14,7 @@ Kinds:
 ``ERROR``   the controller could not do what was asked about a blob;
             extra ``{"message": ...}``.
 """
+import ipaddress
 import json
 import struct
 
@@ -74,3 +75,11 @@ def read_header(sock):
         if not isinstance(extra, dict):
             raise ProtocolError("a message extra is not a JSON object")
     return kind, blob_id, body_length, extra
+
+
+def is_loopback(host):
+    """True for an address of this host's loopback interface (127.0.0.0/8, ::1)."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"

@@ -10,6 +10,7 @@ from twisted.internet import defer, threads
 from twisted.logger import Logger
 
 from ipkernel.datachannel import frames
+from ipkernel.datachannel.frames import is_loopback
 from ipkernel.datachannel.blobs import BlobStore
 
 log = Logger()
@@ -27,20 +28,25 @@ class DataChannelPeer:
     """Connects to the controller's data port and moves blobs.
 
     ``tubid``: the tub id of the FURL this peer used; the TLS certificate of
-    the data port must match it.  Blobs that arrive go into ``store``.
+    the data port must match it (TLS is used off this host, or always with
+    ``tls_always``).  Blobs that arrive go into ``store``.
     Use :meth:`connect` (a Deferred) from the reactor thread.
     """
 
-    def __init__(self, host, port, token, tubid, store=None, reactor=None):
+    def __init__(self, host, port, token, tubid, tls_always=False, store=None, reactor=None):
         if reactor is None:
             from twisted.internet import reactor
         self.host, self.port, self.token, self.tubid = host, port, token, tubid
+        self.tls_always = tls_always
         self.reactor = reactor
         self.store = store if store is not None else BlobStore(reactor)
         self.sock = None
         self.send_lock = threading.Lock()
         self.closed = False
         self._reader = None
+        #: Blob bytes sent and received (for tests and benchmarks).
+        self.bytes_sent = 0
+        self.bytes_received = 0
 
     def connect(self):
         """A Deferred firing with self once authenticated."""
@@ -51,13 +57,16 @@ class DataChannelPeer:
         raw = socket.create_connection((self.host, self.port), timeout=CONNECT_TIMEOUT)
         try:
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE  # the tub id check below is the authentication
-            tls = ctx.wrap_socket(raw)
-            if tubid_of_der(tls.getpeercert(binary_form=True)) != self.tubid:
-                raise ConnectionError("the data port does not hold the controller's "
-                                      "certificate (tub id mismatch)")
+            if is_loopback(raw.getpeername()[0]) and not self.tls_always:
+                tls = raw  # same host: plain TCP (see ipkernel.datachannel.server)
+            else:
+                ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE  # the tub id check below authenticates
+                tls = ctx.wrap_socket(raw)
+                if tubid_of_der(tls.getpeercert(binary_form=True)) != self.tubid:
+                    raise ConnectionError("the data port does not hold the controller's "
+                                          "certificate (tub id mismatch)")
             tls.sendall(frames.header(frames.AUTH, body_length=len(self.token)) + self.token)
             kind, _, _, _ = frames.read_header(tls)
             if kind != frames.AUTH:
@@ -95,6 +104,7 @@ class DataChannelPeer:
                 if kind == frames.DELIVER:
                     buf = bytearray(length)
                     frames.recv_into_fully(self.sock, memoryview(buf))
+                    self.bytes_received += length
                     self.store.put(blob_id, buf)
                 elif kind == frames.ERROR:
                     message = str(extra.get("message", "the controller refused bulk data"))
@@ -123,6 +133,7 @@ class DataChannelPeer:
             for view in views:
                 for start in range(0, view.nbytes, frames.CHUNK):
                     self.sock.sendall(view[start:start + frames.CHUNK])
+            self.bytes_sent += total
 
     def send_blob_later(self, blob_id, to, buffers):
         """:meth:`send_blob` in a thread of the reactor's pool; a Deferred."""

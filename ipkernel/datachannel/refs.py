@@ -36,6 +36,26 @@ def _walk(value, leaf):
     return value
 
 
+def has_large(value, threshold=THRESHOLD):
+    """True when ``value`` holds a Serialized that :func:`offload` would send."""
+    found = []
+
+    def leaf(s):
+        if s.nbytes >= threshold:
+            found.append(s)
+        return s
+    _walk(value, leaf)
+    return bool(found)
+
+
+def nbytes(s):
+    """The size of a Serialized's frames, also when they travel as a reference."""
+    if is_ref(s):
+        sizes = s.metadata[REF_KEY][1]
+        return sum(int(n) for n in sizes) if isinstance(sizes, list) else 0
+    return s.nbytes
+
+
 def offload(value, peer, to, threshold=THRESHOLD):
     """Send the large Serialized inside ``value`` to ``to`` over ``peer``.
 

@@ -14,6 +14,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from ipkernel import fcutil
+from ipkernel.datachannel import DataChannelPeer
 from ipkernel.engine.fc import FCEngineFromService
 
 log = Logger()
@@ -53,6 +54,7 @@ class EngineConnector:
         return self.registered
 
     def stop(self):
+        self.close_data_channel()
         self._stop_file_watch()
         if self._reconnector is not None:
             self._reconnector.stopConnecting()
@@ -71,10 +73,40 @@ class EngineConnector:
         engine_id = reply["id"]
         self.service.id = engine_id
         log.info("registered with the controller as engine {id}", id=engine_id)
+        if reply.get("data") and self.controller is not None:
+            d = self._join_data_channel(*reply["data"])
+            return d.addCallback(lambda _: self._announce(engine_id))
+        self._announce(engine_id)
+
+    def _announce(self, engine_id):
         if self.on_registered is not None:
             self.on_registered(engine_id)
         if not self.registered.called:
             self.registered.callback(engine_id)
+
+    def _join_data_channel(self, port, token, tls_always=False):
+        old = self._reference.data
+        if old is not None:
+            old.close()
+        self._reference.data = None
+        host = getattr(self.controller.getPeer(), "host", "127.0.0.1")
+        peer = DataChannelPeer(host, port, token, fcutil.tubid_of_furl(self.furl), tls_always)
+
+        def joined(peer):
+            self._reference.data = peer
+            log.info("joined the data channel at {host}:{port}", host=host, port=port)
+
+        def failed(failure):
+            log.warn("could not join the data channel at {host}:{port} ({why}); bulk data "
+                     "sent to this engine will not arrive", host=host, port=port,
+                     why=failure.getErrorMessage())
+        return peer.connect().addCallbacks(joined, failed)
+
+    def close_data_channel(self):
+        """Leave the data channel (the engine is stopping)."""
+        if self._reference.data is not None:
+            self._reference.data.close()
+            self._reference.data = None
 
     def _failed(self, failure):
         log.failure("registration with the controller failed", failure)

@@ -6,11 +6,13 @@ serialized (made in the user thread too), and errors go back as
 ErrorRecords carrying the pickled exception.
 """
 from foolscap.api import Referenceable
+from twisted.internet import defer, threads
 from twisted.python import components
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ipkernel import batchwire, serialize, wire
+from ipkernel.datachannel import BlobMissing, refs
 from ipkernel.interfaces.engine import IEngineBase
 from ipkernel.interfaces.remote import RIEngine
 
@@ -32,13 +34,40 @@ class FCEngineFromService(Referenceable):
             raise TypeError(f"FCEngineFromService wraps an IEngineBase, not {type(service).__name__}")
         self.service = service
         self.pings = 0
+        #: The DataChannelPeer for bulk data, once joined (see EngineConnector).
+        self.data = None
+
+    # -- bulk data ----------------------------------------------------------------------
+
+    def _wait_blob(self, blob_id):
+        if self.data is None:
+            return defer.fail(BlobMissing(
+                f"engine {self.service.id} got a reference to bulk data but has no data "
+                f"channel (see its log)"))
+        return self.data.store.wait(blob_id, refs.WAIT)
+
+    def _inputs(self, method, *args):
+        """Call ``method(*args)`` once the bulk data its arguments refer to has arrived."""
+        d = refs.resolve(list(args), self._wait_blob)
+        return self._outcome(d.addCallback(lambda resolved: method(*resolved)))
+
+    def _offload(self, value):
+        """In the user thread: send a large result to the controller, return the reference."""
+        data = self.data
+        if data is None or not data.connected:
+            return value
+        try:
+            return refs.offload_blocking(value, data, "controller")
+        except (ConnectionError, OSError):
+            return value  # the channel went away: Foolscap carries it instead
+
 
     @staticmethod
     def _outcome(d):
         return d.addErrback(_record)
 
     def _serialized(self, method, *args):
-        return self._outcome(self.service.call_serialized(method, *args))
+        return self._outcome(self.service.call_serialized(method, *args, post=self._offload))
 
     def remote_get_id(self):
         return self.service.id
@@ -54,19 +83,19 @@ class FCEngineFromService(Referenceable):
         return self._outcome(self.service.execute(lines))
 
     def remote_push(self, namespace):
-        return self._outcome(self.service.push_serialized(namespace))
+        return self._inputs(self.service.push_serialized, namespace)
 
     def remote_pull(self, keys):
         return self._serialized("pull", wire.decode_keys(keys))
 
     def remote_push_function(self, namespace):
-        return self._outcome(self.service.push_function(namespace))
+        return self._inputs(self.service.push_function, namespace)
 
     def remote_pull_function(self, keys):
         return self._serialized("pull_function", wire.decode_keys(keys))
 
     def remote_apply(self, func, args, kwargs):
-        return self._serialized("apply", func, args, kwargs)
+        return self._inputs(self._serialized, "apply", func, args, kwargs)
 
     def remote_apply_batch(self, shared, refs, args):
         try:
@@ -77,7 +106,7 @@ class FCEngineFromService(Referenceable):
         return self._outcome(d.addCallback(batchwire.outcomes_to_wire))
 
     def remote_starmap(self, func, argtuples):
-        return self._serialized("starmap", func, argtuples)
+        return self._inputs(self._serialized, "starmap", func, argtuples)
 
     def remote_complete(self, text, line):
         return self._outcome(self.service.complete(text, wire.decode_line(line)))
@@ -98,10 +127,16 @@ class FCEngineFromService(Referenceable):
         return self._outcome(self.service.interrupt())
 
     def remote_push_serialized(self, namespace):
-        return self._outcome(self.service.push_serialized(namespace))
+        return self._inputs(self.service.push_serialized, namespace)
 
     def remote_pull_serialized(self, keys):
-        return self._outcome(self.service.pull_serialized(wire.decode_keys(keys)))
+        d = self.service.pull_serialized(wire.decode_keys(keys))
+        return self._outcome(d.addCallback(self._offload_in_thread))
+
+    def _offload_in_thread(self, value):
+        if self.data is None or not refs.has_large(value):
+            return value
+        return threads.deferToThread(self._offload, value)
 
     def remote_set_properties(self, properties):
         return self._outcome(self.service.set_properties(properties))

@@ -140,14 +140,19 @@ class EngineService(service.Service):
             tag_exception(exc, self._id, method)
             return defer.fail(exc)
 
-    def call_serialized(self, method, *args):
+    def call_serialized(self, method, *args, post=None):
         """Run engine method ``method`` and fire with its result serialized.
 
         Serialisation happens in the user-code thread, so a large result does
-        not stall the reactor.  Used by the network adapter.
+        not stall the reactor; so does ``post(serialized)``, if given (the
+        network adapter sends large results on the data channel there).
         """
         impl = getattr(self, "_" + method)
-        return self._call(method, lambda: serialize.serialize(impl(*args)))
+
+        def run():
+            value = serialize.serialize(impl(*args))
+            return post(value) if post is not None else value
+        return self._call(method, run)
 
     # -- IEngineCore --------------------------------------------------------------
 
