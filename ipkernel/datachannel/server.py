@@ -62,6 +62,52 @@ class _Conn:
             pass
 
 
+#: Bytes moved per splice call (the pipe between the two sockets holds this much).
+SPLICE_CHUNK = 1 << 20
+
+
+def _can_splice(src, dst):
+    """Both plain sockets on Linux: the kernel can move the bytes itself."""
+    return (hasattr(os, "splice") and not isinstance(src, ssl.SSLSocket)
+            and not isinstance(dst, ssl.SSLSocket))
+
+
+def _splice(src, dst, length):
+    """Move ``length`` bytes from socket ``src`` to ``dst`` without copying
+    them through this process (socket -> pipe -> socket in the kernel)."""
+    read_end, write_end = os.pipe()
+    try:
+        try:
+            import fcntl
+            fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, SPLICE_CHUNK)
+            chunk = SPLICE_CHUNK
+        except (ImportError, OSError, AttributeError):
+            chunk = 64 * 1024  # the default pipe size
+        left = length
+        while left:
+            n = os.splice(src.fileno(), write_end, min(left, chunk))
+            if not n:
+                raise ConnectionError("a peer closed its data channel in the middle of a blob")
+            left -= n
+            while n:
+                n -= os.splice(read_end, dst.fileno(), n)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+class _Kept:
+    """A blob kept for a FETCH: its buffer and how much of it has arrived."""
+
+    __slots__ = ("buf", "received", "failed", "since")
+
+    def __init__(self, length):
+        self.buf = bytearray(length)
+        self.received = 0
+        self.failed = False
+        self.since = time.monotonic()
+
+
 class DataChannelServer:
     """Listens on ``(interface, port)`` for each role in ``cert_files``
     (``{"client": pem_path, "engine": pem_path}``).
@@ -79,7 +125,7 @@ class DataChannelServer:
         self._tokens = {}      # token -> (role, identity)
         self._engines = {}     # engine id -> _Conn
         self._conns = set()
-        self._kept = {}        # blob id -> (bytearray, time) for FETCH
+        self._kept = {}        # blob id -> _Kept, for FETCH
         self._kept_cv = threading.Condition()
         self._fetched = OrderedDict()  # recently fetched ids: a second FETCH fails at once
         self._lock = threading.Lock()
@@ -246,6 +292,9 @@ class DataChannelServer:
         try:
             head = frames.header(frames.DELIVER, blob_id, length)
             live = self._send_all(live, head)
+            if len(live) == 1 and _can_splice(conn.sock, live[0].sock):
+                _splice(conn.sock, live[0].sock, length)
+                return
             buf = bytearray(min(length, frames.CHUNK) or 1)
             view = memoryview(buf)
             left = length
@@ -271,14 +320,30 @@ class DataChannelServer:
         return ok
 
     def _keep(self, conn, blob_id, length):
-        buf = bytearray(length)
-        frames.recv_into_fully(conn.sock, memoryview(buf))
+        """Receive a blob for a later FETCH; a FETCH may stream it out while it arrives."""
+        entry = _Kept(length)
         with self._kept_cv:
             now = time.monotonic()
-            for old in [k for k, (_, t) in self._kept.items() if now - t > self.ttl]:
+            for old in [k for k, e in self._kept.items() if now - e.since > self.ttl]:
                 del self._kept[old]
-            self._kept[blob_id] = (buf, now)
+            self._kept[blob_id] = entry
             self._kept_cv.notify_all()
+        view = memoryview(entry.buf)
+        try:
+            while entry.received < length:
+                k = conn.sock.recv_into(view[entry.received:],
+                                        min(length - entry.received, frames.CHUNK))
+                if not k:
+                    raise ConnectionError("a peer closed its data channel in the middle of a blob")
+                with self._kept_cv:
+                    entry.received += k
+                    self._kept_cv.notify_all()
+        except BaseException:
+            with self._kept_cv:
+                entry.failed = True
+                self._kept.pop(blob_id, None)
+                self._kept_cv.notify_all()
+            raise
 
     def _fetch(self, conn, blob_id):
         deadline = time.monotonic() + FETCH_WAIT
@@ -298,10 +363,20 @@ class DataChannelServer:
             self._error(conn, blob_id, f"the controller has no bulk data {blob_id.hex()} "
                                        f"(already fetched, expired, or never sent)")
             return
-        buf = entry[0]
+        view = memoryview(entry.buf)
         with conn.send_lock:
-            conn.send(frames.header(frames.DELIVER, blob_id, len(buf)))
-            conn.send(buf)
+            conn.send(frames.header(frames.DELIVER, blob_id, len(entry.buf)))
+            sent = 0
+            while sent < len(entry.buf):
+                with self._kept_cv:  # stream what has arrived so far
+                    while entry.received == sent and not entry.failed and not self._stopped:
+                        self._kept_cv.wait(FETCH_WAIT)
+                    if entry.failed or self._stopped:
+                        # the body was announced: the only honest signal left is to hang up
+                        raise ConnectionError("the engine's bulk data stopped arriving")
+                    ready = entry.received
+                conn.send(view[sent:ready])
+                sent = ready
 
     def _error(self, conn, blob_id, message):
         with conn.send_lock:
@@ -321,4 +396,4 @@ class DataChannelServer:
     def kept_bytes(self):
         """Bytes of blobs waiting for a FETCH."""
         with self._kept_cv:
-            return sum(len(b) for b, _ in self._kept.values())
+            return sum(len(e.buf) for e in self._kept.values())

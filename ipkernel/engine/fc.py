@@ -7,6 +7,7 @@ ErrorRecords carrying the pickled exception.
 """
 from foolscap.api import Referenceable
 from twisted.internet import defer, threads
+from twisted.logger import Logger
 from twisted.python import components
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -15,6 +16,9 @@ from ipkernel import batchwire, serialize, wire
 from ipkernel.datachannel import BlobMissing, refs
 from ipkernel.interfaces.engine import IEngineBase
 from ipkernel.interfaces.remote import RIEngine
+
+
+log = Logger()
 
 
 def _record(failure):
@@ -67,7 +71,28 @@ class FCEngineFromService(Referenceable):
         return d.addErrback(_record)
 
     def _serialized(self, method, *args):
-        return self._outcome(self.service.call_serialized(method, *args, post=self._offload))
+        data = self.data
+        if data is None or not data.connected:
+            return self._outcome(self.service.call_serialized(method, *args))
+        # A large result is answered with its reference first, then streamed on
+        # the data channel by the same user-thread job (so no later command can
+        # change it meanwhile): the client's fetch overlaps the sending.
+        reply = defer.Deferred()
+        reactor = data.reactor
+
+        def post(value):
+            value, sends = refs.offload(value, data, "controller")
+            reactor.callFromThread(reply.callback, value)
+            for blob_id, buffers in sends:
+                data.send_blob(blob_id, "controller", buffers)
+
+        def failed(failure):
+            if not reply.called:
+                reply.errback(failure)
+            else:
+                log.failure("sending a result on the data channel failed", failure)
+        self.service.call_serialized(method, *args, post=post).addErrback(failed)
+        return self._outcome(reply)
 
     def remote_get_id(self):
         return self.service.id
