@@ -48,14 +48,21 @@ def square(i):
     return i * i
 
 
+async def run_queued_squares(tc, gates, n):
+    """Queue ``n`` short tasks while every engine is held, then let them run;
+    return their ids once all have finished."""
+    await learn_durations(tc)
+    gate, held = await hold_engines(tc, gates)
+    ids = [await tc.run(MapTask(square, (i,))) for i in range(n)]
+    gate.open()
+    await within(tc.barrier(held + ids))
+    return ids
+
+
 @pytest_twisted.ensureDeferred
 async def test_queued_short_tasks_go_in_batches_and_each_runs_once(make_tc, gates, batches):
     tc = make_tc(2, batch_time=60.0, max_batch=16)
-    await learn_durations(tc)
-    gate, held = await hold_engines(tc, gates)
-    ids = [await tc.run(MapTask(square, (i,))) for i in range(100)]
-    gate.open()
-    await within(tc.barrier(held + ids))
+    ids = await run_queued_squares(tc, gates, 100)
     assert [await within(tc.get_task_result(i)) for i in ids] == [i * i for i in range(100)]
     batched = [tid for _, tids in batches for tid in tids]
     assert len(batched) == len(set(batched)) and set(batched) <= set(ids)
@@ -68,11 +75,7 @@ async def test_queued_short_tasks_go_in_batches_and_each_runs_once(make_tc, gate
 @pytest_twisted.ensureDeferred
 async def test_a_batch_is_never_more_than_a_workers_share_of_the_queue(make_tc, gates, batches):
     tc = make_tc(4, batch_time=60.0, max_batch=1000)
-    await learn_durations(tc)
-    gate, held = await hold_engines(tc, gates)
-    ids = [await tc.run(MapTask(square, (i,))) for i in range(40)]
-    gate.open()
-    await within(tc.barrier(held + ids))
+    await run_queued_squares(tc, gates, 40)
     assert max(len(tids) for _, tids in batches) <= 40 // 4 + 1
     assert len({engine for engine, _ in batches}) >= 3
 
