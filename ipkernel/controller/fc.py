@@ -27,6 +27,8 @@ from ipkernel.interfaces.remote import RIEngineRegistrar, RIMultiEngine
 log = Logger()
 
 CLIENT_NAME = "ipkernel.client.fcmultiengine.FCFullSynchronousMultiEngineClient"
+#: Pending ids remembered for JSON answers (beyond, results come as plain Foolscap data).
+MAX_JSON_IDS = 100_000
 
 #: Failures of a remote call that mean the connection to the engine is gone.
 _CONNECTION_GONE = ("foolscap.ipb.DeadReferenceError", "twisted.internet.error.ConnectionLost",
@@ -288,6 +290,10 @@ def _record(failure):
     return wire.record_from_exception(failure.value, include_exception=False)
 
 
+def _as_json(value):
+    return value if isinstance(value, wire.ErrorRecord) else wire.AsJson(value)
+
+
 @implementer(RIMultiEngine)
 class FCSynchronousMultiEngine(Referenceable):
     """Adapter ISynchronousMultiEngine -> RIMultiEngine (thin translation)."""
@@ -296,6 +302,7 @@ class FCSynchronousMultiEngine(Referenceable):
         self.sme = smultiengine
         self.payload_cap = payload_cap
         self.data_server = data_server
+        self._json_ids = {}  # pending ids whose results go back as JSON (ordered)
 
     def _check_payload(self, method, payload):
         """PayloadTooLarge when the user data of one call exceeds the cap."""
@@ -338,7 +345,22 @@ class FCSynchronousMultiEngine(Referenceable):
         return self.sme.get_ids()
 
     def remote_execute(self, lines, targets, block):
-        return self._run("execute", lines, targets=targets, block=block)
+        return self._run_json("execute", lines, targets=targets, block=block)
+
+    def _run_json(self, method, *args, targets, block):
+        """:meth:`_run` for methods whose results are JSON-safe plain data
+        (execute results): they go back as one JSON token, now or when fetched."""
+        d = self._run(method, *args, targets=targets, block=block)
+        if block:
+            return d.addCallback(_as_json)
+        return d.addCallback(self._remember_json)
+
+    def _remember_json(self, deferred_id):
+        if isinstance(deferred_id, str):
+            self._json_ids[deferred_id] = None
+            while len(self._json_ids) > MAX_JSON_IDS:  # never fetched: forget the oldest
+                del self._json_ids[next(iter(self._json_ids))]
+        return deferred_id
 
     def remote_push(self, namespace, targets, block):
         return self._run("push", namespace, targets=targets, block=block, payload=namespace)
@@ -361,7 +383,7 @@ class FCSynchronousMultiEngine(Referenceable):
         return self._run("complete", text, wire.decode_line(line), targets=targets, block=block)
 
     def remote_get_result(self, i, targets, block):
-        return self._run("get_result", i, targets=targets, block=block)
+        return self._run_json("get_result", i, targets=targets, block=block)
 
     def remote_reset(self, targets, block):
         return self._run("reset", targets=targets, block=block)
@@ -415,9 +437,18 @@ class FCSynchronousMultiEngine(Referenceable):
                          block=block, payload=[func] + list(parts))
 
     def remote_get_pending_deferred(self, deferred_id, block):
-        return self._run("get_pending_deferred", deferred_id, block)
+        d = self._run("get_pending_deferred", deferred_id, block)
+        if deferred_id in self._json_ids:
+            d.addCallback(self._json_fetched, deferred_id)
+        return d
+
+    def _json_fetched(self, value, deferred_id):
+        if not isinstance(value, wire.ErrorRecord):
+            self._json_ids.pop(deferred_id, None)
+        return _as_json(value)
 
     def remote_clear_pending_deferreds(self):
+        self._json_ids.clear()
         return self._run("clear_pending_deferreds")
 
     def remote_abort(self, deferred_id):

@@ -105,7 +105,7 @@ class FCEngineFromService(Referenceable):
         return self.pings
 
     def remote_execute(self, lines):
-        return self._outcome(self.service.execute(lines))
+        return self._outcome(self.service.execute(lines).addCallback(wire.AsJson))
 
     def remote_push(self, namespace):
         return self._inputs(self.service.push_serialized, namespace)

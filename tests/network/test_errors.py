@@ -1,9 +1,13 @@
 """Tier 2: errors crossing client -> controller -> engine Tubs and back."""
 import io
+import json
 
 import pytest
 import pytest_twisted
+from foolscap.api import Violation
+from foolscap.copyable import debug_CopyableFactories
 
+from ipkernel import wire
 from ipkernel.error import (ENGINE_INFO_ATTR, TRACEBACK_ATTR, InvalidEngineID,
                             PayloadTooLarge, RemoteError)
 
@@ -126,3 +130,13 @@ async def test_arguments_the_wire_refuses(make_fc_cluster):
     err = await composite(client.get_result())
     assert [type(e) for e in err.exceptions] == [IndexError, IndexError]
     assert await within(client.pull("id")) == [0, 1]
+
+
+
+def test_json_values_cross_as_one_token_and_arrive_decoded():
+    factory = debug_CopyableFactories[wire.JSON_TYPE][0]
+    value = [{"number": 1, "input": {"raw": "a=1"}, "id": 0, "stdout": "x\n"}]
+    assert factory({"j": json.dumps(value).encode()}) == value
+    for bad in ({"j": b"{not json"}, {}):
+        with pytest.raises(Violation):
+            factory(bad)
