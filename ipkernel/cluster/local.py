@@ -21,7 +21,7 @@ import tempfile
 import time
 import weakref
 
-from ipkernel.clusterdir import MULTIENGINE_FURL, TASK_FURL, ClusterDir
+from ipkernel.clusterdir import ENGINE_FURL, MULTIENGINE_FURL, TASK_FURL, ClusterDir
 from ipkernel.cluster.launcher import (POLL_INTERVAL, STOP_TIMEOUT, ControllerLauncher,
                                        EngineLauncher, shutdown_all)
 
@@ -140,14 +140,24 @@ class LocalCluster:
         self._cluster = ClusterDir(path).create()
         controller = ControllerLauncher(self._cluster, self.controller_args)
         self._procs.controller = controller
+        # With no engine FURL file yet, the engines start at once and wait for
+        # it (their imports overlap the controller's start); an old file
+        # could be stale, so then they start once the controller is ready.
+        early = not self._cluster.furl_file(ENGINE_FURL).exists()
         controller.start()
+        if early:
+            self._start_engines()
         self._wait_ready(controller, deadline, "was not ready")
+        if not early:
+            self._start_engines()
+        for engine in self._procs.engines:
+            self._wait_ready(engine, deadline, "did not register")
+
+    def _start_engines(self):
         for index in range(self.n):
             engine = EngineLauncher(self._cluster, index, self.engine_args)
             self._procs.engines.append(engine)
             engine.start()
-        for engine in self._procs.engines:
-            self._wait_ready(engine, deadline, "did not register")
 
     def _wait_ready(self, launcher, deadline, late):
         # Bounded polling of the logs; the controller must stay up meanwhile.
