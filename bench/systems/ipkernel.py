@@ -67,7 +67,7 @@ class IpkernelSystem(System):
             done = 0
             while done < ntasks:
                 size = min(BATCH, ntasks - done)
-                tc.barrier([tc.run(MapTask(payloads.noop, (i,))) for i in range(size)])
+                tc.barrier(tc.run_many([MapTask(payloads.noop, (i,)) for i in range(size)]))
                 done += size
             out["tasks"] = procs.tree_memory(pid)
             tc.clear()
@@ -89,9 +89,9 @@ class IpkernelSystem(System):
     def run_tasks(self, n):
         from ipkernel.task import MapTask
 
-        # The blocking TaskClient submits one task per call (there is no
-        # batch or non-blocking submit); barrier waits for all of them.
-        ids = [self.tc.run(MapTask(payloads.noop, (i,))) for i in range(n)]
+        # The tasks are made one by one and submitted in one call (run_many,
+        # the task farm's bulk submission); barrier waits for all of them.
+        ids = self.tc.run_many([MapTask(payloads.noop, (i,)) for i in range(n)])
         self.tc.barrier(ids)
 
     def clear_tasks(self):

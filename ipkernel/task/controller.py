@@ -11,6 +11,7 @@ from ipkernel.engine.queued import PIPELINE_DEPTH, independent
 from ipkernel.error import (EngineError, ResultEvicted, TaskAborted, TaskRejectError,
                             TaskTimeout)
 from ipkernel.interfaces.task import ITask, ITaskController, IWorker
+from ipkernel.memtrim import release_memory
 from ipkernel.task import persist
 from ipkernel.task.schedulers import FIFOScheduler, LIFOScheduler
 from ipkernel.task.store import MemoryTaskStore
@@ -19,6 +20,8 @@ from ipkernel.task.tasks import TaskResult
 log = Logger()
 
 SCHEDULERS = {"fifo": FIFOScheduler, "lifo": LIFOScheduler}
+#: A clear that drops this many results gives the memory back to the system.
+RELEASE_AFTER = 1000
 
 
 @implementer(IWorker)
@@ -564,6 +567,8 @@ class TaskController(ControllerAdapterBase):
             self._results.clear()
             self._evicted.clear()
             self.store.delete()
+            if count >= RELEASE_AFTER:
+                release_memory()
             return defer.succeed(count)
         ids = [taskids] if isinstance(taskids, int) else list(taskids)
         missing = [i for i in ids if i not in self._results]
@@ -572,6 +577,8 @@ class TaskController(ControllerAdapterBase):
             if self._results.pop(i, None) is not None:
                 count += 1
         self.store.delete([i for i in ids if i not in missing])
+        if count >= RELEASE_AFTER:
+            release_memory()
         if missing:
             return defer.fail(KeyError(f"no finished result for task ids {missing}"))
         return defer.succeed(count)

@@ -497,3 +497,26 @@ async def test_failure_penalty_timer_is_cancelled_by_stop(make_tc):
     assert len(clock.getDelayedCalls()) == 1
     tc.stop()
     assert all(not c.active() for c in clock.getDelayedCalls())
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_large_clear_gives_memory_back(make_tc, monkeypatch):
+    from ipkernel.task import controller as task_controller
+    calls = []
+    monkeypatch.setattr(task_controller, "release_memory", lambda: calls.append(1))
+    monkeypatch.setattr(task_controller, "RELEASE_AFTER", 3)
+    tc = make_tc(1)
+    ids = await tc.run_many([MapTask(double, (i,)) for i in range(5)])
+    await within(tc.barrier(ids))
+    assert await tc.clear(ids[:2]) == 2 and calls == []
+    assert await tc.clear() == 3 and calls == [1]
+
+
+def test_release_memory_finds_malloc_trim_on_glibc():
+    import platform
+    from ipkernel import memtrim
+    memtrim.release_memory()
+    if platform.libc_ver()[0] == "glibc":
+        assert hasattr(memtrim._libc, "malloc_trim")
+    else:  # elsewhere only a garbage collection happens, and no error
+        assert memtrim._libc is False or not hasattr(memtrim._libc, "malloc_trim")
