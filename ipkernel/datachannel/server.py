@@ -72,6 +72,15 @@ def _can_splice(src, dst):
             and not isinstance(dst, ssl.SSLSocket))
 
 
+class _DestinationGone(Exception):
+    """Writing to the destination of a splice failed; ``left`` bytes of the
+    blob are still unread on the source."""
+
+    def __init__(self, left):
+        super().__init__(left)
+        self.left = left
+
+
 def _splice(src, dst, length):
     """Move ``length`` bytes from socket ``src`` to ``dst`` without copying
     them through this process (socket -> pipe -> socket in the kernel)."""
@@ -89,8 +98,11 @@ def _splice(src, dst, length):
             if not n:
                 raise ConnectionError("a peer closed its data channel in the middle of a blob")
             left -= n
-            while n:
-                n -= os.splice(read_end, dst.fileno(), n)
+            try:
+                while n:
+                    n -= os.splice(read_end, dst.fileno(), n)
+            except OSError as exc:
+                raise _DestinationGone(left) from exc
     finally:
         os.close(read_end)
         os.close(write_end)
@@ -99,13 +111,14 @@ def _splice(src, dst, length):
 class _Kept:
     """A blob kept for a FETCH: its buffer and how much of it has arrived."""
 
-    __slots__ = ("buf", "received", "failed", "since")
+    __slots__ = ("buf", "received", "failed", "since", "fetcher")
 
     def __init__(self, length):
         self.buf = bytearray(length)
         self.received = 0
         self.failed = False
         self.since = time.monotonic()
+        self.fetcher = None  # a connection waiting for the rest, spliced to it
 
 
 class DataChannelServer:
@@ -293,7 +306,11 @@ class DataChannelServer:
             head = frames.header(frames.DELIVER, blob_id, length)
             live = self._send_all(live, head)
             if len(live) == 1 and _can_splice(conn.sock, live[0].sock):
-                _splice(conn.sock, live[0].sock, length)
+                try:
+                    _splice(conn.sock, live[0].sock, length)
+                except _DestinationGone as gone:
+                    live[0].close()  # that engine's reader drops it
+                    self._discard(conn, gone.left)
                 return
             buf = bytearray(min(length, frames.CHUNK) or 1)
             view = memoryview(buf)
@@ -331,6 +348,11 @@ class DataChannelServer:
         view = memoryview(entry.buf)
         try:
             while entry.received < length:
+                with self._kept_cv:
+                    fetcher = entry.fetcher
+                if fetcher is not None:  # a FETCH is waiting: hand the rest straight over
+                    self._splice_to_fetcher(conn, entry, blob_id, fetcher)
+                    return
                 k = conn.sock.recv_into(view[entry.received:],
                                         min(length - entry.received, frames.CHUNK))
                 if not k:
@@ -338,6 +360,10 @@ class DataChannelServer:
                 with self._kept_cv:
                     entry.received += k
                     self._kept_cv.notify_all()
+            with self._kept_cv:
+                fetcher, entry.fetcher = entry.fetcher, None
+            if fetcher is not None:  # it asked just as the last bytes came
+                self._send_kept(fetcher, blob_id, entry)
         except BaseException:
             with self._kept_cv:
                 entry.failed = True
@@ -359,10 +385,19 @@ class DataChannelServer:
                 self._fetched[blob_id] = None
                 while len(self._fetched) > REMEMBER_FETCHED:
                     self._fetched.popitem(last=False)
+            if (entry is not None and entry.received < len(entry.buf)
+                    and _can_splice(conn.sock, conn.sock)):
+                entry.fetcher = conn  # the receiving thread delivers it (see _keep)
+                self._kept_cv.notify_all()
+                return
         if entry is None:
             self._error(conn, blob_id, f"the controller has no bulk data {blob_id.hex()} "
                                        f"(already fetched, expired, or never sent)")
             return
+        self._send_kept(conn, blob_id, entry)
+
+    def _send_kept(self, conn, blob_id, entry):
+        """DELIVER a kept blob to ``conn``, streaming what has not arrived yet."""
         view = memoryview(entry.buf)
         with conn.send_lock:
             conn.send(frames.header(frames.DELIVER, blob_id, len(entry.buf)))
@@ -377,6 +412,25 @@ class DataChannelServer:
                     ready = entry.received
                 conn.send(view[sent:ready])
                 sent = ready
+
+    def _splice_to_fetcher(self, source, entry, blob_id, fetcher):
+        """Send ``fetcher`` what has arrived, then move the rest of the blob
+        from the engine's socket to the client's in the kernel."""
+        length = len(entry.buf)
+        left = length - entry.received
+        with fetcher.send_lock:
+            try:
+                fetcher.send(frames.header(frames.DELIVER, blob_id, length))
+                fetcher.send(memoryview(entry.buf)[:entry.received])
+            except OSError:
+                fetcher.close()
+                self._discard(source, left)  # keep the engine's stream in step
+                return
+            try:
+                _splice(source.sock, fetcher.sock, left)
+            except _DestinationGone as gone:
+                fetcher.close()  # the client went away mid-blob
+                self._discard(source, gone.left)
 
     def _error(self, conn, blob_id, message):
         with conn.send_lock:

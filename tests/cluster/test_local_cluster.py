@@ -67,9 +67,11 @@ def test_failing_controller_start_shows_its_log_tail(reaper, tmp_path):
     with pytest.raises(LaunchError, match=r"(?s)^ipcontroller exited with status 2 .*"
                                           r"unrecognized arguments: --bogus"):
         cluster.start()
-    reaper.add_pids(cluster.controller.pid)
-    assert cluster.engines == []  # no engine was started
-    assert reaper.all_gone([cluster.controller.pid], timeout=0)
+    # engines start beside the controller (they wait for its FURL file); a
+    # failed start stops every one of them with it
+    pids = [cluster.controller.pid] + [e.pid for e in cluster.engines if e.pid is not None]
+    reaper.add_pids(*pids)
+    assert reaper.all_gone(pids, timeout=0)
     assert (tmp_path / "c" / "log" / "ipcontroller.log").exists()  # a given directory stays
 
 

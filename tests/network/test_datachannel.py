@@ -141,3 +141,42 @@ async def test_waiters_fail_when_the_channel_closes(server, peers):
     waiting = engine.store.wait(new_blob_id(), 10)
     server.forget_engine(0)
     assert "closed" in str(await raises(BlobMissing, waiting))
+
+
+def _raw_peer(server, role, identity):
+    """A plain socket that joined as ``identity`` (loopback, no TLS)."""
+    import socket
+    from ipkernel.datachannel import frames
+    sock = socket.create_connection(("127.0.0.1", server.ports[role]), timeout=10)
+    token = server.new_token(role, identity)
+    sock.sendall(frames.header(frames.AUTH, body_length=32) + token)
+    assert frames.read_header(sock)[0] == frames.AUTH
+    return sock
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.parametrize("server", [False], indirect=True, ids=["plain"])  # the splice path
+async def test_a_client_gone_mid_fetch_leaves_the_engines_stream_in_step(server, peers):
+    from twisted.internet import threads
+    from ipkernel.datachannel import frames
+    engine = _raw_peer(server, "engine", ("engine", 0))
+    leaving = await peers("client", ("client", "leaves"))
+    first = new_blob_id()
+    size = 8 << 20
+    engine.sendall(frames.header(frames.PUT, first, size, {"to": "controller"}) + b"a" * 1000)
+    leaving.fetch(first, 10).addErrback(lambda f: None)  # asks while the blob arrives...
+    await within(threads.deferToThread(_wait_fetcher, server, first))
+    leaving.close()  # ...and goes away before it is all there
+    await within(threads.deferToThread(engine.sendall, b"a" * (size - 1000)))
+    second = new_blob_id()
+    engine.sendall(frames.header(frames.PUT, second, 5, {"to": "controller"}) + b"hello")
+    staying = await peers("client", ("client", "stays"))
+    assert bytes(await within(staying.fetch(second, 10))) == b"hello"
+    engine.close()
+
+
+def _wait_fetcher(server, blob_id, seconds=10):
+    """Block until a FETCH waits on ``blob_id`` (data threads, not the reactor)."""
+    with server._kept_cv:
+        if not server._kept_cv.wait_for(lambda: blob_id in server._fetched, seconds):
+            raise AssertionError("no FETCH came")
