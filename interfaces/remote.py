@@ -171,6 +171,12 @@ class RIMultiEngine(RemoteInterface):
         (block=False ids) are private to it and freed when it disconnects."""
         return Any()
 
+    def fetch_blob(blob_id=ByteStringConstraint(16)):
+        """The bulk data ``blob_id`` that a large result referred to, as
+        bytes, or an ErrorRecord: the way for a client that could not join
+        the data channel."""
+        return Outcome
+
     def open_data_channel():
         """``(port, token, tls_always)`` for joining the data channel (bulk
         data beside Foolscap, see ipkernel.datachannel) on this connection's

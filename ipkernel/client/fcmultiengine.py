@@ -14,7 +14,7 @@ from twisted.internet import defer
 from zope.interface import implementer
 
 from ipkernel import serialize, wire
-from ipkernel.datachannel import BlobMissing, refs
+from ipkernel.datachannel import refs
 from ipkernel.controller import mapping
 from ipkernel.controller.multiengine import read_script, zip_sequences
 from ipkernel.engine.properties import StrictDict
@@ -66,9 +66,9 @@ class FCFullSynchronousMultiEngineClient:
     # -- bulk data -------------------------------------------------------------------
 
     def _fetch(self, blob_id):
-        if self.data is None:
-            return defer.fail(BlobMissing("the controller sent a reference to bulk data, but "
-                                          "this client has no data channel"))
+        if self.data is None or not self.data.connected:
+            # no data channel here: the controller hands it over through Foolscap
+            return self._call("fetch_blob", blob_id)
         return self.data.fetch(blob_id, refs.WAIT)
 
     def _offloaded(self, value, route):

@@ -11,13 +11,13 @@
   to; translates RIMultiEngine calls onto an ISynchronousMultiEngine.
 """
 from foolscap.api import Referenceable
-from twisted.internet import defer
+from twisted.internet import defer, threads
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ipkernel import batchwire, serialize, wire
-from ipkernel.datachannel import refs
+from ipkernel.datachannel import BlobMissing, refs
 from ipkernel.controller.mapping import PrePartitioned
 from ipkernel.engine.properties import StrictDict
 from ipkernel.error import EngineError, PayloadTooLarge, tag_exception
@@ -337,6 +337,20 @@ class FCSynchronousMultiEngine(Referenceable):
         if self.data_server is None:
             return (0, b"", False)
         return self.data_server.offer("client", ("client", id(self)))
+
+    def remote_fetch_blob(self, blob_id):
+        """Bulk data kept for this client, through Foolscap (for a client that
+        could not join the data channel)."""
+        if self.data_server is None:
+            return _record(Failure(BlobMissing("this controller has no data channel")))
+
+        def taken(buf):
+            if buf is None:
+                raise BlobMissing(f"the controller has no bulk data {blob_id.hex()} (already "
+                                  f"fetched, expired, or never sent)")
+            return bytes(buf)
+        d = threads.deferToThread(self.data_server.take_kept, blob_id)
+        return d.addCallback(taken).addErrback(_record)
 
     def remote_get_client_name(self):
         return CLIENT_NAME

@@ -396,6 +396,27 @@ class DataChannelServer:
             return
         self._send_kept(conn, blob_id, entry)
 
+    def take_kept(self, blob_id, timeout=FETCH_WAIT):
+        """The whole blob kept for a FETCH, once it has arrived, or None.
+
+        Blocks (call it from a thread, not the reactor): the Foolscap
+        fallback for clients that cannot reach the data port.
+        """
+        deadline = time.monotonic() + timeout
+        with self._kept_cv:
+            def ready():
+                entry = self._kept.get(blob_id)
+                return (self._stopped or blob_id in self._fetched
+                        or (entry is not None and (entry.failed
+                                                   or entry.received == len(entry.buf))))
+            self._kept_cv.wait_for(ready, max(0.0, deadline - time.monotonic()))
+            entry = self._kept.get(blob_id)
+            if entry is None or entry.failed or entry.received < len(entry.buf):
+                return None
+            del self._kept[blob_id]
+            self._fetched[blob_id] = None
+            return entry.buf
+
     def _send_kept(self, conn, blob_id, entry):
         """DELIVER a kept blob to ``conn``, streaming what has not arrived yet."""
         view = memoryview(entry.buf)

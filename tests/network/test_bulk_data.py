@@ -81,3 +81,17 @@ async def test_the_payload_cap_holds_on_the_data_channel(make_fc_cluster):
     # nothing was lost: the engine still works
     await within(client.push({"b": 1}, targets=0))
     assert await within(client.pull("b", targets=0)) == [1]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_without_the_data_channel_still_gets_large_results(make_fc_cluster):
+    cluster = await make_fc_cluster(1, data_channel=True)
+    client = cluster.client
+    client.close()  # as if it could not reach the data port
+    a = np.arange(BIG, dtype=float)
+    await within(client.push({"a": a}, targets=0))  # through Foolscap
+    assert engine_peer(cluster, 0).bytes_received == 0
+    back = await within(client.pull("a", targets=0))  # the engine offloads; Foolscap hands it over
+    assert engine_peer(cluster, 0).bytes_sent >= a.nbytes
+    assert (back[0] == a).all()
+    assert cluster.data_server.kept_bytes == 0
