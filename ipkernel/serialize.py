@@ -14,6 +14,7 @@ Controllers never call :func:`unserialize`: they move Serialized objects as
 opaque bytes.
 """
 import pickle
+import sys
 
 import cloudpickle
 from zope.interface import implementer
@@ -23,10 +24,16 @@ from ipkernel.interfaces.serialized import ISerialized, IUnSerialized
 
 PROTOCOL = 5
 
-try:  # numpy is optional
-    import numpy as _np
-except ImportError:  # pragma: no cover - exercised only without numpy
-    _np = None
+def _numpy(required=False):
+    """numpy if this process has imported it (an ndarray can only exist then),
+    else None; with ``required``, import it (ImportError if not installed).
+
+    Never importing numpy just to look saves every process its import time
+    (the controller, which never opens a value, never needs it)."""
+    np = sys.modules.get("numpy")
+    if np is None and required:
+        import numpy as np
+    return np
 
 
 @implementer(ISerialized)
@@ -78,7 +85,8 @@ class UnSerialized:
 
 
 def _is_plain_array(obj):
-    return (_np is not None and type(obj) is _np.ndarray
+    np = _numpy()
+    return (np is not None and type(obj) is np.ndarray
             and not obj.dtype.hasobject and obj.dtype.fields is None)
 
 
@@ -116,7 +124,7 @@ def loads(frames):
 def serialize(obj):
     """Return the :class:`Serialized` form of ``obj``."""
     if _is_plain_array(obj):
-        array = obj if obj.flags.c_contiguous else _np.ascontiguousarray(obj)
+        array = obj if obj.flags.c_contiguous else _numpy().ascontiguousarray(obj)
         metadata = {"shape": tuple(array.shape), "dtype": array.dtype.str}
         return Serialized([memoryview(array).cast("B") if array.size else b""],
                           "ndarray", metadata)
@@ -129,11 +137,14 @@ def unserialize(serialized):
     if kind == "pickle":
         return loads(serialized.frames)
     if kind == "ndarray":
-        if _np is None:
-            raise SerializationError("received a numpy array, but numpy is not installed here")
+        try:
+            np = _numpy(required=True)
+        except ImportError:
+            raise SerializationError("received a numpy array, but numpy is not installed "
+                                     "here") from None
         md = serialized.metadata
         data = serialized.frames[0]
-        array = _np.frombuffer(data, dtype=_np.dtype(md["dtype"])).reshape(md["shape"])
+        array = np.frombuffer(data, dtype=np.dtype(md["dtype"])).reshape(md["shape"])
         return array if array.flags.writeable else array.copy()
     raise SerializationError(f"unknown type descriptor {kind!r}: expected 'pickle' or 'ndarray'")
 

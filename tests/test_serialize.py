@@ -281,3 +281,14 @@ def test_check_size_counts_out_of_band_frames():
     assert memoryview(s.get_data()).nbytes < 10_000
     with pytest.raises(PayloadTooLarge):
         check_size(s, 100_000)
+
+
+def test_importing_ipkernel_does_not_import_numpy():
+    import subprocess
+    import sys
+    code = ("import sys, ipkernel, ipkernel.engine.app, ipkernel.controller.app; "
+            "print('numpy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"  # a process that never touches an array never pays for numpy
