@@ -19,23 +19,21 @@ def rss(pid):
             return psutil.Process(pid).memory_info().rss
         except psutil.Error:
             return None
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
+    return _proc_kib(pid, "status", "VmRSS:")
 
 
 def pss(pid):
     """Proportional set size of ``pid`` in bytes: its resident pages, shared ones
     divided among the processes sharing them (None if unknown)."""
+    return _proc_kib(pid, "smaps_rollup", "Pss:")
+
+
+def _proc_kib(pid, name, key):
+    """The ``key`` line (in KiB) of ``/proc/<pid>/<name>``, in bytes; None if absent."""
     try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
+        with open(f"/proc/{pid}/{name}") as f:
             for line in f:
-                if line.startswith("Pss:"):
+                if line.startswith(key):
                     return int(line.split()[1]) * 1024
     except OSError:
         return None
