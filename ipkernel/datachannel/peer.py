@@ -116,6 +116,10 @@ class DataChannelPeer:
             why = str(exc) or type(exc).__name__
         finally:
             self.closed = True
+            try:
+                self.sock.close()
+            except OSError:
+                pass
             self.reactor.callFromThread(
                 self.store.fail_all, f"the data channel to the controller closed ({why})")
 

@@ -154,6 +154,7 @@ class Cluster:
         self.cwd.mkdir(parents=True, exist_ok=True)
         self.processes = []
         self.tubs = []
+        self.clients = []  # closed at cleanup (their data-channel sockets)
         self.controller = None
         self.engines = []
 
@@ -211,7 +212,9 @@ class Cluster:
                                                                 timeout=5)
             except ControllerError:
                 return None
-        return await poll(attempt, "a connection to the controller", timeout)
+        client = await poll(attempt, "a connection to the controller", timeout)
+        self.clients.append(client)
+        return client
 
     async def wait_for_ids(self, mec, ids, timeout=START_TIMEOUT):
         """Poll ``get_ids`` until it equals ``ids``; return it."""
@@ -246,6 +249,8 @@ class Cluster:
         return next(p for p in self.processes if p.pid == pid)
 
     async def cleanup(self):
+        for client in self.clients:
+            client.close()
         stops = [p.stop() for p in self.processes]
         results = await defer.DeferredList([defer.ensureDeferred(s) for s in stops],
                                            consumeErrors=True)

@@ -74,3 +74,24 @@ def test_task_farm_options_reach_the_task_controller(tmp_path):
         assert (tc.timeout, tc.max_results, tc.failure_penalty) == (7.0, 50, 0.5)
     finally:
         tc.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_no_data_channel_option_keeps_everything_on_foolscap(cluster):
+    mec = await cluster.start(n_engines=1, controller_args=["--no-data-channel"])
+    assert mec.data is None
+    big = b"x" * (1 << 20)
+    await mec.push({"big": big}, targets=0)
+    assert await mec.pull("big", targets=0) == [big]
+    assert "data channel:" not in cluster.controller.output  # no data port was opened
+
+
+@pytest_twisted.ensureDeferred
+async def test_by_default_clients_and_engines_join_the_data_channel(cluster):
+    mec = await cluster.start(n_engines=1)
+    assert mec.data is not None and mec.data.connected
+    big = bytes(range(256)) * 8192  # 2 MiB: over the threshold
+    await mec.push({"big": big}, targets=0)
+    assert await mec.pull("big", targets=0) == [big]
+    assert mec.data.bytes_sent >= len(big) and mec.data.bytes_received >= len(big)
+    assert "data channel: client port" in cluster.controller.output
