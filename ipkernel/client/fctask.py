@@ -63,6 +63,11 @@ def _template_key(spec):
             after, recovery) + frames
 
 
+def _template_of(spec):
+    """``spec`` without its args: what tasks differing only in args share."""
+    return dict(spec, body={k: v for k, v in spec["body"].items() if k != "args"})
+
+
 def specs_to_wire(specs):
     """``(templates, refs, args)`` of ``RITaskController.run_many`` for full
     task specs: tasks that differ only in their args share a template."""
@@ -71,8 +76,7 @@ def specs_to_wire(specs):
         key = _template_key(spec)
         if key not in index:
             index[key] = len(templates)
-            templates.append(dict(spec, body={k: v for k, v in spec["body"].items()
-                                              if k != "args"}))
+            templates.append(_template_of(spec))
         refs.append(index[key])
         args.append(spec["body"]["args"])
     return templates, framing.pack_ints(refs), framing.pack(args)
@@ -167,15 +171,19 @@ class FCTaskClient:
 
     def get_task_result(self, taskid, block=False):
         """The task's result (None while unfinished, unless ``block``)."""
-        if isinstance(taskid, bool) or not isinstance(taskid, int):
-            return defer.fail(TypeError(f"a task id is an int, not {taskid!r}"))
+        try:
+            _check_taskid(taskid)
+        except TypeError:
+            return defer.fail()
         d = self.remote_reference.callRemote("get_task_result", taskid, bool(block))
         return d.addCallback(open_result)
 
     def abort(self, taskid):
         """Abort a queued or running task (IndexError if it already finished)."""
-        if isinstance(taskid, bool) or not isinstance(taskid, int):
-            return defer.fail(TypeError(f"a task id is an int, not {taskid!r}"))
+        try:
+            _check_taskid(taskid)
+        except TypeError:
+            return defer.fail()
         return self._call("abort", taskid)
 
     def barrier(self, taskids):
@@ -261,8 +269,7 @@ class TaskMapper:
         options = dict(clear_before=self.clear_before, clear_after=self.clear_after,
                        retries=self.retries, recovery_task=self.recovery_task,
                        depend=self.depend)
-        spec = task_spec(MapTask(func, **options))
-        template = dict(spec, body={k: v for k, v in spec["body"].items() if k != "args"})
+        template = _template_of(task_spec(MapTask(func, **options)))
         return template, [serialize.serialize(args) for args in zip(*sequences)]
 
     async def _map(self, func, sequences, progress):

@@ -6,7 +6,7 @@ with each one replaced by a *reference*: a Serialized without frames whose
 metadata says which blob holds them and how to cut it.  :func:`resolve`
 does the reverse on the receiving side.  Neither unpickles anything.
 """
-from twisted.internet import defer
+from twisted.internet import defer, threads
 
 from ipkernel.datachannel.peer import new_blob_id
 from ipkernel.serialize import Serialized
@@ -36,16 +36,21 @@ def _walk(value, leaf):
     return value
 
 
+def _leaves(value):
+    """Every Serialized inside ``value`` (lists, tuples and dict values walked)."""
+    if isinstance(value, Serialized):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _leaves(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _leaves(v)
+
+
 def has_large(value, threshold=THRESHOLD):
     """True when ``value`` holds a Serialized that :func:`offload` would send."""
-    found = []
-
-    def leaf(s):
-        if s.nbytes >= threshold:
-            found.append(s)
-        return s
-    _walk(value, leaf)
-    return bool(found)
+    return any(s.nbytes >= threshold for s in _leaves(value))
 
 
 def nbytes(s):
@@ -78,37 +83,25 @@ def offload(value, peer, to, threshold=THRESHOLD):
     return _walk(value, leaf), sends
 
 
+def send_now(peer, to, sends):
+    """Send the blobs of :func:`offload`, in the calling thread (not the reactor's)."""
+    for blob_id, buffers in sends:
+        peer.send_blob(blob_id, to, buffers)
+
+
 def send(peer, to, sends):
     """Send the blobs of :func:`offload` in a pool thread; a Deferred."""
     if not sends:
         return defer.succeed(None)
-
-    def send_all():
-        for blob_id, buffers in sends:
-            peer.send_blob(blob_id, to, buffers)
-    from twisted.internet import threads
-    return threads.deferToThreadPool(peer.reactor, peer.reactor.getThreadPool(), send_all)
+    return threads.deferToThreadPool(peer.reactor, peer.reactor.getThreadPool(),
+                                     send_now, peer, to, sends)
 
 
 def offload_blocking(value, peer, to, threshold=THRESHOLD):
     """:func:`offload` and send at once, in the calling thread (not the reactor's)."""
     value, sends = offload(value, peer, to, threshold)
-    for blob_id, buffers in sends:
-        peer.send_blob(blob_id, to, buffers)
+    send_now(peer, to, sends)
     return value
-
-
-def _refs(value, found):
-    if isinstance(value, Serialized):
-        if is_ref(value):
-            found.append(value)
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            _refs(v, found)
-    elif isinstance(value, dict):
-        for v in value.values():
-            _refs(v, found)
-    return found
 
 
 def _rebuild(ref, blob):
@@ -131,7 +124,7 @@ def resolve(value, get_blob):
     ``wait`` on an engine, ``fetch`` on a client).  Values without
     references come back at once.
     """
-    found = _refs(value, [])
+    found = [s for s in _leaves(value) if is_ref(s)]
     if not found:
         return defer.succeed(value)
     ds = [get_blob(bytes.fromhex(ref.metadata[REF_KEY][0])) for ref in found]

@@ -83,8 +83,7 @@ class FCEngineFromService(Referenceable):
         def post(value):
             value, sends = refs.offload(value, data, "controller")
             reactor.callFromThread(reply.callback, value)
-            for blob_id, buffers in sends:
-                data.send_blob(blob_id, "controller", buffers)
+            refs.send_now(data, "controller", sends)
 
         def failed(failure):
             if not reply.called:
