@@ -16,6 +16,7 @@ Kinds:
 """
 import ipaddress
 import json
+import mmap
 import struct
 
 MAGIC = b"IPKD"
@@ -29,6 +30,8 @@ MAX_EXTRA = 1 << 20
 #: Bytes moved per socket call when a body is streamed.
 CHUNK = 4 << 20
 NO_ID = bytes(16)
+#: A body at least this big is received into a memory mapping of its own.
+MAP_MIN = 2 << 20
 
 
 class ProtocolError(Exception):
@@ -39,6 +42,25 @@ def header(kind, blob_id=NO_ID, body_length=0, extra=None):
     """The bytes that start a message (the body follows)."""
     data = json.dumps(extra, separators=(",", ":")).encode() if extra else b""
     return HEADER.pack(MAGIC, kind, blob_id, body_length, len(data)) + data
+
+
+def new_buffer(n):
+    """A writable buffer of ``n`` bytes to receive a body into.
+
+    A big one is an anonymous private mapping that asks for transparent huge
+    pages: ``bytearray(n)`` zero-fills every page before the first byte
+    arrives (about 40 ms per 100 MB here, 4 KB page faults included), while
+    the mapping is faulted in 2 MB at a time as the data lands.  It is
+    unmapped when the last reference (a numpy array, say) goes.
+    """
+    if n < MAP_MIN or not hasattr(mmap, "MAP_ANONYMOUS"):
+        return bytearray(n)
+    buf = mmap.mmap(-1, n, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    try:
+        buf.madvise(mmap.MADV_HUGEPAGE)
+    except (AttributeError, OSError):  # no transparent huge pages: small pages, still lazy
+        pass
+    return buf
 
 
 def recv_exactly(sock, n):

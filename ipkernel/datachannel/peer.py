@@ -102,7 +102,7 @@ class DataChannelPeer:
             while True:
                 kind, blob_id, length, extra = frames.read_header(self.sock)
                 if kind == frames.DELIVER:
-                    buf = bytearray(length)
+                    buf = frames.new_buffer(length)
                     frames.recv_into_fully(self.sock, memoryview(buf))
                     self.bytes_received += length
                     self.store.put(blob_id, buf)

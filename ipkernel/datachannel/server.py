@@ -114,7 +114,7 @@ class _Kept:
     __slots__ = ("buf", "received", "failed", "since", "fetcher")
 
     def __init__(self, length):
-        self.buf = bytearray(length)
+        self.buf = frames.new_buffer(length)
         self.received = 0
         self.failed = False
         self.since = time.monotonic()

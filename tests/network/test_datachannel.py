@@ -1,10 +1,13 @@
 """Tier 2: the data channel on its own (TLS sockets on loopback, real threads)."""
+import mmap
+
 import pytest
 import pytest_twisted
 
 from ipkernel import fcutil
 from ipkernel.datachannel import (BlobMissing, DataChannelPeer, DataChannelServer, is_ref,
                                   offload, resolve, tubid_of_der)
+from ipkernel.datachannel import frames
 from ipkernel.datachannel.peer import new_blob_id
 from ipkernel.serialize import serialize, unserialize
 
@@ -89,6 +92,53 @@ async def test_a_result_kept_by_the_controller_is_fetched_once(server, peers):
     assert server.kept_bytes == 0
     err = await raises(BlobMissing, client.fetch(blob_id, 70))
     assert "already fetched" in str(err)
+
+
+def test_a_big_body_gets_a_lazy_mapping_and_a_small_one_a_bytearray():
+    small = frames.new_buffer(frames.MAP_MIN - 1)
+    assert type(small) is bytearray and len(small) == frames.MAP_MIN - 1
+    big = frames.new_buffer(frames.MAP_MIN + 5)
+    assert isinstance(big, mmap.mmap) and len(big) == frames.MAP_MIN + 5
+    view = memoryview(big)
+    assert not view.readonly and view[-1] == 0 and view[0] == 0
+    view[-1] = 7  # private: writable, and nobody else sees it
+    assert big[-1] == 7
+    view.release()
+
+
+def _big_data():
+    """Bytes over frames.MAP_MIN, not a multiple of any page size."""
+    return bytes(range(251)) * (frames.MAP_MIN // 251 + 1000)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_big_result_is_fetched_whole_into_a_mapping(server, peers):
+    np = pytest.importorskip("numpy")
+    engine = await peers("engine", ("engine", 0))
+    client = await peers("client", ("client", "s1"))
+    data = _big_data()
+    blob_id = new_blob_id()
+    fetched = client.fetch(blob_id, 10)
+    await within(engine.send_blob_later(blob_id, "controller", [data[:1000], data[1000:]]))
+    got = await within(fetched)
+    assert isinstance(got, mmap.mmap) and bytes(got) == data
+    assert server.kept_bytes == 0
+    array = np.frombuffer(got, dtype=np.uint8)
+    array[0] = 255  # what a pulled array is built on stays writable
+    assert array.flags.writeable and got[0] == 255
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_big_kept_blob_is_taken_whole_without_the_channel(server, peers):
+    from twisted.internet import threads
+    engine = await peers("engine", ("engine", 0))
+    data = _big_data()
+    blob_id = new_blob_id()
+    await within(engine.send_blob_later(blob_id, "controller", [data]))
+    got = await within(threads.deferToThread(server.take_kept, blob_id, 10))
+    assert bytes(got) == data
+    assert server.kept_bytes == 0
+    assert await within(threads.deferToThread(server.take_kept, blob_id, 10)) is None
 
 
 @pytest_twisted.ensureDeferred
