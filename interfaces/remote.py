@@ -47,6 +47,8 @@ Properties = DictOf(Key, Any(), maxKeys=MAX_KEYS)
 Payload = Any()
 #: A successful value or an ErrorRecord copyable.
 Outcome = Any()
+#: Where and how to open a lane: ``(port, token)``.
+LaneOffer = TupleOf(IntegerConstraint(8), ByteStringConstraint(64))
 
 
 class RIEngine(RemoteInterface):
@@ -188,6 +190,12 @@ class RIMultiEngine(RemoteInterface):
     def get_ids():
         return ListOf(EngineId, maxLength=MAX_ENGINES)
 
+    def open_lane():
+        """``(port, token)`` for opening a lane to this object (its calls on a
+        plain socket on this host, see ipkernel.lane); ``(0, b"")`` when the
+        controller runs without lanes."""
+        return LaneOffer
+
     def execute(lines=Code, targets=Targets, block=Block):
         return Outcome
 
@@ -297,6 +305,12 @@ class RITaskController(RemoteInterface):
 
     def get_client_name():
         return UnicodeConstraint(200)
+
+    def open_lane():
+        """``(port, token)`` for opening a lane to this object (its calls on a
+        plain socket on this host, see ipkernel.lane); ``(0, b"")`` when the
+        controller runs without lanes."""
+        return LaneOffer
 
     def run(task=TaskSpec):
         return Outcome

@@ -15,6 +15,8 @@ from ipkernel.client.fctask import FCTaskClient
 from ipkernel.clusterdir import TASK_FURL
 from ipkernel.datachannel import DataChannelPeer
 from ipkernel.error import CompositeError, ControllerError
+from ipkernel.interfaces.remote import RIMultiEngine, RITaskController
+from ipkernel.lane import LaneReference, connect_lane, lane_allowed
 
 log = Logger()
 
@@ -48,9 +50,35 @@ async def _multiengine_client(furl_or_file, tub, timeout):
         "is it the engine FURL (ipcontroller-engine.furl) instead of ipcontroller-mec.furl?")
     # A session of our own: our non-blocking results are private to us.
     session = await rref.callRemote("open_session").addTimeout(timeout, reactor)
-    client = FCFullSynchronousMultiEngineClient(session, furl=furl)
+    reference = await _with_lane(session, RIMultiEngine, timeout)
+    client = FCFullSynchronousMultiEngineClient(reference, furl=furl)
     client.data = await _join_data_channel(session, furl, timeout)
     return client
+
+
+#: Calls that always go through Foolscap (their answers are references, or
+#: they set up the lane and the data channel).
+FOOLSCAP_ONLY = ("open_session", "open_lane", "open_data_channel", "get_client_name")
+
+
+async def _with_lane(rref, remote_interface, timeout):
+    """``rref`` as a LaneReference, its calls on a lane when this host allows one."""
+    from twisted.internet import reactor
+
+    reference = LaneReference(rref, foolscap_only=FOOLSCAP_ONLY)
+    host = getattr(rref.getPeer(), "host", None)
+    if not lane_allowed(host):
+        return reference  # another host: Foolscap (TLS) carries the calls
+    try:
+        port, token = await rref.callRemote("open_lane").addTimeout(timeout, reactor)
+        if port:
+            reference.lane = await connect_lane(port, token, remote_interface=remote_interface,
+                                                timeout=timeout)
+            rref.notifyOnDisconnect(reference.close_lane)
+    except Exception as exc:
+        log.warn("could not open a lane to the controller ({why}); calls go through "
+                 "Foolscap (slower)", why=exc)
+    return reference
 
 
 async def _join_data_channel(session, furl, timeout):
@@ -86,7 +114,7 @@ async def _task_client(furl_or_file, tub, timeout):
     furl, rref = await _checked_reference(
         furl_or_file, default_furl_file(TASK_FURL), tub, timeout, FCTaskClient,
         "task controller", "use ipcontroller-tc.furl")
-    return FCTaskClient(rref, furl=furl)
+    return FCTaskClient(await _with_lane(rref, RITaskController, timeout), furl=furl)
 
 
 def get_task_client(furl_or_file=None, tub=None, timeout=DEFAULT_TIMEOUT):

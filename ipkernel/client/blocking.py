@@ -373,6 +373,10 @@ def _drop(holder):
         close = getattr(fc, "close", None)
         if close is not None:
             close()  # the data channel, if any
+        for name in ("remote", "remote_reference"):
+            close_lane = getattr(getattr(fc, name, None), "close_lane", None)
+            if close_lane is not None:
+                close_lane()
     holder.clear()
 
 

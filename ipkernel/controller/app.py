@@ -36,6 +36,7 @@ from ipkernel.clusterdir import (ENGINE_FURL, MULTIENGINE_FURL, TASK_FURL, Clust
                                  write_private_file)
 from ipkernel.controller import ControllerService
 from ipkernel.datachannel import DataChannelServer
+from ipkernel.lane import LaneServer
 from ipkernel.controller.fc import FCEngineRegistrar, FCSynchronousMultiEngine
 from ipkernel.interfaces.remote import RITaskController
 from ipkernel.interfaces.task import ITaskController
@@ -95,6 +96,11 @@ def build_parser():
                    help="send bulk data (large pushes, pulls, scatters) through Foolscap "
                         "instead of the data channel (a TLS socket beside it, authenticated "
                         "through Foolscap; much faster for large arrays)")
+    p.add_argument("--no-lane", dest="lane", action="store_false",
+                   help="carry every call through Foolscap, also for engines and clients "
+                        "on this host (by default their calls go on lanes: plain sockets on "
+                        "loopback, joined with a token given over Foolscap; much faster per "
+                        "call)")
     p.add_argument("--data-channel-tls", action="store_true",
                    help="encrypt the data channel also for peers on this host (it always "
                         "is for other hosts); costs about two thirds of its speed")
@@ -163,6 +169,7 @@ class ControllerApp:
         self.tubs = {}
         self.ports = {}
         self.data_server = None
+        self.lane_server = None
         self.finished = defer.Deferred()
         self._stopping = None
 
@@ -181,18 +188,23 @@ class ControllerApp:
             self.ports[role] = await self._listen(role)
         if getattr(self.options, "data_channel", True):
             self.data_server = self._start_data_channel()
+        if getattr(self.options, "lane", True):
+            self.lane_server = self._start_lanes()
         sme = ISynchronousMultiEngine(IMultiEngine(self.controller))
         try:
             fcutil.register(self.tubs["client"],
                             FCSynchronousMultiEngine(sme, payload_cap=self.options.payload_cap,
-                                                     data_server=self.data_server),
+                                                     data_server=self.data_server,
+                                                     lane_server=self.lane_server),
                             furl_file=self.mec_furl_file, reuse=self.options.reuse_furls)
             # The task farm, on the same ControllerService as the multi-engine view.
-            fcutil.register(self.tubs["client"],
-                            RITaskController(ITaskController(self.controller)),
+            tasks = RITaskController(ITaskController(self.controller))
+            tasks.lane_server = self.lane_server
+            fcutil.register(self.tubs["client"], tasks,
                             furl_file=self.tc_furl_file, reuse=self.options.reuse_furls)
             fcutil.register(self.tubs["engine"],
-                            FCEngineRegistrar(self.controller, data_server=self.data_server),
+                            FCEngineRegistrar(self.controller, data_server=self.data_server,
+                                              lane_server=self.lane_server),
                             furl_file=self.engine_furl_file, reuse=self.options.reuse_furls)
         except SecurityError as exc:
             raise AppError(str(exc)) from None
@@ -214,6 +226,16 @@ class ControllerApp:
                            f"without it: bulk data then goes through Foolscap)") from None
         log.info("data channel: client port {c}, engine port {e}", c=ports["client"],
                  e=ports["engine"])
+        return server
+
+    def _start_lanes(self):
+        server = LaneServer(self.reactor)
+        try:
+            port = server.start()
+        except net_error.CannotListenError as exc:
+            raise AppError(f"cannot open the lane port: {exc.socketError} (--no-lane runs "
+                           f"without lanes: every call then goes through Foolscap)") from None
+        log.info("lanes: port {port} on 127.0.0.1", port=port)
         return server
 
     def _wanted_port(self, role):
@@ -259,6 +281,8 @@ class ControllerApp:
     def _stopped(self, _):
         if self.data_server is not None:
             self.data_server.stop()
+        if self.lane_server is not None:
+            self.lane_server.stop()
         try:
             self.controller._ipkernel_task_controller.stop()
         except Exception:

@@ -22,7 +22,8 @@ from ipkernel.controller.mapping import PrePartitioned
 from ipkernel.engine.properties import StrictDict
 from ipkernel.error import EngineError, PayloadTooLarge, tag_exception
 from ipkernel.interfaces.engine import IEngineBase
-from ipkernel.interfaces.remote import RIEngineRegistrar, RIMultiEngine
+from ipkernel.interfaces.remote import RIEngine, RIEngineRegistrar, RIMultiEngine
+from ipkernel.lane import LaneReference, OffersLane, lane_allowed
 
 log = Logger()
 
@@ -255,19 +256,22 @@ class RemoteEngine:
 class FCEngineRegistrar(Referenceable):
     """Lets engines register with a controller over Foolscap."""
 
-    def __init__(self, controller, on_engine=None, data_server=None):
+    def __init__(self, controller, on_engine=None, data_server=None, lane_server=None):
         self.controller = controller
         self.on_engine = on_engine
         self.data_server = data_server
+        self.lane_server = lane_server
 
     def remote_register_engine(self, engine, id=None, pid=None, properties=None):
-        remote = RemoteEngine(engine, properties=properties)
+        reference = LaneReference(engine)
+        remote = RemoteEngine(reference, properties=properties)
         peer = engine.getPeer()
         ip = getattr(peer, "host", None)
         port = getattr(peer, "port", None)
         reply = self.controller.register_engine(remote, id, ip, port, pid)
         engine_id = reply["id"]
         engine.notifyOnDisconnect(self._disconnected, engine_id, remote)
+        engine.notifyOnDisconnect(reference.close_lane)
         # A call failing on the lost connection unregisters the engine at once,
         # so every command waiting on it fails with EngineError (rather than
         # with QueueCleared behind the first failure).
@@ -277,7 +281,30 @@ class FCEngineRegistrar(Referenceable):
         if self.data_server is not None:
             # where and how this engine joins the data channel for bulk data
             reply = dict(reply, data=list(self.data_server.offer("engine", ("engine", engine_id))))
+        if self.lane_server is not None and lane_allowed(ip):
+            offer = self.lane_server.offer(lambda lane: self._lane_joined(lane, engine_id, remote))
+            reply = dict(reply, lane=list(offer))
         return reply
+
+    def _lane_joined(self, lane, engine_id, remote):
+        """The engine opened its lane: commands go on it from now on."""
+        lane.remote_interface = RIEngine
+        remote.rref.lane = lane
+        lane.notifyOnDisconnect(lambda: self._lane_lost(engine_id, remote, lane))
+        return None  # the engine makes no calls on its lane
+
+    def _lane_lost(self, engine_id, remote, lane):
+        if remote.rref.lane is not lane:
+            return  # closed by us (the engine went away first)
+        # Commands may have been lost with it: treat it as losing the engine,
+        # and drop its Foolscap connection too, so it registers again afresh.
+        log.info("the lane of engine {id} closed", id=engine_id)
+        remote.rref.lane = None
+        self._disconnected(engine_id, remote)
+        try:
+            remote.rref.rref.tracker.broker.transport.loseConnection()
+        except AttributeError:
+            pass
 
     def _disconnected(self, engine_id, remote):
         queued = self.controller.engines.get(engine_id)
@@ -295,13 +322,14 @@ def _as_json(value):
 
 
 @implementer(RIMultiEngine)
-class FCSynchronousMultiEngine(Referenceable):
+class FCSynchronousMultiEngine(OffersLane, Referenceable):
     """Adapter ISynchronousMultiEngine -> RIMultiEngine (thin translation)."""
 
-    def __init__(self, smultiengine, payload_cap=None, data_server=None):
+    def __init__(self, smultiengine, payload_cap=None, data_server=None, lane_server=None):
         self.sme = smultiengine
         self.payload_cap = payload_cap
         self.data_server = data_server
+        self.lane_server = lane_server
         self._json_ids = {}  # pending ids whose results go back as JSON (ordered)
 
     def _check_payload(self, method, payload):
@@ -331,7 +359,8 @@ class FCSynchronousMultiEngine(Referenceable):
 
     def remote_open_session(self):
         private = type(self.sme)(self.sme.multiengine, max_pending=self.sme.max_pending)
-        return FCSynchronousMultiEngine(private, self.payload_cap, self.data_server)
+        return FCSynchronousMultiEngine(private, self.payload_cap, self.data_server,
+                                        self.lane_server)
 
     def remote_open_data_channel(self):
         if self.data_server is None:

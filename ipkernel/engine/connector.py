@@ -16,6 +16,7 @@ from twisted.logger import Logger
 from ipkernel import fcutil
 from ipkernel.datachannel import DataChannelPeer
 from ipkernel.engine.fc import FCEngineFromService
+from ipkernel.lane import connect_lane, lane_allowed
 
 log = Logger()
 
@@ -46,6 +47,8 @@ class EngineConnector:
         self.controller = None
         self._reconnector = None
         self._reference = FCEngineFromService(service)
+        #: The lane the controller's commands arrive on, once joined (else Foolscap).
+        self.lane = None
 
     def start(self):
         """Start connecting (and reconnecting); return ``self.registered``."""
@@ -55,6 +58,7 @@ class EngineConnector:
 
     def stop(self):
         self.close_data_channel()
+        self._close_lane()
         self._stop_file_watch()
         if self._reconnector is not None:
             self._reconnector.stopConnecting()
@@ -73,10 +77,36 @@ class EngineConnector:
         engine_id = reply["id"]
         self.service.id = engine_id
         log.info("registered with the controller as engine {id}", id=engine_id)
+        joins = []
+        if reply.get("lane") and self.controller is not None:
+            joins.append(self._join_lane(*reply["lane"]))
         if reply.get("data") and self.controller is not None:
-            d = self._join_data_channel(*reply["data"])
+            joins.append(self._join_data_channel(*reply["data"]))
+        if joins:
+            d = defer.DeferredList(joins)
             return d.addCallback(lambda _: self._announce(engine_id))
         self._announce(engine_id)
+
+    def _join_lane(self, port, token):
+        self._close_lane()
+        host = getattr(self.controller.getPeer(), "host", None)
+        if not lane_allowed(host):
+            return defer.succeed(None)  # another host: commands come through Foolscap
+
+        def joined(lane):
+            self.lane = lane
+            log.info("joined the controller's lane on port {port}", port=port)
+
+        def failed(failure):
+            log.warn("could not join the controller's lane on port {port} ({why}); its "
+                     "commands come through Foolscap (slower)", port=port,
+                     why=failure.getErrorMessage())
+        return connect_lane(port, token, local=self._reference).addCallbacks(joined, failed)
+
+    def _close_lane(self):
+        lane, self.lane = self.lane, None
+        if lane is not None:
+            lane.close()
 
     def _announce(self, engine_id):
         if self.on_registered is not None:
@@ -116,6 +146,7 @@ class EngineConnector:
     def _disconnected(self):
         log.info("lost the connection to the controller; reconnecting")
         self.controller = None
+        self._close_lane()
         if self.furl_file is not None and self._reconnector is not None:
             self._file_watch = task.LoopingCall(self._check_furl_file)
             self._file_watch.clock = self._clock

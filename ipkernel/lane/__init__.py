@@ -1,0 +1,19 @@
+"""Lanes: small calls beside Foolscap, at the speed of a plain socket.
+
+Foolscap costs a few tenths of a millisecond of CPU per message in every
+process a message crosses (token handling, TLS in Python, Deferred chains):
+most of a small call's time.  A lane carries the same calls (the same
+RemoteInterfaces, the same argument checks, the same results and errors)
+as length-prefixed frames of JSON text and raw buffers over a TCP socket
+on this host.  Engines and clients join the controller's lane port with a
+one-time token handed out over their Foolscap connection; Foolscap stays
+for registration, liveness, references, peers on other hosts, and as the
+fallback whenever a lane is not open.
+"""
+from ipkernel.lane.codec import CodecError
+from ipkernel.lane.protocol import LaneError, LaneProtocol
+from ipkernel.lane.reference import LaneReference
+from ipkernel.lane.server import LaneServer, OffersLane, connect_lane, lane_allowed
+
+__all__ = ["CodecError", "LaneError", "LaneProtocol", "LaneReference", "LaneServer",
+           "OffersLane", "connect_lane", "lane_allowed"]

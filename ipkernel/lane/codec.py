@@ -1,0 +1,126 @@
+"""The values a lane carries, as JSON text plus raw buffers.
+
+Exact for the vocabulary of ipkernel's RemoteInterfaces: ``None``, bools,
+ints, floats, str, bytes, lists, tuples, dicts (any keys of these types),
+:class:`~ipkernel.serialize.Serialized` (its frames go as raw buffers,
+never copied into the text), :class:`~ipkernel.wire.ErrorRecord` and
+:class:`~ipkernel.wire.AsJson` (the receiver gets the plain data, as over
+Foolscap).  Nothing is pickled or unpickled: a controller decodes lanes
+freely.  Anything else is refused with :class:`CodecError`.
+
+In the text, JSON arrays are lists and JSON objects are one-key tags::
+
+    {"t": [...]}             tuple
+    {"d": [k1, v1, ...]}     dict
+    {"b": i}                 bytes: buffer i
+    {"s": [td, md, i, n]}    Serialized: type, metadata, frames are buffers i..i+n-1
+    {"e": {...}}             ErrorRecord state
+    {"j": value}             plain JSON data, taken as it is
+"""
+import json
+
+from ipkernel.serialize import Serialized
+from ipkernel.wire import AsJson, ErrorRecord
+
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_loads = json.JSONDecoder().decode
+
+
+class CodecError(ValueError):
+    """A value cannot travel on a lane, or a lane message is malformed."""
+
+
+def encode(value):
+    """``(text, buffers)``: UTF-8 JSON bytes and the raw buffers it refers to."""
+    buffers = []
+    return _dumps(_enc(value, buffers)).encode(), buffers
+
+
+def _enc(v, buffers):
+    t = type(v)
+    if t is str or t is int or t is bool or t is float or v is None:
+        return v
+    if t is list:
+        return [_enc(x, buffers) for x in v]
+    if t is tuple:
+        return {"t": [_enc(x, buffers) for x in v]}
+    if t is dict:
+        flat = []
+        for k, x in v.items():
+            flat.append(_enc(k, buffers))
+            flat.append(_enc(x, buffers))
+        return {"d": flat}
+    if t is Serialized:
+        first = len(buffers)
+        buffers.extend(v.frames)
+        return {"s": [v.type_descriptor, v.metadata, first, len(v.frames)]}
+    if t is bytes or t is bytearray or t is memoryview:
+        buffers.append(v)
+        return {"b": len(buffers) - 1}
+    if t is AsJson:
+        return {"j": v.value}
+    if t is ErrorRecord:
+        return {"e": _enc(v.state(), buffers)}
+    raise CodecError(f"a {t.__name__} cannot be sent on a lane")
+
+
+def decode(text, buffers):
+    """The value :func:`encode` made; CodecError if ``text`` is malformed."""
+    try:
+        return _dec(_loads(text if isinstance(text, str) else bytes(text).decode()), buffers)
+    except CodecError:
+        raise
+    except (ValueError, TypeError, IndexError, KeyError, RecursionError) as exc:
+        raise CodecError(f"a lane message is malformed: {exc}") from None
+
+
+def _dec(v, buffers):
+    t = type(v)
+    if t is list:
+        return [_dec(x, buffers) for x in v]
+    if t is not dict:
+        return v
+    if len(v) != 1:
+        raise CodecError("a lane message holds an unknown tag")
+    (tag, body), = v.items()
+    if tag == "t":
+        return tuple(_dec(x, buffers) for x in body)
+    if tag == "d":
+        if type(body) is not list or len(body) % 2:
+            raise CodecError("a lane message holds a malformed dict")
+        it = iter(body)
+        return {_key(_dec(k, buffers)): _dec(x, buffers) for k, x in zip(it, it)}
+    if tag == "b":
+        return bytes(buffers[_index(body, buffers)])
+    if tag == "s":
+        td, md, first, n = body
+        if type(td) is not str or type(md) is not dict or type(n) is not int or n < 0:
+            raise CodecError("a lane message holds a malformed Serialized")
+        if type(first) is not int or first < 0 or first + n > len(buffers):
+            raise CodecError("a lane message refers to a missing buffer")
+        return Serialized(list(buffers[first:first + n]), td, md)
+    if tag == "j":
+        return body
+    if tag == "e":
+        state = _dec(body, buffers)
+        if type(state) is not dict or not all(type(k) is str for k in state):
+            raise CodecError("a lane message holds a malformed error record")
+        try:
+            return ErrorRecord(**state)
+        except TypeError as exc:
+            raise CodecError(f"a lane message holds a malformed error record: {exc}") from None
+    raise CodecError(f"a lane message holds an unknown tag {tag!r:.20}")
+
+
+def _key(k):
+    try:
+        hash(k)
+    except TypeError:
+        raise CodecError("a lane message holds a dict with an unhashable key") from None
+    return k
+
+
+def _index(i, buffers):
+    if type(i) is not int or not 0 <= i < len(buffers):
+        raise CodecError("a lane message refers to a missing buffer")
+    return i

@@ -1,0 +1,290 @@
+"""One lane connection: framed calls and answers, either side may call.
+
+A frame (little-endian)::
+
+    rest:u64 | kind:u8 | call id:u32 | text length:u32 | buffers:u32 |
+    buffer lengths:u64 * buffers | text (codec JSON) | buffers
+
+Kinds: ``HELLO`` (the joining side's token, the only frame accepted before
+it), ``WELCOME``, ``CALL`` (text: ``(method, args, kwargs)``), ``ANSWER``
+(text: the result) and ``FAIL`` (text: ``(violation, name, message)``).
+
+Calls are checked against the RemoteInterface of the object they go to,
+outbound by the caller and inbound by the callee, as Foolscap does; a call
+is dispatched to ``remote_<method>`` of the local object the moment its
+frame arrives, so calls run in the order they were made.  Failures look
+like Foolscap's: a refused argument is a :class:`Violation` (wrapped in a
+:class:`RemoteException` when the other side refused it), a fault in the
+other side's method a RemoteException, a closed lane a ConnectionLost.
+"""
+import struct
+
+from foolscap.api import RemoteException, Violation
+from foolscap.remoteinterface import getRemoteInterface
+from twisted.internet import defer, error as net_error
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ipkernel.lane import codec
+
+log = Logger()
+
+_HEAD = struct.Struct("<QBIII")
+_LEN = struct.Struct("<Q")
+HELLO, WELCOME, CALL, ANSWER, FAIL = range(1, 6)
+#: Largest frame accepted once joined (bytes after the length field).
+MAX_FRAME = 1 << 34
+#: Largest frame accepted before the HELLO was checked.
+MAX_HELLO = 4096
+#: Seconds a new connection has to say HELLO.
+HELLO_TIMEOUT = 10.0
+
+
+class LaneError(Exception):
+    """The other side broke the lane protocol; the connection is closed."""
+
+
+def _remote_failure(name, message, violation):
+    """A Failure shaped like the one Foolscap delivers for a remote fault."""
+    if violation:
+        inner = Violation(message)
+    else:
+        cls = type(name if name.isidentifier() else "RemoteFault", (Exception,), {})
+        inner = cls(message)
+    return Failure(RemoteException(Failure(inner)))
+
+
+class LaneProtocol(Protocol):
+    """A lane between this process and a peer.
+
+    ``local``: the Referenceable whose ``remote_*`` methods the peer may call
+    (None: calls are refused); ``remote_interface``: what the peer offers
+    (the RemoteInterface :meth:`callRemote` checks arguments against).
+    ``on_hello(protocol, token)``: set on the accepting side; returns True to
+    let the peer in.  ``ready`` fires with the protocol once joined.
+    """
+
+    def __init__(self, local=None, remote_interface=None, on_hello=None, token=None,
+                 max_frame=MAX_FRAME):
+        self.local = local
+        self.remote_interface = remote_interface
+        self.on_hello = on_hello
+        self.token = token
+        self.max_frame = max_frame
+        self.ready = defer.Deferred()
+        self.connected = False
+        self.joined = False
+        self._chunks = []  # received bytes not yet a whole frame
+        self._have = 0     # their total length
+        self._need = 8     # bytes needed before a frame can be complete
+        self._next_id = 0
+        self._waiting = {}  # call id -> Deferred
+        self._on_lost = []
+        self._hello_timer = None
+        self._local_interface = None
+
+    # -- connection ------------------------------------------------------------------
+
+    def connectionMade(self):
+        self.connected = True
+        try:
+            self.transport.setTcpNoDelay(True)
+        except (AttributeError, OSError):
+            pass
+        if self.on_hello is not None:
+            from twisted.internet import reactor
+            self._hello_timer = reactor.callLater(HELLO_TIMEOUT, self._drop,
+                                                  "no HELLO in time")
+        else:
+            self._send(HELLO, 0, b"null", [self.token])
+
+    def connectionLost(self, reason=None):
+        self.connected = False
+        self.joined = False
+        if self._hello_timer is not None and self._hello_timer.active():
+            self._hello_timer.cancel()
+        self._hello_timer = None
+        why = reason.getErrorMessage() if reason is not None else "closed"
+        waiting, self._waiting = self._waiting, {}
+        for d in waiting.values():
+            d.errback(net_error.ConnectionLost(f"the lane closed ({why})"))
+        if not self.ready.called:
+            self.ready.errback(net_error.ConnectionLost(f"the lane closed before it was "
+                                                        f"joined ({why})"))
+        hooks, self._on_lost = self._on_lost, []
+        for hook in hooks:
+            try:
+                hook()
+            except Exception:
+                log.failure("a lane-lost hook raised")
+
+    def notifyOnDisconnect(self, hook):
+        """Call ``hook()`` once when the lane closes."""
+        self._on_lost.append(hook)
+
+    def close(self):
+        """Close the lane; calls waiting for answers fail with ConnectionLost."""
+        if self.transport is not None and self.connected:
+            self.transport.loseConnection()
+
+    def _drop(self, why):
+        log.warn("closing a lane: {why}", why=why)
+        self._hello_timer = None
+        if self.transport is not None:
+            self.transport.abortConnection()
+
+    # -- frames ------------------------------------------------------------------------
+
+    def _send(self, kind, call_id, text, buffers=()):
+        sizes = [memoryview(b).nbytes for b in buffers]
+        rest = _HEAD.size - 8 + 8 * len(sizes) + len(text) + sum(sizes)
+        head = _HEAD.pack(rest, kind, call_id, len(text), len(sizes))
+        if sizes:
+            head += struct.pack(f"<{len(sizes)}Q", *sizes)
+        # One join: the transport takes only bytes, and frames may be views.
+        self.transport.write(b"".join([head, text, *buffers]))
+
+    def dataReceived(self, data):
+        # Chunks are joined once a frame is complete (not on every arrival), and
+        # frames are zero-copy slices of immutable bytes, so the buffers a
+        # Serialized keeps stay valid.
+        self._chunks.append(data)
+        self._have += len(data)
+        if self._have < self._need:
+            return
+        data = b"".join(self._chunks) if len(self._chunks) > 1 else self._chunks[0]
+        self._chunks, self._have, self._need = [], 0, 8
+        view, pos, size = memoryview(data), 0, len(data)
+        while size - pos >= 8:
+            (rest,) = _LEN.unpack_from(view, pos)
+            limit = self.max_frame if self.joined else MAX_HELLO
+            if rest > limit:
+                self._drop(f"a frame of {rest} bytes is larger than allowed ({limit})")
+                return
+            end = pos + 8 + rest
+            if end > size:
+                self._need = end - pos
+                break
+            try:
+                self._frame(view[pos:end])
+            except (LaneError, codec.CodecError, struct.error) as exc:
+                self._drop(str(exc))
+                return
+            pos = end
+            if not self.connected:
+                return
+        if pos < size:
+            self._chunks.append(data[pos:])
+            self._have = size - pos
+
+    def _frame(self, frame):
+        _, kind, call_id, text_len, nbufs = _HEAD.unpack_from(frame)
+        pos = _HEAD.size
+        sizes = struct.unpack_from(f"<{nbufs}Q", frame, pos) if nbufs else ()
+        pos += 8 * nbufs
+        text = frame[pos:pos + text_len]
+        pos += text_len
+        buffers = []
+        for n in sizes:
+            buffers.append(frame[pos:pos + n])
+            pos += n
+        if pos != len(frame):
+            raise LaneError("a frame's lengths do not add up")
+        if not self.joined:
+            self._hello_frame(kind, buffers)
+        elif kind == CALL:
+            self._call_arrived(call_id, text, buffers)
+        elif kind == ANSWER:
+            self._settle(call_id).callback(codec.decode(text, buffers))
+        elif kind == FAIL:
+            violation, name, message = codec.decode(text, buffers)
+            self._settle(call_id).errback(_remote_failure(str(name), str(message),
+                                                          bool(violation)))
+        else:
+            raise LaneError(f"unexpected frame kind {kind}")
+
+    def _hello_frame(self, kind, buffers):
+        if self.on_hello is not None:  # the accepting side
+            if kind != HELLO or len(buffers) != 1:
+                raise LaneError("the first frame is not a HELLO")
+            if self._hello_timer is not None and self._hello_timer.active():
+                self._hello_timer.cancel()
+            self._hello_timer = None
+            if not self.on_hello(self, bytes(buffers[0])):
+                raise LaneError("a lane token was refused")
+            self.joined = True
+            self._send(WELCOME, 0, b"null")
+        else:
+            if kind != WELCOME:
+                raise LaneError("the other side did not welcome this lane")
+            self.joined = True
+        self.ready.callback(self)
+
+    def _settle(self, call_id):
+        d = self._waiting.pop(call_id, None)
+        if d is None:
+            raise LaneError(f"an answer to an unknown call {call_id}")
+        return d
+
+    # -- calling --------------------------------------------------------------------
+
+    def callRemote(self, method, *args, **kwargs):
+        """Call ``remote_<method>`` on the other side; a Deferred of its result."""
+        try:
+            if self.remote_interface is not None:
+                _schema(self.remote_interface, method).checkAllArgs(args, kwargs, False)
+            text, buffers = codec.encode((method, args, kwargs))
+        except Exception:
+            return defer.fail()
+        if not self.joined:
+            return defer.fail(net_error.ConnectionLost("the lane is not open"))
+        self._next_id = call_id = (self._next_id + 1) & 0xFFFFFFFF
+        d = self._waiting[call_id] = defer.Deferred()
+        self._send(CALL, call_id, text, buffers)
+        return d
+
+    # -- being called --------------------------------------------------------------------
+
+    def _call_arrived(self, call_id, text, buffers):
+        try:
+            method, args, kwargs = codec.decode(text, buffers)
+            if type(method) is not str or type(args) is not tuple or type(kwargs) is not dict:
+                raise Violation("a lane call is malformed")
+            if self.local is None:
+                raise Violation("this side of the lane takes no calls")
+            if self._local_interface is None:
+                self._local_interface = getRemoteInterface(self.local)
+            _schema(self._local_interface, method).checkAllArgs(args, kwargs, True)
+        except (Violation, codec.CodecError) as exc:
+            self._fail(Failure(exc), call_id)
+            return
+        d = defer.maybeDeferred(self.local.doRemoteCall, method, args, kwargs)
+        d.addCallbacks(self._answer, self._fail, (call_id,), None, (call_id,))
+
+    def _answer(self, result, call_id):
+        if not self.connected:
+            return
+        try:
+            text, buffers = codec.encode(result)
+        except codec.CodecError as exc:
+            self._fail(Failure(exc), call_id)
+            return
+        self._send(ANSWER, call_id, text, buffers)
+
+    def _fail(self, failure, call_id):
+        violation = failure.check(Violation) is not None
+        if not violation:
+            log.failure("a lane call failed in this process", failure)
+        if not self.connected:
+            return
+        name = getattr(failure.type, "__name__", "Exception")
+        text, _ = codec.encode((violation, name, failure.getErrorMessage()))
+        self._send(FAIL, call_id, text)
+
+
+def _schema(interface, method):
+    try:
+        return interface[method]
+    except KeyError:
+        raise Violation(f"{interface.__remote_name__} does not offer {method}") from None

@@ -1,0 +1,116 @@
+"""The controller's lane port, and how engines and clients join it."""
+import hmac
+import os
+import time
+
+from twisted.internet import defer, endpoints
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+
+from ipkernel.datachannel.frames import is_loopback
+from ipkernel.lane.protocol import LaneProtocol
+
+log = Logger()
+
+#: Seconds a token handed out over Foolscap stays good.
+TOKEN_TTL = 120.0
+#: Seconds allowed to connect and be welcomed.
+JOIN_TIMEOUT = 10.0
+
+
+class LaneServer:
+    """Listens on loopback for lanes; each joins with a one-time token.
+
+    :meth:`offer` hands out ``(port, token)`` bound to ``on_join(protocol)``,
+    which is called when the token comes back and returns the object whose
+    ``remote_*`` methods that lane may call (or None).  Lanes run plain TCP
+    and only on this host: a peer elsewhere keeps using Foolscap, whose TLS
+    protects it (see :func:`lane_allowed`).
+    """
+
+    def __init__(self, reactor=None, max_frame=None):
+        if reactor is None:
+            from twisted.internet import reactor
+        self.reactor = reactor
+        self.max_frame = max_frame
+        self.port = None
+        self._listener = None
+        self._tokens = {}  # token -> (on_join, expiry)
+        self._lanes = set()
+
+    def start(self, port=0):
+        """Listen on 127.0.0.1 (``port`` 0: any free one); returns the port number."""
+        factory = Factory.forProtocol(self._protocol)
+        self._listener = self.reactor.listenTCP(port, factory, interface="127.0.0.1")
+        self.port = self._listener.getHost().port
+        return self.port
+
+    def _protocol(self):
+        kwargs = {} if self.max_frame is None else {"max_frame": self.max_frame}
+        return LaneProtocol(on_hello=self._hello, **kwargs)
+
+    def stop(self):
+        """Stop listening and close every lane; a Deferred."""
+        self._tokens.clear()
+        for lane in list(self._lanes):
+            if lane.transport is not None:
+                lane.transport.abortConnection()
+        listener, self._listener = self._listener, None
+        return defer.maybeDeferred(listener.stopListening) if listener else defer.succeed(None)
+
+    def offer(self, on_join):
+        """``(port, token)`` for one peer to join with."""
+        now = time.monotonic()
+        self._tokens = {t: v for t, v in self._tokens.items() if v[1] > now}
+        token = os.urandom(32)
+        self._tokens[token] = (on_join, now + TOKEN_TTL)
+        return (self.port, token)
+
+    def _hello(self, lane, token):
+        entry = None
+        for known in list(self._tokens):
+            if hmac.compare_digest(known, token):
+                entry = self._tokens.pop(known)
+        if entry is None or entry[1] < time.monotonic():
+            return False
+        self._lanes.add(lane)
+        lane.notifyOnDisconnect(lambda: self._lanes.discard(lane))
+        lane.local = entry[0](lane)
+        return True
+
+
+def lane_allowed(host):
+    """True when a peer at ``host`` (its Foolscap address) may use a lane."""
+    return host is not None and is_loopback(host)
+
+
+def connect_lane(port, token, local=None, remote_interface=None, reactor=None,
+                 timeout=JOIN_TIMEOUT):
+    """Join the lane at 127.0.0.1:``port``; a Deferred firing with the LaneProtocol."""
+    if reactor is None:
+        from twisted.internet import reactor
+    endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=timeout)
+    lane = LaneProtocol(local=local, remote_interface=remote_interface, token=token)
+    d = endpoints.connectProtocol(endpoint, lane)
+    d.addCallback(lambda _: lane.ready)
+
+    def timed_out(failure):
+        lane.close()
+        return failure
+    return d.addTimeout(timeout, reactor).addErrback(timed_out)
+
+
+class OffersLane:
+    """Mixin for a Referenceable that clients may also call on a lane.
+
+    ``lane_server`` (a :class:`LaneServer`, or None for no lanes) is set by
+    whoever publishes the object.
+    """
+
+    lane_server = None
+
+    def remote_open_lane(self):
+        server = self.lane_server
+        if server is None or server.port is None:
+            return (0, b"")
+        return server.offer(lambda lane: self)
