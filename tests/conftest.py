@@ -32,6 +32,7 @@ from twisted.internet import defer, reactor
 from ipkernel import asyncclient, fcutil
 from ipkernel.controller import ControllerService, MultiEngine, SynchronousMultiEngine
 from ipkernel.datachannel import DataChannelServer
+from ipkernel.lane import LaneServer
 from ipkernel.controller.fc import FCEngineRegistrar, FCSynchronousMultiEngine
 from ipkernel.engine import EngineService, QueuedEngine
 from ipkernel.engine.connector import EngineConnector
@@ -278,9 +279,13 @@ class FCCluster:
         self.client = None
         self.client_tub = None
 
-    async def start(self, payload_cap=None, data_dir=None):
+    async def start(self, payload_cap=None, data_dir=None, lane=False):
         self.tub = self._make_tub()
         self.port = await fcutil.listen(self.tub, reactor)
+        self.lane_server = None
+        if lane:  # engines and the client call on lanes, as with ipcontroller
+            self.lane_server = LaneServer()
+            self.lane_server.start()
         self.data_server = None
         if data_dir is not None:  # a data channel beside the Tub, with the Tub's certificate
             pem = data_dir / "controller.pem"
@@ -289,10 +294,12 @@ class FCCluster:
             self.data_server = DataChannelServer({"client": str(pem), "engine": str(pem)},
                                                  max_blob=payload_cap)
             self.data_server.start()
-        self.registrar = FCEngineRegistrar(self.controller, data_server=self.data_server)
+        self.registrar = FCEngineRegistrar(self.controller, data_server=self.data_server,
+                                           lane_server=self.lane_server)
         self.sme = SynchronousMultiEngine(MultiEngine(self.controller))
         self.fc_sme = FCSynchronousMultiEngine(self.sme, payload_cap=payload_cap,
-                                               data_server=self.data_server)
+                                               data_server=self.data_server,
+                                               lane_server=self.lane_server)
         self.engine_furl = fcutil.register(self.tub, self.registrar)
         self.mec_furl = fcutil.register(self.tub, self.fc_sme)
         return self
@@ -316,29 +323,37 @@ class FCCluster:
         return self.client
 
     def close_data_channels(self):
+        """Close the data channel and the lanes (the Tubs are stopped by make_tub)."""
         if self.client is not None:
             self.client.close()
+            close_lane = getattr(self.client.remote, "close_lane", None)
+            if close_lane is not None:
+                close_lane()
         for connector in self.connectors:
             connector.close_data_channel()
+            connector._close_lane()
         if self.data_server is not None:
             self.data_server.stop()
+        if self.lane_server is not None:
+            self.lane_server.stop()
 
 
 @pytest_twisted.async_yield_fixture
 async def make_fc_cluster(make_tub, make_engine, tmp_path):
-    """Return ``async make(n=0, payload_cap=None, data_channel=False,
+    """Return ``async make(n=0, payload_cap=None, data_channel=False, lane=False,
     **controller_kwargs) -> FCCluster`` with ``n`` engines registered (ids
-    0..n-1) and a connected client; ``data_channel`` adds a data channel."""
+    0..n-1) and a connected client; ``data_channel`` adds a data channel,
+    ``lane`` lanes (engines and the client then call on them)."""
     made = []
 
-    async def make(n=0, payload_cap=None, data_channel=False, **kwargs):
+    async def make(n=0, payload_cap=None, data_channel=False, lane=False, **kwargs):
         cluster = FCCluster(make_tub, make_engine, ControllerService(**kwargs))
         made.append(cluster)
         data_dir = None
         if data_channel:
             data_dir = tmp_path / f"data{len(made)}"
             data_dir.mkdir()
-        await cluster.start(payload_cap=payload_cap, data_dir=data_dir)
+        await cluster.start(payload_cap=payload_cap, data_dir=data_dir, lane=lane)
         for _ in range(n):
             await cluster.add_engine()
         await cluster.connect_client()

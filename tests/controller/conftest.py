@@ -10,7 +10,8 @@
   parametrized over two modes: ``local`` (the in-process adapters of a
   ControllerService, tier 1) and ``foolscap`` (a client of a controller
   listening on 127.0.0.1, every engine an in-process EngineService with its
-  own Tub, tier 2).  Over Foolscap both are the same client object: its
+  own Tub, tier 2), and ``lane`` (the same with lanes: the client's and the
+  engines' calls go on them, tier 2).  Over Foolscap both are the same client object: its
   methods with the default ``block=True`` behave as IFullMultiEngine's.
 """
 import pytest
@@ -50,12 +51,14 @@ def script(tmp_path):
 
 
 MODES = [pytest.param("local", marks=pytest.mark.tier1),
-         pytest.param("foolscap", marks=pytest.mark.tier2)]
+         pytest.param("foolscap", marks=pytest.mark.tier2),
+         pytest.param("lane", marks=pytest.mark.tier2)]
 
 
 @pytest.fixture(params=MODES)
 def multiengine_mode(request):
-    """``'local'`` or ``'foolscap'``: how the multi-engine under test is reached."""
+    """``'local'``, ``'foolscap'`` or ``'lane'`` (Foolscap with lanes, as
+    ipcontroller runs): how the multi-engine under test is reached."""
     return request.param
 
 
@@ -63,7 +66,7 @@ def _factory(mode, make_controller, make_fc_cluster, adapt):
     async def make(n=4, **controller_kwargs):
         if mode == "local":
             return adapt(make_controller(n, **controller_kwargs))
-        cluster = await make_fc_cluster(n, **controller_kwargs)
+        cluster = await make_fc_cluster(n, lane=(mode == "lane"), **controller_kwargs)
         make.clusters.append(cluster)
         return cluster.client
 

@@ -8,7 +8,7 @@
   time.  Every gate is opened when the test ends, before the engines stop.
 * ``make_remote_engine``: serves an EngineService on its own listening Tub
   (``FCEngineFromService``) and returns ``RemoteEngine(rref, decode=True)``
-  seen from a second Tub -- at once, so that test bodies can make engines
+  seen from a second Tub (or, with ``lane=True``, calling on a lane) -- at once, so that test bodies can make engines
   without awaiting; calls made before the connection is up are sent, in
   order, when it is.
 """
@@ -22,6 +22,8 @@ from twisted.internet import defer, reactor
 from ipkernel import fcutil
 from ipkernel.controller.fc import RemoteEngine
 from ipkernel.engine.fc import FCEngineFromService
+from ipkernel.interfaces.remote import RIEngine
+from ipkernel.lane import LaneReference, LaneServer, connect_lane
 
 CONNECT_TIMEOUT = 10
 
@@ -155,21 +157,35 @@ class PendingReference:
 
 @pytest_twisted.async_yield_fixture
 async def make_remote_engine(make_tub):
-    """``make(service) -> RemoteEngine``: ``service`` served by
+    """``make(service, lane=False) -> RemoteEngine``: ``service`` served by
     FCEngineFromService on a Tub listening on 127.0.0.1, reached from another
-    Tub.  Connections still being made are awaited before the Tubs stop."""
+    Tub (with ``lane``: its calls go on a lane to it instead).  Connections
+    still being made are awaited before the Tubs stop."""
     pending = []
+    closers = []
 
-    async def connect(service):
+    async def connect(service, lane):
         server = make_tub()
         await fcutil.listen(server, reactor)
-        furl = fcutil.register(server, FCEngineFromService(service))
-        return await make_tub().getReference(furl).addTimeout(CONNECT_TIMEOUT, reactor)
+        local = FCEngineFromService(service)
+        furl = fcutil.register(server, local)
+        rref = await make_tub().getReference(furl).addTimeout(CONNECT_TIMEOUT, reactor)
+        if not lane:
+            return rref
+        lanes = LaneServer()
+        lanes.start()
+        closers.append(lanes.stop)
+        port, token = lanes.offer(lambda joined: local)
+        joined = await connect_lane(port, token, remote_interface=RIEngine)
+        closers.append(joined.close)
+        return LaneReference(rref, joined)
 
-    def make(service):
-        reference = PendingReference(defer.Deferred.fromCoroutine(connect(service)))
+    def make(service, lane=False):
+        reference = PendingReference(defer.Deferred.fromCoroutine(connect(service, lane)))
         pending.append(reference.ready)
         return RemoteEngine(reference, decode=True)
 
     yield make
     await defer.DeferredList(pending, consumeErrors=True)
+    for close in closers:
+        close()

@@ -1,11 +1,12 @@
 """EngineService -- IEngineCore, IEngineSerialized and IEngineProperties.
 
-Every test taking the ``engine`` fixture (or ``new_engine``) runs four times:
+Every test taking the ``engine`` fixture (or ``new_engine``) runs six times:
 on the EngineService itself ("direct") and through the queue adapter
 ``IEngineQueued(service)`` ("queued") -- tier 1 -- and through real Foolscap
 Tubs on loopback: the service served by FCEngineFromService and used through
 ``RemoteEngine(rref, decode=True)`` ("foolscap") or
-``QueuedEngine(RemoteEngine(...))`` ("foolscap-queued") -- tier 2.
+``QueuedEngine(RemoteEngine(...))`` ("foolscap-queued"), and the same two
+with the calls on a lane ("lane", "lane-queued") -- tier 2.
 Queue-only behaviour lives in test_queued.py.
 """
 import itertools
@@ -77,6 +78,8 @@ ENGINE_MODES = [
     pytest.param("queued", marks=pytest.mark.tier1),
     pytest.param("foolscap", marks=pytest.mark.tier2),
     pytest.param("foolscap-queued", marks=pytest.mark.tier2),
+    pytest.param("lane", marks=pytest.mark.tier2),
+    pytest.param("lane-queued", marks=pytest.mark.tier2),
 ]
 
 
@@ -85,11 +88,12 @@ def new_engine(request, make_engine, make_remote_engine):
     """``new(**EngineService kwargs) -> engine API`` (the service, its queue,
     a RemoteEngine over Foolscap, or the queue over that RemoteEngine)."""
     queued = request.param.endswith("queued")
-    remote = request.param.startswith("foolscap")
+    remote = request.param.startswith(("foolscap", "lane"))
+    lane = request.param.startswith("lane")
 
     def new(**kwargs):
         service = make_engine(**kwargs)
-        api = make_remote_engine(service) if remote else service
+        api = make_remote_engine(service, lane=lane) if remote else service
         if queued and "history_cap" in kwargs:
             api = QueuedEngine(api, history_cap=kwargs["history_cap"])
         elif queued:
