@@ -1,0 +1,667 @@
+"""Tier 2: lanes on real sockets on 127.0.0.1 (``LaneServer``, ``connect_lane``,
+``LaneProtocol``, ``LaneReference``), with a small Referenceable test double.
+
+Calls and answers, argument checks both ways, remote faults, tokens, the
+HELLO deadline, frame limits, connection loss, and large payloads split
+across many TCP reads.  Nothing sleeps to synchronise: every wait is for an
+event, bounded in time.
+"""
+import random
+import struct
+
+import pytest
+import pytest_twisted
+from foolscap.api import Any, Referenceable, RemoteException, RemoteInterface, Violation
+from foolscap.schema import IntegerConstraint, UnicodeConstraint
+from twisted.internet import defer, endpoints, error as net_error, reactor
+from twisted.internet.protocol import Protocol
+from twisted.internet.testing import StringTransport
+from zope.interface import implementer
+
+from ipkernel.lane import LaneProtocol, LaneReference, LaneServer, connect_lane
+from ipkernel.lane import protocol as lane_protocol
+from ipkernel.lane import server as lane_server
+from ipkernel.serialize import Serialized
+
+from awaiting import raises, within
+
+pytestmark = pytest.mark.tier2
+
+
+class RILaneProbe(RemoteInterface):
+    __remote_name__ = "RILaneProbe.tests.ipkernel"
+
+    def echo(value=Any()):
+        return Any()
+
+    def add(a=IntegerConstraint(), b=IntegerConstraint()):
+        return IntegerConstraint()
+
+    def record(n=IntegerConstraint()):
+        return IntegerConstraint()
+
+    def later(key=UnicodeConstraint()):
+        return Any()
+
+    def fail(message=UnicodeConstraint()):
+        return None
+
+    def unsendable():
+        return Any()
+
+
+class ProbeFault(Exception):
+    pass
+
+
+@implementer(RILaneProbe)
+class Probe(Referenceable):
+    """Records what it was called with; ``later`` answers when the test says so."""
+
+    def __init__(self):
+        self.calls = []
+        self.seen = []
+        self.pending = {}
+        self._arrivals = []
+
+    def _arrived(self, method):
+        self.calls.append(method)
+        ready = [d for n, d in self._arrivals if len(self.calls) >= n]
+        self._arrivals = [(n, d) for n, d in self._arrivals if len(self.calls) < n]
+        for d in ready:
+            d.callback(None)
+
+    def wait_calls(self, n):
+        """Deferred firing once ``n`` calls have arrived."""
+        if len(self.calls) >= n:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._arrivals.append((n, d))
+        return within(d)
+
+    def remote_echo(self, value):
+        self._arrived("echo")
+        return value
+
+    def remote_add(self, a, b):
+        self._arrived("add")
+        return a + b
+
+    def remote_record(self, n):
+        self._arrived("record")
+        self.seen.append(n)
+        return len(self.seen)
+
+    def remote_later(self, key):
+        d = self.pending[key] = defer.Deferred()
+        self._arrived("later")
+        return d
+
+    def remote_fail(self, message):
+        self._arrived("fail")
+        raise ProbeFault(message)
+
+    def remote_unsendable(self):
+        self._arrived("unsendable")
+        return object()
+
+
+def lost_event(lane):
+    """Deferred firing (bounded) when ``lane`` closes."""
+    d = defer.Deferred()
+    lane.notifyOnDisconnect(lambda: d.callback(None))
+    return within(d)
+
+
+class Lanes:
+    """A started LaneServer and the lanes joined to it in one test."""
+
+    def __init__(self, server):
+        self.server = server
+        self.clients = []
+
+    async def join(self, served=None, client_local=None, remote_interface=RILaneProbe):
+        """``(client lane, server lane)``: the server side offers ``served``."""
+        joined = []
+
+        def on_join(lane):
+            joined.append(lane)
+            return served
+        port, token = self.server.offer(on_join)
+        client = await within(connect_lane(port, token, local=client_local,
+                                           remote_interface=remote_interface))
+        self.clients.append(client)
+        assert client.joined and len(joined) == 1 and joined[0].joined
+        return client, joined[0]
+
+
+@pytest_twisted.async_yield_fixture
+async def lanes():
+    server = LaneServer()
+    server.start()
+    made = Lanes(server)
+    yield made
+    for client in made.clients:
+        client.close()
+    await within(server.stop())
+
+
+class Raw(Protocol):
+    """A bare TCP client speaking the lane frame format by hand."""
+
+    def __init__(self):
+        self.buffer = b""
+        self.frames = []
+        self._frame_waiters = []
+        self.lost = defer.Deferred()
+
+    def dataReceived(self, data):
+        self.buffer += data
+        while len(self.buffer) >= 8:
+            (rest,) = struct.unpack_from("<Q", self.buffer)
+            if len(self.buffer) < 8 + rest:
+                break
+            raw, self.buffer = self.buffer[:8 + rest], self.buffer[8 + rest:]
+            self.frames.append(parse(raw))
+        while self.frames and self._frame_waiters:
+            self._frame_waiters.pop(0).callback(self.frames.pop(0))
+
+    def next_frame(self):
+        d = defer.Deferred()
+        self._frame_waiters.append(d)
+        self.dataReceived(b"")
+        return within(d)
+
+    def connectionLost(self, reason):
+        self.reason = reason
+        self.lost.callback(None)
+
+
+def frame(kind, call_id, text, buffers=()):
+    """One frame, written from the format in the protocol's docstring."""
+    sizes = [len(b) for b in buffers]
+    body = struct.pack(f"<BIII{len(sizes)}Q", kind, call_id, len(text), len(sizes), *sizes)
+    body += text + b"".join(buffers)
+    return struct.pack("<Q", len(body)) + body
+
+
+def parse(raw):
+    kind, call_id, text_len, nbufs = struct.unpack_from("<BIII", raw, 8)
+    pos = 8 + 13
+    sizes = struct.unpack_from(f"<{nbufs}Q", raw, pos)
+    pos += 8 * nbufs
+    text = raw[pos:pos + text_len]
+    pos += text_len
+    buffers = []
+    for n in sizes:
+        buffers.append(raw[pos:pos + n])
+        pos += n
+    return kind, call_id, text, buffers
+
+
+@pytest_twisted.async_yield_fixture
+async def raw_client():
+    """``connect(port) -> Raw``; every raw connection is closed afterwards."""
+    made = []
+
+    async def connect(port):
+        raw = Raw()
+        endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=5)
+        await within(endpoints.connectProtocol(endpoint, raw))
+        made.append(raw)
+        return raw
+
+    yield connect
+    for raw in made:
+        if raw.transport is not None and not raw.lost.called:
+            raw.transport.abortConnection()
+
+
+# -- calls and answers ---------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_calls_and_answers(lanes):
+    probe = Probe()
+    client, _ = await lanes.join(probe)
+    assert await within(client.callRemote("add", 2, 40)) == 42
+    assert await within(client.callRemote("add", a=1, b=-3)) == -2
+    value = {"k": (1, [True, None]), 3: b"\x00bytes", (1, 2): 2.5}
+    out = await within(client.callRemote("echo", value))
+    assert out == value and type(out["k"]) is tuple and type(out[3]) is bytes
+    assert probe.calls == ["add", "add", "echo"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_serialized_values_cross_as_serialized(lanes):
+    client, _ = await lanes.join(Probe())
+    out = await within(client.callRemote("echo", Serialized([b"a", b"bc"], "pickle", {"m": 1})))
+    assert type(out) is Serialized
+    assert [bytes(f) for f in out.frames] == [b"a", b"bc"]
+    assert (out.type_descriptor, out.metadata) == ("pickle", {"m": 1})
+
+
+@pytest_twisted.ensureDeferred
+async def test_deferred_results_answer_when_they_fire_in_any_order(lanes):
+    probe = Probe()
+    client, _ = await lanes.join(probe)
+    first = client.callRemote("later", "first")
+    second = client.callRemote("later", "second")
+    await probe.wait_calls(2)
+    assert not first.called and not second.called
+    probe.pending["second"].callback("two")
+    assert await within(second) == "two"
+    assert not first.called
+    probe.pending["first"].callback(("one", 1))
+    assert await within(first) == ("one", 1)
+
+
+@pytest_twisted.ensureDeferred
+async def test_calls_run_in_the_order_made(lanes):
+    probe = Probe()
+    client, _ = await lanes.join(probe)
+    answers = [client.callRemote("record", n) for n in range(500)]
+    results = await within(defer.gatherResults(answers))
+    assert probe.seen == list(range(500))
+    assert results == list(range(1, 501))
+
+
+@pytest_twisted.ensureDeferred
+async def test_either_side_may_call(lanes):
+    on_client = Probe()
+    client, server_side = await lanes.join(Probe(), client_local=on_client)
+    server_side.remote_interface = RILaneProbe
+    assert await within(server_side.callRemote("add", 5, 6)) == 11
+    assert await within(client.callRemote("add", 1, 1)) == 2
+    assert on_client.calls == ["add"]
+
+
+# -- argument checks and faults ---------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_wrong_argument_is_refused_locally_with_a_violation(lanes):
+    probe = Probe()
+    client, _ = await lanes.join(probe)
+    await raises(Violation, client.callRemote("add", "two", 2))
+    await raises(Violation, client.callRemote("add", 1, 2, 3))
+    await raises(Violation, client.callRemote("add", 1, c=2))
+    await raises(Violation, client.callRemote("fail", 5))
+    with pytest.raises(Violation, match="does not offer"):
+        await within(client.callRemote("no_such_method"))
+    # none of that was sent; the lane still works
+    assert await within(client.callRemote("add", 1, 2)) == 3
+    assert probe.calls == ["add"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_callee_refuses_a_wrong_argument_with_a_remote_violation(lanes):
+    probe = Probe()
+    client, _ = await lanes.join(probe, remote_interface=None)  # no outbound check
+    for args in [("two", 2), (1, 2, 3), (1.5, 2)]:
+        err = await raises(RemoteException, client.callRemote("add", *args))
+        inner = err.args[0]
+        assert inner.check(Violation), inner
+    assert probe.calls == []
+    assert await within(client.callRemote("add", 1, 2)) == 3
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_unknown_method_is_refused_by_the_callee(lanes):
+    probe = Probe()
+    client, _ = await lanes.join(probe, remote_interface=None)
+    err = await raises(RemoteException, client.callRemote("no_such_method", 1))
+    assert err.args[0].check(Violation)
+    assert "no_such_method" in err.args[0].getErrorMessage()
+    assert probe.calls == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_raising_method_gives_a_remote_exception_naming_it(lanes):
+    client, _ = await lanes.join(Probe())
+    err = await raises(RemoteException, client.callRemote("fail", "fault marker é"))
+    inner = err.args[0]
+    assert inner.type.__name__ == "ProbeFault"
+    assert inner.getErrorMessage() == "fault marker é"
+    assert not inner.check(Violation)
+    assert await within(client.callRemote("add", 1, 2)) == 3  # the lane carries on
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_lane_with_no_local_object_refuses_calls(lanes):
+    client, server_side = await lanes.join(Probe())  # the client side serves nothing
+    err = await raises(RemoteException, server_side.callRemote("echo", 1))
+    assert err.args[0].check(Violation)
+    assert "takes no calls" in err.args[0].getErrorMessage()
+    # and the server side of a lane whose on_join returned None refuses too
+    client2, _ = await lanes.join(None)
+    err = await raises(RemoteException, client2.callRemote("echo", 1))
+    assert err.args[0].check(Violation)
+    assert client2.joined and client.joined
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_result_the_codec_cannot_carry_fails_instead_of_hanging(lanes):
+    client, _ = await lanes.join(Probe())
+    err = await raises(RemoteException, client.callRemote("unsendable"))
+    assert err.args[0].type.__name__ == "CodecError"
+    assert "object" in err.args[0].getErrorMessage()
+    assert await within(client.callRemote("echo", "still fine")) == "still fine"
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_argument_the_codec_cannot_carry_fails_locally(lanes):
+    probe = Probe()
+    client, _ = await lanes.join(probe)
+    err = await raises(Exception, client.callRemote("echo", {1, 2}))
+    assert type(err).__name__ == "CodecError"
+    assert probe.calls == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_call_on_a_closed_lane_fails_with_connection_lost(lanes):
+    client, _ = await lanes.join(Probe())
+    gone = lost_event(client)
+    client.close()
+    await gone
+    assert not client.joined and not client.connected
+    await raises(net_error.ConnectionLost, client.callRemote("add", 1, 2))
+
+
+# -- tokens and joining -------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_wrong_token_is_refused_and_the_connection_closed(lanes):
+    port, _ = lanes.server.offer(lambda lane: Probe())
+    await raises(net_error.ConnectionLost, connect_lane(port, b"\x00" * 32))
+    await raises(net_error.ConnectionLost, connect_lane(port, b"short"))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_wrong_token_is_refused_on_the_wire(lanes, raw_client):
+    raw = await raw_client(lanes.server.port)
+    raw.transport.write(frame(lane_protocol.HELLO, 0, b"null", [b"\x01" * 32]))
+    await within(raw.lost)
+    assert raw.frames == [] and raw.buffer == b""  # no WELCOME
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_right_token_gets_a_welcome_on_the_wire(lanes, raw_client):
+    port, token = lanes.server.offer(lambda lane: Probe())
+    raw = await raw_client(port)
+    raw.transport.write(frame(lane_protocol.HELLO, 0, b"null", [token]))
+    kind, _, _, _ = await raw.next_frame()
+    assert kind == lane_protocol.WELCOME
+    raw.transport.write(frame(lane_protocol.CALL, 7, b'{"t":["add",{"t":[20,22]},{"d":[]}]}'))
+    kind, call_id, text, _ = await raw.next_frame()
+    assert (kind, call_id, text) == (lane_protocol.ANSWER, 7, b"42")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_token_works_only_once(lanes):
+    port, token = lanes.server.offer(lambda lane: Probe())
+    first = await within(connect_lane(port, token, remote_interface=RILaneProbe))
+    lanes.clients.append(first)
+    await raises(net_error.ConnectionLost, connect_lane(port, token))
+    assert await within(first.callRemote("add", 1, 2)) == 3  # the first lane is unharmed
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_expired_token_is_refused(lanes, monkeypatch):
+    monkeypatch.setattr(lane_server, "TOKEN_TTL", -1.0)
+    port, token = lanes.server.offer(lambda lane: Probe())
+    await raises(net_error.ConnectionLost, connect_lane(port, token))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_token_expires_with_the_clock(lanes, monkeypatch):
+    now = [1000.0]
+    monkeypatch.setattr(lane_server.time, "monotonic", lambda: now[0])
+    port, token = lanes.server.offer(lambda lane: Probe())
+    port, fresh = lanes.server.offer(lambda lane: Probe())
+    now[0] += lane_server.TOKEN_TTL - 1
+    lane = await within(connect_lane(port, fresh))
+    lanes.clients.append(lane)
+    now[0] += 2
+    await raises(net_error.ConnectionLost, connect_lane(port, token))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_connection_that_never_says_hello_is_closed(lanes, raw_client, monkeypatch):
+    monkeypatch.setattr(lane_protocol, "HELLO_TIMEOUT", 0.05)
+    raw = await raw_client(lanes.server.port)
+    await within(raw.lost, 5)
+    assert raw.reason.check(net_error.ConnectionDone, net_error.ConnectionLost)
+    assert raw.frames == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_joined_lane_has_no_hello_deadline_left(lanes, monkeypatch):
+    monkeypatch.setattr(lane_protocol, "HELLO_TIMEOUT", 0.05)
+    client, server_side = await lanes.join(Probe())
+    assert server_side._hello_timer is None
+    assert not [dc for dc in reactor.getDelayedCalls()
+                if dc.active() and getattr(dc.func, "__self__", None) is server_side]
+    assert await within(client.callRemote("add", 1, 2)) == 3
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_oversize_frame_closes_a_joined_lane(raw_client):
+    server = LaneServer(max_frame=4096)
+    server.start()
+    try:
+        probe = Probe()
+        port, token = server.offer(lambda lane: probe)
+        client = await within(connect_lane(port, token, remote_interface=RILaneProbe))
+        gone = lost_event(client)
+        assert await within(client.callRemote("echo", b"x" * 1000)) == b"x" * 1000
+        call = client.callRemote("echo", b"x" * 5000)
+        await raises(net_error.ConnectionLost, call)
+        await gone
+        assert probe.calls == ["echo"]
+    finally:
+        await within(server.stop())
+
+
+@pytest_twisted.ensureDeferred
+async def test_frame_lengths_that_do_not_add_up_close_the_lane(lanes, raw_client):
+    port, token = lanes.server.offer(lambda lane: Probe())
+    raw = await raw_client(port)
+    raw.transport.write(frame(lane_protocol.HELLO, 0, b"null", [token]))
+    assert (await raw.next_frame())[0] == lane_protocol.WELCOME
+    good = frame(lane_protocol.CALL, 1, b"null")
+    bad = struct.pack("<Q", len(good) - 8 + 3) + good[8:] + b"xyz"  # 3 bytes too many
+    raw.transport.write(bad)
+    await within(raw.lost)
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_answer_to_no_call_closes_the_lane(lanes, raw_client):
+    port, token = lanes.server.offer(lambda lane: Probe())
+    raw = await raw_client(port)
+    raw.transport.write(frame(lane_protocol.HELLO, 0, b"null", [token]))
+    assert (await raw.next_frame())[0] == lane_protocol.WELCOME
+    raw.transport.write(frame(lane_protocol.ANSWER, 99, b"1"))
+    await within(raw.lost)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_malformed_call_is_answered_with_a_failure(lanes, raw_client):
+    probe = Probe()
+    port, token = lanes.server.offer(lambda lane: probe)
+    raw = await raw_client(port)
+    raw.transport.write(frame(lane_protocol.HELLO, 0, b"null", [token]))
+    assert (await raw.next_frame())[0] == lane_protocol.WELCOME
+    for call_id, text in [(1, b"{not json"), (2, b'["add",[1,2],{}]'), (3, b'{"b":5}'),
+                          (4, b'{"t":[1,{"t":[]},{"d":[]}]}')]:
+        raw.transport.write(frame(lane_protocol.CALL, call_id, text))
+        kind, got_id, _, _ = await raw.next_frame()
+        assert (kind, got_id) == (lane_protocol.FAIL, call_id)
+    assert probe.calls == [] and not raw.lost.called
+
+
+# -- connection loss and stopping ---------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_connection_loss_fails_waiting_calls_and_runs_the_hooks(lanes):
+    probe = Probe()
+    client, server_side = await lanes.join(probe)
+    hooks = []
+    client.notifyOnDisconnect(lambda: hooks.append("first"))
+    client.notifyOnDisconnect(lambda: 1 / 0)  # a raising hook does not stop the others
+    client.notifyOnDisconnect(lambda: hooks.append("second"))
+    client_gone = lost_event(client)  # the last hook: the others ran before it
+    server_gone = lost_event(server_side)
+    waiting = [client.callRemote("later", "a"), client.callRemote("later", "b")]
+    await probe.wait_calls(2)
+    server_side.transport.loseConnection()
+    for d in waiting:
+        err = await raises(net_error.ConnectionLost, d)
+        assert "the lane closed" in str(err)
+    await client_gone
+    await server_gone
+    assert hooks == ["first", "second"]
+    assert not client.joined
+    probe.pending["a"].callback("too late")  # answering a closed lane is harmless
+
+
+@pytest_twisted.ensureDeferred
+async def test_connect_lane_fails_when_nobody_listens():
+    server = LaneServer()
+    port = server.start()
+    await within(server.stop())
+    await raises(net_error.ConnectError, connect_lane(port, b"t" * 32, timeout=5))
+
+
+@pytest_twisted.ensureDeferred
+async def test_stopping_the_server_closes_its_lanes(lanes):
+    first, _ = await lanes.join(Probe())
+    second, _ = await lanes.join(Probe())
+    gone = [lost_event(first), lost_event(second)]
+    waiting = first.callRemote("later", "x")
+    port = lanes.server.port
+    await within(lanes.server.stop())
+    await within(defer.gatherResults(gone))
+    await raises(net_error.ConnectionLost, waiting)
+    assert not first.connected and not second.connected
+    await raises(net_error.ConnectError, connect_lane(port, b"t" * 32, timeout=5))
+
+
+# -- large payloads and framing -------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_large_payloads_arrive_intact_across_many_reads(lanes):
+    client, server_side = await lanes.join(Probe())
+    reads = []
+    original = server_side.dataReceived
+
+    def counting(data):
+        reads.append(len(data))
+        return original(data)
+    server_side.dataReceived = counting
+    rng = random.Random(7)
+    frames = [rng.randbytes(3 << 20), b"", rng.randbytes(2 << 20 | 12345), rng.randbytes(1)]
+    blob = rng.randbytes(1 << 20)
+    value = {"s": Serialized(frames, "pickle", {"n": 4}), "b": blob, "t": ("tail", 1)}
+    out = await within(client.callRemote("echo", value), 30)
+    assert [bytes(f) for f in out["s"].frames] == frames
+    assert out["b"] == blob and out["t"] == ("tail", 1)
+    assert len(reads) > 10, reads
+    assert sum(reads) > sum(map(len, frames)) + len(blob)
+
+
+@pytest_twisted.ensureDeferred
+async def test_frames_split_at_every_byte_are_reassembled():
+    # Two ends joined through in-memory transports; the bytes go one at a time.
+    probe = Probe()
+    server_side = LaneProtocol(on_hello=lambda lane, token: token == b"tok")
+    server_side.local = probe
+    client = LaneProtocol(remote_interface=RILaneProbe, token=b"tok")
+    to_server, to_client = StringTransport(), StringTransport()
+    server_side.makeConnection(to_client)
+    client.makeConnection(to_server)
+
+    def pump():
+        for src, dst in ((to_server, server_side), (to_client, client)):
+            data = src.value()
+            src.clear()
+            for i in range(len(data)):
+                dst.dataReceived(data[i:i + 1])
+    try:
+        pump()
+        pump()
+        assert client.joined and server_side.joined
+        calls = [client.callRemote("echo", [n, b"\x00" * n, (n,)]) for n in range(5)]
+        pump()
+        pump()
+        assert [d.result for d in calls] == [[n, b"\x00" * n, (n,)] for n in range(5)]
+        assert probe.calls == ["echo"] * 5
+    finally:
+        server_side.connectionLost(None)
+        client.connectionLost(None)
+
+
+# -- LaneReference ----------------------------------------------------------------------
+
+
+class FakeRref:
+    """Stands for a Foolscap RemoteReference."""
+
+    def __init__(self):
+        self.calls = []
+
+    def callRemote(self, method, *args, **kwargs):
+        self.calls.append((method, args, kwargs))
+        return defer.succeed(("via foolscap", method))
+
+    def getPeer(self):
+        return "the peer"
+
+
+@pytest_twisted.ensureDeferred
+async def test_lane_reference_uses_the_lane_while_joined(lanes):
+    probe = Probe()
+    client, _ = await lanes.join(probe)
+    rref = FakeRref()
+    reference = LaneReference(rref, client, foolscap_only=("add",))
+    assert await within(reference.callRemote("echo", "on the lane")) == "on the lane"
+    assert await within(reference.callRemote("add", 1, 2)) == ("via foolscap", "add")
+    assert probe.calls == ["echo"]
+    assert rref.calls == [("add", (1, 2), {})]
+    assert reference.getPeer() == "the peer"  # everything else is the reference's
+
+
+@pytest_twisted.ensureDeferred
+async def test_lane_reference_goes_through_foolscap_without_a_lane(lanes):
+    rref = FakeRref()
+    reference = LaneReference(rref)
+    assert await within(reference.callRemote("echo", 1)) == ("via foolscap", "echo")
+    # a lane that closed from the other side is no longer used
+    probe = Probe()
+    client, server_side = await lanes.join(probe)
+    reference.lane = client
+    gone = lost_event(client)
+    server_side.transport.loseConnection()
+    await gone
+    assert await within(reference.callRemote("echo", 2)) == ("via foolscap", "echo")
+    assert probe.calls == []
+    assert [c[0] for c in rref.calls] == ["echo", "echo"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_lane_reference_close_lane_falls_back_to_foolscap(lanes):
+    probe = Probe()
+    client, _ = await lanes.join(probe)
+    rref = FakeRref()
+    reference = LaneReference(rref, client)
+    assert await within(reference.callRemote("add", 1, 1)) == 2
+    gone = lost_event(client)
+    reference.close_lane()
+    await gone
+    assert reference.lane is None and not client.connected
+    assert await within(reference.callRemote("add", 1, 1)) == ("via foolscap", "add")
+    reference.close_lane()  # twice is harmless
+    assert probe.calls == ["add"]
