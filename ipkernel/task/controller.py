@@ -1,5 +1,5 @@
 """TaskController: the load-balanced, fault-tolerant task farm of a controller."""
-from collections import OrderedDict, deque
+from collections import deque
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -13,6 +13,7 @@ from ipkernel.error import (EngineError, ResultEvicted, TaskAborted, TaskRejectE
 from ipkernel.interfaces.task import ITask, ITaskController, IWorker
 from ipkernel.memtrim import release_memory
 from ipkernel.task import persist
+from ipkernel.task.results import ResultTable
 from ipkernel.task.schedulers import FIFOScheduler, LIFOScheduler
 from ipkernel.task.store import MemoryTaskStore
 from ipkernel.task.tasks import TaskResult
@@ -154,7 +155,7 @@ class TaskController(ControllerAdapterBase):
         self.clock = clock
         self._next_id = 0
         self._live = {}
-        self._results = OrderedDict()
+        self._results = ResultTable()
         self._evicted = set()
         self._dependents = {}
         self._workers = {}
@@ -174,7 +175,7 @@ class TaskController(ControllerAdapterBase):
         self._next_id = state.next_id
         self._evicted.update(state.evicted)
         for taskid, result in state.finished:
-            self._results[taskid] = persist.result_from_plain(result)
+            self._results.add(taskid, *persist.result_from_plain(result))
         self._evict_over_cap()
         for taskid, state_name, spec in state.unfinished:
             task = persist.task_from_plain(spec)
@@ -400,7 +401,7 @@ class TaskController(ControllerAdapterBase):
         self._rejected_queued.discard(taskid)
         if rec.timer is not None:
             rec.timer.cancel()
-        self._results[taskid] = (success, value)
+        self._results.add(taskid, success, value)
         self._store_result(taskid, success, value)
         self._evict_over_cap()
         for dependent in self._dependents.pop(taskid, []):
@@ -416,7 +417,7 @@ class TaskController(ControllerAdapterBase):
     def _evict_over_cap(self):
         evicted = []
         while len(self._results) > self.max_results:
-            old, _ = self._results.popitem(last=False)
+            old = self._results.pop_oldest()
             self._evicted.add(old)
             evicted.append(old)
         if evicted:
@@ -574,7 +575,7 @@ class TaskController(ControllerAdapterBase):
         missing = [i for i in ids if i not in self._results]
         count = 0
         for i in ids:
-            if self._results.pop(i, None) is not None:
+            if self._results.discard(i):
                 count += 1
         self.store.delete([i for i in ids if i not in missing])
         if count >= RELEASE_AFTER:

@@ -128,7 +128,7 @@ async def test_controller_restart_on_sqlite(make_controller, tmp_path, no_unpick
     finally:
         tc.stop()
     tc = TaskController(make_controller(0), store=SQLiteTaskStore(path))
-    assert tc._results == {} and tc._next_id == 6
+    assert len(tc._results) == 0 and tc._next_id == 6
     tc.stop()
 
 

@@ -1,0 +1,195 @@
+"""ResultTable: a TaskController's finished results, kept compactly.
+
+A controller may hold 100,000 finished results.  Kept as Python objects,
+each small map result costs about 500 bytes in several objects (a tuple, a
+Serialized, its frame list, metadata dict and memoryview, the dict entry).
+CPython places those in its small-object arenas, and an arena goes back to
+the system only when every object in it is gone: the few long-lived objects
+the controller makes meanwhile (Foolscap and reactor bookkeeping) pin most
+of the arenas after a clear, and the memory stays resident.
+
+So a plain result (one pickled frame of at most :data:`COMPACT_MAX` bytes,
+no metadata) is kept as bytes in one shared buffer, located through arrays
+indexed by task id: no Python object per result, only a few large blocks
+that the C allocator can give back.  Any other result (failures, task
+results, arrays) is kept as it is.
+"""
+from array import array
+
+from ipkernel.serialize import Serialized
+
+#: Largest frame (bytes) kept in the shared buffer; larger ones are their own
+#: allocation anyway, and are not worth copying.
+COMPACT_MAX = 4096
+#: Task ids per page of the index.
+PAGE = 1024
+_ABSENT = -1  # start of a slot without a result
+_OBJECT = -1  # size of a slot whose result is in _objects
+
+
+def _compact_frame(success, value):
+    """The frame to keep in the buffer for this result, or None to keep it as is."""
+    if not success or type(value) is not Serialized:
+        return None
+    if value.type_descriptor != "pickle" or value.metadata or len(value.frames) != 1:
+        return None
+    frame = value.frames[0]
+    if type(frame) is not bytes:
+        try:
+            frame = memoryview(frame).cast("B")
+        except TypeError:  # not a plain contiguous buffer
+            return None
+    return frame if len(frame) <= COMPACT_MAX else None
+
+
+class _Page:
+    """Slots of :data:`PAGE` consecutive task ids: ``locs[2k]`` is the
+    start of id k's frame in the buffer (or _ABSENT), ``locs[2k + 1]`` its
+    size (or _OBJECT)."""
+
+    __slots__ = ("locs", "count")
+
+    def __init__(self):
+        self.locs = array("q", [_ABSENT, 0]) * PAGE
+        self.count = 0
+
+
+class ResultTable:
+    """Finished results by task id: ``(success, value)``, oldest first.
+
+    Like a dict for ``in``, ``len``, ``[taskid]`` and iteration (ids in the
+    order they were added); :meth:`add`, :meth:`discard`, :meth:`pop_oldest`
+    and :meth:`clear` change it.  A compact result comes back as an equal
+    Serialized whose frame is a bytes copy.  A task id is added at most once
+    (task ids are never reused).
+    """
+
+    def __init__(self):
+        self._reset()
+
+    def _reset(self):
+        self._pages = {}
+        self._objects = {}
+        self._data = bytearray()
+        self._dead = 0        # bytes in _data of results no longer kept
+        self._order = array("q")
+        self._head = 0        # _order[:_head] were popped already
+        self._len = 0
+
+    # -- reading ----------------------------------------------------------------------
+
+    def _slot(self, taskid):
+        """``(page, index)`` of ``taskid`` if it has a result, else ``(None, 0)``."""
+        if not isinstance(taskid, int) or taskid < 0:
+            return None, 0
+        page = self._pages.get(taskid // PAGE)
+        k = 2 * (taskid % PAGE)
+        if page is None or page.locs[k] == _ABSENT:
+            return None, 0
+        return page, k
+
+    def __len__(self):
+        return self._len
+
+    def __contains__(self, taskid):
+        return self._slot(taskid)[0] is not None
+
+    def __getitem__(self, taskid):
+        page, k = self._slot(taskid)
+        if page is None:
+            raise KeyError(taskid)
+        start, size = page.locs[k], page.locs[k + 1]
+        if size == _OBJECT:
+            return self._objects[taskid]
+        return True, Serialized(bytes(self._data[start:start + size]))
+
+    def __iter__(self):
+        for i in range(self._head, len(self._order)):
+            taskid = self._order[i]
+            if taskid in self:
+                yield taskid
+
+    def items(self):
+        """``(taskid, (success, value))`` pairs, oldest first."""
+        for taskid in self:
+            yield taskid, self[taskid]
+
+    # -- changing ---------------------------------------------------------------------
+
+    def add(self, taskid, success, value):
+        """Keep the result of ``taskid`` (which has none yet)."""
+        page = self._pages.get(taskid // PAGE)
+        if page is None:
+            page = self._pages[taskid // PAGE] = _Page()
+        k = 2 * (taskid % PAGE)
+        if page.locs[k] != _ABSENT:
+            raise KeyError(f"task {taskid} already has a result")
+        frame = _compact_frame(success, value)
+        if frame is None:
+            self._objects[taskid] = (success, value)
+            page.locs[k], page.locs[k + 1] = 0, _OBJECT
+        else:
+            page.locs[k], page.locs[k + 1] = len(self._data), len(frame)
+            self._data += frame
+        page.count += 1
+        self._order.append(taskid)
+        self._len += 1
+
+    def discard(self, taskid):
+        """Forget the result of ``taskid``; True if there was one."""
+        page, k = self._slot(taskid)
+        if page is None:
+            return False
+        if page.locs[k + 1] == _OBJECT:
+            del self._objects[taskid]
+        else:
+            self._dead += page.locs[k + 1]
+        page.locs[k], page.locs[k + 1] = _ABSENT, 0
+        page.count -= 1
+        if page.count == 0:
+            del self._pages[taskid // PAGE]
+        self._len -= 1
+        if self._len == 0:
+            self._reset()  # gives the buffers back at once
+        else:
+            self._tidy()
+        return True
+
+    def pop_oldest(self):
+        """Forget the oldest result; return its task id (KeyError if empty)."""
+        for taskid in self:
+            self.discard(taskid)
+            return taskid
+        raise KeyError("no results")
+
+    def clear(self):
+        """Forget every result."""
+        self._reset()
+
+    def _tidy(self):
+        """Rebuild the order list or the buffer once most of it is stale, so
+        both stay proportional to the results kept (amortised O(1))."""
+        # The prefix _order[:_head] is skipped by every iteration: drop it.
+        while self._head < len(self._order) and self._order[self._head] not in self:
+            self._head += 1
+        if len(self._order) - self._head > 2 * self._len + PAGE:
+            self._order = array("q", iter(self))
+            self._head = 0
+        elif self._head > len(self._order) // 2:
+            self._order = self._order[self._head:]
+            self._head = 0
+        if self._dead > len(self._data) // 2 and self._dead > 64 * PAGE:
+            self._compact_data()
+
+    def _compact_data(self):
+        data = bytearray()
+        with memoryview(self._data) as view:
+            for page in self._pages.values():
+                locs = page.locs
+                for k in range(0, 2 * PAGE, 2):
+                    if locs[k] != _ABSENT and locs[k + 1] != _OBJECT:
+                        start, size = locs[k], locs[k + 1]
+                        locs[k] = len(data)
+                        data += view[start:start + size]
+        self._data = data
+        self._dead = 0
