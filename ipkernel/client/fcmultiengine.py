@@ -16,7 +16,7 @@ from zope.interface import implementer
 from ipkernel import serialize, wire
 from ipkernel.datachannel import refs
 from ipkernel.controller import mapping
-from ipkernel.controller.multiengine import read_script, zip_sequences
+from ipkernel.controller.multiengine import check_sequences, map_parts, read_script
 from ipkernel.engine.properties import StrictDict
 from ipkernel.error import (ControllerError, InvalidEngineID, KernelError, NoEnginesRegistered,
                             ResultNotCompleted)
@@ -290,12 +290,12 @@ class FCFullSynchronousMultiEngineClient:
 
     def raw_map(self, func, seqs, dist="b", targets="all", *, block=True):
         async def go():
-            argtuples = zip_sequences(seqs)
+            check_sequences(seqs)
             if not (callable(func) or isinstance(func, str)):
                 raise TypeError(f"map needs a callable or the name of one on the engines, "
                                 f"not {type(func).__name__}")
             ids = await self._engine_ids(targets)
-            parts = [serialize.serialize(p) for p in mapping.partitions(argtuples, len(ids), dist)]
+            parts = [serialize.serialize(p) for p in map_parts(seqs, len(ids), dist)]
             if self.data is not None:
                 parts = await self._offloaded_parts(parts, ids)
             return await self._two_phase("raw_map", (serialize.serialize(func), parts, _targets(ids)), block,

@@ -5,6 +5,7 @@ from zope.interface import implementer
 
 from ipkernel.controller import mapping
 from ipkernel.controller.service import ControllerAdapterBase
+from ipkernel.engine.functions import SingleArguments
 from ipkernel.engine.queued import current_request
 from ipkernel.serialize import Serialized
 from ipkernel.error import (Aborted, InvalidEngineID, NoEnginesRegistered, collect_exceptions,
@@ -34,9 +35,9 @@ def read_script(filename):
     return source
 
 
-def zip_sequences(seqs):
-    """Return the argument tuples of a map over ``seqs`` (a list/tuple of
-    equal-length sequences)."""
+def check_sequences(seqs):
+    """TypeError / ValueError unless ``seqs`` is a non-empty list or tuple of
+    equal-length sequences (what a map goes over)."""
     if not isinstance(seqs, (list, tuple)):
         raise TypeError(f"the sequences to map over must be given as a list or tuple, "
                         f"not {type(seqs).__name__}")
@@ -46,7 +47,22 @@ def zip_sequences(seqs):
     if len(lengths) > 1:
         raise ValueError(f"the sequences to map over have different lengths: "
                          f"{[len(s) for s in seqs]}")
+
+
+def zip_sequences(seqs):
+    """Return the argument tuples of a map over ``seqs`` (a list/tuple of
+    equal-length sequences)."""
+    check_sequences(seqs)
     return list(zip(*seqs))
+
+
+def map_parts(seqs, n, dist="b"):
+    """The arguments of a map over ``seqs`` split into ``n`` parts: lists of
+    argument tuples, or :class:`SingleArguments` for one list, tuple or range."""
+    if (isinstance(seqs, (list, tuple)) and len(seqs) == 1
+            and type(seqs[0]) in (list, tuple, range)):
+        return [SingleArguments(part) for part in mapping.partitions(seqs[0], n, dist)]
+    return mapping.partitions(zip_sequences(seqs), n, dist)
 
 
 @implementer(IFullMultiEngine)
@@ -231,12 +247,12 @@ class MultiEngine(ControllerAdapterBase):
 
     def raw_map(self, func, seqs, dist="b", targets="all"):
         try:
-            argtuples = zip_sequences(seqs)
+            check_sequences(seqs)
             if not (callable(func) or isinstance(func, str)):
                 raise TypeError(f"map needs a callable or the name of one on the engines, "
                                 f"not {type(func).__name__}")
             engines = self.engine_list(targets)
-            parts = mapping.partitions(argtuples, len(engines), dist)
+            parts = map_parts(seqs, len(engines), dist)
         except Exception:
             return defer.fail()
         return self.map_partitions(func, mapping.PrePartitioned(parts), [e.id for e in engines],

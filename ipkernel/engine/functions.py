@@ -53,3 +53,23 @@ class FunctionBinder:
     def forget(self):
         """Forget which names were added (after the namespace was cleared)."""
         self._added.clear()
+
+
+class SingleArguments:
+    """One map part whose items are each the only argument of the function.
+
+    A map over one list, tuple or range sends its slices wrapped in this
+    instead of a list of 1-tuples: a range slice pickles in a few bytes, and
+    no tuple is built, pickled or unpacked per item.
+    """
+
+    __slots__ = ("items",)
+
+    def __init__(self, items):
+        self.items = items
+
+    def __reduce__(self):
+        return SingleArguments, (self.items,)
+
+    def __len__(self):
+        return len(self.items)

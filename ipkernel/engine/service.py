@@ -9,7 +9,7 @@ from zope.interface import implementer
 
 from ipkernel import serialize
 from ipkernel.engine.executor import ThreadExecutor
-from ipkernel.engine.functions import FunctionBinder
+from ipkernel.engine.functions import FunctionBinder, SingleArguments
 from ipkernel.engine.interpreter import DEFAULT_HISTORY_CAP, HIDDEN_NAMES, Interpreter
 from ipkernel.engine.interpreter import format_user_traceback
 from ipkernel.engine.properties import StrictDict, drop_engine, get_engine
@@ -273,6 +273,8 @@ class EngineService(service.Service):
         if not callable(func):
             raise TypeError(f"map needs a callable, not {type(func).__name__}")
         bound = self.binder.bind(func)
+        if isinstance(argtuples, SingleArguments):
+            return list(map(bound, argtuples.items))
         return [bound(*args) for args in argtuples]
 
     def complete(self, text, line=None):

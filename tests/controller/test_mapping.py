@@ -5,6 +5,8 @@ import numpy
 import pytest
 
 from ipkernel.controller.mapping import DISTRIBUTIONS, join, partition, partitions
+from ipkernel.controller.multiengine import map_parts
+from ipkernel.engine.functions import SingleArguments
 
 pytestmark = pytest.mark.tier1
 
@@ -169,3 +171,23 @@ def test_works_without_numpy(monkeypatch):
     assert partitions(list(range(5)), 2, "r") == [[0, 2, 4], [1, 3]]
     assert join([[0, 2, 4], [1, 3]], "r") == [0, 1, 2, 3, 4]
     assert join(["ab", "c"], "b") == "abc"
+
+
+# --- map_parts: how a map's arguments are split ------------------------------------------
+
+def test_map_parts_of_one_list_tuple_or_range_are_single_arguments():
+    for seq in (list(range(7)), tuple(range(7)), range(7)):
+        parts = map_parts([seq], 3)
+        assert all(isinstance(p, SingleArguments) for p in parts)
+        assert [list(p.items) for p in parts] == [[0, 1, 2], [3, 4], [5, 6]]
+        assert type(parts[0].items) is type(seq)  # a range slice stays a range
+    assert [list(p.items) for p in map_parts([range(7)], 3, "r")] == [[0, 3, 6], [1, 4], [2, 5]]
+
+
+def test_map_parts_of_several_or_other_sequences_are_argument_tuples():
+    assert map_parts([range(4), "abcd"], 2) == [[(0, "a"), (1, "b")], [(2, "c"), (3, "d")]]
+    assert map_parts(["abc"], 2) == [[("a",), ("b",)], [("c",)]]
+    with pytest.raises(ValueError):
+        map_parts([range(3), range(4)], 2)
+    with pytest.raises(TypeError):
+        map_parts(range(3), 2)

@@ -19,6 +19,7 @@ from twisted.internet import defer, reactor
 from zope.interface.verify import verifyObject
 
 from ipkernel.engine import EngineService, Interpreter, QueuedEngine, StrictDict, get_engine
+from ipkernel.engine.functions import SingleArguments
 from ipkernel.error import ENGINE_INFO_ATTR, TRACEBACK_ATTR, EngineError, InvalidProperty, \
     ResultEvicted, SerializationError
 from ipkernel.interfaces import (IEngineBase, IEngineCore, IEngineProperties, IEngineQueued,
@@ -580,6 +581,14 @@ async def test_starmap(engine):
     assert await engine.starmap(plus_one, []) == []
     await engine.push({"engine_only_value": 100})
     assert await engine.starmap(lambda x: x + engine_only_value, [(1,), (2,)]) == [101, 102]  # noqa: F821
+
+
+@pytest_twisted.ensureDeferred
+async def test_starmap_of_single_arguments(engine):
+    # a map over one sequence sends its slice as it is, each item the one argument
+    assert await engine.starmap(lambda x: x * 3, SingleArguments(range(2, 6))) == [6, 9, 12, 15]
+    assert await engine.starmap(len, SingleArguments(("ab", (1, 2, 3)))) == [2, 3]
+    assert await engine.starmap(plus_one, SingleArguments([])) == []
 
 
 @pytest_twisted.ensureDeferred
