@@ -95,3 +95,42 @@ async def test_by_default_clients_and_engines_join_the_data_channel(cluster):
     assert await mec.pull("big", targets=0) == [big]
     assert mec.data.bytes_sent >= len(big) and mec.data.bytes_received >= len(big)
     assert "data channel: client port" in cluster.controller.output
+
+
+@pytest_twisted.ensureDeferred
+async def test_by_default_clients_and_engines_join_lanes(cluster, monkeypatch):
+    from ipkernel.lane import LaneProtocol
+    lane_calls = []
+    original = LaneProtocol.callRemote
+
+    def counting(self, method, *args, **kwargs):
+        lane_calls.append(method)
+        return original(self, method, *args, **kwargs)
+    monkeypatch.setattr(LaneProtocol, "callRemote", counting)
+
+    mec = await cluster.start(n_engines=1)
+    assert mec.remote.lane is not None and mec.remote.lane.joined
+    engine = cluster.engines[0]
+    await cluster.poll(lambda: "joined the controller's lane" in engine.output,
+                       "the engine to join the controller's lane")
+    await mec.execute("a = 6 * 7")
+    assert await mec.pull("a", targets=0) == [42]
+    assert lane_calls[-2:] == ["execute", "pull"]
+    assert "lanes: port" in cluster.controller.output
+
+
+@pytest_twisted.ensureDeferred
+async def test_no_lane_option_keeps_every_call_on_foolscap(cluster):
+    from ipkernel.error import CompositeError
+    mec = await cluster.start(n_engines=1, controller_args=["--no-lane"])
+    assert mec.remote.lane is None
+    await mec.execute("a = 6 * 7")
+    assert await mec.pull("a", targets=0) == [42]
+    with pytest.raises(CompositeError) as info:
+        await mec.execute("1 / 0")
+    assert [type(e) for e in info.value.exceptions] == [ZeroDivisionError]
+    engine = cluster.engines[0]
+    # "ipengine ready" is logged once its joins are done: no lane was joined
+    await cluster.poll(lambda: "ipengine ready" in engine.output, "the engine to be ready")
+    assert "the controller's lane" not in engine.output
+    assert "lanes: port" not in cluster.controller.output  # no lane port was opened
