@@ -665,3 +665,33 @@ async def test_lane_reference_close_lane_falls_back_to_foolscap(lanes):
     assert await within(reference.callRemote("add", 1, 1)) == ("via foolscap", "add")
     reference.close_lane()  # twice is harmless
     assert probe.calls == ["add"]
+
+
+class Silent(Protocol):
+    """Accepts a connection and never answers."""
+
+    def __init__(self):
+        self.closed = defer.Deferred()
+
+    def connectionLost(self, reason):
+        self.closed.callback(None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_joining_a_port_that_never_welcomes_times_out_and_closes():
+    from twisted.internet.protocol import Factory
+    accepted = []
+
+    def build():
+        protocol = Silent()
+        accepted.append(protocol)
+        return protocol
+    listener = reactor.listenTCP(0, Factory.forProtocol(build), interface="127.0.0.1")
+    try:
+        port = listener.getHost().port
+        with pytest.raises((defer.TimeoutError, defer.CancelledError)):
+            await within(connect_lane(port, b"t" * 32, timeout=0.2), 5)
+        assert len(accepted) == 1
+        await within(accepted[0].closed)  # the joining side closed its connection
+    finally:
+        await within(listener.stopListening())

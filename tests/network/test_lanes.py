@@ -10,7 +10,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer
 
-from ipkernel.error import CompositeError, EngineError, InvalidEngineID
+from ipkernel.error import CompositeError, ControllerError, EngineError, InvalidEngineID
 from ipkernel.lane import LaneProtocol
 
 from awaiting import composite, raises, within
@@ -262,3 +262,23 @@ async def test_clusters_without_lanes_have_none(make_fc_cluster, lane_calls):
     await within(cluster.client.execute("a = 1"))
     assert await within(cluster.client.pull("a")) == [1, 1]
     assert lane_calls == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_call_in_flight_when_its_lane_closes_fails_and_the_client_carries_on(
+        make_fc_cluster, gates):
+    cluster = await make_fc_cluster(1, lane=True)
+    client = cluster.client
+    gate = gates.new()
+    running = client.execute(gate.code)
+    await gate.wait_arrivals(1)
+    gone = lane_lost(client.remote.lane)
+    client.remote.close_lane()
+    await gone
+    err = await raises(ControllerError, running)
+    assert "lost the connection to the controller" in str(err)
+    gate.open()
+    # the engine and the Foolscap connection are fine
+    assert await within(client.get_ids()) == [0]
+    await within(client.execute("b = 2"))
+    assert await within(client.pull("b")) == [2]
