@@ -282,3 +282,22 @@ async def test_a_client_call_in_flight_when_its_lane_closes_fails_and_the_client
     assert await within(client.get_ids()) == [0]
     await within(client.execute("b = 2"))
     assert await within(client.pull("b")) == [2]
+
+
+@pytest_twisted.ensureDeferred
+async def test_lanes_with_the_data_channel_carry_arrays_and_big_values(make_fc_cluster,
+                                                                      lane_calls):
+    np = pytest.importorskip("numpy")
+    cluster = await make_fc_cluster(2, data_channel=True, lane=True)
+    client = cluster.client
+    assert client.data is not None and client.remote.lane.joined
+    small = np.arange(12, dtype="<i4").reshape(3, 4)
+    big = np.arange(1 << 19, dtype="<f8").reshape(2, -1)  # 4 MiB: on the data channel
+    await within(client.push({"small": small, "big": big}), 30)
+    pulled = await within(client.pull(["small", "big"], targets=1), 30)
+    (got_small, got_big), = pulled
+    assert got_small.shape == (3, 4) and got_small.dtype == small.dtype
+    assert (got_small == small).all()
+    assert got_big.shape == big.shape and (got_big == big).all()
+    methods = [m for lane, m in lane_calls if lane is client.remote.lane]
+    assert methods[:2] == ["push", "pull"]
