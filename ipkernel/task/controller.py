@@ -87,17 +87,54 @@ class WorkerFromQueuedEngine:
             self.mean_duration += self.SMOOTHING * (seconds - self.mean_duration)
 
 
+_NO_ENGINES = frozenset()
+
+
 class _Record:
-    """What the controller knows of one unfinished task id."""
+    """What the controller knows of one unfinished task id.
+
+    Slots, and no containers until they are needed: a bulk submission keeps
+    one record per task alive, and small objects that outlive nothing keep
+    CPython's arenas from being given back.
+    """
+
+    __slots__ = ("task", "state", "waiters", "rejected", "losses", "rejects", "timer")
 
     def __init__(self, task):
         self.task = task
         self.state = "waiting"  # waiting (for `after`), queued, running
-        self.waiters = []
-        self.rejected = set()
+        self.waiters = None  # Deferreds and _Barriers waiting for the result
+        self.rejected = _NO_ENGINES  # ids of the engines that rejected the task
         self.losses = 0
         self.rejects = 0
         self.timer = None
+
+    def wait(self, waiter):
+        """Call ``waiter`` (a Deferred or a _Barrier) back when the task finishes."""
+        if self.waiters is None:
+            self.waiters = []
+        self.waiters.append(waiter)
+
+    def reject(self, engine_id):
+        if not self.rejected:
+            self.rejected = set()
+        self.rejected.add(engine_id)
+
+
+class _Barrier:
+    """One ``barrier`` call: ``deferred`` fires once ``pending`` tasks finished
+    (a single Deferred however many tasks it waits for)."""
+
+    __slots__ = ("pending", "deferred")
+
+    def __init__(self, pending):
+        self.pending = pending
+        self.deferred = defer.Deferred()
+
+    def task_done(self):
+        self.pending -= 1
+        if self.pending == 0:
+            self.deferred.callback(None)
 
 
 def _check_id(taskid):
@@ -239,7 +276,8 @@ class TaskController(ControllerAdapterBase):
     def _engine_registered(self, engine_id):
         # a new engine may reuse the id of one that rejected tasks: it has not
         for rec in self._live.values():
-            rec.rejected.discard(engine_id)
+            if engine_id in rec.rejected:
+                rec.rejected.discard(engine_id)
         self._add_worker(engine_id)
         self._distribute()
 
@@ -377,7 +415,7 @@ class TaskController(ControllerAdapterBase):
                 log.info("task {t} lost engine {e}; rescheduling", t=taskid, e=worker.workerid)
                 self._queue(taskid, lost=True)
         elif not success and result.check(TaskRejectError):
-            rec.rejected.add(worker.workerid)
+            rec.reject(worker.workerid)
             rec.rejects += 1
             if rec.rejects > self.max_rejects:
                 self._finish(taskid, *task.finish(False, result))
@@ -390,7 +428,7 @@ class TaskController(ControllerAdapterBase):
         elif not success and task.recovery_task is not None:
             recovery = rec.task = task.recovery_task
             recovery.taskid = taskid
-            rec.rejected = set()
+            rec.rejected = _NO_ENGINES
             self._save_progress(taskid, recovery)
             self._queue(taskid)
         else:
@@ -408,11 +446,13 @@ class TaskController(ControllerAdapterBase):
             drec = self._live.get(dependent)
             if drec is not None and drec.state == "waiting" and self._ready(drec.task):
                 self._queue(dependent)
-        for d in rec.waiters:  # last: waiters may call back into the controller
-            if success:
-                d.callback(value)
+        for waiter in rec.waiters or ():  # last: waiters may call back into the controller
+            if type(waiter) is _Barrier:
+                waiter.task_done()
+            elif success:
+                waiter.callback(value)
             else:
-                d.errback(value)
+                waiter.errback(value)
 
     def _evict_over_cap(self):
         evicted = []
@@ -503,7 +543,7 @@ class TaskController(ControllerAdapterBase):
             if not block:
                 return defer.succeed(None)
             d = defer.Deferred()
-            rec.waiters.append(d)
+            rec.wait(d)
             return d
         if taskid in self._evicted:
             return defer.fail(ResultEvicted(
@@ -545,9 +585,14 @@ class TaskController(ControllerAdapterBase):
                 return defer.fail(TypeError(f"a task id is an int, not {i!r}"))
             if i not in self._live and i not in self._results and i not in self._evicted:
                 return defer.fail(IndexError(f"no task {i}"))
-        ds = [self.get_task_result(i, block=True) for i in ids]
-        d = defer.DeferredList(ds, consumeErrors=True)
-        return d.addCallback(lambda _: None)
+        # Finished, failed and evicted tasks are done already.
+        live = [rec for rec in map(self._live.get, ids) if rec is not None]
+        if not live:
+            return defer.succeed(None)
+        waiter = _Barrier(len(live))
+        for rec in live:
+            rec.wait(waiter)
+        return waiter.deferred
 
     def spin(self):
         return defer.succeed(self._distribute())

@@ -1,6 +1,7 @@
 """The in-process task farm: ITaskController adapted from a ControllerService (tier 1)."""
 import pytest
 import pytest_twisted
+from twisted.internet import defer
 from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
@@ -457,6 +458,39 @@ async def test_abort_a_task_waiting_for_another(make_tc, gates):
     gate.open()
     await within(tc.barrier([first, waiting]))
     assert (await within(tc.queue_status()))["failed"] == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_barrier_waits_for_every_live_task_once(make_tc, gates):
+    tc = make_tc(1)
+    gate = gates.new()
+    done = await tc.run(MapTask(double))
+    await result(tc, done)
+    held = await tc.run(StringTask(gate.code))
+    await gate.wait_arrivals(1)
+    failing = await tc.run(MapTask(divide_by_zero))
+    d = tc.barrier([done, held, held, failing])
+    assert not d.called
+    waiters = tc._live[held].waiters + tc._live[failing].waiters
+    assert len(waiters) == 3 and len(set(map(id, waiters))) == 1  # one shared waiter
+    gate.open()
+    assert await within(d) is None
+    await raises(ZeroDivisionError, tc.get_task_result(failing))
+    assert await within(tc.barrier([done, held])) is None  # nothing left to wait for
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_cancelled_barrier_leaves_its_tasks_alone(make_tc, gates):
+    tc = make_tc(1)
+    gate = gates.new()
+    held = await tc.run(StringTask(gate.code))
+    await gate.wait_arrivals(1)
+    d = tc.barrier([held])
+    d.cancel()
+    d.addErrback(lambda f: f.trap(defer.CancelledError))
+    gate.open()
+    assert (await result(tc, held)).failure is None
+    assert await within(tc.barrier(held)) is None
 
 
 @pytest_twisted.ensureDeferred
