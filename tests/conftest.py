@@ -326,9 +326,6 @@ class FCCluster:
         """Close the data channel and the lanes (the Tubs are stopped by make_tub)."""
         if self.client is not None:
             self.client.close()
-            close_lane = getattr(self.client.remote, "close_lane", None)
-            if close_lane is not None:
-                close_lane()
         for connector in self.connectors:
             connector.close_data_channel()
             connector._close_lane()

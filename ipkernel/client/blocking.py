@@ -372,11 +372,7 @@ def _drop(holder):
     for fc in holder:
         close = getattr(fc, "close", None)
         if close is not None:
-            close()  # the data channel, if any
-        for name in ("remote", "remote_reference"):
-            close_lane = getattr(getattr(fc, name, None), "close_lane", None)
-            if close_lane is not None:
-                close_lane()
+            close()  # the data channel and the lane, if any
     holder.clear()
 
 

@@ -58,10 +58,14 @@ class FCFullSynchronousMultiEngineClient:
         self.data = None
 
     def close(self):
-        """Close the data channel (the Foolscap connection belongs to the Tub)."""
+        """Close the data channel and the lane (the Foolscap connection belongs
+        to the Tub)."""
         if self.data is not None:
             self.data.close()
             self.data = None
+        close_lane = getattr(self.remote, "close_lane", None)
+        if close_lane is not None:
+            close_lane()
 
     # -- bulk data -------------------------------------------------------------------
 

@@ -128,6 +128,12 @@ class FCTaskClient:
         self.remote_reference = remote_reference
         self.furl = furl
 
+    def close(self):
+        """Close the lane, if any (the Foolscap connection belongs to the Tub)."""
+        close_lane = getattr(self.remote_reference, "close_lane", None)
+        if close_lane is not None:
+            close_lane()
+
     def _call(self, method, *args):
         d = self.remote_reference.callRemote(method, *args)
         return d.addCallback(wire.raise_if_error)
