@@ -33,7 +33,11 @@ class CodecError(ValueError):
 def encode(value):
     """``(text, buffers)``: UTF-8 JSON bytes and the raw buffers it refers to."""
     buffers = []
-    return _dumps(_enc(value, buffers)).encode(), buffers
+    tree = _enc(value, buffers)
+    try:
+        return _dumps(tree).encode(), buffers
+    except (TypeError, ValueError) as exc:  # e.g. a set inside AsJson or metadata
+        raise CodecError(f"a value cannot be sent on a lane: {exc}") from None
 
 
 def _enc(v, buffers):

@@ -130,7 +130,9 @@ class LaneProtocol(Protocol):
 
     def _drop(self, why):
         log.warn("closing a lane: {why}", why=why)
-        self._hello_timer = None
+        timer, self._hello_timer = self._hello_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
         if self.transport is not None:
             self.transport.abortConnection()
 
@@ -267,8 +269,8 @@ class LaneProtocol(Protocol):
             return
         try:
             text, buffers = codec.encode(result)
-        except codec.CodecError as exc:
-            self._fail(Failure(exc), call_id)
+        except Exception:
+            self._fail(Failure(), call_id)
             return
         self._send(ANSWER, call_id, text, buffers)
 

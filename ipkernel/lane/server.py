@@ -47,7 +47,11 @@ class LaneServer:
 
     def _protocol(self):
         kwargs = {} if self.max_frame is None else {"max_frame": self.max_frame}
-        return LaneProtocol(on_hello=self._hello, **kwargs)
+        lane = LaneProtocol(on_hello=self._hello, **kwargs)
+        lane.ready.addErrback(lambda _: None)  # a peer that never joined: nothing to tell
+        self._lanes.add(lane)
+        lane.notifyOnDisconnect(lambda: self._lanes.discard(lane))
+        return lane
 
     def stop(self):
         """Stop listening and close every lane; a Deferred."""
@@ -73,8 +77,6 @@ class LaneServer:
                 entry = self._tokens.pop(known)
         if entry is None or entry[1] < time.monotonic():
             return False
-        self._lanes.add(lane)
-        lane.notifyOnDisconnect(lambda: self._lanes.discard(lane))
         lane.local = entry[0](lane)
         return True
 
