@@ -436,6 +436,8 @@ class TaskController(ControllerAdapterBase):
 
     def _finish(self, taskid, success, value):
         rec = self._live.pop(taskid)
+        if not self._live:  # a dict never shrinks: drop the tables a bulk submission grew
+            self._live, self._dependents = {}, {}
         self._rejected_queued.discard(taskid)
         if rec.timer is not None:
             rec.timer.cancel()

@@ -546,6 +546,16 @@ async def test_a_large_clear_gives_memory_back(make_tc, monkeypatch):
     assert await tc.clear() == 3 and calls == [1]
 
 
+@pytest_twisted.ensureDeferred
+async def test_finished_bulk_submission_leaves_no_grown_tables(make_tc):
+    import sys
+    tc = make_tc(2)
+    ids = await tc.run_many([MapTask(double, (i,)) for i in range(300)])
+    assert sys.getsizeof(tc._live) > sys.getsizeof({})
+    await within(tc.barrier(ids))
+    assert tc._live == {} and sys.getsizeof(tc._live) == sys.getsizeof({})
+
+
 def test_release_memory_finds_malloc_trim_on_glibc():
     import platform
     from ipkernel import memtrim
