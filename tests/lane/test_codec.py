@@ -197,6 +197,17 @@ def test_refusal_applies_inside_containers(wrap):
         codec.encode(wrap(Thing()))
 
 
+@pytest.mark.parametrize("value", [
+    AsJson({"v": {1, 2}}), AsJson([b"raw"]), AsJson(object()),
+    Serialized([b"x"], "pickle", {"k": b"v"}), Serialized([b"x"], "pickle", {"k": {1}}),
+    10 ** 5000, [1, -(10 ** 5000)],
+], ids=["as-json-set", "as-json-bytes", "as-json-object", "metadata-bytes", "metadata-set",
+        "huge-int", "huge-int-inside"])
+def test_values_the_json_text_cannot_hold_are_refused_with_codec_error(value):
+    with pytest.raises(CodecError):
+        codec.encode(value)
+
+
 # -- malformed input -------------------------------------------------------------------
 
 BUFFERS = [b"zero", b"one", b"two"]

@@ -6,6 +6,7 @@ HELLO deadline, frame limits, connection loss, and large payloads split
 across many TCP reads.  Nothing sleeps to synchronise: every wait is for an
 event, bounded in time.
 """
+import gc
 import random
 import struct
 
@@ -15,6 +16,7 @@ from foolscap.api import Any, Referenceable, RemoteException, RemoteInterface, V
 from foolscap.schema import IntegerConstraint, UnicodeConstraint
 from twisted.internet import defer, endpoints, error as net_error, reactor
 from twisted.internet.protocol import Protocol
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.internet.testing import StringTransport
 from zope.interface import implementer
 
@@ -22,6 +24,7 @@ from ipkernel.lane import LaneProtocol, LaneReference, LaneServer, connect_lane
 from ipkernel.lane import protocol as lane_protocol
 from ipkernel.lane import server as lane_server
 from ipkernel.serialize import Serialized
+from ipkernel.wire import AsJson
 
 from awaiting import raises, within
 
@@ -49,9 +52,21 @@ class RILaneProbe(RemoteInterface):
     def unsendable():
         return Any()
 
+    def unwritable(which=UnicodeConstraint()):
+        return Any()
+
 
 class ProbeFault(Exception):
     pass
+
+
+#: Results whose JSON text cannot be written.
+UNWRITABLE = {
+    "as-json-set": lambda: AsJson({"v": {1, 2}}),
+    "as-json-bytes": lambda: AsJson([b"raw"]),
+    "metadata-bytes": lambda: Serialized([b"x"], "pickle", {"k": b"v"}),
+    "huge-int": lambda: 10 ** 5000,
+}
 
 
 @implementer(RILaneProbe)
@@ -104,6 +119,10 @@ class Probe(Referenceable):
     def remote_unsendable(self):
         self._arrived("unsendable")
         return object()
+
+    def remote_unwritable(self, which):
+        self._arrived("unwritable")
+        return UNWRITABLE[which]()
 
 
 def lost_event(lane):
@@ -349,6 +368,16 @@ async def test_a_result_the_codec_cannot_carry_fails_instead_of_hanging(lanes):
     assert await within(client.callRemote("echo", "still fine")) == "still fine"
 
 
+@pytest.mark.parametrize("which", sorted(UNWRITABLE))
+@pytest_twisted.ensureDeferred
+async def test_a_result_whose_json_text_cannot_be_written_fails_instead_of_hanging(lanes,
+                                                                                   which):
+    client, _ = await lanes.join(Probe())
+    err = await raises(RemoteException, client.callRemote("unwritable", which), 5)
+    assert err.args[0].type.__name__ == "CodecError"
+    assert await within(client.callRemote("add", 1, 2)) == 3
+
+
 @pytest_twisted.ensureDeferred
 async def test_an_argument_the_codec_cannot_carry_fails_locally(lanes):
     probe = Probe()
@@ -501,6 +530,77 @@ async def test_a_malformed_call_is_answered_with_a_failure(lanes, raw_client):
     assert probe.calls == [] and not raw.lost.called
 
 
+@pytest.fixture
+def accepted(lanes):
+    """The LaneProtocols the test's server makes for incoming connections, in order."""
+    made = []
+    factory = lanes.server._listener.factory
+    build = factory.protocol
+
+    def recording():
+        protocol = build()
+        made.append(protocol)
+        return protocol
+    factory.protocol = recording
+    return made
+
+
+def timers_of(protocols):
+    """Active delayed calls (the HELLO timer) bound to ``protocols``."""
+    return [dc for dc in reactor.getDelayedCalls()
+            if dc.active() and getattr(dc.func, "__self__", None) in protocols]
+
+
+async def closed_early(raw, accepted, data):
+    """Send ``data`` before any HELLO; return the accepting side once both ends closed."""
+    (server_side,) = accepted
+    gone = lost_event(server_side)
+    raw.transport.write(data)
+    await within(raw.lost)
+    await gone
+    return server_side
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_first_frame_that_is_not_hello_closes_the_connection_and_its_timer(
+        lanes, raw_client, accepted):
+    raw = await raw_client(lanes.server.port)
+    server_side = await closed_early(
+        raw, accepted, frame(lane_protocol.CALL, 1, b'{"t":["add",{"t":[1,2]},{"d":[]}]}'))
+    assert raw.frames == [] and not server_side.joined
+    assert timers_of([server_side]) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_oversize_frame_before_hello_closes_the_connection_and_its_timer(
+        lanes, raw_client, accepted):
+    raw = await raw_client(lanes.server.port)
+    server_side = await closed_early(raw, accepted,
+                                     struct.pack("<Q", lane_protocol.MAX_HELLO + 1))
+    assert raw.frames == [] and not server_side.joined
+    assert timers_of([server_side]) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_refused_connection_logs_no_unhandled_error(lanes, raw_client, accepted):
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        raw = await raw_client(lanes.server.port)
+        await closed_early(raw, accepted,
+                           frame(lane_protocol.HELLO, 0, b"null", [b"\x01" * 32]))
+        accepted.clear()
+        for _ in range(3):  # a Deferred reports an unhandled failure when collected
+            gc.collect()
+            await defer.succeed(None)
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert [e for e in events if e.get("log_namespace") == "ipkernel.lane.protocol"]  # it ran
+    unhandled = [formatEvent(e) for e in events
+                 if "Unhandled error in Deferred" in str(e.get("log_format"))]
+    assert unhandled == []
+
+
 # -- connection loss and stopping ---------------------------------------------------------
 
 
@@ -525,6 +625,17 @@ async def test_connection_loss_fails_waiting_calls_and_runs_the_hooks(lanes):
     assert hooks == ["first", "second"]
     assert not client.joined
     probe.pending["a"].callback("too late")  # answering a closed lane is harmless
+
+
+@pytest_twisted.ensureDeferred
+async def test_stopping_the_server_closes_connections_that_have_not_said_hello(
+        lanes, raw_client, accepted):
+    raw = await raw_client(lanes.server.port)
+    (server_side,) = accepted
+    await within(lanes.server.stop())
+    await within(raw.lost)
+    assert not server_side.connected
+    assert timers_of([server_side]) == []
 
 
 @pytest_twisted.ensureDeferred
