@@ -10,6 +10,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer
 
+from ipkernel import asyncclient
 from ipkernel.error import CompositeError, ControllerError, EngineError, InvalidEngineID
 from ipkernel.lane import LaneProtocol
 
@@ -301,3 +302,41 @@ async def test_lanes_with_the_data_channel_carry_arrays_and_big_values(make_fc_c
     assert got_big.shape == big.shape and (got_big == big).all()
     methods = [m for lane, m in lane_calls if lane is client.remote.lane]
     assert methods[:2] == ["push", "pull"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_on_a_lane_with_an_engine_on_foolscap(make_fc_cluster, monkeypatch,
+                                                            lane_calls):
+    # The engine behaves as if on another host: it does not join its lane.
+    from ipkernel.engine import connector as connector_module
+    monkeypatch.setattr(connector_module, "lane_allowed", lambda host: False)
+    cluster = await make_fc_cluster(1, lane=True)
+    client = cluster.client
+    assert client.remote.lane.joined
+    assert cluster.connectors[0].lane is None and engine_reference(cluster, 0).lane is None
+    value = {"t": (1, b"\x00bytes", [2.5, None]), "big": bytes(range(256)) * 4000}
+    await within(client.push({"v": value}))
+    assert await within(client.pull("v")) == [value]
+    assert await within(client.apply(lambda x: x * 2, (21,))) == [42]
+    err = await composite(client.execute("1 / 0"))
+    assert [type(e) for e in err.exceptions] == [ZeroDivisionError]
+    assert all(lane is client.remote.lane for lane, _ in lane_calls)
+    assert [m for _, m in lane_calls] == ["push", "pull", "apply", "execute"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_on_foolscap_with_engines_on_lanes(make_fc_cluster, monkeypatch,
+                                                         lane_calls):
+    # The client behaves as if on another host: it does not open a lane.
+    monkeypatch.setattr(asyncclient, "lane_allowed", lambda host: False)
+    cluster = await make_fc_cluster(2, lane=True)
+    client = cluster.client
+    assert client.remote.lane is None
+    assert all(engine_reference(cluster, i).lane.joined for i in (0, 1))
+    value = {"t": (1, b"\x00bytes", [2.5, None]), "big": bytes(range(256)) * 4000}
+    await within(client.push({"v": value}))
+    assert await within(client.pull("v")) == [value, value]
+    err = await composite(client.execute("1 / 0", targets=1))
+    assert [type(e) for e in err.exceptions] == [ZeroDivisionError]
+    engine_lanes = {id(engine_reference(cluster, i).lane) for i in (0, 1)}
+    assert lane_calls and all(id(lane) in engine_lanes for lane, _ in lane_calls)
