@@ -16,6 +16,7 @@ from ipkernel import framing, serialize, wire
 from ipkernel.error import TaskRejectError
 from ipkernel.interfaces.remote import RITaskController
 from ipkernel.interfaces.task import ITaskController
+from ipkernel.lane import OffersLane
 from ipkernel.task.tasks import BaseTask, TaskResult
 
 #: What FCTaskControllerFromTaskController answers to ``get_client_name``.
@@ -67,11 +68,13 @@ class WireResult(TaskResult):
 class WireTask(BaseTask):
     """A task the controller schedules without unpickling it (see module doc).
 
-    ``checked``: the spec was already checked (tasks made from one template
-    of a bulk submission share it).
+    ``checked``: the spec was already checked.  ``args``: the call's args
+    when the spec is a bulk submission's template (whose body has none): the
+    task then shares the template's body instead of copying it, so a bulk
+    submission costs few objects per task.
     """
 
-    def __init__(self, spec, checked=False):
+    def __init__(self, spec, checked=False, args=None):
         if not checked:
             _check_spec(spec)
         recovery = spec.get("recovery")
@@ -81,17 +84,23 @@ class WireTask(BaseTask):
                          recovery_task=WireTask(recovery) if recovery is not None else None,
                          after=spec.get("after"))
         self.kind = spec["kind"]
-        self.body = spec["body"]
+        self._body = spec["body"]
+        self._args = self._body["args"] if args is None else args
+
+    @property
+    def body(self):
+        """The body as a spec holds it: func, args, kwargs and maybe depend."""
+        return dict(self._body, args=self._args)
 
     @property
     def batchable(self):
-        return "depend" not in self.body and not (self.clear_before or self.clear_after)
+        return "depend" not in self._body and not (self.clear_before or self.clear_after)
 
     def call(self):
-        return self.body["func"], self.body["args"], self.body["kwargs"]
+        return self._body["func"], self._args, self._body["kwargs"]
 
     async def _submit(self, engine):
-        gate = self.body.get("depend")
+        gate = self._body.get("depend")
         if gate is not None:
             await engine.apply(gate, (engine.id,))
         return await engine.apply(*self.call())
@@ -149,12 +158,8 @@ def tasks_from_wire(templates, refs, args):
             raise type(exc)(f"task template {n}: {exc}") from None
     if indexes and max(indexes) >= len(templates):
         raise IndexError("a task refers to a template that was not sent")
-    tasks = []
-    for index, task_args in zip(indexes, call_args):
-        template = templates[index]
-        spec = dict(template, body=dict(template["body"], args=task_args))
-        tasks.append(WireTask(spec, checked=True))
-    return tasks
+    return [WireTask(templates[index], checked=True, args=task_args)
+            for index, task_args in zip(indexes, call_args)]
 
 
 _NO_ARGS = serialize.Serialized([b""])
@@ -195,7 +200,7 @@ def _check_ids(ids):
 
 
 @implementer(RITaskController)
-class FCTaskControllerFromTaskController(Referenceable):
+class FCTaskControllerFromTaskController(OffersLane, Referenceable):
     """Adapter ITaskController -> RITaskController (thin translation).
 
     Each ``remote_*`` method returns the value or an ErrorRecord; nothing a

@@ -80,6 +80,23 @@ def test_sqlite_store_remembers_across_reopen(tmp_path, no_unpickling):
     store.close()
 
 
+def test_bulk_tasks_share_their_template_but_store_their_own_args(no_unpickling):
+    from ipkernel import framing
+    from ipkernel.task import persist
+    from ipkernel.task.fc import tasks_from_wire
+    template = dict(spec(), body={"func": JUNK, "kwargs": JUNK})
+    args = [serialize.Serialized([b"args %d" % i]) for i in range(3)]
+    tasks = tasks_from_wire([template], framing.pack_ints([0, 0, 0]), framing.pack(args))
+    assert tasks[0]._body is tasks[2]._body is template["body"]
+    assert "args" not in template["body"]
+    for task, arg in zip(tasks, args):
+        assert same_serialized(task.call()[1], arg) and task.call()[0] is JUNK
+        plain = decode(encode(persist.task_to_plain(task)))
+        assert same_serialized(plain["body"]["args"], arg)
+        again = persist.task_from_plain(plain)
+        assert same_serialized(again.call()[1], arg)
+
+
 def test_open_store(tmp_path):
     assert type(open_store("memory")) is MemoryTaskStore
     store = open_store("sqlite", tmp_path)
