@@ -134,3 +134,21 @@ async def test_no_lane_option_keeps_every_call_on_foolscap(cluster):
     await cluster.poll(lambda: "ipengine ready" in engine.output, "the engine to be ready")
     assert "the controller's lane" not in engine.output
     assert "lanes: port" not in cluster.controller.output  # no lane port was opened
+
+
+@pytest_twisted.ensureDeferred
+async def test_by_default_task_clients_join_lanes_too(cluster):
+    from ipkernel.clusterdir import TASK_FURL
+    from ipkernel.task import StringTask
+    await cluster.start(n_engines=1)
+    tc = await asyncclient.get_task_client(str(cluster.dir / "security" / TASK_FURL),
+                                           tub=cluster.new_tub(), timeout=10)
+    reference = tc.remote_reference
+    try:
+        assert reference.lane is not None and reference.lane.joined
+        task_id = await tc.run(StringTask("a = 6 * 7", pull="a"))
+        result = await cluster.within(tc.get_task_result(task_id, block=True), 20,
+                                      "the task's result")
+        assert result.ns.a == 42
+    finally:
+        reference.close_lane()

@@ -4,15 +4,19 @@ The client's calls to the controller and the controller's calls to each
 engine really go on lanes (not through Foolscap); results and errors are
 the same as without lanes; a client whose lane closes carries on through
 Foolscap; an engine whose lane closes is unregistered (its command in
-flight fails with EngineError) and registers again with a new lane.
+flight fails with EngineError) and registers again with a new lane; task
+clients join lanes too.
 """
 import pytest
 import pytest_twisted
 from twisted.internet import defer
 
-from ipkernel import asyncclient
+from ipkernel import asyncclient, fcutil
 from ipkernel.error import CompositeError, ControllerError, EngineError, InvalidEngineID
+from ipkernel.interfaces.remote import RITaskController
+from ipkernel.interfaces.task import ITaskController
 from ipkernel.lane import LaneProtocol
+from ipkernel.task import StringTask
 
 from awaiting import composite, raises, within
 
@@ -340,3 +344,30 @@ async def test_a_client_on_foolscap_with_engines_on_lanes(make_fc_cluster, monke
     assert [type(e) for e in err.exceptions] == [ZeroDivisionError]
     engine_lanes = {id(engine_reference(cluster, i).lane) for i in (0, 1)}
     assert lane_calls and all(id(lane) in engine_lanes for lane, _ in lane_calls)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_task_client_joins_a_lane_like_the_multiengine_client(make_fc_cluster,
+                                                                     lane_calls):
+    cluster = await make_fc_cluster(1, lane=True)
+    assert cluster.client.remote.lane.joined  # the multi-engine client did join one
+    tc = ITaskController(cluster.controller)
+    try:
+        tasks = RITaskController(tc)
+        tasks.lane_server = cluster.lane_server  # as ipcontroller does
+        furl = fcutil.register(cluster.tub, tasks)
+        client = await within(asyncclient.get_task_client(furl, tub=cluster.client_tub,
+                                                          timeout=10))
+        reference = client.remote_reference
+        try:
+            assert reference.lane is not None and reference.lane.joined, \
+                "the task client did not get a lane"
+            task_id = await within(client.run(StringTask("a = 2 + 3", pull="a")))
+            result = await within(client.get_task_result(task_id, block=True))
+            assert result.ns.a == 5
+            assert [m for lane, m in lane_calls if lane is reference.lane][:2] == \
+                ["run", "get_task_result"]
+        finally:
+            reference.close_lane()
+    finally:
+        tc.stop()
