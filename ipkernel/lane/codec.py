@@ -88,6 +88,8 @@ def _dec(v, buffers):
         raise CodecError("a lane message holds an unknown tag")
     (tag, body), = v.items()
     if tag == "t":
+        if type(body) is not list:
+            raise CodecError("a lane message holds a malformed tuple")
         return tuple(_dec(x, buffers) for x in body)
     if tag == "d":
         if type(body) is not list or len(body) % 2:

@@ -37,6 +37,8 @@ HELLO, WELCOME, CALL, ANSWER, FAIL = range(1, 6)
 MAX_FRAME = 1 << 34
 #: Largest frame accepted before the HELLO was checked.
 MAX_HELLO = 4096
+#: Received buffers at least this big stay views of the read they came in.
+KEEP_VIEW = 64 * 1024
 #: Seconds a new connection has to say HELLO.
 HELLO_TIMEOUT = 10.0
 
@@ -189,7 +191,10 @@ class LaneProtocol(Protocol):
         pos += text_len
         buffers = []
         for n in sizes:
-            buffers.append(frame[pos:pos + n])
+            # small buffers are copied, so a value kept for long (a pending
+            # result) does not pin the whole read it arrived in
+            part = frame[pos:pos + n]
+            buffers.append(part if n >= KEEP_VIEW else bytes(part))
             pos += n
         if pos != len(frame):
             raise LaneError("a frame's lengths do not add up")
@@ -257,17 +262,19 @@ class LaneProtocol(Protocol):
                 raise Violation("this side of the lane takes no calls")
             if self._local_interface is None:
                 self._local_interface = getRemoteInterface(self.local)
-            _schema(self._local_interface, method).checkAllArgs(args, kwargs, True)
+            schema = _schema(self._local_interface, method)
+            schema.checkAllArgs(args, kwargs, True)
         except (Violation, codec.CodecError) as exc:
             self._fail(Failure(exc), call_id)
             return
         d = defer.maybeDeferred(self.local.doRemoteCall, method, args, kwargs)
-        d.addCallbacks(self._answer, self._fail, (call_id,), None, (call_id,))
+        d.addCallbacks(self._answer, self._fail, (call_id, schema), None, (call_id,))
 
-    def _answer(self, result, call_id):
+    def _answer(self, result, call_id, schema):
         if not self.connected:
             return
         try:
+            schema.checkResults(result, False)  # as Foolscap does before answering
             text, buffers = codec.encode(result)
         except Exception:
             self._fail(Failure(), call_id)
@@ -286,6 +293,8 @@ class LaneProtocol(Protocol):
 
 
 def _schema(interface, method):
+    if interface is None:
+        raise Violation("this side of the lane offers no RemoteInterface")
     try:
         return interface[method]
     except KeyError:

@@ -77,7 +77,11 @@ class LaneServer:
                 entry = self._tokens.pop(known)
         if entry is None or entry[1] < time.monotonic():
             return False
-        lane.local = entry[0](lane)
+        try:
+            lane.local = entry[0](lane)
+        except Exception:
+            log.failure("a lane could not be attached; refusing it")
+            return False
         return True
 
 

@@ -55,6 +55,9 @@ class RILaneProbe(RemoteInterface):
     def unwritable(which=UnicodeConstraint()):
         return Any()
 
+    def wrong_result():
+        return IntegerConstraint()
+
 
 class ProbeFault(Exception):
     pass
@@ -123,6 +126,10 @@ class Probe(Referenceable):
     def remote_unwritable(self, which):
         self._arrived("unwritable")
         return UNWRITABLE[which]()
+
+    def remote_wrong_result(self):
+        self._arrived("wrong_result")
+        return "not an int"
 
 
 def lost_event(lane):
@@ -344,6 +351,23 @@ async def test_a_raising_method_gives_a_remote_exception_naming_it(lanes):
     assert inner.getErrorMessage() == "fault marker é"
     assert not inner.check(Violation)
     assert await within(client.callRemote("add", 1, 2)) == 3  # the lane carries on
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_result_against_the_interface_is_refused_by_its_sender(lanes):
+    client, _ = await lanes.join(Probe())
+    err = await raises(RemoteException, client.callRemote("wrong_result"))
+    assert err.args[0].check(Violation)  # checked before answering, as Foolscap does
+    assert await within(client.callRemote("add", 2, 2)) == 4
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_attach_hook_that_raises_refuses_the_lane(lanes):
+    def broken(lane):
+        raise RuntimeError("cannot attach")
+    port, token = lanes.server.offer(broken)
+    with pytest.raises(net_error.ConnectionLost):
+        await within(connect_lane(port, token, remote_interface=RILaneProbe))
 
 
 @pytest_twisted.ensureDeferred
