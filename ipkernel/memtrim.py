@@ -5,27 +5,34 @@ heap pages: after the controller forgets 50,000 results its resident size
 would stay where it peaked.  :func:`release_memory` collects garbage and
 asks glibc to return what it can (``malloc_trim``; nothing happens where
 that does not exist).
+
+``malloc_trim`` is looked up when this module is imported (at controller
+start), not at the first release: the lookup makes a few lasting objects,
+and made right after a large release they would land in the emptied
+arenas and keep them from being given back.
 """
 import ctypes
-import ctypes.util
 import gc
 
-_libc = None
 
-
-def _malloc_trim():
-    global _libc
-    if _libc is None:
-        try:
-            _libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
-        except OSError:
-            _libc = False
-    trim = getattr(_libc, "malloc_trim", None) if _libc else None
+def _find_malloc_trim():
+    try:
+        libc = ctypes.CDLL(None)  # the process's own symbols, libc's among them
+    except (OSError, TypeError):
+        return None
+    trim = getattr(libc, "malloc_trim", None)
     if trim is not None:
-        trim(0)
+        trim.argtypes = [ctypes.c_size_t]
+        trim.restype = ctypes.c_int
+    return trim
+
+
+#: glibc's ``malloc_trim``, or None where there is none (musl, macOS, Windows).
+_malloc_trim = _find_malloc_trim()
 
 
 def release_memory():
     """Collect garbage and return free heap memory to the system."""
     gc.collect()
-    _malloc_trim()
+    if _malloc_trim is not None:
+        _malloc_trim(0)
