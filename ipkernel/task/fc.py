@@ -17,6 +17,7 @@ from ipkernel.error import TaskRejectError
 from ipkernel.interfaces.remote import RITaskController
 from ipkernel.interfaces.task import ITaskController
 from ipkernel.lane import OffersLane
+from ipkernel.task.results import plain_frame
 from ipkernel.task.tasks import BaseTask, TaskResult
 
 #: What FCTaskControllerFromTaskController answers to ``get_client_name``.
@@ -70,8 +71,10 @@ class WireTask(BaseTask):
 
     ``checked``: the spec was already checked.  ``args``: the call's args
     when the spec is a bulk submission's template (whose body has none): the
-    task then shares the template's body instead of copying it, so a bulk
-    submission costs few objects per task.
+    task then shares the template's body instead of copying it, and keeps
+    small plain args as bytes, so a bulk submission makes few objects per
+    task (small objects alive at a peak keep CPython's arenas from being
+    given back).
     """
 
     def __init__(self, spec, checked=False, args=None):
@@ -85,19 +88,29 @@ class WireTask(BaseTask):
                          after=spec.get("after"))
         self.kind = spec["kind"]
         self._body = spec["body"]
-        self._args = self._body["args"] if args is None else args
+        if args is None:
+            self._args = self._body["args"]
+        else:
+            frame = plain_frame(args)
+            self._args = args if frame is None else bytes(frame)
+
+    @property
+    def args(self):
+        """The call's args (a Serialized)."""
+        args = self._args
+        return serialize.Serialized(args) if type(args) is bytes else args
 
     @property
     def body(self):
         """The body as a spec holds it: func, args, kwargs and maybe depend."""
-        return dict(self._body, args=self._args)
+        return dict(self._body, args=self.args)
 
     @property
     def batchable(self):
         return "depend" not in self._body and not (self.clear_before or self.clear_after)
 
     def call(self):
-        return self._body["func"], self._args, self._body["kwargs"]
+        return self._body["func"], self.args, self._body["kwargs"]
 
     async def _submit(self, engine):
         gate = self._body.get("depend")

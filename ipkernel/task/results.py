@@ -27,9 +27,12 @@ _ABSENT = -1  # start of a slot without a result
 _OBJECT = -1  # size of a slot whose result is in _objects
 
 
-def _compact_frame(success, value):
-    """The frame to keep in the buffer for this result, or None to keep it as is."""
-    if not success or type(value) is not Serialized:
+def plain_frame(value):
+    """The one frame of ``value`` when it is a plain small pickle (a
+    Serialized of one frame of at most :data:`COMPACT_MAX` bytes, without
+    metadata) as a bytes-like object, else None: such a value is fully
+    described by its frame, so it can be kept as bytes alone."""
+    if type(value) is not Serialized:
         return None
     if value.type_descriptor != "pickle" or value.metadata or len(value.frames) != 1:
         return None
@@ -124,7 +127,7 @@ class ResultTable:
         k = 2 * (taskid % PAGE)
         if page.locs[k] != _ABSENT:
             raise KeyError(f"task {taskid} already has a result")
-        frame = _compact_frame(success, value)
+        frame = plain_frame(value) if success else None
         if frame is None:
             self._objects[taskid] = (success, value)
             page.locs[k], page.locs[k + 1] = 0, _OBJECT

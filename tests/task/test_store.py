@@ -85,10 +85,12 @@ def test_bulk_tasks_share_their_template_but_store_their_own_args(no_unpickling)
     from ipkernel.task import persist
     from ipkernel.task.fc import tasks_from_wire
     template = dict(spec(), body={"func": JUNK, "kwargs": JUNK})
-    args = [serialize.Serialized([b"args %d" % i]) for i in range(3)]
+    args = [serialize.Serialized([b"args %d" % i]) for i in range(2)] + [JUNK]
     tasks = tasks_from_wire([template], framing.pack_ints([0, 0, 0]), framing.pack(args))
     assert tasks[0]._body is tasks[2]._body is template["body"]
     assert "args" not in template["body"]
+    # small plain args are kept as bytes alone; others as they came
+    assert [type(t._args) for t in tasks] == [bytes, bytes, serialize.Serialized]
     for task, arg in zip(tasks, args):
         assert same_serialized(task.call()[1], arg) and task.call()[0] is JUNK
         plain = decode(encode(persist.task_to_plain(task)))
