@@ -13,7 +13,7 @@ from ipkernel.error import (EngineError, ResultEvicted, TaskAborted, TaskRejectE
 from ipkernel.interfaces.task import ITask, ITaskController, IWorker
 from ipkernel.memtrim import release_memory
 from ipkernel.task import persist
-from ipkernel.task.results import ResultTable
+from ipkernel.task.results import IdSet, ResultTable
 from ipkernel.task.schedulers import FIFOScheduler, LIFOScheduler
 from ipkernel.task.store import MemoryTaskStore
 from ipkernel.task.tasks import TaskResult
@@ -193,7 +193,7 @@ class TaskController(ControllerAdapterBase):
         self._next_id = 0
         self._live = {}
         self._results = ResultTable()
-        self._evicted = set()
+        self._evicted = IdSet()
         self._dependents = {}
         self._workers = {}
         self._spare = deque()

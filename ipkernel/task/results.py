@@ -23,6 +23,8 @@ from ipkernel.serialize import Serialized
 COMPACT_MAX = 4096
 #: Task ids per page of the index.
 PAGE = 1024
+#: Task ids per page of an :class:`IdSet` (8 KB of bits).
+BITMAP_IDS = 65536
 _ABSENT = -1  # start of a slot without a result
 _OBJECT = -1  # size of a slot whose result is in _objects
 
@@ -196,3 +198,44 @@ class ResultTable:
                         data += view[start:start + size]
         self._data = data
         self._dead = 0
+
+
+class IdSet:
+    """A set of task ids (ints >= 0) as bitmaps of :data:`BITMAP_IDS` ids each.
+
+    It holds the ids of evicted results, which grow with every task a capped
+    controller finishes until the next clear: one bit per id instead of an
+    int object and a hash-table slot (about 60 bytes) per id.
+    """
+
+    def __init__(self, ids=()):
+        self._pages = {}
+        self._len = 0
+        self.update(ids)
+
+    def add(self, taskid):
+        page = self._pages.get(taskid // BITMAP_IDS)
+        if page is None:
+            page = self._pages[taskid // BITMAP_IDS] = bytearray(BITMAP_IDS // 8)
+        i = taskid % BITMAP_IDS
+        if not page[i >> 3] & (1 << (i & 7)):
+            page[i >> 3] |= 1 << (i & 7)
+            self._len += 1
+
+    def update(self, ids):
+        for taskid in ids:
+            self.add(taskid)
+
+    def __contains__(self, taskid):
+        if not isinstance(taskid, int) or taskid < 0:
+            return False
+        page = self._pages.get(taskid // BITMAP_IDS)
+        i = taskid % BITMAP_IDS
+        return page is not None and bool(page[i >> 3] & (1 << (i & 7)))
+
+    def __len__(self):
+        return self._len
+
+    def clear(self):
+        self._pages = {}
+        self._len = 0

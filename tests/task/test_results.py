@@ -6,7 +6,7 @@ import pytest
 from twisted.python.failure import Failure
 
 from ipkernel.serialize import Serialized
-from ipkernel.task.results import COMPACT_MAX, PAGE, ResultTable
+from ipkernel.task.results import BITMAP_IDS, COMPACT_MAX, PAGE, IdSet, ResultTable
 
 
 def plain(n):
@@ -126,3 +126,16 @@ def test_churn_matches_an_ordered_dict_and_stays_compact():
         assert len(table) == len(model)
         assert len(table._order) - table._head <= 2 * len(model) + PAGE
         assert len(table._data) <= max(2 * live_bytes, 64 * PAGE + live_bytes) + 4000
+
+
+def test_id_set():
+    ids = IdSet([3, 0, BITMAP_IDS + 5, 3])
+    assert len(ids) == 3
+    for taskid in (0, 3, BITMAP_IDS + 5):
+        assert taskid in ids
+    for key in (1, 2, BITMAP_IDS, BITMAP_IDS + 4, 10 * BITMAP_IDS, -1, "3", None, 3.0):
+        assert key not in ids
+    ids.update(range(100, 200))
+    assert len(ids) == 103 and 150 in ids and 200 not in ids
+    ids.clear()
+    assert len(ids) == 0 and 3 not in ids and ids._pages == {}
