@@ -9,11 +9,13 @@ the controller makes meanwhile (Foolscap and reactor bookkeeping) pin most
 of the arenas after a clear, and the memory stays resident.
 
 So a plain result (one pickled frame of at most :data:`COMPACT_MAX` bytes,
-no metadata) is kept as bytes in one shared buffer, located through arrays
-indexed by task id: no Python object per result, only a few large blocks
-that the C allocator can give back.  Any other result (failures, task
-results, arrays) is kept as it is.
+no metadata), and a StringTask's successful result with such a payload,
+is kept as bytes in one shared buffer, located through arrays indexed by
+task id: no Python object per result, only a few large blocks that the C
+allocator can give back.  Any other result (failures, arrays, big values)
+is kept as it is.
 """
+import struct
 from array import array
 
 from ipkernel.serialize import Serialized
@@ -27,6 +29,16 @@ PAGE = 1024
 BITMAP_IDS = 65536
 _ABSENT = -1  # start of a slot without a result
 _OBJECT = -1  # size of a slot whose result is in _objects
+# A record in the buffer starts with its kind: a map result's frame follows;
+# a StringTask result has _STRING_HEAD, then the submitted and completed
+# times (a length byte and UTF-8 each), then its payload's frame.
+_MAP, _STRING = b"\x00", 1
+_STRING_HEAD = struct.Struct("<Bqd")  # kind, engine id, duration
+
+
+def _fc():
+    from ipkernel.task import fc  # late: fc imports this module
+    return fc
 
 
 def plain_frame(value):
@@ -47,9 +59,44 @@ def plain_frame(value):
     return frame if len(frame) <= COMPACT_MAX else None
 
 
+def _string_record(value):
+    """A StringTask's result as the parts of a record for the buffer, or None
+    to keep it as is."""
+    fc = _fc()
+    if type(value) is not fc.WireResult or value.failure is not None:
+        return None
+    frame = plain_frame(value.payload)
+    if (frame is None or type(value.engineid) is not int or type(value.duration) is not float
+            or type(value.submitted) is not str or type(value.completed) is not str):
+        return None
+    times = [t.encode() for t in (value.submitted, value.completed)]
+    if max(map(len, times)) > 255:
+        return None
+    return [_STRING_HEAD.pack(_STRING, value.engineid, value.duration),
+            bytes((len(times[0]),)), times[0], bytes((len(times[1]),)), times[1], frame]
+
+
+def _from_record(record, taskid):
+    """The ``(success, value)`` a record in the buffer stands for."""
+    if record[0] == _MAP[0]:
+        return True, Serialized(bytes(record[1:]))
+    _, engineid, duration = _STRING_HEAD.unpack_from(record)
+    pos = _STRING_HEAD.size
+    times = []
+    for _ in range(2):
+        end = pos + 1 + record[pos]
+        times.append(record[pos + 1:end].decode())
+        pos = end
+    tr = _fc().WireResult(Serialized(bytes(record[pos:])), engineid)
+    tr.taskid = taskid
+    tr.submitted, tr.completed = times
+    tr.duration = duration
+    return True, tr
+
+
 class _Page:
     """Slots of :data:`PAGE` consecutive task ids: ``locs[2k]`` is the
-    start of id k's frame in the buffer (or _ABSENT), ``locs[2k + 1]`` its
+    start of id k's record in the buffer (or _ABSENT), ``locs[2k + 1]`` its
     size (or _OBJECT)."""
 
     __slots__ = ("locs", "count")
@@ -65,7 +112,7 @@ class ResultTable:
     Like a dict for ``in``, ``len``, ``[taskid]`` and iteration (ids in the
     order they were added); :meth:`add`, :meth:`discard`, :meth:`pop_oldest`
     and :meth:`clear` change it.  A compact result comes back as an equal
-    Serialized whose frame is a bytes copy.  A task id is added at most once
+    copy (a Serialized whose frame is bytes; a new WireResult).  A task id is added at most once
     (task ids are never reused).
     """
 
@@ -106,7 +153,7 @@ class ResultTable:
         start, size = page.locs[k], page.locs[k + 1]
         if size == _OBJECT:
             return self._objects[taskid]
-        return True, Serialized(bytes(self._data[start:start + size]))
+        return _from_record(self._data[start:start + size], taskid)
 
     def __iter__(self):
         for i in range(self._head, len(self._order)):
@@ -129,13 +176,21 @@ class ResultTable:
         k = 2 * (taskid % PAGE)
         if page.locs[k] != _ABSENT:
             raise KeyError(f"task {taskid} already has a result")
+        data = self._data
+        start = len(data)
         frame = plain_frame(value) if success else None
-        if frame is None:
-            self._objects[taskid] = (success, value)
-            page.locs[k], page.locs[k + 1] = 0, _OBJECT
+        if frame is not None:
+            data += _MAP
+            data += frame
         else:
-            page.locs[k], page.locs[k + 1] = len(self._data), len(frame)
-            self._data += frame
+            record = _string_record(value) if success else None
+            if record is None:
+                self._objects[taskid] = (success, value)
+                page.locs[k], page.locs[k + 1] = 0, _OBJECT
+            else:
+                data += b"".join(record)
+        if len(data) > start:
+            page.locs[k], page.locs[k + 1] = start, len(data) - start
         page.count += 1
         self._order.append(taskid)
         self._len += 1

@@ -139,3 +139,37 @@ def test_id_set():
     assert len(ids) == 103 and 150 in ids and 200 not in ids
     ids.clear()
     assert len(ids) == 0 and 3 not in ids and ids._pages == {}
+
+
+def wire_result(taskid, payload=b"payload", failure=None, submitted="2026/11/21 19:00:00"):
+    from ipkernel.task.fc import WireResult
+    tr = WireResult(Serialized([payload]) if payload is not None else None, 3, failure=failure)
+    tr.taskid = taskid
+    tr.submitted, tr.completed, tr.duration = submitted, "2026/11/21 19:00:01", 0.25
+    return tr
+
+
+def test_a_string_task_result_is_kept_in_the_buffer_and_comes_back_equal():
+    table = ResultTable()
+    tr = wire_result(12)
+    table.add(12, True, tr)
+    assert table._objects == {}
+    success, got = table[12]
+    assert success is True and type(got) is type(tr) and got is not tr
+    kind, ok, payload, meta = got.to_wire()
+    want = tr.to_wire()
+    assert (kind, ok, meta) == want[:2] + (want[3],)
+    assert payload.frames == [b"payload"] and payload.type_descriptor == "pickle"
+    assert got.failure is None and got.results == {}
+
+
+def test_string_task_results_that_do_not_fit_are_kept_as_they_are():
+    from ipkernel.wire import record_from_exception
+    record = record_from_exception(ValueError("v"))
+    for taskid, tr in enumerate([wire_result(0, payload=None, failure=record),
+                                 wire_result(1, submitted=None),
+                                 wire_result(2, submitted="x" * 300),
+                                 wire_result(3, payload=b"x" * (COMPACT_MAX + 1))]):
+        table = ResultTable()
+        table.add(taskid, True, tr)
+        assert table[taskid][1] is tr
