@@ -603,8 +603,9 @@ class TaskController(ControllerAdapterBase):
         status = {"pending": [], "scheduled": [], "succeeded": [], "failed": []}
         for taskid, rec in self._live.items():
             status["pending" if rec.state == "running" else "scheduled"].append(taskid)
-        for taskid, (success, value) in self._results.items():
-            status["failed" if _is_failure(success, value) else "succeeded"].append(taskid)
+        for taskid, pair in self._results.kept():
+            failed = pair is not None and _is_failure(*pair)
+            status["failed" if failed else "succeeded"].append(taskid)
         if not verbose:
             status = {k: len(v) for k, v in status.items()}
         return defer.succeed(status)

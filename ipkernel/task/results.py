@@ -166,6 +166,13 @@ class ResultTable:
         for taskid in self:
             yield taskid, self[taskid]
 
+    def kept(self):
+        """``(taskid, pair)`` oldest first, without rebuilding any value:
+        ``pair`` is ``(success, value)`` for a result kept as it is, None
+        for one in the buffer (always a success with no task failure)."""
+        for taskid in self:
+            yield taskid, self._objects.get(taskid)
+
     # -- changing ---------------------------------------------------------------------
 
     def add(self, taskid, success, value):

@@ -68,6 +68,7 @@ def test_order_eviction_discard_and_clear():
     assert table.pop_oldest() == 2
     assert table.discard(2000) is True and table.discard(2000) is False
     assert [t for t, _ in table.items()] == [0, 1, 9]
+    assert [(t, p is None) for t, p in table.kept()] == [(0, True), (1, True), (9, False)]
     assert frames_of(table[1]) == (True, [b"p1"], "pickle")
     table.clear()
     assert len(table) == 0 and list(table) == [] and 0 not in table
