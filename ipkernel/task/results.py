@@ -112,8 +112,8 @@ class ResultTable:
     Like a dict for ``in``, ``len``, ``[taskid]`` and iteration (ids in the
     order they were added); :meth:`add`, :meth:`discard`, :meth:`pop_oldest`
     and :meth:`clear` change it.  A compact result comes back as an equal
-    copy (a Serialized whose frame is bytes; a new WireResult).  A task id is added at most once
-    (task ids are never reused).
+    copy (a Serialized whose frame is bytes; a new WireResult).  A task id
+    is added at most once (task ids are never reused).
     """
 
     def __init__(self):
