@@ -17,8 +17,18 @@ whose message ends with the tail of that log.
 
 The child gets a session of its own, so a Ctrl-C in the terminal reaches
 only the launching program, which then stops its children in order.
+
+:class:`ForkedEngineLauncher` has the surface of :class:`EngineLauncher`,
+but its engine is forked by a :class:`ZygoteLauncher` (the engine zygote,
+:mod:`ipkernel.engine.zygote`, a process that imported the engine once);
+the zygote reaps its children and reports their exit statuses, which
+:class:`ForkedProcess` turns into the :class:`subprocess.Popen` interface
+the rest of this module uses.
 """
+import json
+import logging
 import os
+import select
 import shlex
 import signal
 import subprocess
@@ -30,6 +40,9 @@ from pathlib import Path
 from ipkernel.clusterdir import ClusterDir, MULTIENGINE_FURL, ENGINE_FURL, write_private_file
 from ipkernel.controller.app import READY as CONTROLLER_READY
 from ipkernel.engine.app import READY as ENGINE_READY
+from ipkernel.pids import process_alive
+
+logger = logging.getLogger("ipkernel.cluster")
 
 #: Interval of the bounded polls for an external process's log or exit.
 POLL_INTERVAL = 0.05
@@ -140,15 +153,20 @@ class ProcessLauncher:
             log.write(f"---- {self.name} started {stamp}: {command}\n".encode())
             log.flush()
             self._log_start = log.tell()
-            self.process = subprocess.Popen(
-                self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env=self.env if self.env is not None else child_env(), cwd=self.cwd,
-                close_fds=True, start_new_session=True)
+            self.process = self._spawn(log)
         self.started_at = time.time()
         if self.pid_file is not None:
             self.pid_file.parent.mkdir(parents=True, exist_ok=True)
             write_private_file(self.pid_file, f"{self.process.pid}\n")
         return self.process.pid
+
+    def _spawn(self, log):
+        """Start the child with ``log`` (an open file) as its output; return its
+        :class:`subprocess.Popen` (or an object with the same methods)."""
+        return subprocess.Popen(
+            self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            env=self.env if self.env is not None else child_env(), cwd=self.cwd,
+            close_fds=True, start_new_session=True)
 
     def send_signal(self, signum):
         """Send ``signum`` to the child; False if it is not running."""
@@ -289,8 +307,259 @@ class EngineLauncher(ProcessLauncher):
         self.index = index
         name = f"ipengine-{index}"
         log_file = self.cluster.log / f"{name}.log"
-        argv = [sys.executable, "-m", "ipkernel.engine",
-                "--parent-pid", parent_pid or os.getpid(),
-                "--cluster-dir", self.cluster.path, "--logfile", log_file, *args]
+        #: The arguments of ``ipengine`` (argv without the interpreter part).
+        self.engine_args = [str(a) for a in [
+            "--parent-pid", parent_pid or os.getpid(),
+            "--cluster-dir", self.cluster.path, "--logfile", log_file, *args]]
+        argv = [sys.executable, "-m", "ipkernel.engine", *self.engine_args]
         super().__init__(name, argv, log_file, env=env, cwd=cwd,
                          pid_file=self.cluster.pid_file(name), ready_text=ENGINE_READY)
+
+
+# -- engines forked from a zygote ------------------------------------------------------
+
+#: ``exit_code`` of a forked engine that is gone while nobody could learn its
+#: status (its zygote had exited).
+LOST_STATUS = 255
+
+
+class ForkRefused(Exception):
+    """The zygote cannot fork engines here (the message says why)."""
+
+
+class ZygoteLauncher(ProcessLauncher):
+    """The engine zygote of cluster directory ``cluster`` (see
+    :mod:`ipkernel.engine.zygote`): one process that imports the engine
+    once and forks engines on request.
+
+    Its stdin and stdout are pipes to this launcher (requests and events),
+    its stderr goes to ``log/ipengine-zygote.log``.  It stops by itself
+    when process ``parent_pid`` (default: this one) exits or its stdin is
+    closed.  Ready once its imports are done (``can_fork`` then says
+    whether it can fork).  ``timeout`` bounds the wait for it to be ready
+    and for each fork.
+    """
+
+    def __init__(self, cluster, *, parent_pid=None, env=None, cwd=None, timeout=60.0):
+        self.cluster = cluster if isinstance(cluster, ClusterDir) else ClusterDir(cluster)
+        log_file = self.cluster.log / "ipengine-zygote.log"
+        argv = [sys.executable, "-m", "ipkernel.engine.zygote",
+                "--parent-pid", parent_pid or os.getpid()]
+        super().__init__("ipengine-zygote", argv, log_file, env=env, cwd=cwd)
+        self.timeout = timeout
+        self._requests = 0
+        self._reset()
+
+    def _reset(self):
+        #: None until the zygote is ready, then whether it can fork.
+        self.can_fork = None
+        #: Why it cannot fork (None if it can).
+        self.reason = None
+        self._pending = b""
+        self._eof = False
+        self._forked = {}
+        self._exits = {}
+
+    def _spawn(self, log):
+        self._reset()
+        return subprocess.Popen(
+            self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+            env=self.env if self.env is not None else child_env(), cwd=self.cwd,
+            close_fds=True, start_new_session=True)
+
+    # -- events -------------------------------------------------------------------------
+
+    def collect(self, timeout=0.0):
+        """Read the events that arrived, waiting up to ``timeout`` seconds for
+        some; True if anything (or the end of the stream) was read."""
+        if self.process is None or self._eof:
+            return False
+        stream = self.process.stdout
+        if not select.select([stream], [], [], timeout)[0]:
+            return False
+        data = os.read(stream.fileno(), 65536)
+        if not data:
+            self._eof = True
+            return True
+        self._pending += data
+        while b"\n" in self._pending:
+            line, self._pending = self._pending.split(b"\n", 1)
+            self._event(json.loads(line))
+        return True
+
+    def _event(self, event):
+        kind = event.get("event")
+        if kind == "ready":
+            self.can_fork = bool(event.get("fork"))
+            self.reason = event.get("reason")
+        elif kind == "forked":
+            self._forked[event["token"]] = event["pid"]
+        elif kind == "refused":
+            self._forked[event["token"]] = ForkRefused(event.get("reason"))
+        elif kind == "exited":
+            self._exits[event["pid"]] = event["status"]
+
+    def finished(self):
+        """True once the zygote will report nothing more (it is gone)."""
+        return self.process is None or self._eof
+
+    def exit_status(self, pid):
+        """The exit status of child ``pid`` as reported, or None."""
+        while self.collect():
+            pass
+        return self._exits.get(pid)
+
+    def is_ready(self):
+        while self.collect():
+            pass
+        return self.can_fork is not None
+
+    # -- control ------------------------------------------------------------------------
+
+    def wait_ready_to_fork(self, deadline=None):
+        """Wait until the zygote is ready (until ``deadline``, a
+        :func:`time.monotonic` time; default: ``timeout`` from now); return
+        ``can_fork``.  :class:`LaunchError` if it is gone or late."""
+        if deadline is None:
+            deadline = time.monotonic() + self.timeout
+        while not self.is_ready():
+            self._wait_event(deadline, "was not ready")
+        return self.can_fork
+
+    def fork(self, name, args, log_file, *, env=None, cwd=None):
+        """Fork an engine running ``ipengine args`` with output to ``log_file``;
+        return its pid.  :class:`ForkRefused` if the zygote cannot fork,
+        :class:`LaunchError` if it is gone or late."""
+        deadline = time.monotonic() + self.timeout
+        if not self.wait_ready_to_fork(deadline):
+            raise ForkRefused(self.reason)
+        self._requests += 1
+        token = f"{name}#{self._requests}"
+        request = {"token": token, "argv": [str(a) for a in args], "log": str(log_file),
+                   "cwd": str(cwd) if cwd is not None else None,
+                   "env": dict(env) if env is not None else None}
+        try:
+            self.process.stdin.write((json.dumps(request) + "\n").encode())
+            self.process.stdin.flush()
+        except (BrokenPipeError, ValueError):
+            raise self._gone() from None
+        while token not in self._forked:
+            self._wait_event(deadline, f"did not fork {name}")
+        result = self._forked.pop(token)
+        if isinstance(result, ForkRefused):
+            raise result
+        return result
+
+    def _wait_event(self, deadline, late):
+        remaining = deadline - time.monotonic()
+        if remaining > 0 and self.collect(min(remaining, 1.0)):
+            return
+        if self.finished():
+            raise self._gone()
+        if remaining <= 0:
+            raise self.failure(f"{self.name} {late} within {self.timeout:g} s")
+
+    def _gone(self):
+        code = self.wait(STOP_TIMEOUT)
+        return self.failure(f"{self.name} (which forks the engines) exited with status {code}")
+
+    def request_stop(self):
+        """Ask the zygote to stop: close its stdin and send SIGTERM."""
+        if self.process is not None and self.process.stdin and not self.process.stdin.closed:
+            try:
+                self.process.stdin.close()
+            except BrokenPipeError:
+                pass
+        return super().request_stop()
+
+    def wait(self, timeout=None):
+        code = super().wait(timeout)
+        if code is not None and not self._eof:
+            # It is gone: read its last reports, then let the pipes go.
+            while self.collect():
+                pass
+            self._eof = True
+            for stream in (self.process.stdin, self.process.stdout):
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+        return code
+
+
+class ForkedProcess:
+    """A child of a :class:`ZygoteLauncher`, with the part of
+    :class:`subprocess.Popen`'s interface that :class:`ProcessLauncher` uses.
+
+    Its exit status comes from the zygote's reports; signals go straight
+    to the pid.  Once the zygote is gone, a child that is gone too gets
+    :data:`LOST_STATUS`.
+    """
+
+    def __init__(self, zygote, pid):
+        self.zygote = zygote
+        self.pid = pid
+        self.returncode = None
+        self._parent = zygote.process   # the zygote's run that forked it
+
+    def _orphan(self):
+        """True once its zygote will report nothing more about it."""
+        return self.zygote.process is not self._parent or self.zygote.finished()
+
+    def poll(self):
+        if self.returncode is None:
+            code = None if self._orphan() else self.zygote.exit_status(self.pid)
+            if code is None and self._orphan() and not process_alive(self.pid):
+                code = LOST_STATUS
+            self.returncode = code
+        return self.returncode
+
+    def wait(self, timeout=None):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            remaining = 1.0 if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
+                raise subprocess.TimeoutExpired(["ipengine"], timeout)
+            if self._orphan():
+                time.sleep(min(POLL_INTERVAL, remaining))
+            else:
+                self.zygote.collect(min(remaining, 1.0))
+        return self.returncode
+
+    def send_signal(self, signum):
+        if self.poll() is None:
+            os.kill(self.pid, signum)
+
+    def terminate(self):
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self):
+        self.send_signal(signal.SIGKILL)
+
+
+class ForkedEngineLauncher(EngineLauncher):
+    """:class:`EngineLauncher` whose engine is forked by ``zygote`` (a
+    :class:`ZygoteLauncher`), with the same surface: pid file, log,
+    readiness, interrupt, shutdown, restart.
+
+    Where the zygote refuses to fork, the engine is started as a new
+    process instead (with a warning in the ``ipkernel.cluster`` log).
+    """
+
+    def __init__(self, zygote, cluster, index, args=(), **kwargs):
+        super().__init__(cluster, index, args, **kwargs)
+        self.zygote = zygote
+        #: True if the current process was forked, False if it was spawned.
+        self.forked = None
+
+    def _spawn(self, log):
+        try:
+            pid = self.zygote.fork(self.name, self.engine_args, self.log_file, env=self.env,
+                                   cwd=self.cwd)
+        except ForkRefused as exc:
+            logger.warning("%s: the zygote cannot fork it (%s); starting a new process",
+                           self.name, exc)
+            self.forked = False
+            return super()._spawn(log)
+        self.forked = True
+        return ForkedProcess(self.zygote, pid)

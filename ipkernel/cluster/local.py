@@ -9,21 +9,41 @@
         print(mec.map(lambda x: x ** 2, range(10)))
 
 No Twisted reactor has to run: the processes are started with
-:mod:`subprocess`, and readiness is read from their logs (the controller's
-``ready`` line and FURL files, then each engine's "registered as engine"
-line).  Every process is stopped by :meth:`LocalCluster.stop`, by leaving
+:mod:`subprocess` (on Linux the engines are forked from one helper
+process, the engine zygote, which imports the engine code once; see
+:mod:`ipkernel.engine.zygote`), and readiness is read from their logs (the
+controller's ``ready`` line and FURL files, then each engine's "registered
+as engine" line).  Every process is stopped by :meth:`LocalCluster.stop`, by leaving
 the ``with`` block (also through an exception), when the object is
 garbage-collected and at interpreter exit; engines and the controller also
 stop by themselves when the process that started them dies.
 """
+import logging
+import os
 import shutil
+import sys
 import tempfile
 import time
 import weakref
 
 from ipkernel.clusterdir import ENGINE_FURL, MULTIENGINE_FURL, TASK_FURL, ClusterDir
-from ipkernel.cluster.launcher import (POLL_INTERVAL, STOP_TIMEOUT, ControllerLauncher,
-                                       EngineLauncher, shutdown_all)
+from ipkernel.cluster.launcher import (STOP_TIMEOUT, ControllerLauncher,
+                                       EngineLauncher, ForkedEngineLauncher, ZygoteLauncher,
+                                       shutdown_all)
+
+logger = logging.getLogger("ipkernel.cluster")
+
+#: Interval of the polls of the logs during a start: short, since forked
+#: engines are ready a few milliseconds after the controller.
+READY_POLL = 0.01
+
+#: The ways to start engines (``LocalCluster(engine_start=...)``).
+ENGINE_STARTS = ("fork", "spawn")
+
+
+def can_fork():
+    """True where engines can be forked from a zygote (Linux)."""
+    return hasattr(os, "fork") and sys.platform.startswith("linux")
 
 
 class _Processes:
@@ -35,6 +55,7 @@ class _Processes:
 
     def __init__(self):
         self.controller = None
+        self.zygote = None
         self.engines = []
         self.temp_dir = None
 
@@ -43,6 +64,9 @@ class _Processes:
             shutdown_all(self.engines, timeout)
         finally:
             try:
+                # after the engines: it reports their exits
+                if self.zygote is not None:
+                    self.zygote.shutdown(timeout)
                 if self.controller is not None:
                     self.controller.shutdown(timeout)
             finally:
@@ -60,13 +84,25 @@ class LocalCluster:
     and ``ipengine``.  ``timeout`` bounds the whole start (seconds); a
     process that fails or is late raises :class:`LaunchError` showing the
     tail of its log, after everything was stopped.
+
+    ``engine_start``: ``"fork"`` (the default) starts one helper process,
+    the engine zygote, beside the controller; it imports the engine code
+    once and forks the engines, so they start in milliseconds.  Where
+    fork cannot be used (not Linux, or an unusual Twisted reactor) the
+    engines are started as new processes, as with ``"spawn"``.  Either
+    way each engine is a process of its own with the same pid file, log
+    and control (:attr:`engines`).
     """
 
     def __init__(self, n=4, cluster_dir=None, *, controller_args=(), engine_args=(),
-                 timeout=60):
+                 timeout=60, engine_start="fork"):
         if not isinstance(n, int) or n < 0:
             raise ValueError(f"n must be a non-negative number of engines, not {n!r}")
+        if engine_start not in ENGINE_STARTS:
+            raise ValueError(f"engine_start must be one of {ENGINE_STARTS}, "
+                             f"not {engine_start!r}")
         self.n = n
+        self.engine_start = engine_start
         self.timeout = timeout
         self.controller_args = list(controller_args)
         self.engine_args = list(engine_args)
@@ -87,6 +123,12 @@ class LocalCluster:
         """The controller's :class:`~ipkernel.cluster.launcher.ProcessLauncher`
         (of the last start; after a stop it tells how the process ended)."""
         return self._procs.controller
+
+    @property
+    def zygote(self):
+        """The engine zygote's :class:`~ipkernel.cluster.launcher.ZygoteLauncher`
+        (None when the engines are not forked)."""
+        return self._procs.zygote
 
     @property
     def engines(self):
@@ -140,6 +182,10 @@ class LocalCluster:
         self._cluster = ClusterDir(path).create()
         controller = ControllerLauncher(self._cluster, self.controller_args)
         self._procs.controller = controller
+        if self.n and self.engine_start == "fork" and can_fork():
+            # Its imports overlap the controller's.
+            self._procs.zygote = ZygoteLauncher(self._cluster, timeout=self.timeout)
+            self._procs.zygote.start()
         # With no engine FURL file yet, the engines start at once and wait for
         # it (their imports overlap the controller's start); an old file
         # could be stale, so then they start once the controller is ready.
@@ -154,8 +200,17 @@ class LocalCluster:
             self._wait_ready(engine, deadline, "did not register")
 
     def _start_engines(self):
+        zygote = self._procs.zygote
+        if zygote is not None and not zygote.wait_ready_to_fork():
+            logger.warning("LocalCluster: engines cannot be forked here (%s); starting them "
+                           "as new processes", zygote.reason)
+            zygote.shutdown()
+            zygote = None
         for index in range(self.n):
-            engine = EngineLauncher(self._cluster, index, self.engine_args)
+            if zygote is not None:
+                engine = ForkedEngineLauncher(zygote, self._cluster, index, self.engine_args)
+            else:
+                engine = EngineLauncher(self._cluster, index, self.engine_args)
             self._procs.engines.append(engine)
             engine.start()
 
@@ -172,7 +227,7 @@ class LocalCluster:
             if time.monotonic() >= deadline:
                 raise launcher.failure(f"{launcher.name} {late} within the LocalCluster "
                                        f"timeout of {self.timeout:g} s")
-            time.sleep(POLL_INTERVAL)
+            time.sleep(READY_POLL)
 
     def stop(self, timeout=STOP_TIMEOUT):
         """Stop the engines, then the controller (politely, then by force after
