@@ -19,8 +19,9 @@ from twisted.internet.task import deferLater
 
 from ipkernel import asyncclient, fcutil
 from ipkernel.cluster import LaunchError, LocalCluster, pidfiles
+from ipkernel.cluster import local
 from ipkernel.cluster.launcher import (LOST_STATUS, EngineLauncher, ForkedEngineLauncher,
-                                       ForkRefused)
+                                       ZygoteLauncher)
 from ipkernel.clusterdir import ClusterDir
 from ipkernel.error import CompositeError
 from ipkernel.pids import process_alive
@@ -258,35 +259,100 @@ async def test_spawn_starts_engines_as_new_processes(reaper):
     assert reaper.all_gone(pids_of(cluster), timeout=0)
 
 
-class RefusingZygote:
-    def fork(self, *args, **kwargs):
-        raise ForkRefused("the installed reactor is a test's")
+#: A zygote whose reactor is one it cannot refresh (the select reactor).
+SELECT_REACTOR_ZYGOTE = ("from twisted.internet import selectreactor; selectreactor.install()\n"
+                         "import sys; from ipkernel.engine.zygote import main\n"
+                         "sys.exit(main(sys.argv[1:]))")
+
+
+def zygote_running(code):
+    """A ZygoteLauncher class whose process runs ``code`` (with the usual arguments)."""
+    class Launcher(ZygoteLauncher):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.argv = [sys.executable, "-c", code, *self.argv[3:]]
+    return Launcher
+
+
+@pytest.mark.tier3
+@pytest.mark.timeout(120)
+@pytest_twisted.ensureDeferred
+async def test_engines_are_spawned_where_the_zygote_cannot_fork(reaper, monkeypatch, caplog):
+    monkeypatch.setattr(local, "ZygoteLauncher", zygote_running(SELECT_REACTOR_ZYGOTE))
+    with caplog.at_level(logging.WARNING, "ipkernel.cluster"):
+        cluster = LocalCluster(n=2, timeout=TIMEOUT).start()
+    try:
+        reaper.add_pids(*pids_of(cluster))
+        assert "engines cannot be forked here (the installed reactor is " \
+               "twisted.internet.selectreactor.SelectReactor" in caplog.text
+        assert not cluster.zygote.can_fork and not cluster.zygote.is_alive()
+        assert all(type(e) is EngineLauncher for e in cluster.engines)
+        tub = fcutil.make_tub()
+        try:
+            mec = await connect(cluster, tub)
+            assert await within(mec.apply(os.getppid), 30) == [os.getpid()] * 2
+        finally:
+            await close(tub)
+    finally:
+        cluster.stop()
+    assert reaper.all_gone(pids_of(cluster), timeout=0)
 
 
 @pytest.mark.tier3
 @pytest.mark.timeout(60)
-def test_an_engine_the_zygote_cannot_fork_is_spawned(reaper, tmp_path, caplog):
+def test_a_forked_engine_launcher_spawns_when_its_zygote_refuses(reaper, tmp_path, caplog):
     cluster = ClusterDir(tmp_path / "c").create()
-    engine = ForkedEngineLauncher(RefusingZygote(), cluster, 0, ["--furl-wait", "30"])
-    with caplog.at_level(logging.WARNING, "ipkernel.cluster"):
-        reaper.add_pids(engine.start())
+    zygote = zygote_running(SELECT_REACTOR_ZYGOTE)(cluster, timeout=TIMEOUT)
+    reaper.add_pids(zygote.start())
+    engine = ForkedEngineLauncher(zygote, cluster, 0, ["--furl-wait", "30"])
     try:
+        with caplog.at_level(logging.WARNING, "ipkernel.cluster"):
+            reaper.add_pids(engine.start())
         assert engine.forked is False and isinstance(engine.process, subprocess.Popen)
-        assert "the zygote cannot fork it (the installed reactor is a test's)" in caplog.text
+        assert "ipengine-0: the zygote cannot fork it (the installed reactor is" in caplog.text
         assert engine.is_alive()
+        assert zygote.wait(TIMEOUT) == 0   # it said so and left
     finally:
-        # it may still be importing, before its SIGTERM handler is set
+        # the engine may still be importing, before its SIGTERM handler is set
         assert engine.shutdown(timeout=10) in (0, -signal.SIGTERM)
+        zygote.shutdown(timeout=10)
+
+
+@pytest.mark.tier3
+@pytest.mark.timeout(120)
+def test_a_zygote_that_dies_before_it_is_ready_fails_the_start(reaper, monkeypatch):
+    monkeypatch.setattr(local, "ZygoteLauncher", zygote_running(
+        "import sys; print('zygote: no luck here', file=sys.stderr); sys.exit(3)"))
+    cluster = LocalCluster(n=2, timeout=TIMEOUT)
+    with pytest.raises(LaunchError, match=r"(?s)^ipengine-zygote \(which forks the engines\) "
+                                          r"exited with status 3.*zygote: no luck here"):
+        cluster.start()
+    reaper.add_pids(*pids_of(cluster))
+    assert reaper.all_gone(pids_of(cluster), timeout=0)
+    assert not cluster.is_running()
 
 
 SCRIPT = textwrap.dedent("""
-    import signal
+    import signal, sys
     from ipkernel.cluster import LocalCluster
     cluster = LocalCluster(n=2, timeout=60).start()
     print(cluster.controller.pid, cluster.zygote.pid, *(e.pid for e in cluster.engines),
           flush=True)
-    signal.pause()
+    if sys.argv[1] == "wait":
+        signal.pause()
 """)
+
+
+@pytest.mark.tier3
+@pytest.mark.timeout(120)
+def test_zygote_and_forked_engines_stop_at_interpreter_exit(reaper, tmp_path):
+    done = subprocess.run([sys.executable, "-c", SCRIPT, "exit"], capture_output=True,
+                          text=True, timeout=TIMEOUT, cwd=tmp_path)
+    pids = [int(p) for p in done.stdout.split()]
+    reaper.add_pids(*pids)
+    assert done.returncode == 0, done.stderr
+    assert len(pids) == 4
+    assert reaper.all_gone(pids, timeout=0)
 
 
 @pytest.mark.tier3
@@ -295,7 +361,7 @@ def test_zygote_and_forked_engines_stop_when_the_launching_process_is_killed(rea
     out = tmp_path / "out"
     with open(out, "w") as f:
         parent = reaper.add_popen(subprocess.Popen(
-            [sys.executable, "-c", SCRIPT], stdout=f, stderr=subprocess.STDOUT, cwd=tmp_path,
+            [sys.executable, "-c", SCRIPT, "wait"], stdout=f, stderr=subprocess.STDOUT, cwd=tmp_path,
             env={**os.environ, "TMPDIR": str(tmp_path)}))
     line = reaper.wait_for(lambda: out.read_text().endswith("\n") and out.read_text(),
                            "the pids of the cluster", TIMEOUT)
