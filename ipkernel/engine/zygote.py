@@ -31,6 +31,7 @@ reseeded :mod:`random`.  If the installed reactor is not one this module
 knows how to refresh, the zygote says ``"fork": false`` and forks nothing.
 """
 import argparse
+import gc
 import json
 import os
 import random
@@ -173,7 +174,11 @@ class Zygote:
                     line, pending = pending.split(b"\n", 1)
                     if not line.strip():
                         continue
-                    request = json.loads(line)
+                    try:
+                        request = json.loads(line)
+                    except ValueError:
+                        say(f"ignoring a request that is not JSON: {line[:200]!r}")
+                        continue
                     if self.fork(request):
                         return request   # in the child
             if self.parent_pid and not process_alive(self.parent_pid):
@@ -192,7 +197,12 @@ class Zygote:
             return False
         sys.stdout.flush()
         sys.stderr.flush()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            say(f"cannot fork {token}: {exc}")
+            send({"event": "refused", "token": token, "reason": f"fork failed: {exc}"})
+            return False
         if pid == 0:
             try:
                 self._become_engine(request)
@@ -288,6 +298,9 @@ def main(argv=None):
         send({"event": "ready", "fork": False, "reason": problem})
         return 0
     zygote = Zygote(reactor, options.parent_pid)
+    # Objects made so far stay out of the collector's way, so the children
+    # keep sharing their memory pages with the zygote.
+    gc.freeze()
     send({"event": "ready", "fork": True})
     request = zygote.serve()
     if request is None:
