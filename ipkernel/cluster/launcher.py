@@ -384,7 +384,12 @@ class ZygoteLauncher(ProcessLauncher):
         self._pending += data
         while b"\n" in self._pending:
             line, self._pending = self._pending.split(b"\n", 1)
-            self._event(json.loads(line))
+            try:
+                event = json.loads(line)
+            except ValueError:
+                logger.debug("%s wrote a line that is not an event: %r", self.name, line)
+                continue
+            self._event(event)
         return True
 
     def _event(self, event):

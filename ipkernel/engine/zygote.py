@@ -12,7 +12,7 @@ the zygote's stdin::
     {"token": "ipengine-0", "argv": [...], "log": "/path/ipengine-0.log",
      "cwd": null, "env": null}
 
-and reads events from its stdout::
+and reads events from its stdout (the zygote's own prints go to its log)::
 
     {"event": "ready", "fork": true}           imports done (or "fork": false, "reason")
     {"event": "forked", "token": ..., "pid": N}
@@ -123,11 +123,15 @@ def say(text):
     sys.stderr.flush()
 
 
+#: The descriptor of the event pipe (main() moves it away from stdout).
+_events_fd = 1
+
+
 def send(event):
-    """Write one event line to the launcher (stdout, unbuffered)."""
+    """Write one event line to the launcher (unbuffered)."""
     data = (json.dumps(event) + "\n").encode()
     while data:
-        data = data[os.write(1, data):]
+        data = data[os.write(_events_fd, data):]
 
 
 def _noop(signum, frame):
@@ -227,10 +231,12 @@ class Zygote:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         os.close(self._wake_r)
         os.close(self._wake_w)
+        if _events_fd != 1:
+            os.close(_events_fd)
         log_fd = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
         null_fd = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null_fd, 0)   # replaces the request pipe
-        os.dup2(log_fd, 1)    # replaces the event pipe
+        os.dup2(log_fd, 1)
         os.dup2(log_fd, 2)    # replaces the zygote's log
         os.close(null_fd)
         os.close(log_fd)
@@ -290,6 +296,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="ipengine-zygote", description=__doc__.split("\n")[0])
     parser.add_argument("--parent-pid", type=int, help="stop when process PID exits")
     options = parser.parse_args(argv)
+    # Whatever an import prints goes to the log, not into the event pipe.
+    global _events_fd
+    _events_fd = os.dup(1)
+    os.dup2(2, 1)
     from ipkernel.engine import app
     from twisted.internet import reactor
     problem = refresh_problem(reactor)

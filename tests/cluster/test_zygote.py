@@ -320,6 +320,19 @@ def test_a_forked_engine_launcher_spawns_when_its_zygote_refuses(reaper, tmp_pat
 
 @pytest.mark.tier3
 @pytest.mark.timeout(120)
+def test_lines_on_the_zygotes_stdout_that_are_not_events_are_ignored(reaper, monkeypatch):
+    monkeypatch.setattr(local, "ZygoteLauncher", zygote_running(
+        "print('some start-up noise', flush=True)\n"
+        "import sys; from ipkernel.engine.zygote import main\n"
+        "sys.exit(main(sys.argv[1:]))"))
+    with LocalCluster(n=1, timeout=TIMEOUT) as cluster:
+        reaper.add_pids(*pids_of(cluster))
+        assert cluster.engines[0].forked and cluster.engines[0].is_alive()
+    assert reaper.all_gone(pids_of(cluster), timeout=0)
+
+
+@pytest.mark.tier3
+@pytest.mark.timeout(120)
 def test_a_zygote_that_dies_before_it_is_ready_fails_the_start(reaper, monkeypatch):
     monkeypatch.setattr(local, "ZygoteLauncher", zygote_running(
         "import sys; print('zygote: no luck here', file=sys.stderr); sys.exit(3)"))
