@@ -87,8 +87,10 @@ def test_refresh_reactor_gives_a_forked_child_its_own_epoll_and_waker():
 # -- tier 3 -----------------------------------------------------------------------------
 
 def pids_of(cluster):
+    """The pids of the cluster's processes (those that were started)."""
     zygote = [cluster.zygote.pid] if cluster.zygote is not None else []
-    return [cluster.controller.pid, *zygote, *(e.pid for e in cluster.engines)]
+    pids = [cluster.controller.pid, *zygote, *(e.pid for e in cluster.engines)]
+    return [pid for pid in pids if pid is not None]
 
 
 async def connect(cluster, tub):
@@ -316,6 +318,33 @@ def test_a_forked_engine_launcher_spawns_when_its_zygote_refuses(reaper, tmp_pat
         # the engine may still be importing, before its SIGTERM handler is set
         assert engine.shutdown(timeout=10) in (0, -signal.SIGTERM)
         zygote.shutdown(timeout=10)
+
+
+@pytest.mark.tier3
+@pytest.mark.timeout(120)
+def test_ctrl_c_while_an_engine_is_forked_leaves_nothing(reaper, monkeypatch, tmp_path):
+    # Ctrl-C once the zygote forked an engine, before this side read its pid:
+    # stopping the zygote stops that engine too.
+    original = ZygoteLauncher._wait_event
+
+    def interrupted(self, deadline, late):
+        if self.can_fork:
+            reaper.wait_for(lambda: "forked ipengine-0#1" in self.log_file.read_text(),
+                            "the fork", TIMEOUT)
+            raise KeyboardInterrupt
+        return original(self, deadline, late)
+    monkeypatch.setattr(ZygoteLauncher, "_wait_event", interrupted)
+    cluster = LocalCluster(n=2, cluster_dir=reaper.add_cluster_dir(tmp_path / "c"),
+                           timeout=TIMEOUT)
+    with pytest.raises(KeyboardInterrupt):
+        cluster.start()
+    log = cluster.zygote.log_file.read_text()
+    forked = [int(pid) for pid in re.findall(r"forked ipengine-0#1 as pid (\d+)", log)]
+    reaper.add_pids(*forked, *pids_of(cluster))
+    assert len(forked) == 1
+    assert cluster.engines[0].process is None   # its start never learnt the pid
+    assert reaper.all_gone([*pids_of(cluster), *forked], timeout=0)
+    assert not cluster.is_running()
 
 
 @pytest.mark.tier3
