@@ -69,13 +69,19 @@ def refresh_problem(reactor):
     waker = getattr(reactor, "waker", None)
     if type(waker) is not _UnixWaker or not all(hasattr(waker, a) for a in ("i", "o")):
         return f"the reactor's waker is {type(waker).__qualname__}, not a pipe waker"
-    if reactor.running or reactor._started or reactor._startedBefore:
-        return "the reactor has already run"
-    if set(reactor._selectables.values()) != {waker} or reactor._internalReaders != {waker}:
-        return "the reactor watches file descriptors besides its waker"
-    polling = reactor._continuousPolling
-    if polling._readers or polling._writers:
-        return "the reactor polls file descriptors"
+    try:
+        if reactor.running or reactor._started or reactor._startedBefore:
+            return "the reactor has already run"
+        if (set(reactor._selectables.values()) != {waker}
+                or reactor._internalReaders != {waker} or reactor._reads != {waker.i}
+                or reactor._writes):
+            return "the reactor watches file descriptors besides its waker"
+        polling = reactor._continuousPolling
+        if polling._readers or polling._writers:
+            return "the reactor polls file descriptors"
+        reactor._poller.close
+    except AttributeError as exc:
+        return f"this Twisted's epoll reactor is not the one known here ({exc})"
     if getattr(reactor, "threadpool", None) is not None:
         return "the reactor has a thread pool"
     if threading.active_count() != 1:

@@ -41,6 +41,16 @@ REFRESH = textwrap.dedent("""
     other = SelectReactor()
     assert "not the epoll reactor" in refresh_problem(other)
     other.waker.connectionLost(None)
+    busy = type(reactor)()
+
+    class Reader:
+        def __init__(self, fd):
+            self.fd = fd
+        def fileno(self):
+            return self.fd
+    pipe_r, pipe_w = os.pipe()
+    busy.addReader(Reader(pipe_r))
+    assert "watches file descriptors besides its waker" in refresh_problem(busy)
 
     def run_briefly(r):
         # the waker must work: a thread's callFromThread stops the reactor
