@@ -43,7 +43,7 @@ from ipkernel.engine.service import EngineService
 log = Logger()
 
 READY = "ipengine ready"
-FURL_POLL = 0.05
+FURL_POLL = 0.01
 #: Time left for the answer to ``kill`` to leave before the reactor stops.
 KILL_GRACE = 0.2
 #: How long the main thread waits for the reactor thread to finish stopping.
