@@ -45,6 +45,24 @@ def _short_repr(value, limit=80):
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
+
+def copy_plain(value):
+    """A copy of plain data (dicts, lists, tuples of scalars), as deep as
+    :func:`copy.deepcopy` but far cheaper; other objects are deep-copied."""
+    kind = type(value)
+    if kind is dict:
+        return {k: copy_plain(v) for k, v in value.items()}
+    if kind is list:
+        return [copy_plain(v) for v in value]
+    if kind is tuple:
+        return tuple(copy_plain(v) for v in value)
+    if kind in _SCALARS or value is None:
+        return value
+    return copy.deepcopy(value)
+
+
+_SCALARS = frozenset({str, int, float, bool, bytes, complex})
+
 class Command:
     """One engine method call waiting for (or having) its turn."""
 
@@ -163,7 +181,7 @@ class QueuedEngine:
                 except Exception:
                     log.failure("failure observer {observer!r} raised", observer=observer)
         elif command.method == "execute" and isinstance(outcome, dict) and "number" in outcome:
-            self.history[outcome["number"]] = copy.deepcopy(outcome)
+            self.history[outcome["number"]] = copy_plain(outcome)
         command.deliver(outcome)
         self._run_next()
         return None
@@ -213,7 +231,7 @@ class QueuedEngine:
 
     def get_result(self, i=None):
         if i is not None and not isinstance(i, bool) and i in self.history:
-            return defer.succeed(copy.deepcopy(self.history[i]))
+            return defer.succeed(copy_plain(self.history[i]))
         return self._submit(Command("get_result", i))
 
     def reset(self):

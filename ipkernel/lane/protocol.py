@@ -147,7 +147,7 @@ class LaneProtocol(Protocol):
         if sizes:
             head += struct.pack(f"<{len(sizes)}Q", *sizes)
         # One join: the transport takes only bytes, and frames may be views.
-        self.transport.write(b"".join([head, text, *buffers]))
+        write_now(self.transport, b"".join([head, text, *buffers]))
 
     def dataReceived(self, data):
         # Chunks are joined once a frame is complete (not on every arrival), and
@@ -290,6 +290,31 @@ class LaneProtocol(Protocol):
         name = getattr(failure.type, "__name__", "Exception")
         text, _ = codec.encode((violation, name, failure.getErrorMessage()))
         self._send(FAIL, call_id, text)
+
+
+def write_now(transport, data):
+    """Write ``data`` on ``transport``, sending at once what the socket takes.
+
+    A Twisted TCP transport only buffers in ``write`` and sends on the next
+    turn of the reactor, after two epoll changes; for a small message that
+    is most of the cost of sending it.  When nothing is buffered ahead of
+    it, the data goes straight to the socket and only what the socket does
+    not take is left to ``write``.  Other transports just get ``write``.
+    """
+    sock = getattr(transport, "socket", None)
+    if (sock is None or getattr(transport, "dataBuffer", True)
+            or getattr(transport, "_tempDataBuffer", True)
+            or not transport.connected or transport.disconnecting):
+        transport.write(data)
+        return
+    try:
+        sent = sock.send(data)
+    except (BlockingIOError, InterruptedError):
+        sent = 0
+    except OSError:
+        sent = 0  # the transport finds and reports the error itself
+    if sent < len(data):
+        transport.write(data[sent:])
 
 
 def _schema(interface, method):

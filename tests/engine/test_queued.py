@@ -11,7 +11,7 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from ipkernel.engine import QueuedEngine, current_request
-from ipkernel.engine.queued import PIPELINE_DEPTH, independent
+from ipkernel.engine.queued import PIPELINE_DEPTH, copy_plain, independent
 from ipkernel.error import Aborted, EngineError, QueueCleared
 from ipkernel.interfaces import IEngineBase, IEngineQueued
 
@@ -585,3 +585,15 @@ def test_independent_commands_neither_clear_the_queue_nor_are_cleared():
     assert [args for _, args, _ in engine.sent][-1] == ("u3", ())
     engine.sent[2][2].callback("ok")
     assert events[-1] == ("user-3", "ok")
+
+
+def test_copy_plain_copies_as_deep_as_deepcopy():
+    class Thing:
+        def __init__(self):
+            self.items = [1]
+
+    original = {"n": 1, "input": {"raw": "a=1"}, "l": [1, (2, [3])], "t": Thing(), "b": b"x"}
+    copied = copy_plain(original)
+    assert copied["n"] == 1 and copied["input"] == {"raw": "a=1"} and copied["l"] == [1, (2, [3])]
+    assert copied["input"] is not original["input"] and copied["l"][1][1] is not original["l"][1][1]
+    assert copied["t"] is not original["t"] and copied["t"].items == [1]
