@@ -29,10 +29,13 @@ def ensure_private_dir(path):
     return path
 
 
-def write_private_file(path, text):
+def write_private_file(path, text, durable=True):
     """Write ``text`` to ``path`` atomically with mode 0600.
 
     Readers see the old content or the new one, never a partial file.
+    ``durable=False`` skips the fsync: for files that describe a running
+    process (pid, port and FURL files), which are written anew at every
+    start and must not slow it down.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -41,7 +44,8 @@ def write_private_file(path, text):
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.chmod(tmp, 0o600)
         os.replace(tmp, path)
     except BaseException:

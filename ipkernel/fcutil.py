@@ -143,7 +143,7 @@ def register(tub, ref, furl_file=None, reuse=False):
         name = old.name
     furl = tub.registerReference(ref, name=name)
     if furl_file is not None:
-        write_private_file(furl_file, furl + "\n")
+        write_private_file(furl_file, furl + "\n", durable=False)
     return furl
 
 

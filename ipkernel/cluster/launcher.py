@@ -157,7 +157,7 @@ class ProcessLauncher:
         self.started_at = time.time()
         if self.pid_file is not None:
             self.pid_file.parent.mkdir(parents=True, exist_ok=True)
-            write_private_file(self.pid_file, f"{self.process.pid}\n")
+            write_private_file(self.pid_file, f"{self.process.pid}\n", durable=False)
         return self.process.pid
 
     def _spawn(self, log):

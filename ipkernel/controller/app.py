@@ -133,7 +133,7 @@ def claim_pid_file(path):
         if other is not None and other != os.getpid() and process_alive(other):
             raise AppError(f"another ipcontroller (pid {other}) is running with this cluster "
                            f"directory ({path}); stop it, or delete the pid file if it is stale")
-    write_private_file(path, f"{os.getpid()}\n")
+    write_private_file(path, f"{os.getpid()}\n", durable=False)
 
 
 class ControllerApp:
@@ -258,7 +258,7 @@ class ControllerApp:
             raise AppError(f"cannot listen for {role}s on {ip}:{port}: {exc.socketError} "
                            f"(is another controller using it? --{role}-port 0 picks a free "
                            f"port, but then old FURLs stop working)") from None
-        write_private_file(self.cluster.port_file(role), f"{actual}\n")
+        write_private_file(self.cluster.port_file(role), f"{actual}\n", durable=False)
         return actual
 
     # -- stop -------------------------------------------------------------------------
