@@ -16,7 +16,7 @@ from ipkernel.clusterdir import TASK_FURL
 from ipkernel.datachannel import DataChannelPeer
 from ipkernel.error import CompositeError, ControllerError
 from ipkernel.interfaces.remote import RIMultiEngine, RITaskController
-from ipkernel.lane import LaneReference, connect_lane, lane_allowed
+from ipkernel.lane import LaneReference, join_lane, lane_allowed
 
 log = Logger()
 
@@ -66,18 +66,16 @@ async def _with_lane(rref, remote_interface, timeout):
     from twisted.internet import reactor
 
     reference = LaneReference(rref, foolscap_only=FOOLSCAP_ONLY)
-    host = getattr(rref.getPeer(), "host", None)
-    if not lane_allowed(host):
+    if not lane_allowed(getattr(rref.getPeer(), "host", None)):
         return reference  # another host: Foolscap (TLS) carries the calls
     try:
         port, token = await rref.callRemote("open_lane").addTimeout(timeout, reactor)
-        if port:
-            reference.lane = await connect_lane(port, token, remote_interface=remote_interface,
-                                                timeout=timeout)
-            rref.notifyOnDisconnect(reference.close_lane)
     except Exception as exc:
-        log.warn("could not open a lane to the controller ({why}); calls go through "
-                 "Foolscap (slower)", why=exc)
+        log.warn("the controller gave no lane ({why}); calls go through Foolscap (slower)",
+                 why=exc)
+        return reference
+    reference.lane = await join_lane(rref, port, token, remote_interface=remote_interface,
+                                     timeout=timeout)
     return reference
 
 

@@ -16,7 +16,7 @@ from twisted.logger import Logger
 from ipkernel import fcutil
 from ipkernel.datachannel import DataChannelPeer
 from ipkernel.engine.fc import FCEngineFromService
-from ipkernel.lane import connect_lane, lane_allowed
+from ipkernel.lane import join_lane, lane_allowed
 
 log = Logger()
 
@@ -89,19 +89,12 @@ class EngineConnector:
 
     def _join_lane(self, port, token):
         self._close_lane()
-        host = getattr(self.controller.getPeer(), "host", None)
-        if not lane_allowed(host):
+        if not lane_allowed(getattr(self.controller.getPeer(), "host", None)):
             return defer.succeed(None)  # another host: commands come through Foolscap
 
         def joined(lane):
             self.lane = lane
-            log.info("joined the controller's lane on port {port}", port=port)
-
-        def failed(failure):
-            log.warn("could not join the controller's lane on port {port} ({why}); its "
-                     "commands come through Foolscap (slower)", port=port,
-                     why=failure.getErrorMessage())
-        return connect_lane(port, token, local=self._reference).addCallbacks(joined, failed)
+        return join_lane(self.controller, port, token, local=self._reference).addCallback(joined)
 
     def _close_lane(self):
         lane, self.lane = self.lane, None

@@ -70,6 +70,3 @@ class SingleArguments:
 
     def __reduce__(self):
         return SingleArguments, (self.items,)
-
-    def __len__(self):
-        return len(self.items)

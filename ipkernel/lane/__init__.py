@@ -13,7 +13,7 @@ fallback whenever a lane is not open.
 from ipkernel.lane.codec import CodecError
 from ipkernel.lane.protocol import LaneError, LaneProtocol
 from ipkernel.lane.reference import LaneReference
-from ipkernel.lane.server import LaneServer, OffersLane, connect_lane, lane_allowed
+from ipkernel.lane.server import LaneServer, OffersLane, connect_lane, join_lane, lane_allowed
 
 __all__ = ["CodecError", "LaneError", "LaneProtocol", "LaneReference", "LaneServer",
-           "OffersLane", "connect_lane", "lane_allowed"]
+           "OffersLane", "connect_lane", "join_lane", "lane_allowed"]

@@ -106,6 +106,31 @@ def connect_lane(port, token, local=None, remote_interface=None, reactor=None,
     return d.addTimeout(timeout, reactor).addErrback(timed_out)
 
 
+def join_lane(rref, port, token, local=None, remote_interface=None, timeout=JOIN_TIMEOUT):
+    """Join the lane offered as ``(port, token)`` over the Foolscap connection
+    of ``rref`` (whose peer :func:`lane_allowed`: the caller checks).
+
+    A Deferred firing with the joined LaneProtocol, which closes with that
+    connection, or with None: no lane was offered (port 0), or joining
+    failed (logged; the calls then go through Foolscap).
+    """
+    if not port:
+        return defer.succeed(None)
+
+    def joined(lane):
+        rref.notifyOnDisconnect(lane.close)
+        log.info("joined the controller's lane on port {port}", port=port)
+        return lane
+
+    def failed(failure):
+        log.warn("could not join the controller's lane on port {port} ({why}); calls go "
+                 "through Foolscap (slower)", port=port, why=failure.getErrorMessage())
+        return None
+    d = connect_lane(port, token, local=local, remote_interface=remote_interface,
+                     timeout=timeout)
+    return d.addCallbacks(joined, failed)
+
+
 class OffersLane:
     """Mixin for a Referenceable that clients may also call on a lane.
 
