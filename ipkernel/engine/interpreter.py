@@ -11,6 +11,7 @@ import pprint
 import rlcompleter
 import threading
 import traceback
+import types
 
 from ipkernel.engine.capture import capture
 from ipkernel.error import ResultEvicted
@@ -31,6 +32,48 @@ def _parse(source, filename):
 def _compile(tree, filename, mode):
     with _AST_LOCK:
         return compile(tree, filename, mode)
+
+
+#: Cells kept compiled, by source text (oldest dropped first).
+CELL_CACHE_SIZE = 256
+#: Longest source text whose compiled form is kept.
+CELL_CACHE_SOURCE = 4096
+
+
+class CellCompiler:
+    """Compiles a cell into one ``(is_expression, code)`` step per statement.
+
+    The same short command is often sent again and again (``execute`` in a
+    loop); parsing and compiling it costs more than running it.  A cell
+    whose code defines nothing (no functions, classes, lambdas or
+    comprehensions, whose code objects would keep the old file name) is
+    kept, by source text, and reused under the new cell's file name.
+    """
+
+    def __init__(self, size=CELL_CACHE_SIZE):
+        self.size = size
+        self._kept = {}
+
+    def steps(self, source, filename):
+        kept = self._kept.get(source)
+        if kept is not None:
+            return [(is_expr, code.replace(co_filename=filename)) for is_expr, code in kept]
+        steps = []
+        for node in _parse(source, filename).body:
+            if isinstance(node, ast.Expr):
+                steps.append((True, _compile(ast.Expression(node.value), filename, "eval")))
+            else:
+                steps.append((False, _compile(ast.Module([node], type_ignores=[]), filename,
+                                              "exec")))
+        if len(source) <= CELL_CACHE_SOURCE and not any(_nests_code(c) for _, c in steps):
+            if len(self._kept) >= self.size:
+                del self._kept[next(iter(self._kept))]
+            self._kept[source] = steps
+        return steps
+
+
+def _nests_code(code):
+    return any(isinstance(const, types.CodeType) for const in code.co_consts)
 
 #: Names seeded by the interpreter that ``keys()`` does not report.
 HIDDEN_NAMES = frozenset({
@@ -80,6 +123,7 @@ class Interpreter:
         self._inputs = CappedHistory(history_cap)
         self._outputs = CappedHistory(history_cap)
         self.user_ns = {}
+        self._compiler = CellCompiler()
         self._seed()
 
     def _seed(self):
@@ -113,15 +157,13 @@ class Interpreter:
         error = None
         with capture() as (out, err):
             try:
-                for node in _parse(source, filename).body:
-                    if isinstance(node, ast.Expr):
-                        code = _compile(ast.Expression(node.value), filename, "eval")
+                for is_expr, code in self._compiler.steps(source, filename):
+                    if is_expr:
                         value = eval(code, self.user_ns)
                         if value is not None:
                             displayed = value
                             self._display(number, value)
                     else:
-                        code = _compile(ast.Module([node], type_ignores=[]), filename, "exec")
                         exec(code, self.user_ns)
             except BaseException as exc:  # noqa: B902 - user code may raise anything
                 error = exc

@@ -331,3 +331,52 @@ def test_complete_attributes(interp):
     assert "os.path" in completions and "os.pardir" in completions
     assert all(c.startswith("os.pa") for c in completions)
     assert completions == sorted(completions)
+
+
+# -- compiled cells kept for commands sent again --------------------------------------
+
+
+def test_a_repeated_command_runs_every_time(interp):
+    interp.execute("n = 0")
+    for _ in range(3):
+        interp.execute("n += 1")
+    assert interp.user_ns["n"] == 3
+
+
+def test_a_repeated_failing_command_names_its_own_cell(interp):
+    from ipkernel.engine.interpreter import cell_filename
+
+    for _ in range(2):
+        with pytest.raises(ZeroDivisionError) as info:
+            interp.execute("1/0")
+        number = interp.counter - 1
+        assert info.value.__traceback__ is not None
+        text = interp.get_result(number)["traceback"]["plain"]
+        assert cell_filename(number) in text
+        assert cell_filename(number - 1) not in text
+
+
+def test_a_repeated_expression_is_displayed_each_time(interp):
+    interp.execute("k = 1")
+    assert interp.execute("k")["display"]["repr"] == "1"
+    interp.execute("k = 2")
+    assert interp.execute("k")["display"]["repr"] == "2"
+
+
+def test_functions_of_a_repeated_cell_carry_their_own_cell_name(interp):
+    from ipkernel.engine.interpreter import cell_filename
+
+    for _ in range(2):
+        interp.execute("def f():\n    return 1")
+        number = interp.counter - 1
+        assert interp.user_ns["f"].__code__.co_filename == cell_filename(number)
+
+
+def test_the_compiled_cell_store_is_bounded():
+    from ipkernel.engine.interpreter import CellCompiler
+
+    compiler = CellCompiler(size=3)
+    for i in range(10):
+        compiler.steps(f"x = {i}", "<cell>")
+    assert len(compiler._kept) == 3
+    assert [s for s in compiler._kept] == ["x = 7", "x = 8", "x = 9"]
