@@ -24,6 +24,7 @@ import weakref
 
 from ipkernel import wire
 from ipkernel.client import progress as _progress
+from ipkernel.client.direct import DIRECT_METHODS, NOT_DIRECT, DirectCalls
 from ipkernel.client.reactor import CallTimeout, ReactorBridge, before_shutdown, default_bridge
 from ipkernel.controller import mapping
 from ipkernel.error import KernelError, NotAPendingResult, ResultNotCompleted
@@ -358,6 +359,8 @@ class ParallelFunction:
 
 
 _live_clients = weakref.WeakSet()
+#: Guards making a client's DirectCalls (two threads may call at once).
+_direct_lock = threading.Lock()
 
 
 @before_shutdown
@@ -537,11 +540,28 @@ class MultiEngineClient:
 
     def _call(self, method, *args, timeout=CLIENT_DEFAULT, what=None, **kwargs):
         """``fc.method(*args, **kwargs)`` (or ``method(fc, ...)`` for a function)
-        in the reactor thread; wait for its result."""
+        in the reactor thread, or in this thread on the direct path; wait for
+        its result."""
         self._check_open()
-        return self._bridge.call(self._invoke, method, args, kwargs,
-                                 timeout=self._resolve_timeout(timeout),
-                                 what=f"MultiEngineClient.{what or method}")
+        timeout = self._resolve_timeout(timeout)
+        what = f"MultiEngineClient.{what or method}"
+        if method in DIRECT_METHODS and kwargs.get("block", True) is True:
+            direct = self._direct_calls()
+            if direct is not None:
+                answer = direct.call(method, args, kwargs, timeout, what)
+                if answer is not NOT_DIRECT:
+                    return answer
+        return self._bridge.call(self._invoke, method, args, kwargs, timeout=timeout, what=what)
+
+    def _direct_calls(self):
+        """The DirectCalls of the current async client (made at first use), or None."""
+        holder = self._holder
+        with _direct_lock:
+            if not holder:
+                return None
+            if len(holder) == 1:
+                holder.append(DirectCalls(holder[0], self._bridge))
+            return holder[1]
 
     def _two_phase(self, method, args, targets, block, timeout, post=None, **kwargs):
         targets, block = self._resolve(targets, block)

@@ -57,6 +57,50 @@ def _remote_failure(name, message, violation):
     return Failure(RemoteException(Failure(inner)))
 
 
+def failure_of(text, buffers):
+    """The Failure a FAIL frame's text and buffers describe."""
+    violation, name, message = codec.decode(text, buffers)
+    return _remote_failure(str(name), str(message), bool(violation))
+
+
+def encode_frame(kind, call_id, text, buffers=()):
+    """One frame as bytes (the length field first)."""
+    sizes = [memoryview(b).nbytes for b in buffers]
+    rest = _HEAD.size - 8 + 8 * len(sizes) + len(text) + sum(sizes)
+    head = _HEAD.pack(rest, kind, call_id, len(text), len(sizes))
+    if sizes:
+        head += struct.pack(f"<{len(sizes)}Q", *sizes)
+    # One join: a socket send takes one buffer, and frames may be views.
+    return b"".join([head, text, *buffers])
+
+
+def decode_frame(frame):
+    """``(kind, call id, text, buffers)`` of one whole frame (a memoryview,
+    the length field first); LaneError when its lengths do not add up."""
+    _, kind, call_id, text_len, nbufs = _HEAD.unpack_from(frame)
+    pos = _HEAD.size
+    sizes = struct.unpack_from(f"<{nbufs}Q", frame, pos) if nbufs else ()
+    pos += 8 * nbufs
+    text = frame[pos:pos + text_len]
+    pos += text_len
+    buffers = []
+    for n in sizes:
+        # small buffers are copied, so a value kept for long (a pending
+        # result) does not pin the whole read it arrived in
+        part = frame[pos:pos + n]
+        buffers.append(part if n >= KEEP_VIEW else bytes(part))
+        pos += n
+    if pos != len(frame):
+        raise LaneError("a frame's lengths do not add up")
+    return kind, call_id, text, buffers
+
+
+def check_call(interface, method, args, kwargs, inbound):
+    """Check a call's arguments against ``interface`` as Foolscap does;
+    Violation when they do not fit (or the method is not offered)."""
+    _schema(interface, method).checkAllArgs(args, kwargs, inbound)
+
+
 class LaneProtocol(Protocol):
     """A lane between this process and a peer.
 
@@ -141,13 +185,7 @@ class LaneProtocol(Protocol):
     # -- frames ------------------------------------------------------------------------
 
     def _send(self, kind, call_id, text, buffers=()):
-        sizes = [memoryview(b).nbytes for b in buffers]
-        rest = _HEAD.size - 8 + 8 * len(sizes) + len(text) + sum(sizes)
-        head = _HEAD.pack(rest, kind, call_id, len(text), len(sizes))
-        if sizes:
-            head += struct.pack(f"<{len(sizes)}Q", *sizes)
-        # One join: the transport takes only bytes, and frames may be views.
-        write_now(self.transport, b"".join([head, text, *buffers]))
+        write_now(self.transport, encode_frame(kind, call_id, text, buffers))
 
     def dataReceived(self, data):
         # Chunks are joined once a frame is complete (not on every arrival), and
@@ -183,21 +221,7 @@ class LaneProtocol(Protocol):
             self._have = size - pos
 
     def _frame(self, frame):
-        _, kind, call_id, text_len, nbufs = _HEAD.unpack_from(frame)
-        pos = _HEAD.size
-        sizes = struct.unpack_from(f"<{nbufs}Q", frame, pos) if nbufs else ()
-        pos += 8 * nbufs
-        text = frame[pos:pos + text_len]
-        pos += text_len
-        buffers = []
-        for n in sizes:
-            # small buffers are copied, so a value kept for long (a pending
-            # result) does not pin the whole read it arrived in
-            part = frame[pos:pos + n]
-            buffers.append(part if n >= KEEP_VIEW else bytes(part))
-            pos += n
-        if pos != len(frame):
-            raise LaneError("a frame's lengths do not add up")
+        kind, call_id, text, buffers = decode_frame(frame)
         if not self.joined:
             self._hello_frame(kind, buffers)
         elif kind == CALL:
@@ -205,9 +229,7 @@ class LaneProtocol(Protocol):
         elif kind == ANSWER:
             self._settle(call_id).callback(codec.decode(text, buffers))
         elif kind == FAIL:
-            violation, name, message = codec.decode(text, buffers)
-            self._settle(call_id).errback(_remote_failure(str(name), str(message),
-                                                          bool(violation)))
+            self._settle(call_id).errback(failure_of(text, buffers))
         else:
             raise LaneError(f"unexpected frame kind {kind}")
 
@@ -240,7 +262,7 @@ class LaneProtocol(Protocol):
         """Call ``remote_<method>`` on the other side; a Deferred of its result."""
         try:
             if self.remote_interface is not None:
-                _schema(self.remote_interface, method).checkAllArgs(args, kwargs, False)
+                check_call(self.remote_interface, method, args, kwargs, False)
             text, buffers = codec.encode((method, args, kwargs))
         except Exception:
             return defer.fail()

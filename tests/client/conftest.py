@@ -14,6 +14,7 @@
   ``ipcontroller``/``ipengine`` in a temporary cluster directory, always
   stopped).
 """
+import ctypes
 import importlib.util
 import io
 import itertools
@@ -35,12 +36,17 @@ CLIENT_TIMEOUT = 10
 
 
 class Harness:
-    def __init__(self, make_fc_cluster):
+    """``lane``: whether clusters offer lanes (blocking calls then take the
+    direct path of :mod:`ipkernel.client.direct`)."""
+
+    def __init__(self, make_fc_cluster, lane=False):
         self._make_fc_cluster = make_fc_cluster
+        self.lane = lane
         self.cluster = None
         self.clients = []
 
     async def start(self, n=4, **kwargs):
+        kwargs.setdefault("lane", self.lane)
         self.cluster = await self._make_fc_cluster(n, **kwargs)
         return self.cluster
 
@@ -62,9 +68,28 @@ class Harness:
             await self.run(lambda: [c.close() for c in clients])
 
 
+@pytest.fixture
+def raise_in_thread():
+    """``raise_in_thread(ident, exc_type)``: make ``exc_type`` be raised in the
+    thread ``ident`` (as Ctrl-C would in the main thread)."""
+    def raise_in(ident, exc_type):
+        count = ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident),
+                                                           ctypes.py_object(exc_type))
+        assert count == 1
+    return raise_in
+
+
 @pytest_twisted.async_yield_fixture
-async def blocking(make_fc_cluster):
-    harness = Harness(make_fc_cluster)
+async def lane_blocking(make_fc_cluster):
+    """Like ``blocking``, with lanes always (not parametrized)."""
+    harness = Harness(make_fc_cluster, lane=True)
+    yield harness
+    await harness.close()
+
+
+@pytest_twisted.async_yield_fixture(params=["foolscap", "lane"])
+async def blocking(make_fc_cluster, request):
+    harness = Harness(make_fc_cluster, lane=request.param == "lane")
     yield harness
     await harness.close()
 

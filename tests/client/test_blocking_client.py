@@ -1,6 +1,5 @@
 """Tier 2: the blocking client against an in-process cluster over real Tubs:
 every method, timeouts, Ctrl-C, a vanished controller, the reactor-thread guard."""
-import ctypes
 import threading
 import time
 
@@ -16,14 +15,6 @@ from ipkernel.error import (Aborted, ControllerError, InvalidDeferredID, Invalid
                             KernelError, NotAPendingResult)
 
 pytestmark = pytest.mark.tier2
-
-
-def raise_in_thread(ident, exc_type):
-    """Make ``exc_type`` be raised in the thread ``ident`` (as Ctrl-C would in
-    the main thread)."""
-    count = ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident),
-                                                       ctypes.py_object(exc_type))
-    assert count == 1
 
 
 @pytest_twisted.ensureDeferred
@@ -180,7 +171,7 @@ async def test_timeout_names_the_call_and_the_client_goes_on(blocking, gates):
 
 
 @pytest_twisted.ensureDeferred
-async def test_ctrl_c_returns_control_at_once(blocking, gates):
+async def test_ctrl_c_returns_control_at_once(blocking, gates, raise_in_thread):
     from twisted.internet import reactor
 
     await blocking.start(2)

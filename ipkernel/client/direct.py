@@ -1,0 +1,168 @@
+"""Blocking calls made in the calling thread, on a lane of their own.
+
+:class:`~ipkernel.client.blocking.MultiEngineClient` normally runs every
+call in the reactor thread and waits for it there.  For the calls that
+only talk to the controller (no references to keep, no bulk data to send)
+a :class:`DirectCalls` runs the same Deferred-based client code in the
+calling thread instead, over a :class:`~ipkernel.lane.blocking.BlockingLane`:
+its Deferreds have all fired by the time the code returns, so the result
+is there at once.  What the direct path cannot do is handed back, before
+anything was sent, to the reactor path (:data:`NOT_DIRECT`):
+
+* arguments holding bulk data (they go on the data channel);
+* a second thread calling while the lane is busy;
+* no lane (another host, ``ipcontroller --no-lane``) or a lane that broke.
+
+Bulk data in an answer is still fetched by the reactor thread, from the
+data channel of the client that owns this object.
+"""
+import threading
+
+from twisted.python.failure import Failure
+
+from ipkernel.client.fcmultiengine import FCFullSynchronousMultiEngineClient
+from ipkernel.client.reactor import CallTimeout
+from ipkernel.datachannel import refs
+from ipkernel.error import KernelError
+from ipkernel.interfaces.remote import RIMultiEngine
+from ipkernel.lane.blocking import BlockingLane, LaneTimeout, TooLargeForLane
+
+#: Returned by :meth:`DirectCalls.call` when the call must take the reactor path.
+NOT_DIRECT = object()
+
+#: The client methods that may take the direct path (with ``block=True``).
+DIRECT_METHODS = frozenset({
+    "execute", "push", "pull", "apply", "push_function", "pull_function",
+    "push_serialized", "pull_serialized", "zip_pull", "gather", "get_result", "reset",
+    "keys", "complete", "queue_status", "clear_queue", "get_ids", "set_properties",
+    "get_properties", "del_properties", "has_properties", "clear_properties",
+})
+
+#: Seconds joining the direct lane may take.
+JOIN_TIMEOUT = 10.0
+
+
+class _HandBack(KernelError):
+    """Raised inside the direct path before sending: take the reactor path."""
+
+
+class _LaneCalls:
+    """The ``remote`` of the direct path's client: calls on the blocking lane.
+
+    ``fetch_blob`` (bulk data of an answer) is done by ``owner`` (the async
+    client with the data channel) in the reactor thread.
+    """
+
+    def __init__(self, lane, bridge, owner):
+        self.lane = lane
+        self.bridge = bridge
+        self.owner = owner
+        self.timeout = None
+        self.what = None
+        self.interrupted = None
+
+    def callRemote(self, method, *args, **kwargs):
+        from twisted.internet import defer
+
+        try:
+            if method == "fetch_blob":
+                return defer.succeed(self.bridge.call(self.owner._fetch, *args,
+                                                      timeout=self.timeout, what=self.what))
+            return defer.succeed(self.lane.call(method, args, kwargs, timeout=self.timeout,
+                                                max_buffers=refs.THRESHOLD))
+        except TooLargeForLane:
+            return defer.fail(_HandBack(method))
+        except LaneTimeout:
+            return defer.fail(CallTimeout(
+                f"{self.what} did not finish within {self.timeout:g} s and was given up "
+                f"(work already sent to engines may still run: see interrupt() and "
+                f"abort()); pass a larger timeout=, or timeout=None to wait without limit"))
+        except Exception:
+            return defer.fail()
+        except BaseException as exc:  # Ctrl-C: raised again once out of the Deferreds
+            self.interrupted = exc
+            return defer.fail(_HandBack(method))
+
+
+class DirectCalls:
+    """The direct path of one async multi-engine client ``owner``.
+
+    ``bridge``: the blocking client's ReactorBridge (for joining the lane
+    and for fetching bulk data).  The lane is joined at the first call.
+    """
+
+    def __init__(self, owner, bridge):
+        self.owner = owner
+        self.bridge = bridge
+        self._lane = None
+        self._gave_up = False
+        self._join_lock = threading.Lock()
+
+    def close(self):
+        """Close the lane (any thread); later calls take the reactor path."""
+        self._gave_up = True
+        lane, self._lane = self._lane, None
+        if lane is not None:
+            lane.close()
+
+    def call(self, method, args, kwargs, timeout, what):
+        """``owner.method(*args, **kwargs)`` done here; its result, or
+        :data:`NOT_DIRECT` when the reactor path must do it."""
+        lane = self._lane
+        if lane is None or lane.closed:  # not joined yet, or it broke or timed out
+            lane = self._join()
+        if lane is None or not lane.acquire():
+            return NOT_DIRECT
+        try:
+            remote = _LaneCalls(lane, self.bridge, self.owner)
+            remote.timeout, remote.what = timeout, what
+            client = FCFullSynchronousMultiEngineClient(remote, furl=self.owner.furl)
+            outcome = []
+            getattr(client, method)(*args, **kwargs).addBoth(outcome.append)
+        finally:
+            lane.release()
+        if remote.interrupted is not None:
+            raise remote.interrupted
+        if not outcome:  # cannot happen: every Deferred of the path has fired
+            raise KernelError(f"{what} did not finish on the direct path")
+        if isinstance(outcome[0], Failure):
+            if outcome[0].check(_HandBack):
+                return NOT_DIRECT
+            outcome[0].raiseException()
+        return outcome[0]
+
+    def _join(self):
+        if self._gave_up or not self._join_lock.acquire(blocking=False):
+            return None
+        try:
+            if (self._lane is None or self._lane.closed) and not self._gave_up:
+                self._lane = self._open()
+                self._gave_up = self._lane is None
+            return self._lane
+        finally:
+            self._join_lock.release()
+
+    def _open(self):
+        if not isinstance(self.owner, FCFullSynchronousMultiEngineClient):
+            return None  # a stand-in (tests): only the reactor path
+        reference = self.owner.remote
+        if getattr(reference, "lane", None) is None or not reference.isConnected():
+            return None  # no lane is allowed or offered, or the reactor path must reconnect
+        try:
+            port, token = self.bridge.call(reference.rref.callRemote, "open_lane",
+                                           timeout=JOIN_TIMEOUT, what="opening a lane")
+            if not port:
+                return None
+            lane = BlockingLane.join(port, token, RIMultiEngine, JOIN_TIMEOUT)
+            # the lane belongs to the session: it ends with the Foolscap connection
+            self.bridge.call(self._close_with, reference.rref, lane, timeout=JOIN_TIMEOUT,
+                             what="opening a lane")
+            return lane if not lane.closed else None
+        except Exception:  # noqa: B902 - the reactor path still works
+            return None
+
+    @staticmethod
+    def _close_with(rref, lane):
+        rref.notifyOnDisconnect(lane.close)
+        if not rref.isConnected():
+            lane.close()
