@@ -69,11 +69,14 @@ class FCFullSynchronousMultiEngineClient:
 
     # -- bulk data -------------------------------------------------------------------
 
-    def _fetch(self, blob_id):
+    def _fetch(self, blob_id, pushed=False):
+        """A Deferred of blob ``blob_id``; ``pushed``: the controller sends it
+        on the data channel unasked (see DataChannelServer.route)."""
         if self.data is None or not self.data.connected:
             # no data channel here: the controller hands it over through Foolscap
+            # (or, on the direct path, the owner of the data channel waits for it)
             return self._call("fetch_blob", blob_id)
-        return self.data.fetch(blob_id, refs.WAIT)
+        return self.data.fetch(blob_id, refs.WAIT, ask=not pushed)
 
     def _offloaded(self, value, route):
         """A Deferred of ``value`` with its large parts sent on the data channel

@@ -75,6 +75,10 @@ class RemoteEngine:
         #: Called once, without arguments, when a call fails because the
         #: connection is gone, before that call's failure is delivered.
         self.on_lost = None
+        #: Called (a reactor turn after an answer that refers to data-channel
+        #: blobs) with their ids: what was not routed to a client by then is
+        #: kept for a later fetch (see DataChannelServer.unrouted).
+        self.on_blobs = None
 
     @property
     def id(self):
@@ -87,7 +91,7 @@ class RemoteEngine:
             self.rref.callRemote("set_id", value).addErrback(
                 lambda f: log.failure("could not tell engine its id {id}", f, id=value))
 
-    def _call(self, method, *args, value=False):
+    def _call(self, method, *args, value=False, blobs=None):
         try:
             args = [wire.encode_keys(a.keys) if isinstance(a, _Keys) else a for a in args]
         except Exception:
@@ -95,7 +99,16 @@ class RemoteEngine:
         d = defer.maybeDeferred(self.rref.callRemote, method, *args)
         d.addCallbacks(self._check, self._lost, callbackArgs=(method, value),
                        errbackArgs=(method,))
+        if (value if blobs is None else blobs) and self.on_blobs is not None:
+            d.addCallback(self._blobs_answered)
         return d
+
+    def _blobs_answered(self, outcome):
+        ids = refs.blob_ids(outcome)
+        if ids:
+            from twisted.internet import reactor
+            reactor.callLater(0, self.on_blobs, ids)
+        return outcome
 
     def _check(self, outcome, method, value):
         if isinstance(outcome, wire.ErrorRecord):
@@ -210,7 +223,7 @@ class RemoteEngine:
         return self._call("push_serialized", dict(namespace))
 
     def pull_serialized(self, keys):
-        return self._call("pull_serialized", _Keys(keys))
+        return self._call("pull_serialized", _Keys(keys), blobs=True)
 
     # IEngineProperties: ``self.properties`` mirrors the engine's properties
     # as far as this side changed or fetched them.
@@ -279,6 +292,7 @@ class FCEngineRegistrar(Referenceable):
         if self.on_engine is not None:
             self.on_engine(engine_id, remote)
         if self.data_server is not None:
+            remote.on_blobs = self.data_server.unrouted
             # where and how this engine joins the data channel for bulk data
             reply = dict(reply, data=list(self.data_server.offer("engine", ("engine", engine_id))))
         if self.lane_server is not None and lane_allowed(ip):
@@ -365,7 +379,19 @@ class FCSynchronousMultiEngine(OffersLane, Referenceable):
     def remote_open_data_channel(self):
         if self.data_server is None:
             return (0, b"", False)
-        return self.data_server.offer("client", ("client", id(self)))
+        return self.data_server.offer("client", self._data_identity())
+
+    def _data_identity(self):
+        return ("client", id(self))
+
+    def _push_blobs(self, value):
+        """Have the data channel send the engines' result blobs ``value`` refers
+        to on to this client unasked, and mark those references (the client
+        waits for them rather than asking: no FETCH round trip)."""
+        if self.data_server is None or isinstance(value, (str, wire.ErrorRecord)):
+            return value
+        identity = self._data_identity()
+        return refs.route(value, lambda blob: self.data_server.route(blob, identity))
 
     def remote_fetch_blob(self, blob_id):
         """Bulk data kept for this client, through Foolscap (for a client that
@@ -409,18 +435,20 @@ class FCSynchronousMultiEngine(OffersLane, Referenceable):
         return self._run("push", namespace, targets=targets, block=block, payload=namespace)
 
     def remote_pull(self, keys, targets, block):
-        return self._run("pull", _Keys(keys), targets=targets, block=block)
+        return self._run("pull", _Keys(keys), targets=targets, block=block).addCallback(
+            self._push_blobs)
 
     def remote_push_function(self, namespace, targets, block):
         return self._run("push_function", namespace, targets=targets, block=block,
                          payload=namespace)
 
     def remote_pull_function(self, keys, targets, block):
-        return self._run("pull_function", _Keys(keys), targets=targets, block=block)
+        return self._run("pull_function", _Keys(keys), targets=targets,
+                         block=block).addCallback(self._push_blobs)
 
     def remote_apply(self, func, args, kwargs, targets, block):
         return self._run("apply", func, args, kwargs, targets=targets, block=block,
-                         payload=[func, args, kwargs])
+                         payload=[func, args, kwargs]).addCallback(self._push_blobs)
 
     def remote_complete(self, text, line, targets, block):
         return self._run("complete", text, wire.decode_line(line), targets=targets, block=block)
@@ -445,7 +473,8 @@ class FCSynchronousMultiEngine(OffersLane, Referenceable):
                          payload=namespace)
 
     def remote_pull_serialized(self, keys, targets, block):
-        return self._run("pull_serialized", _Keys(keys), targets=targets, block=block)
+        return self._run("pull_serialized", _Keys(keys), targets=targets,
+                         block=block).addCallback(self._push_blobs)
 
     def remote_clear_queue(self, targets, block):
         return self._run("clear_queue", targets=targets, block=block)
@@ -473,17 +502,18 @@ class FCSynchronousMultiEngine(OffersLane, Referenceable):
                          payload=parts)
 
     def remote_gather(self, key, targets, block):
-        return self._run("gather", key, targets=targets, block=block)
+        return self._run("gather", key, targets=targets, block=block).addCallback(
+            self._push_blobs)
 
     def remote_raw_map(self, func, parts, targets, block):
         return self._run("map_partitions", func, PrePartitioned(parts), targets=targets,
-                         block=block, payload=[func] + list(parts))
+                         block=block, payload=[func] + list(parts)).addCallback(self._push_blobs)
 
     def remote_get_pending_deferred(self, deferred_id, block):
         d = self._run("get_pending_deferred", deferred_id, block)
         if deferred_id in self._json_ids:
-            d.addCallback(self._json_fetched, deferred_id)
-        return d
+            return d.addCallback(self._json_fetched, deferred_id)
+        return d.addCallback(self._push_blobs)
 
     def _json_fetched(self, value, deferred_id):
         if not isinstance(value, wire.ErrorRecord):

@@ -40,6 +40,10 @@ class BlobStore:
 
     def put(self, blob_id, buffer):
         """Keep ``buffer`` under ``blob_id`` and wake its waiters."""
+        self._keep(blob_id, buffer)
+        self.reactor.callFromThread(self._wake, blob_id)
+
+    def _keep(self, blob_id, buffer):
         with self._lock:
             old = self._blobs.pop(blob_id, None)
             if old is not None:
@@ -47,15 +51,17 @@ class BlobStore:
             self._blobs[blob_id] = (buffer, time.monotonic())
             self._bytes += len(buffer)
             self._expire_locked()
-        self.reactor.callFromThread(self._wake, blob_id)
 
     def fail(self, blob_id, message):
         """The blob will not come: fail its waiters with BlobMissing(``message``)."""
+        self._refuse(blob_id, message)
+        self.reactor.callFromThread(self._wake, blob_id)
+
+    def _refuse(self, blob_id, message):
         with self._lock:
             self._failed[blob_id] = message
             while len(self._failed) > MAX_FAILED:  # nobody may ever ask for them
                 del self._failed[next(iter(self._failed))]
-        self.reactor.callFromThread(self._wake, blob_id)
 
     def take(self, blob_id):
         """Remove and return the blob, or None."""
@@ -84,6 +90,16 @@ class BlobStore:
         return len(self._blobs)
 
     # -- reactor thread ----------------------------------------------------------------
+
+    def put_here(self, blob_id, buffer):
+        """:meth:`put` from the reactor thread (its waiters get it at once)."""
+        self._keep(blob_id, buffer)
+        self._wake(blob_id)
+
+    def fail_here(self, blob_id, message):
+        """:meth:`fail` from the reactor thread."""
+        self._refuse(blob_id, message)
+        self._wake(blob_id)
 
     def wait(self, blob_id, timeout):
         """A Deferred firing with the blob (removed from the store) once it has

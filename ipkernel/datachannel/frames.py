@@ -44,17 +44,34 @@ def header(kind, blob_id=NO_ID, body_length=0, extra=None):
     return HEADER.pack(MAGIC, kind, blob_id, body_length, len(data)) + data
 
 
-def new_buffer(n):
-    """A writable buffer of ``n`` bytes to receive a body into.
+def _uninitialized_maker():
+    try:
+        import ctypes
+        make = ctypes.pythonapi.PyByteArray_FromStringAndSize
+    except (ImportError, AttributeError, OSError):  # not CPython
+        return bytearray
+    make.restype = ctypes.py_object
+    make.argtypes = (ctypes.c_char_p, ctypes.c_ssize_t)
+    return lambda n: make(None, n)
 
-    A big one is an anonymous private mapping that asks for transparent huge
-    pages: ``bytearray(n)`` zero-fills every page before the first byte
-    arrives (about 40 ms per 100 MB here, 4 KB page faults included), while
-    the mapping is faulted in 2 MB at a time as the data lands.  It is
-    unmapped when the last reference (a numpy array, say) goes.
+
+#: ``bytearray(n)`` without zero-filling it (CPython's C API with a NULL
+#: source), for a buffer that a receive overwrites whole before anyone reads it.
+uninitialized = _uninitialized_maker()
+
+
+def new_buffer(n):
+    """A writable buffer of ``n`` bytes to receive a body into (its
+    contents are undefined until then).
+
+    A small one is an uninitialized bytearray: ``bytearray(n)`` would
+    zero-fill it first.  A big one is an anonymous private mapping that asks
+    for transparent huge pages: it is faulted in 2 MB at a time as the data
+    lands (a fresh bytearray costs about 40 ms per 100 MB here in 4 KB page
+    faults).  It is unmapped when the last reference (a numpy array, say) goes.
     """
     if n < MAP_MIN or not hasattr(mmap, "MAP_ANONYMOUS"):
-        return bytearray(n)
+        return uninitialized(n)
     buf = mmap.mmap(-1, n, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     try:
         buf.madvise(mmap.MADV_HUGEPAGE)
@@ -80,22 +97,33 @@ def recv_into_fully(sock, view):
         got += k
 
 
-def read_header(sock):
-    """``(kind, blob_id, body_length, extra)`` of the next message."""
-    magic, kind, blob_id, body_length, extra_length = HEADER.unpack(
-        recv_exactly(sock, HEADER.size))
+def parse_header(data):
+    """``(kind, blob_id, body_length, extra_length)`` from the fixed header bytes."""
+    magic, kind, blob_id, body_length, extra_length = HEADER.unpack(data)
     if magic != MAGIC or kind not in KINDS:
         raise ProtocolError("not a data-channel message")
     if extra_length > MAX_EXTRA:
         raise ProtocolError(f"a message extra of {extra_length} bytes is too big")
-    extra = {}
-    if extra_length:
-        try:
-            extra = json.loads(recv_exactly(sock, extra_length))
-        except ValueError:
-            raise ProtocolError("a message extra is not JSON") from None
-        if not isinstance(extra, dict):
-            raise ProtocolError("a message extra is not a JSON object")
+    return kind, blob_id, body_length, extra_length
+
+
+def parse_extra(data):
+    """The JSON object of a message extra (``{}`` when empty)."""
+    if not data:
+        return {}
+    try:
+        extra = json.loads(data)
+    except ValueError:
+        raise ProtocolError("a message extra is not JSON") from None
+    if not isinstance(extra, dict):
+        raise ProtocolError("a message extra is not a JSON object")
+    return extra
+
+
+def read_header(sock):
+    """``(kind, blob_id, body_length, extra)`` of the next message."""
+    kind, blob_id, body_length, extra_length = parse_header(recv_exactly(sock, HEADER.size))
+    extra = parse_extra(recv_exactly(sock, extra_length)) if extra_length else {}
     return kind, blob_id, body_length, extra
 
 

@@ -7,11 +7,15 @@ import threading
 
 from foolscap import base32
 from twisted.internet import defer, threads
+from twisted.internet.error import ConnectionDone
 from twisted.logger import Logger
+from twisted.python import threadable
+from twisted.python.failure import Failure
 
 from ipkernel.datachannel import frames
 from ipkernel.datachannel.frames import is_loopback
 from ipkernel.datachannel.blobs import BlobStore
+from ipkernel.datachannel.reader import ReactorReader
 
 log = Logger()
 
@@ -50,8 +54,35 @@ class DataChannelPeer:
 
     def connect(self):
         """A Deferred firing with self once authenticated."""
-        return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(),
-                                         self._connect).addCallback(lambda _: self)
+        d = threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self._connect)
+        return d.addCallback(self._start_reading)
+
+    def _start_reading(self, _):
+        if self.closed:
+            self.sock.close()
+            raise ConnectionError("the data channel was closed while it was joined")
+        if isinstance(self.sock, ssl.SSLSocket):  # TLS: read by a thread of its own
+            self._reader = threading.Thread(target=self._read_loop, daemon=True,
+                                            name="ipkernel-data-reader")
+            self._reader.start()
+        else:  # plain: read by the reactor (see ipkernel.datachannel.reader)
+            self._reader = ReactorReader(self.sock, self.store, self._lost_here, self._count,
+                                         self.reactor)
+            self.reactor.addReader(self._reader)
+        return self
+
+    def _count(self, n):
+        self.bytes_received += n
+
+    def _lost_here(self, why):
+        """The connection read by the reactor ended (reactor thread)."""
+        self.closed = True
+        self.reactor.removeReader(self._reader)
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        self.store.fail_all(f"the data channel to the controller closed ({why})")
 
     def _connect(self):
         raw = socket.create_connection((self.host, self.port), timeout=CONNECT_TIMEOUT)
@@ -76,25 +107,28 @@ class DataChannelPeer:
             raw.close()
             raise
         self.sock = tls
-        self._reader = threading.Thread(target=self._read_loop, name="ipkernel-data-reader",
-                                        daemon=True)
-        self._reader.start()
 
     def close(self):
-        """Close the connection (waiters fail with BlobMissing)."""
+        """Close the connection (waiters fail with BlobMissing); any thread."""
         self.closed = True
-        if self.sock is not None:
-            try:
-                self.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        if self.sock is None:
+            return
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes whoever reads it
+        except OSError:
+            pass
+        if isinstance(self._reader, ReactorReader):
+            if threadable.isInIOThread():
+                self._reader.connectionLost(Failure(ConnectionDone("closed")))
+            # else the reactor reads the end of the stream and closes it
+        else:
             self.sock.close()
 
     @property
     def connected(self):
         return self.sock is not None and not self.closed
 
-    # -- reading (its own thread) --------------------------------------------------------
+    # -- reading (TLS: its own thread) --------------------------------------------------------
 
     def _read_loop(self):
         why = "closed"
@@ -144,9 +178,15 @@ class DataChannelPeer:
         return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(),
                                          self.send_blob, blob_id, to, buffers)
 
-    def fetch(self, blob_id, timeout):
-        """Ask the controller for a blob it keeps; a Deferred of its bytes."""
+    def fetch(self, blob_id, timeout, ask=True):
+        """A Deferred of the bytes of a blob the controller keeps or sends.
+
+        The controller is asked for it (FETCH) unless it has arrived already
+        or ``ask`` is false (the controller sends it unasked).
+        """
         d = self.store.wait(blob_id, timeout)
+        if d.called or not ask:
+            return d
         try:
             with self.send_lock:
                 if not self.connected:

@@ -15,12 +15,20 @@ from ipkernel.serialize import Serialized
 THRESHOLD = 256 * 1024
 #: Metadata key of a reference.
 REF_KEY = "$blob"
+#: Metadata key the controller adds to a reference whose blob it sends to the
+#: client unasked (the client then waits for it instead of asking).
+PUSHED_KEY = "$pushed"
 #: Seconds a receiver waits for the blob of a reference.
 WAIT = 120.0
 
 
 def is_ref(value):
     return isinstance(value, Serialized) and REF_KEY in value.metadata
+
+
+def blob_id(ref):
+    """The id of the blob a reference refers to (bytes)."""
+    return bytes.fromhex(ref.metadata[REF_KEY][0])
 
 
 def _walk(value, leaf):
@@ -46,6 +54,11 @@ def _leaves(value):
     elif isinstance(value, dict):
         for v in value.values():
             yield from _leaves(v)
+
+
+def blob_ids(value):
+    """The blob ids of the references inside ``value``."""
+    return [blob_id(s) for s in _leaves(value) if is_ref(s)]
 
 
 def has_large(value, threshold=THRESHOLD):
@@ -113,21 +126,33 @@ def _rebuild(ref, blob):
     for size in sizes:
         frames.append(view[start:start + size])
         start += size
-    metadata = {k: v for k, v in ref.metadata.items() if k != REF_KEY}
+    metadata = {k: v for k, v in ref.metadata.items() if k not in (REF_KEY, PUSHED_KEY)}
     return Serialized(frames, ref.type_descriptor, metadata)
+
+
+def route(value, push):
+    """``value`` with :data:`PUSHED_KEY` added to each reference for which
+    ``push(blob_id)`` is true (the controller sends that blob unasked)."""
+    def leaf(s):
+        if is_ref(s) and push(blob_id(s)):
+            return Serialized(s.frames, s.type_descriptor, dict(s.metadata, **{PUSHED_KEY: 1}))
+        return s
+    return _walk(value, leaf) if any(is_ref(s) for s in _leaves(value)) else value
 
 
 def resolve(value, get_blob):
     """A Deferred of ``value`` with every reference replaced by its Serialized.
 
     ``get_blob(blob_id)`` returns a Deferred of the blob's bytes (the store's
-    ``wait`` on an engine, ``fetch`` on a client).  Values without
-    references come back at once.
+    ``wait`` on an engine, ``fetch`` on a client); for a reference marked
+    :data:`PUSHED_KEY` it is called as ``get_blob(blob_id, True)``.  Values
+    without references come back at once.
     """
     found = [s for s in _leaves(value) if is_ref(s)]
     if not found:
         return defer.succeed(value)
-    ds = [get_blob(bytes.fromhex(ref.metadata[REF_KEY][0])) for ref in found]
+    ds = [get_blob(blob_id(ref), True) if ref.metadata.get(PUSHED_KEY) else get_blob(blob_id(ref))
+          for ref in found]
 
     def rebuild(blobs):
         by_ref = {id(ref): _rebuild(ref, blob) for ref, blob in zip(found, blobs)}

@@ -12,12 +12,17 @@ the reactor.
 
 * A ``PUT`` to engines is streamed through as it arrives (no copy of the
   whole blob in the controller) to each target engine's connection.
-* A ``PUT`` to the controller (an engine's large result) is kept until the
-  client that receives the result ``FETCH``\\ es it (once), or for ``ttl``.
+* A ``PUT`` to the controller (an engine's large result) goes straight on
+  to the client it is *routed* to (:meth:`DataChannelServer.route`: the
+  controller answers that client with a reference to it), streamed through
+  as it arrives; a blob nobody was routed to yet is kept until the client
+  that receives the result is routed to it or ``FETCH``\\ es it (once), or
+  for ``ttl``.
 """
 import hmac
 from collections import OrderedDict
 import os
+import queue
 import socket
 import ssl
 import threading
@@ -25,17 +30,19 @@ import time
 
 from twisted.logger import Logger
 
-from ipkernel.datachannel import frames
+from ipkernel.datachannel import frames, splice
 from ipkernel.datachannel.frames import is_loopback
 
 log = Logger()
 
 #: Seconds a new connection has to authenticate.
 AUTH_TIMEOUT = 10.0
-#: Seconds a FETCH waits for a blob still on its way from an engine.
+#: Seconds a Foolscap fetch (take_kept) waits for a blob still on its way.
 FETCH_WAIT = 60.0
 #: Fetched blob ids remembered, so fetching one again fails at once.
 REMEMBER_FETCHED = 10_000
+#: Seconds an engine's result blob waits in its socket for its route.
+ROUTE_WAIT = 0.02
 
 
 class _Conn:
@@ -46,12 +53,38 @@ class _Conn:
         self.identity = identity  # ("engine", id) or ("client", key)
         self.send_lock = threading.Lock()
         self.alive = True
+        self._jobs = None  # sends done by this connection's sending thread
+        self._jobs_lock = threading.Lock()
 
     def send(self, data):
         self.sock.sendall(data)
 
+    def later(self, job):
+        """Run ``job()`` in this connection's sending thread (started at the
+        first call; it ends when the connection closes)."""
+        with self._jobs_lock:  # not send_lock: the reactor must not wait for a send
+            if self._jobs is None:
+                self._jobs = queue.SimpleQueue()
+                threading.Thread(target=self._run_jobs, args=(self._jobs,), daemon=True,
+                                 name="ipkernel-data-send").start()
+            self._jobs.put(job)
+            if not self.alive:
+                self._jobs.put(None)
+
+    def _run_jobs(self, jobs):
+        while self.alive:
+            job = jobs.get()
+            if job is None:
+                return
+            try:
+                job()
+            except (ConnectionError, OSError, ssl.SSLError):
+                self.close()  # its reader thread drops it
+
     def close(self):
         self.alive = False
+        if self._jobs is not None:
+            self._jobs.put(None)
         try:
             self.sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked reading it
         except OSError:
@@ -60,52 +93,6 @@ class _Conn:
             self.sock.close()
         except OSError:
             pass
-
-
-#: Bytes moved per splice call (the pipe between the two sockets holds this much).
-SPLICE_CHUNK = 1 << 20
-
-
-def _can_splice(src, dst):
-    """Both plain sockets on Linux: the kernel can move the bytes itself."""
-    return (hasattr(os, "splice") and not isinstance(src, ssl.SSLSocket)
-            and not isinstance(dst, ssl.SSLSocket))
-
-
-class _DestinationGone(Exception):
-    """Writing to the destination of a splice failed; ``left`` bytes of the
-    blob are still unread on the source."""
-
-    def __init__(self, left):
-        super().__init__(left)
-        self.left = left
-
-
-def _splice(src, dst, length):
-    """Move ``length`` bytes from socket ``src`` to ``dst`` without copying
-    them through this process (socket -> pipe -> socket in the kernel)."""
-    read_end, write_end = os.pipe()
-    try:
-        try:
-            import fcntl
-            fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, SPLICE_CHUNK)
-            chunk = SPLICE_CHUNK
-        except (ImportError, OSError, AttributeError):
-            chunk = 64 * 1024  # the default pipe size
-        left = length
-        while left:
-            n = os.splice(src.fileno(), write_end, min(left, chunk))
-            if not n:
-                raise ConnectionError("a peer closed its data channel in the middle of a blob")
-            left -= n
-            try:
-                while n:
-                    n -= os.splice(read_end, dst.fileno(), n)
-            except OSError as exc:
-                raise _DestinationGone(left) from exc
-    finally:
-        os.close(read_end)
-        os.close(write_end)
 
 
 class _Kept:
@@ -138,10 +125,20 @@ class DataChannelServer:
         self._tokens = {}      # token -> (role, identity)
         self._engines = {}     # engine id -> _Conn
         self._conns = set()
-        self._kept = {}        # blob id -> _Kept, for FETCH
+        self._clients = {}     # client identity -> _Conn
+        self._kept = {}        # blob id -> _Kept, for a FETCH or a route
         self._kept_cv = threading.Condition()
-        self._fetched = OrderedDict()  # recently fetched ids: a second FETCH fails at once
+        # blob id -> (_Conn, since, pushed): where a blob not here yet goes (pushed:
+        # routed by the controller, not asked for by a FETCH)
+        self._routes = {}
+        self._unrouted = {}    # blob ids answered without a route (ordered)
+        # recently delivered ids -> the connection they were routed to (None:
+        # fetched): a second FETCH fails at once, one from that client is ignored
+        self._fetched = OrderedDict()
         self._lock = threading.Lock()
+        #: Result blobs sent to clients unasked (routed), and on a FETCH.
+        self.routed = 0
+        self.fetched = 0
         self._listeners = {}
         self._threads = []
         self._stopped = False
@@ -177,6 +174,8 @@ class DataChannelServer:
             conn.close()
         with self._kept_cv:
             self._kept.clear()
+            self._routes.clear()
+            self._unrouted.clear()
             self._kept_cv.notify_all()
 
     def _spawn(self, target, *args, name):
@@ -255,6 +254,7 @@ class DataChannelServer:
                 self._engines[match[1][1]] = conn
             else:
                 old = None
+                self._clients[match[1]] = conn
         if old is not None:
             old.close()
         conn.send(frames.header(frames.AUTH))  # accepted
@@ -266,17 +266,19 @@ class DataChannelServer:
             self._conns.discard(conn)
             if conn.identity[0] == "engine" and self._engines.get(conn.identity[1]) is conn:
                 del self._engines[conn.identity[1]]
+            if self._clients.get(conn.identity) is conn:
+                del self._clients[conn.identity]
 
     def _handle(self, conn, kind, blob_id, length, extra):
         if kind == frames.PUT:
             if self.max_blob is not None and length > self.max_blob:
-                self._discard(conn, length)
+                splice.discard(conn.sock, length)
                 self._error(conn, blob_id, f"bulk data of {length} bytes is over the "
                                            f"controller's payload cap of {self.max_blob} bytes")
                 return
             to = extra.get("to")
             if to == "controller":
-                self._keep(conn, blob_id, length)
+                self._to_controller(conn, blob_id, length)
             else:
                 self._relay(conn, blob_id, length, to)
         elif kind == frames.FETCH:
@@ -305,14 +307,14 @@ class DataChannelServer:
         try:
             head = frames.header(frames.DELIVER, blob_id, length)
             live = self._send_all(live, head)
-            if len(live) == 1 and _can_splice(conn.sock, live[0].sock):
+            if len(live) == 1 and splice.can_splice(conn.sock, live[0].sock):
                 try:
-                    _splice(conn.sock, live[0].sock, length)
-                except _DestinationGone as gone:
+                    splice.splice(conn.sock, live[0].sock, length)
+                except splice.DestinationGone as gone:
                     live[0].close()  # that engine's reader drops it
-                    self._discard(conn, gone.left)
+                    splice.discard(conn.sock, gone.left)
                 return
-            buf = bytearray(min(length, frames.CHUNK) or 1)
+            buf = frames.uninitialized(min(length, frames.CHUNK) or 1)
             view = memoryview(buf)
             left = length
             while left:
@@ -336,22 +338,58 @@ class DataChannelServer:
                 c.close()  # its reader thread drops it; the engine never gets this blob
         return ok
 
-    def _keep(self, conn, blob_id, length):
-        """Receive a blob for a later FETCH; a FETCH may stream it out while it arrives."""
-        entry = _Kept(length)
+    def _to_controller(self, conn, blob_id, length):
+        """An engine's large result: on to the client it is routed to, else kept.
+
+        The engine answers before it sends the blob, so the route usually
+        comes while the blob arrives: until it does (or the answer went
+        through without one, or ROUTE_WAIT passed), the body waits in the
+        socket, to be moved across in the kernel rather than copied in here.
+        """
+        deadline = time.monotonic() + ROUTE_WAIT
         with self._kept_cv:
-            now = time.monotonic()
-            for old in [k for k, e in self._kept.items() if now - e.since > self.ttl]:
-                del self._kept[old]
-            self._kept[blob_id] = entry
-            self._kept_cv.notify_all()
+            while (blob_id not in self._routes and blob_id not in self._unrouted
+                   and not self._stopped):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._kept_cv.wait(left)
+            self._unrouted.pop(blob_id, None)
+            route = self._routes.pop(blob_id, None)
+            if route is not None and route[0].alive:
+                self._delivered(blob_id, route[0] if route[2] else None)
+                entry = None
+            else:
+                entry = _Kept(length)
+                self._expire_kept(time.monotonic())
+                self._kept[blob_id] = entry
+                self._kept_cv.notify_all()
+        if entry is None:
+            self._deliver(conn, route[0], blob_id, length)
+        else:
+            self._keep(conn, blob_id, entry)
+
+    def _expire_kept(self, now):
+        for old in [k for k, e in self._kept.items() if now - e.since > self.ttl]:
+            del self._kept[old]
+
+    def _delivered(self, blob_id, conn):
+        """Remember that ``blob_id`` went (or goes) to ``conn`` (None: on a FETCH)."""
+        self._fetched[blob_id] = conn
+        while len(self._fetched) > REMEMBER_FETCHED:
+            self._fetched.popitem(last=False)
+
+    def _keep(self, conn, blob_id, entry):
+        """Receive a blob for a later FETCH or route, which may have it streamed
+        out while it arrives."""
+        length = len(entry.buf)
         view = memoryview(entry.buf)
         try:
             while entry.received < length:
                 with self._kept_cv:
                     fetcher = entry.fetcher
-                if fetcher is not None:  # a FETCH is waiting: hand the rest straight over
-                    self._splice_to_fetcher(conn, entry, blob_id, fetcher)
+                if fetcher is not None:  # a client waits: hand the rest straight over
+                    self._deliver(conn, fetcher, blob_id, length, view[:entry.received])
                     return
                 k = conn.sock.recv_into(view[entry.received:],
                                         min(length - entry.received, frames.CHUNK))
@@ -362,31 +400,93 @@ class DataChannelServer:
                     self._kept_cv.notify_all()
             with self._kept_cv:
                 fetcher, entry.fetcher = entry.fetcher, None
-            if fetcher is not None:  # it asked just as the last bytes came
-                self._send_kept(fetcher, blob_id, entry)
         except BaseException:
             with self._kept_cv:
                 entry.failed = True
                 self._kept.pop(blob_id, None)
                 self._kept_cv.notify_all()
             raise
+        if fetcher is not None:  # it was asked for just as the last bytes came
+            try:
+                self._send_kept(fetcher, blob_id, entry)
+            except OSError:
+                fetcher.close()  # the client's side; this engine's stream is fine
+
+    # -- routes (reactor thread) ----------------------------------------------------------
+
+    def unrouted(self, blob_ids):
+        """The answer referring to these blobs went through the controller
+        without routing them (a result kept for later): keep them when they
+        come, without waiting for a route."""
+        with self._kept_cv:
+            for blob_id in blob_ids:
+                if blob_id not in self._routes and blob_id not in self._fetched:
+                    self._unrouted[blob_id] = None
+            while len(self._unrouted) > REMEMBER_FETCHED:  # their blobs never came
+                del self._unrouted[next(iter(self._unrouted))]
+            self._kept_cv.notify_all()
+
+    def route(self, blob_id, identity):
+        """Send the engine's result blob ``blob_id`` to the client ``identity``
+        (which the controller answers with a reference to it) without waiting
+        for the client's FETCH.
+
+        True when it will be sent (as it arrives, or at once from the client
+        connection's sending thread when it is here whole); False when the
+        client has to FETCH it: it has no data connection here, or the blob is
+        gone.
+        """
+        with self._lock:
+            conn = self._clients.get(identity)
+        if conn is None or not conn.alive:
+            return False
+        with self._kept_cv:
+            if blob_id in self._fetched or blob_id in self._routes:
+                return False
+            entry = self._kept.get(blob_id)
+            if entry is None:  # not here yet: it goes on the moment it comes
+                self._add_route(blob_id, conn, True)
+                self.routed += 1
+                return True
+            if entry.failed or entry.fetcher is not None:
+                return False
+            del self._kept[blob_id]
+            self._delivered(blob_id, conn)
+            self.routed += 1
+            if entry.received == len(entry.buf):  # here whole: sent from the client's thread
+                conn.later(lambda: self._send_kept(conn, blob_id, entry))
+            else:  # arriving: the receiving thread sends it (see _keep)
+                entry.fetcher = conn
+                self._kept_cv.notify_all()
+            return True
+
+    def _add_route(self, blob_id, conn, pushed):
+        """``blob_id`` goes to ``conn`` when it comes (``_kept_cv`` held)."""
+        now = time.monotonic()
+        while self._routes:  # the blobs of routes this old will not come
+            first = next(iter(self._routes))
+            if now - self._routes[first][1] <= self.ttl and len(self._routes) < REMEMBER_FETCHED:
+                break
+            del self._routes[first]
+        self._routes[blob_id] = (conn, now, pushed)
+        self._kept_cv.notify_all()
+
+    # -- FETCH ----------------------------------------------------------------------------
 
     def _fetch(self, conn, blob_id):
-        deadline = time.monotonic() + FETCH_WAIT
         with self._kept_cv:
-            while (blob_id not in self._kept and blob_id not in self._fetched
-                   and not self._stopped):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._kept_cv.wait(left)
+            if (blob_id not in self._kept and blob_id not in self._fetched
+                    and blob_id not in self._routes and not self._stopped):
+                self._add_route(blob_id, conn, False)  # not here yet: sent as it comes
+                return
+            route = self._routes.get(blob_id)
+            if (route is not None and route[0] is conn) or self._fetched.get(blob_id) is conn:
+                return  # already on its way to this client
             entry = self._kept.pop(blob_id, None)
             if entry is not None:
-                self._fetched[blob_id] = None
-                while len(self._fetched) > REMEMBER_FETCHED:
-                    self._fetched.popitem(last=False)
-            if (entry is not None and entry.received < len(entry.buf)
-                    and _can_splice(conn.sock, conn.sock)):
+                self._delivered(blob_id, None)
+                self.fetched += 1
+            if entry is not None and entry.received < len(entry.buf):
                 entry.fetcher = conn  # the receiving thread delivers it (see _keep)
                 self._kept_cv.notify_all()
                 return
@@ -414,58 +514,46 @@ class DataChannelServer:
             if entry is None or entry.failed or entry.received < len(entry.buf):
                 return None
             del self._kept[blob_id]
-            self._fetched[blob_id] = None
+            self._delivered(blob_id, None)
             return entry.buf
 
+    # -- delivering -------------------------------------------------------------------------
+
     def _send_kept(self, conn, blob_id, entry):
-        """DELIVER a kept blob to ``conn``, streaming what has not arrived yet."""
-        view = memoryview(entry.buf)
+        """DELIVER a kept blob that has arrived whole to ``conn``."""
         with conn.send_lock:
             conn.send(frames.header(frames.DELIVER, blob_id, len(entry.buf)))
-            sent = 0
-            while sent < len(entry.buf):
-                with self._kept_cv:  # stream what has arrived so far
-                    while entry.received == sent and not entry.failed and not self._stopped:
-                        self._kept_cv.wait(FETCH_WAIT)
-                    if entry.failed or self._stopped:
-                        # the body was announced: the only honest signal left is to hang up
-                        raise ConnectionError("the engine's bulk data stopped arriving")
-                    ready = entry.received
-                conn.send(view[sent:ready])
-                sent = ready
+            conn.send(entry.buf)
 
-    def _splice_to_fetcher(self, source, entry, blob_id, fetcher):
-        """Send ``fetcher`` what has arrived, then move the rest of the blob
-        from the engine's socket to the client's in the kernel."""
-        length = len(entry.buf)
-        left = length - entry.received
-        with fetcher.send_lock:
+    def _deliver(self, source, dest, blob_id, length, prefix=None):
+        """DELIVER a blob to ``dest`` while it arrives on ``source``: first the
+        ``prefix`` already received, then the rest moved across in the kernel
+        when it can be.  A destination that fails is closed (the rest of the
+        blob is read and dropped); a source that fails closes the destination
+        too, since it got part of a body (its reader then fails its waiters)."""
+        left = length - (len(prefix) if prefix is not None else 0)
+        with dest.send_lock:
             try:
-                fetcher.send(frames.header(frames.DELIVER, blob_id, length))
-                fetcher.send(memoryview(entry.buf)[:entry.received])
+                dest.send(frames.header(frames.DELIVER, blob_id, length))
+                if prefix is not None and len(prefix):
+                    dest.send(prefix)
             except OSError:
-                fetcher.close()
-                self._discard(source, left)  # keep the engine's stream in step
-                return
-            try:
-                _splice(source.sock, fetcher.sock, left)
-            except _DestinationGone as gone:
-                fetcher.close()  # the client went away mid-blob
-                self._discard(source, gone.left)
+                pass
+            else:
+                try:
+                    splice.forward(source.sock, dest.sock, left)
+                    return
+                except splice.DestinationGone as gone:
+                    left = gone.left
+                except BaseException:
+                    dest.close()
+                    raise
+        dest.close()
+        splice.discard(source.sock, left)  # keep the engine's stream in step
 
     def _error(self, conn, blob_id, message):
         with conn.send_lock:
             conn.send(frames.header(frames.ERROR, blob_id, 0, {"message": message}))
-
-    @staticmethod
-    def _discard(conn, length):
-        buf = bytearray(min(length, frames.CHUNK) or 1)
-        view = memoryview(buf)
-        while length:
-            k = conn.sock.recv_into(view, min(length, len(buf)))
-            if not k:
-                raise ConnectionError("closed")
-            length -= k
 
     @property
     def kept_bytes(self):

@@ -43,7 +43,7 @@ class FCEngineFromService(Referenceable):
 
     # -- bulk data ----------------------------------------------------------------------
 
-    def _wait_blob(self, blob_id):
+    def _wait_blob(self, blob_id, pushed=True):
         if self.data is None:
             return defer.fail(BlobMissing(
                 f"engine {self.service.id} got a reference to bulk data but has no data "

@@ -1,0 +1,196 @@
+"""Tier 2: an engine's large result goes on to its client without a FETCH.
+
+The controller routes a result blob to the client it answers with a
+reference to it (DataChannelServer.route); the blob is then moved across
+as it arrives, or sent at once when it is already here whole.
+"""
+import socket
+
+import pytest
+import pytest_twisted
+from twisted.internet import threads
+
+from ipkernel import fcutil
+from ipkernel.datachannel import THRESHOLD, BlobMissing, DataChannelPeer, DataChannelServer
+from ipkernel.datachannel import frames
+from ipkernel.datachannel.peer import new_blob_id
+
+from awaiting import raises, within
+
+pytestmark = pytest.mark.tier2
+
+BIG = THRESHOLD // 8 * 4  # float64 items: four times the threshold
+
+
+@pytest.fixture(params=[False, True], ids=["plain", "tls"])
+def server(tmp_path, cert_pool, request):
+    pem = cert_pool.get(0)
+    path = tmp_path / "data.pem"
+    path.write_bytes(pem if isinstance(pem, bytes) else pem.encode())
+    srv = DataChannelServer({"client": str(path), "engine": str(path)},
+                            tls_always=request.param)
+    srv.tubid = fcutil.make_tub(cert_data=pem).getTubID()
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest_twisted.async_yield_fixture
+async def client(server):
+    """A client peer known to the server as ("client", "c")."""
+    peer = DataChannelPeer("127.0.0.1", server.ports["client"],
+                           server.new_token("client", ("client", "c")), server.tubid,
+                           server.tls_always)
+    await within(peer.connect())
+    yield peer
+    peer.close()
+
+
+@pytest.fixture
+def engine(server):
+    """A raw engine connection (plain TCP: the test decides when each byte goes)."""
+    if server.tls_always:
+        pytest.skip("the raw engine talks plain TCP")
+    sock = socket.create_connection(("127.0.0.1", server.ports["engine"]), timeout=10)
+    sock.sendall(frames.header(frames.AUTH, body_length=32)
+                 + server.new_token("engine", ("engine", 0)))
+    assert frames.read_header(sock)[0] == frames.AUTH
+    yield sock
+    sock.close()
+
+
+def _put(sock, blob_id, body, part=None):
+    """Send a PUT to the controller: all of ``body``, or its first ``part`` bytes."""
+    sock.sendall(frames.header(frames.PUT, blob_id, len(body), {"to": "controller"})
+                 + body[:part])
+
+
+def _wait(server, predicate, seconds=10):
+    """Block (in a thread, bounded) until ``predicate()`` holds under the server's lock."""
+    with server._kept_cv:
+        if not server._kept_cv.wait_for(predicate, seconds):
+            raise AssertionError("the data channel server did not get there in time")
+
+
+def _idle(server):
+    return not server._routes and not server._kept and server.kept_bytes == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_blob_routed_before_it_comes_goes_straight_to_its_client(server, client):
+    sender = DataChannelPeer("127.0.0.1", server.ports["engine"],
+                             server.new_token("engine", ("engine", 0)), server.tubid,
+                             server.tls_always)
+    await within(sender.connect())
+    try:
+        blob_id = new_blob_id()
+        assert server.route(blob_id, ("client", "c"))
+        assert not server.route(blob_id, ("client", "c"))  # once
+        waiting = client.fetch(blob_id, 10, ask=False)
+        await within(sender.send_blob_later(blob_id, "controller", [b"r" * 700_000, b"s"]))
+        assert bytes(await within(waiting)) == b"r" * 700_000 + b"s"
+        assert server.routed == 1 and server.fetched == 0 and _idle(server)
+        assert not server.route(new_blob_id(), ("client", "nobody"))
+    finally:
+        sender.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_blob_routed_while_it_arrives_is_streamed_on(server, client, engine):
+    blob_id, body = new_blob_id(), bytes(range(256)) * 4000
+    server.unrouted([blob_id])  # kept as it comes, without waiting for a route
+    _put(engine, blob_id, body, 1000)
+    await within(threads.deferToThread(_wait, server, lambda: blob_id in server._kept))
+    waiting = client.store.wait(blob_id, 10)
+    assert server.route(blob_id, ("client", "c"))
+    await within(threads.deferToThread(engine.sendall, body[1000:]))
+    assert bytes(await within(waiting)) == body
+    assert _idle(server)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_blob_routed_once_here_whole_is_sent_at_once(server, client, engine):
+    blob_id, body = new_blob_id(), b"w" * 300_000
+    server.unrouted([blob_id])
+    _put(engine, blob_id, body)
+
+    def whole():
+        entry = server._kept.get(blob_id)
+        return entry is not None and entry.received == len(body)
+    await within(threads.deferToThread(_wait, server, whole))
+    assert server.kept_bytes == len(body)
+    waiting = client.store.wait(blob_id, 10)
+    assert server.route(blob_id, ("client", "c"))
+    assert bytes(await within(waiting)) == body
+    assert _idle(server)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_fetch_of_a_routed_blob_is_answered_once(server, client, engine):
+    blob_id, body = new_blob_id(), b"f" * 100_000
+    assert server.route(blob_id, ("client", "c"))
+    fetched = client.fetch(blob_id, 10)  # asks anyway (as a client that was not told)
+    _put(engine, blob_id, body)
+    assert bytes(await within(fetched)) == body
+    assert len(client.store) == 0  # it came once
+    other = DataChannelPeer("127.0.0.1", server.ports["client"],
+                            server.new_token("client", ("client", "o")), server.tubid,
+                            server.tls_always)
+    await within(other.connect())
+    try:
+        err = await raises(BlobMissing, other.fetch(blob_id, 10))
+        assert "already fetched" in str(err)
+    finally:
+        other.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_engine_gone_mid_blob_fails_the_waiting_client(server, client, engine):
+    blob_id = new_blob_id()
+    assert server.route(blob_id, ("client", "c"))
+    waiting = client.store.wait(blob_id, 10)
+    _put(engine, blob_id, b"g" * 500_000, 5000)
+    await within(threads.deferToThread(_wait, server, lambda: blob_id in server._fetched))
+    engine.close()  # half a body went out: the client's connection is closed
+    err = await raises(BlobMissing, waiting)
+    assert "closed" in str(err)
+    assert not client.connected
+
+
+def test_an_uninitialized_buffer_is_a_bytearray_of_its_size():
+    buf = frames.uninitialized(12345)
+    assert type(buf) is bytearray and len(buf) == 12345
+    assert type(frames.new_buffer(10)) is bytearray
+
+
+# -- through the controller -------------------------------------------------------------------
+
+@pytest.fixture
+def numpy():
+    return pytest.importorskip("numpy")
+
+
+@pytest_twisted.ensureDeferred
+async def test_pulled_results_are_sent_unasked_and_not_kept(make_fc_cluster, numpy):
+    cluster = await make_fc_cluster(2, data_channel=True)
+    client, server = cluster.client, cluster.data_server
+    a = numpy.arange(BIG, dtype=float)
+    await within(client.push({"a": a}))
+    for _ in range(3):
+        back = await within(client.pull("a"))
+        assert all((b == a).all() for b in back)
+    assert server.routed == 6 and server.fetched == 0
+    assert server.kept_bytes == 0 and not server._routes
+    assert len(client.data.store) == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_non_blocking_and_gathered_results_arrive_whole(make_fc_cluster, numpy):
+    cluster = await make_fc_cluster(2, data_channel=True)
+    client, server = cluster.client, cluster.data_server
+    a = numpy.random.default_rng(2).random(4 * BIG)
+    await within(client.scatter("part", a))
+    did = await within(client.gather("part", block=False))
+    assert (await within(client.get_pending_deferred(did, block=True)) == a).all()
+    assert (await within(client.gather("part")) == a).all()
+    assert server.routed == 4 and server.kept_bytes == 0 and len(client.data.store) == 0
