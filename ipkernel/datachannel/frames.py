@@ -17,6 +17,8 @@ Kinds:
 import ipaddress
 import json
 import mmap
+import socket
+import ssl
 import struct
 
 MAGIC = b"IPKD"
@@ -78,6 +80,35 @@ def new_buffer(n):
     except (AttributeError, OSError):  # no transparent huge pages: small pages, still lazy
         pass
     return buf
+
+
+#: Buffers given to one sendmsg call at most (below any system's IOV_MAX).
+MAX_IOV = 512
+
+
+def send_all(sock, buffers, more=False):
+    """Send ``buffers`` (bytes-like, in order) on ``sock``, gathered into as few
+    system calls as the socket allows: one message header and its body leave
+    together.  ``more``: more bytes follow at once (the last segment may wait
+    for them: ``MSG_MORE``).  A TLS socket gets one ``sendall`` per buffer.
+    """
+    if isinstance(sock, ssl.SSLSocket) or not hasattr(sock, "sendmsg"):
+        for buf in buffers:
+            sock.sendall(buf)
+        return
+    views = [v for v in (memoryview(b).cast("B") for b in buffers) if v.nbytes]
+    flags = getattr(socket, "MSG_MORE", 0) if more else 0
+    first = 0
+    while first < len(views):
+        sent = sock.sendmsg(views[first:first + MAX_IOV], (), flags)
+        while sent and first < len(views):
+            n = views[first].nbytes
+            if sent >= n:
+                sent -= n
+                first += 1
+            else:
+                views[first] = views[first][sent:]
+                sent = 0
 
 
 def recv_exactly(sock, n):

@@ -167,10 +167,8 @@ class DataChannelPeer:
         with self.send_lock:
             if not self.connected:
                 raise ConnectionError("the data channel to the controller is closed")
-            self.sock.sendall(frames.header(frames.PUT, blob_id, total, {"to": to}))
-            for view in views:
-                for start in range(0, view.nbytes, frames.CHUNK):
-                    self.sock.sendall(view[start:start + frames.CHUNK])
+            frames.send_all(self.sock, [frames.header(frames.PUT, blob_id, total, {"to": to})]
+                            + views)
             self.bytes_sent += total
 
     def send_blob_later(self, blob_id, to, buffers):

@@ -194,3 +194,29 @@ async def test_non_blocking_and_gathered_results_arrive_whole(make_fc_cluster, n
     assert (await within(client.get_pending_deferred(did, block=True)) == a).all()
     assert (await within(client.gather("part")) == a).all()
     assert server.routed == 4 and server.kept_bytes == 0 and len(client.data.store) == 0
+
+
+def test_send_all_gathers_buffers_and_survives_partial_sends():
+    import threading
+    a, b = socket.socketpair()
+    try:
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # many partial sendmsg calls
+        parts = [b"head", bytearray(b"x" * 300_000), memoryview(b"y" * 5000)[1000:], b"", b"end"]
+        expected = b"".join(bytes(p) for p in parts)
+        got = bytearray()
+
+        def receive():
+            while len(got) < len(expected):
+                chunk = b.recv(65536)
+                if not chunk:
+                    return
+                got.extend(chunk)
+        reader = threading.Thread(target=receive)
+        reader.start()
+        frames.send_all(a, parts, more=True)
+        frames.send_all(a, [])  # nothing: no call, no hang
+        reader.join(10)
+        assert not reader.is_alive() and bytes(got) == expected
+    finally:
+        a.close()
+        b.close()
