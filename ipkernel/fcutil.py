@@ -2,7 +2,9 @@
 
 * :func:`make_tub`: a Tub with ipkernel's options (remote exceptions arrive
   as ``RemoteException``, no third-party introductions), its certificate
-  kept in a 0600 file when one is named.
+  kept in a 0600 file when one is named.  Its ``tcp:`` hints that name an
+  IP address are dialled directly (:class:`DirectTCPHints`), and its
+  connections share one TLS context (:class:`SharedContextNegotiation`).
 * :func:`listen`: listen on a host/port (0 picks a free port without the
   deprecated ``tcp:0`` + ``getPortnum``) and set the location; returns the
   port so it can be remembered for the next start.
@@ -19,9 +21,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from foolscap import crypto as foolscap_crypto, negotiate
 from foolscap.api import Tub
+from foolscap.connections import tcp as foolscap_tcp
+from foolscap.ipb import IConnectionHintHandler, InvalidHintError
 from foolscap.referenceable import SturdyRef
 from twisted.internet import defer, endpoints
+from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.interfaces import IStreamServerEndpoint
 from zope.interface import implementer
 
@@ -71,6 +77,79 @@ def new_cert_pem():
                                 serialization.NoEncryption())).decode("ascii")
 
 
+@implementer(IConnectionHintHandler)
+class DirectTCPHints:
+    """Foolscap's handler of ``tcp:HOST:PORT`` hints, minus the name lookup
+    for a HOST that is an IP address.
+
+    Foolscap's own handler resolves every host, IP addresses included, with
+    ``getaddrinfo`` in the reactor's thread pool (started for it on first
+    use); an address needs no lookup, so it is dialled at once.  Host names
+    still go to Foolscap's handler.
+    """
+
+    def __init__(self):
+        self._names = foolscap_tcp.default()
+
+    def hint_to_endpoint(self, hint, reactor, update_status):
+        kind, _, rest = hint.partition(":")
+        host, _, port = rest.rpartition(":")
+        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        if kind == "tcp" and port.isdigit():
+            if isIPAddress(host):
+                return endpoints.TCP4ClientEndpoint(reactor, host, int(port)), host
+            if isIPv6Address(host):
+                return endpoints.TCP6ClientEndpoint(reactor, host, int(port)), host
+        if kind != "tcp":
+            raise InvalidHintError("not a tcp hint")
+        return self._names.hint_to_endpoint(hint, reactor, update_status)
+
+    def describe(self):
+        return "tcp"
+
+
+class SharedContextNegotiation(negotiate.Negotiation):
+    """Foolscap's connection negotiation, with one TLS context per Tub.
+
+    Foolscap makes new TLS options (and so a new OpenSSL context, with its
+    cipher list worked out anew) for every connection, a few milliseconds
+    of CPU on each side; here a Tub's connections share the options made
+    for its certificate.  The context is the same one Foolscap would make:
+    the peer's certificate is asked for, and checked against the FURL's
+    tub id after the handshake, as before.
+    """
+
+    def startTLS(self, cert):
+        if cert is None:
+            return super().startTLS(cert)
+        self.log("startTLS, client=%s" % self.isClient)
+        self.transport.startTLS(tls_options(self.tub, cert))
+
+
+class _SharedContextOptions(foolscap_crypto.FoolscapContextFactory):
+    """Foolscap's TLS options, whose context (made once) serves every connection."""
+
+    _context_made = None
+
+    def getContext(self):
+        # Foolscap's getContext changes the context each time, which OpenSSL
+        # refuses once a connection used it.
+        if self._context_made is None:
+            self._context_made = super().getContext()
+        return self._context_made
+
+
+def tls_options(tub, cert=None):
+    """The TLS options ``tub``'s connections use (made once per certificate)."""
+    cert = cert if cert is not None else tub.myCertificate
+    made = getattr(tub, "_ipkernel_tls_options", None)
+    if made is None or made[0] is not cert:
+        options = _SharedContextOptions(
+            privateKey=cert.privateKey.original, certificate=cert.original)
+        made = tub._ipkernel_tls_options = (cert, options)
+    return made[1]
+
+
 def make_tub(cert_file=None, cert_data=None, options=None):
     """Return a new (not yet started) Tub with ipkernel's options.
 
@@ -81,6 +160,9 @@ def make_tub(cert_file=None, cert_data=None, options=None):
     if cert_file is not None:
         cert_data = load_or_create_cert(cert_file)
     tub = Tub(certData=cert_data if cert_data is not None else new_cert_pem())
+    tub.addConnectionHintHandler("tcp", DirectTCPHints())
+    tub.negotiationClass = SharedContextNegotiation
+    tls_options(tub).getContext()   # now, not while the first connection waits
     for name, value in {**TUB_OPTIONS, **(options or {})}.items():
         tub.setOption(name, value)
     return tub

@@ -39,6 +39,18 @@ def stop_shared_tub():
     return defer.maybeDeferred(tub.stopService)
 
 
+def connect_early(furl):
+    """Start connecting the process-wide client Tub to ``furl``'s controller
+    (call in the reactor thread); returns nothing, ignores failures.
+
+    A client made a moment later then finds the connection (TLS and
+    Foolscap's negotiation) done or under way: ``LocalCluster`` calls this
+    while the engines register.
+    """
+    d = shared_tub().getReference(furl)
+    d.addErrback(lambda _: None)   # the client that needs it will say what is wrong
+
+
 def _describe(furl_or_file, furl):
     if furl_or_file is not None and not str(furl_or_file).startswith("pb://"):
         return f"the controller named in {furl_or_file}"

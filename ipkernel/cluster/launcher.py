@@ -431,10 +431,11 @@ class ZygoteLauncher(ProcessLauncher):
             self._wait_event(deadline, "was not ready")
         return self.can_fork
 
-    def fork(self, name, args, log_file, *, env=None, cwd=None):
-        """Fork an engine running ``ipengine args`` with output to ``log_file``;
-        return its pid.  :class:`ForkRefused` if the zygote cannot fork,
-        :class:`LaunchError` if it is gone or late."""
+    def fork(self, name, args, log_file, *, env=None, cwd=None, program="engine"):
+        """Fork a child running ``ipengine args`` (or ``ipcontroller args`` for
+        ``program="controller"``) with output to ``log_file``; return its pid.
+        :class:`ForkRefused` if the zygote cannot fork, :class:`LaunchError`
+        if it is gone or late."""
         deadline = time.monotonic() + self.timeout
         if not self.wait_ready_to_fork(deadline):
             raise ForkRefused(self.reason)
@@ -442,7 +443,7 @@ class ZygoteLauncher(ProcessLauncher):
         token = f"{name}#{self._requests}"
         request = {"token": token, "argv": [str(a) for a in args], "log": str(log_file),
                    "cwd": str(cwd) if cwd is not None else None,
-                   "env": dict(env) if env is not None else None}
+                   "env": dict(env) if env is not None else None, "program": program}
         try:
             self.process.stdin.write((json.dumps(request) + "\n").encode())
             self.process.stdin.flush()
@@ -542,7 +543,28 @@ class ForkedProcess:
         self.send_signal(signal.SIGKILL)
 
 
-class ForkedEngineLauncher(EngineLauncher):
+class _ForkedLauncher:
+    """The part of a launcher whose process a zygote forks (see
+    :class:`ForkedEngineLauncher`): ``_spawn`` asks the zygote, and starts a
+    new process where the zygote refuses to fork."""
+
+    #: What the zygote runs in the child (``"engine"`` or ``"controller"``).
+    program = None
+
+    def _spawn(self, log):
+        try:
+            pid = self.zygote.fork(self.name, self.argv[3:], self.log_file, env=self.env,
+                                   cwd=self.cwd, program=self.program)
+        except ForkRefused as exc:
+            logger.warning("%s: the zygote cannot fork it (%s); starting a new process",
+                           self.name, exc)
+            self.forked = False
+            return super()._spawn(log)
+        self.forked = True
+        return ForkedProcess(self.zygote, pid)
+
+
+class ForkedEngineLauncher(_ForkedLauncher, EngineLauncher):
     """:class:`EngineLauncher` whose engine is forked by ``zygote`` (a
     :class:`ZygoteLauncher`), with the same surface: pid file, log,
     readiness, interrupt, shutdown, restart.
@@ -551,20 +573,25 @@ class ForkedEngineLauncher(EngineLauncher):
     process instead (with a warning in the ``ipkernel.cluster`` log).
     """
 
+    program = "engine"
+
     def __init__(self, zygote, cluster, index, args=(), **kwargs):
         super().__init__(cluster, index, args, **kwargs)
         self.zygote = zygote
         #: True if the current process was forked, False if it was spawned.
         self.forked = None
 
-    def _spawn(self, log):
-        try:
-            pid = self.zygote.fork(self.name, self.engine_args, self.log_file, env=self.env,
-                                   cwd=self.cwd)
-        except ForkRefused as exc:
-            logger.warning("%s: the zygote cannot fork it (%s); starting a new process",
-                           self.name, exc)
-            self.forked = False
-            return super()._spawn(log)
-        self.forked = True
-        return ForkedProcess(self.zygote, pid)
+
+class ForkedControllerLauncher(_ForkedLauncher, ControllerLauncher):
+    """:class:`ControllerLauncher` whose controller is forked by ``zygote``,
+    like :class:`ForkedEngineLauncher`: the controller then needs no
+    imports of its own.  It still is a process of its own, with its own
+    Tubs, certificates, log and pid file."""
+
+    program = "controller"
+
+    def __init__(self, zygote, cluster, args=(), **kwargs):
+        super().__init__(cluster, args, **kwargs)
+        self.zygote = zygote
+        #: True if the current process was forked, False if it was spawned.
+        self.forked = None

@@ -9,8 +9,8 @@
         print(mec.map(lambda x: x ** 2, range(10)))
 
 No Twisted reactor has to run: the processes are started with
-:mod:`subprocess` (on Linux the engines are forked from one helper
-process, the engine zygote, which imports the engine code once; see
+:mod:`subprocess` (on Linux the controller and the engines are forked from
+one helper process, the zygote, which imports their code once; see
 :mod:`ipkernel.engine.zygote`), and readiness is read from their logs (the
 controller's ``ready`` line and FURL files, then each engine's "registered
 as engine" line).  Every process is stopped by :meth:`LocalCluster.stop`, by leaving
@@ -27,15 +27,17 @@ import time
 import weakref
 
 from ipkernel.clusterdir import ENGINE_FURL, MULTIENGINE_FURL, TASK_FURL, ClusterDir
-from ipkernel.cluster.launcher import (STOP_TIMEOUT, ControllerLauncher,
-                                       EngineLauncher, ForkedEngineLauncher, ZygoteLauncher,
-                                       shutdown_all)
+from ipkernel.cluster.launcher import (STOP_TIMEOUT, ControllerLauncher, EngineLauncher,
+                                       ForkedControllerLauncher, ForkedEngineLauncher,
+                                       ZygoteLauncher, shutdown_all)
 
 logger = logging.getLogger("ipkernel.cluster")
 
-#: Interval of the polls of the logs during a start: short, since forked
-#: engines are ready a few milliseconds after the controller.
+#: Interval of the polls of the logs during a start.
 READY_POLL = 0.01
+#: The same once the controller is ready: the engines (already started and
+#: waiting for it) register within tens of milliseconds.
+ENGINE_POLL = 0.002
 
 #: The ways to start engines (``LocalCluster(engine_start=...)``).
 ENGINE_STARTS = ("fork", "spawn")
@@ -64,11 +66,13 @@ class _Processes:
             shutdown_all(self.engines, timeout)
         finally:
             try:
-                # after the engines: it reports their exits
-                if self.zygote is not None:
-                    self.zygote.shutdown(timeout)
-                if self.controller is not None:
-                    self.controller.shutdown(timeout)
+                try:
+                    if self.controller is not None:
+                        self.controller.shutdown(timeout)
+                finally:
+                    # last: it reports the exits of the processes it forked
+                    if self.zygote is not None:
+                        self.zygote.shutdown(timeout)
             finally:
                 if self.temp_dir is not None:
                     shutil.rmtree(self.temp_dir, ignore_errors=True)
@@ -86,12 +90,13 @@ class LocalCluster:
     tail of its log, after everything was stopped.
 
     ``engine_start``: ``"fork"`` (the default) starts one helper process,
-    the engine zygote, beside the controller; it imports the engine code
-    once and forks the engines, so they start in milliseconds.  Where
-    fork cannot be used (not Linux, or an unusual Twisted reactor) the
-    engines are started as new processes, as with ``"spawn"``.  Either
-    way each engine is a process of its own with the same pid file, log
-    and control (:attr:`engines`).
+    the zygote; it imports the controller and engine code once and forks
+    the controller and the engines, so they start in milliseconds.  Where
+    fork cannot be used (not Linux, or an unusual Twisted reactor) they
+    are started as new processes, as with ``"spawn"`` (or with ``n=0``).
+    Either way the controller and each engine are processes of their own
+    with the same pid files, logs and control (:attr:`controller`,
+    :attr:`engines`).
     """
 
     def __init__(self, n=4, cluster_dir=None, *, controller_args=(), engine_args=(),
@@ -180,24 +185,53 @@ class LocalCluster:
         else:
             path = self._given_dir
         self._cluster = ClusterDir(path).create()
-        controller = ControllerLauncher(self._cluster, self.controller_args)
-        self._procs.controller = controller
         if self.n and self.engine_start == "fork" and can_fork():
-            # Its imports overlap the controller's.
-            self._procs.zygote = ZygoteLauncher(self._cluster, timeout=self.timeout)
-            self._procs.zygote.start()
+            # One process imports the code, then forks the controller and the engines.
+            zygote = self._procs.zygote = ZygoteLauncher(self._cluster, timeout=self.timeout)
+            zygote.start()
+            self._make_certificates()   # while the zygote imports
+            controller = ForkedControllerLauncher(zygote, self._cluster, self.controller_args)
+        else:
+            controller = ControllerLauncher(self._cluster, self.controller_args)
+        self._procs.controller = controller
         # With no engine FURL file yet, the engines start at once and wait for
-        # it (their imports overlap the controller's start); an old file
-        # could be stale, so then they start once the controller is ready.
+        # it (their start overlaps the controller's); an old file could be
+        # stale, so then they start once the controller is ready.
         early = not self._cluster.furl_file(ENGINE_FURL).exists()
         controller.start()
         if early:
             self._start_engines()
         self._wait_ready(controller, deadline, "was not ready")
+        self._connect_early()
         if not early:
             self._start_engines()
         for engine in self._procs.engines:
-            self._wait_ready(engine, deadline, "did not register")
+            self._wait_ready(engine, deadline, "did not register", ENGINE_POLL)
+
+    def _make_certificates(self):
+        # The controller's certificates (in the cluster directory, where it
+        # would make them at its start, unless told to use other files).
+        from ipkernel.fcutil import load_or_create_cert
+        for role in ("client", "engine"):
+            option = f"--{role}-cert-file"
+            if not any(a == option or a.startswith(option + "=") for a in self.controller_args):
+                load_or_create_cert(self._cluster.cert_file(role))
+
+    def _connect_early(self):
+        # Where this process already runs the blocking clients' reactor thread,
+        # its client Tub connects while the engines register (a client made next
+        # finds the connection made).  No reactor thread is started for it.
+        client_reactor = sys.modules.get("ipkernel.client.reactor")
+        thread = client_reactor.reactor_thread() if client_reactor is not None else None
+        if thread is None or not thread.is_alive():
+            return
+        from ipkernel.client import connect
+        from ipkernel.fcutil import find_furl
+        try:
+            furl = find_furl(self.mec_furl_file)
+            client_reactor.call_in_reactor(connect.connect_early, furl)
+        except Exception as exc:  # noqa: B902 - only a head start; the client reports problems
+            logger.debug("LocalCluster: no early client connection (%s)", exc)
 
     def _start_engines(self):
         zygote = self._procs.zygote
@@ -214,7 +248,7 @@ class LocalCluster:
             self._procs.engines.append(engine)
             engine.start()
 
-    def _wait_ready(self, launcher, deadline, late):
+    def _wait_ready(self, launcher, deadline, late, interval=READY_POLL):
         # Bounded polling of the logs; the controller must stay up meanwhile.
         controller = self._procs.controller
         while not launcher.is_ready():
@@ -227,7 +261,7 @@ class LocalCluster:
             if time.monotonic() >= deadline:
                 raise launcher.failure(f"{launcher.name} {late} within the LocalCluster "
                                        f"timeout of {self.timeout:g} s")
-            time.sleep(READY_POLL)
+            time.sleep(interval)
 
     def stop(self, timeout=STOP_TIMEOUT):
         """Stop the engines, then the controller (politely, then by force after

@@ -123,6 +123,17 @@ def build_parser():
     return p
 
 
+_parser = None
+
+
+def parser():
+    """The argument parser, made once per process (the zygote makes it before it forks)."""
+    global _parser
+    if _parser is None:
+        _parser = build_parser()
+    return _parser
+
+
 def claim_pid_file(path):
     """Write our pid to ``path``; refuse if it names another live process."""
     if path.exists():
@@ -294,7 +305,7 @@ class ControllerApp:
 
 async def main(reactor, argv):
     """Run the controller until it is stopped; ``argv`` excludes the program name."""
-    options = build_parser().parse_args(argv)
+    options = parser().parse_args(argv)
     cluster = ClusterDir(options.cluster_dir).create()
     stream = applog.open_log(options.logfile)
     observer = applog.observer_for(stream)

@@ -83,6 +83,17 @@ def build_parser():
     return p
 
 
+_parser = None
+
+
+def parser():
+    """The argument parser, made once per process (the zygote makes it before it forks)."""
+    global _parser
+    if _parser is None:
+        _parser = build_parser()
+    return _parser
+
+
 def load_mpi(kind):
     """The MPI module for ``--mpi=kind``, with ``rank`` and ``size`` set, or None."""
     if kind is None:
@@ -111,18 +122,57 @@ def startup_lines(options):
 
 
 async def wait_for_file(reactor, path, timeout, interval=FURL_POLL):
-    """Return once ``path`` exists; raise AppError after ``timeout`` seconds."""
-    waited = 0.0
-    announced = False
-    while not os.path.exists(path):
-        if waited >= timeout:
-            raise AppError(f"the FURL file {path} did not appear within {timeout:g} s: start "
-                           f"ipcontroller first, or give the right --cluster-dir/--furl-file")
-        if not announced:
-            log.info("waiting up to {t:g} s for the FURL file {path}", t=timeout, path=path)
-            announced = True
-        await task.deferLater(reactor, interval, lambda: None)
-        waited += interval
+    """Return once ``path`` exists; raise AppError after ``timeout`` seconds.
+
+    It looks every ``interval`` seconds and, where inotify is available, also
+    as soon as a file is created or moved into the folder.
+    """
+    if os.path.exists(path):
+        return
+    log.info("waiting up to {t:g} s for the FURL file {path}", t=timeout, path=path)
+    arrived = defer.Deferred()
+
+    def look(*_):
+        if not arrived.called and os.path.exists(path):
+            arrived.callback(None)
+
+    def late():
+        if not arrived.called:
+            arrived.errback(AppError(
+                f"the FURL file {path} did not appear within {timeout:g} s: start "
+                f"ipcontroller first, or give the right --cluster-dir/--furl-file"))
+    watcher = _watch_folder(reactor, os.path.dirname(os.path.abspath(path)), look)
+    poll = task.LoopingCall(look)
+    poll.clock = reactor
+    poll.start(interval, now=False)
+    timer = reactor.callLater(timeout, late)
+    try:
+        await arrived
+    finally:
+        poll.stop()
+        if timer.active():
+            timer.cancel()
+        if watcher is not None:
+            watcher.loseConnection()
+
+
+def _watch_folder(reactor, folder, changed):
+    """An inotify watch calling ``changed()`` when a file appears in ``folder``
+    (None where inotify or the folder is missing: then polling alone finds it)."""
+    try:
+        from twisted.internet import inotify
+        from twisted.python.filepath import FilePath
+        watcher = inotify.INotify(reactor)
+    except Exception:  # not Linux, or no inotify instance left
+        return None
+    try:
+        watcher.startReading()
+        watcher.watch(FilePath(folder), mask=inotify.IN_CREATE | inotify.IN_MOVED_TO,
+                      callbacks=[changed])
+    except Exception:  # the folder does not exist (yet)
+        watcher.loseConnection()
+        return None
+    return watcher
 
 
 class EngineApp:
@@ -157,15 +207,16 @@ class EngineApp:
             self._parent_watch = task.LoopingCall(self._check_parent)
             self._parent_watch.clock = self.reactor
             self._parent_watch.start(1.0, now=False)
+        # The Tub (with its new key) is made while the controller may still be starting.
+        self.tub = fcutil.make_tub()
+        self.tub.setServiceParent(self.top)
+        self.service.setServiceParent(self.top)
+        self.top.startService()
         await wait_for_file(self.reactor, self.furl_file, self.options.furl_wait)
         try:
             fcutil.find_furl(self.furl_file)
         except ValueError as exc:
             raise AppError(str(exc)) from None
-        self.tub = fcutil.make_tub()
-        self.tub.setServiceParent(self.top)
-        self.service.setServiceParent(self.top)
-        self.top.startService()
         # Given the file (not the FURL read from it), the connector follows a
         # controller restarted without -r, which writes a new FURL there.
         self.connector = EngineConnector(self.tub, self.service, str(self.furl_file),
@@ -223,7 +274,7 @@ class EngineApp:
 
 def main(argv=None):
     """Run an engine until it is stopped; return the exit status."""
-    options = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    options = parser().parse_args(sys.argv[1:] if argv is None else argv)
     applog.begin()
     stream = applog.open_log(options.logfile)
     globalLogPublisher.addObserver(applog.observer_for(stream))

@@ -1,16 +1,20 @@
-"""``python -m ipkernel.engine.zygote``: engines forked from one pre-imported process.
+"""``python -m ipkernel.engine.zygote``: processes forked from one pre-imported process.
 
-Importing the engine (Twisted, Foolscap, OpenSSL) costs a good part of a
-second of CPU.  :class:`~ipkernel.cluster.LocalCluster` starts this helper
-once, beside the controller: it imports :mod:`ipkernel.engine.app`, then
-forks one child per request, and each child runs the ordinary engine,
-:func:`ipkernel.engine.app.main`, with the arguments ``ipengine`` would get.
+Importing the engine or the controller (Twisted, Foolscap, OpenSSL) costs a
+good part of a second of CPU.  :class:`~ipkernel.cluster.LocalCluster`
+starts this helper once: it imports :mod:`ipkernel.engine.app` and
+:mod:`ipkernel.controller.app`, then forks one child per request, and each
+child runs the ordinary program with the arguments it would get on the
+command line: the engine (:func:`ipkernel.engine.app.main`) or, for a
+request with ``"program": "controller"``, the controller
+(:func:`ipkernel.controller.app.run`).  So a cluster imports that code once
+instead of once in the controller and once more for the engines.
 
 The protocol is JSON, one object a line.  The launcher writes requests to
 the zygote's stdin::
 
     {"token": "ipengine-0", "argv": [...], "log": "/path/ipengine-0.log",
-     "cwd": null, "env": null}
+     "cwd": null, "env": null, "program": "engine"}
 
 and reads events from its stdout (the zygote's own prints go to its log)::
 
@@ -44,6 +48,8 @@ import traceback
 
 from ipkernel.pids import process_alive
 
+#: What a child may run (``"program"`` of a request; the default is the engine).
+PROGRAMS = ("engine", "controller")
 #: How long the zygote waits for its children after asking them to stop.
 CHILD_STOP_TIMEOUT = 2.0
 #: Interval of the zygote's check that its parent still runs.
@@ -201,6 +207,8 @@ class Zygote:
         """Fork a child for ``request``; True in the child, False in the zygote."""
         token = request.get("token")
         problem = refresh_problem(self.reactor)
+        if request.get("program", "engine") not in PROGRAMS:
+            problem = f"unknown program {request.get('program')!r}"
         if problem:
             say(f"not forking {token}: {problem}")
             send({"event": "refused", "token": token, "reason": problem})
@@ -215,7 +223,7 @@ class Zygote:
             return False
         if pid == 0:
             try:
-                self._become_engine(request)
+                self._become_child(request)
             except BaseException:
                 try:
                     traceback.print_exc()
@@ -227,7 +235,7 @@ class Zygote:
         send({"event": "forked", "token": token, "pid": pid})
         return False
 
-    def _become_engine(self, request):
+    def _become_child(self, request):
         # The child must not share the zygote's session, signals, pipes,
         # reactor descriptors or random state.
         os.setsid()
@@ -255,8 +263,11 @@ class Zygote:
         random.seed()
         _new_foolscap_incarnation()
         self.children = {}
-        # what ``python -m ipkernel.engine`` would show
-        sys.argv = [os.path.join(os.path.dirname(__file__), "__main__.py"), *request["argv"]]
+        # what ``python -m ipkernel.engine`` (or ``.controller``) would show
+        folder = os.path.dirname(__file__)
+        if request.get("program") == "controller":
+            folder = os.path.join(os.path.dirname(folder), "controller")
+        sys.argv = [os.path.join(folder, "__main__.py"), *request["argv"]]
 
     def reap(self):
         """Report every child that exited."""
@@ -297,6 +308,19 @@ class Zygote:
             pass
 
 
+def _prepare_children(*programs):
+    # Work every child would do first, done once here: the argument parsers,
+    # and modules imported only once a program runs.
+    for program in programs:
+        program.parser()
+    import encodings.idna  # noqa: F401  (host names of connections)
+    import cryptography.hazmat.backends.openssl  # noqa: F401  (certificates)
+    try:  # what an engine waiting for its FURL file uses (see app.wait_for_file)
+        from twisted.internet import inotify  # noqa: F401
+    except ImportError:
+        pass
+
+
 def main(argv=None):
     """Run the zygote; in a forked child, run the engine.  Returns the exit status."""
     parser = argparse.ArgumentParser(prog="ipengine-zygote", description=__doc__.split("\n")[0])
@@ -307,7 +331,9 @@ def main(argv=None):
     _events_fd = os.dup(1)
     os.dup2(2, 1)
     from ipkernel.engine import app
+    from ipkernel.controller import app as controller_app
     from twisted.internet import reactor
+    _prepare_children(app, controller_app)
     problem = refresh_problem(reactor)
     if problem:
         say(f"engines cannot be forked here: {problem}")
@@ -320,6 +346,9 @@ def main(argv=None):
     send({"event": "ready", "fork": True})
     request = zygote.serve()
     if request is None:
+        return 0
+    if request.get("program") == "controller":
+        controller_app.run(request["argv"])   # exits through SystemExit
         return 0
     return app.main(request["argv"])
 

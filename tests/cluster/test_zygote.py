@@ -20,8 +20,8 @@ from twisted.internet.task import deferLater
 from ipkernel import asyncclient, fcutil
 from ipkernel.cluster import LaunchError, LocalCluster, pidfiles
 from ipkernel.cluster import local
-from ipkernel.cluster.launcher import (LOST_STATUS, EngineLauncher, ForkedEngineLauncher,
-                                       ZygoteLauncher)
+from ipkernel.cluster.launcher import (LOST_STATUS, EngineLauncher, ForkedControllerLauncher,
+                                       ForkedEngineLauncher, ZygoteLauncher)
 from ipkernel.clusterdir import ClusterDir
 from ipkernel.error import CompositeError
 from ipkernel.pids import process_alive
@@ -148,6 +148,12 @@ async def test_forked_engines_register_work_and_are_separate_processes(reaper):
         listed = {r.name: r.pid for r in pidfiles.scan(cluster.cluster_dir / "pid") if r.alive}
         assert listed["ipengine-0"] == pids[0] and listed["ipengine-1"] == pids[1]
         assert "ipengine-zygote" not in listed
+        # the controller too is a forked child of the zygote, a process of its own
+        controller = cluster.controller
+        assert isinstance(controller, ForkedControllerLauncher) and controller.forked
+        assert listed["ipcontroller"] == controller.pid not in (*pids, zygote.pid)
+        assert f"forked ipcontroller#1 as pid {controller.pid}" in zygote.log_text()
+        assert "ipcontroller ready" in controller.log_text()
         tub = fcutil.make_tub()
         try:
             mec = await connect(cluster, tub)
@@ -169,6 +175,7 @@ async def test_forked_engines_register_work_and_are_separate_processes(reaper):
             await close(tub)
     assert reaper.all_gone(pids_of(cluster), timeout=0)
     assert all(e.exit_code == 0 for e in cluster.engines)   # stopped politely
+    assert cluster.controller.exit_code == 0
     assert not cluster.zygote.is_alive()
 
 
@@ -299,6 +306,8 @@ async def test_engines_are_spawned_where_the_zygote_cannot_fork(reaper, monkeypa
                "twisted.internet.selectreactor.SelectReactor" in caplog.text
         assert not cluster.zygote.can_fork and not cluster.zygote.is_alive()
         assert all(type(e) is EngineLauncher for e in cluster.engines)
+        assert cluster.controller.forked is False
+        assert isinstance(cluster.controller.process, subprocess.Popen)
         tub = fcutil.make_tub()
         try:
             mec = await connect(cluster, tub)
@@ -334,12 +343,12 @@ def test_a_forked_engine_launcher_spawns_when_its_zygote_refuses(reaper, tmp_pat
 @pytest.mark.timeout(120)
 def test_ctrl_c_while_an_engine_is_forked_leaves_nothing(reaper, monkeypatch, tmp_path):
     # Ctrl-C once the zygote forked an engine, before this side read its pid:
-    # stopping the zygote stops that engine too.
+    # stopping the zygote stops that engine too (and the controller it forked first).
     original = ZygoteLauncher._wait_event
 
     def interrupted(self, deadline, late):
-        if self.can_fork:
-            reaper.wait_for(lambda: "forked ipengine-0#1" in self.log_file.read_text(),
+        if self.can_fork and "ipengine-0" in late:
+            reaper.wait_for(lambda: "forked ipengine-0#2" in self.log_file.read_text(),
                             "the fork", TIMEOUT)
             raise KeyboardInterrupt
         return original(self, deadline, late)
@@ -349,9 +358,10 @@ def test_ctrl_c_while_an_engine_is_forked_leaves_nothing(reaper, monkeypatch, tm
     with pytest.raises(KeyboardInterrupt):
         cluster.start()
     log = cluster.zygote.log_file.read_text()
-    forked = [int(pid) for pid in re.findall(r"forked ipengine-0#1 as pid (\d+)", log)]
+    forked = [int(pid) for pid in re.findall(r"forked ipengine-0#2 as pid (\d+)", log)]
     reaper.add_pids(*forked, *pids_of(cluster))
     assert len(forked) == 1
+    assert cluster.controller.forked and "forked ipcontroller#1 as pid" in log
     assert cluster.engines[0].process is None   # its start never learnt the pid
     # they stop on their own (the zygote asked the forked engine to): wait, bounded
     assert reaper.all_gone([*pids_of(cluster), *forked], timeout=TIMEOUT)
