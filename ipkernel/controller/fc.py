@@ -10,6 +10,8 @@
 * :class:`FCSynchronousMultiEngine`: what ``ipcontroller-mec.furl`` points
   to; translates RIMultiEngine calls onto an ISynchronousMultiEngine.
 """
+import functools
+
 from foolscap.api import Referenceable
 from twisted.internet import defer, threads
 from twisted.logger import Logger
@@ -77,7 +79,7 @@ class RemoteEngine:
         self.on_lost = None
         #: Called (a reactor turn after an answer that refers to data-channel
         #: blobs) with their ids: what was not routed to a client by then is
-        #: kept for a later fetch (see DataChannelServer.unrouted).
+        #: kept for a later fetch (see DataChannelServer.answered).
         self.on_blobs = None
 
     @property
@@ -292,7 +294,7 @@ class FCEngineRegistrar(Referenceable):
         if self.on_engine is not None:
             self.on_engine(engine_id, remote)
         if self.data_server is not None:
-            remote.on_blobs = self.data_server.unrouted
+            remote.on_blobs = functools.partial(self.data_server.answered, engine_id)
             # where and how this engine joins the data channel for bulk data
             reply = dict(reply, data=list(self.data_server.offer("engine", ("engine", engine_id))))
         if self.lane_server is not None and lane_allowed(ip):

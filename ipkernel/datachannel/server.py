@@ -43,6 +43,8 @@ FETCH_WAIT = 60.0
 REMEMBER_FETCHED = 10_000
 #: Seconds an engine's result blob waits in its socket for its route.
 ROUTE_WAIT = 0.02
+#: Lost blob ids remembered (a FETCH of one gets its reason at once).
+MAX_LOST = 1000
 
 
 class _Conn:
@@ -132,6 +134,8 @@ class DataChannelServer:
         # routed by the controller, not asked for by a FETCH)
         self._routes = {}
         self._unrouted = {}    # blob ids answered without a route (ordered)
+        self._expected = {}    # blob id -> engine id, answered but not here yet (ordered)
+        self._lost = {}        # blob id -> why it will never come (ordered)
         # recently delivered ids -> the connection they were routed to (None:
         # fetched): a second FETCH fails at once, one from that client is ignored
         self._fetched = OrderedDict()
@@ -176,6 +180,8 @@ class DataChannelServer:
             self._kept.clear()
             self._routes.clear()
             self._unrouted.clear()
+            self._expected.clear()
+            self._lost.clear()
             self._kept_cv.notify_all()
 
     def _spawn(self, target, *args, name):
@@ -203,6 +209,16 @@ class DataChannelServer:
             conn = self._engines.pop(engine_id, None)
         if conn is not None:
             conn.close()
+            self._engine_gone(engine_id)
+
+    def _engine_gone(self, engine_id):
+        """The results engine ``engine_id`` answered with but did not send will
+        not come: their clients get an ERROR now rather than waiting."""
+        with self._kept_cv:
+            ids = [b for b, e in self._expected.items() if e == engine_id]
+            for blob_id in ids:
+                self._lose(blob_id, f"engine {engine_id} went away before it sent bulk data "
+                                    f"{blob_id.hex()} of its result")
 
     # -- connections ----------------------------------------------------------------
 
@@ -264,10 +280,13 @@ class DataChannelServer:
         conn.close()
         with self._lock:
             self._conns.discard(conn)
-            if conn.identity[0] == "engine" and self._engines.get(conn.identity[1]) is conn:
+            gone = conn.identity[0] == "engine" and self._engines.get(conn.identity[1]) is conn
+            if gone:
                 del self._engines[conn.identity[1]]
             if self._clients.get(conn.identity) is conn:
                 del self._clients[conn.identity]
+        if gone:
+            self._engine_gone(conn.identity[1])
 
     def _handle(self, conn, kind, blob_id, length, extra):
         if kind == frames.PUT:
@@ -357,6 +376,7 @@ class DataChannelServer:
                     break
                 self._kept_cv.wait(left)
             self._unrouted.pop(blob_id, None)
+            self._expected.pop(blob_id, None)
             route = self._routes.pop(blob_id, None)
             if route is not None and route[0].alive:
                 self._delivered(blob_id, route[0] if route[2] else None)
@@ -380,6 +400,7 @@ class DataChannelServer:
         self._fetched[blob_id] = conn
         while len(self._fetched) > REMEMBER_FETCHED:
             self._fetched.popitem(last=False)
+        self._kept_cv.notify_all()
 
     def _keep(self, conn, blob_id, entry):
         """Receive a blob for a later FETCH or route, which may have it streamed
@@ -416,17 +437,41 @@ class DataChannelServer:
 
     # -- routes (reactor thread) ----------------------------------------------------------
 
-    def unrouted(self, blob_ids):
-        """The answer referring to these blobs went through the controller
-        without routing them (a result kept for later): keep them when they
-        come, without waiting for a route."""
+    def answered(self, engine_id, blob_ids):
+        """Engine ``engine_id``'s answer referring to these blobs went through
+        the controller (a reactor turn ago): those not routed to a client by
+        now are kept when they come, without waiting for a route, and those
+        not here yet fail at once if that engine goes away."""
+        with self._lock:
+            engine_gone = engine_id not in self._engines
         with self._kept_cv:
             for blob_id in blob_ids:
-                if blob_id not in self._routes and blob_id not in self._fetched:
+                if (blob_id in self._fetched or blob_id in self._kept
+                        or blob_id in self._lost):
+                    continue  # here already (or lost): nothing to wait for
+                if blob_id not in self._routes:
                     self._unrouted[blob_id] = None
-            while len(self._unrouted) > REMEMBER_FETCHED:  # their blobs never came
-                del self._unrouted[next(iter(self._unrouted))]
+                self._expected[blob_id] = engine_id
+                if engine_gone:
+                    self._lose(blob_id, f"engine {engine_id} has no data channel; bulk data "
+                                        f"{blob_id.hex()} of its result is lost")
+            for table in (self._unrouted, self._expected):
+                while len(table) > REMEMBER_FETCHED:  # their blobs never came
+                    del table[next(iter(table))]
             self._kept_cv.notify_all()
+
+    def _lose(self, blob_id, message):
+        """``blob_id`` will never come (``_kept_cv`` held): its routed client gets
+        an ERROR, a later FETCH or route learns it at once."""
+        self._expected.pop(blob_id, None)
+        self._unrouted.pop(blob_id, None)
+        route = self._routes.pop(blob_id, None)
+        if route is not None:
+            route[0].later(lambda: self._error(route[0], blob_id, message))
+        self._lost[blob_id] = message
+        while len(self._lost) > MAX_LOST:
+            del self._lost[next(iter(self._lost))]
+        self._kept_cv.notify_all()
 
     def route(self, blob_id, identity):
         """Send the engine's result blob ``blob_id`` to the client ``identity``
@@ -443,7 +488,7 @@ class DataChannelServer:
         if conn is None or not conn.alive:
             return False
         with self._kept_cv:
-            if blob_id in self._fetched or blob_id in self._routes:
+            if blob_id in self._fetched or blob_id in self._routes or blob_id in self._lost:
                 return False
             entry = self._kept.get(blob_id)
             if entry is None:  # not here yet: it goes on the moment it comes
@@ -477,6 +522,13 @@ class DataChannelServer:
 
     def _fetch(self, conn, blob_id):
         with self._kept_cv:
+            lost = self._lost.pop(blob_id, None)
+            if lost is not None:
+                self._delivered(blob_id, None)  # told once; asking again: "already fetched"
+        if lost is not None:
+            self._error(conn, blob_id, lost)
+            return
+        with self._kept_cv:
             if (blob_id not in self._kept and blob_id not in self._fetched
                     and blob_id not in self._routes and not self._stopped):
                 self._add_route(blob_id, conn, False)  # not here yet: sent as it comes
@@ -508,7 +560,7 @@ class DataChannelServer:
         with self._kept_cv:
             def ready():
                 entry = self._kept.get(blob_id)
-                return (self._stopped or blob_id in self._fetched
+                return (self._stopped or blob_id in self._fetched or blob_id in self._lost
                         or (entry is not None and (entry.failed
                                                    or entry.received == len(entry.buf))))
             self._kept_cv.wait_for(ready, max(0.0, deadline - time.monotonic()))

@@ -98,7 +98,7 @@ async def test_a_blob_routed_before_it_comes_goes_straight_to_its_client(server,
 @pytest_twisted.ensureDeferred
 async def test_a_blob_routed_while_it_arrives_is_streamed_on(server, client, engine):
     blob_id, body = new_blob_id(), bytes(range(256)) * 4000
-    server.unrouted([blob_id])  # kept as it comes, without waiting for a route
+    server.answered(0, [blob_id])  # not routed: kept as it comes, without waiting
     _put(engine, blob_id, body, 1000)
     await within(threads.deferToThread(_wait, server, lambda: blob_id in server._kept))
     waiting = client.store.wait(blob_id, 10)
@@ -111,7 +111,7 @@ async def test_a_blob_routed_while_it_arrives_is_streamed_on(server, client, eng
 @pytest_twisted.ensureDeferred
 async def test_a_blob_routed_once_here_whole_is_sent_at_once(server, client, engine):
     blob_id, body = new_blob_id(), b"w" * 300_000
-    server.unrouted([blob_id])
+    server.answered(0, [blob_id])
     _put(engine, blob_id, body)
 
     def whole():
@@ -155,6 +155,24 @@ async def test_an_engine_gone_mid_blob_fails_the_waiting_client(server, client, 
     err = await raises(BlobMissing, waiting)
     assert "closed" in str(err)
     assert not client.connected
+
+
+@pytest_twisted.ensureDeferred
+async def test_results_an_engine_never_sent_fail_when_it_goes(server, client, engine):
+    routed, kept = new_blob_id(), new_blob_id()
+    assert server.route(routed, ("client", "c"))
+    waiting = client.store.wait(routed, 10)
+    server.answered(0, [routed, kept])  # its answer came; its blobs did not
+    engine.close()
+    err = await raises(BlobMissing, waiting)
+    assert "engine 0 went away" in str(err)
+    err = await raises(BlobMissing, client.fetch(kept, 10))
+    assert "engine 0 went away" in str(err)
+    assert client.connected and not server._routes and not server._expected
+    later = new_blob_id()
+    server.answered(0, [later])  # an answer after its data channel closed
+    assert not server.route(later, ("client", "c"))
+    assert "no data channel" in str(await raises(BlobMissing, client.fetch(later, 10)))
 
 
 def test_an_uninitialized_buffer_is_a_bytearray_of_its_size():
