@@ -227,6 +227,6 @@ async def test_a_client_gone_mid_fetch_leaves_the_engines_stream_in_step(server,
 
 def _wait_fetcher(server, blob_id, seconds=10):
     """Block until a FETCH waits on ``blob_id`` (data threads, not the reactor)."""
-    with server._kept_cv:
-        if not server._kept_cv.wait_for(lambda: blob_id in server._fetched, seconds):
+    with server.results.cv:
+        if not server.results.cv.wait_for(lambda: blob_id in server.results._fetched, seconds):
             raise AssertionError("no FETCH came")

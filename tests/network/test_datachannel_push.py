@@ -67,13 +67,13 @@ def _put(sock, blob_id, body, part=None):
 
 def _wait(server, predicate, seconds=10):
     """Block (in a thread, bounded) until ``predicate()`` holds under the server's lock."""
-    with server._kept_cv:
-        if not server._kept_cv.wait_for(predicate, seconds):
+    with server.results.cv:
+        if not server.results.cv.wait_for(predicate, seconds):
             raise AssertionError("the data channel server did not get there in time")
 
 
 def _idle(server):
-    return not server._routes and not server._kept and server.kept_bytes == 0
+    return not server.results._routes and not server.results._kept and server.kept_bytes == 0
 
 
 @pytest_twisted.ensureDeferred
@@ -89,7 +89,7 @@ async def test_a_blob_routed_before_it_comes_goes_straight_to_its_client(server,
         waiting = client.fetch(blob_id, 10, ask=False)
         await within(sender.send_blob_later(blob_id, "controller", [b"r" * 700_000, b"s"]))
         assert bytes(await within(waiting)) == b"r" * 700_000 + b"s"
-        assert server.routed == 1 and server.fetched == 0 and _idle(server)
+        assert server.results.routed == 1 and server.results.fetched == 0 and _idle(server)
         assert not server.route(new_blob_id(), ("client", "nobody"))
     finally:
         sender.close()
@@ -100,7 +100,7 @@ async def test_a_blob_routed_while_it_arrives_is_streamed_on(server, client, eng
     blob_id, body = new_blob_id(), bytes(range(256)) * 4000
     server.answered(0, [blob_id])  # not routed: kept as it comes, without waiting
     _put(engine, blob_id, body, 1000)
-    await within(threads.deferToThread(_wait, server, lambda: blob_id in server._kept))
+    await within(threads.deferToThread(_wait, server, lambda: blob_id in server.results._kept))
     waiting = client.store.wait(blob_id, 10)
     assert server.route(blob_id, ("client", "c"))
     await within(threads.deferToThread(engine.sendall, body[1000:]))
@@ -115,7 +115,7 @@ async def test_a_blob_routed_once_here_whole_is_sent_at_once(server, client, eng
     _put(engine, blob_id, body)
 
     def whole():
-        entry = server._kept.get(blob_id)
+        entry = server.results._kept.get(blob_id)
         return entry is not None and entry.received == len(body)
     await within(threads.deferToThread(_wait, server, whole))
     assert server.kept_bytes == len(body)
@@ -150,7 +150,7 @@ async def test_an_engine_gone_mid_blob_fails_the_waiting_client(server, client, 
     assert server.route(blob_id, ("client", "c"))
     waiting = client.store.wait(blob_id, 10)
     _put(engine, blob_id, b"g" * 500_000, 5000)
-    await within(threads.deferToThread(_wait, server, lambda: blob_id in server._fetched))
+    await within(threads.deferToThread(_wait, server, lambda: blob_id in server.results._fetched))
     engine.close()  # half a body went out: the client's connection is closed
     err = await raises(BlobMissing, waiting)
     assert "closed" in str(err)
@@ -168,7 +168,7 @@ async def test_results_an_engine_never_sent_fail_when_it_goes(server, client, en
     assert "engine 0 went away" in str(err)
     err = await raises(BlobMissing, client.fetch(kept, 10))
     assert "engine 0 went away" in str(err)
-    assert client.connected and not server._routes and not server._expected
+    assert client.connected and not server.results._routes and not server.results._expected
     later = new_blob_id()
     server.answered(0, [later])  # an answer after its data channel closed
     assert not server.route(later, ("client", "c"))
@@ -197,8 +197,8 @@ async def test_pulled_results_are_sent_unasked_and_not_kept(make_fc_cluster, num
     for _ in range(3):
         back = await within(client.pull("a"))
         assert all((b == a).all() for b in back)
-    assert server.routed == 6 and server.fetched == 0
-    assert server.kept_bytes == 0 and not server._routes
+    assert server.results.routed == 6 and server.results.fetched == 0
+    assert server.kept_bytes == 0 and not server.results._routes
     assert len(client.data.store) == 0
 
 
@@ -211,7 +211,7 @@ async def test_non_blocking_and_gathered_results_arrive_whole(make_fc_cluster, n
     did = await within(client.gather("part", block=False))
     assert (await within(client.get_pending_deferred(did, block=True)) == a).all()
     assert (await within(client.gather("part")) == a).all()
-    assert server.routed == 4 and server.kept_bytes == 0 and len(client.data.store) == 0
+    assert server.results.routed == 4 and server.kept_bytes == 0 and len(client.data.store) == 0
 
 
 def test_send_all_gathers_buffers_and_survives_partial_sends():
