@@ -330,6 +330,9 @@ def main(argv=None):
     global _events_fd
     _events_fd = os.dup(1)
     os.dup2(2, 1)
+    # No collections while importing (they would find no garbage); the
+    # objects made so far are frozen below, then the collector runs again.
+    gc.disable()
     from ipkernel.engine import app
     from ipkernel.controller import app as controller_app
     from twisted.internet import reactor
@@ -343,6 +346,7 @@ def main(argv=None):
     # Objects made so far stay out of the collector's way, so the children
     # keep sharing their memory pages with the zygote.
     gc.freeze()
+    gc.enable()
     send({"event": "ready", "fork": True})
     request = zygote.serve()
     if request is None:
