@@ -157,6 +157,8 @@ def resolve(value, get_blob):
     def rebuild(blobs):
         by_ref = {id(ref): _rebuild(ref, blob) for ref, blob in zip(found, blobs)}
         return _walk(value, lambda s: by_ref.get(id(s), s))
+    if len(ds) == 1:  # the usual case: no DeferredList
+        return ds[0].addCallback(lambda blob: rebuild([blob]))
     d = defer.gatherResults(ds, consumeErrors=True)
     d.addErrback(lambda f: f.value.subFailure)  # the first failure, not a FirstError
     return d.addCallback(rebuild)
