@@ -35,8 +35,9 @@ logger = logging.getLogger("ipkernel.cluster")
 
 #: Interval of the polls of the logs during a start.
 READY_POLL = 0.01
-#: The same once the controller is ready: the engines (already started and
-#: waiting for it) register within tens of milliseconds.
+#: The same for a forked controller, and for the engines once the controller
+#: is ready (they were started before and wait for it): both take tens of
+#: milliseconds.
 ENGINE_POLL = 0.002
 
 #: The ways to start engines (``LocalCluster(engine_start=...)``).
@@ -201,7 +202,11 @@ class LocalCluster:
         controller.start()
         if early:
             self._start_engines()
-        self._wait_ready(controller, deadline, "was not ready")
+        # A forked controller is ready in tens of milliseconds; a new process
+        # first imports its code.
+        forked = getattr(controller, "forked", False)
+        self._wait_ready(controller, deadline, "was not ready",
+                         ENGINE_POLL if forked else READY_POLL)
         self._connect_early()
         if not early:
             self._start_engines()
