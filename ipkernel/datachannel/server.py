@@ -312,8 +312,10 @@ class DataChannelServer:
             buf = frames.uninitialized(min(length, frames.CHUNK) or 1)
             view = memoryview(buf)
             left = length
-            # a plain socket fills the buffer in one call (fewer wake-ups here)
-            whole = 0 if isinstance(conn.sock, ssl.SSLSocket) else socket.MSG_WAITALL
+            # a small blob on a plain socket is received in one call (fewer
+            # wake-ups); a big one is passed on piece by piece as it comes
+            whole = (socket.MSG_WAITALL if length <= len(buf)
+                     and not isinstance(conn.sock, ssl.SSLSocket) else 0)
             while left:
                 k = conn.sock.recv_into(view, min(left, len(buf)), whole)
                 if not k:
