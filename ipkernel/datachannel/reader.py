@@ -27,8 +27,10 @@ THREAD_MIN = frames.MAP_MIN
 
 
 class ReactorReader:
-    """An IReadDescriptor for ``peer.sock``: DELIVER and ERROR messages go to
-    ``peer.store``; ``on_lost(why)`` is called once when the connection ends."""
+    """An IReadDescriptor for the plain socket ``sock`` of a peer: DELIVER and
+    ERROR messages go to ``store`` (a BlobStore), ``count(n)`` is told of
+    every blob's size, and ``on_lost(why)`` is called once when the
+    connection ends (all in the reactor thread)."""
 
     def __init__(self, sock, store, on_lost, count, reactor):
         self.sock = sock
@@ -42,6 +44,7 @@ class ReactorReader:
         self._buf = None           # the body being received
         self._view = None
         self._got = 0
+        self._blob_id = None
         self._threaded = False     # a pool thread receives the body
 
     def fileno(self):
