@@ -182,6 +182,32 @@ async def test_forked_engines_register_work_and_are_separate_processes(reaper):
 @pytest.mark.tier3
 @pytest.mark.timeout(120)
 @pytest_twisted.ensureDeferred
+async def test_restart_of_the_forked_controller(reaper, tmp_path):
+    # with -r the engines come back to the new controller on their own
+    with LocalCluster(n=1, timeout=TIMEOUT, cluster_dir=reaper.add_cluster_dir(tmp_path / "c"),
+                      controller_args=["-r"]) as cluster:
+        reaper.add_pids(*pids_of(cluster))
+        controller, zygote = cluster.controller, cluster.zygote
+        old = controller.pid
+        new = controller.restart(timeout=10)
+        reaper.add_pids(new)
+        assert new != old and not process_alive(old) and controller.forked
+        assert "forked ipcontroller#2" in zygote.log_text() and zygote.exit_status(old) == 0
+        controller.wait_ready(TIMEOUT)
+        tub = fcutil.make_tub()
+        try:
+            mec = await connect(cluster, tub)
+            await wait_for_ids(mec, lambda ids: ids == [0], "the engine to register again")
+            assert await within(mec.apply(os.getppid), 30) == [zygote.pid]
+        finally:
+            await close(tub)
+    assert reaper.all_gone(pids_of(cluster), timeout=0)
+    assert cluster.controller.exit_code == 0
+
+
+@pytest.mark.tier3
+@pytest.mark.timeout(120)
+@pytest_twisted.ensureDeferred
 async def test_interrupt_stop_and_restart_of_one_forked_engine(reaper, tmp_path):
     with LocalCluster(n=2, timeout=TIMEOUT) as cluster:
         reaper.add_pids(*pids_of(cluster))
