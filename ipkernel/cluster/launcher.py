@@ -19,9 +19,10 @@ The child gets a session of its own, so a Ctrl-C in the terminal reaches
 only the launching program, which then stops its children in order.
 
 :class:`ForkedEngineLauncher` has the surface of :class:`EngineLauncher`,
-but its engine is forked by a :class:`ZygoteLauncher` (the engine zygote,
-:mod:`ipkernel.engine.zygote`, a process that imported the engine once);
-the zygote reaps its children and reports their exit statuses, which
+but its engine is forked by a :class:`ZygoteLauncher` (the zygote,
+:mod:`ipkernel.engine.zygote`, a process that imported the code once);
+:class:`ForkedControllerLauncher` does the same for the controller.  The
+zygote reaps its children and reports their exit statuses, which
 :class:`ForkedProcess` turns into the :class:`subprocess.Popen` interface
 the rest of this module uses.
 """
@@ -328,9 +329,9 @@ class ForkRefused(Exception):
 
 
 class ZygoteLauncher(ProcessLauncher):
-    """The engine zygote of cluster directory ``cluster`` (see
-    :mod:`ipkernel.engine.zygote`): one process that imports the engine
-    once and forks engines on request.
+    """The zygote of cluster directory ``cluster`` (see
+    :mod:`ipkernel.engine.zygote`): one process that imports the engine and
+    controller code once and forks engines (and controllers) on request.
 
     Its stdin and stdout are pipes to this launcher (requests and events),
     its stderr goes to ``log/ipengine-zygote.log``.  It stops by itself
