@@ -54,9 +54,10 @@ class ResultBlobs:
         # recently delivered ids -> the connection they were routed to (None:
         # fetched): a second FETCH fails at once, one from that client is ignored
         self._fetched = OrderedDict()
-        #: Result blobs sent to clients unasked (routed), and on a FETCH.
+        #: Result blobs sent to clients unasked (routed), and on a FETCH; FETCHes.
         self.routed = 0
         self.fetched = 0
+        self.asked = 0
 
     def stop(self):
         """Forget everything (the server stopped); waiting threads go on."""
@@ -222,7 +223,9 @@ class ResultBlobs:
     # -- FETCH ----------------------------------------------------------------------------
 
     def fetch(self, conn, blob_id):
+        """A client's FETCH of ``blob_id`` (its connection's thread)."""
         with self.cv:
+            self.asked += 1
             lost = self._lost.pop(blob_id, None)
             if lost is not None:
                 self._delivered(blob_id, None)  # told once; asking again: "already fetched"

@@ -238,3 +238,35 @@ def test_send_all_gathers_buffers_and_survives_partial_sends():
     finally:
         a.close()
         b.close()
+
+
+class _ByIdOnly:
+    """The remote of a client without the data channel whose ``fetch_blob``
+    is done by ``owner`` by blob id alone (as the blocking direct path does)."""
+
+    def __init__(self, owner):
+        self.owner = owner
+
+    def callRemote(self, method, *args):
+        if method == "fetch_blob":
+            return self.owner._fetch(*args)
+        return self.owner.remote.callRemote(method, *args)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_fetch_by_id_of_an_announced_blob_waits_without_asking(make_fc_cluster, numpy):
+    from ipkernel.client.fcmultiengine import FCFullSynchronousMultiEngineClient
+    from ipkernel.datachannel import refs
+
+    cluster = await make_fc_cluster(1, data_channel=True)
+    owner, server = cluster.client, cluster.data_server
+    a = numpy.arange(BIG, dtype=float)
+    await within(owner.push({"a": a}, targets=0))
+    by_id = FCFullSynchronousMultiEngineClient(_ByIdOnly(owner))
+    for _ in range(3):
+        back = await within(by_id.pull("a", targets=0))
+        assert (back[0] == a).all()
+    assert server.results.routed == 3 and server.results.asked == 0
+    blob = new_blob_id()
+    refs.announce(blob)
+    assert refs.announced(blob) and not refs.announced(blob)  # once
