@@ -65,6 +65,17 @@ class _Keys:
         self.keys = keys
 
 
+def take_kept(data_server, blob_id):
+    """A Deferred of the result blob ``blob_id`` an engine sent to
+    ``data_server`` (waited for in a thread); BlobMissing if there is none."""
+    def taken(buf):
+        if buf is None:
+            raise BlobMissing(f"the controller has no bulk data {blob_id.hex()} (already "
+                              f"fetched, expired, or never sent)")
+        return buf
+    return threads.deferToThread(data_server.take_kept, blob_id).addCallback(taken)
+
+
 @implementer(IEngineBase)
 class RemoteEngine:
     """IEngineBase over an engine's RemoteReference."""
@@ -81,6 +92,10 @@ class RemoteEngine:
         #: blobs) with their ids: what was not routed to a client by then is
         #: kept for a later fetch (see DataChannelServer.answered).
         self.on_blobs = None
+        #: ``fetch_blob(blob_id)``: a Deferred of a result blob this engine sent
+        #: (None: no data channel), for results the controller keeps itself
+        #: (the task farm's: its clients have no data channel).
+        self.fetch_blob = None
 
     @property
     def id(self):
@@ -295,6 +310,7 @@ class FCEngineRegistrar(Referenceable):
             self.on_engine(engine_id, remote)
         if self.data_server is not None:
             remote.on_blobs = functools.partial(self.data_server.answered, engine_id)
+            remote.fetch_blob = functools.partial(take_kept, self.data_server)
             # where and how this engine joins the data channel for bulk data
             reply = dict(reply, data=list(self.data_server.offer("engine", ("engine", engine_id))))
         if self.lane_server is not None and lane_allowed(ip):
@@ -400,14 +416,7 @@ class FCSynchronousMultiEngine(OffersLane, Referenceable):
         could not join the data channel)."""
         if self.data_server is None:
             return _record(Failure(BlobMissing("this controller has no data channel")))
-
-        def taken(buf):
-            if buf is None:
-                raise BlobMissing(f"the controller has no bulk data {blob_id.hex()} (already "
-                                  f"fetched, expired, or never sent)")
-            return bytes(buf)
-        d = threads.deferToThread(self.data_server.take_kept, blob_id)
-        return d.addCallback(taken).addErrback(_record)
+        return take_kept(self.data_server, blob_id).addCallback(bytes).addErrback(_record)
 
     def remote_get_client_name(self):
         return CLIENT_NAME

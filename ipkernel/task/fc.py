@@ -13,6 +13,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ipkernel import framing, serialize, wire
+from ipkernel.datachannel import refs
 from ipkernel.error import TaskRejectError
 from ipkernel.interfaces.remote import RITaskController
 from ipkernel.interfaces.task import ITaskController
@@ -116,7 +117,7 @@ class WireTask(BaseTask):
         gate = self._body.get("depend")
         if gate is not None:
             await engine.apply(gate, (engine.id,))
-        return await engine.apply(*self.call())
+        return await kept_whole(engine, await engine.apply(*self.call()))
 
     def submit(self, engine):
         return defer.ensureDeferred(self._submit(engine))
@@ -141,6 +142,17 @@ class WireTask(BaseTask):
         tr.taskid = self.taskid
         tr.submitted, tr.completed, tr.duration = self.submitted, self.completed, self.duration
         return True, tr
+
+
+async def kept_whole(engine, value):
+    """``value`` with the large parts the engine sent on the data channel
+    fetched into it: the controller keeps task results, and task clients
+    have no data channel to fetch them from."""
+    remote = getattr(engine, "engine", engine)  # a QueuedEngine wraps the RemoteEngine
+    fetch = getattr(remote, "fetch_blob", None)
+    if fetch is None or not refs.blob_ids(value):
+        return value
+    return await refs.resolve(value, fetch)
 
 
 def _record(failure):

@@ -22,6 +22,10 @@ pytestmark = pytest.mark.tier2
 BIG = THRESHOLD // 8 * 4  # float64 items: four times the threshold
 
 
+#: For tests with the raw ``engine``: it talks plain TCP, so only the plain server.
+PLAIN_ONLY = pytest.mark.parametrize("server", [False], ids=["plain"], indirect=True)
+
+
 @pytest.fixture(params=[False, True], ids=["plain", "tls"])
 def server(tmp_path, cert_pool, request):
     pem = cert_pool.get(0)
@@ -49,8 +53,7 @@ async def client(server):
 @pytest.fixture
 def engine(server):
     """A raw engine connection (plain TCP: the test decides when each byte goes)."""
-    if server.tls_always:
-        pytest.skip("the raw engine talks plain TCP")
+    assert not server.tls_always, "the raw engine talks plain TCP: use @PLAIN_ONLY"
     sock = socket.create_connection(("127.0.0.1", server.ports["engine"]), timeout=10)
     sock.sendall(frames.header(frames.AUTH, body_length=32)
                  + server.new_token("engine", ("engine", 0)))
@@ -95,6 +98,7 @@ async def test_a_blob_routed_before_it_comes_goes_straight_to_its_client(server,
         sender.close()
 
 
+@PLAIN_ONLY
 @pytest_twisted.ensureDeferred
 async def test_a_blob_routed_while_it_arrives_is_streamed_on(server, client, engine):
     blob_id, body = new_blob_id(), bytes(range(256)) * 4000
@@ -108,6 +112,7 @@ async def test_a_blob_routed_while_it_arrives_is_streamed_on(server, client, eng
     assert _idle(server)
 
 
+@PLAIN_ONLY
 @pytest_twisted.ensureDeferred
 async def test_a_blob_routed_once_here_whole_is_sent_at_once(server, client, engine):
     blob_id, body = new_blob_id(), b"w" * 300_000
@@ -125,6 +130,7 @@ async def test_a_blob_routed_once_here_whole_is_sent_at_once(server, client, eng
     assert _idle(server)
 
 
+@PLAIN_ONLY
 @pytest_twisted.ensureDeferred
 async def test_a_fetch_of_a_routed_blob_is_answered_once(server, client, engine):
     blob_id, body = new_blob_id(), b"f" * 100_000
@@ -144,6 +150,7 @@ async def test_a_fetch_of_a_routed_blob_is_answered_once(server, client, engine)
         other.close()
 
 
+@PLAIN_ONLY
 @pytest_twisted.ensureDeferred
 async def test_an_engine_gone_mid_blob_fails_the_waiting_client(server, client, engine):
     blob_id = new_blob_id()
@@ -157,6 +164,7 @@ async def test_an_engine_gone_mid_blob_fails_the_waiting_client(server, client, 
     assert not client.connected
 
 
+@PLAIN_ONLY
 @pytest_twisted.ensureDeferred
 async def test_results_an_engine_never_sent_fail_when_it_goes(server, client, engine):
     routed, kept = new_blob_id(), new_blob_id()

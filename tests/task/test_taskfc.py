@@ -23,8 +23,8 @@ async def make_tc_cluster(make_fc_cluster):
     """``async make(n) -> (cluster, FCTaskClient)``; the task FURL is on the controller Tub."""
     made = []
 
-    async def make(n=2):
-        cluster = await make_fc_cluster(n)
+    async def make(n=2, **kwargs):
+        cluster = await make_fc_cluster(n, **kwargs)
         tc = ITaskController(cluster.controller)
         made.append(tc)
         cluster.tc_furl = fcutil.register(cluster.tub, RITaskController(tc))
@@ -446,3 +446,28 @@ def level3():
 
 
 LEVELS = [level0, level1, level2, level3]
+
+
+def ones(n):
+    import numpy
+    return numpy.ones(n)
+
+
+@pytest_twisted.ensureDeferred
+async def test_large_results_sent_on_the_data_channel_reach_the_task_client(make_tc_cluster):
+    numpy = pytest.importorskip("numpy")
+    from ipkernel.datachannel import refs
+
+    cluster, tc = await make_tc_cluster(2, data_channel=True)
+    n = refs.THRESHOLD // 8 * 3  # a result the engines send on the data channel
+    ids = [await within(tc.run(MapTask(ones, (n,)))) for _ in range(3)]
+    ids.append(await within(tc.run(StringTask(f"import numpy; b = numpy.ones({n})",
+                                              pull="b"))))
+    results = [await within(tc.get_task_result(i, block=True), WAIT) for i in ids]
+    for value in results[:3]:
+        assert numpy.array_equal(value, numpy.ones(n))
+    assert numpy.array_equal(results[3].ns.b, numpy.ones(n))
+    # fetched again: the controller keeps the whole result, not a reference
+    again = await within(tc.get_task_result(ids[0], block=True))
+    assert numpy.array_equal(again, numpy.ones(n))
+    assert cluster.data_server.kept_bytes == 0
