@@ -22,6 +22,7 @@ under one MultiService.
 controller has stopped); :func:`run` is the console entry point.
 """
 import argparse
+import functools
 import os
 import sqlite3
 import sys
@@ -123,15 +124,8 @@ def build_parser():
     return p
 
 
-_parser = None
-
-
-def parser():
-    """The argument parser, made once per process (the zygote makes it before it forks)."""
-    global _parser
-    if _parser is None:
-        _parser = build_parser()
-    return _parser
+#: The argument parser, made once per process (the zygote makes it before it forks).
+parser = functools.cache(build_parser)
 
 
 def claim_pid_file(path):

@@ -23,6 +23,7 @@ code is busy, and ``interrupt`` is a real SIGINT that also breaks
 :func:`run` is the console entry point.
 """
 import argparse
+import functools
 import os
 import sys
 import threading
@@ -83,15 +84,8 @@ def build_parser():
     return p
 
 
-_parser = None
-
-
-def parser():
-    """The argument parser, made once per process (the zygote makes it before it forks)."""
-    global _parser
-    if _parser is None:
-        _parser = build_parser()
-    return _parser
+#: The argument parser, made once per process (the zygote makes it before it forks).
+parser = functools.cache(build_parser)
 
 
 def load_mpi(kind):
