@@ -18,10 +18,11 @@ data channel of the client that owns this object.
 """
 import threading
 
+from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from ipkernel.client.fcmultiengine import FCFullSynchronousMultiEngineClient
-from ipkernel.client.reactor import CallTimeout
+from ipkernel.client.reactor import call_timeout
 from ipkernel.datachannel import refs
 from ipkernel.error import KernelError
 from ipkernel.interfaces.remote import RIMultiEngine
@@ -49,39 +50,50 @@ class _HandBack(KernelError):
 class _LaneCalls:
     """The ``remote`` of the direct path's client: calls on the blocking lane.
 
-    ``fetch_blob`` (bulk data of an answer) is done by ``owner`` (the async
-    client with the data channel) in the reactor thread.
+    ``timeout`` and ``what`` are those of the call being made (one at a
+    time: the caller holds the lane); ``interrupted`` keeps a Ctrl-C that
+    arrived meanwhile, to be raised once out of the Deferreds.
     """
 
-    def __init__(self, lane, bridge, owner):
+    def __init__(self, lane):
         self.lane = lane
-        self.bridge = bridge
-        self.owner = owner
         self.timeout = None
         self.what = None
         self.interrupted = None
 
     def callRemote(self, method, *args, **kwargs):
-        from twisted.internet import defer
+        return self.outcome(lambda: self.lane.call(method, args, kwargs, timeout=self.timeout,
+                                                   max_buffers=refs.THRESHOLD))
 
+    def outcome(self, func):
+        """A fired Deferred of ``func()``, its exceptions translated."""
         try:
-            if method == "fetch_blob":
-                return defer.succeed(self.bridge.call(self.owner._fetch, *args,
-                                                      timeout=self.timeout, what=self.what))
-            return defer.succeed(self.lane.call(method, args, kwargs, timeout=self.timeout,
-                                                max_buffers=refs.THRESHOLD))
+            return defer.succeed(func())
         except TooLargeForLane:
-            return defer.fail(_HandBack(method))
+            return defer.fail(_HandBack())
         except LaneTimeout:
-            return defer.fail(CallTimeout(
-                f"{self.what} did not finish within {self.timeout:g} s and was given up "
-                f"(work already sent to engines may still run: see interrupt() and "
-                f"abort()); pass a larger timeout=, or timeout=None to wait without limit"))
+            return defer.fail(call_timeout(self.what, self.timeout))
         except Exception:
             return defer.fail()
         except BaseException as exc:  # Ctrl-C: raised again once out of the Deferreds
             self.interrupted = exc
-            return defer.fail(_HandBack(method))
+            return defer.fail(_HandBack())
+
+
+class _DirectClient(FCFullSynchronousMultiEngineClient):
+    """The async client's code run in the calling thread over a :class:`_LaneCalls`;
+    the bulk data of an answer is fetched by ``owner`` (the client with the
+    data channel) in the reactor thread."""
+
+    def __init__(self, remote, owner, bridge):
+        super().__init__(remote, furl=owner.furl)
+        self.owner = owner
+        self.bridge = bridge
+
+    def _fetch(self, blob_id, pushed=False):
+        remote = self.remote
+        return remote.outcome(lambda: self.bridge.call(
+            self.owner._fetch, blob_id, pushed, timeout=remote.timeout, what=remote.what))
 
 
 class DirectCalls:
@@ -94,33 +106,38 @@ class DirectCalls:
     def __init__(self, owner, bridge):
         self.owner = owner
         self.bridge = bridge
-        self._lane = None
+        self._client = None  # the _DirectClient of the lane now joined
         self._gave_up = False
         self._join_lock = threading.Lock()
+
+    @property
+    def lane(self):
+        """The BlockingLane joined last (None before the first call, or without one)."""
+        client = self._client
+        return None if client is None else client.remote.lane
 
     def close(self):
         """Close the lane (any thread); later calls take the reactor path."""
         self._gave_up = True
-        lane, self._lane = self._lane, None
-        if lane is not None:
-            lane.close()
+        client, self._client = self._client, None
+        if client is not None:
+            client.remote.lane.close()
 
     def call(self, method, args, kwargs, timeout, what):
         """``owner.method(*args, **kwargs)`` done here; its result, or
         :data:`NOT_DIRECT` when the reactor path must do it."""
-        lane = self._lane
-        if lane is None or lane.closed:  # not joined yet, or it broke or timed out
-            lane = self._join()
-        if lane is None or not lane.acquire():
+        client = self._client
+        if client is None or client.remote.lane.closed:  # not joined, broke or timed out
+            client = self._join()
+        if client is None or not client.remote.lane.acquire():
             return NOT_DIRECT
+        remote = client.remote
         try:
-            remote = _LaneCalls(lane, self.bridge, self.owner)
-            remote.timeout, remote.what = timeout, what
-            client = FCFullSynchronousMultiEngineClient(remote, furl=self.owner.furl)
+            remote.timeout, remote.what, remote.interrupted = timeout, what, None
             outcome = []
             getattr(client, method)(*args, **kwargs).addBoth(outcome.append)
         finally:
-            lane.release()
+            remote.lane.release()
         if remote.interrupted is not None:
             raise remote.interrupted
         if not outcome:  # cannot happen: every Deferred of the path has fired
@@ -135,10 +152,13 @@ class DirectCalls:
         if self._gave_up or not self._join_lock.acquire(blocking=False):
             return None
         try:
-            if (self._lane is None or self._lane.closed) and not self._gave_up:
-                self._lane = self._open()
-                self._gave_up = self._lane is None
-            return self._lane
+            client = self._client
+            if (client is None or client.remote.lane.closed) and not self._gave_up:
+                lane = self._open()
+                client = None if lane is None else _DirectClient(_LaneCalls(lane), self.owner,
+                                                                 self.bridge)
+                self._client, self._gave_up = client, client is None
+            return self._client
         finally:
             self._join_lock.release()
 

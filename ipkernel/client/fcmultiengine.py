@@ -73,11 +73,8 @@ class FCFullSynchronousMultiEngineClient:
         """A Deferred of blob ``blob_id``; ``pushed``: the controller sends it
         on the data channel unasked (see DataChannelServer.route)."""
         if self.data is None or not self.data.connected:
-            if pushed:  # the direct path: the owner of the data channel waits for it
-                refs.announce(blob_id)
             # no data channel here: the controller hands it over through Foolscap
             return self._call("fetch_blob", blob_id)
-        pushed = refs.announced(blob_id) or pushed
         return self.data.fetch(blob_id, refs.WAIT, ask=not pushed)
 
     def _offloaded(self, value, route):

@@ -52,6 +52,14 @@ class CallTimeout(KernelError, TimeoutError):
     """A blocking call did not finish within its timeout (it was cancelled)."""
 
 
+def call_timeout(what, timeout):
+    """The CallTimeout of a blocking call ``what`` given up after ``timeout`` s."""
+    return CallTimeout(
+        f"{what} did not finish within {timeout:g} s and was given up "
+        f"(work already sent to engines may still run: see interrupt() and "
+        f"abort()); pass a larger timeout=, or timeout=None to wait without limit")
+
+
 class ReactorNotRunning(KernelError):
     """The reactor the blocking clients need has stopped or cannot be started."""
 
@@ -236,10 +244,7 @@ class _Call:
 
     # -- in the waiting thread ------------------------------------------------------
     def timeout_error(self):
-        return CallTimeout(
-            f"{self.what} did not finish within {self.timeout:g} s and was given up "
-            f"(work already sent to engines may still run: see interrupt() and "
-            f"abort()); pass a larger timeout=, or timeout=None to wait without limit")
+        return call_timeout(self.what, self.timeout)
 
     def outcome(self):
         if self.timed_out:  # cancelled by the timer: whatever the chain made of that

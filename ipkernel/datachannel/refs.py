@@ -6,8 +6,6 @@ with each one replaced by a *reference*: a Serialized without frames whose
 metadata says which blob holds them and how to cut it.  :func:`resolve`
 does the reverse on the receiving side.  Neither unpickles anything.
 """
-import threading
-from collections import OrderedDict
 
 from twisted.internet import defer, threads
 
@@ -27,28 +25,6 @@ WAIT = 120.0
 
 def is_ref(value):
     return isinstance(value, Serialized) and REF_KEY in value.metadata
-
-
-#: Blob ids announced as sent unasked, remembered at most.
-MAX_ANNOUNCED = 10_000
-_announced = OrderedDict()
-_announced_lock = threading.Lock()
-
-
-def announce(blob_id):
-    """Remember (in this process) that the controller sends blob ``blob_id``
-    unasked: a fetch of it by id alone (the blocking client's direct path
-    asks the client that owns the data channel) then waits instead of asking."""
-    with _announced_lock:
-        _announced[blob_id] = None
-        while len(_announced) > MAX_ANNOUNCED:
-            _announced.popitem(last=False)
-
-
-def announced(blob_id):
-    """True, once, when ``blob_id`` was announced."""
-    with _announced_lock:
-        return _announced.pop(blob_id, False) is None
 
 
 def blob_id(ref):

@@ -40,7 +40,7 @@ def counted_client(cluster, harness):
 def lane_of(mec):
     direct = mec._holder[1]
     assert isinstance(direct, DirectCalls)
-    return direct._lane
+    return direct.lane
 
 
 @pytest_twisted.ensureDeferred
@@ -71,7 +71,7 @@ async def test_without_a_lane_every_call_takes_the_reactor_path(lane_blocking):
         mec.execute("a = 1")
         before = hand_over.count
         assert mec.pull("a") == [1]
-        return hand_over.count - before, mec._holder[1]._lane
+        return hand_over.count - before, mec._holder[1].lane
     hand_overs, lane = await lane_blocking.run(user)
     assert hand_overs == 1
     assert lane is None

@@ -248,33 +248,26 @@ def test_send_all_gathers_buffers_and_survives_partial_sends():
         b.close()
 
 
-class _ByIdOnly:
-    """The remote of a client without the data channel whose ``fetch_blob``
-    is done by ``owner`` by blob id alone (as the blocking direct path does)."""
-
-    def __init__(self, owner):
-        self.owner = owner
-
-    def callRemote(self, method, *args):
-        if method == "fetch_blob":
-            return self.owner._fetch(*args)
-        return self.owner.remote.callRemote(method, *args)
-
-
 @pytest_twisted.ensureDeferred
-async def test_a_fetch_by_id_of_an_announced_blob_waits_without_asking(make_fc_cluster, numpy):
-    from ipkernel.client.fcmultiengine import FCFullSynchronousMultiEngineClient
-    from ipkernel.datachannel import refs
+async def test_blobs_of_direct_path_answers_are_waited_for_without_asking(make_fc_cluster,
+                                                                          numpy):
+    from twisted.internet import reactor
 
-    cluster = await make_fc_cluster(1, data_channel=True)
-    owner, server = cluster.client, cluster.data_server
+    from ipkernel.client import MultiEngineClient
+
+    cluster = await make_fc_cluster(1, data_channel=True, lane=True)
+    server = cluster.data_server
     a = numpy.arange(BIG, dtype=float)
-    await within(owner.push({"a": a}, targets=0))
-    by_id = FCFullSynchronousMultiEngineClient(_ByIdOnly(owner))
-    for _ in range(3):
-        back = await within(by_id.pull("a", targets=0))
-        assert (back[0] == a).all()
+    await within(cluster.client.push({"a": a}, targets=0))
+
+    def user():  # the blocking client pulls on its direct lane
+        mec = MultiEngineClient(cluster.mec_furl, tub=cluster.client_tub, timeout=10,
+                                call_in_reactor=reactor.callFromThread)
+        try:
+            return [mec.pull("a", targets=0)[0] for _ in range(3)], mec._holder[1].lane
+        finally:
+            mec.close()
+    backs, lane = await within(threads.deferToThread(user), 30)
+    assert lane is not None  # the pulls took the direct path
+    assert all((back == a).all() for back in backs)
     assert server.results.routed == 3 and server.results.asked == 0
-    blob = new_blob_id()
-    refs.announce(blob)
-    assert refs.announced(blob) and not refs.announced(blob)  # once
