@@ -350,15 +350,3 @@ for _name in IFullSynchronousMultiEngine.names(all=True):
     if callable(_method):
         setattr(FCFullSynchronousMultiEngineClient, _name, _failures_as_deferreds(_method))
 del _name, _method
-
-
-def _register_adapter():
-    from foolscap.referenceable import RemoteReference
-    from twisted.python import components
-
-    if components.getAdapterFactory(RemoteReference, IFullSynchronousMultiEngine, None) is None:
-        components.registerAdapter(FCFullSynchronousMultiEngineClient, RemoteReference,
-                                   IFullSynchronousMultiEngine)
-
-
-_register_adapter()

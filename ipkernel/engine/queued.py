@@ -45,6 +45,9 @@ def _short_repr(value, limit=80):
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
+#: Types copy_plain returns as they are (immutable).
+_SCALARS = frozenset({str, int, float, bool, bytes, complex})
+
 
 def copy_plain(value):
     """A copy of plain data (dicts, lists, tuples of scalars), as deep as
@@ -60,8 +63,6 @@ def copy_plain(value):
         return value
     return copy.deepcopy(value)
 
-
-_SCALARS = frozenset({str, int, float, bool, bytes, complex})
 
 class Command:
     """One engine method call waiting for (or having) its turn."""
