@@ -12,9 +12,12 @@
   atomically, mode 0600, reusing the old FURL's name when asked.
 * :func:`find_furl`: a FURL, or the FURL in a file, with errors that say what
   is wrong.
+* :func:`redacted_furl` / :func:`redact_furls`: a FURL (or a text) without the
+  secret part of its FURLs, for reprs and logs.
 """
 import datetime
 import os
+import re
 from pathlib import Path
 
 from cryptography import x509
@@ -227,6 +230,51 @@ def register(tub, ref, furl_file=None, reuse=False):
     if furl_file is not None:
         write_private_file(furl_file, furl + "\n", durable=False)
     return furl
+
+
+#: A FURL inside a text: ``pb://TUBID@LOCATION_HINTS/SWISSNUM``.
+_FURL_IN_TEXT = re.compile(
+    r"pb://(?P<tubid>[^@/\s'\"<>]*)@(?P<hints>[^/\s'\"<>]*)/(?P<name>[^\s'\"<>()\[\]{},;\\]+)")
+#: Characters of the tub id that a redacted FURL keeps.
+TUBID_SHOWN = 8
+#: What stands for the parts of a FURL that are left out.
+ELLIPSIS = "..."
+
+
+def _redact_match(match):
+    tubid = match["tubid"]
+    if len(tubid) > TUBID_SHOWN:
+        tubid = tubid[:TUBID_SHOWN] + ELLIPSIS
+    return f"pb://{tubid}@{match['hints']}/{ELLIPSIS}"
+
+
+def redacted_furl(furl):
+    """``furl`` as it may be shown: without its secret part.
+
+    A FURL (``pb://TUBID@LOCATION_HINTS/SWISSNUM``) is a capability: whoever
+    knows the swissnum (the name after the last ``/``) may use the object.
+    What a repr, a log line or an error message shows is the start of the
+    tub id (which only names the controller's certificate) and the location
+    hints, for example ``pb://o33gyjsq...@tcp:127.0.0.1:41234/...``.
+
+    :param furl: a FURL, or any text: every FURL inside it is redacted (a
+        file name or a text without FURLs comes back unchanged).  ``None``
+        gives ``None``.
+    :returns: the redacted text (a :class:`str`).  Redacting twice changes
+        nothing more.
+    """
+    if furl is None:
+        return None
+    return redact_furls(str(furl))
+
+
+def redact_furls(text):
+    """``text`` with the secret part of every FURL in it left out (see
+    :func:`redacted_furl`).  The programs' log observers pass every line
+    through it (:func:`ipkernel.applog.observer_for`)."""
+    if "pb://" not in text:
+        return text
+    return _FURL_IN_TEXT.sub(_redact_match, text)
 
 
 def is_valid_furl(text):

@@ -492,8 +492,11 @@ class MultiEngineClient:
         self._timeout = _check_timeout(value)
 
     def __repr__(self):
+        # The FURL without its secret part (``furl`` holds the whole FURL).
+        from ipkernel.fcutil import redacted_furl
+
         state = "closed" if self._closed else f"targets={self._targets!r} block={self._block!r}"
-        return f"<MultiEngineClient {self.furl or '?'} {state}>"
+        return f"<MultiEngineClient {redacted_furl(self.furl) or '?'} {state}>"
 
     # -- plumbing ------------------------------------------------------------------------
 

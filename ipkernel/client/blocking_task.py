@@ -57,7 +57,10 @@ class TaskClient:
         _live_clients.add(self)
 
     def __repr__(self):
-        return f"<TaskClient {self.furl or '?'}{' closed' if self._closed else ''}>"
+        # The FURL without its secret part (``furl`` holds the whole FURL).
+        from ipkernel.fcutil import redacted_furl
+
+        return f"<TaskClient {redacted_furl(self.furl) or '?'}{' closed' if self._closed else ''}>"
 
     def _with_fc(self, func):
         """``func(fc)`` (reactor thread).  When the connection was lost (the

@@ -57,6 +57,11 @@ class FCFullSynchronousMultiEngineClient:
         #: The DataChannelPeer large values travel on (None: all through Foolscap).
         self.data = None
 
+    def __repr__(self):
+        from ipkernel.fcutil import redacted_furl
+
+        return f"<{type(self).__name__} {redacted_furl(self.furl) or '?'}>"
+
     def close(self):
         """Close the data channel and the lane (the Foolscap connection belongs
         to the Tub)."""
@@ -98,7 +103,9 @@ class FCFullSynchronousMultiEngineClient:
     def _connection_error(self, failure, method):
         if failure.check(KernelError):
             return failure
-        where = self.furl or "FURL unknown"
+        from ipkernel.fcutil import redacted_furl
+
+        where = redacted_furl(self.furl) or "FURL unknown"
         raise wire.call_failure(
             failure, method, "the controller", ControllerError,
             f"lost the connection to the controller ({where}) during {method}: "

@@ -128,6 +128,11 @@ class FCTaskClient:
         self.remote_reference = remote_reference
         self.furl = furl
 
+    def __repr__(self):
+        from ipkernel.fcutil import redacted_furl
+
+        return f"<{type(self).__name__} {redacted_furl(self.furl) or '?'}>"
+
     def close(self):
         """Close the lane, if any (the Foolscap connection belongs to the Tub)."""
         close_lane = getattr(self.remote_reference, "close_lane", None)

@@ -8,7 +8,12 @@
     ipcluster stop                  # stops the engines and the controller, waits for them
 
 Every subcommand takes ``--cluster-dir`` (default ``$IPKERNEL_DIR`` or
-``~/.ipkernel``).  The processes keep their pid files in its ``pid/`` folder
+``~/.ipkernel``) and ``--log-level`` / ``-v`` / ``-q`` (see
+:func:`ipkernel.applog.add_arguments`): the level of ipcluster's own messages,
+passed on to the controller and the engines it starts (before the
+``--controller-args`` and ``--engine-args``, which may change it again).
+The ``ipcluster ready`` line, the output of ``status`` and errors are
+printed at every level.  The processes keep their pid files in its ``pid/`` folder
 and their logs in ``log/`` (``ipcluster.log``, ``ipcontroller.log``,
 ``ipengine-<n>.log``).  A cluster directory holds one cluster at a time: a
 second ``start`` says which one runs and exits with status 1.  Pid files of
@@ -21,11 +26,13 @@ stop the engines, then the controller; so does the controller's own exit
 (for example after ``kill(controller=True)`` from a client).
 """
 import argparse
+import logging
 import shlex
 import signal
 import sys
 import threading
 
+from ipkernel import applog
 from ipkernel.clusterdir import MULTIENGINE_FURL, ClusterDir
 from ipkernel.cluster import pidfiles
 from ipkernel.cluster.launcher import LaunchError, ProcessLauncher, child_env
@@ -39,6 +46,9 @@ WATCH_INTERVAL = 0.5
 DAEMON_MARGIN = 15.0
 #: Bound of ``status``'s question to the controller.
 STATUS_TIMEOUT = 10.0
+LOG_NOTE = ("the level is passed on to the controller and the engines (before "
+            "--controller-args and --engine-args, which may change it); errors, the "
+            "ready line and the output of status are printed at every level")
 
 
 # -- command line ---------------------------------------------------------------------
@@ -50,9 +60,12 @@ def build_parser():
         "(a controller and engines) on this machine.")
     top.add_argument("--cluster-dir", help="cluster directory (default $IPKERNEL_DIR or "
                      "~/.ipkernel)")
-    # --cluster-dir is accepted after the subcommand too; SUPPRESS keeps the top value.
+    applog.add_arguments(top, "ipcluster", note=LOG_NOTE)
+    # --cluster-dir and the log options are accepted after the subcommand
+    # too; SUPPRESS keeps the top value.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--cluster-dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    applog.add_arguments(common, "ipcluster", default=argparse.SUPPRESS, note=LOG_NOTE)
     starting = argparse.ArgumentParser(add_help=False)
     starting.add_argument("-n", "--num", dest="n", type=int, default=4,
                           help="number of engines (default 4)")
@@ -82,8 +95,31 @@ def build_parser():
     return top
 
 
-def say(message):
-    print(message, flush=True)
+#: The level of ipcluster's own messages (set by :func:`main`).
+_level = applog.DEFAULT_LEVEL
+_logging_configured = False
+
+
+def _shown(level):
+    return applog.LEVEL_NAMES.index(level) >= applog.LEVEL_NAMES.index(_level)
+
+
+def say(message, level="info", always=False):
+    """Print ``message`` (on stdout) if ``level`` is shown, or ``always``."""
+    if always or _shown(level):
+        print(message, flush=True)
+
+
+def _configure_logging(level):
+    # LocalCluster's and the launchers' messages (stdlib logging), on stderr.
+    global _logging_configured
+    logger = logging.getLogger("ipkernel.cluster")
+    if not _logging_configured:
+        _logging_configured = True
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("ipcluster: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel({"warn": "WARNING"}.get(level, level.upper()))
 
 
 def complain(message):
@@ -164,9 +200,10 @@ def run_foreground(options, cluster):
         return 1
     signals = StopSignals()
     signals.install()
+    level = ["--log-level", options.log_level]
     lc = LocalCluster(options.n, cluster.path, timeout=options.timeout,
-                      controller_args=_split(options.controller_args),
-                      engine_args=_split(options.engine_args))
+                      controller_args=level + _split(options.controller_args),
+                      engine_args=level + _split(options.engine_args))
     try:
         try:
             say(f"ipcluster: starting a controller and {options.n} engines in {cluster.path}")
@@ -180,7 +217,7 @@ def run_foreground(options, cluster):
             return 1
         engines = " ".join(str(e.pid) for e in lc.engines)
         say(f"{READY}: ipcontroller pid {lc.controller.pid}, {options.n} engines "
-            f"(pids {engines or '-'}); client FURL file {lc.mec_furl_file}")
+            f"(pids {engines or '-'}); client FURL file {lc.mec_furl_file}", always=True)
         return watch(lc, signals)
     finally:
         signals.raising = False
@@ -200,16 +237,33 @@ def watch(lc, signals):
             if engine.name not in reported and not engine.is_alive():
                 reported.add(engine.name)
                 say(f"ipcluster: {engine.name} (pid {engine.pid}) exited with status "
-                    f"{engine.exit_code}")
+                    f"{engine.exit_code}", "info" if engine.exit_code == 0 else "warn")
         if not lc.controller.is_alive():
             say(f"ipcluster: ipcontroller exited with status {lc.controller.exit_code}; "
-                f"stopping the engines")
+                f"stopping the engines", "info" if lc.controller.exit_code == 0 else "warn")
             return 0 if lc.controller.exit_code == 0 else 1
     say(f"ipcluster: {signals.signal_name} received; stopping the engines and the controller")
     return 0
 
 
 # -- start --daemon ---------------------------------------------------------------------
+
+_DID_NOT_START = "ipcluster: the cluster did not start: "
+
+
+def daemon_failure(daemon, error):
+    """Why the background ``ipcluster local`` did not start: its own complaint
+    (which names the process that failed and ends with that process's log),
+    or else ``error`` (the daemon's :class:`LaunchError`)."""
+    text = daemon.log_text()
+    start = text.rfind(_DID_NOT_START)
+    if start < 0:
+        return str(error)
+    reason = text[start + len(_DID_NOT_START):]
+    end = reason.find("\nipcluster: stopped")
+    reason = reason[:end] if end >= 0 else reason
+    return f"{reason.rstrip()}\n(the background ipcluster's log: {daemon.log_file})"
+
 
 def start_daemon(options, cluster):
     """Start ``ipcluster local`` detached; return once it is ready."""
@@ -218,7 +272,7 @@ def start_daemon(options, cluster):
         complain(problem)
         return 1
     argv = [sys.executable, "-m", "ipkernel.cluster", "local", "--cluster-dir", cluster.path,
-            "-n", options.n, "--timeout", options.timeout,
+            "-n", options.n, "--timeout", options.timeout, "--log-level", options.log_level,
             f"--controller-args={options.controller_args}",
             f"--engine-args={options.engine_args}"]
     daemon = ProcessLauncher("ipcluster", argv, cluster.log / "ipcluster.log",
@@ -228,7 +282,7 @@ def start_daemon(options, cluster):
         daemon.wait_ready(options.timeout + DAEMON_MARGIN)
     except LaunchError as exc:
         daemon.shutdown()
-        complain(f"the cluster did not start: {exc}")
+        complain(f"the cluster did not start: {daemon_failure(daemon, exc)}")
         return 1
     except KeyboardInterrupt:
         daemon.shutdown()
@@ -298,9 +352,9 @@ def registered_engines(cluster, timeout=STATUS_TIMEOUT):
 def status(options, cluster):
     """Print the table of processes; 0 if the controller runs, else 1."""
     records = pidfiles.scan(cluster.pid)
-    say(f"cluster directory: {cluster.path}")
+    say(f"cluster directory: {cluster.path}", always=True)
     if not records:
-        say("no cluster is running (no pid files)")
+        say("no cluster is running (no pid files)", always=True)
         return 1
     rows = []
     for record in records:
@@ -308,15 +362,15 @@ def status(options, cluster):
         uptime = format_uptime(record.uptime) if record.alive else "-"
         rows.append((record.name, record.pid if record.pid is not None else "?", alive, uptime))
     pidfiles.remove_stale(records)
-    say(format_table(("PROCESS", "PID", "ALIVE", "UPTIME"), rows))
+    say(format_table(("PROCESS", "PID", "ALIVE", "UPTIME"), rows), always=True)
     engines = sum(1 for r in records if r.alive and r.name.startswith(pidfiles.ENGINE_PREFIX))
     controller = any(r.alive and r.name == pidfiles.CONTROLLER for r in records)
     if controller:
         say(f"{engines} engine(s) running; client FURL file "
-            f"{cluster.furl_file(MULTIENGINE_FURL)}")
-        say(f"registered with the controller: {registered_engines(cluster)}")
+            f"{cluster.furl_file(MULTIENGINE_FURL)}", always=True)
+        say(f"registered with the controller: {registered_engines(cluster)}", always=True)
         return 0
-    say("the controller is not running")
+    say("the controller is not running", always=True)
     return 1
 
 
@@ -324,7 +378,10 @@ def status(options, cluster):
 
 def main(argv=None):
     """Run ``ipcluster`` with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
+    global _level
     options = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    _level = options.log_level
+    _configure_logging(_level)
     if getattr(options, "n", 0) < 0:
         complain("-n must not be negative")
         return 2

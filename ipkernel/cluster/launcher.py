@@ -41,6 +41,7 @@ from pathlib import Path
 from ipkernel.clusterdir import ClusterDir, MULTIENGINE_FURL, ENGINE_FURL, write_private_file
 from ipkernel.controller.app import READY as CONTROLLER_READY
 from ipkernel.engine.app import READY as ENGINE_READY
+from ipkernel.fcutil import redact_furls
 from ipkernel.pids import process_alive
 
 logger = logging.getLogger("ipkernel.cluster")
@@ -150,7 +151,8 @@ class ProcessLauncher:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_file, "ab") as log:
             stamp = datetime.now().isoformat(sep=" ", timespec="seconds")
-            command = shlex.join(self.argv).replace("\n", "\\n")
+            # (a FURL given on the command line is shown without its secret)
+            command = redact_furls(shlex.join(self.argv).replace("\n", "\\n"))
             log.write(f"---- {self.name} started {stamp}: {command}\n".encode())
             log.flush()
             self._log_start = log.tell()

@@ -16,7 +16,8 @@ under one MultiService.
   controller on the same cluster directory refuses to start.
 * It stops cleanly on SIGINT/SIGTERM and on ``kill(controller=True)`` from a
   client.  Once the FURL files are written it logs one line starting with
-  ``ipcontroller ready:``.
+  ``ipcontroller ready:`` (at every ``--log-level``; see
+  :func:`ipkernel.applog.add_arguments`).
 
 :func:`main` ``(reactor, argv)`` is the program (it returns once the
 controller has stopped); :func:`run` is the console entry point.
@@ -24,6 +25,7 @@ controller has stopped); :func:`run` is the console entry point.
 import argparse
 import functools
 import os
+import signal
 import sqlite3
 import sys
 
@@ -121,6 +123,7 @@ def build_parser():
     p.add_argument("--parent-pid", type=int, metavar="PID",
                    help="stop when process PID exits (launchers pass their own pid, so a "
                         "killed launcher leaves no controller behind)")
+    applog.add_arguments(p, "ipcontroller")
     return p
 
 
@@ -216,7 +219,8 @@ class ControllerApp:
         log.info("{ready}: engine FURL file {engine}, client FURL file {client} "
                  "(pid {pid}, client port {cport}, engine port {eport})",
                  ready=READY, engine=self.engine_furl_file, client=self.mec_furl_file,
-                 pid=os.getpid(), cport=self.ports["client"], eport=self.ports["engine"])
+                 pid=os.getpid(), cport=self.ports["client"], eport=self.ports["engine"],
+                 **{applog.ALWAYS: True})
 
     def _start_data_channel(self):
         server = DataChannelServer(
@@ -302,7 +306,7 @@ async def main(reactor, argv):
     options = parser().parse_args(argv)
     cluster = ClusterDir(options.cluster_dir).create()
     stream = applog.open_log(options.logfile)
-    observer = applog.observer_for(stream)
+    observer = applog.observer_for(stream, applog.level_of(options))
     globalLogPublisher.addObserver(observer)
     applog.bridge_foolscap()
     pid_path = cluster.pid_file("ipcontroller")
@@ -349,8 +353,37 @@ async def main(reactor, argv):
             stream.close()
 
 
+def handle_stop_signals(reactor):
+    """SIGINT and SIGTERM stop the reactor (and so the controller) once; a
+    signal that comes while it stops is only logged.
+
+    Twisted's own handlers would stop it again, which fails with a
+    ReactorNotRunning traceback (a signal sent to the controller and to its
+    process group, or Ctrl-C twice).  Call it in the main thread once the
+    reactor runs (it installs its handlers as it starts).
+    """
+    def stop(name):
+        try:
+            reactor.stop()
+        except net_error.ReactorNotRunning:
+            log.info("{name} received while stopping", name=name)
+        else:
+            log.info("{name} received: stopping", name=name)
+
+    def received(signum, frame):
+        reactor.callFromThread(stop, signal.Signals(signum).name)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, received)
+
+
 def run(argv=None):
     """Console entry point of ``ipcontroller``."""
-    applog.begin()
     argv = sys.argv[1:] if argv is None else argv
-    task.react(lambda reactor: defer.ensureDeferred(main(reactor, argv)))
+    parser().parse_args(argv)   # --help, --version and usage errors: before the reactor runs
+    applog.begin()
+
+    def start(reactor):
+        # once running: the reactor installs its own handlers as it starts
+        reactor.callWhenRunning(handle_stop_signals, reactor)
+        return defer.ensureDeferred(main(reactor, argv))
+    task.react(start)

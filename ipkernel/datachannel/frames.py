@@ -40,6 +40,12 @@ class ProtocolError(Exception):
     """The other side broke the data-channel protocol; the connection is closed."""
 
 
+class Closed(ConnectionError):
+    """The other side closed the data channel between two messages: the
+    normal end of a connection (a close inside a message is a plain
+    ConnectionError)."""
+
+
 def header(kind, blob_id=NO_ID, body_length=0, extra=None):
     """The bytes that start a message (the body follows)."""
     data = json.dumps(extra, separators=(",", ":")).encode() if extra else b""
@@ -152,8 +158,15 @@ def parse_extra(data):
 
 
 def read_header(sock):
-    """``(kind, blob_id, body_length, extra)`` of the next message."""
-    kind, blob_id, body_length, extra_length = parse_header(recv_exactly(sock, HEADER.size))
+    """``(kind, blob_id, body_length, extra)`` of the next message;
+    :class:`Closed` if the connection ends before it."""
+    head = bytearray(HEADER.size)
+    got = sock.recv_into(head, HEADER.size)
+    if not got:
+        raise Closed("the data channel was closed")
+    if got < HEADER.size:
+        recv_into_fully(sock, memoryview(head)[got:])
+    kind, blob_id, body_length, extra_length = parse_header(head)
     extra = parse_extra(recv_exactly(sock, extra_length)) if extra_length else {}
     return kind, blob_id, body_length, extra
 

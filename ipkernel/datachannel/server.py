@@ -217,9 +217,15 @@ class DataChannelServer:
             tls.settimeout(None)
             while not self._stopped:
                 self._handle(conn, *frames.read_header(tls))
+        except frames.Closed:   # the peer closed it between messages: a normal end
+            if conn is not None and conn.alive and not self._stopped:
+                log.debug("data channel of {who} closed", who=conn.identity)
         except (ConnectionError, OSError, frames.ProtocolError, ssl.SSLError) as exc:
             if conn is not None and conn.alive and not self._stopped:
-                log.info("data channel of {who} closed: {why}", who=conn.identity, why=exc)
+                log.warn("data channel of {who} closed: {why}", who=conn.identity, why=exc)
+            elif conn is None and isinstance(exc, frames.ProtocolError) and not self._stopped:
+                # (what the peer sent is not repeated: it may be a token)
+                log.warn("data channel: refused a {role} connection: {why}", role=role, why=exc)
         finally:
             if conn is not None:
                 self._drop(conn)

@@ -13,7 +13,12 @@ code is busy, and ``interrupt`` is a real SIGINT that also breaks
   stays registered: after a controller restart with ``-r`` it reconnects
   and registers again, asking for its old id.
 * ``--exec-lines`` and ``--startup-script`` run at start and after every
-  ``reset``.
+  ``reset``.  If they fail at start, the engine logs the user's traceback
+  and exits with status 1 without registering (a launcher waiting for it
+  shows that text); after a ``reset`` a failure is only logged.
+* It logs at ``--log-level`` (``-v``, ``-q``; see
+  :func:`ipkernel.applog.add_arguments`); its ``ipengine ready`` line is
+  logged at every level.
 * It stops on ``kill`` from a client, on SIGTERM, on SIGINT while idle (a
   SIGINT while user code runs only interrupts it), and with
   ``--exit-with-parent`` (or ``--parent-pid PID``) when the process that
@@ -71,9 +76,12 @@ def build_parser():
     p.add_argument("--mpi", choices=["mpi4py"],
                    help="run under MPI: ask for engine id == MPI rank, `mpi` in the namespace")
     p.add_argument("--exec-lines", action="append", default=[], metavar="CODE",
-                   help="Python code to run at start and after reset (repeatable)")
+                   help="Python code to run at start and after reset (repeatable); if it "
+                        "fails at start, the engine logs the traceback and exits with "
+                        "status 1 instead of registering")
     p.add_argument("--startup-script", metavar="FILE",
-                   help="a Python file to run at start and after reset (after --exec-lines)")
+                   help="a Python file to run at start and after reset (after --exec-lines; "
+                        "a failure at start also stops the engine)")
     p.add_argument("--history-cap", type=int, default=DEFAULT_HISTORY_CAP,
                    help=f"results kept for get_result (default {DEFAULT_HISTORY_CAP})")
     p.add_argument("--exit-with-parent", action="store_true",
@@ -81,6 +89,7 @@ def build_parser():
     p.add_argument("--parent-pid", type=int, metavar="PID",
                    help="stop when process PID exits (a launcher passes its own pid: no race "
                         "with a parent that exits very early)")
+    applog.add_arguments(p, "ipengine")
     return p
 
 
@@ -113,6 +122,31 @@ def startup_lines(options):
             raise AppError(f"cannot read the startup script {str(path)!r}: {exc.strerror}") from None
         lines.append(f"exec(compile(open({str(path)!r}).read(), {str(path)!r}, 'exec'))")
     return lines
+
+
+def startup_labels(options):
+    """How the lines of :func:`startup_lines` are named in an error message."""
+    labels = [f"--exec-lines {line!r}" for line in options.exec_lines]
+    if options.startup_script:
+        labels.append(f"the startup script {options.startup_script!r}")
+    return labels
+
+
+def run_startup_lines(shell, lines, labels=()):
+    """Run the startup ``lines`` in ``shell`` (call it in the user thread), in
+    order; raise :class:`AppError` with the user's traceback at the first
+    that fails (named by its entry of ``labels``)."""
+    from ipkernel.engine.interpreter import format_user_traceback
+
+    labels = list(labels)
+    for k, line in enumerate(lines):
+        try:
+            shell.execute(line)
+        except BaseException as exc:  # noqa: B902 - user code may raise anything
+            what = labels[k] if k < len(labels) else f"the startup line {line!r}"
+            raise AppError(f"{what} failed, so the engine does not register: "
+                           f"{type(exc).__name__}: {exc}\n"
+                           f"{format_user_traceback(exc).rstrip()}") from None
 
 
 async def wait_for_file(reactor, path, timeout, interval=FURL_POLL):
@@ -181,9 +215,11 @@ class EngineApp:
         cluster = ClusterDir(options.cluster_dir)
         self.furl_file = options.furl_file or str(cluster.furl_file(ENGINE_FURL))
         self.top = service.MultiService()
+        # The startup lines run once before registering (see start); the
+        # service gets them afterwards, to run them again after each reset.
+        self.exec_lines = list(exec_lines)
         self.service = EngineService(mpi=mpi, history_cap=options.history_cap,
-                                     exec_lines=exec_lines, kill_hook=self._on_kill,
-                                     executor=executor)
+                                     kill_hook=self._on_kill, executor=executor)
         self.tub = None
         self.connector = None
         self._parent = options.parent_pid or os.getppid()
@@ -206,7 +242,31 @@ class EngineApp:
         self.tub.setServiceParent(self.top)
         self.service.setServiceParent(self.top)
         self.top.startService()
-        await wait_for_file(self.reactor, self.furl_file, self.options.furl_wait)
+        # The startup lines run while the engine waits for the FURL file; an
+        # engine whose lines failed stops at once and does not register.
+        startup = self.executor.submit(run_startup_lines, self.service.shell, self.exec_lines,
+                                       startup_labels(self.options))
+        waiting = defer.ensureDeferred(
+            wait_for_file(self.reactor, self.furl_file, self.options.furl_wait))
+
+        def stop_waiting():
+            if not waiting.called:
+                waiting.cancel()
+
+        def startup_failed(failure):
+            # (after this callback: start() goes on when the wait ends)
+            self.reactor.callLater(0, stop_waiting)
+            return failure
+        startup.addErrback(startup_failed)
+        try:
+            await waiting
+        except defer.CancelledError:
+            pass   # the startup lines failed: raised just below
+        except BaseException:
+            startup.addErrback(lambda _: None)   # the first failure is the one reported
+            raise
+        await startup
+        self.service.exec_lines = self.exec_lines
         try:
             fcutil.find_furl(self.furl_file)
         except ValueError as exc:
@@ -227,7 +287,7 @@ class EngineApp:
                            f"within {timeout:g} s: is ipcontroller running and reachable, and "
                            f"is the FURL file from its current run?") from None
         log.info("{ready}: registered as engine {id} (pid {pid})", ready=READY, id=engine_id,
-                 pid=os.getpid())
+                 pid=os.getpid(), **{applog.ALWAYS: True})
 
     def _start_failed(self, failure):
         if failure.check(AppError):
@@ -271,7 +331,7 @@ def main(argv=None):
     options = parser().parse_args(sys.argv[1:] if argv is None else argv)
     applog.begin()
     stream = applog.open_log(options.logfile)
-    globalLogPublisher.addObserver(applog.observer_for(stream))
+    globalLogPublisher.addObserver(applog.observer_for(stream, applog.level_of(options)))
     applog.bridge_foolscap()
     try:
         mpi = load_mpi(options.mpi)

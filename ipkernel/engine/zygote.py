@@ -131,6 +131,9 @@ def _new_foolscap_incarnation():
 def say(text):
     """A line in the zygote's log (its stderr)."""
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    if "pb://" in text:   # e.g. a request's arguments: no FURL's secret in the log
+        from ipkernel.fcutil import redact_furls
+        text = redact_furls(text)
     sys.stderr.write(f"{stamp} [zygote {os.getpid()}] {text}\n")
     sys.stderr.flush()
 

@@ -19,6 +19,7 @@ import pytest_twisted
 from foolscap.eventual import flushEventualQueue
 from twisted.internet import defer, error, protocol, reactor, task
 
+import logsecrets
 from ipkernel import asyncclient, fcutil
 from ipkernel.clusterdir import ENGINE_FURL, MULTIENGINE_FURL
 from ipkernel.error import ControllerError
@@ -249,6 +250,7 @@ class Cluster:
         return next(p for p in self.processes if p.pid == pid)
 
     async def cleanup(self):
+        tokens = logsecrets.client_tokens(self.clients)
         for client in self.clients:
             client.close()
         stops = [p.stop() for p in self.processes]
@@ -259,6 +261,9 @@ class Cluster:
         for proc in self.processes:  # shown by pytest when the test failed
             print(f"----- {proc.name} (exit {proc.exit_code}, signal {proc.exit_signal})")
             print(proc.output[-6000:])
+        # No FURL secret in what the programs logged (their output is their log).
+        logsecrets.check_cluster_dir(
+            self.dir, {f"the output of {p.name}": p.output for p in self.processes}, tokens)
         return results
 
 

@@ -8,8 +8,14 @@
   (next to this Python) to completion, bounded in time.
 * ``wait_for(check, what, timeout)`` (also ``reaper.wait_for``): bounded
   polling of an external state.
+* ``cluster_logs_keep_secrets`` (autouse): the logs of every LocalCluster a
+  test stops (before its temporary directory is removed) and of every
+  cluster directory handed to the reaper are scanned for the swissnums of
+  their FURL files and for unredacted FURLs (see ``tests/logsecrets.py``);
+  a test whose cluster logged one fails.
 """
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -17,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from ipkernel.cluster import pidfiles
+import logsecrets
+from ipkernel.cluster import local, pidfiles
 
 #: Bound for anything that should happen soon (a start, an exit).
 TIMEOUT = 60.0
@@ -83,6 +90,8 @@ class Reaper:
                 popen.wait(STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
                 pass
+        for path in self.cluster_dirs:
+            logsecrets.check_cluster_dir(path)
         return survivors
 
 
@@ -94,6 +103,30 @@ def reaper():
     finally:
         survivors = r.cleanup()
         assert not survivors, f"processes {survivors} could not be stopped"
+
+
+@pytest.fixture(autouse=True)
+def cluster_logs_keep_secrets(monkeypatch):
+    """Scan the logs of each LocalCluster when it stops (see the module doc)."""
+    problems = []
+    stop = local._Processes.stop
+
+    def scanning_stop(procs, *args, **kwargs):
+        temp, procs.temp_dir = procs.temp_dir, None   # removed here, after the scan
+        try:
+            stop(procs, *args, **kwargs)
+        finally:
+            try:
+                if procs.controller is not None:
+                    logsecrets.check_cluster_dir(procs.controller.cluster.path)
+            except AssertionError as exc:
+                problems.append(str(exc))
+            finally:
+                if temp is not None:
+                    shutil.rmtree(temp, ignore_errors=True)
+    monkeypatch.setattr(local._Processes, "stop", scanning_stop)
+    yield
+    assert not problems, "\n".join(problems)
 
 
 @pytest.fixture
