@@ -1,7 +1,9 @@
 """Deferred-based clients, for programs that run the Twisted reactor themselves.
 
 ``get_multiengine_client(furl_or_file=None)`` returns a Deferred firing with
-an :class:`IFullSynchronousMultiEngine` connected to a controller.  Without
+an :class:`~ipkernel.interfaces.multiengine.IFullSynchronousMultiEngine`
+(a :class:`~ipkernel.client.fcmultiengine.FCFullSynchronousMultiEngineClient`)
+connected to a controller.  Without
 an argument the FURL file ``ipcontroller-mec.furl`` of the default cluster
 directory (``$IPKERNEL_DIR`` or ``~/.ipkernel``) is used.
 """
@@ -117,6 +119,6 @@ async def _task_client(furl_or_file, tub, timeout):
 
 def get_task_client(furl_or_file=None, tub=None, timeout=DEFAULT_TIMEOUT):
     """Connect to a controller's task farm: a Deferred firing with an
-    :class:`FCTaskClient`.  Without an argument the FURL file
+    :class:`~ipkernel.client.fctask.FCTaskClient`.  Without an argument the FURL file
     ``ipcontroller-tc.furl`` of the default cluster directory is used."""
     return defer.Deferred.fromCoroutine(_task_client(furl_or_file, tub, timeout))

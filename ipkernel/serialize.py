@@ -93,8 +93,8 @@ def _is_plain_array(obj):
 def dumps(obj):
     """Return a list of frames: the pickle, then its out-of-band buffers.
 
-    Raises :class:`SerializationError` naming the type when ``obj`` cannot be
-    pickled.
+    Raises :class:`~ipkernel.error.SerializationError` naming the type when
+    ``obj`` cannot be pickled.
     """
     buffers = []
     try:
@@ -150,8 +150,9 @@ def unserialize(serialized):
 
 
 def check_size(serialized, limit):
-    """Raise :class:`PayloadTooLarge` when ``serialized`` exceeds ``limit`` bytes
-    (``limit=None`` means no cap); return ``serialized`` otherwise."""
+    """Raise :class:`~ipkernel.error.PayloadTooLarge` when ``serialized``
+    exceeds ``limit`` bytes (``limit=None`` means no cap); return
+    ``serialized`` otherwise."""
     if limit is not None and serialized.nbytes > limit:
         raise PayloadTooLarge(
             f"payload of {serialized.nbytes} bytes exceeds the cap of {limit} bytes; "

@@ -134,7 +134,8 @@ class TaskClient:
 
     def mapper(self, clear_before=False, clear_after=False, retries=0, recovery_task=None,
                depend=None, block=True):
-        """A :class:`BlockingTaskMapper` with these task options."""
+        """A :class:`~ipkernel.client.blocking_task.BlockingTaskMapper` with these
+        task options."""
         return BlockingTaskMapper(self, dict(
             clear_before=clear_before, clear_after=clear_after, retries=retries,
             recovery_task=recovery_task, depend=depend, block=block))

@@ -2,8 +2,8 @@
 
 :class:`FCFullSynchronousMultiEngineClient` turns a RemoteReference to the
 controller's ``ipcontroller-mec.furl`` object back into an
-:class:`IFullSynchronousMultiEngine`: the same calls, the same results and
-errors as the in-process view.  It serializes user data before sending and
+:class:`~ipkernel.interfaces.multiengine.IFullSynchronousMultiEngine`: the same
+calls, the same results and errors as the in-process view.  It serializes user data before sending and
 rebuilds results and exceptions on arrival; the controller only passes the
 bytes along.  Splitting and joining data (scatter, gather, map) happens here,
 because only the client can look inside it.

@@ -13,7 +13,8 @@ No Twisted reactor has to run: the processes are started with
 one helper process, the zygote, which imports their code once; see
 :mod:`ipkernel.engine.zygote`), and readiness is read from their logs (the
 controller's ``ready`` line and FURL files, then each engine's "registered
-as engine" line).  Every process is stopped by :meth:`LocalCluster.stop`, by leaving
+as engine" line).  Every process is stopped by
+:meth:`~ipkernel.cluster.LocalCluster.stop`, by leaving
 the ``with`` block (also through an exception), when the object is
 garbage-collected and at interpreter exit; engines and the controller also
 stop by themselves when the process that started them dies.

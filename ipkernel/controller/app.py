@@ -4,7 +4,8 @@ It listens with two Foolscap Tubs (TLS, each with a certificate kept in
 the cluster directory's ``security/`` folder): one for clients, serving
 the multi-engine interface (``ipcontroller-mec.furl``), and one for
 engines, serving registration (``ipcontroller-engine.furl``).  The
-:class:`ControllerService`, a :class:`HeartMonitor` and both Tubs live
+:class:`~ipkernel.controller.ControllerService`, a
+:class:`~ipkernel.controller.heartbeat.HeartMonitor` and both Tubs live
 under one MultiService.
 
 * Without ``-r`` the old FURL files are deleted at start and new FURLs

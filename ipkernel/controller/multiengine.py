@@ -259,7 +259,8 @@ class MultiEngine(ControllerAdapterBase):
                                    dist)
 
     def map_partitions(self, func, parts, targets="all", dist="b"):
-        """See :meth:`IMultiEngineExtras.map_partitions`."""
+        """See
+        :meth:`~ipkernel.interfaces.multiengine.IMultiEngineExtras.map_partitions`."""
         try:
             engines = self.engine_list(targets)
             if not isinstance(parts, mapping.PrePartitioned):

@@ -173,6 +173,8 @@ class ControllerService(service.Service):
         return dict(self._info[id])
 
     def shutdown(self):
+        """Call ``shutdown_hook`` (if any); fires with None.  See
+        :meth:`~ipkernel.interfaces.controller.IControllerCore.shutdown`."""
         log.info("controller shutdown requested")
         if self.shutdown_hook is not None:
             try:

@@ -174,14 +174,15 @@ class DataChannelServer:
     def route(self, blob_id, identity):
         """Send the engine's result blob ``blob_id`` to the client ``identity``
         unasked; False when that client has no data connection here, or the
-        blob is gone (see :meth:`ResultBlobs.route`)."""
+        blob is gone (see :meth:`~ipkernel.datachannel.results.ResultBlobs.route`)."""
         with self._lock:
             conn = self._clients.get(identity)
         return conn is not None and conn.alive and self.results.route(blob_id, conn)
 
     def answered(self, engine_id, blob_ids):
         """Engine ``engine_id``'s answer referring to ``blob_ids`` went through
-        the controller a reactor turn ago (see :meth:`ResultBlobs.answered`)."""
+        the controller a reactor turn ago (see
+        :meth:`~ipkernel.datachannel.results.ResultBlobs.answered`)."""
         with self._lock:
             gone = engine_id not in self._engines
         self.results.answered(engine_id, blob_ids, gone)

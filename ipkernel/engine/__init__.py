@@ -1,7 +1,8 @@
 """The engine role: a persistent Python namespace that runs user code.
 
-:class:`EngineService` implements :class:`IEngineBase`; :class:`QueuedEngine`
-adapts it to :class:`IEngineQueued` (registered with Twisted's adapter
+:class:`EngineService` implements
+:class:`~ipkernel.interfaces.engine.IEngineBase`; :class:`QueuedEngine` adapts it
+to :class:`~ipkernel.interfaces.engine.IEngineQueued` (registered with Twisted's adapter
 registry on import).
 """
 from twisted.python import components

@@ -1,6 +1,7 @@
 """The ``ipengine`` program: one engine process that registers with a controller.
 
-User code runs in the process's main thread (a :class:`MainThreadExecutor`)
+User code runs in the process's main thread (a
+:class:`~ipkernel.engine.mainthread.MainThreadExecutor`)
 while the Twisted reactor runs in a background thread.  So the engine keeps
 answering the controller (heartbeats, ``interrupt``, ``kill``) while user
 code is busy, and ``interrupt`` is a real SIGINT that also breaks

@@ -60,6 +60,7 @@ class StrictDict(dict):
         return copy.deepcopy(super().__getitem__(key))
 
     def get(self, key, default=None):
+        """A copy of the value of ``key``, or ``default``."""
         return self[key] if key in self else default
 
     def __delitem__(self, key):
@@ -88,31 +89,38 @@ class StrictDict(dict):
         return self
 
     def setdefault(self, key, default=None):
+        """Store a copy of ``default`` under ``key`` unless it is set; a copy of the value."""
         if key not in self:
             self[key] = default
         return self[key]
 
     def pop(self, key, *default):
+        """Remove ``key``; its value (or ``default``; KeyError without one)."""
         value = super().pop(key, *default)
         self.modified = True
         return copy.deepcopy(value)
 
     def popitem(self):
+        """Remove and return the last ``(key, value)`` pair stored."""
         key, value = super().popitem()
         self.modified = True
         return key, value
 
     def clear(self):
+        """Remove every property."""
         super().clear()
         self.modified = True
 
     def values(self):
+        """A list of copies of the values."""
         return [self[k] for k in self]
 
     def items(self):
+        """A list of ``(key, copy of value)`` pairs."""
         return [(k, self[k]) for k in self]
 
     def copy(self):
+        """A plain dict of copies."""
         return {k: self[k] for k in self}
 
     def sub_dict(self, *keys):

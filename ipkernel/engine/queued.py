@@ -98,7 +98,8 @@ def _queued(name):
     def method(self, *args, **kwargs):
         return self._submit(Command(name, *args, **kwargs))
     method.__name__ = name
-    method.__doc__ = f"Queue ``{name}`` on the engine; see :class:`IEngineBase`."
+    method.__doc__ = (f"Queue ``{name}`` on the engine; see "
+                      f":class:`~ipkernel.interfaces.engine.IEngineBase`.")
     return method
 
 
@@ -108,9 +109,9 @@ class QueuedEngine:
 
     Commands run one at a time, first in first out.  When one fails, every
     waiting command fails with QueueCleared first, then the failure is
-    delivered (commands submitted while :data:`independent` is set are
-    left out of this rule both ways).  Execute results are kept (``history_cap`` of them) so that
-    ``get_result`` for them is answered here.
+    delivered (commands submitted while :data:`~ipkernel.engine.queued.independent`
+    is set are left out of this rule both ways).  Execute results are kept
+    (``history_cap`` of them) so that ``get_result`` for them is answered here.
     """
 
     def __init__(self, engine, history_cap=DEFAULT_HISTORY_CAP):

@@ -1,4 +1,5 @@
-"""EngineService: an :class:`IEngineBase` over an interpreter, off the reactor thread."""
+"""EngineService: an :class:`~ipkernel.interfaces.engine.IEngineBase` over an
+interpreter, off the reactor thread."""
 import time
 
 from twisted.application import service
@@ -217,7 +218,7 @@ class EngineService(service.Service):
         return self.binder.bind(func)(*tuple(args), **dict(kwargs or {}))
 
     def apply_batch(self, calls, encode=None):
-        """See :meth:`IEngineBase.apply_batch`.
+        """See :meth:`~ipkernel.interfaces.engine.IEngineCore.apply_batch`.
 
         ``encode(ok, value)``, if given, turns each outcome into what is
         returned instead of the value or Failure; it runs in the user thread

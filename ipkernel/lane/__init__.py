@@ -6,9 +6,10 @@ most of a small call's time.  A lane carries the same calls (the same
 RemoteInterfaces, the same argument checks, the same results and errors)
 as length-prefixed frames of JSON text and raw buffers over a TCP socket
 on this host.  Engines and clients join the controller's lane port with a
-one-time token handed out over their Foolscap connection; Foolscap stays
-for registration, liveness, references, peers on other hosts, and as the
-fallback whenever a lane is not open.
+one-time token handed out over their Foolscap connection.  The
+controller's heartbeat pings to an engine go on its lane like every other
+call.  Foolscap stays for registration, references, peers on other hosts,
+and as the fallback whenever a lane is not open.
 """
 from ipkernel.lane.codec import CodecError
 from ipkernel.lane.protocol import LaneError, LaneProtocol

@@ -13,8 +13,9 @@ Calls are checked against the RemoteInterface of the object they go to,
 outbound by the caller and inbound by the callee, as Foolscap does; a call
 is dispatched to ``remote_<method>`` of the local object the moment its
 frame arrives, so calls run in the order they were made.  Failures look
-like Foolscap's: a refused argument is a :class:`Violation` (wrapped in a
-:class:`RemoteException` when the other side refused it), a fault in the
+like Foolscap's: a refused argument is a :class:`~foolscap.api.Violation`
+(wrapped in a :class:`~foolscap.api.RemoteException` when the other side
+refused it), a fault in the
 other side's method a RemoteException, a closed lane a ConnectionLost.
 """
 import struct

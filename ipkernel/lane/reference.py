@@ -16,6 +16,8 @@ class LaneReference:
         self.foolscap_only = frozenset(foolscap_only)
 
     def callRemote(self, method, *args, **kwargs):
+        """Call ``method`` on the lane while it is joined (unless the method is
+        in ``foolscap_only``), else through Foolscap; a Deferred."""
         lane = self.lane
         if lane is not None and lane.joined and method not in self.foolscap_only:
             return lane.callRemote(method, *args, **kwargs)

@@ -94,6 +94,8 @@ class BaseTask:
         self.completed = time.strftime(_TIME_FORMAT, time.localtime(stop))
 
     def run_on(self, engine):
+        """Run the task on ``engine`` (a queued engine); a Deferred firing with
+        ``(success, result)``."""
         return defer.ensureDeferred(self._run_on(engine))
 
     async def _run_on(self, engine):
@@ -220,6 +222,8 @@ class TaskResult:
 
     @property
     def ns(self):
+        """The results as a :class:`ResultNS` (``tr.ns.x``); re-raises the
+        task's exception when it failed."""
         self.raise_exception()
         return ResultNS(self.results)
 
