@@ -66,5 +66,11 @@ def _plain_class_defaults(app, what, name, obj, options, signature, return_annot
     return signature, return_annotation
 
 
+def _no_object_base(app, name, obj, options, bases):
+    """``Bases: object`` says nothing: show only real bases."""
+    bases[:] = [b for b in bases if b is not object]
+
+
 def setup(app):
     app.connect("autodoc-process-signature", _plain_class_defaults)
+    app.connect("autodoc-process-bases", _no_object_base)

@@ -409,7 +409,7 @@ class MultiEngineClient:
 
     ``progress`` enables progress bars for long ``map``/``barrier``/parallel
     calls (also switched off by ``IPKERNEL_PROGRESS=0``; only shown on a
-    terminal).  ``tub`` (a started Foolscap Tub) and ``call_in_reactor``
+    terminal or in Jupyter).  ``tub`` (a started Foolscap Tub) and ``call_in_reactor``
     (how to run a function in the reactor thread) are for programs and tests
     that run the reactor themselves.
 
