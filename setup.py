@@ -1,20 +1,22 @@
 """Packaging for ipkernel.
 
-The top-level ``interfaces/`` folder holds the contracts (zope Interfaces and,
-later, Foolscap RemoteInterfaces).  It is installed as ``ipkernel.interfaces``
-and must never be importable as a top-level ``interfaces`` package.
+Packages are found on disk, so a new subpackage of ``ipkernel/`` is always
+installed.  The top-level ``interfaces/`` folder holds the contracts (zope
+Interfaces and Foolscap RemoteInterfaces); it is installed as
+``ipkernel.interfaces`` and never as a top-level ``interfaces`` package.
 """
-from setuptools import setup
+from setuptools import find_packages, setup
+
+
+def ipkernel_packages():
+    """Every package under ``ipkernel/`` and ``interfaces/`` (as ``ipkernel.interfaces``)."""
+    found = find_packages(include=["ipkernel", "ipkernel.*"])
+    contracts = ["ipkernel.interfaces"] + [
+        f"ipkernel.interfaces.{name}" for name in find_packages(where="interfaces")]
+    return sorted(found + contracts)
+
 
 setup(
-    packages=[
-        "ipkernel",
-        "ipkernel.engine",
-        "ipkernel.controller",
-        "ipkernel.client",
-        "ipkernel.cluster",
-        "ipkernel.task",
-        "ipkernel.interfaces",
-    ],
+    packages=ipkernel_packages(),
     package_dir={"ipkernel.interfaces": "interfaces"},
 )

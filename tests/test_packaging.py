@@ -1,5 +1,8 @@
 """Tier 1: packaging -- interfaces/ is only ever ipkernel.interfaces; importing ipkernel
-registers the adapters."""
+registers the adapters; setup.py's package discovery installs every package on disk (so a
+new subpackage can never be left out of a wheel again; tests/test_wheel.py checks the wheel
+itself)."""
+import runpy
 import subprocess
 import sys
 import textwrap
@@ -92,3 +95,68 @@ def test_adapters_in_this_process():
     queued = IEngineQueued(engine)
     assert isinstance(queued, QueuedEngine)
     assert IEngineQueued(queued) is queued
+
+
+def _setup_arguments(monkeypatch):
+    """The keyword arguments setup.py passes to ``setuptools.setup``, run as a build runs
+    it (from the repository root), without building anything."""
+    setuptools = pytest.importorskip("setuptools", reason="setuptools is needed to read setup.py")
+    captured = {}
+    monkeypatch.setattr(setuptools, "setup", lambda **kwargs: captured.update(kwargs))
+    monkeypatch.chdir(REPO_ROOT)
+    runpy.run_path(str(Path(REPO_ROOT) / "setup.py"), run_name="__main__")
+    return captured
+
+
+def _packages_on_disk():
+    """Installed name of every folder with an ``__init__.py`` under ipkernel/ and interfaces/."""
+    root = Path(REPO_ROOT)
+    names = set()
+    for top, installed_as in (("ipkernel", ("ipkernel",)), ("interfaces", ("ipkernel", "interfaces"))):
+        for init in (root / top).rglob("__init__.py"):
+            names.add(".".join(installed_as + init.parent.relative_to(root / top).parts))
+    return names
+
+
+def test_setup_discovers_every_package_on_disk(monkeypatch):
+    arguments = _setup_arguments(monkeypatch)
+    packages = set(arguments["packages"])
+    on_disk = _packages_on_disk()
+    assert {"ipkernel", "ipkernel.lane", "ipkernel.datachannel", "ipkernel.interfaces"} <= on_disk
+    assert packages == on_disk, (sorted(on_disk - packages), sorted(packages - on_disk))
+    # interfaces/ is only ever ipkernel.interfaces; tests/ and bench/ are not installed
+    assert all(name == "ipkernel" or name.startswith("ipkernel.") for name in packages), packages
+    assert arguments["package_dir"] == {"ipkernel.interfaces": "interfaces"}
+
+
+def test_every_folder_of_modules_under_ipkernel_is_a_regular_package():
+    # Discovery finds folders with an __init__.py: a folder of modules without one
+    # would be an implicit namespace package that no wheel installs.
+    root = Path(REPO_ROOT)
+    missing = sorted(str(folder.relative_to(root))
+                     for top in ("ipkernel", "interfaces")
+                     for folder in [root / top, *(root / top).rglob("*")]
+                     if folder.is_dir() and folder.name != "__pycache__"
+                     and any(folder.glob("*.py")) and not (folder / "__init__.py").exists())
+    assert not missing, f"folders of modules without an __init__.py: {missing}"
+
+
+def test_setup_installs_every_package_folder(monkeypatch):
+    # A subpackage added to ipkernel/ or interfaces/ is found without editing setup.py.
+    import runpy
+
+    import setuptools
+
+    captured = {}
+    monkeypatch.setattr(setuptools, "setup", lambda **kwargs: captured.update(kwargs))
+    monkeypatch.chdir(REPO_ROOT)
+    runpy.run_path(str(Path(REPO_ROOT) / "setup.py"), run_name="__main__")
+    root = Path(REPO_ROOT)
+    on_disk = {".".join(p.parent.relative_to(root).parts) for p in (root / "ipkernel").rglob("__init__.py")}
+    on_disk |= {".".join(("ipkernel",) + p.parent.relative_to(root).parts)
+                for p in (root / "interfaces").rglob("__init__.py")}
+    assert set(captured["packages"]) == on_disk
+    assert "ipkernel.lane" in on_disk and "ipkernel.datachannel" in on_disk
+    assert captured["package_dir"] == {"ipkernel.interfaces": "interfaces"}
+    assert not any(p == "interfaces" or p.startswith(("interfaces.", "tests", "bench"))
+                   for p in captured["packages"])
