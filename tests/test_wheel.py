@@ -35,7 +35,10 @@ USER_SCRIPT = textwrap.dedent("""
     import ipkernel
 
     print("ipkernel from", ipkernel.__file__)
-    names = [m.name for m in pkgutil.walk_packages(ipkernel.__path__, "ipkernel.")]
+    def broken(name):
+        raise ImportError(f"walk_packages could not import {name}")
+
+    names = [m.name for m in pkgutil.walk_packages(ipkernel.__path__, "ipkernel.", broken)]
     for name in names:
         importlib.import_module(name)
     print("imported", len(names), "modules")
@@ -119,10 +122,14 @@ def wheel(tmp_path_factory):
     return found
 
 
+@pytest.mark.timeout(900)  # the first test to use the fixture also builds the wheel
 def test_the_wheel_holds_every_package_and_nothing_else(wheel):
     import zipfile
 
-    names = zipfile.ZipFile(wheel).namelist()
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        (metadata,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+        headers = archive.read(metadata).decode().split("\n\n", 1)[0].splitlines()
     top = {n.split("/", 1)[0] for n in names}
     assert top == {"ipkernel", wheel.name.split("-py3")[0] + ".dist-info"}, top
     packages = {package_name(p.parent) for root in ("ipkernel", "interfaces")
@@ -131,6 +138,13 @@ def test_the_wheel_holds_every_package_and_nothing_else(wheel):
                 if n.endswith("/__init__.py")}
     assert in_wheel == packages, (sorted(packages - in_wheel), sorted(in_wheel - packages))
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names), names
+    # PEP 639: the SPDX expression, and no License classifier beside it
+    assert "License-Expression: BSD-3-Clause" in headers, headers
+    assert "License-File: LICENSE" in headers, headers
+    assert "Requires-Python: >=3.11" in headers, headers
+    classifiers = {h.split(": ", 1)[1] for h in headers if h.startswith("Classifier: ")}
+    assert {f"Programming Language :: Python :: {v}" for v in ("3.11", "3.12", "3.13")} <= classifiers
+    assert not any(c.startswith("License ::") for c in classifiers), classifiers
 
 
 @pytest.mark.timeout(900)
