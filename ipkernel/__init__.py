@@ -6,6 +6,9 @@ Importing the package registers the Twisted adapters between the roles, so
 on the client side, ``IFullSynchronousMultiEngine(remote_reference)`` work.
 The client modules themselves are imported when that last adapter is first
 used (or a client is made): controllers and engines do not need them.
+
+:class:`~ipkernel.error.TaskRejectError` is importable from here, as it was
+from ``IPython.kernel``: a task raises it to say "not on this engine".
 """
 __version__ = "0.1.0.dev0"
 
@@ -27,6 +30,7 @@ try:
     from ipkernel.controller import fc as _controller_fc  # noqa: F401
     from ipkernel.interfaces.multiengine import IFullSynchronousMultiEngine as _IFullSME
     from ipkernel.task import fc as _task_fc  # noqa: F401  (ITaskController -> RITaskController)
+    from ipkernel.error import TaskRejectError  # noqa: F401  (IPython.kernel.TaskRejectError)
 finally:
     if _collecting:
         _gc.enable()

@@ -29,8 +29,8 @@ from ipkernel.client.reactor import CallTimeout, ReactorBridge, before_shutdown,
 from ipkernel.controller import mapping
 from ipkernel.error import KernelError, NotAPendingResult, ResultNotCompleted
 
-__all__ = ["MultiEngineClient", "PendingResult", "ResultList", "MultiEngineMapper",
-           "ParallelFunction", "CLIENT_DEFAULT"]
+__all__ = ["MultiEngineClient", "get_multiengine_client", "PendingResult", "ResultList",
+           "MultiEngineMapper", "ParallelFunction", "CLIENT_DEFAULT"]
 
 
 class _ClientDefault:
@@ -371,19 +371,21 @@ def _release_all():
         client._holder.clear()
 
 
-def _drop(holder):
-    for fc in holder:
+def _drop(holder, owned=True):
+    # ``owned=False``: the async client (holder[0]) belongs to whoever adapted
+    # it (adapt_to_blocking_client) and stays open; only our own objects close.
+    for fc in holder if owned else holder[1:]:
         close = getattr(fc, "close", None)
         if close is not None:
             close()  # the data channel and the lane, if any
     holder.clear()
 
 
-def _release(bridge, holder):
+def _release(bridge, holder, owned=True):
     """Drop the client's network objects in the reactor thread (Foolscap
     objects must only be touched there)."""
     try:
-        bridge.post(lambda: _drop(holder))
+        bridge.post(lambda: _drop(holder, owned))
     except Exception:  # noqa: B902 - no reactor left: nothing to release
         pass
 
@@ -437,15 +439,20 @@ class MultiEngineClient:
         self._attach(fc)
 
     @classmethod
-    def _over(cls, fc, bridge, timeout=None, progress=True):
-        """A client over an already connected async client (for tests)."""
+    def _over(cls, fc, bridge, timeout=None, progress=True, owned=True):
+        """A client over an already connected async client (for tests, and for
+        ``adapt_to_blocking_client`` with ``owned=False``: closing this client
+        then leaves ``fc``, its connection and its pending results alone).
+        No reconnection: the client lives and dies with ``fc``."""
         self = cls.__new__(cls)
         self._setup(bridge, timeout, progress)
+        self._owned = owned
         self._attach(fc)
         return self
 
     def _setup(self, bridge, timeout, progress):
         self._reconnect_args = None
+        self._owned = True
         self._holder = []
         self._closed = True
         self.timeout = timeout
@@ -458,7 +465,8 @@ class MultiEngineClient:
         self.furl = getattr(fc, "furl", None)
         self._holder.append(fc)
         self._closed = False
-        self._finalizer = weakref.finalize(self, _release, self._bridge, self._holder)
+        self._finalizer = weakref.finalize(self, _release, self._bridge, self._holder,
+                                           self._owned)
         self._finalizer.atexit = False
         _live_clients.add(self)
 
@@ -548,7 +556,8 @@ class MultiEngineClient:
         self._check_open()
         timeout = self._resolve_timeout(timeout)
         what = f"MultiEngineClient.{what or method}"
-        if method in DIRECT_METHODS and kwargs.get("block", True) is True:
+        if (method in DIRECT_METHODS and kwargs.get("block", True) is True
+                and not self._bridge.in_reactor_thread()):   # (there: ReactorThreadError)
             direct = self._direct_calls()
             if direct is not None:
                 answer = direct.call(method, args, kwargs, timeout, what)
@@ -911,8 +920,9 @@ class MultiEngineClient:
         if self._closed:
             return
         try:
-            self._call("clear_pending_deferreds", timeout=min(self._timeout or 5, 5),
-                       what="close")
+            if self._owned:  # an adapted client's results belong to its async client
+                self._call("clear_pending_deferreds", timeout=min(self._timeout or 5, 5),
+                           what="close")
         except KernelError:
             pass  # the controller is gone, or this is the reactor thread
         self._closed = True
@@ -986,3 +996,15 @@ def _submit_chunks(fc, func, parts, dist, targets):
         return ids
     from twisted.internet import defer
     return defer.Deferred.fromCoroutine(submit())
+
+
+def get_multiengine_client(furl_or_file="", **options):
+    """A connected :class:`MultiEngineClient`: IPython 0.10's spelling of
+    ``MultiEngineClient(furl_or_file, **options)``.
+
+    ``furl_or_file`` ``''`` or None means the FURL file
+    ``security/ipcontroller-mec.furl`` of the default cluster directory
+    (``$IPKERNEL_DIR`` or ``~/.ipkernel``); ``options`` are those of
+    :class:`MultiEngineClient` (``timeout``, ``cluster_dir``, ...).
+    """
+    return MultiEngineClient(furl_or_file or None, **options)

@@ -49,10 +49,26 @@ class TaskClient:
         self._reconnect_args = (furl_or_file, tub, connect_timeout)
         fc = self._bridge.call(asyncclient.get_task_client, furl_or_file, tub, connect_timeout,
                                what="connecting to the task controller")
+        self._attach(fc, owned=True)
+
+    @classmethod
+    def _over(cls, fc, bridge=None, timeout=None, progress=True):
+        """A client over the connected FCTaskClient ``fc``, which it does not
+        own (see :meth:`ipkernel.client.fctask.FCTaskClient.adapt_to_blocking_client`):
+        closing it leaves ``fc`` open, and it does not reconnect."""
+        self = cls.__new__(cls)
+        self._bridge = bridge if bridge is not None else default_bridge()
+        self.timeout = _check_timeout(timeout)
+        self.progress = progress
+        self._reconnect_args = None
+        self._attach(fc, owned=False)
+        return self
+
+    def _attach(self, fc, owned):
         self.furl = fc.furl
         self._holder = [fc]
         self._closed = False
-        self._finalizer = weakref.finalize(self, _release, self._bridge, self._holder)
+        self._finalizer = weakref.finalize(self, _release, self._bridge, self._holder, owned)
         self._finalizer.atexit = False
         _live_clients.add(self)
 
@@ -70,7 +86,8 @@ class TaskClient:
             raise KernelError("this TaskClient is closed")
         fc = self._holder[0]
         remote = getattr(fc, "remote_reference", None)
-        if remote is not None and not remote.isConnected():
+        if (remote is not None and not remote.isConnected()
+                and self._reconnect_args is not None):  # (an adapted client does not)
             from ipkernel import asyncclient
 
             def reconnected(new_fc):
@@ -189,3 +206,15 @@ class BlockingTaskMapper:
 
 def _all_sized(sequences):
     return all(hasattr(s, "__len__") for s in sequences)
+
+
+def get_task_client(furl_or_file="", **options):
+    """A connected :class:`TaskClient`: IPython 0.10's spelling of
+    ``TaskClient(furl_or_file, **options)``.
+
+    ``furl_or_file`` ``''`` or None means the FURL file
+    ``security/ipcontroller-tc.furl`` of the default cluster directory
+    (``$IPKERNEL_DIR`` or ``~/.ipkernel``); ``options`` are those of
+    :class:`TaskClient` (``timeout``, ``cluster_dir``, ...).
+    """
+    return TaskClient(furl_or_file or None, **options)

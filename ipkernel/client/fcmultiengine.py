@@ -318,6 +318,74 @@ class FCFullSynchronousMultiEngineClient:
     def map(self, func, *seqs, dist="b", targets="all", block=True):
         return self.raw_map(func, seqs, dist=dist, targets=targets, block=block)
 
+    def mapper(self, dist="b", targets="all", block=True):
+        """A :class:`MultiEngineMapper` with these options: ``mapper.map(func,
+        *sequences)`` is ``map`` with them (not load balanced).
+
+        Bad options raise here: an unknown ``dist`` ValueError, malformed
+        ``targets`` :class:`~ipkernel.error.InvalidEngineID`, a ``block``
+        other than True/False TypeError.
+        """
+        return MultiEngineMapper(self, dist=dist, targets=targets, block=block)
+
+    def parallel(self, dist="b", targets="all", block=True):
+        """A decorator making a function map itself over the engines; calling
+        it returns a Deferred (of the results, or with ``block=False`` of the
+        deferred id to give ``get_pending_deferred``)::
+
+            @client.parallel()
+            def f(x):
+                return 10.0 * x ** 4
+
+            d = f(range(32))   # fires with [f(0), f(1), ...]
+
+        The function may be any picklable callable, or the name of a function
+        defined on the engines.  Options as for :meth:`mapper`.
+        """
+        mapper = self.mapper(dist=dist, targets=targets, block=block)
+
+        def decorate(func):
+            if not (callable(func) or isinstance(func, str)):
+                raise TypeError(f"parallel() decorates a callable (or the name of a function "
+                                f"defined on the engines), not {type(func).__name__}")
+
+            def parallel_function(*sequences):
+                return mapper.map(func, *sequences)
+            if callable(func):
+                functools.update_wrapper(parallel_function, func, updated=())
+            else:
+                parallel_function.__name__ = parallel_function.__qualname__ = func
+            parallel_function.mapper = mapper
+            return parallel_function
+        return decorate
+
+    def adapt_to_blocking_client(self, *, timeout=None, progress=True):
+        """A blocking :class:`ipkernel.client.MultiEngineClient` over this
+        client: the same connection and session (so the same pending
+        results), no new connection.
+
+        It may be made in any thread, the reactor's included, but its calls
+        block their thread until the reactor has done them, so they must be
+        made from a thread other than the reactor's (from the reactor thread
+        they raise :class:`~ipkernel.client.ReactorThreadError`):
+
+        * a script whose reactor runs in the blocking clients' background
+          thread (:func:`ipkernel.client.reactor.blocking_call`) calls it
+          from its own thread, as IPython 0.10's
+          ``client.get_multiengine_client`` did;
+        * a Twisted program makes the calls from a worker thread
+          (``twisted.internet.threads.deferToThread``).
+
+        Closing the blocking client leaves this one open (with its pending
+        results); neither reconnects for the other.  ``timeout`` and
+        ``progress`` are those of :class:`~ipkernel.client.MultiEngineClient`.
+        """
+        from ipkernel.client.blocking import MultiEngineClient
+        from ipkernel.client.reactor import default_bridge
+
+        return MultiEngineClient._over(self, default_bridge(), timeout=timeout,
+                                       progress=progress, owned=False)
+
     def map_partitions(self, func, parts, targets="all", dist="b", *, block=True):
         try:
             payload = [serialize.serialize(list(p)) for p in parts]
@@ -339,6 +407,37 @@ class FCFullSynchronousMultiEngineClient:
 
     def run(self, filename, targets="all", *, block=True):
         return self.execute(read_script(filename), targets, block=block)
+
+
+class MultiEngineMapper:
+    """``map`` with fixed options over a
+    :class:`FCFullSynchronousMultiEngineClient`; made by
+    :meth:`FCFullSynchronousMultiEngineClient.mapper`.
+
+    ``map(func, *sequences)`` returns a Deferred firing with the results in
+    order, or (``block=False``) with a deferred id.  ``dist`` is how the items
+    are split over the engines (``'b'`` contiguous blocks, ``'r'`` round
+    robin).
+    """
+
+    def __init__(self, multiengine, dist="b", targets="all", block=True):
+        if not isinstance(block, bool):
+            raise TypeError(f"block must be True or False, not {block!r}")
+        wire.encode_targets(targets)  # InvalidEngineID when malformed
+        self.multiengine = multiengine
+        self.dist = mapping.check_dist(dist)
+        self.targets = list(targets) if isinstance(targets, tuple) else targets
+        self.block = block
+
+    def __repr__(self):
+        return (f"<{type(self).__name__} dist={self.dist!r} targets={self.targets!r} "
+                f"block={self.block!r}>")
+
+    def map(self, func, *sequences):
+        """Parallel ``list(map(func, *sequences))`` (a Deferred): sequences of
+        different lengths fail with ValueError."""
+        return self.multiengine.raw_map(func, sequences, dist=self.dist, targets=self.targets,
+                                        block=self.block)
 
 
 def _failures_as_deferreds(method):

@@ -235,10 +235,29 @@ class FCTaskClient:
             return ParallelFunction(func, mapper)
         return decorate
 
-    def adapt_to_blocking_client(self):
-        """``(dotted name of the blocking client class, FURL)``: what a blocking
-        :class:`ipkernel.client.TaskClient` needs to connect to the same controller."""
-        return "ipkernel.client.TaskClient", self.furl
+    def adapt_to_blocking_client(self, *, timeout=None, progress=True):
+        """A blocking :class:`ipkernel.client.TaskClient` over this client: the
+        same connection to the same controller (no new one is made).
+
+        It may be made in any thread, the reactor's included, but its calls
+        block their thread until the reactor has done them, so they must be
+        made from a thread other than the reactor's (from the reactor thread
+        they raise :class:`~ipkernel.client.ReactorThreadError`):
+
+        * a script whose reactor runs in the blocking clients' background
+          thread (:func:`ipkernel.client.reactor.blocking_call`) calls it
+          from its own thread, as IPython 0.10's ``client.get_task_client``
+          did;
+        * a Twisted program makes the calls from a worker thread
+          (``twisted.internet.threads.deferToThread``).
+
+        Closing the blocking client leaves this one open; neither reconnects
+        for the other.  ``timeout`` and ``progress`` are those of
+        :class:`~ipkernel.client.TaskClient`.
+        """
+        from ipkernel.client.blocking_task import TaskClient
+
+        return TaskClient._over(self, timeout=timeout, progress=progress)
 
 
 def _not_a_task(k, value):
@@ -320,9 +339,11 @@ class ParallelFunction:
     """A function whose call maps it, through a TaskMapper, over its arguments."""
 
     def __init__(self, func, mapper):
+        # the name and doc of ``func``; not its __dict__ (a callable object's
+        # attributes could hide ours)
+        functools.update_wrapper(self, func, updated=())
         self.func = func
         self.mapper = mapper
-        functools.update_wrapper(self, func)
 
     def __call__(self, *sequences):
         return self.mapper.map(self.func, *sequences)

@@ -320,6 +320,11 @@ class ReactorBridge:
             raise
         return call.outcome()
 
+    def in_reactor_thread(self):
+        """True when the calling thread runs the reactor (a blocking call
+        made here would raise :class:`ReactorThreadError`)."""
+        return self._in_reactor_thread()
+
     def post(self, func):
         """Run ``func()`` in the reactor thread soon, without waiting for it."""
         self._call_in_reactor(func)

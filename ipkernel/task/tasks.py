@@ -1,6 +1,5 @@
 """Tasks: StringTask (code with push/pull) and MapTask (a function call)."""
 import time
-import types
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
@@ -126,9 +125,18 @@ class BaseTask:
 class StringTask(BaseTask):
     """Run ``expression`` (source text) after pushing the dict ``push``; pull the
     names in ``pull`` (a str or a list).  Its result is a :class:`TaskResult`,
-    also when the code failed."""
+    also when the code failed.
 
-    def __init__(self, expression, pull=None, push=None, **kwargs):
+    The arguments after ``push`` are those of :class:`BaseTask`, in IPython
+    0.10's order, so they may be given by position as well as by name::
+
+        StringTask("y = x ** 2", "y", {"x": 3}, False, True, 2)   # clear_after, retries=2
+
+    ``after`` (task dependencies, new in ipkernel) is keyword-only.
+    """
+
+    def __init__(self, expression, pull=None, push=None, clear_before=False, clear_after=False,
+                 retries=0, recovery_task=None, depend=None, *, after=None):
         if not isinstance(expression, str):
             raise TypeError(f"expression must be a str, not {type(expression).__name__}")
         if pull is None:
@@ -141,7 +149,7 @@ class StringTask(BaseTask):
             push = {}
         elif not isinstance(push, dict) or not all(isinstance(k, str) for k in push):
             raise TypeError(f"push must be a dict with str keys, not {type(push).__name__}")
-        super().__init__(**kwargs)
+        super().__init__(clear_before, clear_after, retries, recovery_task, depend, after=after)
         self.expression = expression
         self.pull = tuple(pull)
         self.push = push
@@ -160,13 +168,26 @@ class StringTask(BaseTask):
 
 
 class MapTask(BaseTask):
-    """Call ``function(*args, **kwargs)`` on an engine (the function sees the
-    engine's namespace as its globals).  Its result is the return value; a
-    failure makes ``get_task_result`` fail with the function's exception."""
+    """Call ``function(*args, **kwargs)`` on an engine.  Its result is the
+    return value; a failure makes ``get_task_result`` fail with the function's
+    exception.
 
-    def __init__(self, function, args=None, kwargs=None, **options):
-        if not isinstance(function, (types.FunctionType, types.BuiltinFunctionType)):
-            raise TypeError(f"function must be a function, not {type(function).__name__}")
+    ``function`` is any picklable callable: a function (also a lambda or a
+    closure; a plain function sees the engine's namespace as its globals), a
+    builtin, a ``functools.partial``, a bound method or an object with a
+    ``__call__`` method.  It is serialized when the task is made, so an
+    unpicklable one fails here with
+    :class:`~ipkernel.error.SerializationError`.  ``args`` is a list or
+    tuple, ``kwargs`` a dict.
+
+    The arguments after ``kwargs`` are those of :class:`BaseTask`, in IPython
+    0.10's order (positional or by name); ``after`` is keyword-only.
+    """
+
+    def __init__(self, function, args=None, kwargs=None, clear_before=False, clear_after=False,
+                 retries=0, recovery_task=None, depend=None, *, after=None):
+        if not callable(function):
+            raise TypeError(f"function must be callable, not {type(function).__name__}")
         if args is None:
             args = ()
         elif not isinstance(args, (list, tuple)):
@@ -175,7 +196,7 @@ class MapTask(BaseTask):
             kwargs = {}
         elif not isinstance(kwargs, dict):
             raise TypeError(f"kwargs must be a dict, not {type(kwargs).__name__}")
-        super().__init__(**options)
+        super().__init__(clear_before, clear_after, retries, recovery_task, depend, after=after)
         self.function = function
         self._function = serialize.serialize(function)
         self.args = tuple(args)

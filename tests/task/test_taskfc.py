@@ -204,8 +204,18 @@ def test_controller_never_unpickles_a_task():
 
 @pytest_twisted.ensureDeferred
 async def test_adapt_to_blocking_client(make_tc_cluster):
+    from twisted.internet import threads
+
+    from ipkernel.client import ReactorThreadError, TaskClient
+
     cluster, tc = await make_tc_cluster(1)
-    assert tc.adapt_to_blocking_client() == ("ipkernel.client.TaskClient", cluster.tc_furl)
+    blocking = tc.adapt_to_blocking_client(timeout=WAIT)   # made in the reactor thread
+    assert isinstance(blocking, TaskClient) and blocking.furl == cluster.tc_furl
+    with pytest.raises(ReactorThreadError):
+        blocking.run(MapTask(double, (1,)))
+    assert await threads.deferToThread(blocking.map, double, [1, 2]) == [2, 4]
+    await threads.deferToThread(blocking.close)
+    assert await within(tc.map(double, [3])) == [6]   # the async client stays open
 
 
 @pytest_twisted.ensureDeferred
