@@ -289,7 +289,8 @@ class TaskMapper:
 
     def map(self, func, *sequences, progress=None):
         """Fire with ``[func(*args) for args in zip(*sequences)]`` (``block``),
-        or with the task ids.  ``progress(n)``, if given, is called as ``n``
+        or with the task ids.  Sequences of different lengths fail with
+        ValueError before any task is submitted.  ``progress(n)``, if given, is called as ``n``
         more results have arrived."""
         return defer.ensureDeferred(self._map(func, sequences, progress))
 
@@ -300,7 +301,13 @@ class TaskMapper:
                        retries=self.retries, recovery_task=self.recovery_task,
                        depend=self.depend)
         template = _template_of(task_spec(MapTask(func, **options)))
-        return template, [serialize.serialize(args) for args in zip(*sequences)]
+        try:
+            return template, [serialize.serialize(args) for args in zip(*sequences, strict=True)]
+        except ValueError as exc:
+            if "zip()" not in str(exc):
+                raise
+            raise ValueError("the sequences to map over have different lengths "
+                             f"({exc}); no task was submitted") from None
 
     async def _map(self, func, sequences, progress):
         template, args = self._template_and_args(func, sequences)

@@ -181,6 +181,25 @@ async def test_task_maps_take_any_picklable_callable(farm, kind):
     assert mapped == parallel == mapper == expected and one == expected[3]
 
 
+@pytest_twisted.ensureDeferred
+async def test_task_maps_refuse_sequences_of_different_lengths(farm):
+    cluster = await farm(1)
+    before = await within(cluster.tc.queue_status())
+    for sequences in ((range(3), range(4)), (iter(range(3)), [2])):
+        error = await raises(ValueError, cluster.tc.map(power, *sequences))
+        assert "different lengths" in str(error), error
+
+    def user():
+        with client.TaskClient(cluster.tc_furl, tub=cluster.client_tub,
+                               call_in_reactor=reactor.callFromThread, timeout=WAIT) as tc:
+            with pytest.raises(ValueError, match="no task was submitted"):
+                tc.map(power, [1, 2], [1])
+            return tc.map(power, [1, 2], [3, 3])
+    assert await in_thread(user) == [1, 8]
+    after = await within(cluster.tc.queue_status())
+    assert after["succeeded"] == before["succeeded"] + 2, (before, after)
+
+
 @pytest.mark.parametrize("kind", sorted(CALLABLES))
 @pytest_twisted.ensureDeferred
 async def test_multiengine_maps_take_any_picklable_callable(farm, kind):
