@@ -25,28 +25,12 @@ from ipkernel.interfaces.remote import RITaskController
 from ipkernel.interfaces.task import ITaskController
 
 from awaiting import raises, within
+from callables import Scale, power
 
 pytestmark = pytest.mark.tier2
 
 #: Bound for the blocking calls and the worker threads.
 WAIT = 20
-
-
-def power(x, n=2):
-    return x ** n
-
-
-class Scale:
-    """A callable object with a method: both are mapped."""
-
-    def __init__(self, factor):
-        self.factor = factor
-
-    def times(self, x):
-        return self.factor * x
-
-    def __call__(self, x):
-        return self.factor * x + 1
 
 
 CALLABLES = {"partial": (functools.partial(power, n=3), [0, 1, 8, 27]),

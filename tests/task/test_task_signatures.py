@@ -9,25 +9,11 @@ from ipkernel.error import SerializationError
 from ipkernel.task import MapTask, StringTask
 
 from awaiting import within
+from callables import Scale, power
 
 
 async def result(tc, taskid):
     return await within(tc.get_task_result(taskid, block=True))
-
-
-def power(x, n=2):
-    return x ** n
-
-
-class Scale:
-    def __init__(self, factor):
-        self.factor = factor
-
-    def times(self, x):
-        return self.factor * x
-
-    def __call__(self, x):
-        return self.factor * x + 1
 
 
 def test_string_task_takes_0_10_arguments_by_position():
