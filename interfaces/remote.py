@@ -278,8 +278,8 @@ class RIMultiEngine(RemoteInterface):
         return Outcome
 
 
-__all__ = ["RIEngine", "RIEngineRegistrar", "RIMultiEngine", "Targets", "Keys", "Code",
-           "EngineId", "Payload", "Outcome"]
+__all__ = ["RIEngine", "RIEngineRegistrar", "RIMultiEngine", "RITaskController", "Targets",
+           "Keys", "Code", "EngineId", "Payload", "Outcome", "TaskId", "TaskSpec"]
 
 
 #: A task id.
