@@ -30,6 +30,7 @@ from twisted.logger import (FileLogObserver, FilteringLogObserver, LogLevel, Pre
                             formatEventAsClassicLogText, formatTime, globalLogBeginner,
                             timeFormatRFC3339)
 
+from ipkernel.clusterdir import open_private
 from ipkernel.fcutil import redact_furls
 
 _bridged = False
@@ -46,10 +47,10 @@ _LEVELS = tuple(LogLevel.iterconstants())
 
 
 def open_log(logfile=None):
-    """The stream to log to: ``logfile`` opened for appending, or stderr."""
+    """The stream to log to: ``logfile`` opened for appending (mode 0600), or stderr."""
     if logfile is None:
         return sys.stderr
-    return open(logfile, "a", encoding="utf-8", buffering=1)
+    return open(logfile, "a", encoding="utf-8", buffering=1, opener=open_private)
 
 
 def event_level(event):

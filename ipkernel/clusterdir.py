@@ -4,7 +4,8 @@
 ``--cluster-dir`` to use another.  Layout::
 
     security/   mode 0700: certificates and FURL files (mode 0600), port files
-    log/        process logs
+    log/        mode 0700: process logs (mode 0600: they name ports, pids and
+                what the engines ran)
     pid/        pid files
 """
 import os
@@ -27,6 +28,19 @@ def ensure_private_dir(path):
     path.mkdir(parents=True, exist_ok=True)
     os.chmod(path, 0o700)
     return path
+
+
+def open_private(path, flags=os.O_WRONLY | os.O_APPEND | os.O_CREAT):
+    """``os.open`` of ``path`` that leaves it readable by its owner only (mode
+    0600), whatever the umask, also when the file already existed with a wider
+    mode.  Usable as the ``opener`` of :func:`open`."""
+    fd = os.open(path, flags, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def write_private_file(path, text, durable=True):
@@ -64,7 +78,7 @@ class ClusterDir:
         """Create the directory tree with safe permissions; return self."""
         self.path.mkdir(parents=True, exist_ok=True)
         ensure_private_dir(self.security)
-        self.log.mkdir(exist_ok=True)
+        ensure_private_dir(self.log)
         self.pid.mkdir(exist_ok=True)
         return self
 

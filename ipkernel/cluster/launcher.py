@@ -38,7 +38,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from ipkernel.clusterdir import ClusterDir, MULTIENGINE_FURL, ENGINE_FURL, write_private_file
+from ipkernel.clusterdir import (ClusterDir, MULTIENGINE_FURL, ENGINE_FURL, open_private,
+                                 write_private_file)
 from ipkernel.controller.app import READY as CONTROLLER_READY
 from ipkernel.engine.app import READY as ENGINE_READY
 from ipkernel.fcutil import redact_furls
@@ -149,7 +150,7 @@ class ProcessLauncher:
         if self.is_alive():
             raise RuntimeError(f"{self.name} is already running (pid {self.pid})")
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_file, "ab") as log:
+        with open(self.log_file, "ab", opener=open_private) as log:
             stamp = datetime.now().isoformat(sep=" ", timespec="seconds")
             # (a FURL given on the command line is shown without its secret)
             command = redact_furls(shlex.join(self.argv).replace("\n", "\\n"))

@@ -46,6 +46,7 @@ import threading
 import time
 import traceback
 
+from ipkernel.clusterdir import open_private
 from ipkernel.pids import process_alive
 
 #: What a child may run (``"program"`` of a request; the default is the engine).
@@ -250,7 +251,7 @@ class Zygote:
         os.close(self._wake_w)
         if _events_fd != 1:
             os.close(_events_fd)
-        log_fd = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        log_fd = open_private(request["log"])
         null_fd = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null_fd, 0)   # replaces the request pipe
         os.dup2(log_fd, 1)

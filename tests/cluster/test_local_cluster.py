@@ -148,3 +148,26 @@ def test_processes_stop_when_the_launching_process_is_killed(reaper, tmp_path):
     parent.wait(10)
     # the controller and the engines watch their parent (once a second)
     assert reaper.all_gone(pids, timeout=20)
+
+
+@pytest.mark.parametrize("engine_start", ["fork", "spawn"])
+def test_logs_are_private_whatever_the_umask(reaper, tmp_path, engine_start):
+    # Logs name ports, pids and what the engines ran: owner only, like security/.
+    cluster_dir = reaper.add_cluster_dir(tmp_path / "cluster")
+    (cluster_dir / "log").mkdir(parents=True, mode=0o755)
+    old = cluster_dir / "log" / "ipengine-0.log"
+    old.write_text("an earlier run's log\n")
+    old.chmod(0o666)
+    previous_umask = os.umask(0)
+    try:
+        with LocalCluster(n=1, cluster_dir=cluster_dir, timeout=TIMEOUT,
+                          engine_start=engine_start) as cluster:
+            reaper.add_pids(*pids_of(cluster))
+            logs = sorted(p.name for p in (cluster_dir / "log").iterdir())
+            modes = {p.name: p.stat().st_mode & 0o777 for p in (cluster_dir / "log").iterdir()}
+    finally:
+        os.umask(previous_umask)
+    assert {"ipcontroller.log", "ipengine-0.log"} <= set(logs), logs
+    assert (cluster_dir / "log").stat().st_mode & 0o777 == 0o700
+    assert modes == {name: 0o600 for name in logs}, modes
+    assert old.read_text().startswith("an earlier run's log\n")  # appended to, not replaced
