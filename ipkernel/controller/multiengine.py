@@ -83,7 +83,8 @@ class MultiEngine(ControllerAdapterBase):
 
     def engine_list(self, targets):
         """Return the queued engines named by ``targets``, or raise
-        InvalidEngineID / NoEnginesRegistered."""
+        InvalidEngineID (an unknown id, a bad type, or an id named twice) /
+        NoEnginesRegistered."""
         engines = self.controller.engines
         if isinstance(targets, str):
             if targets != "all":
@@ -101,6 +102,11 @@ class MultiEngine(ControllerAdapterBase):
         if missing:
             raise InvalidEngineID(f"engine id {missing[0]} is not registered "
                                   f"(registered: {sorted(engines) or 'none'})")
+        if len(set(ids)) != len(ids):
+            # Running a command twice on one engine is never what a list of targets means.
+            twice = sorted({i for i in ids if ids.count(i) > 1})
+            raise InvalidEngineID(f"targets {list(ids)} name engine {twice[0]} more than once; "
+                                  "name each engine once")
         return [engines[i] for i in ids]
 
     # -- the multiplexer ------------------------------------------------------------

@@ -20,7 +20,7 @@ from ipkernel.interfaces.multiengine import (IEngineMultiplexer, IFullMultiEngin
                                              IMultiEngineCoordinator, IMultiEngineExtras)
 from ipkernel.serialize import Serialized, serialize, unserialize
 
-from awaiting import within
+from awaiting import raises, within
 
 
 def error_types(err):
@@ -215,13 +215,23 @@ async def test_get_ids_without_engines(make_me):
 
 
 @pytest_twisted.ensureDeferred
-async def test_target_list_order_and_duplicates(me):
-    results = await within(me.execute("mark = id", targets=[2, 0, 2]))
-    assert [r["id"] for r in results] == [2, 0, 2]
-    assert [r["number"] for r in results] == [1, 1, 2]
-    assert await within(me.pull("id", targets=(3, 1, 3, 0))) == [3, 1, 3, 0]
+async def test_target_list_order(me):
+    results = await within(me.execute("mark = id", targets=[2, 0]))
+    assert [r["id"] for r in results] == [2, 0]
+    assert await within(me.pull("id", targets=(3, 1, 0))) == [3, 1, 0]
     assert await within(me.pull("mark", targets=[0, 2])) == [0, 2]
     assert await within(me.pull("id")) == [0, 1, 2, 3]
+
+
+@pytest_twisted.ensureDeferred
+async def test_duplicate_targets_are_refused_and_nothing_runs(me):
+    for call in (lambda: me.execute("n = 1", targets=[0, 0]),
+                 lambda: me.push({"n": 5}, targets=(1, 2, 1)),
+                 lambda: me.pull("id", targets=[3, 3])):
+        error = await raises(InvalidEngineID, call())
+        assert "more than once" in str(error), error
+    await within(me.execute("seen = 'n' in globals()", targets=[0, 1, 2]))
+    assert await within(me.pull("seen", targets=[0, 1, 2])) == [False, False, False]
 
 
 @pytest_twisted.ensureDeferred
