@@ -33,7 +33,7 @@ def ensure_private_dir(path):
 def open_private(path, flags=os.O_WRONLY | os.O_APPEND | os.O_CREAT):
     """``os.open`` of ``path`` that leaves it readable by its owner only (mode
     0600), whatever the umask, also when the file already existed with a wider
-    mode.  Usable as the ``opener`` of :func:`open`."""
+    mode.  Usable as the ``opener`` of the built-in ``open``."""
     fd = os.open(path, flags, 0o600)
     try:
         os.fchmod(fd, 0o600)
