@@ -36,20 +36,23 @@ def log_lines(output):
     return lines
 
 
+def run_program(program, option, cwd):
+    """``program option`` run to its end (bounded), as a user types it."""
+    return subprocess.run([sys.executable, "-m", PROGRAMS[program], option],
+                          capture_output=True, text=True, timeout=60, cwd=cwd,
+                          stdin=subprocess.DEVNULL)
+
+
 @pytest.mark.parametrize("program", sorted(PROGRAMS))
 def test_version_prints_the_name_and_version_and_exits_0(program, tmp_path):
-    done = subprocess.run([sys.executable, "-m", PROGRAMS[program], "--version"],
-                          capture_output=True, text=True, timeout=60, cwd=tmp_path,
-                          stdin=subprocess.DEVNULL)
+    done = run_program(program, "--version", tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout == f"{program} {ipkernel.__version__}\n"
 
 
 @pytest.mark.parametrize("program", sorted(PROGRAMS))
 def test_help_documents_the_log_options(program, tmp_path):
-    done = subprocess.run([sys.executable, "-m", PROGRAMS[program], "--help"],
-                          capture_output=True, text=True, timeout=60, cwd=tmp_path,
-                          stdin=subprocess.DEVNULL)
+    done = run_program(program, "--help", tmp_path)
     assert done.returncode == 0, done.stderr
     for option in ("--version", "--log-level", "-v, --verbose", "-q, --quiet", "-qq"):
         assert option in done.stdout
