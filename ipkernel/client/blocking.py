@@ -332,7 +332,8 @@ class ParallelFunction:
     """A decorator turning a function into its parallel map over the engines.
 
     ``ParallelFunction(mapper)(f)`` is a function ``g(*sequences)`` that
-    returns ``mapper.map(f, *sequences)``.  See
+    returns ``mapper.map(f, *sequences)`` (whatever that mapper's ``map``
+    returns: results here, a Deferred from the Deferred-based client).  See
     :meth:`MultiEngineClient.parallel`.
     """
 
@@ -341,14 +342,15 @@ class ParallelFunction:
 
     def __call__(self, func):
         if not (callable(func) or isinstance(func, str)):
-            raise TypeError(f"parallel() decorates a function (or the name of one defined on "
-                            f"the engines), not {type(func).__name__}")
+            raise TypeError(f"parallel() decorates a callable (or the name of a function "
+                            f"defined on the engines), not {type(func).__name__}")
         mapper = self.mapper
 
         def parallel_function(*sequences):
             return mapper.map(func, *sequences)
         if callable(func):
-            functools.update_wrapper(parallel_function, func)
+            # name and doc only: a callable object's attributes could hide ``mapper``
+            functools.update_wrapper(parallel_function, func, updated=())
         else:
             parallel_function.__name__ = parallel_function.__qualname__ = func
         parallel_function.mapper = mapper

@@ -342,22 +342,9 @@ class FCFullSynchronousMultiEngineClient:
         The function may be any picklable callable, or the name of a function
         defined on the engines.  Options as for :meth:`mapper`.
         """
-        mapper = self.mapper(dist=dist, targets=targets, block=block)
+        from ipkernel.client.blocking import ParallelFunction
 
-        def decorate(func):
-            if not (callable(func) or isinstance(func, str)):
-                raise TypeError(f"parallel() decorates a callable (or the name of a function "
-                                f"defined on the engines), not {type(func).__name__}")
-
-            def parallel_function(*sequences):
-                return mapper.map(func, *sequences)
-            if callable(func):
-                functools.update_wrapper(parallel_function, func, updated=())
-            else:
-                parallel_function.__name__ = parallel_function.__qualname__ = func
-            parallel_function.mapper = mapper
-            return parallel_function
-        return decorate
+        return ParallelFunction(self.mapper(dist=dist, targets=targets, block=block))
 
     def adapt_to_blocking_client(self, *, timeout=None, progress=True):
         """A blocking :class:`ipkernel.client.MultiEngineClient` over this
