@@ -13,6 +13,7 @@ arenas and keep them from being given back.
 """
 import ctypes
 import gc
+import threading
 
 
 def _find_malloc_trim():
@@ -36,3 +37,26 @@ def release_memory():
     gc.collect()
     if _malloc_trim is not None:
         _malloc_trim(0)
+
+
+#: Bytes freed since the last release before :func:`freed` releases memory.
+RELEASE_AFTER = 32 << 20
+
+_freed_lock = threading.Lock()
+_freed_since = 0
+
+
+def freed(nbytes):
+    """Note that ``nbytes`` of kept data were just dropped; once
+    :data:`RELEASE_AFTER` bytes have been dropped since the last release,
+    release memory (:func:`release_memory`).  Any thread."""
+    global _freed_since
+    if nbytes <= 0:
+        return
+    with _freed_lock:
+        _freed_since += nbytes
+        due = _freed_since >= RELEASE_AFTER
+        if due:
+            _freed_since = 0
+    if due:
+        release_memory()

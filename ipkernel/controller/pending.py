@@ -9,12 +9,15 @@ keyword-only ``block`` argument.
 import functools
 import inspect
 import secrets
+import time
 
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ipkernel.error import AbortedPendingDeferredError, InvalidDeferredID, ResultNotCompleted
+from ipkernel import memtrim, sizes
+from ipkernel.error import (AbortedPendingDeferredError, InvalidDeferredID, ResultEvicted,
+                            ResultNotCompleted)
 
 __all__ = ["PendingDeferredManager", "two_phase"]
 
@@ -23,6 +26,10 @@ _log = Logger()
 # How many discarded (evicted) ids are remembered, so that fetching one later
 # can say why it is gone.  Older ones get the ordinary "unknown id" message.
 EVICTED_IDS_REMEMBERED = 10_000
+#: Bytes of unfetched results one client may leave on the controller.
+DEFAULT_MAX_BYTES = 1 << 30
+#: Seconds a finished result waits to be fetched before it is discarded.
+DEFAULT_TTL = 600.0
 
 
 class _Pending:
@@ -43,24 +50,64 @@ def _fire(d, outcome):
         d.callback(outcome)
 
 
+def _check_limit(name, value, kind, minimum):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise TypeError(f"{name} must be None or a number, not {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, not {value}")
+    return value
+
+
 class PendingDeferredManager:
     """Keeps the outcomes of saved Deferreds until each is fetched once.
 
-    ``max_pending`` (None: no limit) bounds how many *finished* results may
-    wait unfetched; when one more finishes, the one that has waited longest
-    is discarded.
+    What waits unfetched is bounded three ways (None: no bound):
+
+    * ``max_pending``: how many *finished* results may wait; when one more
+      finishes, the one that has waited longest is discarded (fetching it
+      raises InvalidDeferredID saying so).
+    * ``max_bytes``: how many bytes they may hold together, measured with
+      :func:`ipkernel.sizes.estimate` (large values left on the data channel
+      count with their size); the oldest are discarded first, and a result
+      bigger than ``max_bytes`` alone is not kept.
+    * ``ttl``: seconds a finished result may wait.  Stale results are
+      discarded whenever the manager is used and by :meth:`expire` (the
+      controller calls it periodically); ``clock`` (a callable returning
+      seconds, default ``time.monotonic``) is the time source.
+
+    Fetching a result discarded for bytes or age raises
+    :class:`~ipkernel.error.ResultEvicted` naming why.  ``on_discard``
+    (settable later) is called with each outcome dropped without being
+    delivered (discarded, deleted, cleared, closed), so whoever keeps data
+    for it elsewhere can free it.
     """
 
-    def __init__(self, max_pending=None):
+    def __init__(self, max_pending=None, *, max_bytes=None, ttl=None, clock=None,
+                 on_discard=None):
         if max_pending is not None:
             if isinstance(max_pending, bool) or not isinstance(max_pending, int):
                 raise TypeError(f"max_pending must be None or an int, not {max_pending!r}")
             if max_pending < 1:
                 raise ValueError(f"max_pending must be at least 1, not {max_pending}")
         self.max_pending = max_pending
+        self.max_bytes = _check_limit("max_bytes", max_bytes, int, 1)
+        self.ttl = _check_limit("ttl", ttl, (int, float), 0)
+        self.clock = clock or time.monotonic
+        self.on_discard = on_discard
         self._pending = {}  # deferred id -> _Pending, until delivered or forgotten
-        self._unfetched = {}  # ids of finished, unfetched results, in finishing order
-        self._evicted = {}  # ids discarded because of max_pending, oldest first
+        # ids of finished, unfetched results, in finishing order -> (finished at, bytes)
+        self._unfetched = {}
+        self._evicted = {}  # discarded ids -> why (None: max_pending), oldest first
+        #: Bytes the unfetched results hold (their estimates).
+        self.unfetched_bytes = 0
+        self.closed = None  # why, once closed
+
+    def limits(self):
+        """The keyword arguments that make a manager with the same bounds."""
+        return {"max_pending": self.max_pending, "max_bytes": self.max_bytes,
+                "ttl": self.ttl, "clock": self.clock}
 
     # ids ------------------------------------------------------------------
 
@@ -73,9 +120,11 @@ class PendingDeferredManager:
 
     def quick_has_id(self, deferred_id):
         """Return True if ``deferred_id`` is saved and not yet delivered."""
+        self.expire()
         return isinstance(deferred_id, str) and deferred_id in self._pending
 
     def _lookup(self, deferred_id):
+        self.expire()
         entry = self._pending.get(deferred_id) if isinstance(deferred_id, str) else None
         if entry is None:
             raise self._unknown(deferred_id)
@@ -83,6 +132,10 @@ class PendingDeferredManager:
 
     def _unknown(self, deferred_id):
         if isinstance(deferred_id, str) and deferred_id in self._evicted:
+            why = self._evicted[deferred_id]
+            if why is not None:
+                return ResultEvicted(f"the result of deferred id {deferred_id} was discarded: "
+                                     f"{why}")
             return InvalidDeferredID(
                 f"the result of deferred id {deferred_id} was discarded: more than "
                 f"max_pending={self.max_pending} finished results were waiting to be "
@@ -120,6 +173,8 @@ class PendingDeferredManager:
         # Ignore a late outcome: the id was deleted, cleared or aborted.
         if not entry.done and self._pending.get(deferred_id) is entry:
             self._settle(deferred_id, entry, outcome)
+        else:
+            self._discarded(outcome)  # nobody will fetch it: free what it holds elsewhere
         return None
 
     def _settle(self, deferred_id, entry, outcome):
@@ -131,18 +186,70 @@ class PendingDeferredManager:
             _fire(waiter, outcome)
             return
         entry.outcome = outcome
-        self._unfetched[deferred_id] = None
+        size = sizes.estimate(outcome)
+        self._unfetched[deferred_id] = (self.clock(), size)
+        self.unfetched_bytes += size
         while self.max_pending is not None and len(self._unfetched) > self.max_pending:
+            self._evict(next(iter(self._unfetched)), None)
+        while self.max_bytes is not None and self.unfetched_bytes > self.max_bytes:
             oldest = next(iter(self._unfetched))
-            del self._unfetched[oldest]
-            del self._pending[oldest]
-            self._evicted[oldest] = None
-            if len(self._evicted) > EVICTED_IDS_REMEMBERED:
-                del self._evicted[next(iter(self._evicted))]
+            self._evict(oldest, self._over_budget(oldest, size))
+        self.expire()
+
+    def _over_budget(self, oldest, newest_size):
+        budget = sizes.format_size(self.max_bytes)
+        alone = self._unfetched[oldest][1]
+        if alone > self.max_bytes:
+            return (f"it alone ({sizes.format_size(alone)}) is bigger than the "
+                    f"{budget} of unfetched results the controller keeps per client. Fetch "
+                    f"it with block=True, in pieces, or start ipcontroller with a larger "
+                    f"--unfetched-bytes")
+        return (f"the unfetched results of this client passed the controller's budget of "
+                f"{budget} (a newer result of {sizes.format_size(newest_size)} came) and "
+                f"the oldest are discarded first. Fetch results sooner "
+                f"(PendingResult.get_result, get_pending_deferred), or start ipcontroller "
+                f"with a larger --unfetched-bytes")
+
+    def _evict(self, deferred_id, why):
+        """Discard the finished, unfetched result ``deferred_id``; ``why`` is
+        what fetching it will say (None: the max_pending message)."""
+        entry = self._forget(deferred_id)
+        self._evicted[deferred_id] = why
+        if len(self._evicted) > EVICTED_IDS_REMEMBERED:
+            del self._evicted[next(iter(self._evicted))]
+        self._discarded(entry.outcome)
+
+    def _discarded(self, outcome):
+        if self.on_discard is not None:
+            try:
+                self.on_discard(outcome)
+            except Exception:
+                _log.failure("the on_discard hook raised")
 
     def _forget(self, deferred_id):
-        self._unfetched.pop(deferred_id, None)
+        held = self._unfetched.pop(deferred_id, None)
+        if held is not None:
+            self.unfetched_bytes -= held[1]
+            memtrim.freed(held[1])
         return self._pending.pop(deferred_id)
+
+    def expire(self, now=None):
+        """Discard the finished results that have waited longer than ``ttl``
+        (``now``: the clock's current time by default).  Returns how many."""
+        if self.ttl is None or not self._unfetched:
+            return 0
+        now = self.clock() if now is None else now
+        count = 0
+        while self._unfetched:
+            oldest, (since, _) = next(iter(self._unfetched.items()))
+            if now - since <= self.ttl:
+                break
+            self._evict(oldest, f"it waited unfetched for more than {self.ttl:g} s, the "
+                                f"controller's limit (ipcontroller --result-ttl). Fetch "
+                                f"results sooner, or start ipcontroller with a larger "
+                                f"--result-ttl")
+            count += 1
+        return count
 
     # fetching ---------------------------------------------------------------
 
@@ -192,6 +299,8 @@ class PendingDeferredManager:
         """
         self._lookup(deferred_id)
         entry = self._forget(deferred_id)
+        if entry.done:
+            self._discarded(entry.outcome)
         entry.done = True
         waiter, entry.waiter = entry.waiter, None
         if waiter is not None:
@@ -201,17 +310,32 @@ class PendingDeferredManager:
     def clear_pending_deferreds(self):
         """Forget every saved id; blocked fetches fail with
         AbortedPendingDeferredError.  Returns a Deferred firing with None."""
+        self._drop_all("was cleared while being waited for")
+        self._evicted.clear()
+        return defer.succeed(None)
+
+    def close(self, why="its client went away"):
+        """Forget everything because nobody will fetch it (the client
+        disconnected): finished results are dropped at once (``on_discard``),
+        late ones as they come, and blocked fetches fail with
+        AbortedPendingDeferredError naming ``why``."""
+        self.closed = why
+        self._drop_all(f"was dropped: {why}")
+
+    def _drop_all(self, what):
         entries = list(self._pending.items())
+        memtrim.freed(self.unfetched_bytes)
         self._pending.clear()
         self._unfetched.clear()
-        self._evicted.clear()
+        self.unfetched_bytes = 0
         for deferred_id, entry in entries:
+            if entry.done:
+                self._discarded(entry.outcome)
             entry.done = True
             waiter, entry.waiter = entry.waiter, None
             if waiter is not None:
                 waiter.errback(AbortedPendingDeferredError(
-                    f"the pending result {deferred_id} was cleared while being waited for"))
-        return defer.succeed(None)
+                    f"the pending result {deferred_id} {what}"))
 
     def abort_pending(self, deferred_id, exception):
         """Make an unfinished saved call fail with ``exception`` (an exception

@@ -5,12 +5,14 @@ the blobs to the controller.  The controller routes each blob to the client
 it answers with the references (:meth:`ResultBlobs.route`): it goes on as
 it arrives, moved across in the kernel, without a FETCH round trip.  A blob
 nobody was routed to is kept (a result fetched later) until its client's
-FETCH or route, or for ``ttl`` seconds.
+FETCH or route, or for ``ttl`` seconds, and the blobs kept together hold
+at most ``max_bytes``: see :class:`ResultBlobs`.
 """
 import threading
 import time
 from collections import OrderedDict
 
+from ipkernel import memtrim, sizes
 from ipkernel.datachannel import frames, splice
 
 #: Seconds a Foolscap fetch (take_kept) waits for a blob still on its way.
@@ -26,25 +28,37 @@ MAX_LOST = 1000
 class _Kept:
     """A blob kept for a FETCH: its buffer and how much of it has arrived."""
 
-    __slots__ = ("buf", "received", "failed", "since", "fetcher")
+    __slots__ = ("buf", "received", "failed", "since", "fetcher", "dropped")
 
-    def __init__(self, length):
+    def __init__(self, length, since):
         self.buf = frames.new_buffer(length)
         self.received = 0
         self.failed = False
-        self.since = time.monotonic()
+        self.since = since
         self.fetcher = None  # a connection waiting for the rest, spliced to it
+        self.dropped = False  # evicted while arriving: the rest is read and dropped
 
 
 class ResultBlobs:
     """The result blobs on their way through the controller (any thread;
-    ``cv`` guards the tables)."""
+    ``cv`` guards the tables).
 
-    def __init__(self, ttl):
+    A kept blob is dropped ``ttl`` seconds after it came (checked as blobs
+    arrive and by :meth:`expire`, which the controller calls periodically;
+    ``clock`` is the time source, default ``time.monotonic``).  The kept
+    blobs hold at most ``max_bytes`` together (None: no bound): the oldest
+    are dropped to make room, and a blob bigger than that alone is not
+    kept.  A FETCH of a dropped blob gets an ERROR saying why.
+    """
+
+    def __init__(self, ttl, max_bytes=None, clock=None):
         self.ttl = ttl
+        self.max_bytes = max_bytes
+        self.clock = clock or time.monotonic
         self.cv = threading.Condition()
         self.stopped = False
-        self._kept = {}        # blob id -> _Kept, for a FETCH or a route
+        self._kept = {}        # blob id -> _Kept, for a FETCH or a route (oldest first)
+        self._kept_bytes = 0
         # blob id -> (_Conn, since, pushed): where a blob not here yet goes (pushed:
         # routed by the controller, not asked for by a FETCH)
         self._routes = {}
@@ -63,8 +77,11 @@ class ResultBlobs:
         """Forget everything (the server stopped); waiting threads go on."""
         with self.cv:
             self.stopped = True
+            for entry in self._kept.values():
+                entry.dropped = True
             for table in (self._kept, self._routes, self._unrouted, self._expected, self._lost):
                 table.clear()
+            self._kept_bytes = 0
             self.cv.notify_all()
 
     def arrived(self, conn, blob_id, length):
@@ -86,22 +103,90 @@ class ResultBlobs:
             self._unrouted.pop(blob_id, None)
             self._expected.pop(blob_id, None)
             route = self._routes.pop(blob_id, None)
+            entry = refused = None
             if route is not None and route[0].alive:
                 self._delivered(blob_id, route[0] if route[2] else None)
-                entry = None
+            elif blob_id in self._lost or self.stopped:
+                refused = True  # dropped before it came (its result was discarded)
             else:
-                entry = _Kept(length)
-                self._expire_kept(time.monotonic())
-                self._kept[blob_id] = entry
+                self._expire_kept(self.clock())
+                refused = not self._make_room(blob_id, length)
+                if not refused:
+                    entry = _Kept(length, self.clock())
+                    self._kept[blob_id] = entry
+                    self._kept_bytes += length
                 self.cv.notify_all()
-        if entry is None:
+        if refused:
+            splice.discard(conn.sock, length)  # keep the engine's stream in step
+        elif entry is None:
             self._deliver(conn, route[0], blob_id, length)
         else:
             self._keep(conn, blob_id, entry)
 
+    def _make_room(self, blob_id, length):
+        """Drop the oldest kept blobs until ``length`` more bytes fit in
+        ``max_bytes`` (``cv`` held); False (and ``blob_id`` lost) when it
+        cannot fit at all."""
+        if self.max_bytes is None:
+            return True
+        budget = sizes.format_size(self.max_bytes)
+        if length > self.max_bytes:
+            self._lose(blob_id, f"bulk data {blob_id.hex()} of a result "
+                                f"({sizes.format_size(length)}) is bigger than the "
+                                f"{budget} of unfetched results this controller keeps; fetch "
+                                f"the result at once (block=True), in pieces, or start "
+                                f"ipcontroller with a larger --unfetched-total")
+            return False
+        while self._kept and self._kept_bytes + length > self.max_bytes:
+            oldest = next(iter(self._kept))
+            self._drop_kept(oldest, f"bulk data {oldest.hex()} of a result was dropped: the "
+                                    f"controller keeps at most {budget} of unfetched results "
+                                    f"(all clients together) and newer ones came; fetch "
+                                    f"results sooner, or start ipcontroller with a larger "
+                                    f"--unfetched-total")
+        return True
+
+    def _drop_kept(self, blob_id, why):
+        """Forget kept blob ``blob_id`` (``cv`` held); a FETCH of it gets ``why``."""
+        entry = self._take(blob_id)
+        if entry is None:
+            return
+        entry.dropped = True  # if it is still arriving, the rest is read and dropped
+        self._lose(blob_id, why)
+        memtrim.freed(len(entry.buf))
+
+    def _take(self, blob_id):
+        """Remove ``blob_id`` from the kept blobs (``cv`` held); its _Kept or None."""
+        entry = self._kept.pop(blob_id, None)
+        if entry is not None:
+            self._kept_bytes -= len(entry.buf)
+        return entry
+
     def _expire_kept(self, now):
+        if self.ttl is None:
+            return
         for old in [k for k, e in self._kept.items() if now - e.since > self.ttl]:
-            del self._kept[old]
+            self._drop_kept(old, f"bulk data {old.hex()} of a result waited unfetched for "
+                                 f"more than {self.ttl:g} s and was dropped (ipcontroller "
+                                 f"--result-ttl); fetch results sooner")
+
+    def expire(self, now=None):
+        """Drop the kept blobs older than ``ttl`` (``now``: the clock's time)."""
+        with self.cv:
+            self._expire_kept(self.clock() if now is None else now)
+
+    def discard(self, blob_ids, why):
+        """Nobody will ask for these blobs (their result was discarded, or its
+        client went away): drop those kept, and those still to come when they
+        come.  A blob already routed to a client goes on."""
+        with self.cv:
+            for blob_id in blob_ids:
+                if blob_id in self._fetched or blob_id in self._routes:
+                    continue
+                if blob_id in self._kept:
+                    self._drop_kept(blob_id, why)
+                else:
+                    self._lose(blob_id, why)
 
     def _delivered(self, blob_id, conn):
         """Remember that ``blob_id`` went (or goes) to ``conn`` (None: on a FETCH)."""
@@ -118,7 +203,11 @@ class ResultBlobs:
         try:
             while entry.received < length:
                 with self.cv:
-                    fetcher = entry.fetcher
+                    fetcher, dropped = entry.fetcher, entry.dropped
+                if dropped:  # evicted while it came: nobody will have it
+                    view.release()
+                    splice.discard(conn.sock, length - entry.received)
+                    return
                 if fetcher is not None:  # a client waits: hand the rest straight over
                     self._deliver(conn, fetcher, blob_id, length, view[:entry.received])
                     return
@@ -134,7 +223,8 @@ class ResultBlobs:
         except BaseException:
             with self.cv:
                 entry.failed = True
-                self._kept.pop(blob_id, None)
+                if self._kept.get(blob_id) is entry:
+                    self._take(blob_id)
                 self.cv.notify_all()
             raise
         if fetcher is not None:  # it was asked for just as the last bytes came
@@ -199,7 +289,7 @@ class ResultBlobs:
                 return True
             if entry.failed or entry.fetcher is not None:
                 return False
-            del self._kept[blob_id]
+            self._take(blob_id)
             self._delivered(blob_id, conn)
             self.routed += 1
             if entry.received == len(entry.buf):  # here whole: sent from the client's thread
@@ -240,7 +330,7 @@ class ResultBlobs:
             route = self._routes.get(blob_id)
             if (route is not None and route[0] is conn) or self._fetched.get(blob_id) is conn:
                 return  # already on its way to this client
-            entry = self._kept.pop(blob_id, None)
+            entry = self._take(blob_id)
             if entry is not None:
                 self._delivered(blob_id, None)
                 self.fetched += 1
@@ -271,7 +361,7 @@ class ResultBlobs:
             entry = self._kept.get(blob_id)
             if entry is None or entry.failed or entry.received < len(entry.buf):
                 return None
-            del self._kept[blob_id]
+            self._take(blob_id)
             self._delivered(blob_id, None)
             return entry.buf
 
@@ -322,7 +412,7 @@ class ResultBlobs:
     def kept_bytes(self):
         """Bytes of blobs waiting for a FETCH."""
         with self.cv:
-            return sum(len(e.buf) for e in self._kept.values())
+            return self._kept_bytes
 
 
 def send_error(conn, blob_id, message):

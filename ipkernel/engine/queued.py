@@ -15,8 +15,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ipkernel.engine.interpreter import CappedHistory, DEFAULT_HISTORY_CAP
-from ipkernel.error import QueueCleared, tag_exception
+from ipkernel import memtrim, sizes
+from ipkernel.engine.interpreter import DEFAULT_HISTORY_CAP
+from ipkernel.error import QueueCleared, ResultEvicted, tag_exception
 from ipkernel.interfaces.engine import IEngineBase, IEngineQueued
 
 log = Logger()
@@ -31,6 +32,11 @@ independent = contextvars.ContextVar("ipkernel_independent", default=False)
 
 #: ``apply_batch`` commands sent to the engine before the first one finished.
 PIPELINE_DEPTH = 2
+#: Bytes of execute results each engine's history keeps in the controller.
+DEFAULT_HISTORY_BYTES = 64 << 20
+#: Command numbers evicted for bytes that are remembered, so asking for one
+#: says why it is gone (older ones are asked of the engine).
+EVICTED_NUMBERS_REMEMBERED = 10_000
 
 _QUEUED_METHODS = (
     "execute", "push", "pull", "push_function", "pull_function", "apply", "apply_batch",
@@ -62,6 +68,78 @@ def copy_plain(value):
     if kind in _SCALARS or value is None:
         return value
     return copy.deepcopy(value)
+
+
+class ByteHistory:
+    """Execute results by command number, bounded by count and by bytes.
+
+    Keeps at most ``cap`` results and at most ``max_bytes`` bytes of them
+    (measured with :func:`ipkernel.sizes.estimate`: stdout, stderr, input
+    text, display); when a new one would pass either bound the oldest go
+    first.  A result bigger than ``max_bytes`` alone is not kept.  The
+    numbers evicted for bytes are remembered so that :meth:`evicted` can
+    tell a caller why one is gone.
+    """
+
+    def __init__(self, cap=DEFAULT_HISTORY_CAP, max_bytes=DEFAULT_HISTORY_BYTES):
+        self.cap = cap
+        self.max_bytes = max_bytes
+        self._entries = {}  # number -> (result dict, its size), oldest first
+        self._evicted = {}  # numbers dropped for bytes, oldest first
+        #: Bytes held now (the sum of the kept results' estimates).
+        self.nbytes = 0
+
+    def __contains__(self, number):
+        return number in self._entries
+
+    def __len__(self):
+        return len(self._entries)
+
+    def __getitem__(self, number):
+        return self._entries[number][0]
+
+    def add(self, number, result):
+        """Keep ``result`` under ``number``; evict what no longer fits."""
+        self._drop(number)
+        size = sizes.estimate(result)
+        freed = 0
+        if self.max_bytes is not None and size > self.max_bytes:
+            self._remember_evicted(number)
+            return
+        self._entries[number] = (result, size)
+        self.nbytes += size
+        while len(self._entries) > self.cap:
+            freed += self._drop(next(iter(self._entries)))
+        while self.max_bytes is not None and self.nbytes > self.max_bytes:
+            oldest = next(iter(self._entries))
+            freed += self._drop(oldest)
+            self._remember_evicted(oldest)
+        memtrim.freed(freed)
+
+    def _drop(self, number):
+        entry = self._entries.pop(number, None)
+        if entry is None:
+            return 0
+        self.nbytes -= entry[1]
+        return entry[1]
+
+    def _remember_evicted(self, number):
+        self._evicted.pop(number, None)
+        self._evicted[number] = None
+        while len(self._evicted) > EVICTED_NUMBERS_REMEMBERED:
+            del self._evicted[next(iter(self._evicted))]
+
+    def evicted(self, number):
+        """True when ``number``'s result was dropped to stay within ``max_bytes``."""
+        return number in self._evicted
+
+    def clear(self):
+        """Forget everything (the engine was reset)."""
+        freed = self.nbytes
+        self._entries.clear()
+        self._evicted.clear()
+        self.nbytes = 0
+        memtrim.freed(freed)
 
 
 class Command:
@@ -111,17 +189,25 @@ class QueuedEngine:
     waiting command fails with QueueCleared first, then the failure is
     delivered (commands submitted while :data:`~ipkernel.engine.queued.independent`
     is set are left out of this rule both ways).  Execute results are kept
-    (``history_cap`` of them) so that ``get_result`` for them is answered here.
+    (at most ``history_cap`` of them and ``history_bytes`` bytes, see
+    :class:`ByteHistory`) so that ``get_result`` for them is answered here;
+    ``get_result`` of one evicted for bytes raises
+    :class:`~ipkernel.error.ResultEvicted`.
     """
 
-    def __init__(self, engine, history_cap=DEFAULT_HISTORY_CAP):
+    def __init__(self, engine, history_cap=DEFAULT_HISTORY_CAP,
+                 history_bytes=DEFAULT_HISTORY_BYTES):
         if not IEngineBase.providedBy(engine):
             raise TypeError(f"QueuedEngine wraps an IEngineBase, not {type(engine).__name__}")
         self.engine = engine
         self.queued = deque()
         self.running = deque()  # sent to the engine, not finished; oldest first
-        self.history = CappedHistory(history_cap)
+        self.history = ByteHistory(history_cap, history_bytes)
         self.failure_observers = []
+
+    def set_history_bytes(self, max_bytes):
+        """Change the byte budget of the kept history (None: no byte limit)."""
+        self.history.max_bytes = max_bytes
 
     @property
     def id(self):
@@ -183,7 +269,7 @@ class QueuedEngine:
                 except Exception:
                     log.failure("failure observer {observer!r} raised", observer=observer)
         elif command.method == "execute" and isinstance(outcome, dict) and "number" in outcome:
-            self.history[outcome["number"]] = copy_plain(outcome)
+            self.history.add(outcome["number"], copy_plain(outcome))
         command.deliver(outcome)
         self._run_next()
         return None
@@ -232,8 +318,17 @@ class QueuedEngine:
     # -- methods with special handling ---------------------------------------------
 
     def get_result(self, i=None):
-        if i is not None and not isinstance(i, bool) and i in self.history:
-            return defer.succeed(copy_plain(self.history[i]))
+        if i is not None and not isinstance(i, bool) and isinstance(i, int):
+            if i in self.history:
+                return defer.succeed(copy_plain(self.history[i]))
+            if self.history.evicted(i):
+                return defer.fail(tag_exception(ResultEvicted(
+                    f"the result of command {i} on engine {self.id} was evicted: the "
+                    f"controller keeps at most {sizes.format_size(self.history.max_bytes)} "
+                    f"of execute results per engine and newer ones filled it. Keep what you "
+                    f"need from execute's answer when it comes (or fetch results sooner), or "
+                    f"start ipcontroller with a larger --history-bytes"), self.id,
+                    "get_result"))
         return self._submit(Command("get_result", i))
 
     def reset(self):
