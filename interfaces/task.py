@@ -116,9 +116,12 @@ class ITaskController(IControllerBase):
         A StringTask's result is a TaskResult (also when its code failed: see
         ``TaskResult.failure``); a MapTask's is the function's return value,
         and a failed MapTask fails with its exception.  Unfinished and
-        ``block`` false: fires with None; ``block`` true: waits.  Fails with
-        TaskAborted / TaskTimeout for aborted / timed-out tasks, IndexError for
-        an unknown or cleared id, :class:`ipkernel.error.ResultEvicted` (an
+        ``block`` false: fires with None; ``block`` true: waits (also while no engine is
+        registered: a queued task runs once one registers).  Fails with
+        TaskAborted / TaskTimeout for aborted / timed-out tasks,
+        :class:`ipkernel.error.TaskKilledEngines` (an EngineError) for a task
+        whose engine died under it more often than the controller allows,
+        IndexError for an unknown or cleared id, :class:`ipkernel.error.ResultEvicted` (an
         IndexError) for a result dropped by the cap on kept results, and
         TypeError for a non-int id.
         """

@@ -102,6 +102,15 @@ class TaskTimeout(KernelError):
     """No engine could take the task within the idle timeout."""
 
 
+class TaskKilledEngines(EngineError):
+    """A task was running on an engine that died, again and again, more
+    times than the controller allows (``ipcontroller
+    --task-max-engine-losses``, default 3 reschedules): it is not run again.
+    The message names the task, how many engines it lost and their ids.
+    Such a task probably makes its engine exit or crash; run its code on one
+    engine with ``mec.execute`` (or ``mec.apply``) to see what happens."""
+
+
 class TaskRejectError(KernelError):
     """Raise inside a task to say "this engine cannot run me"; the task is
     then tried on another engine."""
@@ -158,13 +167,33 @@ class CompositeError(KernelError):
     """Errors from several engines, raised together by one multi-engine call.
 
     ``elist`` is a list of ``(type, value, traceback)`` triples, one per
-    failed engine, in target order.
+    failed engine, in target order.  What the engines that did not fail
+    returned is kept: ``results`` has one entry per engine the call went
+    to, in target order, the engine's result where it succeeded and its
+    exception where it failed; ``engine_ids`` names those engines (empty
+    when unknown) and ``failed`` holds the positions in ``results`` that are
+    failures (an engine may also return an exception as a value).
     """
 
-    def __init__(self, message, elist):
+    def __init__(self, message, elist, results=None, engine_ids=None, failed=None):
         super().__init__(message, elist)
         self.message = message
         self.elist = list(elist)
+        if results is None:
+            results, failed = [value for _, value, _ in self.elist], range(len(self.elist))
+        self.results = list(results)
+        self.failed = sorted(set(failed if failed is not None else range(len(self.results))))
+        self.engine_ids = list(engine_ids or [])
+
+    @property
+    def successes(self):
+        """``{engine id: result}`` of the engines that did not fail (keyed by
+        position in ``results`` when the engine ids are unknown)."""
+        failed = set(self.failed)
+        keys = self.engine_ids if len(self.engine_ids) == len(self.results) else \
+            range(len(self.results))
+        return {key: value for k, (key, value) in enumerate(zip(keys, self.results))
+                if k not in failed}
 
     @property
     def exceptions(self):
@@ -175,6 +204,10 @@ class CompositeError(KernelError):
         lines = [self.message]
         for etype, value, _ in self.elist:
             lines.append(f"{engine_label(value)}: {etype.__name__}: {value}")
+        ok = len(self.results) - len(self.failed)
+        if ok > 0:
+            lines.append(f"({ok} of {len(self.results)} engines succeeded; their results are "
+                         f"in .results and .successes)")
         return "\n".join(lines)
 
     def __repr__(self):
@@ -206,19 +239,24 @@ class CompositeError(KernelError):
         raise value.with_traceback(tb)
 
 
-def collect_exceptions(results, method):
+def collect_exceptions(results, method, engine_ids=None):
     """Return ``results`` if none is a Failure; else raise one CompositeError
-    listing every failure (nested CompositeErrors are flattened)."""
+    listing every failure (nested CompositeErrors are flattened) and keeping
+    the other results (``engine_ids``: the engines of ``results``, in order)."""
     from twisted.python.failure import Failure
 
-    elist = []
-    for item in results:
+    elist, values, failed = [], [], []
+    for k, item in enumerate(results):
         if not isinstance(item, Failure):
+            values.append(item)
             continue
+        failed.append(k)
+        values.append(item.value)
         if isinstance(item.value, CompositeError):
             elist.extend(item.value.elist)
         else:
             elist.append((item.type, item.value, item.getTracebackObject()))
     if not elist:
         return results
-    raise CompositeError(f"one or more exceptions from call to method: {method}", elist)
+    raise CompositeError(f"one or more exceptions from call to method: {method}", elist,
+                         values, engine_ids, failed)

@@ -44,7 +44,7 @@ from ipkernel.lane import LaneServer
 from ipkernel.controller.fc import FCEngineRegistrar, FCSynchronousMultiEngine
 from ipkernel.interfaces.remote import RITaskController
 from ipkernel.interfaces.task import ITaskController
-from ipkernel.task.controller import TaskController
+from ipkernel.task.controller import TaskController, loss_count
 from ipkernel.task.store import open_store
 from ipkernel.task import fc as _task_fc  # noqa: F401  (registers ITaskController -> RITaskController)
 from ipkernel.controller.heartbeat import DEFAULT_PERIOD, DEFAULT_TIMEOUT, HeartMonitor
@@ -117,6 +117,10 @@ def build_parser():
     task.add_argument("--task-max-results", type=int, default=100_000, metavar="N",
                       help="finished results kept until cleared; older ones are evicted "
                            "(default 100000)")
+    task.add_argument("--task-max-engine-losses", type=loss_count, default=3, metavar="N",
+                      help="a task whose engine dies or disconnects while running it is "
+                           "queued again at most N times (default 3); the next loss fails "
+                           "it with TaskKilledEngines (independent of the task's retries)")
     task.add_argument("--task-failure-penalty", type=float, default=0.0, metavar="SECONDS",
                       help="an engine whose task failed rests this long before it gets "
                            "more tasks (default 0)")
@@ -163,6 +167,7 @@ class ControllerApp:
             scheduler=getattr(options, "task_scheduler", "fifo"),
             timeout=getattr(options, "task_timeout", 30.0),
             max_results=getattr(options, "task_max_results", 100_000),
+            max_engine_losses=getattr(options, "task_max_engine_losses", 3),
             failure_penalty=getattr(options, "task_failure_penalty", 0.0))
         self.heart = HeartMonitor(self.controller, period=options.heartbeat_period,
                                   timeout=options.heartbeat_timeout, clock=reactor)

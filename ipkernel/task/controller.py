@@ -8,7 +8,7 @@ from zope.interface import implementer
 
 from ipkernel.controller.service import ControllerAdapterBase
 from ipkernel.engine.queued import PIPELINE_DEPTH, independent
-from ipkernel.error import (EngineError, ResultEvicted, TaskAborted, TaskRejectError,
+from ipkernel.error import (ResultEvicted, TaskAborted, TaskKilledEngines, TaskRejectError,
                             TaskTimeout)
 from ipkernel.interfaces.task import ITask, ITaskController, IWorker
 from ipkernel.memtrim import release_memory
@@ -98,14 +98,14 @@ class _Record:
     CPython's arenas from being given back.
     """
 
-    __slots__ = ("task", "state", "waiters", "rejected", "losses", "rejects", "timer")
+    __slots__ = ("task", "state", "waiters", "rejected", "lost_on", "rejects", "timer")
 
     def __init__(self, task):
         self.task = task
         self.state = "waiting"  # waiting (for `after`), queued, running
         self.waiters = None  # Deferreds and _Barriers waiting for the result
         self.rejected = _NO_ENGINES  # ids of the engines that rejected the task
-        self.losses = 0
+        self.lost_on = ()  # ids of the engines lost while running it (None: unknown)
         self.rejects = 0
         self.timer = None
 
@@ -114,6 +114,16 @@ class _Record:
         if self.waiters is None:
             self.waiters = []
         self.waiters.append(waiter)
+
+    @property
+    def losses(self):
+        """How many engines were lost while running the task."""
+        return len(self.lost_on)
+
+    def lose(self, engine_id):
+        """An engine running the task was lost; return how many were."""
+        self.lost_on = (*self.lost_on, engine_id)
+        return len(self.lost_on)
 
     def reject(self, engine_id):
         if not self.rejected:
@@ -137,6 +147,18 @@ class _Barrier:
             self.deferred.callback(None)
 
 
+def loss_count(text):
+    """``--task-max-engine-losses``'s value: an int >= 0 (argparse type)."""
+    import argparse
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of losses >= 0, not {text!r}")
+    return value
+
+
 def _check_id(taskid):
     if isinstance(taskid, bool) or not isinstance(taskid, int):
         raise TypeError(f"a task id is an int, not {taskid!r}")
@@ -154,8 +176,10 @@ class TaskController(ControllerAdapterBase):
     ``timeout``: seconds a task every registered engine rejected waits for a
     new engine before failing with TaskTimeout.  ``max_results``: finished
     results kept (older ones are evicted: ResultEvicted).
-    ``max_engine_losses``: engines a task may lose mid-run before failing with
-    EngineError.  ``max_rejects``: bound on TaskRejectError re-routings.
+    ``max_engine_losses``: how many times a task whose engine was lost while
+    running it is queued again (default 3, like dask's allowed failures);
+    one more loss fails it with TaskKilledEngines.  Independent of the
+    task's ``retries``, which count failures of its own code.  ``max_rejects``: bound on TaskRejectError re-routings.
     ``batch_time``: seconds of engine work a batch of small tasks aims at.
     Once an engine's tasks are known to take less than that, it gets queued
     tasks in batches (one round trip for many tasks; at most ``max_batch``,
@@ -176,6 +200,9 @@ class TaskController(ControllerAdapterBase):
     def __init__(self, controller, scheduler="fifo", timeout=30.0, max_results=100_000,
                  max_engine_losses=3, max_rejects=1000, clock=None, store=None,
                  batch_time=0.05, max_batch=256, failure_penalty=0.0):
+        if (isinstance(max_engine_losses, bool) or not isinstance(max_engine_losses, int)
+                or max_engine_losses < 0):
+            raise ValueError(f"max_engine_losses must be an int >= 0, not {max_engine_losses!r}")
         super().__init__(controller)
         if clock is None:
             from twisted.internet import reactor as clock
@@ -218,8 +245,10 @@ class TaskController(ControllerAdapterBase):
             task = persist.task_from_plain(spec)
             task.taskid = taskid
             rec = self._live[taskid] = _Record(task)
+            rec.lost_on = tuple(persist.lost_engines(spec))
             if state_name == "running":
-                rec.losses = 1  # its engine went away with the old controller
+                rec.lose(None)  # its engine went away with the old controller
+                self._save_progress(taskid, task)
         for taskid, rec in list(self._live.items()):
             if self._ready(rec.task):
                 self._queue(taskid)
@@ -407,12 +436,15 @@ class TaskController(ControllerAdapterBase):
         if rec is None or rec.task is not task:  # aborted or cleared meanwhile
             return
         if not success and lost:
-            rec.losses += 1
-            if rec.losses > self.max_engine_losses:
-                self._finish(taskid, False, Failure(EngineError(
-                    f"task {taskid} lost {rec.losses} engines while running")))
+            losses = rec.lose(worker.workerid)
+            if losses > self.max_engine_losses:
+                log.warn("task {t} lost engine {e}: its engines died {n} times while running "
+                         "it; it fails", t=taskid, e=worker.workerid, n=losses)
+                self._finish(taskid, False, Failure(self._killed_engines(taskid, rec)))
             else:
-                log.info("task {t} lost engine {e}; rescheduling", t=taskid, e=worker.workerid)
+                log.info("task {t} lost engine {e} ({n} of at most {m} losses); rescheduling",
+                         t=taskid, e=worker.workerid, n=losses, m=self.max_engine_losses)
+                self._save_progress(taskid, task)
                 self._queue(taskid, lost=True)
         elif not success and result.check(TaskRejectError):
             rec.reject(worker.workerid)
@@ -433,6 +465,22 @@ class TaskController(ControllerAdapterBase):
             self._queue(taskid)
         else:
             self._finish(taskid, *task.finish(success, result))
+
+    def _killed_engines(self, taskid, rec):
+        known = [str(e) for e in rec.lost_on if e is not None]
+        parts = []
+        if known:
+            parts.append(f"engine{'s' if len(known) > 1 else ''} {', '.join(known)}")
+        unknown = len(rec.lost_on) - len(known)
+        if unknown:
+            parts.append(f"{unknown} lost when the controller stopped")
+        return TaskKilledEngines(
+            f"task {taskid} was running on an engine that died or disconnected "
+            f"{len(rec.lost_on)} times ({'; '.join(parts)}); it is not run again (the "
+            f"controller reschedules a task at most {self.max_engine_losses} times: "
+            f"ipcontroller --task-max-engine-losses).  The task probably makes its engine "
+            f"exit or crash: run its code on one engine with mec.execute(code, targets=ID) "
+            f"(a MapTask's function with mec.apply) to see what happens")
 
     def _finish(self, taskid, success, value):
         rec = self._live.pop(taskid)
@@ -466,9 +514,12 @@ class TaskController(ControllerAdapterBase):
             self.store.evict(evicted)
 
     def _save_progress(self, taskid, task):
-        """Keep what a restart must know: retries used, or the switch to the recovery task."""
+        """Keep what a restart must know: retries used, the switch to the
+        recovery task, the engines lost while running it."""
         if self.store.persistent:
-            self.store.update(taskid, persist.task_to_plain(task))
+            rec = self._live.get(taskid)
+            lost_on = rec.lost_on if rec is not None else ()
+            self.store.update(taskid, persist.task_to_plain(task, lost_on))
 
     def _finished(self, taskid):
         return 0 <= taskid < self._next_id and taskid not in self._live

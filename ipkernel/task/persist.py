@@ -16,8 +16,15 @@ def _fc():
     return fc
 
 
-def task_to_plain(task):
-    """A storable spec for ``task``, or None when it cannot be stored."""
+#: The key of a stored spec (never of a client's) that lists the engines
+#: lost while running the task (None for one lost with a stopped controller).
+LOST_ON = "lost_on"
+
+
+def task_to_plain(task, lost_on=()):
+    """A storable spec for ``task``, or None when it cannot be stored.
+
+    ``lost_on``: the ids of the engines lost while running it, kept with it."""
     fc = _fc()
     if type(task) is not fc.WireTask:
         return None
@@ -26,15 +33,25 @@ def task_to_plain(task):
         recovery = task_to_plain(task.recovery_task)
         if recovery is None:
             return None
-    return {"kind": task.kind, "retries": task.retries, "clear_before": task.clear_before,
+    spec = {"kind": task.kind, "retries": task.retries, "clear_before": task.clear_before,
             "clear_after": task.clear_after,
             "after": None if task.after is None else (task.after[0], list(task.after[1])),
             "recovery": recovery, "body": dict(task.body)}
+    if lost_on:
+        spec[LOST_ON] = list(lost_on)
+    return spec
 
 
 def task_from_plain(spec):
     """The WireTask a stored spec describes."""
+    if LOST_ON in spec:
+        spec = {k: v for k, v in spec.items() if k != LOST_ON}
     return _fc().WireTask(spec)
+
+
+def lost_engines(spec):
+    """The engines lost while running the task of stored ``spec`` (a list)."""
+    return list(spec.get(LOST_ON) or ())
 
 
 def result_to_plain(success, value):
