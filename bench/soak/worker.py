@@ -1,0 +1,295 @@
+"""The soak's load, one process each: ``python -m bench.soak.worker ROLE ...``.
+
+Roles:
+
+* ``client``: loops over small multi-engine calls on a few engines at a
+  time -- execute, push/pull of a small value and of a ~1 MB array, apply on
+  one engine, a direct map -- each carrying unique values it checks in the
+  answers;
+* ``submitter``: submits MapTasks returning their unique argument, in
+  batches (``run_many``) and one by one, and checks each task id comes back
+  once with its own value;
+* ``dask-submitter``: the same task load on a dask scheduler.
+
+Each runs until ``--seconds`` have passed (every call bounded by
+``--call-timeout``) and writes its :class:`~bench.soak.tally.Tally` to
+``--out`` as JSON, also when stopped by SIGTERM or Ctrl-C.
+"""
+import argparse
+import json
+import random
+import signal
+import sys
+import time
+
+from bench.soak.tally import Tally
+
+#: Engines a multi-engine call goes to (at most).
+FANOUT = 4
+#: Elements of the ~1 MB float64 array pushed and pulled.
+BIG = 131072
+#: Tasks per batch, and tasks submitted one by one between two batches.
+BATCH = 40
+SINGLES = 5
+#: Pause after a failed call that could not even list the engines.
+BACKOFF = 0.2
+
+# Shipped to engines by value (see bench/payloads.py for why in __main__).
+_namespace = {"__name__": "__main__"}
+exec(compile('def echo(x):\n    """Return the argument."""\n    return x\n',
+             "<bench.soak.worker>", "exec"), _namespace)
+echo = _namespace["echo"]
+
+
+class Tokens:
+    """Unique numbers: worker ``index`` times 10**9 plus a counter (exact as floats)."""
+
+    def __init__(self, index):
+        self.next = index * 10 ** 9
+
+    def __call__(self):
+        self.next += 1
+        return self.next
+
+
+def timed(tally, kind, call):
+    """``call()`` recorded as ``kind``: its latency, or its error; returns
+    ``(True, result)`` or ``(False, None)``."""
+    started = time.monotonic()
+    try:
+        result = call()
+    except Exception as exc:  # noqa: B902 - every failure is counted, by kind
+        tally.error(kind, exc)
+        return False, None
+    tally.call(kind, time.monotonic() - started)
+    return True, result
+
+
+# -- the multi-engine client ------------------------------------------------------------
+
+def client_loop(args, tally, deadline):
+    import numpy
+
+    from ipkernel.client import MultiEngineClient
+
+    rng = random.Random(args.seed)
+    token = Tokens(args.index)
+    mec = MultiEngineClient(args.mec_furl, timeout=args.call_timeout, progress=False)
+    small, big, var = f"soak_s{args.index}", f"soak_b{args.index}", f"soak_e{args.index}"
+    try:
+        while time.monotonic() < deadline:
+            ok, ids = timed(tally, "get_ids", mec.get_ids)
+            if not ok or not ids:
+                time.sleep(BACKOFF)
+                continue
+            targets = rng.sample(ids, min(FANOUT, len(ids)))
+
+            t = token()
+            ok, results = timed(tally, "execute", lambda: mec.execute(
+                f"{var} = {t}\nprint({var})", targets=targets))
+            if ok:
+                tally.answers({e: str(t) for e in targets},
+                              [(r.get("id"), r.get("stdout", "").strip()) for r in results])
+
+            for kind, name, make in (("small", small, lambda v: v),
+                                     ("1MB", big, lambda v: numpy.full(BIG, float(v)))):
+                t = token()
+                sent = make(t)
+                ok, _ = timed(tally, f"push_{kind}", lambda: mec.push({name: sent},
+                                                                      targets=targets))
+                if ok:
+                    ok, values = timed(tally, f"pull_{kind}",
+                                       lambda: mec.pull(name, targets=targets))
+                    if ok:
+                        tally.answers({e: sent for e in targets}, list(zip(targets, values)))
+
+            one, t = rng.choice(ids), token()
+            ok, values = timed(tally, "apply", lambda: mec.apply(echo, (t,), targets=one))
+            if ok:
+                tally.answers({one: t}, list(zip([one], values)))
+
+            sent = [token() for _ in range(2 * len(targets))]
+            ok, values = timed(tally, "map", lambda: mec.map(echo, sent, targets=targets))
+            if ok:
+                tally.answers(dict(enumerate(sent)), list(enumerate(values)))
+    finally:
+        mec.close()
+
+
+# -- the task submitters ----------------------------------------------------------------
+
+class TaskBook:
+    """The ids and values of the submitted tasks, and what came back for them."""
+
+    def __init__(self, tally):
+        self.tally = tally
+        self.sent = {}        # task id -> value
+        self.pending = set()  # task ids without an outcome yet
+        self.values_back = set()
+        self.outcomes = {"completed": 0, "failed": 0}
+
+    def submitted(self, ids, values):
+        if len(ids) != len(values):
+            self.tally.checks["lost"] += max(0, len(values) - len(ids))
+        for taskid, value in zip(ids, values):
+            if taskid in self.sent:  # an id handed out twice
+                self.tally.checks["doubled"] += 1
+                continue
+            self.sent[taskid] = value
+            self.pending.add(taskid)
+
+    def outcome(self, kind, taskid, success, result):
+        if taskid not in self.pending:
+            self.tally.checks["doubled"] += 1
+            return
+        self.pending.discard(taskid)
+        if not success:
+            self.outcomes["failed"] += 1
+            self.tally.errors[f"{kind}: {_task_error(result)}"] += 1
+            return
+        self.outcomes["completed"] += 1
+        if result in self.values_back:
+            self.tally.checks["doubled"] += 1
+            return
+        self.values_back.add(result)
+        self.tally.answers({taskid: self.sent[taskid]}, [(taskid, result)])
+
+    def to_json(self):
+        return dict(self.outcomes, submitted=len(self.sent), unfinished=len(self.pending))
+
+
+def _task_error(result):
+    from bench.soak.tally import error_kind
+    return error_kind(result) if isinstance(result, BaseException) else type(result).__name__
+
+
+class IpkernelTasks:
+    """The task farm through the blocking TaskClient."""
+
+    def __init__(self, args):
+        from ipkernel.client import TaskClient
+        from ipkernel.task import MapTask
+
+        self.task = lambda v: MapTask(echo, (v,))
+        self.tc = TaskClient(args.tc_furl, timeout=args.call_timeout, progress=False)
+
+    def submit(self, values):
+        return list(self.tc.run_many([self.task(v) for v in values]))
+
+    def collect(self, ids):
+        return list(zip(ids, self.tc.get_task_results(list(ids), block=True)))
+
+    def close(self):
+        self.tc.close()
+
+
+class DaskTasks:
+    """The same on dask: submit/map with pure=False, futures kept by key."""
+
+    def __init__(self, args):
+        import distributed
+
+        self.timeout = args.call_timeout
+        self.client = distributed.Client(args.scheduler, timeout=args.call_timeout)
+        self.futures = {}
+
+    def submit(self, values):
+        futures = self.client.map(echo, values, pure=False)
+        for future in futures:
+            self.futures[future.key] = future
+        return [f.key for f in futures]
+
+    def collect(self, ids):
+        import distributed
+
+        futures = [self.futures[i] for i in ids]
+        distributed.wait(futures, timeout=self.timeout)
+        out = []
+        for key, future in zip(ids, futures):
+            del self.futures[key]
+            if future.status == "finished":
+                out.append((key, (True, future.result())))
+                continue
+            try:
+                error = future.exception(timeout=self.timeout)
+            except Exception as exc:  # noqa: B902 - cancelled or lost: that is the error
+                error = exc
+            out.append((key, (False, error)))
+        return out
+
+    def close(self):
+        self.client.close()
+
+
+def submitter_loop(args, book, deadline, farm):
+    tally, token = book.tally, Tokens(args.index)
+
+    def round_trip(kind, count):
+        values = [token() for _ in range(count)]
+
+        def call():
+            ids = farm.submit(values)
+            book.submitted(ids, values)
+            return farm.collect(ids)
+        ok, outcomes = timed(tally, kind, call)
+        for taskid, (success, result) in outcomes or ():
+            book.outcome(kind, taskid, success, result)
+
+    try:
+        while time.monotonic() < deadline:
+            round_trip("task_batch", BATCH)
+            for _ in range(SINGLES):
+                round_trip("task_single", 1)
+        if book.pending:  # what timed out: one last bounded wait for it
+            timed(tally, "final_collect", lambda: [
+                book.outcome("final_collect", i, s, r)
+                for i, (s, r) in farm.collect(sorted(book.pending, key=str))])
+    finally:
+        farm.close()
+
+
+# -- the process ----------------------------------------------------------------------
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m bench.soak.worker")
+    parser.add_argument("role", choices=["client", "submitter", "dask-submitter"])
+    parser.add_argument("--index", type=int, required=True)
+    parser.add_argument("--seconds", type=float, required=True)
+    parser.add_argument("--call-timeout", type=float, default=30.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--mec-furl")
+    parser.add_argument("--tc-furl")
+    parser.add_argument("--scheduler")
+    return parser.parse_args(argv)
+
+
+def _on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    tally = Tally()
+    book = TaskBook(tally) if args.role != "client" else None
+    deadline = time.monotonic() + args.seconds
+    try:
+        if args.role == "client":
+            client_loop(args, tally, deadline)
+        else:
+            farm = IpkernelTasks(args) if args.role == "submitter" else DaskTasks(args)
+            submitter_loop(args, book, deadline, farm)
+    except (KeyboardInterrupt, SystemExit):
+        tally.errors["stopped before the end"] += 1
+    except Exception as exc:  # noqa: B902 - reported, not hidden
+        tally.error("worker", exc)
+    finally:
+        with open(args.out, "w") as f:
+            json.dump(dict(tally.to_json(), role=args.role, index=args.index,
+                           tasks=book.to_json() if book else None), f)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
