@@ -21,11 +21,11 @@ from ipkernel.engine.properties import StrictDict
 from ipkernel.error import (ControllerError, InvalidEngineID, KernelError, NoEnginesRegistered,
                             ResultNotCompleted)
 from ipkernel.interfaces.multiengine import IFullSynchronousMultiEngine
+from ipkernel.namecheck import check_push_names
 
 
-def _encode_namespace(namespace):
-    if not isinstance(namespace, dict) or not all(isinstance(k, str) for k in namespace):
-        raise TypeError(f"a namespace must be a dict with str keys, not {type(namespace).__name__}")
+def _encode_namespace(namespace, method="push"):
+    check_push_names(namespace, method)  # early: the engines check it again
     return {k: serialize.serialize(v) for k, v in namespace.items()}
 
 
@@ -167,7 +167,7 @@ class FCFullSynchronousMultiEngineClient:
 
     def push_function(self, namespace, targets="all", *, block=True):
         try:
-            payload = _encode_namespace(namespace)
+            payload = _encode_namespace(namespace, "push_function")
         except Exception:
             return defer.fail()
         return self._two_phase_sending("push_function", (payload, _targets(targets)), block,
@@ -209,6 +209,10 @@ class FCFullSynchronousMultiEngineClient:
         return self._two_phase("interrupt", (_targets(targets),), block)
 
     def push_serialized(self, namespace, targets="all", *, block=True):
+        try:
+            check_push_names(namespace, "push_serialized")
+        except Exception:
+            return defer.fail()
         return self._two_phase_sending("push_serialized", (dict(namespace), _targets(targets)),
                                        block, _route(targets))
 

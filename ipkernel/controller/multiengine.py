@@ -1,6 +1,7 @@
 """MultiEngine: the controller seen as an explicit set of engines (IFullMultiEngine)."""
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ipkernel.controller import mapping
@@ -8,8 +9,8 @@ from ipkernel.controller.service import ControllerAdapterBase
 from ipkernel.engine.functions import SingleArguments
 from ipkernel.engine.queued import current_request
 from ipkernel.serialize import Serialized
-from ipkernel.error import (Aborted, InvalidEngineID, NoEnginesRegistered, collect_exceptions,
-                            tag_exception)
+from ipkernel.error import (Aborted, EngineError, InvalidEngineID, NoEnginesRegistered,
+                            collect_exceptions, tag_exception)
 from ipkernel.interfaces.multiengine import IFullMultiEngine
 
 log = Logger()
@@ -202,13 +203,33 @@ class MultiEngine(ControllerAdapterBase):
 
     def kill(self, controller=False, targets="all"):
         if not controller:
-            return self._multiplex("kill", targets)
+            return self._fan_out("kill", targets, self._kill_now)
         if not self.controller.engines:
             return self.controller.shutdown()
-        d = self._multiplex("kill", "all")
+        d = self._fan_out("kill", "all", self._kill_now)
         d.addErrback(lambda f: log.failure("while killing the engines", f))
         d.addCallback(lambda _: self.controller.shutdown())
         return d.addCallback(lambda _: None)
+
+    def _kill_now(self, queued):
+        """Kill the engine behind ``queued`` out of band, not queued behind its
+        commands.  At once: the waiting commands fail with QueueCleared, the
+        running one with EngineError "killed by a client", and the engine is
+        unregistered (so the task farm reschedules its task); then the engine
+        is told, and answers while its user code is interrupted."""
+        engine = getattr(queued, "engine", None)
+        if engine is None:
+            return queued.kill()
+        engine_id = queued.id
+        queued.clear_queue(f"engine {engine_id} was killed by a client before running it")
+        for command in list(getattr(queued, "running", ())):
+            if not command.independent:
+                killed = EngineError(f"engine {engine_id} was killed by a client while "
+                                     f"running it")
+                command.deliver(Failure(tag_exception(killed, engine_id, command.method)))
+        if self.controller.engines.get(engine_id) is queued:
+            self.controller.unregister_engine(engine_id)
+        return engine.kill()
 
     def get_ids(self):
         return defer.succeed(sorted(self.controller.engines))

@@ -20,8 +20,14 @@ code is busy, and ``interrupt`` is a real SIGINT that also breaks
 * It logs at ``--log-level`` (``-v``, ``-q``; see
   :func:`ipkernel.applog.add_arguments`); its ``ipengine ready`` line is
   logged at every level.
-* It stops on ``kill`` from a client, on SIGTERM, on SIGINT while idle (a
-  SIGINT while user code runs only interrupts it), and with
+* A SIGINT while user code runs interrupts it (the call fails with
+  KeyboardInterrupt, the engine stays); a SIGINT while idle is logged and
+  ignored, but two within 2 s stop the engine (Ctrl-C twice).
+* ``kill`` from a client is answered at once, even while user code runs:
+  that code is interrupted (its call fails with EngineError), and if it
+  has not returned within :data:`KILL_FORCE` seconds the process exits
+  anyway.
+* It stops on ``kill`` from a client, on SIGTERM, and with
   ``--exit-with-parent`` (or ``--parent-pid PID``) when the process that
   started it exits.
 
@@ -53,6 +59,8 @@ READY = "ipengine ready"
 FURL_POLL = 0.01
 #: Time left for the answer to ``kill`` to leave before the reactor stops.
 KILL_GRACE = 0.2
+#: Seconds a killed engine waits for the interrupted command to return before it exits anyway.
+KILL_FORCE = 3.0
 #: How long the main thread waits for the reactor thread to finish stopping.
 REACTOR_STOP_TIMEOUT = 15.0
 
@@ -226,6 +234,9 @@ class EngineApp:
         self._parent = options.parent_pid or os.getppid()
         self._parent_watch = None
         self._stopping = None
+        #: The log's stream (flushed before a forced exit).
+        self.log_stream = None
+        self._force = None
 
     def launch(self):
         """Start (from ``callWhenRunning``); a start-up failure stops the engine."""
@@ -308,11 +319,27 @@ class EngineApp:
             self.executor.stop("parent exited")
 
     def _on_kill(self):
-        # The executor has stopped; the main thread now ends the process.
+        # The running command was interrupted and the executor is stopping: the
+        # main thread ends the process once that command has returned.  Code
+        # that does not return (it ignores KeyboardInterrupt) does not keep a
+        # killed engine alive past KILL_FORCE.
         self.killed = True
+        self._force = self.reactor.callLater(KILL_FORCE, self._force_exit)
+
+    def _force_exit(self):
+        log.warn("the running command did not stop within {t:g} s of kill: exiting anyway",
+                 t=KILL_FORCE)
+        for stream in (self.log_stream, sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (AttributeError, OSError, ValueError):
+                pass
+        os._exit(0)
 
     def finish(self):
         """Stop the reactor (called once the main thread's job loop ended)."""
+        if self._force is not None and self._force.active():
+            self._force.cancel()
         self.reactor.callLater(KILL_GRACE if self.killed else 0, self.reactor.stop)
 
     def stop(self):
@@ -345,6 +372,7 @@ def main(argv=None):
     executor = MainThreadExecutor(reactor)
     executor.install_signal_handlers()
     app = EngineApp(reactor, options, executor, mpi=mpi, exec_lines=lines)
+    app.log_stream = stream
     reactor.callWhenRunning(app.launch)
     reactor.addSystemEventTrigger("before", "shutdown", app.stop)
     thread = threading.Thread(target=reactor.run, kwargs={"installSignalHandlers": False},

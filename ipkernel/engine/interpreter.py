@@ -15,6 +15,7 @@ import types
 
 from ipkernel.engine.capture import capture
 from ipkernel.error import ResultEvicted
+from ipkernel.namecheck import check_push_names
 
 # Converting between Python AST objects and the compiler's AST keeps its
 # recursion bookkeeping per interpreter, not per thread, before CPython
@@ -135,6 +136,19 @@ class Interpreter:
             "_": None, "__": None, "___": None,
             "input": _no_input, "raw_input": _no_input,
         })
+
+    # -- the namespace ---------------------------------------------------------
+
+    def check_names(self, namespace, method="push"):
+        """TypeError or ValueError (naming the key) unless a push may bind
+        every key of ``namespace``; see :func:`ipkernel.namecheck.check_push_names`."""
+        check_push_names(namespace, method)
+
+    def bind(self, namespace, method="push"):
+        """Bind the names of the dict ``namespace`` in the user namespace, all
+        or none: a key a push may not bind refuses the whole dict."""
+        self.check_names(namespace, method)
+        self.user_ns.update(namespace)
 
     # -- running code --------------------------------------------------------
 

@@ -14,14 +14,17 @@ call that returns on EINTR).  The SIGINT handler (installed by
 
 * an interrupt asked for by :meth:`interrupt` raises KeyboardInterrupt in
   the job it was aimed at, and is ignored if that job has already ended;
-* any other SIGINT (Ctrl-C) interrupts the running job, or stops the
-  engine when no job runs;
+* any other SIGINT (Ctrl-C, ``launcher.interrupt()``) interrupts the
+  running job; when no job runs it is logged and ignored, unless a second
+  one follows within :data:`SIGINT_REPEAT` seconds (Ctrl-C twice at the
+  terminal of a hand-started engine): that stops the engine;
 * SIGTERM stops the engine, interrupting the running job first.
 """
 import itertools
 import queue
 import signal
 import threading
+import time
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -30,6 +33,9 @@ from twisted.python.failure import Failure
 log = Logger()
 
 _STOP = object()
+
+#: Two SIGINTs this close together (seconds) while idle stop the engine.
+SIGINT_REPEAT = 2.0
 
 
 class MainThreadExecutor:
@@ -47,6 +53,7 @@ class MainThreadExecutor:
         self._signal_pending = False  # our SIGINT was sent and not yet handled
         self._main_ident = None
         self._handlers_installed = False
+        self._idle_sigint = None      # when the last SIGINT came while idle (monotonic)
         self._stopping = False        # no new jobs
         self._finished = False        # run() has returned
         self._on_finished = []        # Deferreds fired (in the reactor) when run() returns
@@ -179,8 +186,16 @@ class MainThreadExecutor:
             return  # the job it was meant for has ended
         if running is not None:
             raise KeyboardInterrupt
-        self._note("SIGINT received while idle: stopping the engine")
-        self._request_stop("SIGINT")
+        now, last = time.monotonic(), self._idle_sigint
+        self._idle_sigint = now
+        if last is not None and now - last < SIGINT_REPEAT:
+            self._note(f"SIGINT received twice within {SIGINT_REPEAT:g} s while idle: "
+                       f"stopping the engine")
+            self._request_stop("SIGINT twice")
+            return
+        self._note(f"SIGINT received while idle: ignored (no user code runs to interrupt; "
+                   f"SIGTERM, kill() from a client, or a second SIGINT within "
+                   f"{SIGINT_REPEAT:g} s stops the engine)")
 
     def _on_sigterm(self, signum, frame):
         self._note("SIGTERM received: stopping the engine")

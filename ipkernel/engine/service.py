@@ -34,11 +34,6 @@ def _load(value):
     return serialize.unserialize(value) if isinstance(value, serialize.Serialized) else value
 
 
-def _check_namespace(namespace):
-    if not isinstance(namespace, dict) or not all(isinstance(k, str) for k in namespace):
-        raise TypeError(f"a namespace must be a dict with str keys, not {type(namespace).__name__}")
-
-
 @implementer(IEngineBase)
 class EngineService(service.Service):
     """A persistent Python namespace that runs user code.
@@ -122,11 +117,21 @@ class EngineService(service.Service):
         """Run ``func(*args)`` in the user thread; label failures with ``method``."""
         if self.killed:
             return defer.fail(EngineError(f"engine {self._id} has been killed"))
-        d = self.executor.submit(func, *args)
-        d.addErrback(self._label, method)
+        started = []
+
+        def run(*args):
+            started.append(True)
+            return func(*args)
+        d = self.executor.submit(run, *args)
+        d.addErrback(self._label, method, started)
         return d
 
-    def _label(self, failure, method):
+    def _label(self, failure, method, started=()):
+        if self.killed:
+            # what the kill interrupted or left waiting: say so, not KeyboardInterrupt
+            when = "while running it" if started else "before it ran"
+            failure = Failure(EngineError(f"engine {self._id} was killed by a client {when} "
+                                          f"({method})"))
         exc = failure.value
         tag_exception(exc, self._id, method, format_user_traceback(exc))
         return failure
@@ -169,8 +174,7 @@ class EngineService(service.Service):
         return self._call("push", self._push, namespace)
 
     def _push(self, namespace):
-        _check_namespace(namespace)
-        self.shell.user_ns.update(namespace)
+        self.shell.bind(namespace, "push")
 
     def pull(self, keys):
         return self._call("pull", self._pull, keys)
@@ -189,13 +193,13 @@ class EngineService(service.Service):
         return self._call("push_function", self._push_function, namespace)
 
     def _push_function(self, namespace):
-        _check_namespace(namespace)
+        self.shell.check_names(namespace, "push_function")
         namespace = {k: _load(v) for k, v in namespace.items()}
         for name, func in namespace.items():
             if not callable(func) or isinstance(func, type):
                 raise TypeError(f"push_function takes functions; {name!r} is a "
                                 f"{type(func).__name__} (use push for other objects)")
-        self.shell.user_ns.update({k: self.binder.bind(f) for k, f in namespace.items()})
+        self.shell.bind({k: self.binder.bind(f) for k, f in namespace.items()}, "push_function")
 
     def pull_function(self, keys):
         return self._call("pull_function", self._pull_function, keys)
@@ -298,15 +302,26 @@ class EngineService(service.Service):
         self._run_exec_lines()
 
     def kill(self):
+        """Stop the engine at once: answered right away, not after the running
+        command.  That command is interrupted (KeyboardInterrupt) and fails, as
+        do the waiting ones, with EngineError "killed by a client"; then
+        ``kill_hook`` is called (``ipengine`` ends the process)."""
         if self.killed:
             return defer.succeed(None)
         self.killed = True
-        log.info("engine {id} killed", id=self._id)
+        busy = self.executor.busy
+        log.info("engine {id} killed by a client{busy}", id=self._id,
+                 busy=" (interrupting the running command)" if busy else "")
         drop_engine(self._id)
-        d = self.executor.stop()
+        if busy:
+            self.executor.interrupt()
+        self.executor.stop()
         if self.kill_hook is not None:
-            d.addCallback(lambda _: self.kill_hook())
-        return d.addCallback(lambda _: None)
+            try:
+                self.kill_hook()
+            except Exception:
+                log.failure("the kill hook of engine {id} raised", id=self._id)
+        return defer.succeed(None)
 
     def keys(self):
         return self._call("keys", self._keys)
@@ -323,8 +338,9 @@ class EngineService(service.Service):
         return self._call("push_serialized", self._push_serialized, namespace)
 
     def _push_serialized(self, namespace):
-        _check_namespace(namespace)
-        self.shell.user_ns.update({k: serialize.unserialize(v) for k, v in namespace.items()})
+        self.shell.check_names(namespace, "push_serialized")
+        values = {k: serialize.unserialize(v) for k, v in namespace.items()}
+        self.shell.bind(values, "push_serialized")
 
     def pull_serialized(self, keys):
         return self._call("pull_serialized", self._pull_serialized, keys)

@@ -13,6 +13,8 @@ from ipkernel.engine.properties import get_engine
 def string_task(push, expression, pull):
     """Push ``push``, run ``expression``, fire with ``{name: value}`` for ``pull``."""
     ns = globals()
+    __import__("ipkernel.namecheck", fromlist=["check_push_names"]).check_push_names(
+        push, "the task's push")
     ns.update(push)
     lock = __import__("ipkernel.engine.interpreter", fromlist=["_AST_LOCK"])._AST_LOCK
     with lock:

@@ -56,16 +56,16 @@ async def test_interrupt_of_an_idle_engine_does_nothing(cluster):
     assert await mec.pull("x") == [1]
 
 
-@pytest.mark.parametrize("sig", ["TERM", "INT"])
 @pytest_twisted.ensureDeferred
-async def test_signal_to_an_idle_engine_stops_it_cleanly(cluster, sig):
+async def test_sigterm_to_an_idle_engine_stops_it_cleanly(cluster):
+    # (SIGINT to an idle engine is harmless: see test_engine_control.py)
     mec = await cluster.start()
     pids = await cluster.engine_pids(mec)
     engine = cluster.process_with_pid(pids[1])
-    engine.signal(sig)
+    engine.signal("TERM")
     assert await engine.wait() == 0
     await cluster.wait_for_ids(mec, [0])
-    assert f"SIG{sig} received" in engine.output
+    assert "SIGTERM received" in engine.output
 
 
 @pytest_twisted.ensureDeferred
