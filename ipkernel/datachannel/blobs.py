@@ -147,3 +147,49 @@ class BlobStore:
             for d in ds:
                 if not d.called:
                     d.errback(BlobMissing(message))
+
+
+class Pieces:
+    """The blobs a connection receives in pieces (PART messages), until each
+    is whole or aborted.  Used by one reading thread (no lock)."""
+
+    def __init__(self, new_buffer):
+        self._new_buffer = new_buffer
+        self._open = {}  # blob id -> [buffer, bytes received]
+
+    def view(self, blob_id, at, size, n):
+        """Where the ``n`` bytes of a PART at offset ``at`` of a blob of
+        ``size`` bytes go (a memoryview); ValueError if they do not follow
+        what came before."""
+        entry = self._open.get(blob_id)
+        if entry is None:
+            if at != 0:
+                raise ValueError(f"a piece of bulk data {blob_id.hex()} at {at} came first")
+            entry = self._open[blob_id] = [self._new_buffer(size), 0]
+        if at != entry[1] or len(entry[0]) != size or at + n > size:
+            raise ValueError(f"a piece of bulk data {blob_id.hex()} is out of step")
+        return memoryview(entry[0])[at:at + n]
+
+    def received(self, blob_id, n):
+        """``n`` more bytes came; the whole buffer once the blob is complete, else None."""
+        entry = self._open[blob_id]
+        entry[1] += n
+        if entry[1] < len(entry[0]):
+            return None
+        del self._open[blob_id]
+        return entry[0]
+
+    def abort(self, blob_id):
+        """Drop what came of ``blob_id``."""
+        self._open.pop(blob_id, None)
+
+    def clear(self):
+        self._open.clear()
+
+    @property
+    def nbytes(self):
+        """Bytes held by incomplete blobs."""
+        return sum(len(buf) for buf, _ in self._open.values())
+
+    def __len__(self):
+        return len(self._open)

@@ -13,6 +13,11 @@ Kinds:
 ``FETCH``   a peer asks for a blob kept by the controller (no body).
 ``ERROR``   the controller could not do what was asked about a blob;
             extra ``{"message": ...}``.
+``PART``    the controller hands on the next piece of a blob relayed in pieces;
+            extra ``{"at": offset, "size": whole blob's size}``.  Pieces of
+            different blobs interleave on one connection.
+``ABORT``   the rest of a blob sent in pieces will not come: its receiver drops
+            what it has; extra ``{"message": why}``.
 """
 import ipaddress
 import json
@@ -24,8 +29,11 @@ import struct
 MAGIC = b"IPKD"
 HEADER = struct.Struct("<4sB16sQI")
 
-AUTH, PUT, DELIVER, FETCH, ERROR = range(1, 6)
-KINDS = {AUTH: "AUTH", PUT: "PUT", DELIVER: "DELIVER", FETCH: "FETCH", ERROR: "ERROR"}
+AUTH, PUT, DELIVER, FETCH, ERROR, PART, ABORT = range(1, 8)
+KINDS = {AUTH: "AUTH", PUT: "PUT", DELIVER: "DELIVER", FETCH: "FETCH", ERROR: "ERROR",
+         PART: "PART", ABORT: "ABORT"}
+#: Bytes of the token in an AUTH message.
+TOKEN_SIZE = 32
 
 #: Largest JSON extra accepted (it holds a route or a message, nothing big).
 MAX_EXTRA = 1 << 20
@@ -157,11 +165,22 @@ def parse_extra(data):
     return extra
 
 
-def read_header(sock):
+def read_header(sock, idle_ok=False):
     """``(kind, blob_id, body_length, extra)`` of the next message;
-    :class:`Closed` if the connection ends before it."""
+    :class:`Closed` if the connection ends before it.
+
+    ``idle_ok``: ``sock`` has a receive timeout (``SO_RCVTIMEO``) meant for
+    the middle of a message; while no byte of the next one has come, the
+    wait goes on.
+    """
     head = bytearray(HEADER.size)
-    got = sock.recv_into(head, HEADER.size)
+    while True:
+        try:
+            got = sock.recv_into(head, HEADER.size)
+            break
+        except (BlockingIOError, ssl.SSLWantReadError):
+            if not idle_ok:
+                raise
     if not got:
         raise Closed("the data channel was closed")
     if got < HEADER.size:

@@ -14,8 +14,9 @@ from twisted.python.failure import Failure
 
 from ipkernel.datachannel import frames
 from ipkernel.datachannel.frames import is_loopback
-from ipkernel.datachannel.blobs import BlobStore
-from ipkernel.datachannel.reader import ReactorReader
+from ipkernel.datachannel.blobs import BlobStore, Pieces
+from ipkernel.datachannel.reader import ReactorReader, aborted_message, piece_view
+from ipkernel.error import PayloadTooLarge
 
 log = Logger()
 
@@ -47,6 +48,8 @@ class DataChannelPeer:
         self.sock = None
         self.send_lock = threading.Lock()
         self.closed = False
+        #: The largest blob the controller takes (its payload cap; None: any).
+        self.max_blob = None
         self._reader = None
         #: Blob bytes sent and received (for tests and benchmarks).
         self.bytes_sent = 0
@@ -99,9 +102,15 @@ class DataChannelPeer:
                     raise ConnectionError("the data port does not hold the controller's "
                                           "certificate (tub id mismatch)")
             tls.sendall(frames.header(frames.AUTH, body_length=len(self.token)) + self.token)
-            kind, _, _, _ = frames.read_header(tls)
+            try:
+                kind, _, _, extra = frames.read_header(tls)
+            except frames.Closed:
+                kind = None
             if kind != frames.AUTH:
-                raise ConnectionError("the controller refused the data-channel token")
+                raise ConnectionError("the controller refused the data-channel token "
+                                      "(it closed the connection)")
+            cap = extra.get("max_blob")
+            self.max_blob = cap if isinstance(cap, int) and cap >= 0 else None
             tls.settimeout(None)
         except BaseException:
             raw.close()
@@ -132,6 +141,7 @@ class DataChannelPeer:
 
     def _read_loop(self):
         why = "closed"
+        pieces = Pieces(frames.new_buffer)
         try:
             while True:
                 kind, blob_id, length, extra = frames.read_header(self.sock)
@@ -140,6 +150,16 @@ class DataChannelPeer:
                     frames.recv_into_fully(self.sock, memoryview(buf))
                     self.bytes_received += length
                     self.store.put(blob_id, buf)
+                elif kind == frames.PART:
+                    view = piece_view(pieces, blob_id, length, extra)
+                    frames.recv_into_fully(self.sock, view)
+                    self.bytes_received += length
+                    buf = pieces.received(blob_id, length)
+                    if buf is not None:
+                        self.store.put(blob_id, buf)
+                elif kind == frames.ABORT:
+                    pieces.abort(blob_id)
+                    self.store.fail(blob_id, aborted_message(blob_id, extra))
                 elif kind == frames.ERROR:
                     message = str(extra.get("message", "the controller refused bulk data"))
                     log.warn("data channel: {message}", message=message)
@@ -161,9 +181,19 @@ class DataChannelPeer:
 
     def send_blob(self, blob_id, to, buffers):
         """Send ``buffers`` (bytes-like, in order) as one blob to ``to``
-        (engine ids, ``"all"`` or ``"controller"``); blocks until sent."""
+        (engine ids, ``"all"`` or ``"controller"``); blocks until sent.
+
+        PayloadTooLarge, before anything is sent, for a blob over the
+        controller's payload cap.
+        """
         views = [memoryview(b).cast("B") for b in buffers]
         total = sum(v.nbytes for v in views)
+        if self.max_blob is not None and total > self.max_blob:
+            # the controller would refuse it after the header and close the connection
+            raise PayloadTooLarge(
+                f"bulk data of {total} bytes is over the controller's payload cap of "
+                f"{self.max_blob} bytes; send it in smaller pieces (scatter, several pushes) "
+                f"or start the controller with a larger --payload-cap")
         with self.send_lock:
             if not self.connected:
                 raise ConnectionError("the data channel to the controller is closed")

@@ -17,6 +17,7 @@ from twisted.internet import error as net_error, threads
 from twisted.logger import Logger
 
 from ipkernel.datachannel import frames
+from ipkernel.datachannel.blobs import Pieces
 
 log = Logger()
 
@@ -45,7 +46,10 @@ class ReactorReader:
         self._view = None
         self._got = 0
         self._blob_id = None
+        self._part = False         # the body is a piece of a blob (PART)
         self._threaded = False     # a pool thread receives the body
+        #: Blobs relayed in pieces, until they are whole.
+        self.pieces = Pieces(frames.new_buffer)
 
     def fileno(self):
         return self._fd
@@ -62,6 +66,8 @@ class ReactorReader:
             return net_error.ConnectionLost(str(exc) or type(exc).__name__)
 
     def connectionLost(self, reason):
+        if not self._threaded:  # (a reading thread fails by itself: its socket is shut)
+            self.pieces.clear()
         if self._fd != -1:
             self.on_lost(reason.getErrorMessage())
             self._fd = -1
@@ -69,7 +75,7 @@ class ReactorReader:
     def _read(self):
         budget = READ_BUDGET
         while budget > 0 and not self._threaded:
-            if self._buf is None:
+            if self._view is None:
                 need = (frames.HEADER.size if self._fixed is None
                         else frames.HEADER.size + self._fixed[3]) - len(self._head)
                 try:
@@ -93,7 +99,7 @@ class ReactorReader:
             self._got += k
             budget -= k
             if self._got == len(self._view):
-                self._body_done()
+                self._body_done(True)
         return None
 
     def _header_done(self):
@@ -104,21 +110,38 @@ class ReactorReader:
         kind, blob_id, length, extra_length = self._fixed
         extra = frames.parse_extra(bytes(self._head[frames.HEADER.size:]))
         self._head, self._fixed = bytearray(), None
-        if kind == frames.DELIVER:
-            self._buf = frames.new_buffer(length)
-            self._view = memoryview(self._buf)
-            self._got = 0
-            self._blob_id = blob_id
+        if kind in (frames.DELIVER, frames.PART):
+            self._body_for(kind, blob_id, length, extra)
             if length >= THREAD_MIN:
                 self._in_thread()
             elif not length:
-                self._body_done()
-        elif kind == frames.ERROR:
+                self._body_done(True)
+        else:
+            self._other(kind, blob_id, extra, True)
+
+    def _body_for(self, kind, blob_id, length, extra):
+        """Get ready to receive the body of a DELIVER or a PART."""
+        self._part = kind == frames.PART
+        if self._part:
+            self._buf = None
+            self._view = piece_view(self.pieces, blob_id, length, extra)
+        else:
+            self._buf = frames.new_buffer(length)
+            self._view = memoryview(self._buf)
+        self._got = 0
+        self._blob_id = blob_id
+
+    def _other(self, kind, blob_id, extra, here):
+        """A message without a body (``here``: in the reactor thread)."""
+        if kind == frames.ERROR:
             message = str(extra.get("message", "the controller refused bulk data"))
             log.warn("data channel: {message}", message=message)
-            self.store.fail_here(blob_id, message)
+        elif kind == frames.ABORT:
+            self.pieces.abort(blob_id)
+            message = aborted_message(blob_id, extra)
         else:
             raise frames.ProtocolError(f"unexpected {frames.KINDS[kind]} message")
+        (self.store.fail_here if here else self.store.fail)(blob_id, message)
 
     def _in_thread(self):
         """Receive the body in a pool thread; the reactor reads again after it."""
@@ -127,8 +150,6 @@ class ReactorReader:
 
         def done(_):
             self._threaded = False
-            self._got = len(self._view)
-            self._body_done()
             if self._fd != -1:
                 self.reactor.addReader(self)
 
@@ -136,13 +157,54 @@ class ReactorReader:
             self._threaded = False
             self.connectionLost(failure)
         d = threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(),
-                                      recv_all, self.sock, self._view)
+                                      self._read_in_thread)
         d.addCallbacks(done, failed)
 
-    def _body_done(self):
-        buf, self._buf, self._view = self._buf, None, None
-        self.count(len(buf))
-        self.store.put_here(self._blob_id, buf)
+    def _read_in_thread(self):
+        """(a pool thread) The big body, then, while a blob sent in pieces is
+        incomplete, the messages after it: its pieces come one after the
+        other, each received in one blocking call, without a trip through
+        the reactor per piece."""
+        recv_all(self.sock, self._view)
+        self._body_done(False)
+        while len(self.pieces) and self._fd != -1:
+            try:
+                kind, blob_id, length, extra = frames.read_header(self.sock)
+            except frames.Closed:
+                raise ConnectionError("the data channel closed in the middle of a blob") from None
+            if kind in (frames.DELIVER, frames.PART):
+                self._body_for(kind, blob_id, length, extra)
+                recv_all(self.sock, self._view)
+                self._body_done(False)
+            else:
+                self._other(kind, blob_id, extra, False)
+
+    def _body_done(self, here):
+        buf, view, self._buf, self._view = self._buf, self._view, None, None
+        self.count(len(view))
+        if self._part:
+            buf = self.pieces.received(self._blob_id, len(view))
+            view.release()
+            if buf is None:
+                return
+        (self.store.put_here if here else self.store.put)(self._blob_id, buf)
+
+
+def piece_view(pieces, blob_id, length, extra):
+    """Where the body of a PART goes (see :class:`~ipkernel.datachannel.blobs.Pieces`);
+    ProtocolError for a piece that does not fit."""
+    at, size = extra.get("at"), extra.get("size")
+    if not (isinstance(at, int) and isinstance(size, int) and 0 <= at and length <= size):
+        raise frames.ProtocolError("a piece of bulk data without a valid place")
+    try:
+        return pieces.view(blob_id, at, size, length)
+    except ValueError as exc:
+        raise frames.ProtocolError(str(exc)) from None
+
+
+def aborted_message(blob_id, extra):
+    """What waiters of an aborted blob are told."""
+    return str(extra.get("message") or f"bulk data {blob_id.hex()} was aborted by its sender")
 
 
 def recv_all(sock, view):

@@ -6,33 +6,44 @@ peer checks against the tub id of the FURL it was given.  A peer on this
 host (loopback) talks plain TCP: encryption would protect nothing there
 and would cost most of the speed (AES in OpenSSL moves about a third of
 what loopback TCP does here).  A peer proves itself with a token it
-got over Foolscap.  Every connection has its own thread: bulk data moves
+got over Foolscap.  Until it has, its connection is handled by one thread
+for all (:mod:`~ipkernel.datachannel.gate`: a login deadline, a bound per
+peer address); once it has, it gets a thread of its own: bulk data moves
 with blocking socket calls (TLS in C, no Python per byte), never through
 the reactor.
 
-* A ``PUT`` to engines is streamed through as it arrives (no copy of the
-  whole blob in the controller) to each target engine's connection.
+* A ``PUT`` to engines is passed on a piece at a time as it arrives (no
+  copy of the whole blob in the controller; other clients' blobs go in
+  between): see :mod:`~ipkernel.datachannel.relay`.
 * A ``PUT`` to the controller (an engine's large result) goes on to the
   client it is routed to, or is kept for a later ``FETCH``: see
   :mod:`ipkernel.datachannel.results`.
+* A ``PUT`` over the payload cap is refused after its header: the sender
+  gets an ERROR for it and its connection is closed, the body unread.
 """
-import hmac
+import hashlib
 import os
 import queue
 import socket
 import ssl
 import threading
+import time
 
 from twisted.logger import Logger
 
-from ipkernel.datachannel import frames, splice
+from ipkernel.datachannel import frames, relay
 from ipkernel.datachannel.frames import is_loopback
+from ipkernel.datachannel.gate import AUTH_TIMEOUT, Gate
 from ipkernel.datachannel.results import FETCH_WAIT, ResultBlobs, send_error
 
 log = Logger()
 
-#: Seconds a new connection has to authenticate.
-AUTH_TIMEOUT = 10.0
+#: Seconds a token handed out over Foolscap stays good if nobody presents it.
+TOKEN_TTL = 600.0
+
+__all__ = ["AUTH_TIMEOUT", "DataChannelServer", "TOKEN_TTL"]
+
+
 class _Conn:
     """One authenticated peer connection."""
 
@@ -88,16 +99,23 @@ class DataChannelServer:
     (``{"client": pem_path, "engine": pem_path}``).
 
     ``max_blob``: the largest blob accepted (None: any); ``ttl``: seconds a
-    blob kept for a FETCH waits for it; ``tls_always``: TLS also on loopback.
+    blob kept for a FETCH waits for it; ``tls_always``: TLS also on loopback;
+    ``stall``: seconds a client may stay silent in the middle of a blob it
+    sends to engines (then the blob is aborted); ``gate``: keyword arguments
+    for the :class:`~ipkernel.datachannel.gate.Gate` (its bounds).
     """
 
-    def __init__(self, cert_files, interfaces=None, max_blob=None, ttl=600.0, tls_always=False):
+    def __init__(self, cert_files, interfaces=None, max_blob=None, ttl=600.0, tls_always=False,
+                 stall=relay.STALL_TIMEOUT, gate=None):
         self.cert_files = dict(cert_files)
         self.tls_always = tls_always
         self.interfaces = dict(interfaces or {})
         self.max_blob = max_blob
         self.ttl = ttl
-        self._tokens = {}      # token -> (role, identity)
+        self.stall = stall
+        self._gate_options = dict(gate or {})
+        self.gate = None
+        self._tokens = {}      # sha256 of a token -> (role, identity, time handed out)
         self._engines = {}     # engine id -> _Conn
         self._conns = set()
         self._clients = {}     # client identity -> _Conn
@@ -118,15 +136,21 @@ class DataChannelServer:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ctx.load_cert_chain(pem)
             sock = socket.create_server((self.interfaces.get(role, "127.0.0.1"),
-                                         ports.get(role, 0)))
+                                         ports.get(role, 0)), backlog=128)
             self._listeners[role] = (sock, ctx)
             self.ports[role] = sock.getsockname()[1]
-            self._spawn(self._accept_loop, role, sock, ctx, name=f"ipkernel-data-accept-{role}")
+        self.gate = Gate(self._listeners, self._wants_tls, self._admit, **self._gate_options)
+        self.gate.start()
         return dict(self.ports)
+
+    def _wants_tls(self, host):
+        return self.tls_always or not is_loopback(host)
 
     def stop(self):
         """Close every socket; the threads end by themselves."""
         self._stopped = True
+        if self.gate is not None:
+            self.gate.stop()
         for sock, _ in self._listeners.values():
             try:
                 sock.shutdown(socket.SHUT_RDWR)
@@ -149,9 +173,15 @@ class DataChannelServer:
 
     def new_token(self, role, identity):
         """A token a peer of ``role`` presents to be known as ``identity``."""
-        token = os.urandom(32)
+        token = os.urandom(frames.TOKEN_SIZE)
+        now = time.monotonic()
         with self._lock:
-            self._tokens[token] = (role, identity)
+            while self._tokens:  # nobody presented these: they lapse
+                first = next(iter(self._tokens))
+                if now - self._tokens[first][2] <= TOKEN_TTL:
+                    break
+                del self._tokens[first]
+            self._tokens[_digest(token)] = (role, identity, now)
         return token
 
     def offer(self, role, identity):
@@ -199,65 +229,53 @@ class DataChannelServer:
 
     # -- connections ----------------------------------------------------------------
 
-    def _accept_loop(self, role, sock, ctx):
-        while not self._stopped:
-            try:
-                raw, _ = sock.accept()
-            except OSError:
-                return
-            self._spawn(self._serve, role, raw, ctx, name=f"ipkernel-data-{role}")
-
-    def _serve(self, role, raw, ctx):
-        conn = None
-        try:
-            raw.settimeout(AUTH_TIMEOUT)
-            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            plain = is_loopback(raw.getpeername()[0]) and not self.tls_always
-            tls = raw if plain else ctx.wrap_socket(raw, server_side=True)
-            conn = self._authenticate(role, tls)
-            tls.settimeout(None)
-            while not self._stopped:
-                self._handle(conn, *frames.read_header(tls))
-        except frames.Closed:   # the peer closed it between messages: a normal end
-            if conn is not None and conn.alive and not self._stopped:
-                log.debug("data channel of {who} closed", who=conn.identity)
-        except (ConnectionError, OSError, frames.ProtocolError, ssl.SSLError) as exc:
-            if conn is not None and conn.alive and not self._stopped:
-                log.warn("data channel of {who} closed: {why}", who=conn.identity, why=exc)
-            elif conn is None and isinstance(exc, frames.ProtocolError) and not self._stopped:
-                # (what the peer sent is not repeated: it may be a token)
-                log.warn("data channel: refused a {role} connection: {why}", role=role, why=exc)
-        finally:
-            if conn is not None:
-                self._drop(conn)
-            else:
-                raw.close()
-
-    def _authenticate(self, role, tls):
-        kind, _, length, _ = frames.read_header(tls)
-        if kind != frames.AUTH or length != 32:
-            raise frames.ProtocolError("a data-channel peer must authenticate first")
-        token = frames.recv_exactly(tls, 32)
+    def _admit(self, role, sock, token):
+        """A connection that presented ``token`` (the gate's thread): None when
+        it is taken (it gets its thread), else why not."""
         with self._lock:
-            match = None
-            for known, (known_role, identity) in self._tokens.items():
-                if hmac.compare_digest(known, token) and known_role == role:
-                    match = (known, identity)
-            if match is None:
-                raise frames.ProtocolError("a data-channel peer presented an unknown token")
-            del self._tokens[match[0]]
-            conn = _Conn(tls, match[1])
+            known = self._tokens.get(_digest(token))
+            if known is None or known[0] != role or self._stopped:
+                return "it presented an unknown token"
+            del self._tokens[_digest(token)]
+            identity = known[1]
+            conn = _Conn(sock, identity)
             self._conns.add(conn)
-            if match[1][0] == "engine":
-                old = self._engines.get(match[1][1])
-                self._engines[match[1][1]] = conn
+            if identity[0] == "engine":
+                old = self._engines.get(identity[1])
+                self._engines[identity[1]] = conn
             else:
                 old = None
-                self._clients[match[1]] = conn
+                self._clients[identity] = conn
         if old is not None:
             old.close()
-        conn.send(frames.header(frames.AUTH))  # accepted
-        return conn
+        if identity[0] == "client":  # what it sends to engines must not stall for ever
+            relay.set_stall_timeout(sock, self.stall)
+        self._spawn(self._serve, conn, name=f"ipkernel-data-{role}")
+        return None
+
+    def _serve(self, conn):
+        idle_ok = conn.identity[0] == "client"
+        try:
+            extra = {"max_blob": self.max_blob} if self.max_blob is not None else None
+            conn.send(frames.header(frames.AUTH, extra=extra))  # accepted
+            while not self._stopped and conn.alive:
+                self._handle(conn, *frames.read_header(conn.sock, idle_ok))
+        except frames.Closed:   # the peer closed it between messages: a normal end
+            if conn.alive and not self._stopped:
+                log.debug("data channel of {who} closed", who=conn.identity)
+        except relay.SenderGone as exc:
+            if not self._stopped:
+                log.warn("data channel of {who}: bulk data it was sending to engines was "
+                         "aborted, its connection is closed: {why}", who=conn.identity, why=exc)
+        except _Refused as exc:
+            log.warn("data channel of {who}: {why}; its connection is closed",
+                     who=conn.identity, why=exc)
+        except (ConnectionError, OSError, frames.ProtocolError, ssl.SSLError) as exc:
+            if conn.alive and not self._stopped:
+                log.warn("data channel of {who} closed: {why}", who=conn.identity,
+                         why=str(exc) or type(exc).__name__)
+        finally:
+            self._drop(conn)
 
     def _drop(self, conn):
         conn.close()
@@ -274,10 +292,10 @@ class DataChannelServer:
     def _handle(self, conn, kind, blob_id, length, extra):
         if kind == frames.PUT:
             if self.max_blob is not None and length > self.max_blob:
-                splice.discard(conn.sock, length)
-                self._error(conn, blob_id, f"bulk data of {length} bytes is over the "
-                                           f"controller's payload cap of {self.max_blob} bytes")
-                return
+                why = (f"bulk data of {length} bytes is over the controller's payload cap "
+                       f"of {self.max_blob} bytes")
+                self._error(conn, blob_id, why)
+                raise _Refused(why)  # its body is not read: the stream is out of step
             to = extra.get("to")
             if to == "controller":
                 self.results.arrived(conn, blob_id, length)
@@ -303,45 +321,15 @@ class DataChannelServer:
         if missing:
             self._error(conn, blob_id, f"engines {missing} have no data channel; "
                                        f"their copy of the bulk data is lost")
-        locks = [c.send_lock for c in live]
-        for lock in locks:
-            lock.acquire()
-        try:
-            head = frames.header(frames.DELIVER, blob_id, length)
-            live = self._send_all(live, head, more=length > 0)
-            if len(live) == 1 and splice.can_splice(conn.sock, live[0].sock):
-                try:
-                    splice.splice(conn.sock, live[0].sock, length)
-                except splice.DestinationGone as gone:
-                    live[0].close()  # that engine's reader drops it
-                    splice.discard(conn.sock, gone.left)
-                return
-            buf = frames.uninitialized(min(length, frames.CHUNK) or 1)
-            view = memoryview(buf)
-            left = length
-            # a small blob on a plain socket is received in one call (fewer
-            # wake-ups); a big one is passed on piece by piece as it comes
-            whole = (socket.MSG_WAITALL if length <= len(buf)
-                     and not isinstance(conn.sock, ssl.SSLSocket) else 0)
-            while left:
-                k = conn.sock.recv_into(view, min(left, len(buf)), whole)
-                if not k:
-                    raise ConnectionError("a peer closed its data channel in the middle of a blob")
-                left -= k
-                live = self._send_all(live, view[:k])
-        finally:
-            for lock in locks:
-                lock.release()
-
-    @staticmethod
-    def _send_all(conns, data, more=False):
-        ok = []
-        for c in conns:
-            try:
-                frames.send_all(c.sock, [data], more)
-                ok.append(c)
-            except OSError:
-                c.close()  # its reader thread drops it; the engine never gets this blob
-        return ok
+        relay.relay(conn.sock, blob_id, length, live, self.stall)
 
     _error = staticmethod(send_error)
+
+
+class _Refused(Exception):
+    """A peer's request is refused and its connection closed (the message says why)."""
+
+
+def _digest(token):
+    # tokens are looked up by digest: no comparison leaks how much of one matched
+    return hashlib.sha256(token).digest()

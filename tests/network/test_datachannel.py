@@ -173,12 +173,13 @@ async def test_a_wrong_token_or_certificate_is_refused(server, peers, certs):
 
 @pytest_twisted.ensureDeferred
 async def test_oversized_and_undeliverable_blobs_get_an_error(peers):
+    from ipkernel.error import PayloadTooLarge
     client = await peers("client", ("client", "s1"))
+    assert client.max_blob == 50 << 20  # the controller said so when it let it in
     too_big = new_blob_id()
-    waiting = client.store.wait(too_big, 10)
-    await within(client.send_blob_later(too_big, [0], [bytes(51 << 20)]))
-    err = await raises(BlobMissing, waiting)
-    assert "payload cap" in str(err)
+    err = await raises(PayloadTooLarge, client.send_blob_later(too_big, [0], [bytes(51 << 20)]))
+    assert "payload cap of 52428800 bytes" in str(err) and "--payload-cap" in str(err)
+    assert client.connected and client.bytes_sent == 0  # refused before anything was sent
     nowhere = new_blob_id()
     waiting = client.store.wait(nowhere, 10)
     await within(client.send_blob_later(nowhere, [7], [b"data"]))
