@@ -125,7 +125,7 @@ def run_phase(system, args, log):
     started = time.monotonic()
     system.start()
     log(f"{system.name}: up after {time.monotonic() - started:.1f} s; soaking for {seconds:g} s")
-    stop, workers, outputs = threading.Event(), Workers(), []
+    stop, workers, outputs, interrupted = threading.Event(), Workers(), [], False
     sampler = Sampler(system.controller_pid, stop)
     killer = Killer(system.engine_pids, args.kill_every, args.seed, stop, replace=system.replace,
                     max_kills=args.max_kills, log=log)
@@ -147,7 +147,10 @@ def run_phase(system, args, log):
         sampler.start()
         killer.start()
         began = time.monotonic()
-        workers.wait(began + seconds + args.call_timeout + GRACE)
+        try:
+            workers.wait(began + seconds + args.call_timeout + GRACE)
+        except KeyboardInterrupt:  # Ctrl-C: stop, but report what was counted
+            interrupted = True
         wall = time.monotonic() - began
     finally:
         stop.set()
@@ -170,12 +173,16 @@ def run_phase(system, args, log):
     rss = [b for _, b in sampler.samples]
     return {
         "engines": args.engines, "seconds": seconds, "wall_seconds": round(wall, 1),
+        "interrupted": interrupted,
         "latency": tallies.latency_table(merged), "errors": merged["errors"],
         "checks": merged["checks"], "answers_ok": merged["ok"], "tasks": tasks,
         "throughput_tasks_per_s": round(tasks.get("completed", 0) / wall, 2) if wall else None,
         "kills": len(killer.kills), "kill_times": [t for t, _ in killer.kills],
         "restarts": restarts, "restarted_by": system.restarted_by,
         "restart_failures": killer.failures, "workers_stopped_late": stopped,
+        # every process of the phase, so a caller can check none is left
+        "pids": {"controller": system.controller_pid(), "engines": sorted(killer.seen),
+                 "workers": [p.pid for p in workers.popens]},
         "workers_without_report": missing,
         "rss_of": system.rss_of, "rss_samples": sampler.samples,
         "rss": {"min": min(rss), "max": max(rss), "final": rss[-1]} if rss else None,
@@ -261,6 +268,8 @@ def main(argv=None):
                 phases[name] = run_phase(system, args, log)
             finally:
                 system.stop()
+            if phases[name]["interrupted"]:
+                raise KeyboardInterrupt
     except KeyboardInterrupt:
         interrupted = True
         log("interrupted: stopping everything")

@@ -271,6 +271,7 @@ def _on_sigterm(signum, frame):
 def main(argv=None):
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    print(f"soak {args.role} {args.index} started", flush=True)  # from here it always reports
     tally = Tally()
     book = TaskBook(tally) if args.role != "client" else None
     deadline = time.monotonic() + args.seconds
