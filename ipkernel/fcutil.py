@@ -111,8 +111,16 @@ class DirectTCPHints:
         return "tcp"
 
 
+#: Seconds a peer has to finish Foolscap's negotiation (TLS included) on a
+#: port this process listens on (Foolscap's own deadline is 120 s).
+NEGOTIATION_DEADLINE = 20
+#: Connections one peer address may have negotiating on one port at once.
+MAX_NEGOTIATING_PER_PEER = 32
+
+
 class SharedContextNegotiation(negotiate.Negotiation):
-    """Foolscap's connection negotiation, with one TLS context per Tub.
+    """Foolscap's connection negotiation, with one TLS context per Tub, a
+    shorter login deadline and a bound on half-open connections.
 
     Foolscap makes new TLS options (and so a new OpenSSL context, with its
     cipher list worked out anew) for every connection, a few milliseconds
@@ -120,7 +128,44 @@ class SharedContextNegotiation(negotiate.Negotiation):
     for its certificate.  The context is the same one Foolscap would make:
     the peer's certificate is asked for, and checked against the FURL's
     tub id after the handshake, as before.
+
+    On the listening side a connection must finish negotiating within
+    :data:`NEGOTIATION_DEADLINE` seconds, and one peer address may have at
+    most :data:`MAX_NEGOTIATING_PER_PEER` connections negotiating on a port:
+    a new one beyond that closes the oldest (a peer with a FURL negotiates
+    in milliseconds, so a flood of idle connections cannot lock it out).
     """
+
+    SERVER_TIMEOUT = NEGOTIATION_DEADLINE
+    _counted = None  # (the listener's table, peer host) while negotiating
+
+    def connectionMadeServer(self):
+        host = getattr(self.transport.getPeer(), "host", None)
+        table = self.listener.__dict__.setdefault("_ipkernel_negotiating", {})
+        negotiating = table.setdefault(host, {})
+        negotiating[self] = None  # a dict keeps the order they came in
+        self._counted = (table, host)
+        if len(negotiating) > MAX_NEGOTIATING_PER_PEER:
+            oldest = next(iter(negotiating))
+            oldest._negotiation_over()
+            oldest.transport.abortConnection()
+        super().connectionMadeServer()
+
+    def _negotiation_over(self):
+        counted, self._counted = self._counted, None
+        if counted is not None:
+            table, host = counted
+            table[host].pop(self, None)
+            if not table[host]:
+                del table[host]
+
+    def switchToBanana(self, params):
+        self._negotiation_over()
+        return super().switchToBanana(params)
+
+    def connectionLost(self, reason):
+        self._negotiation_over()
+        return super().connectionLost(reason)
 
     def startTLS(self, cert):
         if cert is None:
