@@ -139,6 +139,11 @@ class RIEngine(RemoteInterface):
         """Heartbeat: answered from the reactor thread even while user code runs."""
         return int
 
+    def pulse():
+        """Where the engine's pulse process listens: ``["udp", port, key hex]``, or
+        ``[]`` (see :mod:`ipkernel.engine.pulse`)."""
+        return ListOf(UnicodeConstraint(128), maxLength=3)
+
 
 class RIEngineRegistrar(RemoteInterface):
     """The controller's engine-facing object (``ipcontroller-engine.furl``)."""

@@ -10,6 +10,10 @@ code is busy, and ``interrupt`` is a real SIGINT that also breaks
 * The engine reads the controller's engine FURL from ``--furl-file``
   (default: ``security/ipcontroller-engine.furl`` in the cluster
   directory), waiting up to ``--furl-wait`` seconds for it to appear.
+* Before registering it starts its pulse process
+  (:mod:`ipkernel.engine.pulse`), which tells the controller the engine is
+  busy while code holding the GIL keeps it from answering pings
+  (``--no-pulse``: none).
 * It registers (asking for its MPI rank as id with ``--mpi=mpi4py``) and
   stays registered: after a controller restart with ``-r`` it reconnects
   and registers again, asking for its old id.
@@ -42,7 +46,7 @@ import threading
 from pathlib import Path
 
 from twisted.application import service
-from twisted.internet import defer, task
+from twisted.internet import defer, task, threads
 from twisted.logger import Logger, globalLogPublisher
 
 from ipkernel import applog, fcutil
@@ -51,6 +55,7 @@ from ipkernel.clusterdir import ENGINE_FURL, ClusterDir
 from ipkernel.engine.connector import EngineConnector
 from ipkernel.engine.interpreter import DEFAULT_HISTORY_CAP
 from ipkernel.engine.mainthread import MainThreadExecutor
+from ipkernel.engine.pulse import Pulse, bind_host, furl_hosts
 from ipkernel.engine.service import EngineService
 
 log = Logger()
@@ -98,6 +103,11 @@ def build_parser():
     p.add_argument("--parent-pid", type=int, metavar="PID",
                    help="stop when process PID exits (a launcher passes its own pid: no race "
                         "with a parent that exits very early)")
+    p.add_argument("--no-pulse", action="store_true",
+                   help="start no pulse process (the helper that tells the controller this "
+                        "engine is busy while code holding the GIL keeps it from answering "
+                        "pings); without it such code running longer than the heartbeat "
+                        "timeout gets the engine dropped")
     applog.add_arguments(p, "ipengine")
     return p
 
@@ -280,9 +290,11 @@ class EngineApp:
         await startup
         self.service.exec_lines = self.exec_lines
         try:
-            fcutil.find_furl(self.furl_file)
+            furl = fcutil.find_furl(self.furl_file)
         except ValueError as exc:
             raise AppError(str(exc)) from None
+        if not self.options.no_pulse:
+            await self._start_pulse(furl)
         # Given the file (not the FURL read from it), the connector follows a
         # controller restarted without -r, which writes a new FURL there.
         self.connector = EngineConnector(self.tub, self.service, str(self.furl_file),
@@ -300,6 +312,21 @@ class EngineApp:
                            f"is the FURL file from its current run?") from None
         log.info("{ready}: registered as engine {id} (pid {pid})", ready=READY, id=engine_id,
                  pid=os.getpid(), **{applog.ALWAYS: True})
+
+    async def _start_pulse(self, furl):
+        """Start the pulse process (see ipkernel.engine.pulse); a failure is only logged."""
+        found = Pulse(bind_host(furl_hosts(furl)))
+        try:
+            await threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(),
+                                            found.start)
+        except Exception as exc:
+            log.warn("could not start the pulse process ({why}): code that holds the GIL "
+                     "longer than the controller's heartbeat timeout will get this engine "
+                     "dropped", why=exc)
+            return
+        self.service.pulse = found
+        log.debug("pulse process {pid} listening on UDP {host}:{port}", pid=found.process.pid,
+                  host=found.host, port=found.port)
 
     def _start_failed(self, failure):
         if failure.check(AppError):
@@ -349,6 +376,9 @@ class EngineApp:
                 self._parent_watch.stop()
             if self.connector is not None:
                 self.connector.stop()
+            pulse = getattr(self.service, "pulse", None)
+            if pulse is not None:
+                pulse.stop()
             self._stopping = defer.maybeDeferred(self.top.stopService)
             self._stopping.addErrback(lambda f: log.failure("while stopping the engine", f))
         return self._stopping

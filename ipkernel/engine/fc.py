@@ -103,6 +103,11 @@ class FCEngineFromService(Referenceable):
         self.pings += 1
         return self.pings
 
+    def remote_pulse(self):
+        # Set by ipengine when it started its pulse process (ipkernel.engine.pulse).
+        pulse = getattr(self.service, "pulse", None)
+        return pulse.offer() if pulse is not None else []
+
     def remote_execute(self, lines):
         return self._outcome(self.service.execute(lines).addCallback(wire.AsJson))
 

@@ -104,3 +104,120 @@ async def test_controller_restart_with_reuse_keeps_furls_engines_and_ids(cluster
     assert await fresh.pull("kept") == [100, 101]
     assert await cluster.engine_pids(fresh) == pids
     assert all(not e.ended for e in cluster.engines)
+
+
+# -- code that holds the GIL: the engine's pulse process answers for it (issue 13) ----------
+
+#: Finds a regex size whose match takes at least 0.4 s here (each further 'a'
+#: doubles the time), so the test need not guess this machine's speed.
+CALIBRATE_REGEX = """
+import re, time
+n = 18
+while True:
+    t0 = time.perf_counter(); re.match('(a*)*b', 'a' * n); took = time.perf_counter() - t0
+    if took >= 0.4: break
+    n += 1
+"""
+#: One call of C code that holds the GIL for 16x the calibrated time (6 s or more).
+GIL_HOLDING_REGEX = ("t0 = time.perf_counter(); re.match('(a*)*b', 'a' * (n + 4)); "
+                     "took = time.perf_counter() - t0; answer = 42")
+#: period + timeout + the pulse's wait with FAST_HEARTBEAT: beyond it, a silent engine goes.
+FAST_BOUND = 0.5 + 2 + 1
+
+
+def pulse_pids(engine_pid):
+    """The pids of the pulse processes whose parent is ``engine_pid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == engine_pid and b"pulse_child" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def rss_kib(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+@pytest_twisted.ensureDeferred
+async def test_engine_in_c_code_holding_the_gil_is_kept_and_answers(cluster):
+    mec = await cluster.start(n_engines=1, controller_args=cluster.FAST_HEARTBEAT)
+    [pid] = (await cluster.engine_pids(mec)).values()
+    [pulse] = pulse_pids(pid)
+    rss = rss_kib(pulse)
+    print(f"pulse process {pulse}: VmRSS {rss} kB")
+    assert rss < 16 * 1024, f"the pulse process uses {rss} kB"
+
+    await mec.execute(CALIBRATE_REGEX, targets=0)
+    busy = await mec.execute(GIL_HOLDING_REGEX, targets=0, block=False)
+    await cluster.within(mec.get_pending_deferred(busy, block=True), 90, "the regex")
+    took, answer = (await mec.pull(["took", "answer"], targets=0))[0]
+    assert answer == 42
+    assert took > FAST_BOUND + 1, f"the regex took only {took:.1f} s: not a real test"
+    assert await mec.get_ids() == [0]
+    assert await cluster.engine_pids(mec) == {0: pid}  # the same process, never dropped
+    output = cluster.controller.output
+    assert "did not answer a ping" not in output
+    assert output.count("is busy in code that holds the GIL") == 1  # logged once
+
+
+@pytest_twisted.ensureDeferred
+async def test_without_its_pulse_an_engine_in_such_code_is_dropped(cluster):
+    # What the pulse fixes: the same computation with --no-pulse loses the engine.
+    mec = await cluster.start(n_engines=1, controller_args=cluster.FAST_HEARTBEAT,
+                              engine_args=["--no-pulse"])
+    [pid] = (await cluster.engine_pids(mec)).values()
+    assert pulse_pids(pid) == []
+    await mec.execute(CALIBRATE_REGEX, targets=0)
+    busy = await mec.execute(GIL_HOLDING_REGEX, targets=0, block=False)
+    await expect_engine_error(cluster, mec, busy, 0)
+    assert "it has no pulse to ask" in cluster.controller.output
+
+
+@pytest_twisted.ensureDeferred
+async def test_engine_stopped_in_such_code_is_dropped_in_time(cluster):
+    mec = await cluster.start(n_engines=1, controller_args=cluster.FAST_HEARTBEAT)
+    [pid] = (await cluster.engine_pids(mec)).values()
+    engine = cluster.process_with_pid(pid)
+    await mec.execute(CALIBRATE_REGEX, targets=0)
+    busy = await mec.execute(GIL_HOLDING_REGEX + "\ntime.sleep(60)", targets=0, block=False)
+    await cluster.poll(lambda: "holds the GIL" in cluster.controller.output,
+                       "the controller to see the engine busy", timeout=30)
+
+    engine.signal("STOP")  # frozen in the middle of the C code
+    started = time.monotonic()
+    await expect_engine_error(cluster, mec, busy, 0)
+    assert time.monotonic() - started < FAST_BOUND + 2.5
+    assert "its pulse says it is stopped" in cluster.controller.output
+    assert await mec.get_ids() == []
+    engine.signal("CONT")
+
+
+@pytest_twisted.ensureDeferred
+async def test_kill_9_in_such_code_drops_the_engine_and_ends_its_pulse(cluster):
+    mec = await cluster.start(n_engines=1, controller_args=cluster.FAST_HEARTBEAT)
+    [pid] = (await cluster.engine_pids(mec)).values()
+    [pulse] = pulse_pids(pid)
+    engine = cluster.process_with_pid(pid)
+    await mec.execute(CALIBRATE_REGEX, targets=0)
+    busy = await mec.execute(GIL_HOLDING_REGEX, targets=0, block=False)
+    await cluster.poll(lambda: "holds the GIL" in cluster.controller.output,
+                       "the controller to see the engine busy", timeout=30)
+
+    started = time.monotonic()
+    engine.signal("KILL")
+    await engine.wait()
+    await expect_engine_error(cluster, mec, busy, 0)
+    assert time.monotonic() - started < FAST_BOUND + 2.5
+    await cluster.poll(lambda: not Path(f"/proc/{pulse}").exists()
+                       or "Z" in Path(f"/proc/{pulse}/stat").read_text().rsplit(")", 1)[1][:3],
+                       "the pulse process to exit with its engine", timeout=10)
