@@ -12,6 +12,7 @@ Wire names (``__remote_name__``) never change; a new version gets a new name.
 """
 from foolscap.api import (Any, ChoiceOf, DictOf, IntegerConstraint, ListOf, RemoteInterface,
                           TupleOf)
+from foolscap.constraint import Optional
 from foolscap.schema import BooleanConstraint, ByteStringConstraint, UnicodeConstraint
 
 MAX_ENGINES = 100_000
@@ -173,9 +174,12 @@ class RIMultiEngine(RemoteInterface):
     def get_client_name():
         return UnicodeConstraint(200)
 
-    def open_session():
+    def open_session(canary=Optional(Any(), None)):
         """Return a new RIMultiEngine for this client alone: its pending results
-        (block=False ids) are private to it and freed when it disconnects."""
+        (block=False ids) are private to it and freed when it disconnects.
+        ``canary`` (a Referenceable of the client's) is how the controller
+        learns of the disconnection: when its connection goes, what the
+        session kept is dropped at once."""
         return Any()
 
     def fetch_blob(blob_id=ByteStringConstraint(16)):

@@ -15,6 +15,7 @@ from here too.
 Each client's ``adapt_to_blocking_client()`` gives the blocking client over
 the same connection, for code that runs in another thread than the reactor.
 """
+from foolscap.api import Referenceable
 from twisted.internet import defer
 from twisted.logger import Logger
 
@@ -72,8 +73,10 @@ async def _multiengine_client(furl_or_file, tub, timeout):
 async def _multiengine_over(furl, rref, timeout):
     from twisted.internet import reactor
 
-    # A session of our own: our non-blocking results are private to us.
-    session = await rref.callRemote("open_session").addTimeout(timeout, reactor)
+    # A session of our own: our non-blocking results are private to us.  The
+    # canary tells the controller when we are gone, so it drops what it kept for us.
+    session = await rref.callRemote("open_session", Referenceable()).addTimeout(timeout,
+                                                                                 reactor)
     reference = await _with_lane(session, RIMultiEngine, timeout)
     client = FCFullSynchronousMultiEngineClient(reference, furl=furl)
     client.data = await _join_data_channel(session, furl, timeout)

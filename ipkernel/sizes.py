@@ -70,3 +70,16 @@ def format_size(n):
             text = f"{n / scale:.1f}".rstrip("0").rstrip(".")
             return f"{text} {unit}"
     return f"{n} bytes"
+
+
+def option_size(text):
+    """An argparse ``type`` for a size option: :func:`parse_size`, at least 1 byte."""
+    import argparse
+
+    try:
+        n = parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a budget must be at least 1 byte")
+    return n

@@ -30,15 +30,16 @@ import signal
 import sqlite3
 import sys
 
-from twisted.application import service
+from twisted.application import internet as app_internet, service
 from twisted.internet import defer, error as net_error, task
 from twisted.logger import Logger, globalLogPublisher
 
-from ipkernel import applog, fcutil
+from ipkernel import applog, fcutil, sizes
 from ipkernel.pids import process_alive, watch_parent
 from ipkernel.clusterdir import (ENGINE_FURL, MULTIENGINE_FURL, TASK_FURL, ClusterDir,
                                  write_private_file)
 from ipkernel.controller import ControllerService
+from ipkernel.controller.pending import DEFAULT_MAX_BYTES, DEFAULT_TTL
 from ipkernel.datachannel import DataChannelServer
 from ipkernel.lane import LaneServer
 from ipkernel.controller.fc import FCEngineRegistrar, FCSynchronousMultiEngine
@@ -48,6 +49,7 @@ from ipkernel.task.controller import TaskController, loss_count
 from ipkernel.task.store import open_store
 from ipkernel.task import fc as _task_fc  # noqa: F401  (registers ITaskController -> RITaskController)
 from ipkernel.controller.heartbeat import DEFAULT_PERIOD, DEFAULT_TIMEOUT, HeartMonitor
+from ipkernel.engine.queued import DEFAULT_HISTORY_BYTES
 from ipkernel.error import SecurityError
 from ipkernel.interfaces.multiengine import IMultiEngine, ISynchronousMultiEngine
 
@@ -56,6 +58,10 @@ log = Logger()
 READY = "ipcontroller ready"
 #: How long after answering ``kill(controller=True)`` the controller stops.
 KILL_GRACE = 0.25
+#: Bytes of large result values kept for all clients together (--unfetched-total).
+DEFAULT_UNFETCHED_TOTAL = 4 << 30
+#: Longest wait between two sweeps for unfetched results past --result-ttl.
+EXPIRY_SWEEP = 30.0
 
 
 class AppError(Exception):
@@ -108,6 +114,23 @@ def build_parser():
     p.add_argument("--data-channel-tls", action="store_true",
                    help="encrypt the data channel also for peers on this host (it always "
                         "is for other hosts); costs about two thirds of its speed")
+    memory = p.add_argument_group(
+        "memory budgets", "sizes are bytes, or with K, M, G (binary: 64M is 64 MiB)")
+    memory.add_argument("--history-bytes", type=sizes.option_size, metavar="SIZE",
+                        default=DEFAULT_HISTORY_BYTES,
+                        help="execute results (output included) kept per engine for "
+                             "get_result; the oldest are evicted first (default 64M)")
+    memory.add_argument("--unfetched-bytes", type=sizes.option_size, metavar="SIZE",
+                        default=DEFAULT_MAX_BYTES,
+                        help="finished results of non-blocking calls one client may leave "
+                             "unfetched; the oldest are discarded first (default 1G)")
+    memory.add_argument("--unfetched-total", type=sizes.option_size, metavar="SIZE",
+                        default=DEFAULT_UNFETCHED_TOTAL,
+                        help="large result values (data channel) waiting for their clients, "
+                             "all clients together (default 4G)")
+    memory.add_argument("--result-ttl", type=float, metavar="SECONDS", default=DEFAULT_TTL,
+                        help="an unfetched result is discarded after this long "
+                             "(default 600)")
     task = p.add_argument_group("task farm")
     task.add_argument("--task-scheduler", choices=("fifo", "lifo"), default="fifo",
                       help="which queued task runs next: oldest (fifo, default) or newest")
@@ -172,6 +195,8 @@ class ControllerApp:
         self.heart = HeartMonitor(self.controller, period=options.heartbeat_period,
                                   timeout=options.heartbeat_timeout, clock=reactor)
         self.heart.setServiceParent(self.top)
+        history_bytes = getattr(options, "history_bytes", DEFAULT_HISTORY_BYTES)
+        self.controller.on_register_engine_do(self._set_history_bytes, True, history_bytes)
         self.engine_furl_file = options.engine_furl_file or str(cluster.furl_file(ENGINE_FURL))
         self.mec_furl_file = (options.multiengine_furl_file
                               or str(cluster.furl_file(MULTIENGINE_FURL)))
@@ -186,6 +211,11 @@ class ControllerApp:
         self.lane_server = None
         self.finished = defer.Deferred()
         self._stopping = None
+
+    def _set_history_bytes(self, engine_id, history_bytes):
+        engine = self.controller.engines.get(engine_id)
+        if hasattr(engine, "set_history_bytes"):
+            engine.set_history_bytes(history_bytes)
 
     # -- start ------------------------------------------------------------------------
 
@@ -205,11 +235,17 @@ class ControllerApp:
         if getattr(self.options, "lane", True):
             self.lane_server = self._start_lanes()
         sme = ISynchronousMultiEngine(IMultiEngine(self.controller))
+        sme.max_bytes = getattr(self.options, "unfetched_bytes", DEFAULT_MAX_BYTES)
+        sme.ttl = getattr(self.options, "result_ttl", DEFAULT_TTL)
+        mec = FCSynchronousMultiEngine(sme, payload_cap=self.options.payload_cap,
+                                       data_server=self.data_server,
+                                       lane_server=self.lane_server)
+        sweeper = app_internet.TimerService(min(EXPIRY_SWEEP, max(sme.ttl / 4, 0.1)),
+                                            mec.expire)
+        sweeper.clock = self.reactor
+        sweeper.setServiceParent(self.top)
         try:
-            fcutil.register(self.tubs["client"],
-                            FCSynchronousMultiEngine(sme, payload_cap=self.options.payload_cap,
-                                                     data_server=self.data_server,
-                                                     lane_server=self.lane_server),
+            fcutil.register(self.tubs["client"], mec,
                             furl_file=self.mec_furl_file, reuse=self.options.reuse_furls)
             # The task farm, on the same ControllerService as the multi-engine view.
             tasks = RITaskController(ITaskController(self.controller))
@@ -233,7 +269,10 @@ class ControllerApp:
             self.cert_files,
             interfaces={role: getattr(self.options, f"{role}_ip") for role in self.cert_files},
             max_blob=self.options.payload_cap,
+            ttl=getattr(self.options, "result_ttl", DEFAULT_TTL),
             tls_always=getattr(self.options, "data_channel_tls", False))
+        server.results.max_bytes = getattr(self.options, "unfetched_total",
+                                           DEFAULT_UNFETCHED_TOTAL)
         try:
             ports = server.start()
         except OSError as exc:

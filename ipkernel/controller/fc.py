@@ -11,6 +11,7 @@
   to; translates RIMultiEngine calls onto an ISynchronousMultiEngine.
 """
 import functools
+import weakref
 
 from foolscap.api import Referenceable
 from twisted.internet import defer, threads
@@ -18,7 +19,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ipkernel import batchwire, serialize, wire
+from ipkernel import batchwire, memtrim, serialize, sizes, wire
 from ipkernel.datachannel import BlobMissing, refs
 from ipkernel.controller.mapping import PrePartitioned
 from ipkernel.engine.properties import StrictDict
@@ -345,6 +346,18 @@ class FCEngineRegistrar(Referenceable):
             self.controller.unregister_engine(engine_id)
 
 
+def _serialized_in(value):
+    """Every Serialized inside ``value`` (lists, tuples and dict values walked)."""
+    if isinstance(value, serialize.Serialized):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _serialized_in(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _serialized_in(v)
+
+
 def _record(failure):
     return wire.record_from_exception(failure.value, include_exception=False)
 
@@ -363,6 +376,8 @@ class FCSynchronousMultiEngine(OffersLane, Referenceable):
         self.data_server = data_server
         self.lane_server = lane_server
         self._json_ids = {}  # pending ids whose results go back as JSON (ordered)
+        self._sessions = weakref.WeakSet()  # the private sessions opened from this one
+        self.sme.on_discard = self._discard_blobs
 
     def _check_payload(self, method, payload):
         """PayloadTooLarge when the user data of one call exceeds the cap."""
@@ -389,10 +404,42 @@ class FCSynchronousMultiEngine(OffersLane, Referenceable):
             d = defer.fail()
         return d.addErrback(_record)
 
-    def remote_open_session(self):
-        private = type(self.sme)(self.sme.multiengine, max_pending=self.sme.max_pending)
-        return FCSynchronousMultiEngine(private, self.payload_cap, self.data_server,
-                                        self.lane_server)
+    def remote_open_session(self, canary=None):
+        private = type(self.sme)(self.sme.multiengine, **self.sme.limits())
+        session = FCSynchronousMultiEngine(private, self.payload_cap, self.data_server,
+                                           self.lane_server)
+        self._sessions.add(session)
+        if canary is not None:
+            session._canary = canary
+            try:
+                canary.notifyOnDisconnect(session.client_gone)
+            except Exception:
+                log.failure("cannot watch a client's connection; its unfetched results "
+                            "are freed only by budget and age")
+        return session
+
+    def client_gone(self):
+        """This session's client disconnected: drop every result kept for it."""
+        self._json_ids.clear()
+        self.sme.close("its client disconnected")
+        memtrim.release_memory()
+
+    def expire(self):
+        """Drop the unfetched results (this one's, its sessions', and the
+        data channel's kept blobs) that are older than their limit."""
+        for view in [self, *list(self._sessions)]:
+            view.sme.expire()
+        if self.data_server is not None:
+            self.data_server.results.expire()
+
+    def _discard_blobs(self, outcome):
+        """A result nobody will fetch: the data channel drops its blobs."""
+        if self.data_server is None or isinstance(outcome, (Failure, str, wire.ErrorRecord)):
+            return
+        ids = refs.blob_ids(outcome)
+        if ids:
+            self.data_server.results.discard(ids, "bulk data of a result that was discarded "
+                                                  "unfetched (see ResultEvicted)")
 
     def remote_open_data_channel(self):
         if self.data_server is None:
@@ -406,10 +453,33 @@ class FCSynchronousMultiEngine(OffersLane, Referenceable):
         """Have the data channel send the engines' result blobs ``value`` refers
         to on to this client unasked, and mark those references (the client
         waits for them rather than asking: no FETCH round trip)."""
-        if self.data_server is None or isinstance(value, (str, wire.ErrorRecord)):
+        if isinstance(value, (str, wire.ErrorRecord)):
+            return value
+        refused = self._over_cap(value)
+        if refused is not None:
+            self._discard_blobs(value)
+            return _record(Failure(refused))
+        if self.data_server is None:
             return value
         identity = self._data_identity()
         return refs.route(value, lambda blob: self.data_server.route(blob, identity))
+
+    def _over_cap(self, value):
+        """PayloadTooLarge when a value of a result that travels on the data
+        channel is bigger than the cap (the data channel refuses its bulk
+        data: without this the client would wait for it in vain), else None.
+        Results small enough for Foolscap are not capped."""
+        if self.payload_cap is None:
+            return None
+        biggest = max((refs.nbytes(s) for s in _serialized_in(value) if refs.is_ref(s)),
+                      default=0)
+        if biggest <= self.payload_cap:
+            return None
+        return PayloadTooLarge(
+            f"a value in the result is {biggest} bytes serialized "
+            f"({sizes.format_size(biggest)}), over this controller's payload cap of "
+            f"{self.payload_cap} bytes; pull it in pieces (slices of it, or scatter it "
+            f"and gather), or start ipcontroller with a larger --payload-cap")
 
     def remote_fetch_blob(self, blob_id):
         """Bulk data kept for this client, through Foolscap (for a client that

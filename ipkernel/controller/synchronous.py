@@ -39,12 +39,13 @@ is not a bool fails with TypeError."""
 class SynchronousMultiEngine(PendingDeferredManager):
     """Two-phase wrapper of an ``IFullMultiEngine`` (``self.multiengine``).
 
-    ``max_pending`` bounds the finished results left unfetched (see
+    ``max_pending`` and the keyword-only ``limits`` (``max_bytes``, ``ttl``,
+    ``clock``) bound the finished results left unfetched (see
     :class:`~ipkernel.controller.pending.PendingDeferredManager`).
     """
 
-    def __init__(self, multiengine, max_pending=None):
-        super().__init__(max_pending)
+    def __init__(self, multiengine, max_pending=None, **limits):
+        super().__init__(max_pending, **limits)
         self.multiengine = multiengine
 
     def get_ids(self):
