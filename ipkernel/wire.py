@@ -33,10 +33,10 @@ class ErrorRecord:
     the pickled exception to rebuild it from."""
 
     __slots__ = ("ename", "evalue", "module", "traceback", "engine_info", "exception",
-                 "errors", "message")
+                 "errors", "message", "results")
 
     def __init__(self, ename, evalue="", module="", traceback="", engine_info=None,
-                 exception=None, errors=None, message=""):
+                 exception=None, errors=None, message="", results=None):
         self.ename = ename
         self.evalue = evalue
         self.module = module
@@ -45,6 +45,9 @@ class ErrorRecord:
         self.exception = exception
         self.errors = list(errors or [])
         self.message = message
+        #: A CompositeError's results: ``{"values": [...], "failed": [...],
+        #: "ids": [...]}`` (None at the failed positions), or None.
+        self.results = results
 
     def state(self):
         return {name: getattr(self, name) for name in self.__slots__}
@@ -277,9 +280,12 @@ def record_from_exception(exc, include_exception=True):
     if isinstance(exc, WireError):
         return exc.record
     if isinstance(exc, errors.CompositeError):
+        failed = set(exc.failed)
+        results = {"values": [None if k in failed else v for k, v in enumerate(exc.results)],
+                   "failed": list(exc.failed), "ids": list(exc.engine_ids)}
         return ErrorRecord("CompositeError", str(exc), errors.__name__, message=exc.message,
                            errors=[record_from_exception(value, include_exception)
-                                   for _, value, _ in exc.elist])
+                                   for _, value, _ in exc.elist], results=results)
     info = getattr(exc, errors.ENGINE_INFO_ATTR, None) or {}
     tb_text = getattr(exc, errors.TRACEBACK_ATTR, None) or ""
     pickled = None
@@ -316,7 +322,7 @@ def exception_from_record(record):
         for sub in record.errors:
             value = exception_from_record(sub)
             elist.append((type(value), value, None))
-        return errors.CompositeError(record.message, elist)
+        return errors.CompositeError(record.message, elist, *_composite_results(record, elist))
     exc = None
     if record.exception is not None:
         try:
@@ -338,6 +344,28 @@ def exception_from_record(record):
         errors.tag_exception(exc, record.engine_info.get("engine_id"),
                              record.engine_info.get("method", "?"), record.traceback)
     return exc
+
+
+def _decoded(value):
+    try:
+        return decode_values(value)
+    except Exception as exc:  # one engine's result must not hide the others'
+        return exc
+
+
+def _composite_results(record, elist):
+    """``(results, engine_ids, failed)`` of a CompositeError record: the
+    successes decoded, the errors of ``elist`` at the failed positions."""
+    carried = record.results
+    if not isinstance(carried, dict) or not isinstance(carried.get("values"), list):
+        return None, None, None
+    values = [_decoded(v) for v in carried["values"]]
+    failed = [k for k in carried.get("failed") or [] if isinstance(k, int) and 0 <= k < len(values)]
+    if len(failed) == len(elist):
+        for k, (_, exc, _) in zip(failed, elist):
+            values[k] = exc
+    ids = carried.get("ids")
+    return values, ids if isinstance(ids, list) else None, failed
 
 
 def raise_if_error(outcome):

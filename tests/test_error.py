@@ -6,8 +6,8 @@ import pytest
 from twisted.python.failure import Failure
 
 from ipkernel import error
-from ipkernel.error import (ENGINE_INFO_ATTR, TRACEBACK_ATTR, CompositeError, KernelError,
-                            RemoteError, collect_exceptions, tag_exception)
+from ipkernel.error import (ENGINE_INFO_ATTR, TRACEBACK_ATTR, CompositeError, EngineError,
+                            KernelError, RemoteError, collect_exceptions, tag_exception)
 
 pytestmark = pytest.mark.tier1
 
@@ -166,7 +166,30 @@ def test_collect_exceptions_raises_composite_with_every_failure_in_order():
     assert ce.message == "one or more exceptions from call to method: execute"
     assert [etype for etype, _, _ in ce.elist] == [ZeroDivisionError, NameError]
     assert str(ce).splitlines()[1:] == ["[1:execute]: ZeroDivisionError: z",
-                                        "[3:execute]: NameError: n"]
+                                        "[3:execute]: NameError: n",
+                                        "(2 of 4 engines succeeded; their results are in "
+                                        ".results and .successes)"]
+    # the healthy engines' results are kept, in target order, with the errors in place
+    assert ce.results[0] == 10 and ce.results[2] == 30
+    assert isinstance(ce.results[1], ZeroDivisionError) and isinstance(ce.results[3], NameError)
+    assert ce.failed == [1, 3]
+    assert ce.successes == {0: 10, 2: 30}
+
+
+def test_collect_exceptions_names_the_engines_of_the_results():
+    results = [_failure(EngineError("engine 4 is gone"), 4, "push"), None]
+    with pytest.raises(CompositeError) as info:
+        collect_exceptions(results, "push", engine_ids=[4, 7])
+    ce = info.value
+    assert ce.engine_ids == [4, 7]
+    assert ce.successes == {7: None}
+    assert [type(e) for e in ce.exceptions] == [EngineError]
+
+
+def test_a_composite_made_from_errors_only_has_them_as_results():
+    ce = _composite(_caught(KeyError("k"), 0, "execute"))
+    assert ce.results == ce.exceptions and ce.failed == [0] and ce.successes == {}
+    assert "succeeded" not in str(ce)
 
 
 def test_collect_exceptions_flattens_nested_composite_errors():

@@ -98,7 +98,23 @@ class FCFullSynchronousMultiEngineClient:
 
     def _call(self, method, *args):
         d = defer.maybeDeferred(self.remote.callRemote, method, *args)
-        return d.addCallbacks(wire.raise_if_error, self._connection_error, errbackArgs=(method,))
+        d.addCallbacks(self._composite_fetched, self._connection_error, errbackArgs=(method,))
+        return d.addCallback(wire.raise_if_error)
+
+    def _composite_fetched(self, outcome):
+        """``outcome``, with the bulk data of the results a CompositeError
+        record keeps (the engines that did not fail) fetched."""
+        carried = getattr(outcome, "results", None) if isinstance(outcome, wire.ErrorRecord) \
+            else None
+        if not isinstance(carried, dict) or not refs.blob_ids(carried.get("values")):
+            return outcome
+
+        def fetched(values):
+            carried["values"] = values
+            return outcome
+        # an unfetchable one stays a reference: decoding it fails in its place only
+        return refs.resolve(carried["values"], self._fetch).addCallbacks(
+            fetched, lambda _: outcome)
 
     def _connection_error(self, failure, method):
         if failure.check(KernelError):

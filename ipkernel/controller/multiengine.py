@@ -1,4 +1,7 @@
 """MultiEngine: the controller seen as an explicit set of engines (IFullMultiEngine)."""
+import contextvars
+import time
+
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -14,6 +17,17 @@ from ipkernel.error import (Aborted, EngineError, InvalidEngineID, NoEnginesRegi
 from ipkernel.interfaces.multiengine import IFullMultiEngine
 
 log = Logger()
+
+#: When the call now being made began (a ``time.monotonic()`` value), as far
+#: as the layer that received it knows: the arrival of its first bulk data on
+#: the data channel, or of the call itself.  An engine lost since then is
+#: reported in a call to ``'all'`` (an EngineError in its CompositeError)
+#: rather than silently left out of "all".
+call_started = contextvars.ContextVar("ipkernel_call_started", default=None)
+
+#: How many lost engines, and for how long (seconds), are remembered for that.
+LOST_KEPT = 1024
+LOST_FOR = 600.0
 
 
 def _is_id(value):
@@ -79,6 +93,29 @@ class MultiEngine(ControllerAdapterBase):
     def __init__(self, controller):
         super().__init__(controller)
         self._aborted = set()
+        self._lost = {}  # engine id -> time.monotonic() of its unregistration
+        controller.on_unregister_engine_do(self._engine_lost, True)
+
+    def _engine_lost(self, engine_id):
+        now = time.monotonic()
+        self._lost.pop(engine_id, None)
+        self._lost[engine_id] = now
+        while self._lost and (len(self._lost) > LOST_KEPT
+                              or next(iter(self._lost.values())) < now - LOST_FOR):
+            del self._lost[next(iter(self._lost))]
+
+    def _lost_during_call(self, method):
+        """Failures for the engines that were lost since the current call
+        began (see :data:`call_started`), as ``[(id, Deferred)]``."""
+        started = call_started.get()
+        if started is None:
+            return []
+        engines = self.controller.engines
+        lost = sorted(i for i, when in self._lost.items() if when >= started and i not in engines)
+        return [(i, defer.fail(tag_exception(EngineError(
+            f"engine {i} was lost while this {method} to 'all' was on its way (it stopped, "
+            f"died or lost its connection); the call did not reach it"), i, method)))
+            for i in lost]
 
     # -- targets ------------------------------------------------------------------
 
@@ -112,14 +149,18 @@ class MultiEngine(ControllerAdapterBase):
 
     # -- the multiplexer ------------------------------------------------------------
 
-    def _fan_out(self, method, targets, calls):
-        """Send ``calls(engine)`` to each target; gather all, fail as one."""
+    def _fan_out(self, method, targets, calls, report_lost=False):
+        """Send ``calls(engine)`` to each target; gather all, fail as one.
+
+        With ``report_lost`` a call to ``'all'`` also fails for the engines
+        lost while it was on its way (see :data:`call_started`).
+        """
         try:
             engines = self.engine_list(targets)
         except Exception:
             return defer.fail()
         request = current_request.get()
-        deferreds = []
+        pairs = []
         for engine in engines:
             if request is not None and request in self._aborted:
                 d = defer.fail(tag_exception(Aborted(f"request {request} was aborted"),
@@ -129,15 +170,19 @@ class MultiEngine(ControllerAdapterBase):
                     d = calls(engine)
                 except Exception:
                     d = defer.fail()
-            deferreds.append(d)
-        gathered = defer.DeferredList(deferreds, consumeErrors=True)
-        gathered.addCallback(lambda pairs: [value for _, value in pairs])
-        gathered.addCallback(collect_exceptions, method)
+            pairs.append((engine.id, d))
+        if report_lost and targets == "all":
+            pairs = sorted(pairs + self._lost_during_call(method), key=lambda pair: pair[0])
+        ids = [engine_id for engine_id, _ in pairs]
+        gathered = defer.DeferredList([d for _, d in pairs], consumeErrors=True)
+        gathered.addCallback(lambda outcomes: [value for _, value in outcomes])
+        gathered.addCallback(collect_exceptions, method, ids)
         return gathered
 
     def _multiplex(self, method, targets, *args, **kwargs):
         return self._fan_out(method, targets,
-                             lambda engine: getattr(engine, method)(*args, **kwargs))
+                             lambda engine: getattr(engine, method)(*args, **kwargs),
+                             report_lost=True)
 
     def execute(self, lines, targets="all"):
         return self._multiplex("execute", targets, lines)
@@ -203,6 +248,7 @@ class MultiEngine(ControllerAdapterBase):
 
     def kill(self, controller=False, targets="all"):
         if not controller:
+            # an engine lost meanwhile needs no killing: not reported
             return self._fan_out("kill", targets, self._kill_now)
         if not self.controller.engines:
             return self.controller.shutdown()
@@ -267,7 +313,7 @@ class MultiEngine(ControllerAdapterBase):
             mapping.check_dist(dist)
         except ValueError:
             return defer.fail()
-        d = self._fan_out("gather", targets, lambda engine: engine.pull(key))
+        d = self._fan_out("gather", targets, lambda engine: engine.pull(key), report_lost=True)
         return d.addCallback(_join, dist)
 
     # -- extras -----------------------------------------------------------------------

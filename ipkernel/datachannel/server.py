@@ -36,6 +36,9 @@ from ipkernel.datachannel.frames import is_loopback
 from ipkernel.datachannel.gate import AUTH_TIMEOUT, Gate
 from ipkernel.datachannel.results import FETCH_WAIT, ResultBlobs, send_error
 
+#: Arrival times of relayed blobs remembered (for :meth:`DataChannelServer.relayed_at`).
+RELAYED_KEPT = 4096
+
 log = Logger()
 
 #: Seconds a token handed out over Foolscap stays good if nobody presents it.
@@ -122,6 +125,7 @@ class DataChannelServer:
         self._lock = threading.Lock()
         #: The engines' result blobs on their way to clients.
         self.results = ResultBlobs(ttl)
+        self._relayed = {}  # blob id -> time.monotonic() its relay to engines began
         self._listeners = {}
         self._threads = []
         self._stopped = False
@@ -314,7 +318,18 @@ class DataChannelServer:
                 return [(i, self._engines.get(i)) for i in sorted(set(to))]
         raise frames.ProtocolError(f"a PUT names no valid destination: {to!r}")
 
+    def relayed_at(self, blob_id):
+        """When (``time.monotonic()``) the client blob ``blob_id`` arrived to be
+        relayed to engines, or None (unknown, or long ago): the start of the
+        call it belongs to (see ``ipkernel.controller.multiengine.call_started``)."""
+        with self._lock:
+            return self._relayed.get(blob_id)
+
     def _relay(self, conn, blob_id, length, to):
+        with self._lock:
+            self._relayed[blob_id] = time.monotonic()
+            while len(self._relayed) > RELAYED_KEPT:
+                del self._relayed[next(iter(self._relayed))]
         targets = self._targets(to)
         missing = [i for i, c in targets if c is None or not c.alive]
         live = [c for _, c in targets if c is not None and c.alive]

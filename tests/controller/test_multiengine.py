@@ -7,12 +7,14 @@ Tub (``foolscap``, tier 2).  Tests that register engines themselves or look
 at controller internals stay local.
 """
 import io
+import time
 
 import numpy
 import pytest
 import pytest_twisted
 from zope.interface.verify import verifyObject
 
+from ipkernel.controller import multiengine
 from ipkernel.engine import Interpreter, QueuedEngine, current_request
 from ipkernel.error import (Aborted, CompositeError, EngineError, InvalidEngineID,
                             NoEnginesRegistered, QueueCleared)
@@ -30,7 +32,7 @@ def error_types(err):
 def labels(err):
     """The ``[id:method]`` prefixes of the engine lines of a CompositeError."""
     return [line.split(":", 2)[0] + ":" + line.split(":", 2)[1]
-            for line in str(err).splitlines()[1:]]
+            for line in str(err).splitlines()[1:] if line.startswith("[")]
 
 
 # Functions shipped to engines.  ``id`` inside them is the engine's ``id``
@@ -860,3 +862,81 @@ async def test_run_file_with_syntax_error_touches_no_engine(me, script):
 async def test_run_missing_file(me, tmp_path):
     with pytest.raises(OSError):
         await within(me.run(str(tmp_path / "does_not_exist.py")))
+
+
+# --- engines lost during a call: reported, the others' results kept (issue 13) ---
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_composite_error_keeps_the_healthy_engines_results(me):
+    await within(me.execute("here = id * 10", targets=[0, 2]))
+    with pytest.raises(CompositeError) as info:
+        await within(me.pull("here", targets=[0, 1, 2]))
+    err = info.value
+    assert err.engine_ids == [0, 1, 2]
+    assert err.failed == [1]
+    assert err.results[0] == 0 and err.results[2] == 20
+    assert isinstance(err.results[1], NameError)
+    assert err.successes == {0: 0, 2: 20}
+    assert error_types(err) == [NameError]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_composite_error_of_an_apply_keeps_the_other_results(me):
+    with pytest.raises(CompositeError) as info:
+        await within(me.apply(lambda: 1 / (id - 3), targets="all"))
+    err = info.value
+    assert err.engine_ids == [0, 1, 2, 3] and err.failed == [3]
+    assert err.successes == {0: -1 / 3, 1: -1 / 2, 2: -1.0}
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_engine_lost_while_a_call_to_all_was_on_its_way_is_reported(make_controller):
+    controller = make_controller(3)
+    me = IFullMultiEngine(controller)
+    await within(me.execute("v = id + 100"))
+    token = multiengine.call_started.set(time.monotonic())
+    try:
+        controller.unregister_engine(1)   # after the call began, before it is fanned out
+        d = me.pull("v")
+    finally:
+        multiengine.call_started.reset(token)
+    with pytest.raises(CompositeError) as info:
+        await within(d)
+    err = info.value
+    assert err.engine_ids == [0, 1, 2] and err.failed == [1]
+    assert err.successes == {0: 100, 2: 102}
+    (lost,) = err.exceptions
+    assert isinstance(lost, EngineError)
+    assert "engine 1 was lost while this pull to 'all' was on its way" in str(lost)
+    assert "[1:pull]" in str(err)
+    # a call that began after the loss is not told about it; neither is kill
+    assert await within(me.pull("v")) == [100, 102]
+    token = multiengine.call_started.set(time.monotonic() - 60)
+    try:
+        d = me.kill(targets="all")
+    finally:
+        multiengine.call_started.reset(token)
+    assert await within(d) == [None, None]
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_engine_lost_before_the_call_began_is_not_a_target(make_controller):
+    controller = make_controller(2)
+    me = IFullMultiEngine(controller)
+    controller.unregister_engine(0)
+    token = multiengine.call_started.set(time.monotonic())
+    try:
+        d = me.execute("a = 1")
+    finally:
+        multiengine.call_started.reset(token)
+    assert len(await within(d)) == 1
+
+
+def test_the_lost_engines_remembered_are_bounded(make_controller, monkeypatch):
+    controller = make_controller(0)
+    me = IFullMultiEngine(controller)
+    monkeypatch.setattr(multiengine, "LOST_KEPT", 3)
+    for i in range(10):
+        me._engine_lost(i)
+    assert list(me._lost) == [7, 8, 9]
