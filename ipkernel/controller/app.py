@@ -42,6 +42,7 @@ from ipkernel.controller import ControllerService
 from ipkernel.controller.pending import DEFAULT_MAX_BYTES, DEFAULT_TTL
 from ipkernel.datachannel import DataChannelServer
 from ipkernel.lane import LaneServer
+from ipkernel.lane.protocol import FRAME_OVERHEAD, LANE_MAX_FRAME, MAX_FRAME
 from ipkernel.controller.fc import FCEngineRegistrar, FCSynchronousMultiEngine
 from ipkernel.interfaces.remote import RITaskController
 from ipkernel.interfaces.task import ITaskController
@@ -62,6 +63,17 @@ KILL_GRACE = 0.25
 DEFAULT_UNFETCHED_TOTAL = 4 << 30
 #: Longest wait between two sweeps for unfetched results past --result-ttl.
 EXPIRY_SWEEP = 30.0
+
+
+def lane_limits(payload_cap):
+    """``(client, engine)``: the largest frame the controller reads from a
+    client's lane and from an engine's.  A client's lane carries calls (at
+    most LANE_MAX_FRAME; bigger ones go through Foolscap), an engine's its
+    answers; with a payload cap neither reads more than the cap and a frame's
+    overhead."""
+    if payload_cap is None:
+        return LANE_MAX_FRAME, MAX_FRAME
+    return min(LANE_MAX_FRAME, payload_cap + FRAME_OVERHEAD), payload_cap + FRAME_OVERHEAD
 
 
 class AppError(Exception):
@@ -95,7 +107,8 @@ def build_parser():
     p.add_argument("--heartbeat-timeout", type=float, default=DEFAULT_TIMEOUT,
                    help=f"an engine silent this long is dropped (default {DEFAULT_TIMEOUT:g})")
     p.add_argument("--payload-cap", type=int, default=None,
-                   help="refuse client payloads bigger than this many bytes (default: no cap)")
+                   help="refuse client payloads bigger than this many bytes, on every "
+                        "transport (Foolscap, lanes, data channel; default: no cap)")
     p.add_argument("--db", choices=("memory", "sqlite"), default="memory",
                    help="where the task farm keeps tasks and results: 'memory' (default; "
                         "lost when the controller stops) or 'sqlite' (the file "
@@ -254,7 +267,9 @@ class ControllerApp:
                             furl_file=self.tc_furl_file, reuse=self.options.reuse_furls)
             fcutil.register(self.tubs["engine"],
                             FCEngineRegistrar(self.controller, data_server=self.data_server,
-                                              lane_server=self.lane_server),
+                                              lane_server=self.lane_server,
+                                              lane_max_frame=lane_limits(
+                                                  self.options.payload_cap)[1]),
                             furl_file=self.engine_furl_file, reuse=self.options.reuse_furls)
         except SecurityError as exc:
             raise AppError(str(exc)) from None
@@ -283,7 +298,7 @@ class ControllerApp:
         return server
 
     def _start_lanes(self):
-        server = LaneServer(self.reactor)
+        server = LaneServer(self.reactor, max_frame=lane_limits(self.options.payload_cap)[0])
         try:
             port = server.start()
         except net_error.CannotListenError as exc:

@@ -11,6 +11,7 @@
   to; translates RIMultiEngine calls onto an ISynchronousMultiEngine.
 """
 import functools
+import time
 import weakref
 
 from foolscap.api import Referenceable
@@ -22,6 +23,7 @@ from zope.interface import implementer
 from ipkernel import batchwire, memtrim, serialize, sizes, wire
 from ipkernel.datachannel import BlobMissing, refs
 from ipkernel.controller.mapping import PrePartitioned
+from ipkernel.controller.multiengine import call_started
 from ipkernel.engine.properties import StrictDict
 from ipkernel.error import EngineError, PayloadTooLarge, tag_exception
 from ipkernel.interfaces.engine import IEngineBase
@@ -287,11 +289,14 @@ class RemoteEngine:
 class FCEngineRegistrar(Referenceable):
     """Lets engines register with a controller over Foolscap."""
 
-    def __init__(self, controller, on_engine=None, data_server=None, lane_server=None):
+    def __init__(self, controller, on_engine=None, data_server=None, lane_server=None,
+                 lane_max_frame=None):
         self.controller = controller
         self.on_engine = on_engine
         self.data_server = data_server
         self.lane_server = lane_server
+        #: The largest frame read from an engine's lane (None: the lane server's).
+        self.lane_max_frame = lane_max_frame
 
     def remote_register_engine(self, engine, id=None, pid=None, properties=None):
         reference = LaneReference(engine)
@@ -315,7 +320,8 @@ class FCEngineRegistrar(Referenceable):
             # where and how this engine joins the data channel for bulk data
             reply = dict(reply, data=list(self.data_server.offer("engine", ("engine", engine_id))))
         if self.lane_server is not None and lane_allowed(ip):
-            offer = self.lane_server.offer(lambda lane: self._lane_joined(lane, engine_id, remote))
+            offer = self.lane_server.offer(lambda lane: self._lane_joined(lane, engine_id, remote),
+                                           max_frame=self.lane_max_frame)
             reply = dict(reply, lane=list(offer))
         return reply
 
@@ -399,10 +405,23 @@ class FCSynchronousMultiEngine(OffersLane, Referenceable):
             args = [wire.decode_keys(a.keys) if isinstance(a, _Keys) else a for a in args]
             if payload is not None:
                 self._check_payload(method, payload)
-            d = defer.maybeDeferred(getattr(self.sme, method), *args, **kwargs)
+            token = call_started.set(self._started(payload))
+            try:
+                d = defer.maybeDeferred(getattr(self.sme, method), *args, **kwargs)
+            finally:
+                call_started.reset(token)
         except Exception:
             d = defer.fail()
         return d.addErrback(_record)
+
+    def _started(self, payload):
+        """When the call began: now, or when the first of its bulk data came
+        on the data channel (an engine lost since is reported, not left out)."""
+        now = time.monotonic()
+        if payload is None or self.data_server is None:
+            return now
+        arrived = [self.data_server.relayed_at(b) for b in refs.blob_ids(payload)]
+        return min([t for t in arrived if t is not None], default=now)
 
     def remote_open_session(self, canary=None):
         private = type(self.sme)(self.sme.multiengine, **self.sme.limits())

@@ -34,8 +34,18 @@ log = Logger()
 _HEAD = struct.Struct("<QBIII")
 _LEN = struct.Struct("<Q")
 HELLO, WELCOME, CALL, ANSWER, FAIL = range(1, 6)
-#: Largest frame accepted once joined (bytes after the length field).
+#: Largest frame accepted once joined (bytes after the length field), unless
+#: a lane is given a smaller ``max_frame``.
 MAX_FRAME = 1 << 34
+#: Largest call a lane carries (64 MiB), both ways: a bigger one is sent
+#: through Foolscap instead (see :class:`FrameTooLarge`), and the
+#: controller's lanes refuse bigger frames from clients on the header,
+#: before reading the body.  Lanes carry small calls: bulk data goes on the
+#: data channel, so normal use never comes near it.
+LANE_MAX_FRAME = 64 << 20
+#: What a frame carries beyond its user data (header, call text), allowed on
+#: top of a payload cap.
+FRAME_OVERHEAD = 1 << 20
 #: Largest frame accepted before the HELLO was checked.
 MAX_HELLO = 4096
 #: Received buffers at least this big stay views of the read they came in.
@@ -46,6 +56,11 @@ HELLO_TIMEOUT = 10.0
 
 class LaneError(Exception):
     """The other side broke the lane protocol; the connection is closed."""
+
+
+class FrameTooLarge(LaneError):
+    """A call is bigger than this lane carries (``send_limit``); nothing was
+    sent, and the lane stays open (the caller sends it another way)."""
 
 
 def _remote_failure(name, message, violation):
@@ -110,15 +125,20 @@ class LaneProtocol(Protocol):
     (the RemoteInterface :meth:`callRemote` checks arguments against).
     ``on_hello(protocol, token)``: set on the accepting side; returns True to
     let the peer in.  ``ready`` fires with the protocol once joined.
+    ``max_frame``: the largest frame accepted (a bigger one is refused on its
+    header: a CALL gets a FAIL naming the limit, then the lane is closed);
+    ``send_limit``: the largest call :meth:`callRemote` sends (bigger ones
+    fail with :class:`FrameTooLarge` before anything is sent).
     """
 
     def __init__(self, local=None, remote_interface=None, on_hello=None, token=None,
-                 max_frame=MAX_FRAME):
+                 max_frame=MAX_FRAME, send_limit=LANE_MAX_FRAME):
         self.local = local
         self.remote_interface = remote_interface
         self.on_hello = on_hello
         self.token = token
         self.max_frame = max_frame
+        self.send_limit = send_limit
         self.ready = defer.Deferred()
         self.connected = False
         self.joined = False
@@ -203,7 +223,10 @@ class LaneProtocol(Protocol):
             (rest,) = _LEN.unpack_from(view, pos)
             limit = self.max_frame if self.joined else MAX_HELLO
             if rest > limit:
-                self._drop(f"a frame of {rest} bytes is larger than allowed ({limit})")
+                if self.joined and size - pos < _HEAD.size:
+                    self._need = _HEAD.size  # wait for the call id (the whole 21-byte head)
+                    break
+                self._refuse_frame(view, pos, rest, limit)
                 return
             end = pos + 8 + rest
             if end > size:
@@ -220,6 +243,20 @@ class LaneProtocol(Protocol):
         if pos < size:
             self._chunks.append(data[pos:])
             self._have = size - pos
+
+    def _refuse_frame(self, view, pos, rest, limit):
+        """A frame over ``limit`` announced at ``pos``: refused before its body
+        is read.  A CALL is answered with a FAIL (the caller sees a refused,
+        too large argument), then the lane is closed."""
+        why = f"a frame of {rest} bytes is too large for this lane (at most {limit} bytes)"
+        if self.joined:
+            _, kind, call_id, _, _ = _HEAD.unpack_from(view, pos)
+            if kind == CALL and self.connected:
+                text, _ = codec.encode((True, "Violation", f"the call is too large for this "
+                                                          f"lane: {rest} bytes, at most {limit}"))
+                self._send(FAIL, call_id, text)
+        self._chunks, self._have, self._need = [], 0, 8
+        self._drop(why)
 
     def _frame(self, frame):
         kind, call_id, text, buffers = decode_frame(frame)
@@ -260,11 +297,17 @@ class LaneProtocol(Protocol):
     # -- calling --------------------------------------------------------------------
 
     def callRemote(self, method, *args, **kwargs):
-        """Call ``remote_<method>`` on the other side; a Deferred of its result."""
+        """Call ``remote_<method>`` on the other side; a Deferred of its result
+        (FrameTooLarge when the call is over ``send_limit``: nothing was sent)."""
         try:
             if self.remote_interface is not None:
                 check_call(self.remote_interface, method, args, kwargs, False)
             text, buffers = codec.encode((method, args, kwargs))
+            if self.send_limit is not None:
+                size = len(text) + sum(memoryview(b).nbytes for b in buffers)
+                if size > self.send_limit:
+                    raise FrameTooLarge(f"{method}: {size} bytes is more than a lane carries "
+                                        f"({self.send_limit})")
         except Exception:
             return defer.fail()
         if not self.joined:

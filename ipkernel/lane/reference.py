@@ -1,4 +1,7 @@
 """A RemoteReference whose calls take the lane while it is open."""
+from twisted.python.failure import Failure
+
+from ipkernel.lane.protocol import FrameTooLarge
 
 
 class LaneReference:
@@ -17,10 +20,15 @@ class LaneReference:
 
     def callRemote(self, method, *args, **kwargs):
         """Call ``method`` on the lane while it is joined (unless the method is
-        in ``foolscap_only``), else through Foolscap; a Deferred."""
+        in ``foolscap_only``), else through Foolscap; a Deferred.  A call too
+        large for the lane (:class:`~ipkernel.lane.protocol.FrameTooLarge`)
+        goes through Foolscap too."""
         lane = self.lane
         if lane is not None and lane.joined and method not in self.foolscap_only:
-            return lane.callRemote(method, *args, **kwargs)
+            d = lane.callRemote(method, *args, **kwargs)
+            if not (d.called and isinstance(d.result, Failure) and d.result.check(FrameTooLarge)):
+                return d
+            d.addErrback(lambda _: None)  # nothing was sent: too big for a lane
         return self.rref.callRemote(method, *args, **kwargs)
 
     def close_lane(self):

@@ -26,6 +26,10 @@ class LaneServer:
     ``remote_*`` methods that lane may call (or None).  Lanes run plain TCP
     and only on this host: a peer elsewhere keeps using Foolscap, whose TLS
     protects it (see :func:`lane_allowed`).
+
+    ``max_frame`` is the largest frame a joined lane accepts (None: the
+    protocol's own limit); :meth:`offer` can set another one for a lane.
+    Frames over it are refused on their header and the lane is closed.
     """
 
     def __init__(self, reactor=None, max_frame=None):
@@ -62,12 +66,13 @@ class LaneServer:
         listener, self._listener = self._listener, None
         return defer.maybeDeferred(listener.stopListening) if listener else defer.succeed(None)
 
-    def offer(self, on_join):
-        """``(port, token)`` for one peer to join with."""
+    def offer(self, on_join, max_frame=None):
+        """``(port, token)`` for one peer to join with; ``max_frame``: the
+        largest frame that lane accepts (None: the server's ``max_frame``)."""
         now = time.monotonic()
         self._tokens = {t: v for t, v in self._tokens.items() if v[1] > now}
         token = os.urandom(32)
-        self._tokens[token] = (on_join, now + TOKEN_TTL)
+        self._tokens[token] = (on_join, now + TOKEN_TTL, max_frame)
         return (self.port, token)
 
     def _hello(self, lane, token):
@@ -77,6 +82,8 @@ class LaneServer:
                 entry = self._tokens.pop(known)
         if entry is None or entry[1] < time.monotonic():
             return False
+        if entry[2] is not None:
+            lane.max_frame = entry[2]
         try:
             lane.local = entry[0](lane)
         except Exception:

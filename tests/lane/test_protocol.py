@@ -510,11 +510,61 @@ async def test_an_oversize_frame_closes_a_joined_lane(raw_client):
         gone = lost_event(client)
         assert await within(client.callRemote("echo", b"x" * 1000)) == b"x" * 1000
         call = client.callRemote("echo", b"x" * 5000)
-        await raises(net_error.ConnectionLost, call)
+        # refused as too large (a remote Violation naming the limit), then closed
+        err = await raises(RemoteException, call)
+        assert err.args[0].check(Violation)
+        assert "too large for this lane: 5060 bytes, at most 4096" in str(err.args[0].value)
         await gone
         assert probe.calls == ["echo"]
     finally:
         await within(server.stop())
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_huge_frame_header_is_refused_before_its_body(raw_client):
+    # issue 13: a CALL header announcing 2**34-1 bytes made the controller
+    # buffer whatever followed.  The header alone gets the FAIL and the close.
+    server = LaneServer(max_frame=lane_protocol.LANE_MAX_FRAME)
+    server.start()
+    try:
+        probe = Probe()
+        port, token = server.offer(lambda lane: probe)
+        raw = await raw_client(port)
+        raw.transport.write(frame(lane_protocol.HELLO, 0, b"null", [token]))
+        assert (await raw.next_frame())[0] == lane_protocol.WELCOME
+        head = struct.pack("<QBIII", 2 ** 34 - 1, lane_protocol.CALL, 7, 10, 0)
+        raw.transport.write(head[:10])  # the call id arrives later: it is waited for
+        raw.transport.write(head[10:] + b"\0" * 100_000)
+        kind, call_id, text, _ = await raw.next_frame()
+        assert (kind, call_id) == (lane_protocol.FAIL, 7)
+        assert b"too large" in text
+        await within(raw.lost)
+        assert probe.calls == []
+        (accepted,) = server._lanes or [None]
+        assert accepted is None  # the refused lane is gone from the server
+    finally:
+        await within(server.stop())
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_lane_offer_can_set_its_own_frame_limit(lanes):
+    port, token = lanes.server.offer(lambda lane: Probe(), max_frame=2048)
+    client = await within(connect_lane(port, token, remote_interface=RILaneProbe))
+    lanes.clients.append(client)
+    assert await within(client.callRemote("echo", b"y" * 1000)) == b"y" * 1000
+    await raises(RemoteException, client.callRemote("echo", b"y" * 3000))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_call_over_the_send_limit_is_not_sent_and_the_lane_stays(lanes):
+    probe = Probe()
+    client, _ = await lanes.join(probe)
+    client.send_limit = 1000
+    err = await raises(lane_protocol.FrameTooLarge, client.callRemote("echo", b"z" * 2000))
+    assert "more than a lane carries (1000)" in str(err)
+    assert client.joined and probe.calls == []
+    assert await within(client.callRemote("echo", b"z" * 10)) == b"z" * 10
+    assert lane_protocol.LaneProtocol().send_limit == lane_protocol.LANE_MAX_FRAME
 
 
 @pytest_twisted.ensureDeferred
@@ -784,6 +834,18 @@ async def test_lane_reference_goes_through_foolscap_without_a_lane(lanes):
     assert await within(reference.callRemote("echo", 2)) == ("via foolscap", "echo")
     assert probe.calls == []
     assert [c[0] for c in rref.calls] == ["echo", "echo"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_lane_reference_sends_a_call_too_large_for_the_lane_through_foolscap(lanes):
+    probe = Probe()
+    client, _ = await lanes.join(probe)
+    client.send_limit = 1000
+    rref = FakeRref()
+    reference = LaneReference(rref, client)
+    assert await within(reference.callRemote("echo", b"b" * 5000)) == ("via foolscap", "echo")
+    assert await within(reference.callRemote("echo", b"s")) == b"s"
+    assert probe.calls == ["echo"] and [c[0] for c in rref.calls] == ["echo"]
 
 
 @pytest_twisted.ensureDeferred
