@@ -140,6 +140,12 @@ class RIEngine(RemoteInterface):
         """Heartbeat: answered from the reactor thread even while user code runs."""
         return int
 
+    def controller_stopping():
+        """The controller is shutting down deliberately (not crashing): sent to
+        every engine before it closes (``ipengine`` then waits ``--stop-wait``
+        seconds for it to come back, and exits)."""
+        return None
+
     def pulse():
         """Where the engine's pulse process listens: ``["udp", port, key hex]``, or
         ``[]`` (see :mod:`ipkernel.engine.pulse`)."""

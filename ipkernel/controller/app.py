@@ -43,7 +43,8 @@ from ipkernel.controller.pending import DEFAULT_MAX_BYTES, DEFAULT_TTL
 from ipkernel.datachannel import DataChannelServer
 from ipkernel.lane import LaneServer
 from ipkernel.lane.protocol import FRAME_OVERHEAD, LANE_MAX_FRAME, MAX_FRAME
-from ipkernel.controller.fc import FCEngineRegistrar, FCSynchronousMultiEngine
+from ipkernel.controller.fc import (FCEngineRegistrar, FCSynchronousMultiEngine,
+                                   tell_engines_stopping)
 from ipkernel.interfaces.remote import RITaskController
 from ipkernel.interfaces.task import ITaskController
 from ipkernel.task.controller import TaskController, loss_count
@@ -340,7 +341,9 @@ class ControllerApp:
         """Stop every service (once); fires ``finished``.  Returns a Deferred."""
         if self._stopping is None:
             log.info("ipcontroller stopping")
-            self._stopping = defer.maybeDeferred(self.top.stopService)
+            # engines hear it is deliberate (they exit rather than reconnect for long)
+            self._stopping = tell_engines_stopping(self.controller, self.reactor)
+            self._stopping.addCallback(lambda _: self.top.stopService())
             self._stopping.addErrback(lambda f: log.failure("while stopping", f))
             self._stopping.addBoth(self._stopped)
         d = defer.Deferred()

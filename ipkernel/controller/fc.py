@@ -232,6 +232,10 @@ class RemoteEngine:
     def interrupt(self):
         return self._call("interrupt")
 
+    def controller_stopping(self):
+        """Tell the engine the controller is shutting down deliberately."""
+        return self.rref.callRemote("controller_stopping")
+
     # IEngineSerialized
     def push_serialized(self, namespace):
         try:
@@ -283,6 +287,28 @@ class RemoteEngine:
     def _mirror(result, change):
         change()
         return result
+
+
+#: Seconds a stopping controller waits for its engines to acknowledge the notice.
+STOPPING_NOTICE_TIMEOUT = 1.0
+
+
+def tell_engines_stopping(controller, clock, timeout=STOPPING_NOTICE_TIMEOUT):
+    """Send ``controller_stopping`` to every registered network engine; a
+    Deferred that fires (never fails) once all answered or ``timeout`` passed.
+    Engines told so exit instead of reconnecting for long (see
+    :class:`ipkernel.engine.connector.EngineConnector`)."""
+    calls = []
+    for queued in list(controller.engines.values()):
+        remote = getattr(queued, "engine", None)
+        if isinstance(remote, RemoteEngine):
+            calls.append(defer.maybeDeferred(remote.controller_stopping))
+    if not calls:
+        return defer.succeed(None)
+    log.info("telling {n} engine(s) that the controller is stopping", n=len(calls))
+    d = defer.DeferredList(calls, consumeErrors=True)
+    d.addTimeout(timeout, clock)
+    return d.addBoth(lambda _: None)
 
 
 @implementer(RIEngineRegistrar)

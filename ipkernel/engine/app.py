@@ -16,7 +16,13 @@ code is busy, and ``interrupt`` is a real SIGINT that also breaks
   (``--no-pulse``: none).
 * It registers (asking for its MPI rank as id with ``--mpi=mpi4py``) and
   stays registered: after a controller restart with ``-r`` it reconnects
-  and registers again, asking for its old id.
+  and registers again, asking for its old id.  It says within seconds why
+  the controller cannot be reached, and a stale FURL (one the controller
+  there does not know) ends it at once with status 1.  A controller that
+  shuts down deliberately tells its engines: they wait ``--stop-wait``
+  seconds for it to come back, then exit with status 0; after a crash they
+  reconnect for ``--reconnect-timeout`` seconds, then exit with status 1
+  (see :mod:`ipkernel.engine.connector`).
 * ``--exec-lines`` and ``--startup-script`` run at start and after every
   ``reset``.  If they fail at start, the engine logs the user's traceback
   and exits with status 1 without registering (a launcher waiting for it
@@ -52,7 +58,8 @@ from twisted.logger import Logger, globalLogPublisher
 from ipkernel import applog, fcutil
 from ipkernel.pids import process_alive
 from ipkernel.clusterdir import ENGINE_FURL, ClusterDir
-from ipkernel.engine.connector import EngineConnector
+from ipkernel.engine.connector import (DEFAULT_RECONNECT_TIMEOUT, DEFAULT_STOP_WAIT,
+                                       EngineConnector, RegistrationTimeout, StaleFurl)
 from ipkernel.engine.interpreter import DEFAULT_HISTORY_CAP
 from ipkernel.engine.mainthread import MainThreadExecutor
 from ipkernel.engine.pulse import Pulse, bind_host, furl_hosts
@@ -85,7 +92,17 @@ def build_parser():
                    help="seconds to wait for the FURL file to appear (default 30)")
     p.add_argument("--register-timeout", type=float, default=60.0,
                    help="give up if the first registration takes longer (seconds; 0 = wait "
-                        "forever; default 60)")
+                        "forever; default 60); a FURL the controller does not know (stale) "
+                        "fails at once")
+    p.add_argument("--reconnect-timeout", type=float, default=DEFAULT_RECONNECT_TIMEOUT,
+                   help=f"after losing the controller without notice (a crash, the network), "
+                        f"keep reconnecting this long, then exit with status 1 (seconds; 0 = "
+                        f"forever; default {DEFAULT_RECONNECT_TIMEOUT:g})")
+    p.add_argument("--stop-wait", type=float, default=DEFAULT_STOP_WAIT,
+                   help=f"after the controller says it is shutting down (ipcluster stop, "
+                        f"SIGTERM), wait this long for it to come back (a restart), then exit "
+                        f"with status 0 (seconds; 0 = exit at once; default "
+                        f"{DEFAULT_STOP_WAIT:g})")
     p.add_argument("--logfile", help="append the log here (default: stderr)")
     p.add_argument("--mpi", choices=["mpi4py"],
                    help="run under MPI: ask for engine id == MPI rank, `mpi` in the namespace")
@@ -297,19 +314,17 @@ class EngineApp:
             await self._start_pulse(furl)
         # Given the file (not the FURL read from it), the connector follows a
         # controller restarted without -r, which writes a new FURL there.
-        self.connector = EngineConnector(self.tub, self.service, str(self.furl_file),
-                                         clock=self.reactor)
+        options = self.options
+        self.connector = EngineConnector(
+            self.tub, self.service, str(self.furl_file), clock=self.reactor,
+            register_timeout=options.register_timeout or None,
+            reconnect_timeout=options.reconnect_timeout or None,
+            stop_wait=options.stop_wait, on_gave_up=self._gave_up)
         log.info("connecting to the controller named in {path}", path=self.furl_file)
-        registered = self.connector.start()
-        timeout = self.options.register_timeout
-        if timeout and timeout > 0:
-            registered.addTimeout(timeout, self.reactor)
         try:
-            engine_id = await registered
-        except defer.TimeoutError:
-            raise AppError(f"could not register with the controller named in {self.furl_file} "
-                           f"within {timeout:g} s: is ipcontroller running and reachable, and "
-                           f"is the FURL file from its current run?") from None
+            engine_id = await self.connector.start()
+        except (StaleFurl, RegistrationTimeout) as exc:
+            raise AppError(str(exc)) from None
         log.info("{ready}: registered as engine {id} (pid {pid})", ready=READY, id=engine_id,
                  pid=os.getpid(), **{applog.ALWAYS: True})
 
@@ -335,6 +350,12 @@ class EngineApp:
             log.failure("ipengine failed to start", failure)
         self.exit_code = 1
         self.executor.stop("start-up failed")
+
+    def _gave_up(self, status, message):
+        """The connector gave up on the controller (see EngineConnector): exit."""
+        (log.info if status == 0 else log.error)("ipengine: {message}", message=message)
+        self.exit_code = status
+        self.executor.stop("the controller is gone")
 
     def _check_parent(self):
         if self.options.parent_pid:

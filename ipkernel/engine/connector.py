@@ -1,16 +1,34 @@
 """Engines connect out to the controller and register; they reconnect by themselves.
 
-:class:`EngineConnector` keeps an engine registered: it uses a Foolscap
-Reconnector, so when the controller goes away (restart with ``-r``) the
-engine registers again as soon as it is back, asking for its old id.  When
-the engine was given a FURL *file*, it also watches that file while
-disconnected: a controller restarted without ``-r`` writes a new FURL there,
-and the engine follows it.
+:class:`EngineConnector` keeps an engine registered.  It dials the FURL
+itself (not with a Foolscap Reconnector) so that it can say why a
+connection fails, at once and in words an operator can act on:
+
+* While the controller cannot be reached it logs one line at the first
+  failure ("cannot reach the controller at HOST:PORT from FURL file F:
+  connection refused; retrying for up to 60 s ..."), then one line every
+  :data:`STILL_TRYING_EVERY` seconds, or when the reason changes.
+* When the controller's Tub answers but does not know the FURL's secret,
+  or another Tub listens at its address, the FURL is *stale* (from an
+  older run of ``ipcontroller``).  Before the first registration that ends
+  the connector at once (``registered`` fails with :class:`StaleFurl`),
+  after a last look at the FURL file; later it is logged and the engine
+  waits for a new FURL in its file.
+* When the engine was given a FURL *file*, it watches that file while
+  disconnected: a controller restarted without ``-r`` writes a new FURL
+  there, and the engine follows it.
+* A controller that stops deliberately says so first (``controller_stopping``):
+  the engine then waits ``stop_wait`` seconds for it to come back (a
+  restart), and otherwise gives up with status 0.  A connection lost
+  without that notice (a crash, the network) is retried for
+  ``reconnect_timeout`` seconds, then given up with status 1.  Giving up
+  calls ``on_gave_up(status, message)``.
 """
 import os
 from pathlib import Path
 
-from twisted.internet import defer, task
+from foolscap.api import RemoteException
+from twisted.internet import defer, error as net_error, task
 from twisted.logger import Logger
 
 from ipkernel import fcutil
@@ -20,19 +38,74 @@ from ipkernel.lane import join_lane, lane_allowed
 
 log = Logger()
 
+#: Delay before the second attempt, its growth per failure, and its bound (seconds).
+FIRST_RETRY = 0.5
+RETRY_FACTOR = 2.0
 MAX_RECONNECT_DELAY = 10.0
+#: Seconds one attempt (TCP, TLS and Foolscap negotiation) may take.
+ATTEMPT_TIMEOUT = 20.0
+#: While attempts keep failing for the same reason: one log line this often (seconds).
+STILL_TRYING_EVERY = 60.0
+#: Seconds a stale FURL file is looked at again (a controller may be rewriting it).
+STALE_RECHECK = 3.0
 #: Seconds between looks at the FURL file while disconnected.
 FURL_FILE_POLL = 2.0
+#: Defaults of ``ipengine --reconnect-timeout`` and ``--stop-wait`` (seconds).
+DEFAULT_RECONNECT_TIMEOUT = 3600.0
+DEFAULT_STOP_WAIT = 30.0
+
+
+class StaleFurl(Exception):
+    """The controller reached does not know the engine's FURL."""
+
+
+class RegistrationTimeout(Exception):
+    """The first registration did not succeed within ``register_timeout``."""
+
+
+def where(furl):
+    """``HOST:PORT`` (or several, comma-separated) that ``furl`` points to, no secret."""
+    hints = furl.split("@", 1)[-1].split("/", 1)[0]
+    return ",".join(h[4:] if h.startswith("tcp:") else h for h in hints.split(","))
+
+
+def explain(failure):
+    """``(stale, why)`` of a failed connection attempt: ``stale`` when the
+    address answered but the FURL is not (any longer) valid there."""
+    if failure.check(RemoteException) and "unable to find reference" in str(failure.value):
+        return True, ("the controller there does not know this FURL's secret (the FURL is "
+                      "stale: from an older run of ipcontroller)")
+    text = failure.getErrorMessage()
+    if "unknown TubID" in text:
+        return True, ("another controller (a different certificate) listens there (the FURL "
+                      "is stale: from an older run of ipcontroller)")
+    if failure.check(net_error.ConnectionRefusedError):
+        return False, "connection refused"
+    if failure.check(defer.CancelledError, defer.TimeoutError):
+        return False, f"no answer within {ATTEMPT_TIMEOUT:g} s"
+    if failure.check(net_error.DNSLookupError):
+        return False, f"the host name cannot be resolved ({fcutil.redact_furls(text)})"
+    return False, fcutil.redact_furls(f"{failure.type.__name__}: {text}")
+
+
+def _seconds(value):
+    return f"for up to {value:g} s" if value and value > 0 else "forever"
 
 
 class EngineConnector:
     """Registers ``service`` (an EngineService) with the controller at ``furl_or_file``.
 
     ``registered`` is a Deferred that fires with the engine id after the
-    first registration; ``on_registered(id)`` is called after every one.
+    first registration (or fails: :class:`StaleFurl`,
+    :class:`RegistrationTimeout` after ``register_timeout`` seconds, or the
+    controller's refusal); ``on_registered(id)`` is called after every one.
+    ``reconnect_timeout``, ``stop_wait`` and ``on_gave_up`` are described
+    in the module doc (None or 0: no limit).
     """
 
-    def __init__(self, tub, service, furl_or_file, on_registered=None, clock=None):
+    def __init__(self, tub, service, furl_or_file, on_registered=None, clock=None, *,
+                 register_timeout=None, reconnect_timeout=None, stop_wait=DEFAULT_STOP_WAIT,
+                 on_gave_up=None):
         if clock is None:
             from twisted.internet import reactor as clock
         self.tub = tub
@@ -43,29 +116,175 @@ class EngineConnector:
         self._clock = clock
         self._file_watch = None
         self.on_registered = on_registered
+        self.on_gave_up = on_gave_up
+        self.register_timeout = register_timeout
+        self.reconnect_timeout = reconnect_timeout
+        self.stop_wait = stop_wait
         self.registered = defer.Deferred()
         self.controller = None
-        self._reconnector = None
+        self._running = False
+        self._retry = None          # the delayed next attempt
+        self._attempting = False
+        self._delay = FIRST_RETRY
+        self._deadline = None       # the delayed give-up of the current disconnected spell
+        self._spell_start = None
+        self._noted = None          # (why, when) of the last failure logged
+        self._stale_since = None
+        self._stopping_notice = False
         self._reference = FCEngineFromService(service)
+        self._reference.on_controller_stopping = self._controller_stopping
         #: The lane the controller's commands arrive on, once joined (else Foolscap).
         self.lane = None
 
+    @property
+    def _source(self):
+        if self.furl_file is not None:
+            return f"FURL file {self.furl_file}"
+        return f"the FURL {fcutil.redacted_furl(self.furl)}"
+
+    # -- connecting -----------------------------------------------------------------
+
     def start(self):
         """Start connecting (and reconnecting); return ``self.registered``."""
-        self._reconnector = self.tub.connectTo(self.furl, self._connected)
-        self._reconnector.maxDelay = MAX_RECONNECT_DELAY
+        self._running = True
+        self._begin_spell(self.register_timeout, self._first_too_late)
+        self._attempt()
         return self.registered
 
     def stop(self):
+        self._running = False
+        self._cancel(self._retry)
+        self._cancel(self._deadline)
+        self._retry = self._deadline = None
         self.close_data_channel()
         self._close_lane()
         self._stop_file_watch()
-        if self._reconnector is not None:
-            self._reconnector.stopConnecting()
-            self._reconnector = None
+
+    @staticmethod
+    def _cancel(call):
+        if call is not None and call.active():
+            call.cancel()
+
+    def _begin_spell(self, limit, give_up):
+        """A time without a controller begins: give up after ``limit`` s (None/0: never)."""
+        self._spell_start = self._clock.seconds()
+        self._noted = None
+        self._stale_since = None
+        self._delay = FIRST_RETRY
+        self._cancel(self._deadline)
+        self._deadline = self._clock.callLater(limit, give_up) if limit and limit > 0 else None
+        if self.furl_file is not None and self._file_watch is None:
+            self._file_watch = task.LoopingCall(self._check_furl_file)
+            self._file_watch.clock = self._clock
+            self._file_watch.start(FURL_FILE_POLL, now=False)
+
+    def _attempt(self):
+        self._retry = None
+        if not self._running or self._attempting:
+            return
+        self._attempting = True
+        d = self.tub.getReference(self.furl)
+        d.addTimeout(ATTEMPT_TIMEOUT, self._clock)
+        d.addBoth(self._attempted)
+        d.addCallbacks(self._connected, self._attempt_failed)
+        d.addErrback(lambda f: log.failure("while connecting to the controller", f))
+
+    def _attempted(self, outcome):
+        self._attempting = False
+        return outcome
+
+    def _schedule(self, delay=None):
+        if not self._running or self._retry is not None:
+            return
+        if delay is None:
+            delay, self._delay = self._delay, min(self._delay * RETRY_FACTOR, MAX_RECONNECT_DELAY)
+        self._retry = self._clock.callLater(delay, self._attempt)
+
+    def _attempt_failed(self, failure):
+        if not self._running:
+            return
+        stale, why = explain(failure)
+        if stale and self._stale(why):
+            return
+        if not stale:
+            self._stale_since = None
+        self._note(why)
+        self._schedule()
+
+    def _stale(self, why):
+        """Handle a stale answer; True when the connector gave up (first registration)."""
+        if self.registered.called:
+            self._note(f"{why}; waiting for a new FURL in {self._source}"
+                       if self.furl_file is not None else why)
+            self._schedule()
+            return True
+        now = self._clock.seconds()
+        if self._stale_since is None:
+            self._stale_since = now
+        if self.furl_file is not None and now - self._stale_since < STALE_RECHECK:
+            # the controller may be writing a new FURL there right now: look again soon
+            self._schedule(FIRST_RETRY)
+            return True
+        self._give_up_first(StaleFurl(
+            f"the FURL in {self._source} is stale: {where(self.furl)} answered, but {why}. "
+            f"Use the FURL file of the ipcontroller now running (restart it with -r to keep "
+            f"its FURLs across restarts)"))
+        return True
+
+    def _note(self, why):
+        """Log a failed attempt: the first of a spell, a new reason, or one a minute."""
+        now = self._clock.seconds()
+        if self._noted is not None and self._noted[0] == why \
+                and now - self._noted[1] < STILL_TRYING_EVERY:
+            return
+        first = self._noted is None
+        self._noted = (why, now)
+        elapsed = now - self._spell_start
+        if not self.registered.called:
+            limit = _seconds(self.register_timeout)
+            if first:
+                log.warn("cannot reach the controller at {where} from {source}: {why}; "
+                         "retrying {limit} (is ipcontroller running? was it restarted with "
+                         "new FURLs?)", where=where(self.furl), source=self._source, why=why,
+                         limit=limit)
+            else:
+                log.warn("still cannot reach the controller at {where} after {t:.0f} s: {why}",
+                         where=where(self.furl), t=elapsed, why=why)
+            return
+        limit = self.stop_wait if self._stopping_notice else self.reconnect_timeout
+        left = "" if not limit else f"; giving up in {max(0.0, limit - elapsed):.0f} s"
+        log.warn("reconnecting to the controller at {where} ({t:.0f} s so far): {why}{left}",
+                 where=where(self.furl), t=elapsed, why=why, left=left)
+
+    def _first_too_late(self):
+        self._deadline = None
+        why = self._noted[0] if self._noted is not None else "no answer"
+        self._give_up_first(RegistrationTimeout(
+            f"could not register with the controller at {where(self.furl)} (from "
+            f"{self._source}) within {self.register_timeout:g} s (last: {why}): is ipcontroller "
+            f"running and reachable, and is the FURL file from its current run?"))
+
+    def _give_up_first(self, exc):
+        self.stop()
+        if not self.registered.called:
+            self.registered.errback(exc)
+
+    # -- connected ------------------------------------------------------------------
 
     def _connected(self, rref):
+        if not self._running:
+            try:
+                rref.tracker.broker.transport.loseConnection()
+            except AttributeError:
+                pass
+            return
         self._stop_file_watch()
+        self._cancel(self._deadline)
+        self._deadline = None
+        if self.registered.called:
+            log.info("reconnected to the controller at {where} after {t:.0f} s",
+                     where=where(self.furl), t=self._clock.seconds() - self._spell_start)
+        self._stopping_notice = False
         self.controller = rref
         rref.notifyOnDisconnect(self._disconnected)
         properties = self.service.properties.copy()
@@ -134,16 +353,60 @@ class EngineConnector:
     def _failed(self, failure):
         log.failure("registration with the controller failed", failure)
         if not self.registered.called:
+            self.stop()
             self.registered.errback(failure)
 
+    # -- losing the controller ------------------------------------------------------------
+
+    def _controller_stopping(self):
+        """The controller says it is stopping deliberately (before it closes)."""
+        self._stopping_notice = True
+        log.info("the controller at {where} says it is shutting down (a deliberate stop)",
+                 where=where(self.furl))
+
     def _disconnected(self):
-        log.info("lost the connection to the controller; reconnecting")
         self.controller = None
         self._close_lane()
-        if self.furl_file is not None and self._reconnector is not None:
-            self._file_watch = task.LoopingCall(self._check_furl_file)
-            self._file_watch.clock = self._clock
-            self._file_watch.start(FURL_FILE_POLL, now=False)
+        if not self._running:
+            return
+        if not self.registered.called:
+            self._begin_spell(self.register_timeout, self._first_too_late)
+        elif self._stopping_notice:
+            if self.stop_wait:
+                log.warn("the controller at {where} stopped; waiting up to {t:g} s for it to "
+                         "come back (a restart), then this engine exits", where=where(self.furl),
+                         t=self.stop_wait)
+            self._begin_spell(self.stop_wait, self._stopped_for_good)
+            if not self.stop_wait:
+                self._stopped_for_good()
+                return
+        else:
+            log.warn("lost the connection to the controller at {where} without notice (did "
+                     "it crash, or the network fail?); reconnecting {limit}",
+                     where=where(self.furl), limit=_seconds(self.reconnect_timeout))
+            self._begin_spell(self.reconnect_timeout, self._reconnect_too_late)
+        self._schedule()
+
+    def _stopped_for_good(self):
+        self._deadline = None
+        self._gave_up(0, f"the controller at {where(self.furl)} was shut down and did not come "
+                         f"back within {self.stop_wait:g} s: this engine exits")
+
+    def _reconnect_too_late(self):
+        self._deadline = None
+        why = self._noted[0] if self._noted is not None else "no answer"
+        self._gave_up(1, f"could not reconnect to the controller at {where(self.furl)} within "
+                         f"{self.reconnect_timeout:g} s (last: {why}): this engine gives up "
+                         f"(ipengine --reconnect-timeout sets how long it tries)")
+
+    def _gave_up(self, status, message):
+        self.stop()
+        if self.on_gave_up is not None:
+            self.on_gave_up(status, message)
+        else:
+            log.warn("{message}", message=message)
+
+    # -- the FURL file ------------------------------------------------------------------
 
     def _stop_file_watch(self):
         if self._file_watch is not None and self._file_watch.running:
@@ -156,12 +419,14 @@ class EngineConnector:
             furl = fcutil.find_furl(self.furl_file)
         except (ValueError, OSError):
             return  # not there (yet), or being replaced
-        if furl == self.furl or self._reconnector is None:
+        if furl == self.furl or not self._running:
             return
         log.info("the FURL file {path} names a new controller; connecting to it",
                  path=str(self.furl_file))
-        self._stop_file_watch()
-        self._reconnector.stopConnecting()
         self.furl = furl
-        self._reconnector = self.tub.connectTo(self.furl, self._connected)
-        self._reconnector.maxDelay = MAX_RECONNECT_DELAY
+        self._noted = self._stale_since = None
+        self._delay = FIRST_RETRY
+        if self.controller is None:
+            self._cancel(self._retry)
+            self._retry = None
+            self._attempt()

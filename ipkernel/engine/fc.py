@@ -40,6 +40,8 @@ class FCEngineFromService(Referenceable):
         self.pings = 0
         #: The DataChannelPeer for bulk data, once joined (see EngineConnector).
         self.data = None
+        #: Called (no arguments) when the controller says it is stopping deliberately.
+        self.on_controller_stopping = None
 
     # -- bulk data ----------------------------------------------------------------------
 
@@ -107,6 +109,11 @@ class FCEngineFromService(Referenceable):
         # Set by ipengine when it started its pulse process (ipkernel.engine.pulse).
         pulse = getattr(self.service, "pulse", None)
         return pulse.offer() if pulse is not None else []
+
+    def remote_controller_stopping(self):
+        hook = self.on_controller_stopping
+        if hook is not None:
+            hook()
 
     def remote_execute(self, lines):
         return self._outcome(self.service.execute(lines).addCallback(wire.AsJson))

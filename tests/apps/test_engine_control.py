@@ -152,3 +152,81 @@ async def test_push_of_a_name_that_breaks_the_namespace_is_refused(cluster, monk
     assert await mec.keys() == before   # nothing changed, not even the good key
     result = await mec.execute("z = len([1, 2, 3])\nz")
     assert result[0]["display"]["repr"] == "3"
+
+
+# --------------------------------------------------------------------------- connections
+
+def stale_copy(furl, tmp_path, swissnum=None, tubid=None):
+    """A FURL file holding ``furl`` with another swissnum and/or tub id."""
+    head, _, secret = furl.strip().rpartition("/")
+    if tubid is not None:
+        head = "pb://" + tubid + "@" + head.split("@", 1)[1]
+    path = tmp_path / "stale-engine.furl"
+    path.write_text(f"{head}/{swissnum or secret}\n")
+    path.chmod(0o600)
+    return path
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_unreachable_controller_is_reported_within_seconds(cluster, tmp_path):
+    await cluster.start(n_engines=0)
+    furl = open(cluster.engine_furl_file).read()
+    stale = stale_copy(furl, tmp_path)
+    cluster.controller.signal("TERM")
+    assert await cluster.controller.wait() == 0
+
+    started = time.monotonic()
+    engine = cluster.start_engine("--furl-file", str(stale))
+    await cluster.poll(lambda: "cannot reach the controller" in engine.output,
+                       "the engine to say it cannot reach the controller", timeout=PROMPT)
+    assert time.monotonic() - started < PROMPT
+    port = furl.split("@", 1)[1].split("/", 1)[0].rsplit(":", 1)[1]
+    line = next(li for li in engine.output.splitlines() if "cannot reach the controller" in li)
+    assert f"127.0.0.1:{port}" in line and str(stale) in line
+    assert "connection refused" in line and "retrying for up to 60 s" in line
+    assert "is ipcontroller running?" in line
+    assert furl.strip().rpartition("/")[2] not in engine.output  # no secret
+    assert not engine.ended   # it keeps trying (until --register-timeout)
+
+
+@pytest.mark.parametrize("wrong", ["swissnum", "tubid"])
+@pytest_twisted.ensureDeferred
+async def test_a_stale_furl_ends_the_engine_at_once(cluster, tmp_path, wrong):
+    mec = await cluster.start(n_engines=0)
+    furl = open(cluster.engine_furl_file).read()
+    if wrong == "swissnum":
+        stale = stale_copy(furl, tmp_path, swissnum="a" * 32)
+    else:
+        stale = stale_copy(furl, tmp_path, tubid="b" * 32)
+    started = time.monotonic()
+    engine = cluster.start_engine("--furl-file", str(stale))
+    assert await engine.wait(4 * PROMPT) == 1
+    assert time.monotonic() - started < 4 * PROMPT   # not the 60 s of --register-timeout
+    assert f"the FURL in FURL file {stale} is stale" in engine.output
+    assert "a" * 32 not in engine.output
+    assert await mec.get_ids() == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_deliberately_stopped_controller_makes_its_engines_exit(cluster):
+    await cluster.start(n_engines=1, engine_args=["--stop-wait", "1"])
+    engine = cluster.engines[0]
+    cluster.controller.signal("TERM")   # what ipcluster stop sends it
+    assert await cluster.controller.wait() == 0
+    assert await engine.wait(4 * PROMPT) == 0
+    assert "says it is shutting down" in engine.output
+    assert "was shut down and did not come back within 1 s: this engine exits" in engine.output
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_engine_that_lost_its_controller_in_a_crash_says_so_and_gives_up(cluster):
+    await cluster.start(n_engines=1, engine_args=["--reconnect-timeout", "3"])
+    engine = cluster.engines[0]
+    cluster.controller.signal("KILL")
+    await cluster.controller.wait()
+    await cluster.poll(lambda: "without notice" in engine.output,
+                       "the engine to say it lost the controller", timeout=PROMPT)
+    assert "reconnecting for up to 3 s" in engine.output
+    assert await engine.wait(4 * PROMPT) == 1
+    assert "could not reconnect to the controller" in engine.output
+    assert "connection refused" in engine.output
