@@ -23,7 +23,9 @@ processes that are gone are reported and removed.
 process: it starts a :class:`~ipkernel.cluster.local.LocalCluster`, prints a
 line starting with ``ipcluster ready`` and waits.  SIGINT, SIGTERM or SIGHUP
 stop the engines, then the controller; so does the controller's own exit
-(for example after ``kill(controller=True)`` from a client).
+(for example after ``kill(controller=True)`` from a client).  An engine that
+crashes is started again with a back-off, as LocalCluster does
+(:mod:`ipkernel.cluster.restarts`); ``--no-restart`` leaves it dead.
 """
 import argparse
 import logging
@@ -78,6 +80,12 @@ def build_parser():
     starting.add_argument("--engine-args", default="", metavar="ARGS",
                           help="extra ipengine arguments, one string: "
                                "--engine-args='--exec-lines \"import numpy\"'")
+    starting.add_argument("--no-restart", dest="restart", action="store_false",
+                          help="leave engines that crash dead (by default an engine that "
+                               "exits with a status other than 0 without being asked to stop "
+                               "is started again: at once, then after 1, 2, 4 ... 30 s while "
+                               "it keeps dying within 30 s of its start, given up after 5 "
+                               "such deaths in a row)")
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("local", parents=[common, starting],
                         help="run a cluster in the foreground (Ctrl-C stops it)")
@@ -203,7 +211,8 @@ def run_foreground(options, cluster):
     level = ["--log-level", options.log_level]
     lc = LocalCluster(options.n, cluster.path, timeout=options.timeout,
                       controller_args=level + _split(options.controller_args),
-                      engine_args=level + _split(options.engine_args))
+                      engine_args=level + _split(options.engine_args),
+                      restart=options.restart)
     try:
         try:
             say(f"ipcluster: starting a controller and {options.n} engines in {cluster.path}")
@@ -230,14 +239,16 @@ def run_foreground(options, cluster):
 
 
 def watch(lc, signals):
-    """Wait for a stop request or the controller's exit, reporting engines that exit."""
+    """Wait for a stop request or the controller's exit, reporting engines that
+    exit (when restarts are on, the restarter reports them)."""
     reported = set()
     while not signals.requested.wait(WATCH_INTERVAL):
-        for engine in lc.engines:
-            if engine.name not in reported and not engine.is_alive():
-                reported.add(engine.name)
+        for engine in lc.engines if lc.restart_policy is None else ():
+            if (engine.name, engine.pid) not in reported and not engine.is_alive():
+                reported.add((engine.name, engine.pid))
                 say(f"ipcluster: {engine.name} (pid {engine.pid}) exited with status "
-                    f"{engine.exit_code}", "info" if engine.exit_code == 0 else "warn")
+                    f"{engine.exit_code} (not restarted: --no-restart)",
+                    "info" if engine.exit_code == 0 else "warn")
         if not lc.controller.is_alive():
             say(f"ipcluster: ipcontroller exited with status {lc.controller.exit_code}; "
                 f"stopping the engines", "info" if lc.controller.exit_code == 0 else "warn")
@@ -274,7 +285,7 @@ def start_daemon(options, cluster):
     argv = [sys.executable, "-m", "ipkernel.cluster", "local", "--cluster-dir", cluster.path,
             "-n", options.n, "--timeout", options.timeout, "--log-level", options.log_level,
             f"--controller-args={options.controller_args}",
-            f"--engine-args={options.engine_args}"]
+            f"--engine-args={options.engine_args}", *([] if options.restart else ["--no-restart"])]
     daemon = ProcessLauncher("ipcluster", argv, cluster.log / "ipcluster.log",
                              env=child_env(), ready_text=READY)
     daemon.start()

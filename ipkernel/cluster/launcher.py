@@ -34,6 +34,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -112,6 +113,9 @@ class ProcessLauncher:
         self.ready_text = ready_text
         self.process = None
         self.started_at = None
+        #: True once :meth:`request_stop` or :meth:`kill` asked the current
+        #: child to stop (an engine restarter leaves such a child stopped).
+        self.stop_requested = False
         self._log_start = 0
 
     def __repr__(self):
@@ -158,6 +162,7 @@ class ProcessLauncher:
             log.flush()
             self._log_start = log.tell()
             self.process = self._spawn(log)
+        self.stop_requested = False
         self.started_at = time.time()
         if self.pid_file is not None:
             self.pid_file.parent.mkdir(parents=True, exist_ok=True)
@@ -199,6 +204,7 @@ class ProcessLauncher:
 
     def request_stop(self):
         """Ask the child to stop (SIGTERM; SIGCONT too, in case it is frozen)."""
+        self.stop_requested = self.process is not None
         sent = self.send_signal(signal.SIGTERM)
         if sent and hasattr(signal, "SIGCONT"):
             self.send_signal(signal.SIGCONT)
@@ -206,6 +212,7 @@ class ProcessLauncher:
 
     def kill(self):
         """Kill the child at once and wait for it; return its exit status."""
+        self.stop_requested = self.process is not None
         if self.is_alive():
             try:
                 self.process.kill()
@@ -352,6 +359,9 @@ class ZygoteLauncher(ProcessLauncher):
         super().__init__("ipengine-zygote", argv, log_file, env=env, cwd=cwd)
         self.timeout = timeout
         self._requests = 0
+        # The event pipe is read by whoever needs an event (the launching
+        # thread, an engine restarter's thread): one at a time.
+        self._lock = threading.RLock()
         self._reset()
 
     def _reset(self):
@@ -376,25 +386,26 @@ class ZygoteLauncher(ProcessLauncher):
     def collect(self, timeout=0.0):
         """Read the events that arrived, waiting up to ``timeout`` seconds for
         some; True if anything (or the end of the stream) was read."""
-        if self.process is None or self._eof:
-            return False
-        stream = self.process.stdout
-        if not select.select([stream], [], [], timeout)[0]:
-            return False
-        data = os.read(stream.fileno(), 65536)
-        if not data:
-            self._eof = True
+        with self._lock:
+            if self.process is None or self._eof:
+                return False
+            stream = self.process.stdout
+            if not select.select([stream], [], [], timeout)[0]:
+                return False
+            data = os.read(stream.fileno(), 65536)
+            if not data:
+                self._eof = True
+                return True
+            self._pending += data
+            while b"\n" in self._pending:
+                line, self._pending = self._pending.split(b"\n", 1)
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    logger.debug("%s wrote a line that is not an event: %r", self.name, line)
+                    continue
+                self._event(event)
             return True
-        self._pending += data
-        while b"\n" in self._pending:
-            line, self._pending = self._pending.split(b"\n", 1)
-            try:
-                event = json.loads(line)
-            except ValueError:
-                logger.debug("%s wrote a line that is not an event: %r", self.name, line)
-                continue
-            self._event(event)
-        return True
 
     def _event(self, event):
         kind = event.get("event")
@@ -440,6 +451,10 @@ class ZygoteLauncher(ProcessLauncher):
         ``program="controller"``) with output to ``log_file``; return its pid.
         :class:`ForkRefused` if the zygote cannot fork, :class:`LaunchError`
         if it is gone or late."""
+        with self._lock:
+            return self._fork(name, args, log_file, env, cwd, program)
+
+    def _fork(self, name, args, log_file, env, cwd, program):
         deadline = time.monotonic() + self.timeout
         if not self.wait_ready_to_fork(deadline):
             raise ForkRefused(self.reason)

@@ -18,6 +18,9 @@ as engine" line).  Every process is stopped by
 the ``with`` block (also through an exception), when the object is
 garbage-collected and at interpreter exit; engines and the controller also
 stop by themselves when the process that started them dies.
+
+An engine that crashes while the cluster runs is started again, with a
+back-off (``restart=True``, the default; see :mod:`ipkernel.cluster.restarts`).
 """
 import logging
 import os
@@ -31,6 +34,7 @@ from ipkernel.clusterdir import ENGINE_FURL, MULTIENGINE_FURL, TASK_FURL, Cluste
 from ipkernel.cluster.launcher import (STOP_TIMEOUT, ControllerLauncher, EngineLauncher,
                                        ForkedControllerLauncher, ForkedEngineLauncher,
                                        ZygoteLauncher, shutdown_all)
+from ipkernel.cluster.restarts import EngineRestarter, RestartPolicy, pidfd_problem
 
 logger = logging.getLogger("ipkernel.cluster")
 
@@ -61,10 +65,13 @@ class _Processes:
         self.controller = None
         self.zygote = None
         self.engines = []
+        self.restarter = None
         self.temp_dir = None
 
     def stop(self, timeout=STOP_TIMEOUT):
         try:
+            if self.restarter is not None:
+                self.restarter.stop()   # first: what is stopped now stays stopped
             shutdown_all(self.engines, timeout)
         finally:
             try:
@@ -99,16 +106,31 @@ class LocalCluster:
     Either way the controller and each engine are processes of their own
     with the same pid files, logs and control (:attr:`controller`,
     :attr:`engines`).
+
+    ``restart``: an engine that crashes (exits with a status other than 0
+    while nobody asked it to stop) is started again, the way it was
+    started first, and registers under a new engine id: at once the first
+    time, then after 1, 2, 4 ... (at most 30) seconds while it keeps dying
+    within 30 s of its start, and no more after 5 such deaths in a row.
+    ``restart=False`` turns that off; a
+    :class:`~ipkernel.cluster.restarts.RestartPolicy` changes the numbers.
+    Engines stopped on purpose (``kill`` or ``shutdown`` from a client,
+    :meth:`stop`, their launcher's ``shutdown()``) are never restarted.
+    :attr:`engine_exits` tells what happened to each engine that ended.
     """
 
     def __init__(self, n=4, cluster_dir=None, *, controller_args=(), engine_args=(),
-                 timeout=60, engine_start="fork"):
+                 timeout=60, engine_start="fork", restart=True):
         if not isinstance(n, int) or n < 0:
             raise ValueError(f"n must be a non-negative number of engines, not {n!r}")
         if engine_start not in ENGINE_STARTS:
             raise ValueError(f"engine_start must be one of {ENGINE_STARTS}, "
                              f"not {engine_start!r}")
+        if not isinstance(restart, (bool, RestartPolicy)):
+            raise TypeError(f"restart must be True, False or a RestartPolicy, not {restart!r}")
         self.n = n
+        self.restart_policy = (restart if isinstance(restart, RestartPolicy)
+                               else RestartPolicy() if restart else None)
         self.engine_start = engine_start
         self.timeout = timeout
         self.controller_args = list(controller_args)
@@ -141,6 +163,23 @@ class LocalCluster:
     def engines(self):
         """The engines' launchers, in order of their numbers."""
         return list(self._procs.engines)
+
+    @property
+    def engine_exits(self):
+        """What happened to each engine that ended while the cluster ran: a
+        list of :class:`~ipkernel.cluster.restarts.EngineExit` (empty with
+        ``restart=False``)."""
+        restarter = self._procs.restarter
+        return restarter.exits if restarter is not None else []
+
+    def wait_for_engine_exits(self, predicate, timeout):
+        """Wait until ``predicate(exits)`` is true for the list of
+        :attr:`engine_exits`; return its value, or None after ``timeout`` s."""
+        restarter = self._procs.restarter
+        if restarter is None:
+            raise RuntimeError("engine exits are watched only while a cluster with "
+                               "restart=True runs")
+        return restarter.wait_for(predicate, timeout)
 
     @property
     def mec_furl_file(self):
@@ -213,6 +252,17 @@ class LocalCluster:
             self._start_engines()
         for engine in self._procs.engines:
             self._wait_ready(engine, deadline, "did not register", ENGINE_POLL)
+        self._watch_engines()
+
+    def _watch_engines(self):
+        if self.restart_policy is None or not self._procs.engines:
+            return
+        problem = pidfd_problem()
+        if problem:
+            logger.warning("LocalCluster: engines that die are not restarted here: %s", problem)
+            return
+        self._procs.restarter = EngineRestarter(self._procs.engines, self._procs.controller,
+                                                self.restart_policy).start()
 
     def _make_certificates(self):
         # The controller's certificates (in the cluster directory, where it
