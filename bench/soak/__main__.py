@@ -157,6 +157,7 @@ def run_phase(system, args, log):
         stopped = workers.stop()
         killer.join(READY_JOIN)
         sampler.join(READY_JOIN)
+    alive_at_end = killer.settle(args.engines, 0 if interrupted else SETTLE_TIMEOUT)
     restarts = killer.restarts
     parts, missing = [], []
     for out in outputs:
@@ -179,6 +180,7 @@ def run_phase(system, args, log):
         "throughput_tasks_per_s": round(tasks.get("completed", 0) / wall, 2) if wall else None,
         "kills": len(killer.kills), "kill_times": [t for t, _ in killer.kills],
         "restarts": restarts, "restarted_by": system.restarted_by,
+        "engines_alive_at_end": alive_at_end,
         "restart_failures": killer.failures, "workers_stopped_late": stopped,
         # every process of the phase, so a caller can check none is left
         "pids": {"controller": system.controller_pid(), "engines": sorted(killer.seen),
@@ -189,6 +191,8 @@ def run_phase(system, args, log):
     }
 
 
+#: Seconds to wait at the end for the last killed engines to be back.
+SETTLE_TIMEOUT = 20
 #: Seconds to wait for the killer (it may be starting a replacement) and sampler.
 READY_JOIN = 90
 
@@ -231,7 +235,8 @@ def report(name, phase):
                      f"{t.get('completed', 0)}, failed {t.get('failed', 0)}, unfinished "
                      f"{t.get('unfinished', 0)}; {phase['throughput_tasks_per_s']} tasks/s")
     lines.append(f"  kills {phase['kills']}, restarts {phase['restarts']} "
-                 f"(by {phase['restarted_by']})"
+                 f"(by {phase['restarted_by']}), {phase['engines_alive_at_end']} of "
+                 f"{phase['engines']} engines alive at the end"
                  + (f", {len(phase['restart_failures'])} failed: {phase['restart_failures'][0]}"
                     if phase["restart_failures"] else ""))
     if phase["rss"]:

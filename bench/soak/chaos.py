@@ -47,6 +47,17 @@ class Killer(threading.Thread):
         self.seen.update(self._alive())
         return len(self.seen) - self.initial
 
+    def settle(self, expected, timeout):
+        """Wait (at most ``timeout`` s) until ``expected`` engines are alive, so
+        the restarts of the last kills are counted; returns how many are."""
+        deadline = time.monotonic() + timeout
+        while True:
+            alive = self._alive()
+            self.seen.update(alive)
+            if len(alive) >= expected or time.monotonic() >= deadline:
+                return len(alive)
+            time.sleep(0.1)
+
     def run(self):
         while self.max_kills is None or len(self.kills) < self.max_kills:
             if self.stop_event.wait(self.mean * self.rng.uniform(0.5, 1.5)):

@@ -204,11 +204,13 @@ class DaskTasks:
 
         futures = [self.futures[i] for i in ids]
         distributed.wait(futures, timeout=self.timeout)
+        finished = [f for f in futures if f.status == "finished"]
+        values = dict(zip([f.key for f in finished], self.client.gather(finished)))
         out = []
         for key, future in zip(ids, futures):
             del self.futures[key]
-            if future.status == "finished":
-                out.append((key, (True, future.result())))
+            if key in values:
+                out.append((key, (True, values[key])))
                 continue
             try:
                 error = future.exception(timeout=self.timeout)
