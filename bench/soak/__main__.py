@@ -206,8 +206,9 @@ def ratios(ipk, dask):
         for q in ("p50_ms", "p99_ms"):
             if a.get(q) and b.get(q):
                 out[f"{kind} {q[:3]}"] = round(a[q] / b[q], 3)
-    if ipk["throughput_tasks_per_s"] and dask["throughput_tasks_per_s"]:
-        out["throughput"] = round(ipk["throughput_tasks_per_s"] / dask["throughput_tasks_per_s"], 3)
+    a, b = ipk["throughput_tasks_per_s"], dask["throughput_tasks_per_s"]
+    if a and b:
+        out["throughput"] = round(a / b, 3)
     return out
 
 
@@ -248,10 +249,6 @@ def report(name, phase):
     return "\n".join(lines)
 
 
-def _on_sigterm(signum, frame):
-    raise SystemExit(128 + signum)
-
-
 def main(argv=None):
     """Run the soak; returns the exit status."""
     args = parse_args(argv)
@@ -261,9 +258,11 @@ def main(argv=None):
         print(line, flush=True)
 
     atexit.register(procs.kill_descendants)
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # reported like Ctrl-C
     when = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     phases, interrupted = {}, False
+    log("ipyparallel: not in the soak (it would add another --minutes per run on a small "
+        "machine); python -m bench compares it")
     try:
         for name in args.systems:
             system = make_system(name, args.engines, log)

@@ -4,12 +4,11 @@ Tier 1: its book-keeping (the answer checks, error kinds, percentiles,
 merging) and the SVG plot written without matplotlib.  Tier 3: a short real
 soak -- 2 engines, 1 client, 1 submitter, one engine kill -- produces its
 report, JSON and plot with no answer lost or doubled and leaves no process
-behind; Ctrl-C in the middle still reports and stops everything.  No
+behind; Ctrl-C (or SIGTERM) in the middle still reports and stops everything.  No
 figure of speed is asserted.
 """
 import importlib.util
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -25,7 +24,8 @@ def _load(name):
     # bench/ is a folder of the repository, not an installed package
     if "bench" not in sys.modules:
         spec = importlib.util.spec_from_file_location(
-            "bench", ROOT / "bench" / "__init__.py", submodule_search_locations=[str(ROOT / "bench")])
+            "bench", ROOT / "bench" / "__init__.py",
+            submodule_search_locations=[str(ROOT / "bench")])
         module = importlib.util.module_from_spec(spec)
         sys.modules["bench"] = module
         spec.loader.exec_module(module)
@@ -94,8 +94,9 @@ def test_merge_and_latency_table():
 
 @pytest.mark.tier1
 def test_svg_plot_without_matplotlib(tmp_path):
-    path = plot._svg(tmp_path / "rss.svg", {"ipkernel <controller>": [(0, 10 << 20), (5, 20 << 20)]},
-                     {"ipkernel <controller>": [2.5]})
+    label = "ipkernel <controller>"
+    path = plot._svg(tmp_path / "rss.svg", {label: [(0, 10 << 20), (5, 20 << 20)]},
+                     {label: [2.5]})
     text = path.read_text()
     assert text.startswith("<svg") and "<polyline" in text and "20 MiB" in text
     assert "&lt;controller&gt;" in text
@@ -180,14 +181,15 @@ def test_short_soak_with_one_kill_reports_and_loses_nothing(tmp_path, soak_proce
 
 @pytest.mark.tier3
 @pytest.mark.timeout(150)
-def test_ctrl_c_stops_everything_and_still_reports(tmp_path, soak_process):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_stops_everything_and_still_reports(tmp_path, soak_process, signum):
     popen = soak_process(tmp_path, "--minutes", "5", "--kill-every", "1000")
     logs = [tmp_path / "ipkernel" / f"{role}.log" for role in ("client-1", "submitter-2")]
     deadline = time.monotonic() + 90
     while not all(p.exists() and "started" in p.read_text() for p in logs):
         assert time.monotonic() < deadline and popen.poll() is None, "the soak did not start"
         time.sleep(0.05)
-    popen.send_signal(signal.SIGINT)
+    popen.send_signal(signum)
     output, _ = popen.communicate(timeout=120)
     assert popen.returncode == 130, output
     assert "interrupted" in output
@@ -197,3 +199,13 @@ def test_ctrl_c_stops_everything_and_still_reports(tmp_path, soak_process):
     assert phase["interrupted"] is True and phase["wall_seconds"] < 120
     assert phase["workers_without_report"] == [], output
     _assert_all_stopped(phase)
+
+
+@pytest.mark.tier1
+def test_ratios_of_ipkernel_to_dask():
+    def phase(p50, p99, rate):
+        return {"latency": {"task_batch": {"p50_ms": p50, "p99_ms": p99}},
+                "throughput_tasks_per_s": rate}
+    ratios = soak_main.ratios(phase(10, 40, 300), phase(20, 20, 100))
+    assert ratios == {"task_batch p50": 0.5, "task_batch p99": 2.0, "throughput": 3.0}
+    assert soak_main.ratios(phase(None, None, 0), phase(20, 20, 100)) == {}
