@@ -127,7 +127,7 @@ async def _join_data_channel(session, furl, timeout):
 def _where(furl_or_file, furl):
     if furl_or_file is not None and not str(furl_or_file).startswith("pb://"):
         return f"the FURL file {furl_or_file}"
-    return f"the FURL {furl}"
+    return f"the FURL {fcutil.redacted_furl(furl)}"   # never its secret name
 
 
 def get_multiengine_client(furl_or_file=None, tub=None, timeout=DEFAULT_TIMEOUT):

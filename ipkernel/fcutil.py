@@ -338,6 +338,13 @@ def tubid_of_furl(furl):
     return SturdyRef(furl).getTubRef().getTubID()
 
 
+def _shown_furl(text):
+    """What an error may show of a FURL that may be malformed: redacted, or,
+    when it is too broken to find its secret part, only its start."""
+    shown = redact_furls(text)
+    return shown if shown != text else f"pb://{ELLIPSIS}"
+
+
 def find_furl(furl_or_file):
     """Return the FURL given, or the one stored in the file named.
 
@@ -349,7 +356,8 @@ def find_furl(furl_or_file):
     if text.startswith("pb://"):
         if is_valid_furl(text):
             return text
-        raise ValueError(f"{text!r} is not a valid FURL (expected pb://TUBID@tcp:HOST:PORT/NAME)")
+        raise ValueError(f"{_shown_furl(text)!r} is not a valid FURL (expected "
+                         f"pb://TUBID@tcp:HOST:PORT/NAME)")
     path = Path(text).expanduser()
     if not path.exists():
         raise ValueError(f"FURL file {str(path)!r} does not exist: is the controller running, and "

@@ -52,9 +52,10 @@ def connect_early(furl):
 
 
 def _describe(furl_or_file, furl):
+    # never the FURL's secret name: messages end up in logs and tracebacks
     if furl_or_file is not None and not str(furl_or_file).startswith("pb://"):
         return f"the controller named in {furl_or_file}"
-    return f"the controller at {furl}"
+    return f"the controller at {fcutil.redacted_furl(furl)}"
 
 
 async def get_reference(furl_or_file, tub=None, timeout=DEFAULT_TIMEOUT, reactor=None):
@@ -87,15 +88,16 @@ async def get_reference(furl_or_file, tub=None, timeout=DEFAULT_TIMEOUT, reactor
                 f"stale (written by an earlier run of the controller started without -r) "
                 f"or mistyped") from None
         detail = remote.getErrorMessage() if isinstance(remote, Failure) else str(exc)
-        raise ControllerError(f"could not connect to {where}: {detail}") from None
+        raise ControllerError(fcutil.redact_furls(
+            f"could not connect to {where}: {detail}")) from None
     except Exception as exc:
         if "unknown TubID" in str(exc):
             raise ControllerError(
                 f"could not connect to {where}: something answers at that address, but not "
                 f"the controller identity the FURL names; the FURL is stale (the controller "
                 f"got a new certificate) or the port now belongs to another controller") from None
-        raise ControllerError(f"could not connect to {where}: {type(exc).__name__}: "
-                              f"{exc}") from None
+        raise ControllerError(fcutil.redact_furls(
+            f"could not connect to {where}: {type(exc).__name__}: {exc}")) from None
     return furl, rref
 
 

@@ -14,6 +14,12 @@ pytestmark = pytest.mark.tier2
 PROMPT = 5
 
 
+def assert_names_without_secret(message, furl):
+    """``message`` names the controller of ``furl`` (redacted), never its secret name."""
+    assert fcutil.redacted_furl(furl) in message
+    assert furl.rsplit("/", 1)[1] not in message
+
+
 async def connection_error(furl_or_file, tub, timeout=30):
     """The ControllerError of ``get_multiengine_client(furl_or_file)``."""
     d = asyncclient.get_multiengine_client(furl_or_file, tub=tub, timeout=timeout)
@@ -46,9 +52,13 @@ async def test_furl_file_without_a_furl_is_named(make_tub, tmp_path):
 
 
 @pytest_twisted.ensureDeferred
-async def test_malformed_furl_is_quoted(make_tub):
+async def test_malformed_furl_is_named_without_its_text(make_tub):
+    # a broken FURL may still hold a secret: only its start is shown
     message = await connection_error("pb://not-a-furl", make_tub())
-    assert "pb://not-a-furl" in message
+    assert "'pb://...' is not a valid FURL" in message and "not-a-furl" not in message
+    secret = "em6n6kvvcu6ilpjboulqnoln2daxszga"
+    message = await connection_error(f"pb://o33gyjsq2t43@tcp:127.0.0.1/{secret} x", make_tub())
+    assert secret not in message and "pb://o33gyjsq...@tcp:127.0.0.1/..." in message
 
 
 @pytest_twisted.ensureDeferred
@@ -57,7 +67,7 @@ async def test_stale_furl_of_a_stopped_controller(make_tub, tmp_path):
     furl = fcutil.register(old, Referenceable())
     await old.stopService()
     message = await connection_error(furl, make_tub())
-    assert furl in message
+    assert_names_without_secret(message, furl)
     assert "stale" in message or "running" in message
 
     path = tmp_path / "ipcontroller-mec.furl"
@@ -72,7 +82,7 @@ async def test_furl_with_an_unknown_name(make_tub):
     furl = fcutil.register(tub, Referenceable())
     wrong = furl.rsplit("/", 1)[0] + "/" + "x" * 32
     message = await connection_error(wrong, make_tub())
-    assert wrong in message
+    assert_names_without_secret(message, wrong)
     assert "no object under" in message and "stale" in message
 
 
@@ -84,7 +94,7 @@ async def test_furl_of_another_controller_identity(make_tub):
     other_id = make_tub().getTubID()
     wrong = furl.replace(tub.getTubID(), other_id)
     message = await connection_error(wrong, make_tub())
-    assert wrong in message
+    assert_names_without_secret(message, wrong)
     assert "stale" in message
 
 
@@ -95,14 +105,14 @@ async def test_unreachable_address_fails_within_the_timeout(make_tub):
     tub = make_tub()
     furl = f"pb://{tub.getTubID()}@tcp:192.0.2.1:9/{'y' * 32}"
     message = await connection_error(furl, make_tub(), timeout=0.5)
-    assert furl in message
+    assert_names_without_secret(message, furl)
 
 
 @pytest_twisted.ensureDeferred
 async def test_engine_furl_is_not_a_multiengine_furl(make_fc_cluster):
     cluster = await make_fc_cluster(0)
     message = await connection_error(cluster.engine_furl, cluster.client_tub)
-    assert cluster.engine_furl in message
+    assert_names_without_secret(message, cluster.engine_furl)
     assert "multi-engine" in message
 
 
