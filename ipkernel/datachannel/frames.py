@@ -181,6 +181,10 @@ def read_header(sock, idle_ok=False):
         except (BlockingIOError, ssl.SSLWantReadError):
             if not idle_ok:
                 raise
+        except (ssl.SSLEOFError, ConnectionResetError):
+            # a TLS peer that closed without a close_notify, or a reset between
+            # two messages: nothing was cut short
+            raise Closed("the data channel was closed") from None
     if not got:
         raise Closed("the data channel was closed")
     if got < HEADER.size:

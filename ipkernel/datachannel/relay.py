@@ -59,7 +59,12 @@ class _Buffered:
         self.view = memoryview(frames.uninitialized(self.size))
 
     def fill(self, n):
-        frames.recv_into_fully(self.src, self.view[:n])
+        got = 0
+        while got < n:
+            k = self.src.recv_into(self.view[got:n], n - got)
+            if not k:
+                raise ConnectionError("it closed its data channel")
+            got += k
 
     def send(self, dst, head, n):
         frames.send_all(dst, [head, self.view[:n]])

@@ -303,3 +303,29 @@ async def test_a_sender_silent_in_the_middle_of_a_blob_is_aborted_after_the_stal
     after = new_blob_id()
     await within(other.send_blob_later(after, [0], [b"k" * BIG]))
     assert bytes(await within(engine.store.wait(after, 10))) == b"k" * BIG
+
+
+@pytest.mark.tier2
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+@pytest_twisted.ensureDeferred
+async def test_a_normal_close_is_no_warning_on_either_end(make_server, peers, tls):
+    server = make_server(tls)
+    warnings = []
+
+    def observe(event):
+        if event.get("log_level") is not None and event["log_level"].name in ("warn", "error"):
+            warnings.append(event)
+    globalLogPublisher.addObserver(observe)
+    try:
+        engine = await peers(server, "engine", ("engine", 0))
+        for n in range(3):
+            client = await peers(server, "client", ("client", n))
+            blob_id = new_blob_id()
+            await within(client.send_blob_later(blob_id, [0], [b"n" * BIG]))
+            await within(engine.store.wait(blob_id, 10))
+            client.close()
+            await within(threads.deferToThread(
+                wait_until, lambda: ("client", n) not in server._clients, "the close"))
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert warnings == []
