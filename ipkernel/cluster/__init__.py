@@ -4,6 +4,8 @@
   controlled like a kernel manager (start, shutdown, restart, interrupt).
 * :mod:`ipkernel.cluster.local`: :class:`LocalCluster`, a controller and
   n engines on this machine for a ``with`` block, a notebook or a test.
+* :mod:`ipkernel.cluster.restarts`: engines that crash are started again,
+  with a back-off.
 * :mod:`ipkernel.cluster.app`: the ``ipcluster`` command.
 """
 from ipkernel.cluster.launcher import LaunchError

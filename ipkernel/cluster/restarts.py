@@ -2,7 +2,7 @@
 
 :class:`~ipkernel.cluster.LocalCluster` (and so ``ipcluster``) hands its
 engine launchers to an :class:`EngineRestarter`.  One daemon thread waits,
-in :func:`select.select`, for any engine process to end (a pidfd per
+in ``select.select()``, for any engine process to end (a pidfd per
 process: it works for engines the zygote forked, which are not our
 children) or for the next restart to be due; nothing is polled.
 
