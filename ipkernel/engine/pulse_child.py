@@ -168,7 +168,11 @@ def serve(pid, host, stdin=0, stdout=1, clock=None):
     key = _read_key(stdin)
     family = _socket.AF_INET6 if ":" in host else _socket.AF_INET
     sock = _socket.socket(family, _socket.SOCK_DGRAM)
-    sock.bind((host, 0))
+    try:
+        sock.bind((host, 0))
+    except OSError as exc:
+        os.write(2, f"ipengine pulse: cannot listen on UDP {host}: {exc}\n".encode())
+        return 2
     os.write(stdout, f"{sock.getsockname()[1]}\n".encode())
     window, answered = clock(), 0
     last_check = clock()
