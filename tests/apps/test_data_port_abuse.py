@@ -196,3 +196,21 @@ async def test_a_normal_client_close_is_no_warning_on_either_end(cluster):
     assert not any("middle of a message" in out or "middle of a blob" in out
                    for out in outputs), outputs
     assert "data channel of" not in cluster.controller.output  # no warning for a normal end
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_push_over_the_payload_cap_fails_at_once_and_the_channel_stays(cluster):
+    from ipkernel.error import PayloadTooLarge
+    np = pytest.importorskip("numpy")
+    cap = 4 << 20
+    mec = await cluster.start(2, controller_args=["--payload-cap", str(cap)])
+    assert mec.data is not None and mec.data.max_blob == cap
+    start = reactor.seconds()
+    with pytest.raises(PayloadTooLarge, match=f"payload cap of {cap} bytes"):
+        await cluster.within(mec.push({"big": np.zeros(cap // 8 + 1000)}), PROMPT,
+                             "the over-cap push to fail")
+    assert reactor.seconds() - start < 5 and mec.data.connected and mec.data.bytes_sent == 0
+    a = np.arange(cap // 16, dtype=float)  # under the cap: on the data channel as before
+    await cluster.within(mec.push({"a": a}), PROMPT, "a push under the cap")
+    assert all((b == a).all() for b in await cluster.within(mec.pull("a"), PROMPT, "a pull"))
+    assert mec.data.bytes_sent >= a.nbytes
