@@ -30,6 +30,10 @@ DEFAULT_OUT = ROOT / "bench" / "soak-out"
 #: Seconds granted to the workers past the end (their last call, the final
 #: collect of late tasks, writing the tally), and to stop them after that.
 GRACE, STOP_TIMEOUT = 30, 10
+#: Seconds to wait at the end for the last killed engines to be back.
+SETTLE_TIMEOUT = 20
+#: Seconds to wait for the killer (it may be starting a replacement) and sampler.
+READY_JOIN = 90
 SYSTEM_NAMES = ("ipkernel", "dask")
 
 
@@ -42,7 +46,7 @@ def parse_args(argv=None):
     p.add_argument("--clients", type=int, default=8,
                    help="multi-engine client processes (ipkernel only)")
     p.add_argument("--submitters", type=int, default=4, help="task-submitter processes")
-    p.add_argument("--kill-every", type=float, default=20, metavar="SECONDS",
+    p.add_argument("--kill-every", type=float, default=10, metavar="SECONDS",
                    help="mean seconds between two engine kills (each wait uniform in "
                         "0.5-1.5 times it)")
     p.add_argument("--max-kills", type=int, default=None, help="stop killing after this many")
@@ -171,13 +175,15 @@ def run_phase(system, args, log):
         for key, n in (part.get("tasks") or {}).items():
             tasks[key] = tasks.get(key, 0) + n
     merged["checks"]["lost"] += tasks.get("unfinished", 0)
+    # tasks/s while the submitters submitted (their start-up is not counted)
+    busy = tasks.pop("active_seconds", 0) / max(1, args.submitters)
     rss = [b for _, b in sampler.samples]
     return {
         "engines": args.engines, "seconds": seconds, "wall_seconds": round(wall, 1),
         "interrupted": interrupted,
         "latency": tallies.latency_table(merged), "errors": merged["errors"],
         "checks": merged["checks"], "answers_ok": merged["ok"], "tasks": tasks,
-        "throughput_tasks_per_s": round(tasks.get("completed", 0) / wall, 2) if wall else None,
+        "throughput_tasks_per_s": round(tasks.get("completed", 0) / busy, 2) if busy else None,
         "kills": len(killer.kills), "kill_times": [t for t, _ in killer.kills],
         "restarts": restarts, "restarted_by": system.restarted_by,
         "engines_alive_at_end": alive_at_end,
@@ -189,12 +195,6 @@ def run_phase(system, args, log):
         "rss_of": system.rss_of, "rss_samples": sampler.samples,
         "rss": {"min": min(rss), "max": max(rss), "final": rss[-1]} if rss else None,
     }
-
-
-#: Seconds to wait at the end for the last killed engines to be back.
-SETTLE_TIMEOUT = 20
-#: Seconds to wait for the killer (it may be starting a replacement) and sampler.
-READY_JOIN = 90
 
 
 def ratios(ipk, dask):

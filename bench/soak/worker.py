@@ -127,6 +127,7 @@ class TaskBook:
         self.pending = set()  # task ids without an outcome yet
         self.values_back = set()
         self.outcomes = {"completed": 0, "failed": 0}
+        self.began = self.ended = None  # of the submitting, time.monotonic()
 
     def submitted(self, ids, values):
         if len(ids) != len(values):
@@ -155,7 +156,9 @@ class TaskBook:
         self.tally.answers({taskid: self.sent[taskid]}, [(taskid, result)])
 
     def to_json(self):
-        return dict(self.outcomes, submitted=len(self.sent), unfinished=len(self.pending))
+        active = (self.ended or time.monotonic()) - self.began if self.began else 0
+        return dict(self.outcomes, submitted=len(self.sent), unfinished=len(self.pending),
+                    active_seconds=round(active, 3))
 
 
 def _task_error(result):
@@ -238,10 +241,12 @@ def submitter_loop(args, book, deadline, farm):
             book.outcome(kind, taskid, success, result)
 
     try:
+        book.began = time.monotonic()
         while time.monotonic() < deadline:
             round_trip("task_batch", BATCH)
             for _ in range(SINGLES):
                 round_trip("task_single", 1)
+        book.ended = time.monotonic()
         if book.pending:  # what timed out: one last bounded wait for it
             timed(tally, "final_collect", lambda: [
                 book.outcome("final_collect", i, s, r)
