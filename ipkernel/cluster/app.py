@@ -243,11 +243,12 @@ def watch(lc, signals):
     exit (when restarts are on, the restarter reports them)."""
     reported = set()
     while not signals.requested.wait(WATCH_INTERVAL):
-        for engine in lc.engines if lc.restart_policy is None else ():
+        for engine in () if lc.restarts_engines else lc.engines:
             if (engine.name, engine.pid) not in reported and not engine.is_alive():
                 reported.add((engine.name, engine.pid))
+                why = "--no-restart" if lc.restart_policy is None else "restarts cannot work here"
                 say(f"ipcluster: {engine.name} (pid {engine.pid}) exited with status "
-                    f"{engine.exit_code} (not restarted: --no-restart)",
+                    f"{engine.exit_code} (not restarted: {why})",
                     "info" if engine.exit_code == 0 else "warn")
         if not lc.controller.is_alive():
             say(f"ipcluster: ipcontroller exited with status {lc.controller.exit_code}; "

@@ -165,6 +165,12 @@ class LocalCluster:
         return list(self._procs.engines)
 
     @property
+    def restarts_engines(self):
+        """True while crashed engines are restarted (``restart`` was not
+        False, and exits can be watched here)."""
+        return self._procs.restarter is not None and self.is_running()
+
+    @property
     def engine_exits(self):
         """What happened to each engine that ended while the cluster ran: a
         list of :class:`~ipkernel.cluster.restarts.EngineExit` (empty with
