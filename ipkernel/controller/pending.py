@@ -191,6 +191,8 @@ class PendingDeferredManager:
         self.unfetched_bytes += size
         while self.max_pending is not None and len(self._unfetched) > self.max_pending:
             self._evict(next(iter(self._unfetched)), None)
+        if self.max_bytes is not None and size > self.max_bytes:
+            self._evict(deferred_id, self._over_budget(deferred_id, size))  # alone too big
         while self.max_bytes is not None and self.unfetched_bytes > self.max_bytes:
             oldest = next(iter(self._unfetched))
             self._evict(oldest, self._over_budget(oldest, size))

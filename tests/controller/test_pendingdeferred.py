@@ -4,14 +4,14 @@ import re
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer
+from twisted.internet import defer, task
 from zope.interface.verify import verifyObject
 
 from ipkernel.controller.pending import PendingDeferredManager, two_phase
 from ipkernel.controller.synchronous import SynchronousMultiEngine
 from ipkernel.engine.queued import current_request
 from ipkernel.error import (Aborted, AbortedPendingDeferredError, InvalidDeferredID,
-                            ResultNotCompleted)
+                            ResultEvicted, ResultNotCompleted)
 from ipkernel.interfaces.multiengine import IFullSynchronousMultiEngine, ISynchronousMultiEngine
 
 pytestmark = pytest.mark.tier1
@@ -321,6 +321,131 @@ async def test_max_pending_does_not_count_fetched_or_awaited_results():
 def test_max_pending_must_be_a_positive_int(bad, error):
     with pytest.raises(error):
         PendingDeferredManager(max_pending=bad)
+
+
+# --- byte budget, expiry, close ----------------------------------------------------
+
+MB = 1 << 20
+
+
+def _settled(pdm, *values):
+    """Save and finish one Deferred per value; their ids."""
+    ids = []
+    for value in values:
+        d = defer.Deferred()
+        ids.append(pdm.save_pending_deferred(d))
+        d.callback(value)
+    return ids
+
+
+@pytest_twisted.ensureDeferred
+async def test_unfetched_results_are_bounded_in_bytes_oldest_discarded_first():
+    dropped = []
+    pdm = PendingDeferredManager(max_bytes=7 * MB // 2, on_discard=dropped.append)
+    values = [[b"%d" % k * MB] for k in range(5)]  # 1 MB each
+    ids = _settled(pdm, *values)
+    assert 3 * MB < pdm.unfetched_bytes <= 7 * MB // 2
+    assert [pdm.quick_has_id(i) for i in ids] == [False, False, True, True, True]
+    assert dropped == values[:2]  # whoever keeps data for them elsewhere is told
+    with pytest.raises(ResultEvicted) as info:
+        await fired(pdm.get_pending_deferred(ids[0]))
+    message = str(info.value)
+    assert ids[0] in message and "budget of 3.5 MiB" in message
+    assert "oldest are discarded first" in message and "--unfetched-bytes" in message
+    assert await fired(pdm.get_pending_deferred(ids[4])) == values[4]
+    assert 2 * MB < pdm.unfetched_bytes < 2 * MB + 4096  # fetched ones stop counting
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_result_bigger_than_the_budget_alone_is_discarded_and_says_so():
+    pdm = PendingDeferredManager(max_bytes=MB)
+    small, big = _settled(pdm, "s", [b"b" * (2 * MB)])
+    assert pdm.quick_has_id(small) and not pdm.quick_has_id(big)
+    with pytest.raises(ResultEvicted, match="alone .* is bigger than the 1 MiB"):
+        await fired(pdm.get_pending_deferred(big))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_blocked_fetch_is_not_limited_by_the_budget():
+    pdm = PendingDeferredManager(max_bytes=MB)
+    d = defer.Deferred()
+    deferred_id = pdm.save_pending_deferred(d)
+    waiter = pdm.get_pending_deferred(deferred_id, block=True)
+    d.callback(b"w" * (5 * MB))
+    assert len(await fired(waiter)) == 5 * MB
+    assert pdm.unfetched_bytes == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_unfetched_results_expire_after_ttl_on_the_injected_clock():
+    clock = task.Clock()
+    dropped = []
+    pdm = PendingDeferredManager(ttl=600, clock=clock.seconds, on_discard=dropped.append)
+    old = _settled(pdm, "old")[0]
+    clock.advance(400)
+    young = _settled(pdm, "young")[0]
+    running = pdm.save_pending_deferred(defer.Deferred())
+    clock.advance(200.5)  # "old" has waited 600.5 s, "young" 200.5 s
+    assert pdm.expire() == 1
+    assert dropped == ["old"]
+    with pytest.raises(ResultEvicted) as info:
+        await fired(pdm.get_pending_deferred(old))
+    assert "more than 600 s" in str(info.value) and "--result-ttl" in str(info.value)
+    assert pdm.quick_has_id(young) and pdm.quick_has_id(running)  # unfinished: no age
+    clock.advance(400)
+    # no sweep needed: looking an id up expires what is stale
+    with pytest.raises(ResultEvicted):
+        await fired(pdm.get_pending_deferred(young))
+    assert pdm.unfetched_bytes == 0 and pdm.quick_has_id(running)
+
+
+def test_limits_are_copied_for_a_new_session():
+    clock = task.Clock()
+    pdm = PendingDeferredManager(3, max_bytes=MB, ttl=5, clock=clock.seconds)
+    twin = PendingDeferredManager(**pdm.limits())
+    assert (twin.max_pending, twin.max_bytes, twin.ttl) == (3, MB, 5)
+    assert twin.clock is pdm.clock
+
+
+@pytest.mark.parametrize("kwargs, error", [({"max_bytes": 0}, ValueError),
+                                           ({"max_bytes": "1M"}, TypeError),
+                                           ({"ttl": -1}, ValueError)])
+def test_bad_limits_are_refused(kwargs, error):
+    with pytest.raises(error):
+        PendingDeferredManager(**kwargs)
+
+
+@pytest_twisted.ensureDeferred
+async def test_close_drops_everything_kept_and_late_outcomes_too():
+    dropped = []
+    pdm = PendingDeferredManager(on_discard=dropped.append)
+    done = _settled(pdm, "kept")[0]
+    late = defer.Deferred()
+    waited = defer.Deferred()
+    pdm.save_pending_deferred(late)
+    waiter = pdm.get_pending_deferred(pdm.save_pending_deferred(waited), block=True)
+    pdm.close("its client disconnected")
+    assert dropped == ["kept"] and pdm.unfetched_bytes == 0
+    with pytest.raises(AbortedPendingDeferredError, match="its client disconnected"):
+        await fired(waiter)
+    late.callback("late")
+    assert dropped == ["kept", "late"]  # nobody will fetch it: its data is freed
+    with pytest.raises(InvalidDeferredID):
+        await fired(pdm.get_pending_deferred(done))
+
+
+def test_delete_and_clear_tell_on_discard():
+    dropped = []
+    pdm = PendingDeferredManager(on_discard=dropped.append)
+    a, b = _settled(pdm, "a", "b")
+    pdm.delete_pending_deferred(a)
+    pdm.clear_pending_deferreds()
+    assert dropped == ["a", "b"]
+
+
+def test_synchronous_multiengine_takes_the_limits():
+    sme = SynchronousMultiEngine(object(), max_bytes=MB, ttl=10)
+    assert (sme.max_bytes, sme.ttl) == (MB, 10)
 
 
 # --- abort_pending ----------------------------------------------------------------

@@ -11,8 +11,8 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from ipkernel.engine import QueuedEngine, current_request
-from ipkernel.engine.queued import PIPELINE_DEPTH, copy_plain, independent
-from ipkernel.error import Aborted, EngineError, QueueCleared
+from ipkernel.engine.queued import PIPELINE_DEPTH, ByteHistory, copy_plain, independent
+from ipkernel.error import Aborted, EngineError, QueueCleared, ResultEvicted
 from ipkernel.interfaces import IEngineBase, IEngineQueued
 
 pytestmark = pytest.mark.tier1
@@ -276,6 +276,81 @@ async def test_cached_result_outlives_the_engine_history(make_engine):
     with pytest.raises(IndexError):
         await service.get_result(1)
     assert await queued.get_result(1) == first
+
+
+# --------------------------------------------------------------------------- byte budget
+
+def _result(number, stdout=""):
+    return {"number": number, "input": {"raw": "x"}, "stdout": stdout}
+
+
+def test_byte_history_counts_the_output_and_evicts_the_oldest_first():
+    history = ByteHistory(cap=1000, max_bytes=3_500_000)
+    for n in range(1, 5):
+        history.add(n, _result(n, "x" * 1_000_000))
+    assert 1 not in history and history.evicted(1)
+    assert [n in history for n in (2, 3, 4)] == [True, True, True]
+    assert 3_000_000 < history.nbytes <= 3_500_000
+    assert not history.evicted(2) and not history.evicted(99)
+
+
+def test_byte_history_keeps_the_count_cap_too():
+    history = ByteHistory(cap=2, max_bytes=10 << 20)
+    for n in range(1, 4):
+        history.add(n, _result(n))
+    assert len(history) == 2 and 1 not in history
+    assert not history.evicted(1)  # dropped by count: the engine may still have it
+
+
+def test_a_result_bigger_than_the_budget_alone_is_not_kept():
+    history = ByteHistory(cap=10, max_bytes=1000)
+    history.add(1, _result(1, "small"))
+    history.add(2, _result(2, "y" * 5000))
+    assert 2 not in history and history.evicted(2)
+    assert 1 in history
+
+
+def test_byte_history_counts_wide_characters_as_what_they_cost():
+    narrow, wide = ByteHistory(cap=10, max_bytes=None), ByteHistory(cap=10, max_bytes=None)
+    narrow.add(1, _result(1, "a" * 100_000))
+    wide.add(1, _result(1, "\U0001F600" * 100_000))  # 4 bytes a character in CPython
+    assert wide.nbytes > 3.5 * narrow.nbytes
+
+
+def test_clearing_the_history_forgets_sizes_and_evictions():
+    history = ByteHistory(cap=10, max_bytes=100)
+    history.add(1, _result(1, "z" * 1000))
+    history.clear()
+    assert history.nbytes == 0 and not history.evicted(1) and len(history) == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_get_result_of_a_result_evicted_for_bytes_raises_result_evicted(make_engine):
+    queued = QueuedEngine(make_engine(), history_bytes=300_000)
+    numbers = []
+    for _ in range(4):
+        numbers.append((await queued.execute("print('p' * 100_000)"))["number"])
+    assert queued.history.nbytes <= 300_000
+    with pytest.raises(ResultEvicted) as info:
+        await _wait(queued.get_result(numbers[0]))
+    message = str(info.value)
+    assert f"command {numbers[0]} on engine" in message
+    assert "at most 293 KiB of execute results per engine" in message
+    assert "--history-bytes" in message and "sooner" in message
+    assert (await _wait(queued.get_result(numbers[-1])))["stdout"] == "p" * 100_000 + "\n"
+    queued.set_history_bytes(None)
+    for _ in range(4):
+        await queued.execute("print('q' * 100_000)")
+    assert queued.history.nbytes > 300_000  # no byte bound any more
+
+
+@pytest_twisted.ensureDeferred
+async def test_reset_empties_the_byte_history(make_engine):
+    queued = QueuedEngine(make_engine(), history_bytes=1 << 20)
+    await queued.execute("print('r' * 1000)")
+    assert queued.history.nbytes > 1000
+    await _wait(queued.reset())
+    assert queued.history.nbytes == 0
 
 
 @pytest_twisted.ensureDeferred
