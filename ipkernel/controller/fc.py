@@ -29,6 +29,7 @@ from ipkernel.error import EngineError, PayloadTooLarge, tag_exception
 from ipkernel.interfaces.engine import IEngineBase
 from ipkernel.interfaces.remote import RIEngine, RIEngineRegistrar, RIMultiEngine
 from ipkernel.lane import LaneReference, OffersLane, lane_allowed
+from ipkernel.namecheck import check_push_names
 
 log = Logger()
 
@@ -46,8 +47,7 @@ def _encode(value):
 
 
 def _check_namespace(namespace):
-    if not isinstance(namespace, dict) or not all(isinstance(k, str) for k in namespace):
-        raise TypeError(f"a namespace must be a dict with str keys, not {namespace!r:.80}")
+    check_push_names(namespace)  # before anything is sent; the engine checks it again
 
 
 def _encode_namespace(namespace):

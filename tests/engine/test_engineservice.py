@@ -1028,3 +1028,64 @@ def test_engine_service_interfaces_without_start():
     service = EngineService()
     verifyObject(IEngineBase, service)
     assert service.id is None
+
+
+# =========================================================================== issue 13: names a push may bind
+
+BAD_NAMES = [
+    ({"__builtins__": 1}, ValueError, "'__builtins__'"),
+    ({"not an identifier": 1}, ValueError, "'not an identifier'"),
+    ({"1x": 1}, ValueError, "'1x'"),
+    ({"lambda": 1}, ValueError, "'lambda'"),
+    ({3: 1}, TypeError, "3"),
+]
+
+
+@pytest.mark.parametrize("method", ["push", "push_serialized", "push_function"])
+@pytest.mark.parametrize("bad, error, named", BAD_NAMES, ids=lambda v: repr(v)[:24])
+@pytest_twisted.ensureDeferred
+async def test_a_push_that_would_break_the_namespace_is_refused_and_changes_nothing(
+        engine, method, bad, error, named):
+    value = {"push": 1, "push_serialized": serialize(1), "push_function": plus_one}[method]
+    namespace = {"good_zz": value, **{k: value for k in bad}}
+    before = sorted(await engine.keys())
+    with pytest.raises(error) as info:
+        await getattr(engine, method)(namespace).addTimeout(WAIT, reactor)
+    assert named in str(info.value) and "nothing was pushed" in str(info.value)
+    assert sorted(await engine.keys()) == before
+    result = await engine.execute("n = len('abc')\nn")
+    assert result["display"]["repr"] == "3"   # builtins still work
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_task_push_of_builtins_is_refused(engine):
+    from ipkernel.engine.taskbody import string_task
+    with pytest.raises(ValueError, match="__builtins__"):
+        await engine.apply(string_task, ({"__builtins__": 0}, "x = 1", ()))
+    assert (await engine.execute("len('ab')"))["display"]["repr"] == "2"
+
+
+# =========================================================================== issue 13: kill out of band
+
+@pytest.mark.parametrize("mode", [pytest.param("direct", marks=pytest.mark.tier1),
+                                  pytest.param("foolscap", marks=pytest.mark.tier2),
+                                  pytest.param("lane", marks=pytest.mark.tier2)])
+@pytest_twisted.ensureDeferred
+async def test_kill_is_answered_while_user_code_runs_and_fails_that_code(
+        mode, make_engine, make_remote_engine, make_gate):
+    # (QueuedEngine.kill waits its turn; the controller's kill goes around the
+    # queue: tests/controller/test_multiengine.py)
+    engine = make_engine()
+    if mode != "direct":
+        engine = make_remote_engine(engine, lane=mode == "lane")
+    gate = make_gate()
+    running = engine.execute(gate.spin_code())
+    await gate.wait_started()
+    waiting = engine.execute("never = 1")
+    killed = engine.kill()
+    await killed.addTimeout(WAIT, reactor)   # answered with the code still spinning
+    assert not gate.release_event.is_set()
+    with pytest.raises(EngineError, match="killed by a client while running it"):
+        await running.addTimeout(WAIT, reactor)
+    with pytest.raises(EngineError, match="killed by a client before it ran"):
+        await waiting.addTimeout(WAIT, reactor)

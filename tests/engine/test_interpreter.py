@@ -380,3 +380,23 @@ def test_the_compiled_cell_store_is_bounded():
         compiler.steps(f"x = {i}", "<cell>")
     assert len(compiler._kept) == 3
     assert [s for s in compiler._kept] == ["x = 7", "x = 8", "x = 9"]
+
+
+# --------------------------------------------------------------------------- issue 13: bind
+
+@pytest.mark.tier1
+@pytest.mark.parametrize("key", ["__builtins__", "a b", "", "for", "x-y", "é x"])
+def test_bind_refuses_names_code_cannot_use_and_binds_nothing(key):
+    shell = Interpreter()
+    with pytest.raises(ValueError) as info:
+        shell.bind({"fine_zz": 1, key: 2})
+    assert repr(key) in str(info.value)
+    assert "fine_zz" not in shell.user_ns
+    assert shell.execute("len('abc')")["display"]["repr"] == "3"
+
+
+@pytest.mark.tier1
+def test_bind_accepts_identifiers_including_soft_keywords_and_unicode():
+    shell = Interpreter()
+    shell.bind({"match": 1, "_": 2, "é": 3, "__name_like__": 4})
+    assert shell.execute("match + é + __name_like__")["display"]["repr"] == "8"
