@@ -295,8 +295,15 @@ class TaskController(ControllerAdapterBase):
                 return True
         return False
 
+    def _batchable(self, task):
+        # A task that was lost with an engine runs alone from then on: when an
+        # engine dies under a batch, only the task that kills engines keeps
+        # counting losses.
+        rec = self._live.get(task.taskid)
+        return task.batchable and (rec is None or not rec.lost_on)
+
     def _batch_size(self, worker, task):
-        if not task.batchable or worker.mean_duration is None:
+        if not self._batchable(task) or worker.mean_duration is None:
             return 1
         share = -(-self.scheduler.ntasks // max(1, len(self._workers)))  # ceil
         by_time = int(self.batch_time / max(worker.mean_duration, 1e-6))
@@ -351,7 +358,7 @@ class TaskController(ControllerAdapterBase):
                 worker.run(task).addCallback(self._run_done, worker, task)
                 continue
             tasks = [task] + self.scheduler.take(
-                size - 1, lambda t: t.batchable and self._acceptable(t, worker))
+                size - 1, lambda t: self._batchable(t) and self._acceptable(t, worker))
             for t in tasks:
                 self._start(t)
             worker.run_batch(tasks).addCallback(self._batch_done, worker, tasks)

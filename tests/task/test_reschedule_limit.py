@@ -160,3 +160,47 @@ async def test_losses_survive_a_controller_restart(make_controller, tmp_path):
         assert info.value.record.ename == "TaskKilledEngines"
     finally:
         tc.stop()
+
+
+# -- batches ----------------------------------------------------------------------------
+
+@pytest_twisted.ensureDeferred
+async def test_tasks_of_a_lost_batch_run_alone_afterwards(make_tc, make_engine, gates,
+                                                          monkeypatch):
+    # One engine dying under a batch costs each of its tasks one loss; from
+    # then on they run one at a time, so innocent tasks never share the
+    # losses of a task that kills its engines.
+    from ipkernel.task import MapTask
+    from ipkernel.task.controller import WorkerFromQueuedEngine
+    sent = []
+    run_batch = WorkerFromQueuedEngine.run_batch
+
+    def recording(self, tasks):
+        sent.append([t.taskid for t in tasks])
+        return run_batch(self, tasks)
+    monkeypatch.setattr(WorkerFromQueuedEngine, "run_batch", recording)
+
+    tc = make_tc(1, batch_time=60.0)
+    first = await tc.run(MapTask(abs, (-1,)))
+    await within(tc.get_task_result(first, block=True))
+    tc._workers[0].mean_duration = 0.001   # its tasks are short: they go in batches
+    hold = gates.new()
+    held = await tc.run(StringTask(hold.code))
+    await hold.wait_arrivals(1)
+    inner = gates.new()
+    await tc.run(MapTask(abs, (-2,)))   # takes the pipelined slot alone
+    ids = [await tc.run(StringTask(f"{inner.code}\nx = 1", pull="x"))]
+    ids += [await tc.run(StringTask(f"x = {k}", pull="x")) for k in (2, 3)]
+    hold.open()
+    await inner.wait_arrivals(1)
+    assert any(set(ids) <= set(batch) for batch in sent), sent
+    before = len(sent)
+    tc.controller.unregister_engine(0)
+    assert all(tc._live[i].losses == 1 for i in ids)
+    tc.controller.register_engine(QueuedEngine(make_engine()))
+    tc._workers[0].mean_duration = 0.001
+    inner.open()
+    results = [await within(tc.get_task_result(i, block=True)) for i in ids]
+    assert [tr["x"] for tr in results] == [1, 2, 3]
+    assert all(set(batch).isdisjoint(ids) for batch in sent[before:]), sent[before:]
+    await within(tc.barrier([held]))
