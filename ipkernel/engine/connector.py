@@ -6,8 +6,8 @@ connection fails, at once and in words an operator can act on:
 
 * While the controller cannot be reached it logs one line at the first
   failure ("cannot reach the controller at HOST:PORT from FURL file F:
-  connection refused; retrying for up to 60 s ..."), then one line every
-  :data:`STILL_TRYING_EVERY` seconds, or when the reason changes.
+  connection refused; retrying for up to 60 s ..."), then one line a
+  minute (``STILL_TRYING_EVERY``), or when the reason changes.
 * When the controller's Tub answers but does not know the FURL's secret,
   or another Tub listens at its address, the FURL is *stale* (from an
   older run of ``ipcontroller``).  Before the first registration that ends
