@@ -190,9 +190,9 @@ class QueuedEngine:
     delivered (commands submitted while :data:`~ipkernel.engine.queued.independent`
     is set are left out of this rule both ways).  Execute results are kept
     (at most ``history_cap`` of them and ``history_bytes`` bytes, see
-    :class:`ByteHistory`) so that ``get_result`` for them is answered here;
-    ``get_result`` of one evicted for bytes raises
-    :class:`~ipkernel.error.ResultEvicted`.
+    :class:`~ipkernel.engine.queued.ByteHistory`) so that ``get_result``
+    for them is answered here; ``get_result`` of one evicted for bytes
+    raises :class:`~ipkernel.error.ResultEvicted`.
     """
 
     def __init__(self, engine, history_cap=DEFAULT_HISTORY_CAP,
