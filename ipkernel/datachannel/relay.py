@@ -10,7 +10,7 @@ an ABORT for it (its partial blob is dropped and whoever waits for it is
 told why at once) and the client's connection is closed.
 
 A blob that fits in one piece goes as one DELIVER message; a bigger one
-as PART messages (see :mod:`~ipkernel.datachannel.frames`).  Between two
+as PART messages (see ``ipkernel.datachannel.frames``).  Between two
 plain sockets on Linux a piece is moved through a pipe in the kernel
 (socket -> pipe with no lock, pipe -> socket under the lock); otherwise
 through a buffer here.

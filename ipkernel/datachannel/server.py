@@ -44,8 +44,6 @@ log = Logger()
 #: Seconds a token handed out over Foolscap stays good if nobody presents it.
 TOKEN_TTL = 600.0
 
-__all__ = ["AUTH_TIMEOUT", "DataChannelServer", "TOKEN_TTL"]
-
 
 class _Conn:
     """One authenticated peer connection."""
