@@ -1,10 +1,12 @@
 """The controller's side of engine pulses: asks a late engine's pulse process how it is.
 
-:class:`PulseProber` owns one UDP socket per address family (opened when
-first needed, on an ephemeral port) and sends authenticated requests to
+:class:`PulseProber` owns one UDP socket per address family, on the
+loopback interface for engines on this host and on every interface for the
+others (each opened when first needed, on an ephemeral port) and sends authenticated requests to
 pulse processes (:mod:`ipkernel.engine.pulse_child`).  Datagrams that are
 not the valid answer to a request it is waiting for are ignored.
 """
+import ipaddress
 import os
 
 from twisted.internet import defer, protocol
@@ -45,6 +47,16 @@ class PulseAddress:
         return f"PulseAddress({self.host!r}, {self.port})"
 
 
+def _interface_for(host):
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if ":" in host:
+        return "::1" if loopback else "::"
+    return "127.0.0.1" if loopback else ""
+
+
 class _Socket(protocol.DatagramProtocol):
     def __init__(self, prober):
         self.prober = prober
@@ -60,15 +72,16 @@ class PulseProber:
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
-        self._ports = {}    # "4" or "6" -> listening UDP port
+        self._ports = {}    # interface -> listening UDP port
         self._waiting = {}  # nonce -> (address, Deferred, [delayed calls])
 
     def _port_for(self, host):
-        family = "6" if ":" in host else "4"
-        port = self._ports.get(family)
+        # Engines on this host are asked from a loopback-only socket.
+        interface = _interface_for(host)
+        port = self._ports.get(interface)
         if port is None:
-            port = self._ports[family] = self.reactor.listenUDP(
-                0, _Socket(self), interface="::" if family == "6" else "")
+            port = self._ports[interface] = self.reactor.listenUDP(0, _Socket(self),
+                                                                   interface=interface)
         return port
 
     def ask(self, address, wait=DEFAULT_WAIT):

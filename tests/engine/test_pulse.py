@@ -275,3 +275,21 @@ def test_the_pulse_process_is_small(watched, pulses):
     rss_kib = int(status.split("VmRSS:")[1].split()[0])
     print(f"pulse VmRSS: {rss_kib} kB")
     assert rss_kib < 16 * 1024
+
+
+@pytest.mark.tier1
+@pytest.mark.parametrize("host, interface", [("127.0.0.1", "127.0.0.1"), ("127.3.4.5", "127.0.0.1"),
+                                             ("10.0.0.1", ""), ("::1", "::1"), ("fe80::1", "::"),
+                                             ("head.example.org", "")])
+def test_the_prober_asks_engines_on_this_host_from_loopback_only(host, interface):
+    from ipkernel.controller.pulseprobe import _interface_for
+    assert _interface_for(host) == interface
+
+
+@pytest.mark.tier2
+@pytest_twisted.ensureDeferred
+async def test_the_probers_socket_for_local_engines_listens_on_loopback(watched, pulses, prober):
+    pulse = pulses(watched().pid)
+    await state_becomes(prober, pulse, pc.IDLE)
+    [port] = prober._ports.values()
+    assert port.getHost().host == "127.0.0.1"
