@@ -79,6 +79,8 @@ def client_loop(args, tally, deadline):
     try:
         while time.monotonic() < deadline:
             ok, ids = timed(tally, "get_ids", mec.get_ids)
+            if ok and not ids:
+                tally.errors["get_ids: no engine registered"] += 1
             if not ok or not ids:
                 time.sleep(BACKOFF)
                 continue
