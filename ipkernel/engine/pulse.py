@@ -36,13 +36,13 @@ def bind_host(hosts):
     """Where the pulse listens, given the hosts the controller's FURL names.
 
     Only the loopback address when the controller is on this host (every
-    hint is a loopback address), else every IPv4 interface: the controller
-    asks at the address it sees the engine connect from.
+    hint is a loopback address), else ``"::"``, every interface (IPv6 and
+    IPv4): the controller asks at the address it sees the engine connect from.
     """
     hosts = list(hosts)
     if hosts and all(_is_loopback(h) for h in hosts):
         return "127.0.0.1"
-    return "0.0.0.0"
+    return "::"
 
 
 def _is_loopback(host):

@@ -161,15 +161,39 @@ def _read_key(fd):
     return key
 
 
+def _listen(host):
+    """A UDP socket on ``host``; ``"::"`` means every interface, IPv6 and IPv4
+    (only IPv4 where the host has no IPv6)."""
+    if host == "::":
+        try:
+            sock = _socket.socket(_socket.AF_INET6, _socket.SOCK_DGRAM)
+        except OSError:
+            host = "0.0.0.0"
+        else:
+            try:
+                sock.setsockopt(_socket.IPPROTO_IPV6, _socket.IPV6_V6ONLY, 0)
+                sock.bind((host, 0))
+                return sock
+            except OSError:
+                sock.close()
+                host = "0.0.0.0"
+    sock = _socket.socket(_socket.AF_INET6 if ":" in host else _socket.AF_INET,
+                          _socket.SOCK_DGRAM)
+    try:
+        sock.bind((host, 0))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def serve(pid, host, stdin=0, stdout=1, clock=None):
     """Answer probes about ``pid`` on a UDP port of ``host`` until ``stdin`` closes."""
     import time
     clock = clock or time.monotonic
     key = _read_key(stdin)
-    family = _socket.AF_INET6 if ":" in host else _socket.AF_INET
-    sock = _socket.socket(family, _socket.SOCK_DGRAM)
     try:
-        sock.bind((host, 0))
+        sock = _listen(host)
     except OSError as exc:
         os.write(2, f"ipengine pulse: cannot listen on UDP {host}: {exc}\n".encode())
         return 2

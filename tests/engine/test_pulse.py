@@ -105,9 +105,9 @@ def test_engine_state_of_this_process_is_busy():
     ("pb://abc@tcp:127.0.0.1:4000/name", "127.0.0.1"),
     ("pb://abc@tcp:localhost:4000,tcp:[::1]:4000/name", "127.0.0.1"),
     ("pb://abc@127.0.0.1:4000/name", "127.0.0.1"),
-    ("pb://abc@tcp:10.1.2.3:4000,tcp:127.0.0.1:4000/name", "0.0.0.0"),
-    ("pb://abc@tcp:head.example.org:4000/name", "0.0.0.0"),
-    ("pb://abc@/name", "0.0.0.0"),
+    ("pb://abc@tcp:10.1.2.3:4000,tcp:127.0.0.1:4000/name", "::"),
+    ("pb://abc@tcp:head.example.org:4000/name", "::"),
+    ("pb://abc@/name", "::"),
 ])
 def test_the_pulse_listens_on_loopback_only_for_a_controller_on_this_host(furl, host):
     assert bind_host(furl_hosts(furl)) == host
@@ -293,3 +293,15 @@ async def test_the_probers_socket_for_local_engines_listens_on_loopback(watched,
     await state_becomes(prober, pulse, pc.IDLE)
     [port] = prober._ports.values()
     assert port.getHost().host == "127.0.0.1"
+
+
+@pytest.mark.tier2
+@pytest_twisted.ensureDeferred
+async def test_a_pulse_on_every_interface_answers_on_ipv4_loopback(watched, prober):
+    # what an engine whose controller is on another host starts (bound to "::")
+    pulse = Pulse("::", pid=watched().pid)
+    pulse.start()
+    try:
+        await state_becomes(prober, pulse, pc.IDLE)  # asked at 127.0.0.1
+    finally:
+        pulse.stop()
