@@ -22,7 +22,8 @@ when registered.  The rule:
   the ping stays unanswered;
 * it says the engine is stopped (SIGSTOP), gone, or alive with every thread
   asleep (frozen), or it does not answer within ``pulse_wait`` seconds (the
-  engine's host is gone), or the engine has no pulse: the engine is dropped.
+  engine's host is gone), or the engine has no pulse, or the ping failed
+  (its connection is broken): the engine is dropped.
 
 With the defaults (``period=2``, ``timeout=6``, ``pulse_wait=1``) a dead
 engine is unregistered at most ``period + timeout + pulse_wait`` = 9 s
@@ -72,7 +73,8 @@ def drop_connection(rref):
 class _Beat:
     """What the monitor knows about one registered remote engine."""
 
-    __slots__ = ("remote", "sent_at", "answered_at", "pulse", "probing", "busy_logged")
+    __slots__ = ("remote", "sent_at", "answered_at", "pulse", "probing", "busy_logged",
+                 "failed")
 
     def __init__(self, remote, now):
         self.remote = remote
@@ -81,6 +83,7 @@ class _Beat:
         self.pulse = None    # its PulseAddress, once the engine told it
         self.probing = False  # a question to its pulse is waiting for the answer
         self.busy_logged = False
+        self.failed = None   # why the waiting ping failed, if it did
 
 
 class HeartMonitor(service.Service):
@@ -156,7 +159,10 @@ class HeartMonitor(service.Service):
             if beat.sent_at is None:
                 self._ping(engine_id, beat, now)
             elif not stalled and now - beat.sent_at >= self.timeout - _SLACK:
-                if beat.pulse is None:
+                if beat.failed is not None:
+                    # a broken connection: a busy engine behind it helps nobody
+                    self._declare_dead(engine_id, beat, now, f"its ping failed ({beat.failed})")
+                elif beat.pulse is None:
                     self._declare_dead(engine_id, beat, now)
                 elif not beat.probing:
                     self._probe(engine_id, beat)
@@ -211,6 +217,7 @@ class HeartMonitor(service.Service):
 
     def _ping(self, engine_id, beat, now):
         beat.sent_at = now
+        beat.failed = None
         d = defer.maybeDeferred(beat.remote.ping)
         d.addCallbacks(self._answered, self._ping_failed, callbackArgs=(beat,),
                        errbackArgs=(engine_id, beat))
@@ -225,8 +232,8 @@ class HeartMonitor(service.Service):
         # the connection is gone (the disconnect notifier usually acts
         # first) or the engine cannot prove it is alive, and the timeout
         # decides.
-        log.debug("ping of engine {id} failed: {why}", id=engine_id,
-                  why=failure.getErrorMessage())
+        beat.failed = failure.getErrorMessage() or failure.type.__name__
+        log.debug("ping of engine {id} failed: {why}", id=engine_id, why=beat.failed)
 
     def _declare_dead(self, engine_id, beat, now, verdict="it has no pulse to ask"):
         del self.beats[engine_id]

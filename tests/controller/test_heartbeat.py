@@ -482,3 +482,15 @@ def test_stop_service_closes_the_prober(make_controller, clock, monitor_factory,
 def test_bad_pulse_wait_is_refused(make_controller, clock, wait):
     with pytest.raises(ValueError, match="pulse wait"):
         HeartMonitor(make_controller(), clock=clock, pulse_wait=wait)
+
+
+def test_a_failed_ping_is_not_rescued_by_a_busy_pulse(make_controller, clock, monitor_factory,
+                                                      prober, log_events):
+    controller = make_controller()
+    engine_id, ref = add_remote_engine(controller, clock, pulse=OFFER)
+    monitor_factory(controller, period=1.0, timeout=3.0)
+    ref.pings.pop()[1].errback(DeadReferenceError("connection lost"))
+    advance(clock, 3.0)
+    assert prober.asked == []  # nothing to ask: the connection is broken
+    assert engine_id not in controller.engines
+    assert any("its ping failed" in m for m in messages(log_events))
