@@ -54,15 +54,33 @@ class Tokens:
 
 def timed(tally, kind, call):
     """``call()`` recorded as ``kind``: its latency, or its error; returns
-    ``(True, result)`` or ``(False, None)``."""
+    ``(True, result)`` or ``(False, the exception)``."""
     started = time.monotonic()
     try:
         result = call()
     except Exception as exc:  # noqa: B902 - every failure is counted, by kind
         tally.error(kind, exc)
-        return False, None
+        return False, exc
     tally.call(kind, time.monotonic() - started)
     return True, result
+
+
+def check(tally, ok, outcome, expected, pairs, value=lambda v: v):
+    """Check the answers of a call that returned ``outcome``: ``pairs(outcome)``
+    gives its ``(engine id, raw answer)`` pairs.  When it raised a
+    CompositeError instead, the answers it carries of the engines that did
+    not fail (``successes``, where the client keeps them) are checked too."""
+    if ok:
+        return tally.answers(expected, [(k, value(v)) for k, v in pairs(outcome)])
+    successes = getattr(outcome, "successes", None)
+    if isinstance(successes, dict) and successes:
+        tally.answers({k: v for k, v in expected.items() if k in successes},
+                      [(k, value(v)) for k, v in successes.items()])
+    return False
+
+
+def _stdout(result):
+    return result.get("stdout", "").strip() if isinstance(result, dict) else result
 
 
 # -- the multi-engine client ------------------------------------------------------------
@@ -87,11 +105,10 @@ def client_loop(args, tally, deadline):
             targets = rng.sample(ids, min(FANOUT, len(ids)))
 
             t = token()
-            ok, results = timed(tally, "execute", lambda: mec.execute(
+            ok, out = timed(tally, "execute", lambda: mec.execute(
                 f"{var} = {t}\nprint({var})", targets=targets))
-            if ok:
-                tally.answers({e: str(t) for e in targets},
-                              [(r.get("id"), r.get("stdout", "").strip()) for r in results])
+            check(tally, ok, out, {e: str(t) for e in targets},
+                  lambda results: [(r.get("id"), r) for r in results], _stdout)
 
             for kind, name, make in (("small", small, lambda v: v),
                                      ("1MB", big, lambda v: numpy.full(BIG, float(v)))):
@@ -100,20 +117,18 @@ def client_loop(args, tally, deadline):
                 ok, _ = timed(tally, f"push_{kind}", lambda: mec.push({name: sent},
                                                                       targets=targets))
                 if ok:
-                    ok, values = timed(tally, f"pull_{kind}",
-                                       lambda: mec.pull(name, targets=targets))
-                    if ok:
-                        tally.answers({e: sent for e in targets}, list(zip(targets, values)))
+                    ok, out = timed(tally, f"pull_{kind}", lambda: mec.pull(name, targets=targets))
+                    check(tally, ok, out, {e: sent for e in targets},
+                          lambda values: zip(targets, values))
 
             one, t = rng.choice(ids), token()
-            ok, values = timed(tally, "apply", lambda: mec.apply(echo, (t,), targets=one))
-            if ok:
-                tally.answers({one: t}, list(zip([one], values)))
+            ok, out = timed(tally, "apply", lambda: mec.apply(echo, (t,), targets=one))
+            check(tally, ok, out, {one: t}, lambda values: zip([one], values))
 
             sent = [token() for _ in range(2 * len(targets))]
-            ok, values = timed(tally, "map", lambda: mec.map(echo, sent, targets=targets))
-            if ok:
-                tally.answers(dict(enumerate(sent)), list(enumerate(values)))
+            ok, out = timed(tally, "map", lambda: mec.map(echo, sent, targets=targets))
+            if ok:  # (a failed map's partial answers are per engine, not per item)
+                tally.answers(dict(enumerate(sent)), list(enumerate(out)))
     finally:
         mec.close()
 
@@ -239,7 +254,7 @@ def submitter_loop(args, book, deadline, farm):
             book.submitted(ids, values)
             return farm.collect(ids)
         ok, outcomes = timed(tally, kind, call)
-        for taskid, (success, result) in outcomes or ():
+        for taskid, (success, result) in outcomes if ok else ():
             book.outcome(kind, taskid, success, result)
 
     try:

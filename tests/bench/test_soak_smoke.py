@@ -209,3 +209,19 @@ def test_ratios_of_ipkernel_to_dask():
     ratios = soak_main.ratios(phase(10, 40, 300), phase(20, 20, 100))
     assert ratios == {"task_batch p50": 0.5, "task_batch p99": 2.0, "throughput": 3.0}
     assert soak_main.ratios(phase(None, None, 0), phase(20, 20, 100)) == {}
+
+
+@pytest.mark.tier1
+def test_the_answers_a_composite_error_carries_are_checked_too():
+    worker = _load("bench.soak.worker")
+
+    class Partial(Exception):
+        successes = {0: 5, 2: 6}  # engine 1 failed; engine 2 answered someone else's value
+
+    t = tally.Tally()
+    expected = {0: 5, 1: 5, 2: 5}
+    assert not worker.check(t, False, Partial(), expected, None)
+    assert (t.ok, t.checks["wrong"], t.checks["lost"]) == (1, 1, 0)
+    assert worker.check(t, True, [5, 5, 5], expected, lambda values: zip([0, 1, 2], values))
+    assert worker.check(t, False, ValueError(), expected, None) is False  # nothing carried
+    assert t.ok == 4
