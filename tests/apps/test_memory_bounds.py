@@ -4,7 +4,8 @@
 * Large prints: each engine's kept execute history stays within
   ``--history-bytes``; an evicted result raises ResultEvicted.
 * Large non-blocking pulls left unfetched stay within ``--unfetched-bytes``,
-  the oldest raise ResultEvicted, and all is freed when the client goes.
+  the oldest raise ResultEvicted, and all is freed when the client goes
+  (disconnects, or its process is killed) and when ``--result-ttl`` passes.
 * A pulled value over ``--payload-cap`` fails at once with PayloadTooLarge.
 
 Memory is the controller's resident size (VmRSS in /proc/<pid>/status).
@@ -125,3 +126,62 @@ async def test_pull_over_the_payload_cap_fails_at_once(cluster):
     # under the cap the same client and engine go on working
     fine = await cluster.within(mec.pull("fine", targets=0), 10, "a pull under the cap")
     assert fine[0].nbytes == 8 * MB
+
+
+#: A client process that leaves 8 large pulls unfetched, says so, and waits to be killed.
+PULLER = """
+import sys, time
+from ipkernel.client import MultiEngineClient
+mec = MultiEngineClient(sys.argv[1])
+pending = [mec.pull("a", targets=0, block=False) for _ in range(8)]
+assert pending[-1].get_result(timeout=60)[0].nbytes == 30 * 2**20
+print("PULLS LEFT UNFETCHED", flush=True)
+time.sleep(120)  # killed by the test long before
+"""
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_killed_clients_unfetched_pulls_are_freed(cluster):
+    mec = await cluster.start(1, controller_args=["--unfetched-bytes", "150M"])
+    pid = cluster.controller.pid
+    await mec.execute("import numpy; a = numpy.ones(30 * 2**20 // 8)", targets=0)
+    fine = await mec.pull("a", targets=0)  # the whole path once, before measuring
+    del fine
+    baseline = rss(pid)
+    puller = cluster.spawn_code("puller", "import sys; sys.argv = ['puller', "
+                                f"{cluster.mec_furl_file!r}]\n" + PULLER)
+    await cluster.poll(lambda: "PULLS LEFT UNFETCHED" in puller.output or puller.ended,
+                       "the client's pulls", timeout=60)
+    assert not puller.ended, puller.output
+    held = rss(pid)
+    assert baseline + 60 * MB < held < baseline + (150 + 50) * MB, (
+        f"{baseline // MB} -> {held // MB} MB with 4 of 8 unfetched 30 MB pulls kept")
+    puller.signal("KILL")
+    await puller.wait()
+
+    async def freed():
+        return rss(pid) < baseline + 30 * MB
+    await cluster.poll(freed, "the controller's memory to go back near its baseline "
+                              f"({baseline // MB} MB) after the client was killed", timeout=30)
+
+
+@pytest_twisted.ensureDeferred
+async def test_unfetched_results_really_expire(cluster):
+    mec = await cluster.start(1, controller_args=["--result-ttl", "1"])
+    pid = cluster.controller.pid
+    await mec.execute("import numpy; a = numpy.ones(30 * 2**20 // 8)", targets=0)
+    fine = await mec.pull("a", targets=0)
+    del fine
+    baseline = rss(pid)
+    deferred_id = await mec.pull("a", targets=0, block=False)
+
+    async def kept():
+        return rss(pid) > baseline + 20 * MB
+    await cluster.poll(kept, "the unfetched pull to be kept", timeout=20, interval=0.02)
+
+    async def expired():  # nobody asks: the controller's own sweep drops it
+        return rss(pid) < baseline + 10 * MB
+    await cluster.poll(expired, "the unfetched pull to expire", timeout=20)
+    exc = await raises(ResultEvicted, mec.get_pending_deferred(deferred_id, block=True),
+                       cluster, 10, "fetching the expired pull")
+    assert "more than 1 s" in str(exc) and "--result-ttl" in str(exc)
