@@ -286,10 +286,11 @@ async def test_a_stopped_sender_blocks_nobody_and_its_death_aborts_its_blob(
 
 
 @pytest.mark.tier2
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
 @pytest_twisted.ensureDeferred
 async def test_a_sender_silent_in_the_middle_of_a_blob_is_aborted_after_the_stall_time(
-        make_server, peers, raw):
-    server = make_server(stall=1.0)
+        make_server, peers, raw, tls):
+    server = make_server(tls, stall=1.0)
     engine = await peers(server, "engine", ("engine", 0))
     stuck = raw(server, "client")
     blob_id = new_blob_id()
