@@ -180,6 +180,8 @@ class TaskBook:
 
 def _task_error(result):
     from bench.soak.tally import error_kind
+    if isinstance(result, str):
+        return result
     return error_kind(result) if isinstance(result, BaseException) else type(result).__name__
 
 
@@ -236,7 +238,8 @@ class DaskTasks:
                 error = future.exception(timeout=self.timeout)
             except Exception as exc:  # noqa: B902 - cancelled or lost: that is the error
                 error = exc
-            out.append((key, (False, error)))
+            out.append((key, (False, error if error is not None
+                                     else f"future {future.status}")))
         return out
 
     def close(self):
