@@ -106,7 +106,9 @@ def build_parser():
     p.add_argument("--heartbeat-period", type=float, default=DEFAULT_PERIOD,
                    help=f"seconds between pings of each engine (default {DEFAULT_PERIOD:g})")
     p.add_argument("--heartbeat-timeout", type=float, default=DEFAULT_TIMEOUT,
-                   help=f"an engine silent this long is dropped (default {DEFAULT_TIMEOUT:g})")
+                   help=f"an engine silent this long is dropped, unless its pulse process "
+                        f"says it is busy (in code that holds the GIL) (default "
+                        f"{DEFAULT_TIMEOUT:g})")
     p.add_argument("--payload-cap", type=int, default=None,
                    help="refuse client payloads bigger than this many bytes, on every "
                         "transport (Foolscap, lanes, data channel; default: no cap)")
