@@ -162,8 +162,16 @@ class RIEngineRegistrar(RemoteInterface):
                         properties=Properties):
         """Register ``engine``; return ``{'id': assigned_id}``, with
         ``'data': [port, token, tls_always]`` when the controller has a data
-        channel."""
+        channel and ``'lane': [port, token]`` when it offers a lane.  When
+        either is offered, the engine counts as registered (in ``get_ids``, a
+        target of ``'all'``, given tasks) only once it called
+        :meth:`channels_joined`, or after a bounded wait."""
         return DictOf(UnicodeConstraint(16), Any())
+
+    def channels_joined(id=EngineId):
+        """The engine ``id`` has joined (or given up joining) the channels its
+        registration offered; it is registered when this returns."""
+        return None
 
 
 class RIMultiEngine(RemoteInterface):

@@ -38,6 +38,10 @@ CLIENT_NAME = "ipkernel.client.fcmultiengine.FCFullSynchronousMultiEngineClient"
 MAX_JSON_IDS = 100_000
 
 #: Failures of a remote call that mean the connection to the engine is gone.
+#: Seconds a registering engine has to join its data channel and lane before
+#: it is counted without them (it joins in milliseconds when all is well).
+CHANNELS_WAIT = 15.0
+
 _CONNECTION_GONE = ("foolscap.ipb.DeadReferenceError", "twisted.internet.error.ConnectionLost",
                     "twisted.internet.error.ConnectionDone")
 
@@ -323,6 +327,8 @@ class FCEngineRegistrar(Referenceable):
         self.lane_server = lane_server
         #: The largest frame read from an engine's lane (None: the lane server's).
         self.lane_max_frame = lane_max_frame
+        #: engine id -> (RemoteEngine, ip, port, pid, timer): registered, not yet counted
+        self._pending = {}
 
     def remote_register_engine(self, engine, id=None, pid=None, properties=None):
         reference = LaneReference(engine)
@@ -330,16 +336,10 @@ class FCEngineRegistrar(Referenceable):
         peer = engine.getPeer()
         ip = getattr(peer, "host", None)
         port = getattr(peer, "port", None)
-        reply = self.controller.register_engine(remote, id, ip, port, pid)
-        engine_id = reply["id"]
+        engine_id = self.controller.reserve_id(id)
         engine.notifyOnDisconnect(self._disconnected, engine_id, remote)
         engine.notifyOnDisconnect(reference.close_lane)
-        # A call failing on the lost connection unregisters the engine at once,
-        # so every command waiting on it fails with EngineError (rather than
-        # with QueueCleared behind the first failure).
-        remote.on_lost = lambda: self._disconnected(engine_id, remote)
-        if self.on_engine is not None:
-            self.on_engine(engine_id, remote)
+        reply = {"id": engine_id}
         if self.data_server is not None:
             remote.on_blobs = functools.partial(self.data_server.answered, engine_id)
             remote.fetch_blob = functools.partial(take_kept, self.data_server)
@@ -349,7 +349,41 @@ class FCEngineRegistrar(Referenceable):
             offer = self.lane_server.offer(lambda lane: self._lane_joined(lane, engine_id, remote),
                                            max_frame=self.lane_max_frame)
             reply = dict(reply, lane=list(offer))
+        if "data" in reply or "lane" in reply:
+            # Counted (get_ids, 'all', tasks) once its channels are joined: bulk
+            # data sent to it before would not reach it.
+            from twisted.internet import reactor
+            timer = reactor.callLater(CHANNELS_WAIT, self._channels_late, engine_id, remote)
+            self._pending[engine_id] = (remote, ip, port, pid, timer)
+        else:
+            self._count(engine_id, remote, ip, port, pid)
         return reply
+
+    def remote_channels_joined(self, id):
+        pending = self._pending.get(id)
+        if pending is not None:
+            self._count(id, *pending[:4])
+
+    def _channels_late(self, engine_id, remote):
+        pending = self._pending.get(engine_id)
+        if pending is not None and pending[0] is remote:
+            log.warn("engine {id} did not say it joined its data channel and lane within {t:g} s; "
+                     "it is registered without them (bulk data may not reach it: see its log)",
+                     id=engine_id, t=CHANNELS_WAIT)
+            self._count(engine_id, *pending[:4])
+
+    def _count(self, engine_id, remote, ip, port, pid):
+        """Register the engine with the controller: from now on it is one of its engines."""
+        pending = self._pending.pop(engine_id, None)
+        if pending is not None and pending[4].active():
+            pending[4].cancel()
+        self.controller.register_engine(remote, engine_id, ip, port, pid)
+        # A call failing on the lost connection unregisters the engine at once,
+        # so every command waiting on it fails with EngineError (rather than
+        # with QueueCleared behind the first failure).
+        remote.on_lost = lambda: self._disconnected(engine_id, remote)
+        if self.on_engine is not None:
+            self.on_engine(engine_id, remote)
 
     def _lane_joined(self, lane, engine_id, remote):
         """The engine opened its lane: commands go on it from now on."""
@@ -372,6 +406,14 @@ class FCEngineRegistrar(Referenceable):
             pass
 
     def _disconnected(self, engine_id, remote):
+        pending = self._pending.get(engine_id)
+        if pending is not None and pending[0] is remote:  # gone before it was counted
+            del self._pending[engine_id]
+            if pending[4].active():
+                pending[4].cancel()
+            self.controller.cancel_reservation(engine_id)
+            log.info("engine {id} disconnected before it joined its channels", id=engine_id)
+            return
         queued = self.controller.engines.get(engine_id)
         if queued is not None and getattr(queued, "engine", None) is remote:
             log.info("engine {id} disconnected", id=engine_id)

@@ -60,6 +60,7 @@ class ControllerService(service.Service):
         self._free = list(range(max_engines + 1))  # a heap
         self._free_set = set(self._free)
         self._saved = set()
+        self._reserved = set()  # ids held for engines that register once their channels are up
         self._on_register = []
         self._on_unregister = []
         self._on_n = []
@@ -88,6 +89,21 @@ class ControllerService(service.Service):
             self._free_set.add(engine_id)
             heapq.heappush(self._free, engine_id)
 
+    def reserve_id(self, id=None):
+        """Take an engine id (``id`` if it is free, else the lowest free one) for
+        an engine that is not counted yet; :meth:`register_engine` with that id
+        registers it, :meth:`cancel_reservation` gives the id back."""
+        _check_optional("id", id, int)
+        engine_id = self._take_id(id)
+        self._reserved.add(engine_id)
+        return engine_id
+
+    def cancel_reservation(self, id):
+        """Give back an id taken with :meth:`reserve_id` and never registered."""
+        if id in self._reserved:
+            self._reserved.discard(id)
+            self._release_id(id)
+
     def register_engine(self, engine, id=None, ip=None, port=None, pid=None):
         if not IEngineQueued.providedBy(engine):
             if not IEngineBase.providedBy(engine):
@@ -98,7 +114,11 @@ class ControllerService(service.Service):
         _check_optional("port", port, int)
         _check_optional("pid", pid, int)
         _check_optional("ip", ip, str)
-        engine_id = self._take_id(id)
+        if id is not None and id in self._reserved:
+            self._reserved.discard(id)
+            engine_id = id
+        else:
+            engine_id = self._take_id(id)
         engine.id = engine_id
         engine.service = self
         self.engines[engine_id] = engine

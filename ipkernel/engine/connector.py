@@ -302,9 +302,19 @@ class EngineConnector:
         if reply.get("data") and self.controller is not None:
             joins.append(self._join_data_channel(*reply["data"]))
         if joins:
+            # the controller counts this engine once its channels are joined
+            rref = self.controller
             d = defer.DeferredList(joins)
-            return d.addCallback(lambda _: self._announce(engine_id))
+            d.addCallback(lambda _: rref.callRemote("channels_joined", engine_id))
+            d.addCallbacks(lambda _: self._announce(engine_id), self._not_counted,
+                           errbackArgs=(engine_id,))
+            return d
         self._announce(engine_id)
+
+    def _not_counted(self, failure, engine_id):
+        # the connection went in the meantime: the reconnection registers anew
+        log.warn("engine {id} could not tell the controller it joined its channels ({why})",
+                 id=engine_id, why=failure.getErrorMessage())
 
     def _join_lane(self, port, token):
         self._close_lane()
