@@ -305,3 +305,22 @@ async def test_a_pulse_on_every_interface_answers_on_ipv4_loopback(watched, prob
         await state_becomes(prober, pulse, pc.IDLE)  # asked at 127.0.0.1
     finally:
         pulse.stop()
+
+
+@pytest.mark.tier2
+@pytest_twisted.ensureDeferred
+async def test_the_prober_takes_only_the_right_keys_answer_to_its_own_question(prober):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as fake_pulse:
+        fake_pulse.bind(("127.0.0.1", 0))
+        fake_pulse.settimeout(5)
+        asked = prober.ask(PulseAddress("127.0.0.1", fake_pulse.getsockname()[1], KEY), 3.0)
+        request, controller = fake_pulse.recvfrom(100)
+        nonce = pc.check_request(KEY, request)
+        assert nonce is not None
+        forged = [b"", os.urandom(pc.ANSWER_SIZE), pc.make_answer(bytes(pc.KEY_SIZE), nonce,
+                                                                  pc.BUSY, 1),
+                  pc.make_answer(KEY, b"x" * pc.NONCE_SIZE, pc.BUSY, 1)]  # not its question
+        for datagram in forged:
+            fake_pulse.sendto(datagram, controller)
+        fake_pulse.sendto(pc.make_answer(KEY, nonce, pc.STOPPED, 7), controller)
+        assert await asked == (pc.STOPPED, 7)
