@@ -54,12 +54,16 @@ def closed_by_peer(sock, seconds):
 
 def is_closed(sock):
     """True once the other end has closed ``sock`` (does not wait)."""
+    timeout = sock.gettimeout()
+    sock.settimeout(0)  # (with a timeout, even MSG_DONTWAIT first waits for data)
     try:
-        return sock.recv(1, socket.MSG_DONTWAIT | socket.MSG_PEEK) == b""
+        return sock.recv(1, socket.MSG_PEEK) == b""
     except BlockingIOError:
         return False
     except OSError:
         return True
+    finally:
+        sock.settimeout(timeout)
 
 
 async def numpy_push_and_pull(cluster, mec, megabytes=50):

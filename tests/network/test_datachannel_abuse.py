@@ -145,6 +145,20 @@ def wait_until(predicate, what, seconds=10.0):
         time.sleep(0.01)
 
 
+def is_closed(sock):
+    """True once the other end has closed ``sock`` (does not wait)."""
+    timeout = sock.gettimeout()
+    sock.settimeout(0)  # (with a timeout, even MSG_DONTWAIT first waits for data)
+    try:
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    finally:
+        sock.settimeout(timeout)
+
+
 def closed_by_peer(sock, seconds):
     """Seconds until ``sock`` is closed by the other end (bounded)."""
     sock.settimeout(seconds)
@@ -168,6 +182,7 @@ async def test_hundreds_of_idle_connections_cost_no_threads_and_a_peer_still_joi
         wait_until, lambda: server.gate.refused >= 200 - 16, "the oldest to be closed"))
     assert threading.active_count() <= before + 2
     assert server.gate.pending <= 16  # all from one address (both ports)
+    assert all(map(is_closed, idle[:-16])) and not any(map(is_closed, idle[-16:]))  # the oldest
     client = await peers(server, "client", ("client", "c"))
     engine = await peers(server, "engine", ("engine", 0))
     blob_id = new_blob_id()
@@ -330,3 +345,29 @@ async def test_a_normal_close_is_no_warning_on_either_end(make_server, peers, tl
     finally:
         globalLogPublisher.removeObserver(observe)
     assert warnings == []
+
+
+@pytest.mark.tier2
+@pytest_twisted.ensureDeferred
+async def test_connections_waiting_to_authenticate_are_bounded_in_all(make_server, raw):
+    server = make_server(gate={"max_pending": 4, "max_per_peer": 100})
+    idle = [raw(server, "engine", join=False) for _ in range(10)]
+    await within(threads.deferToThread(
+        wait_until, lambda: server.gate.refused >= 6, "the oldest six to be closed"))
+    assert server.gate.pending == 4
+    await within(threads.deferToThread(
+        wait_until, lambda: all(map(is_closed, idle[:6])), "their sockets to close"))
+    assert not any(map(is_closed, idle[6:]))
+
+
+@pytest.mark.tier2
+@pytest_twisted.ensureDeferred
+async def test_a_token_nobody_presented_lapses(make_server, raw, monkeypatch):
+    from ipkernel.datachannel import server as server_module
+    server = make_server()
+    old = server.new_token("client", ("client", "late"))
+    monkeypatch.setattr(server_module, "TOKEN_TTL", -1.0)
+    server.new_token("client", ("client", "other"))  # handing out one sweeps the lapsed
+    sock = raw(server, "client", token=old)
+    assert await within(threads.deferToThread(closed_by_peer, sock, 5), 10) < 4
+    assert ("client", "late") not in server._clients
