@@ -28,6 +28,7 @@ import os
 from pathlib import Path
 
 from foolscap.api import RemoteException
+from twisted.application import service
 from twisted.internet import defer, error as net_error, task
 from twisted.logger import Logger
 
@@ -88,6 +89,17 @@ def explain(failure):
     return False, fcutil.redact_furls(f"{failure.type.__name__}: {text}")
 
 
+class _StopWith(service.Service):
+    """A child service of the connector's Tub: stopping the Tub stops the connector."""
+
+    def __init__(self, connector):
+        self.connector = connector
+
+    def stopService(self):
+        super().stopService()
+        self.connector.stop()
+
+
 def _seconds(value):
     return f"for up to {value:g} s" if value and value > 0 else "forever"
 
@@ -145,8 +157,10 @@ class EngineConnector:
     # -- connecting -----------------------------------------------------------------
 
     def start(self):
-        """Start connecting (and reconnecting); return ``self.registered``."""
+        """Start connecting (and reconnecting); return ``self.registered``.
+        Stopping the Tub stops the connector too."""
         self._running = True
+        _StopWith(self).setServiceParent(self.tub)
         self._begin_spell(self.register_timeout, self._first_too_late)
         self._attempt()
         return self.registered

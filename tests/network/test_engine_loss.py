@@ -4,7 +4,7 @@ import pytest_twisted
 from twisted.internet import defer
 
 from ipkernel import fcutil
-from ipkernel.error import EngineError
+from ipkernel.error import EngineError, InvalidEngineID, NoEnginesRegistered
 
 from awaiting import composite, within
 
@@ -70,8 +70,10 @@ async def test_kill_with_controller_over_the_wire(make_fc_cluster):
     assert await within(client.kill(controller=True, targets=[1])) is None
     assert hook_calls == ["down"]
     assert all(service.killed for service in cluster.services)
-    err = await composite(client.execute("a = 2"))
-    assert [type(e) for e in err.exceptions] == [EngineError, EngineError]
+    # killed engines are unregistered at once (issue 13: kill goes around the queue)
+    assert await within(client.get_ids()) == []
+    with pytest.raises(NoEnginesRegistered):
+        await within(client.execute("a = 2"))
 
 
 @pytest_twisted.ensureDeferred
@@ -81,8 +83,9 @@ async def test_kill_some_engines_over_the_wire(make_fc_cluster):
     assert await within(client.kill(targets=[1])) == [None]
     assert [service.killed for service in cluster.services] == [False, True, False]
     assert await within(client.pull("id", targets=[0, 2])) == [0, 2]
-    err = await composite(client.pull("id", targets=1))
-    assert [type(e) for e in err.exceptions] == [EngineError]
+    assert await within(client.get_ids()) == [0, 2]
+    with pytest.raises(InvalidEngineID):
+        await within(client.pull("id", targets=1))
 
 
 @pytest_twisted.ensureDeferred
