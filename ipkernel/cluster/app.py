@@ -84,8 +84,8 @@ def build_parser():
                           help="leave engines that crash dead (by default an engine that "
                                "exits with a status other than 0 without being asked to stop "
                                "is started again: at once, then after 1, 2, 4 ... 30 s while "
-                               "it keeps dying within 30 s of its start, given up after 5 "
-                               "such deaths in a row)")
+                               "it keeps dying within 30 s of its start; given up when it "
+                               "dies before registering 5 times in a row)")
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("local", parents=[common, starting],
                         help="run a cluster in the foreground (Ctrl-C stops it)")

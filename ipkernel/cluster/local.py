@@ -111,7 +111,8 @@ class LocalCluster:
     while nobody asked it to stop) is started again, the way it was
     started first, and registers under a new engine id: at once the first
     time, then after 1, 2, 4 ... (at most 30) seconds while it keeps dying
-    within 30 s of its start, and no more after 5 such deaths in a row.
+    within 30 s of its start; an engine that dies before it registers 5
+    times in a row (it cannot start) is given up.
     ``restart=False`` turns that off; a
     :class:`~ipkernel.cluster.restarts.RestartPolicy` changes the numbers.
     Engines stopped on purpose (``kill`` or ``shutdown`` from a client,

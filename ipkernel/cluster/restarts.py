@@ -18,8 +18,8 @@ A crashed engine is started again the same way the cluster started it
 (forked by the zygote, or as a new process) and registers with the
 controller under a new engine id.  :class:`RestartPolicy` says when: at
 once after the first crash, then after doubling delays while the engine
-keeps dying soon after its start, and never again once it died that way
-``max_quick_deaths`` times in a row.
+keeps dying soon after its start; an engine that keeps failing before it
+registers is given up after ``max_start_failures`` tries in a row.
 """
 import logging
 import os
@@ -44,39 +44,47 @@ class RestartPolicy:
     A death less than ``quick`` seconds after the engine's start is *quick*.
     The first death of a row is followed by a restart at once; the n-th
     quick death in a row (n >= 2) by a restart after ``base * 2 ** (n - 2)``
-    seconds, at most ``cap`` (1, 2, 4, ... 30 s by default); at the
-    ``max_quick_deaths``-th the slot is given up.  A death after a longer
-    run starts a new row.
+    seconds, at most ``cap`` (1, 2, 4, ... 30 s by default).  A death after
+    a longer run starts a new row.
+
+    An engine that dies before it registered with the controller failed to
+    start (a failing ``--exec-lines``, a broken environment): after
+    ``max_start_failures`` of those in a row the slot is given up.  An
+    engine that registered and then died (killed by a task, say) is always
+    restarted, after the back-off: a task that kills every engine it runs on
+    costs restarts, not the engines.
     """
 
-    def __init__(self, quick=30.0, base=1.0, cap=30.0, max_quick_deaths=5):
+    def __init__(self, quick=30.0, base=1.0, cap=30.0, max_start_failures=5):
         for name, value in (("quick", quick), ("base", base), ("cap", cap)):
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name} must be a number of seconds >= 0, not {value!r}")
-        if (not isinstance(max_quick_deaths, int) or isinstance(max_quick_deaths, bool)
-                or max_quick_deaths < 2):
-            raise ValueError(f"max_quick_deaths must be an int >= 2, not {max_quick_deaths!r}")
+        if (not isinstance(max_start_failures, int) or isinstance(max_start_failures, bool)
+                or max_start_failures < 1):
+            raise ValueError(f"max_start_failures must be an int >= 1, "
+                             f"not {max_start_failures!r}")
         self.quick = float(quick)
         self.base = float(base)
         self.cap = float(cap)
-        self.max_quick_deaths = max_quick_deaths
+        self.max_start_failures = max_start_failures
 
     def __repr__(self):
         return (f"RestartPolicy(quick={self.quick:g}, base={self.base:g}, cap={self.cap:g}, "
-                f"max_quick_deaths={self.max_quick_deaths})")
+                f"max_start_failures={self.max_start_failures})")
 
     def streak(self, previous, uptime):
         """The death's place in its row: ``previous + 1`` if it was quick, else 1."""
         return previous + 1 if uptime is not None and uptime < self.quick else 1
 
     def delay(self, streak):
-        """Seconds to wait before the restart after death number ``streak`` of
-        a row, or None to give the slot up."""
-        if streak >= self.max_quick_deaths:
-            return None
+        """Seconds to wait before the restart after death number ``streak`` of a row."""
         if streak <= 1:
             return 0.0
         return min(self.cap, self.base * 2 ** (streak - 2))
+
+    def gives_up(self, start_failures):
+        """True when ``start_failures`` deaths in a row before registering end the slot."""
+        return start_failures >= self.max_start_failures
 
 
 class EngineExit:
@@ -127,6 +135,7 @@ class _Slot:
         self.watched = None   # the process object whose pidfd is open
         self.pidfd = None
         self.streak = 0
+        self.start_failures = 0   # deaths in a row before registering
         self.due = None       # monotonic time of the restart, or None
         self.exit = None      # the EngineExit the due restart belongs to
         self.given_up = False
@@ -286,19 +295,23 @@ class EngineRestarter:
             return
         self._crashed(slot, process.pid, status, uptime)
 
-    def _crashed(self, slot, pid, status, uptime, why=None):
+    def _crashed(self, slot, pid, status, uptime, why=None, registered=None):
         launcher = slot.launcher
+        if registered is None:
+            registered = launcher.is_ready()
+        slot.start_failures = 0 if registered else slot.start_failures + 1
         slot.streak = self.policy.streak(slot.streak, uptime)
         delay = self.policy.delay(slot.streak)
         what = why or f"exited with status {status}"
         ran = f" after {uptime:.1f} s" if uptime is not None else ""
-        if delay is None:
+        if self.policy.gives_up(slot.start_failures):
             slot.given_up = True
             self._record(slot, EngineExit(launcher.index, launcher.name, pid, status, uptime,
                                           "given up"))
-            logger.error("%s (pid %s) %s%s: it died %d times in a row within %g s of its "
-                         "start; it is not restarted again (see its log %s)", launcher.name,
-                         pid, what, ran, slot.streak, self.policy.quick, launcher.log_file)
+            logger.error("%s (pid %s) %s%s: it failed to start (died before registering "
+                         "with the controller) %d times in a row; it is not restarted again "
+                         "(see its log %s)", launcher.name, pid, what, ran,
+                         slot.start_failures, launcher.log_file)
             return
         exit = EngineExit(launcher.index, launcher.name, pid, status, uptime, "restart", delay)
         self._record(slot, exit)
@@ -322,7 +335,8 @@ class EngineRestarter:
         except Exception as exc:  # noqa: B902 - any failure to start is a death of the slot
             logger.error("%s could not be started again: %s", launcher.name, exc)
             slot.watched = launcher.process
-            self._crashed(slot, None, None, 0.0, why=f"failed to start ({exc})")
+            self._crashed(slot, None, None, 0.0, why=f"failed to start ({exc})",
+                          registered=False)
             return
         exit.new_pid, exit.restarted_at = pid, time.monotonic()
         self._changed.notify_all()

@@ -322,6 +322,11 @@ class TaskController(ControllerAdapterBase):
         self.scheduler.remove_worker(engine_id)
         self._check_blocked()
 
+    def _drop_worker(self, worker):
+        if self._workers.get(worker.workerid) is worker:
+            del self._workers[worker.workerid]
+            self.scheduler.remove_worker(worker.workerid)
+
     def _engine_lost(self, worker):
         return self.controller.engines.get(worker.workerid) is not worker.engine
 
@@ -406,6 +411,9 @@ class TaskController(ControllerAdapterBase):
                 worker.note_duration(task.duration)
         worker.in_flight -= 1
         if lost:
+            # The run may end before the controller tells us the engine is
+            # gone: its other slots must not take the task again meanwhile.
+            self._drop_worker(worker)
             return lost
         if failed and self.failure_penalty > 0:
             call = self.clock.callLater(self.failure_penalty, self._readmit, worker)

@@ -7,6 +7,7 @@ must have two registered engines again (restarted, under new ids) and run a
 normal task; an engine killed from the client (mec.kill) and the engines
 stopped with the cluster are not restarted.  Prints ``RESTARTS SESSION OK``.
 """
+import re
 import sys
 import time
 
@@ -36,6 +37,12 @@ def wait_for(condition, what, timeout=DEADLINE):
         time.sleep(0.05)
 
 
+def lost_engines(message):
+    """The engine ids a TaskKilledEngines message names."""
+    found = re.search(r"\(engines ([\d, ]+)\)", message)
+    return [int(i) for i in found.group(1).split(", ")] if found else []
+
+
 def main():
     with LocalCluster(n=2, timeout=DEADLINE) as cluster:
         tc = cluster.task_client(timeout=DEADLINE)
@@ -56,6 +63,7 @@ def main():
         check(took < POISON_BOUND, f"the poison task took {took:.1f} s to fail")
         check(f"task {tid} " in message and "4 times" in message, message)
         check("mec.execute" in message, message)
+        check(len(set(lost_engines(message))) == 4, f"four different engines: {message}")
 
         ids = wait_for(lambda: len(mec.get_ids()) == 2 and mec.get_ids(),
                        "two engines registered again")
@@ -70,6 +78,26 @@ def main():
         tr = tc.run(StringTask("import os; pid = os.getpid()", pull="pid"), block=True)
         check(tr.ns.pid in pids, f"a normal task runs on a restarted engine: {tr}")
 
+        # a second poison task soon after: longer back-off, but no slot is given up
+        second = tc.run(StringTask("import os; os._exit(4)"))
+        try:
+            tc.get_task_result(second, block=True)
+        except TaskKilledEngines as exc:
+            check(f"task {second} " in str(exc), str(exc))
+            # each engine counted once, also one whose spare slot was free
+            check(len(set(lost_engines(str(exc)))) == 4, f"four different engines: {exc}")
+        else:
+            raise AssertionError("the second poison task did not fail")
+        # (the controller may see the last engine go before the cluster saw it exit)
+        exits = cluster.wait_for_engine_exits(
+            lambda ex: len(ex) >= 8 and all(e.new_pid for e in ex) and ex, DEADLINE)
+        check(exits and [(e.status, e.action) for e in exits[4:]] == [(4, "restart")] * 4,
+              f"four more crashes, each restarted: {cluster.engine_exits}")
+        check(all(e.delay >= 2 for e in exits[4:]), f"longer back-off: {exits}")
+        ids = wait_for(lambda: len(mec.get_ids()) == 2 and mec.get_ids(),
+                       "two engines registered again after the second poison task")
+        pids = {e.pid for e in cluster.engines}
+
         # an engine killed on purpose stays stopped
         victim = ids[0]
         mec.kill(targets=victim)
@@ -78,10 +106,10 @@ def main():
         check(stopped and len(stopped) == 1 and stopped[0].status == 0,
               f"the killed engine exited with status 0 and was left stopped: {stopped}")
         wait_for(lambda: mec.get_ids() == [ids[1]], "the killed engine to unregister")
-        check(len(cluster.engine_exits) == 5, f"nothing was restarted: {cluster.engine_exits}")
+        check(len(cluster.engine_exits) == 9, f"nothing was restarted: {cluster.engine_exits}")
         restarter = cluster._procs.restarter
     # stopping the cluster restarts nothing either
-    check(len(restarter.exits) == 5, f"nothing restarted at the stop: {restarter.exits}")
+    check(len(restarter.exits) == 9, f"nothing restarted at the stop: {restarter.exits}")
     check(not any(e.is_alive() for e in cluster.engines), "every engine stopped")
     print("RESTARTS SESSION OK")
 

@@ -204,3 +204,61 @@ async def test_tasks_of_a_lost_batch_run_alone_afterwards(make_tc, make_engine, 
     assert [tr["x"] for tr in results] == [1, 2, 3]
     assert all(set(batch).isdisjoint(ids) for batch in sent[before:]), sent[before:]
     await within(tc.barrier([held]))
+
+
+class LateNews(TaskController):
+    """Hears of unregistered engines only when told (:meth:`deliver_news`), as
+    over the network, where a run on a dead engine may fail before the
+    disconnection is handled."""
+
+    def __init__(self, *args, **kwargs):
+        from twisted.internet import defer
+        self.news = []
+        self.run_ended = defer.Deferred()
+        super().__init__(*args, **kwargs)
+
+    def _engine_unregistered(self, engine_id):
+        self.news.append(engine_id)
+
+    def deliver_news(self):
+        for engine_id in self.news:
+            TaskController._engine_unregistered(self, engine_id)
+        self.news = []
+
+    def _task_done(self, task, success, result, lost, worker):
+        super()._task_done(task, success, result, lost, worker)
+        if not self.run_ended.called:
+            self.run_ended.callback((task.taskid, lost, worker.workerid))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_lost_engine_is_counted_once_even_with_a_spare_slot(
+        make_controller, make_engine, gates):
+    tc = LateNews(make_controller(1), max_engine_losses=1)
+    try:
+        worker = tc._workers[0]
+        worker.mean_duration = 0.001   # short tasks: a second, pipelined slot
+        tc._offer(worker)
+        assert worker.spare
+        gate = gates.new()
+        tid = await tc.run(StringTask(gate.code + "\nx = 1", pull="x"))
+        await gate.wait_arrivals(1)
+        dead = []
+
+        def gone(task):   # what a run on a dead engine does: fail at once
+            from twisted.internet import defer
+            from twisted.python.failure import Failure
+            dead.append(task.taskid)
+            return defer.succeed((False, Failure(EngineError("the engine is gone"))))
+        worker.run = gone
+        tc.controller.unregister_engine(0)
+        assert await within(tc.run_ended) == (tid, True, 0)
+        assert dead == []
+        tc.deliver_news()
+        assert tc._live[tid].lost_on == (0,)
+        tc.controller.register_engine(QueuedEngine(make_engine()))
+        gate.open()
+        # not sent to the dead engine's spare slot (which would lose it twice)
+        assert (await within(tc.get_task_result(tid, block=True)))["x"] == 1
+    finally:
+        tc.stop()
