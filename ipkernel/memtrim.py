@@ -49,7 +49,11 @@ _freed_since = 0
 def freed(nbytes):
     """Note that ``nbytes`` of kept data were just dropped; once
     :data:`RELEASE_AFTER` bytes have been dropped since the last release,
-    release memory (:func:`release_memory`).  Any thread."""
+    give free heap memory back to the system.  Any thread.
+
+    Only the heap is trimmed (no garbage collection): what callers drop is
+    freed by reference counting, and a full collection for every few tens
+    of MB dropped would cost a busy controller too much."""
     global _freed_since
     if nbytes <= 0:
         return
@@ -58,5 +62,5 @@ def freed(nbytes):
         due = _freed_since >= RELEASE_AFTER
         if due:
             _freed_since = 0
-    if due:
-        release_memory()
+    if due and _malloc_trim is not None:
+        _malloc_trim(0)

@@ -215,7 +215,9 @@ class PendingDeferredManager:
     def _evict(self, deferred_id, why):
         """Discard the finished, unfetched result ``deferred_id``; ``why`` is
         what fetching it will say (None: the max_pending message)."""
+        held = self._unfetched.get(deferred_id, (None, 0))[1]
         entry = self._forget(deferred_id)
+        memtrim.freed(held)
         self._evicted[deferred_id] = why
         if len(self._evicted) > EVICTED_IDS_REMEMBERED:
             del self._evicted[next(iter(self._evicted))]
@@ -232,7 +234,6 @@ class PendingDeferredManager:
         held = self._unfetched.pop(deferred_id, None)
         if held is not None:
             self.unfetched_bytes -= held[1]
-            memtrim.freed(held[1])
         return self._pending.pop(deferred_id)
 
     def expire(self, now=None):

@@ -59,6 +59,7 @@ class ResultBlobs:
         self.stopped = False
         self._kept = {}        # blob id -> _Kept, for a FETCH or a route (oldest first)
         self._kept_bytes = 0
+        self._dropped_bytes = 0  # dropped under cv, told to memtrim once it is released
         # blob id -> (_Conn, since, pushed): where a blob not here yet goes (pushed:
         # routed by the controller, not asked for by a FETCH)
         self._routes = {}
@@ -116,6 +117,7 @@ class ResultBlobs:
                     self._kept[blob_id] = entry
                     self._kept_bytes += length
                 self.cv.notify_all()
+        self._trim()
         if refused:
             splice.discard(conn.sock, length)  # keep the engine's stream in step
         elif entry is None:
@@ -153,7 +155,13 @@ class ResultBlobs:
             return
         entry.dropped = True  # if it is still arriving, the rest is read and dropped
         self._lose(blob_id, why)
-        memtrim.freed(len(entry.buf))
+        self._dropped_bytes += len(entry.buf)
+
+    def _trim(self):
+        """Tell memtrim what was dropped (``cv`` not held: it may trim the heap)."""
+        with self.cv:
+            dropped, self._dropped_bytes = self._dropped_bytes, 0
+        memtrim.freed(dropped)
 
     def _take(self, blob_id):
         """Remove ``blob_id`` from the kept blobs (``cv`` held); its _Kept or None."""
@@ -174,6 +182,7 @@ class ResultBlobs:
         """Drop the kept blobs older than ``ttl`` (``now``: the clock's time)."""
         with self.cv:
             self._expire_kept(self.clock() if now is None else now)
+        self._trim()
 
     def discard(self, blob_ids, why):
         """Nobody will ask for these blobs (their result was discarded, or its
@@ -187,6 +196,7 @@ class ResultBlobs:
                     self._drop_kept(blob_id, why)
                 else:
                     self._lose(blob_id, why)
+        self._trim()
 
     def _delivered(self, blob_id, conn):
         """Remember that ``blob_id`` went (or goes) to ``conn`` (None: on a FETCH)."""
