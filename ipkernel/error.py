@@ -59,7 +59,12 @@ class Aborted(KernelError):
 
 
 class ResultEvicted(KernelError, IndexError):
-    """The command ran, but its result fell out of the capped history."""
+    """The command ran, but its result is no longer kept: it fell out of a
+    capped history (an engine's last ``history_cap`` commands, or the
+    controller's ``ipcontroller --history-bytes`` per engine), or, for a
+    non-blocking call, it waited unfetched past the controller's budget
+    (``--unfetched-bytes`` per client) or age limit (``--result-ttl``).
+    The message names the result, the limit and what to do."""
 
 
 class SerializationError(KernelError):
