@@ -16,6 +16,7 @@ import re
 
 from foolscap.api import (DeadReferenceError, RemoteException, Violation, registerCopier,
                           registerRemoteCopyFactory)
+from foolscap.schema import ByteStringConstraint
 from twisted.internet import error as net_error
 from twisted.python.failure import Failure
 
@@ -102,11 +103,41 @@ def _json_from_state(state):
         raise Violation(f"a JSON value arrived malformed: {exc}") from None
 
 
+#: What a Serialized may carry beyond its frames (the packed header).
+SERIALIZED_OVERHEAD = 64 * 1024
+
+
+class _SerializedLimit:
+    """The state schema of an arriving Serialized: with a limit set (see
+    :func:`set_serialized_limit`) its packed frames are refused on the token's
+    header, before Foolscap reads the body."""
+
+    limit = None
+
+    def getAttrConstraint(self, name):
+        if name == "p" and self.limit is not None:
+            return True, ByteStringConstraint(maxLength=self.limit)
+        return True, None
+
+
+_SCHEMA = _SerializedLimit()
+
+
+def set_serialized_limit(payload_cap):
+    """Refuse every Serialized larger than ``payload_cap`` bytes (plus
+    :data:`SERIALIZED_OVERHEAD`) that arrives in this process through
+    Foolscap, on its header (None: no limit).  The controller sets it from
+    ``--payload-cap``: the refused call fails with PayloadTooLarge, and the
+    controller never holds more of such a value than its header."""
+    _SCHEMA.limit = None if payload_cap is None else int(payload_cap) + SERIALIZED_OVERHEAD
+
+
 def _register():
     registerCopier(Serialized, _serialized_state)
     # cyclic=False: a Serialized holds no references, and the factory then
     # runs at once instead of through a Deferred per value.
-    registerRemoteCopyFactory(SERIALIZED_TYPE, _serialized_from_state, cyclic=False)
+    registerRemoteCopyFactory(SERIALIZED_TYPE, _serialized_from_state, stateSchema=_SCHEMA,
+                              cyclic=False)
     registerCopier(ErrorRecord, lambda r: (ERROR_TYPE, r.state()))
     registerRemoteCopyFactory(ERROR_TYPE, _error_from_state)
     registerCopier(AsJson, lambda v: (JSON_TYPE, {

@@ -34,7 +34,7 @@ from twisted.application import internet as app_internet, service
 from twisted.internet import defer, error as net_error, task
 from twisted.logger import Logger, globalLogPublisher
 
-from ipkernel import applog, fcutil, sizes
+from ipkernel import applog, fcutil, sizes, wire
 from ipkernel.pids import process_alive, watch_parent
 from ipkernel.clusterdir import (ENGINE_FURL, MULTIENGINE_FURL, TASK_FURL, ClusterDir,
                                  write_private_file)
@@ -253,6 +253,8 @@ class ControllerApp:
         sme = ISynchronousMultiEngine(IMultiEngine(self.controller))
         sme.max_bytes = getattr(self.options, "unfetched_bytes", DEFAULT_MAX_BYTES)
         sme.ttl = getattr(self.options, "result_ttl", DEFAULT_TTL)
+        # a value over the cap is refused on its header on Foolscap too (not buffered)
+        wire.set_serialized_limit(self.options.payload_cap)
         mec = FCSynchronousMultiEngine(sme, payload_cap=self.options.payload_cap,
                                        data_server=self.data_server,
                                        lane_server=self.lane_server)
