@@ -489,9 +489,11 @@ class TaskController(ControllerAdapterBase):
         unknown = len(rec.lost_on) - len(known)
         if unknown:
             parts.append(f"{unknown} lost when the controller stopped")
+        count = len(rec.lost_on)
         return TaskKilledEngines(
             f"task {taskid} was running on an engine that died or disconnected "
-            f"{len(rec.lost_on)} times ({'; '.join(parts)}); it is not run again (the "
+            f"{'once' if count == 1 else f'{count} times'} ({'; '.join(parts)}); it is not "
+            f"run again (the "
             f"controller reschedules a task at most {self.max_engine_losses} times: "
             f"ipcontroller --task-max-engine-losses).  The task probably makes its engine "
             f"exit or crash: run its code on one engine with mec.execute(code, targets=ID) "

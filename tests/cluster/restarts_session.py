@@ -5,10 +5,14 @@ Run by tests/cluster/test_restarts.py (this file is not a test module):
 its engine must fail with TaskKilledEngines within a bound, the cluster
 must have two registered engines again (restarted, under new ids) and run a
 normal task; an engine killed from the client (mec.kill) and the engines
-stopped with the cluster are not restarted.  Prints ``RESTARTS SESSION OK``.
+stopped with the cluster are not restarted.  Then ``ipcontroller
+--task-max-engine-losses 0 --db sqlite``: a poison task fails at its first
+loss, and the failure is still served after a controller restart.  Prints
+``RESTARTS SESSION OK``.
 """
 import re
 import sys
+import tempfile
 import time
 
 from ipkernel.cluster import LocalCluster
@@ -111,7 +115,35 @@ def main():
     # stopping the cluster restarts nothing either
     check(len(restarter.exits) == 9, f"nothing restarted at the stop: {restarter.exits}")
     check(not any(e.is_alive() for e in cluster.engines), "every engine stopped")
+    no_losses_allowed()
     print("RESTARTS SESSION OK")
+
+
+def no_losses_allowed():
+    with tempfile.TemporaryDirectory() as folder:
+        cluster = LocalCluster(n=1, cluster_dir=folder, timeout=DEADLINE, controller_args=[
+            "--task-max-engine-losses", "0", "--db", "sqlite"])
+        with cluster:
+            tc = cluster.task_client(timeout=DEADLINE)
+            tid = tc.run(StringTask("import os; os._exit(5)"))
+            try:
+                tc.get_task_result(tid, block=True)
+            except TaskKilledEngines as exc:
+                message = str(exc)
+            else:
+                raise AssertionError("the poison task did not fail at its first loss")
+            check(f"task {tid} was running on an engine that died or disconnected once "
+                  f"(engine 0)" in message and "at most 0 times" in message, message)
+            tc.close()
+        with cluster:   # the same cluster directory: the controller reads its database
+            tc = cluster.task_client(timeout=DEADLINE)
+            try:
+                tc.get_task_result(tid)
+            except TaskKilledEngines as exc:
+                check(str(exc) == message, f"the same error after the restart: {exc}")
+            else:
+                raise AssertionError("the stored failure was not served again")
+            tc.close()
 
 
 if __name__ == "__main__":
