@@ -197,8 +197,15 @@ class DataChannelPeer:
         with self.send_lock:
             if not self.connected:
                 raise ConnectionError("the data channel to the controller is closed")
-            frames.send_all(self.sock, [frames.header(frames.PUT, blob_id, total, {"to": to})]
-                            + views)
+            try:
+                frames.send_all(self.sock,
+                                [frames.header(frames.PUT, blob_id, total, {"to": to})] + views)
+            except OSError as exc:  # (the controller may have aborted it: we were too slow)
+                self.closed = True  # out of step now; later calls go through Foolscap
+                raise ConnectionError(
+                    f"the data channel to the controller closed while {total} bytes of bulk "
+                    f"data were being sent ({exc.strerror or type(exc).__name__}); the call "
+                    f"was not made: make it again (bulk data now goes through Foolscap)") from None
             self.bytes_sent += total
 
     def send_blob_later(self, blob_id, to, buffers):

@@ -371,3 +371,20 @@ async def test_a_token_nobody_presented_lapses(make_server, raw, monkeypatch):
     sock = raw(server, "client", token=old)
     assert await within(threads.deferToThread(closed_by_peer, sock, 5), 10) < 4
     assert ("client", "late") not in server._clients
+
+
+@pytest.mark.tier1
+def test_a_send_cut_short_by_the_controller_says_so_and_leaves_the_channel():
+    a, b = socket.socketpair()
+    peer = DataChannelPeer("127.0.0.1", 1, b"t" * 32, "tubid")
+    peer.sock = a
+    b.close()  # the controller closed it (it aborted what this client sent)
+    try:
+        with pytest.raises(ConnectionError, match="closed while 1000 bytes of bulk data were "
+                                                  "being sent.*make it again"):
+            peer.send_blob(new_blob_id(), [0], [b"x" * 1000])
+        assert not peer.connected and peer.bytes_sent == 0
+        with pytest.raises(ConnectionError, match="is closed"):
+            peer.send_blob(new_blob_id(), [0], [b"y"])
+    finally:
+        a.close()
