@@ -77,8 +77,9 @@ def take_kept(data_server, blob_id):
     ``data_server`` (waited for in a thread); BlobMissing if there is none."""
     def taken(buf):
         if buf is None:
-            raise BlobMissing(f"the controller has no bulk data {blob_id.hex()} (already "
-                              f"fetched, expired, or never sent)")
+            why = data_server.results.lost_reason(blob_id)
+            raise BlobMissing(why or f"the controller has no bulk data {blob_id.hex()} "
+                                     f"(already fetched, expired, or never sent)")
         return buf
     return threads.deferToThread(data_server.take_kept, blob_id).addCallback(taken)
 

@@ -418,6 +418,11 @@ class ResultBlobs:
                 self._lose(blob_id, f"engine {engine_id} went away before it sent bulk data "
                                     f"{blob_id.hex()} of its result")
 
+    def lost_reason(self, blob_id):
+        """Why ``blob_id`` will not come (dropped, expired, its engine gone), or None."""
+        with self.cv:
+            return self._lost.get(blob_id)
+
     @property
     def kept_bytes(self):
         """Bytes of blobs waiting for a FETCH."""

@@ -130,7 +130,9 @@ def test_discarded_blobs_are_freed_and_not_kept_when_they_come_later(engine_pair
     assert results.kept_bytes == 0  # read and dropped as it came
     _arrive(results, engine_pair, after, b"a" * SIZE)
     assert _fetch_body(results, client_pair, after) == b"a" * SIZE
+    assert "their result was discarded" in results.lost_reason(here)
     assert "their result was discarded" in _fetch_error(results, client_pair, here)
+    assert results.lost_reason(after) is None
 
 
 def test_a_blob_dropped_while_it_arrives_is_read_to_its_end_and_forgotten(engine_pair):
