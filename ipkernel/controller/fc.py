@@ -515,10 +515,13 @@ class FCSynchronousMultiEngine(OffersLane, Referenceable):
     def expire(self):
         """Drop the unfetched results (this one's, its sessions', and the
         data channel's kept blobs) that are older than their limit."""
-        for view in [self, *list(self._sessions)]:
-            view.sme.expire()
-        if self.data_server is not None:
-            self.data_server.results.expire()
+        try:  # a periodic sweep: an error must not stop the next ones
+            for view in [self, *list(self._sessions)]:
+                view.sme.expire()
+            if self.data_server is not None:
+                self.data_server.results.expire()
+        except Exception:
+            log.failure("while dropping expired results")
 
     def _discard_blobs(self, outcome):
         """A result nobody will fetch: the data channel drops its blobs."""
