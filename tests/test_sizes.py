@@ -70,3 +70,19 @@ def test_format_size():
     assert sizes.format_size(64 << 20) == "64 MiB"
     assert sizes.format_size(3 << 29) == "1.5 GiB"
     assert sizes.format_size(512) == "512 bytes"
+
+
+def test_ipcontroller_budget_options(capsys):
+    from ipkernel.controller.app import build_parser
+
+    options = build_parser().parse_args(["--history-bytes", "8M", "--unfetched-bytes", "1G",
+                                         "--unfetched-total", "2G", "--result-ttl", "30"])
+    assert (options.history_bytes, options.unfetched_bytes, options.unfetched_total,
+            options.result_ttl) == (8 << 20, 1 << 30, 2 << 30, 30.0)
+    defaults = build_parser().parse_args([])
+    assert (defaults.history_bytes, defaults.unfetched_bytes, defaults.result_ttl) == (
+        64 << 20, 1 << 30, 600.0)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--history-bytes", "lots"])
+    err = capsys.readouterr().err
+    assert "--history-bytes" in err and "'lots' is not a size" in err
