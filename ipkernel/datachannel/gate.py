@@ -172,12 +172,12 @@ class Gate:
                 for key, _ in self._sel.select(wait):
                     if self._stopped:
                         break
-                    if key.data is None:
-                        self._drain_wake()
-                    elif isinstance(key.data, str):
-                        self._accept(key.data)
-                    else:
-                        self._progress(key.data)
+                    try:
+                        self._dispatch(key.data)
+                    except Exception:  # a bug must not stop the gate for everyone
+                        log.failure("data channel: the gate failed on a connection")
+                        if isinstance(key.data, _Pending):
+                            self._forget(key.data)
                 self._expire(self.clock())
         finally:
             for pending in list(self._pending):
@@ -185,6 +185,14 @@ class Gate:
             self._sel.close()
             self._wake_r.close()
             self._wake_w.close()
+
+    def _dispatch(self, data):
+        if data is None:
+            self._drain_wake()
+        elif isinstance(data, str):
+            self._accept(data)
+        else:
+            self._progress(data)
 
     def _drain_wake(self):
         try:
