@@ -91,7 +91,7 @@ class ControllerService(service.Service):
 
     def reserve_id(self, id=None):
         """Take an engine id (``id`` if it is free, else the lowest free one) for
-        an engine that is not counted yet; :meth:`register_engine` with that id
+        an engine that is not counted yet; ``register_engine`` with that id
         registers it, :meth:`cancel_reservation` gives the id back."""
         _check_optional("id", id, int)
         engine_id = self._take_id(id)
