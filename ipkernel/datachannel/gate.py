@@ -77,8 +77,8 @@ class RateLimitedLog:
             if now - entry[0] >= self._every:
                 del self._seen[key]
                 if entry[1]:
-                    self._emit(f"data channel: {entry[1]} more refused connections from "
-                               f"{key} in the last {self._every:g} s")
+                    self._emit(f"data channel: {entry[1]} more lines like the last one about "
+                               f"{key} were not logged in the last {self._every:g} s")
 
     def _more(self, left_out):
         return (f" ({left_out} more from there in the last {self._every:g} s not logged)"
@@ -225,8 +225,8 @@ class Gate:
                 return
             except OSError as exc:
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    self.refusals("accept", f"data channel: cannot accept connections "
-                                            f"({exc.strerror}); trying again shortly")
+                    self.refusals("accepting", f"data channel: cannot accept connections "
+                                               f"({exc.strerror}); trying again shortly")
                     self._pause_accepting()
                 return  # the listening socket closed (stop) or a transient error
             self._admit_new(role, raw, addr[0], ctx)
