@@ -18,6 +18,9 @@ from ipkernel.interfaces.multiengine import IFullMultiEngine
 
 log = Logger()
 
+#: Seconds ``kill`` waits for an engine's answer (it is unregistered at once anyway).
+KILL_ANSWER_TIMEOUT = 5.0
+
 #: When the call now being made began (a ``time.monotonic()`` value), as far
 #: as the layer that received it knows: the arrival of its first bulk data on
 #: the data channel, or of the call itself.  An engine lost since then is
@@ -275,7 +278,24 @@ class MultiEngine(ControllerAdapterBase):
                 command.deliver(Failure(tag_exception(killed, engine_id, command.method)))
         if self.controller.engines.get(engine_id) is queued:
             self.controller.unregister_engine(engine_id)
-        return engine.kill()
+        from twisted.internet import reactor
+        done = defer.Deferred()
+
+        def unanswered():
+            log.warn("engine {id} did not answer kill within {t:g} s (frozen, or C code holding "
+                     "the GIL?); it is unregistered, and stops when it reads the kill",
+                     id=engine_id, t=KILL_ANSWER_TIMEOUT)
+            done.callback(None)
+        timer = reactor.callLater(KILL_ANSWER_TIMEOUT, unanswered)
+
+        def answered(outcome):
+            if timer.active():
+                timer.cancel()
+            if not done.called:
+                done.callback(outcome) if not isinstance(outcome, Failure) else done.errback(outcome)
+            # (a late answer, or its failure, is dropped: the kill was reported)
+        defer.maybeDeferred(engine.kill).addBoth(answered)
+        return done
 
     def get_ids(self):
         return defer.succeed(sorted(self.controller.engines))

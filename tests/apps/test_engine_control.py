@@ -230,3 +230,19 @@ async def test_an_engine_that_lost_its_controller_in_a_crash_says_so_and_gives_u
     assert await engine.wait(4 * PROMPT) == 1
     assert "could not reconnect to the controller" in engine.output
     assert "connection refused" in engine.output
+
+
+@pytest_twisted.ensureDeferred
+async def test_kill_of_a_frozen_engine_returns_and_the_engine_stops_when_it_wakes(cluster):
+    mec = await cluster.start(n_engines=1, controller_args=["--heartbeat-period", "30", "--heartbeat-timeout", "60"])
+    pids = await cluster.engine_pids(mec)
+    engine = cluster.process_with_pid(pids[0])
+    engine.signal("STOP")
+    started = time.monotonic()
+    await cluster.within(mec.kill(targets=0), 3 * PROMPT, "kill of the frozen engine")
+    assert time.monotonic() - started < 3 * PROMPT
+    assert await mec.get_ids() == []
+    await cluster.poll(lambda: "did not answer kill within" in cluster.controller.output,
+                       "the controller to log the unanswered kill", timeout=PROMPT)
+    engine.signal("CONT")
+    assert await engine.wait(2 * PROMPT) == 0
