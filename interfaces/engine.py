@@ -119,7 +119,9 @@ class IEngineCore(Interface):
         """
 
     def kill():
-        """Stop the engine: it runs no further commands.  Fires with None."""
+        """Stop the engine: it runs no further commands.  Fires with None at
+        once, while the user code now running is interrupted (its command
+        fails with EngineError)."""
 
     def keys():
         """Fire with the list of names the user defined (``id`` and ``mpi`` included)."""

@@ -62,7 +62,9 @@ class IEngineMultiplexer(Interface):
         """Fire with one list of user names per target."""
 
     def kill(controller=False, targets='all'):
-        """Stop the target engines.
+        """Stop the target engines, bypassing the queues: their running
+        commands fail with EngineError and the waiting ones with QueueCleared
+        at once, and they are unregistered.
 
         With ``controller=True`` every engine is stopped (``targets`` is
         ignored) and then the controller itself; fires with None.
