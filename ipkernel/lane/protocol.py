@@ -27,6 +27,7 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ipkernel import memtrim
 from ipkernel.lane import codec
 
 log = Logger()
@@ -169,6 +170,9 @@ class LaneProtocol(Protocol):
     def connectionLost(self, reason=None):
         self.connected = False
         self.joined = False
+        # a frame cut short is dropped now, not when this object goes
+        partial, self._chunks, self._have, self._need = self._have, [], 0, 8
+        memtrim.freed(partial)
         if self._hello_timer is not None and self._hello_timer.active():
             self._hello_timer.cancel()
         self._hello_timer = None

@@ -940,3 +940,24 @@ def test_the_lost_engines_remembered_are_bounded(make_controller, monkeypatch):
     for i in range(10):
         me._engine_lost(i)
     assert list(me._lost) == [7, 8, 9]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failed_map_keeps_the_other_engines_parts(me):
+    with pytest.raises(CompositeError) as info:
+        await within(me.map(lambda x: 1 / x, [1, 0, 2, 4]))
+    err = info.value
+    assert err.engine_ids == [0, 1, 2, 3] and err.failed == [1]
+    assert error_types(err) == [ZeroDivisionError]
+    assert err.successes == {0: [1.0], 2: [0.5], 3: [0.25]}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failed_gather_keeps_the_parts_that_came(me):
+    await within(me.scatter("part", list(range(6)), targets=[0, 2]))
+    with pytest.raises(CompositeError) as info:
+        await within(me.gather("part", targets=[0, 1, 2]))
+    err = info.value
+    assert err.engine_ids == [0, 1, 2] and err.failed == [1]
+    assert error_types(err) == [NameError]
+    assert err.successes == {0: [0, 1, 2], 2: [3, 4, 5]}

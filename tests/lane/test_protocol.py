@@ -892,3 +892,23 @@ async def test_joining_a_port_that_never_welcomes_times_out_and_closes():
         await within(accepted[0].closed)  # the joining side closed its connection
     finally:
         await within(listener.stopListening())
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_frame_cut_short_is_dropped_when_the_lane_closes(lanes, raw_client,
+                                                                monkeypatch):
+    freed = []
+    monkeypatch.setattr(lane_protocol.memtrim, "freed", freed.append)
+    joined = []
+    port, token = lanes.server.offer(lambda lane: joined.append(lane) or Probe())
+    raw = await raw_client(port)
+    raw.transport.write(frame(lane_protocol.HELLO, 0, b"null", [token]))
+    assert (await raw.next_frame())[0] == lane_protocol.WELCOME
+    (lane,) = joined
+    body = frame(lane_protocol.CALL, 1, b"null", [b"q" * 300_000])
+    gone = lost_event(lane)
+    raw.transport.write(body[:200_000])   # most of a frame the lane may take, then a close
+    raw.transport.loseConnection()
+    await gone
+    assert lane._chunks == [] and lane._have == 0
+    assert freed and freed[-1] > 0
