@@ -19,6 +19,7 @@ from twisted.internet import reactor, threads
 
 from ipkernel.datachannel import frames
 from ipkernel.datachannel.gate import AUTH_TIMEOUT, MAX_PER_PEER
+from ipkernel.datachannel.relay import STALL_TIMEOUT
 
 pytestmark = [pytest.mark.tier3, pytest.mark.timeout(120)]
 
@@ -180,6 +181,10 @@ async def test_a_client_frozen_mid_push_holds_up_no_other_client(cluster):
         await numpy_push_and_pull(cluster, mec)
         other = await cluster.connect()
         await numpy_push_and_pull(cluster, other, 20)
+        # still frozen: after the stall time its half-sent data is aborted on the engines
+        await cluster.poll(lambda: "was aborted" in cluster.controller.output,
+                           "the frozen client's push to be aborted", STALL_TIMEOUT + 15)
+        assert f"it sent nothing for {STALL_TIMEOUT:g} s" in cluster.controller.output
     finally:
         pusher.signal("CONT")
         pusher.signal("KILL")
