@@ -127,6 +127,7 @@ async def test_sigint_to_a_busy_engine_fails_the_call_and_the_engine_stays(clust
     assert not engine.ended
 
 
+@pytest.mark.parametrize("size", [1, 1 << 20], ids=["small", "bulk"])   # bulk: data channel
 @pytest.mark.parametrize("client_check", [True, False], ids=["client", "engine"])
 @pytest.mark.parametrize("namespace, named", [
     ({"__builtins__": 1}, "'__builtins__'"),
@@ -136,13 +137,13 @@ async def test_sigint_to_a_busy_engine_fails_the_call_and_the_engine_stays(clust
 @pytest_twisted.ensureDeferred
 async def test_push_of_a_name_that_breaks_the_namespace_is_refused(cluster, monkeypatch,
                                                                    namespace, named,
-                                                                   client_check):
+                                                                   client_check, size):
     mec = await cluster.start(n_engines=1)
     before = await mec.keys()
     if not client_check:  # as a client without the early check: the engine refuses it
         monkeypatch.setattr(fcmultiengine, "check_push_names", lambda *args: None)
     with pytest.raises((ValueError, CompositeError)) as info:
-        await mec.push(dict(namespace, fine=1))
+        await mec.push({**{k: b"v" * size for k in namespace}, "fine": b"v" * size})
     exc = info.value
     if not client_check:
         assert isinstance(exc, CompositeError)
