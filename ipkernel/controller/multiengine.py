@@ -97,10 +97,16 @@ class MultiEngine(ControllerAdapterBase):
         super().__init__(controller)
         self._aborted = set()
         self._lost = {}  # engine id -> time.monotonic() of its unregistration
+        self._joined = {}  # engine id -> time.monotonic() of its registration
         controller.on_unregister_engine_do(self._engine_lost, True)
+        controller.on_register_engine_do(self._engine_joined, True)
+
+    def _engine_joined(self, engine_id):
+        self._joined[engine_id] = time.monotonic()
 
     def _engine_lost(self, engine_id):
         now = time.monotonic()
+        self._joined.pop(engine_id, None)
         self._lost.pop(engine_id, None)
         self._lost[engine_id] = now
         while self._lost and (len(self._lost) > LOST_KEPT
@@ -155,13 +161,25 @@ class MultiEngine(ControllerAdapterBase):
     def _fan_out(self, method, targets, calls, report_lost=False):
         """Send ``calls(engine)`` to each target; gather all, fail as one.
 
-        With ``report_lost`` a call to ``'all'`` also fails for the engines
-        lost while it was on its way (see :data:`call_started`).
+        With ``report_lost`` a call to ``'all'`` goes to the engines there
+        were when it began (see :data:`call_started`), and also fails for
+        those lost while it was on its way.
         """
         try:
             engines = self.engine_list(targets)
         except Exception:
             return defer.fail()
+        lost = []
+        started = call_started.get()
+        if report_lost and targets == "all" and started is not None:
+            # 'all' is the engines there were when the call began: one that
+            # registered since did not get the call's bulk data
+            engines = [e for e in engines if self._joined.get(e.id, started) <= started]
+            lost = self._lost_during_call(method)
+            if not engines and not lost:
+                return defer.fail(NoEnginesRegistered(
+                    f"no engine was registered when this {method} to 'all' began (the engines "
+                    f"there are now registered after it); call again"))
         request = current_request.get()
         pairs = []
         for engine in engines:
@@ -174,8 +192,8 @@ class MultiEngine(ControllerAdapterBase):
                 except Exception:
                     d = defer.fail()
             pairs.append((engine.id, d))
-        if report_lost and targets == "all":
-            pairs = sorted(pairs + self._lost_during_call(method), key=lambda pair: pair[0])
+        if lost:
+            pairs = sorted(pairs + lost, key=lambda pair: pair[0])
         ids = [engine_id for engine_id, _ in pairs]
         gathered = defer.DeferredList([d for _, d in pairs], consumeErrors=True)
         gathered.addCallback(lambda outcomes: [value for _, value in outcomes])

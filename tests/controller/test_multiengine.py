@@ -961,3 +961,38 @@ async def test_a_failed_gather_keeps_the_parts_that_came(me):
     assert err.engine_ids == [0, 1, 2] and err.failed == [1]
     assert error_types(err) == [NameError]
     assert err.successes == {0: [0, 1, 2], 2: [3, 4, 5]}
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_engine_registered_after_a_call_to_all_began_is_not_one_of_its_targets(
+        make_controller, make_engine):
+    # its bulk data went to the engines there were then: the newcomer would
+    # wait for data that never comes
+    controller = make_controller(2)
+    me = IFullMultiEngine(controller)
+    token = multiengine.call_started.set(time.monotonic())
+    try:
+        controller.register_engine(QueuedEngine(make_engine()))   # id 2, after the start
+        d = me.push({"v": 1})
+        also = me.push({"v": 1}, targets=[0, 1, 2])   # named targets are not 'all'
+    finally:
+        multiengine.call_started.reset(token)
+    assert await within(d) == [None, None]
+    assert await within(also) == [None, None, None]
+    assert await within(me.pull("v")) == [1, 1, 1]   # a later call goes to all three
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_call_to_all_begun_before_every_engine_registered_says_so(make_controller,
+                                                                         make_engine):
+    controller = make_controller(0)
+    me = IFullMultiEngine(controller)
+    token = multiengine.call_started.set(time.monotonic())
+    try:
+        controller.register_engine(QueuedEngine(make_engine()))
+        d = me.execute("a = 1")
+    finally:
+        multiengine.call_started.reset(token)
+    with pytest.raises(NoEnginesRegistered) as info:
+        await within(d)
+    assert "no engine was registered when this execute to 'all' began" in str(info.value)
