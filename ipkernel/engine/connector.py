@@ -45,6 +45,8 @@ RETRY_FACTOR = 2.0
 MAX_RECONNECT_DELAY = 10.0
 #: Seconds one attempt (TCP, TLS and Foolscap negotiation) may take.
 ATTEMPT_TIMEOUT = 20.0
+#: Seconds without an answer after which a first attempt is reported while it goes on.
+SLOW_ATTEMPT = 5.0
 #: While attempts keep failing for the same reason: one log line this often (seconds).
 STILL_TRYING_EVERY = 60.0
 #: Seconds a stale FURL file is looked at again (a controller may be rewriting it).
@@ -137,6 +139,7 @@ class EngineConnector:
         self._running = False
         self._retry = None          # the delayed next attempt
         self._attempting = False
+        self._attempt_d = None
         self._delay = FIRST_RETRY
         self._deadline = None       # the delayed give-up of the current disconnected spell
         self._spell_start = None
@@ -170,6 +173,8 @@ class EngineConnector:
         self._cancel(self._retry)
         self._cancel(self._deadline)
         self._retry = self._deadline = None
+        if self._attempt_d is not None:
+            self._attempt_d.cancel()   # (its failure is ignored: not running)
         self.close_data_channel()
         self._close_lane()
         self._stop_file_watch()
@@ -197,14 +202,23 @@ class EngineConnector:
         if not self._running or self._attempting:
             return
         self._attempting = True
-        d = self.tub.getReference(self.furl)
+        slow = self._clock.callLater(SLOW_ATTEMPT, self._slow_attempt)
+        d = self._attempt_d = self.tub.getReference(self.furl)
         d.addTimeout(ATTEMPT_TIMEOUT, self._clock)
+        d.addBoth(lambda outcome: (self._cancel(slow), outcome)[1])
         d.addBoth(self._attempted)
         d.addCallbacks(self._connected, self._attempt_failed)
         d.addErrback(lambda f: log.failure("while connecting to the controller", f))
 
+    def _slow_attempt(self):
+        """An attempt has had no answer for SLOW_ATTEMPT s: say so before it times out."""
+        if self._running and self._noted is None:
+            self._note(f"no answer yet after {SLOW_ATTEMPT:g} s (still trying; is the address "
+                       f"right and reachable from here?)")
+
     def _attempted(self, outcome):
         self._attempting = False
+        self._attempt_d = None
         return outcome
 
     def _schedule(self, delay=None):

@@ -124,3 +124,32 @@ async def test_a_lost_controller_is_retried_then_given_up_with_1(make_tub, make_
     assert any("without notice" in line and "for up to 2 s" in line for line in logged)
     again = [line for line in logged if line.startswith("reconnecting to the controller")]
     assert again and all("giving up in" in line for line in again)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_controller_address_that_never_answers_is_reported_early(make_tub, make_engine,
+                                                                        logged, monkeypatch):
+    # a port that accepts connections and then says nothing (a wedged or wrong service)
+    from twisted.internet import protocol
+    monkeypatch.setattr(connector_module, "SLOW_ATTEMPT", 0.3)
+    connections = []
+
+    class Silent(protocol.Protocol):
+        def connectionMade(self):
+            connections.append(self.transport)
+    factory = protocol.Factory.forProtocol(Silent)
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    _, _, furl = await controller(make_tub)
+    head, _, secret = furl.rpartition("/")
+    silent = f"{head.split('@', 1)[0]}@tcp:127.0.0.1:{port.getHost().port}/{secret}"
+    connector = EngineConnector(make_tub(), make_engine(), silent, register_timeout=1)
+    try:
+        with pytest.raises(RegistrationTimeout):
+            await connector.start().addTimeout(WAIT, reactor)
+    finally:
+        connector.stop()
+        for transport in connections:
+            transport.abortConnection()
+        await port.stopListening()
+    noted = [line for line in logged if "cannot reach the controller" in line]
+    assert noted and "no answer yet after 0.3 s" in noted[0]
