@@ -19,6 +19,7 @@ refused it), a fault in the
 other side's method a RemoteException, a closed lane a ConnectionLost.
 """
 import struct
+import time
 
 from foolscap.api import RemoteException, Violation
 from foolscap.remoteinterface import getRemoteInterface
@@ -53,6 +54,32 @@ MAX_HELLO = 4096
 KEEP_VIEW = 64 * 1024
 #: Seconds a new connection has to say HELLO.
 HELLO_TIMEOUT = 10.0
+
+
+class _Refusals:
+    """Logs refused lane connections (no or a wrong token) at most once every
+    ``every`` seconds, with the count of those left out: a flood of them
+    cannot flood the log."""
+
+    def __init__(self, every=60.0, clock=time.monotonic):
+        self.every = every
+        self.clock = clock
+        self.last = None
+        self.left_out = 0
+
+    def note(self, why):
+        now = self.clock()
+        if self.last is not None and now - self.last < self.every:
+            self.left_out += 1
+            return
+        more = (f" ({self.left_out} more refused in the last {self.every:g} s, not logged)"
+                if self.left_out else "")
+        log.warn("refused a lane connection: {why}{more}", why=why, more=more)
+        self.last, self.left_out = now, 0
+
+
+#: The refusals of this process's lane server.
+REFUSALS = _Refusals()
 
 
 class LaneError(Exception):
@@ -200,7 +227,10 @@ class LaneProtocol(Protocol):
             self.transport.loseConnection()
 
     def _drop(self, why):
-        log.warn("closing a lane: {why}", why=why)
+        if self.joined or self.on_hello is None:
+            log.warn("closing a lane: {why}", why=why)
+        else:
+            REFUSALS.note(why)  # before the HELLO: anyone on this host can cause it
         timer, self._hello_timer = self._hello_timer, None
         if timer is not None and timer.active():
             timer.cancel()

@@ -161,6 +161,12 @@ class Lanes:
         return client, joined[0]
 
 
+@pytest.fixture(autouse=True)
+def fresh_refusals(monkeypatch):
+    """Each test logs its first refused lane (the limit is per process)."""
+    monkeypatch.setattr(lane_protocol, "REFUSALS", lane_protocol._Refusals())
+
+
 @pytest_twisted.async_yield_fixture
 async def lanes():
     server = LaneServer()
@@ -912,3 +918,21 @@ async def test_a_frame_cut_short_is_dropped_when_the_lane_closes(lanes, raw_clie
     await gone
     assert lane._chunks == [] and lane._have == 0
     assert freed and freed[-1] > 0
+
+
+def test_refused_lanes_are_logged_at_most_once_a_minute_with_a_count():
+    now = [1000.0]
+    refusals = lane_protocol._Refusals(every=60.0, clock=lambda: now[0])
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        for _ in range(5):
+            refusals.note("a lane token was refused")
+        now[0] += 61
+        refusals.note("no HELLO in time")
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    lines = [formatEvent(e) for e in events if e.get("log_namespace") == "ipkernel.lane.protocol"]
+    assert lines == ["refused a lane connection: a lane token was refused",
+                     "refused a lane connection: no HELLO in time (4 more refused in the last "
+                     "60 s, not logged)"]
