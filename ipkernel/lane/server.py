@@ -16,6 +16,8 @@ log = Logger()
 TOKEN_TTL = 120.0
 #: Seconds allowed to connect and be welcomed.
 JOIN_TIMEOUT = 10.0
+#: Connections that may wait to say HELLO at once (the oldest goes first).
+MAX_WAITING = 64
 
 
 class LaneServer:
@@ -39,8 +41,9 @@ class LaneServer:
         self.max_frame = max_frame
         self.port = None
         self._listener = None
-        self._tokens = {}  # token -> (on_join, expiry)
+        self._tokens = {}  # token -> (on_join, expiry, max_frame)
         self._lanes = set()
+        self._waiting = {}  # lanes not joined yet, oldest first
 
     def start(self, port=0):
         """Listen on 127.0.0.1 (``port`` 0: any free one); returns the port number."""
@@ -52,10 +55,24 @@ class LaneServer:
     def _protocol(self):
         kwargs = {} if self.max_frame is None else {"max_frame": self.max_frame}
         lane = LaneProtocol(on_hello=self._hello, **kwargs)
+        # Connections that have not said HELLO yet cost a socket each: at most
+        # MAX_WAITING of them, a new one closes the oldest (a peer with a
+        # token says HELLO at once, so only a flood meets the bound).
+        while len(self._waiting) >= MAX_WAITING:
+            oldest = next(iter(self._waiting))
+            del self._waiting[oldest]
+            if oldest.transport is not None:
+                oldest.transport.abortConnection()
+        self._waiting[lane] = None
+        lane.ready.addBoth(self._not_waiting, lane)
         lane.ready.addErrback(lambda _: None)  # a peer that never joined: nothing to tell
         self._lanes.add(lane)
         lane.notifyOnDisconnect(lambda: self._lanes.discard(lane))
         return lane
+
+    def _not_waiting(self, outcome, lane):
+        self._waiting.pop(lane, None)
+        return outcome
 
     def stop(self):
         """Stop listening and close every lane; a Deferred."""

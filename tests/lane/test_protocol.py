@@ -936,3 +936,18 @@ def test_refused_lanes_are_logged_at_most_once_a_minute_with_a_count():
     assert lines == ["refused a lane connection: a lane token was refused",
                      "refused a lane connection: no HELLO in time (4 more refused in the last "
                      "60 s, not logged)"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_connections_waiting_for_hello_are_bounded_the_oldest_closed(lanes, raw_client,
+                                                                         monkeypatch):
+    monkeypatch.setattr(lane_server, "MAX_WAITING", 3)
+    idle = [await raw_client(lanes.server.port) for _ in range(3)]
+    newest = await raw_client(lanes.server.port)
+    await within(idle[0].lost)          # the oldest waiting one made room
+    assert not any(r.lost.called for r in idle[1:]) and not newest.lost.called
+    # a peer with a token still joins, and a joined lane is not counted as waiting
+    probe = Probe()
+    client, _ = await lanes.join(probe)
+    assert await within(client.callRemote("add", 2, 3)) == 5
+    assert len(lanes.server._waiting) <= 3
