@@ -181,7 +181,6 @@ class CompositeError(KernelError):
     """
 
     def __init__(self, message, elist, results=None, engine_ids=None, failed=None):
-        super().__init__(message, elist)
         self.message = message
         self.elist = list(elist)
         if results is None:
@@ -189,6 +188,8 @@ class CompositeError(KernelError):
         self.results = list(results)
         self.failed = sorted(set(failed if failed is not None else range(len(self.results))))
         self.engine_ids = list(engine_ids or [])
+        # all in args: what measures an exception by its args sees the results too
+        super().__init__(message, self.elist, self.results, self.engine_ids, self.failed)
 
     @property
     def successes(self):

@@ -283,3 +283,14 @@ def test_every_kernel_error_derives_from_kernel_error(name):
 
 def test_invalid_deferred_id_str_is_not_quoted():
     assert str(error.InvalidDeferredID("no such id: abc")) == "no such id: abc"
+
+
+def test_a_composite_error_is_measured_with_the_results_it_keeps():
+    from ipkernel import sizes
+
+    big = b"r" * 1_000_000
+    with pytest.raises(CompositeError) as info:
+        collect_exceptions([big, _failure(KeyError("k"), 1, "pull")], "pull")
+    # what keeps it (a pending result) is charged for the healthy engine's value
+    assert sizes.estimate(info.value) > len(big)
+    assert info.value.args[0] == "one or more exceptions from call to method: pull"
