@@ -264,7 +264,14 @@ def _violation_error(violation, method, peer, refused_there):
     found = re.search(r"\((\w+)=\)", str(violation))
     what = f"argument {found.group(1)!r} of {method}" if found else f"an argument of {method}"
     too_large = any(word in detail for word in _SIZE_WORDS)
-    if refused_there:
+    capped = re.search(r"STRING token too large: (\d+)>(\d+)", detail)
+    if refused_there and capped:  # a Serialized over the receiver's payload cap
+        size, limit = int(capped.group(1)), int(capped.group(2)) - SERIALIZED_OVERHEAD
+        message = (f"{what} was refused by {peer} as too large: a value of {size} bytes "
+                   f"serialized is over its payload cap of {limit} bytes; send it in smaller "
+                   f"pieces (scatter, several pushes) or start the controller with a larger "
+                   f"--payload-cap")
+    elif refused_there:
         message = f"{what} was refused by {peer}{' as too large' if too_large else ''}: {detail}"
     elif too_large:
         message = f"{what} is too large to send to {peer}: {detail}"

@@ -32,7 +32,7 @@ def test_the_payload_cap_refuses_values_on_foolscap_and_lanes(reaper, tmp_path):
     huge = report["huge"]
     assert huge["error"] == "PayloadTooLarge", huge
     assert "refused by the controller as too large" in huge["message"]
-    assert "token too large" in huge["message"]             # on the header, unread
+    assert "payload cap of 1000000 bytes" in huge["message"]   # refused on the header, unread
     assert report["rss_after_huge"] - report["rss_before"] < 64 * MiB, report
     over = report["over"]
     assert over["error"] == "PayloadTooLarge" and "payload cap of 1000000" in over["message"]
