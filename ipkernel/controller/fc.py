@@ -142,6 +142,8 @@ class RemoteEngine:
 
     def _lost(self, failure, method):
         self._notice_lost(failure)
+        if failure.check(PayloadTooLarge):  # its answer was refused on the way (lane limit)
+            raise tag_exception(failure.value, self._id, method)
         exc = wire.call_failure(failure, method, f"engine {self._id}", EngineError,
                                 f"engine {self._id} is gone (connection lost) during {method}")
         raise tag_exception(exc, self._id, method)

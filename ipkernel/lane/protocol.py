@@ -29,6 +29,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ipkernel import memtrim
+from ipkernel.error import PayloadTooLarge
 from ipkernel.lane import codec
 
 log = Logger()
@@ -173,6 +174,7 @@ class LaneProtocol(Protocol):
         self._chunks = []  # received bytes not yet a whole frame
         self._have = 0     # their total length
         self._need = 8     # bytes needed before a frame can be complete
+        self._skip = 0     # bytes of a refused answer still to read past
         self._next_id = 0
         self._waiting = {}  # call id -> Deferred
         self._on_lost = []
@@ -246,6 +248,12 @@ class LaneProtocol(Protocol):
         # Chunks are joined once a frame is complete (not on every arrival), and
         # frames are zero-copy slices of immutable bytes, so the buffers a
         # Serialized keeps stay valid.
+        if self._skip:  # the body of a refused answer: read past, never kept
+            take = min(len(data), self._skip)
+            self._skip -= take
+            if take == len(data):
+                return
+            data = data[take:]
         self._chunks.append(data)
         self._have += len(data)
         if self._have < self._need:
@@ -260,6 +268,11 @@ class LaneProtocol(Protocol):
                 if self.joined and size - pos < _HEAD.size:
                     self._need = _HEAD.size  # wait for the call id (the whole 21-byte head)
                     break
+                if self.joined and _HEAD.unpack_from(view, pos)[1] == ANSWER:
+                    pos = self._skip_answer(view, pos, size, rest, limit)
+                    if self._skip or not self.connected:
+                        return
+                    continue
                 self._refuse_frame(view, pos, rest, limit)
                 return
             end = pos + 8 + rest
@@ -277,6 +290,23 @@ class LaneProtocol(Protocol):
         if pos < size:
             self._chunks.append(data[pos:])
             self._have = size - pos
+
+    def _skip_answer(self, view, pos, size, rest, limit):
+        """An ANSWER over ``limit`` at ``pos``: its call fails with
+        PayloadTooLarge and its body is read past without being kept; the
+        lane stays in step and open.  Returns where the data goes on."""
+        _, _, call_id, _, _ = _HEAD.unpack_from(view, pos)
+        d = self._waiting.pop(call_id, None)
+        if d is None:
+            self._drop(f"an answer to an unknown call {call_id}")
+            return size
+        end = pos + 8 + rest
+        self._skip = max(0, end - size)
+        d.errback(PayloadTooLarge(
+            f"the answer is too large for this lane: {rest} bytes, at most {limit} (the "
+            f"controller's payload cap); fetch the value in smaller pieces, or start the "
+            f"controller with a larger --payload-cap"))
+        return min(end, size)
 
     def _refuse_frame(self, view, pos, rest, limit):
         """A frame over ``limit`` announced at ``pos``: refused before its body

@@ -6,8 +6,9 @@ module): ``python payload_cap_session.py OUT_JSON``.  It starts
 LocalCluster(n=2) with ``--payload-cap 1000000 --no-data-channel`` (so bulk
 data has only Foolscap and the lanes), pushes 300 MB (too big for a lane:
 it goes through Foolscap), then 1.5 MB (small enough for the lane, over the
-cap), then a value under the cap.  OUT_JSON gets each outcome and the
-controller's RSS.  Prints ``PAYLOAD CAP SESSION OK`` at the end.
+cap), then a value under the cap, and pulls a value over the cap made on
+the engines (their answers come on their lanes).  OUT_JSON gets each
+outcome and the controller's RSS.  Prints ``PAYLOAD CAP SESSION OK`` at the end.
 """
 import json
 import sys
@@ -46,6 +47,11 @@ def main(out):
         report["over"] = outcome(lambda: mec.push({"over": b"o" * 1_500_000}))
         report["under"] = outcome(lambda: mec.push({"under": b"u" * 500_000}))
         report["pulled"] = outcome(lambda: [len(v) for v in mec.pull("under")])
+        # an answer over the cap (on the engines' lanes) fails the pull, not the engines
+        mec.execute("made_there = b'm' * 3_000_000")
+        report["big_pull"] = outcome(lambda: mec.pull("made_there"))
+        report["ids_after"] = mec.get_ids()
+        report["small_after"] = outcome(lambda: mec.pull("under", targets=0)[0] == b"u" * 500_000)
         mec.close()
     with open(out, "w") as f:
         json.dump(report, f)

@@ -4,7 +4,8 @@ controller without a data channel.
 A 300 MB push (too big for a lane, so it goes through Foolscap) is refused
 on its token header: PayloadTooLarge, and the controller's memory does not
 grow by it.  A 1.5 MB push (on the lane) is refused by the cap check, a
-value under the cap still works.
+value under the cap still works, and a pull of a value over the cap fails
+with PayloadTooLarge while the engines stay registered.
 """
 import json
 import subprocess
@@ -38,3 +39,9 @@ def test_the_payload_cap_refuses_values_on_foolscap_and_lanes(reaper, tmp_path):
     assert over["error"] == "PayloadTooLarge" and "payload cap of 1000000" in over["message"]
     assert report["under"] == {"ok": True, "value": [None, None]}
     assert report["pulled"] == {"ok": True, "value": [500_000, 500_000]}
+    # an engine's answer over the cap fails the pull and costs the engines nothing
+    big_pull = report["big_pull"]
+    assert big_pull["error"] == "CompositeError", big_pull
+    assert big_pull["message"].count("PayloadTooLarge: the answer is too large") == 2
+    assert report["ids_after"] == [0, 1]
+    assert report["small_after"] == {"ok": True, "value": True}

@@ -20,6 +20,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.internet.testing import StringTransport
 from zope.interface import implementer
 
+from ipkernel.error import PayloadTooLarge
 from ipkernel.lane import LaneProtocol, LaneReference, LaneServer, connect_lane
 from ipkernel.lane import protocol as lane_protocol
 from ipkernel.lane import server as lane_server
@@ -951,3 +952,20 @@ async def test_connections_waiting_for_hello_are_bounded_the_oldest_closed(lanes
     client, _ = await lanes.join(probe)
     assert await within(client.callRemote("add", 2, 3)) == 5
     assert len(lanes.server._waiting) <= 3
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_answer_over_the_limit_fails_its_call_and_the_lane_goes_on(lanes):
+    # an engine's answer bigger than the controller's cap must not cost the
+    # engine its lane: the call fails with PayloadTooLarge, the body is read past
+    probe = Probe()
+    client, _ = await lanes.join(probe)
+    client.max_frame = 50_000
+    big = b"a" * 300_000                      # several TCP reads: skipped across them
+    err = await raises(PayloadTooLarge, client.callRemote("echo", big))
+    assert "the answer is too large for this lane" in str(err) and "at most 50000" in str(err)
+    assert client.joined   # failed on the header: the body is still coming, and read past
+    assert await within(client.callRemote("echo", b"small")) == b"small"
+    assert client._skip == 0 and client._chunks == []
+    assert await within(client.callRemote("add", 20, 22)) == 42
+    assert probe.calls == ["echo", "echo", "add"]
