@@ -120,7 +120,9 @@ class MultiEngine(ControllerAdapterBase):
         if started is None:
             return []
         engines = self.controller.engines
-        lost = sorted(i for i, when in self._lost.items() if when >= started and i not in engines)
+        # (an id given again to a newcomer since: the call did not reach the lost one either)
+        lost = sorted(i for i, when in self._lost.items() if when >= started and (
+            i not in engines or self._joined.get(i, started) > started))
         return [(i, defer.fail(tag_exception(EngineError(
             f"engine {i} was lost while this {method} to 'all' was on its way (it stopped, "
             f"died or lost its connection); the call did not reach it"), i, method)))

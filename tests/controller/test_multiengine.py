@@ -996,3 +996,22 @@ async def test_a_call_to_all_begun_before_every_engine_registered_says_so(make_c
     with pytest.raises(NoEnginesRegistered) as info:
         await within(d)
     assert "no engine was registered when this execute to 'all' began" in str(info.value)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_lost_engine_whose_id_went_to_a_newcomer_is_still_reported(make_controller,
+                                                                          make_engine):
+    controller = make_controller(2)
+    me = IFullMultiEngine(controller)
+    token = multiengine.call_started.set(time.monotonic())
+    try:
+        controller.unregister_engine(1)
+        assert controller.register_engine(QueuedEngine(make_engine()))["id"] == 1  # reused
+        d = me.push({"v": 1})
+    finally:
+        multiengine.call_started.reset(token)
+    with pytest.raises(CompositeError) as info:
+        await within(d)
+    err = info.value
+    assert err.engine_ids == [0, 1] and err.failed == [1] and err.successes == {0: None}
+    assert "engine 1 was lost while this push to 'all' was on its way" in str(err)
