@@ -106,8 +106,11 @@ async def test_sigint_twice_in_quick_succession_stops_an_idle_engine(cluster):
     mec = await cluster.start(n_engines=1)
     pids = await cluster.engine_pids(mec)
     engine = cluster.process_with_pid(pids[0])
-    engine.signal("INT")
     engine.signal("INT")   # Ctrl-C twice at the terminal of a hand-started engine
+    # (two signals sent at once may reach the process as one: wait for the first)
+    await cluster.poll(lambda: "SIGINT received while idle" in engine.output,
+                       "the engine to see the first SIGINT", 10)
+    engine.signal("INT")
     assert await engine.wait() == 0
     assert "SIGINT received twice" in engine.output
 

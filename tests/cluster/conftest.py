@@ -6,6 +6,9 @@
   failing test leaves nothing behind.
 * ``ipcluster(*args, timeout=...)``: runs the ``ipcluster`` console script
   (next to this Python) to completion, bounded in time.
+* ``reaper.run_session(script, *args, ok=LINE, timeout=S)``: runs a
+  session script (``*_session.py`` beside the tests) to its end and checks
+  that it exited 0 with ``LINE`` last.
 * ``wait_for(check, what, timeout)`` (also ``reaper.wait_for``): bounded
   polling of an external state.
 * ``cluster_logs_keep_secrets`` (autouse): the logs of every LocalCluster a
@@ -77,6 +80,17 @@ class Reaper:
     def add_cluster_dir(self, path):
         self.cluster_dirs.append(Path(path))
         return path
+
+    def run_session(self, script, *args, ok, timeout, env=None):
+        """Run ``python script *args`` to its end (bounded by ``timeout``);
+        assert that it exited 0 with ``ok`` as its last line; its output."""
+        popen = self.add_popen(subprocess.Popen(
+            [sys.executable, str(script), *map(str, args)], env=env, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True))
+        output, _ = popen.communicate(timeout=timeout)
+        assert popen.returncode == 0, output
+        assert output.strip().endswith(ok), output
+        return output
 
     def cleanup(self):
         for popen in self.popens:

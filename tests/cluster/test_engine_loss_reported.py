@@ -8,8 +8,6 @@ The session (engine_loss_session.py) makes one real engine process
 channel), an apply and a non-blocking execute fetched later.
 """
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,12 +19,7 @@ SESSION = Path(__file__).with_name("engine_loss_session.py")
 
 def run_session(reaper, tmp_path):
     out = tmp_path / "report.json"
-    popen = reaper.add_popen(subprocess.Popen(
-        [sys.executable, str(SESSION), str(out)], stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True))
-    output, _ = popen.communicate(timeout=200)
-    assert popen.returncode == 0, output
-    assert output.strip().endswith("ENGINE LOSS SESSION OK"), output
+    reaper.run_session(SESSION, str(out), ok="ENGINE LOSS SESSION OK", timeout=200)
     return json.loads(out.read_text())
 
 

@@ -9,8 +9,6 @@ the lane and data-channel tokens (of the client and of the engines), and
 for any FURL shown with its name part.
 """
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -26,12 +24,7 @@ SESSION = Path(__file__).with_name("secrets_session.py")
 def test_a_whole_cluster_session_shows_no_secret(reaper, tmp_path):
     cluster_dir = reaper.add_cluster_dir(tmp_path / "cluster")
     out = tmp_path / "shown.json"
-    popen = reaper.add_popen(subprocess.Popen(
-        [sys.executable, str(SESSION), str(cluster_dir), str(out)], stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True))
-    output, _ = popen.communicate(timeout=180)
-    assert popen.returncode == 0, output
-    assert output.strip().endswith("SECRETS SESSION OK"), output
+    output = reaper.run_session(SESSION, cluster_dir, out, ok="SECRETS SESSION OK", timeout=180)
     shown = json.loads(out.read_text())
 
     furl_secrets = logsecrets.furl_secrets(cluster_dir)

@@ -8,8 +8,6 @@ value under the cap still works, and a pull of a value over the cap fails
 with PayloadTooLarge while the engines stay registered.
 """
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,12 +20,7 @@ MiB = 1 << 20
 
 def test_the_payload_cap_refuses_values_on_foolscap_and_lanes(reaper, tmp_path):
     out = tmp_path / "report.json"
-    popen = reaper.add_popen(subprocess.Popen(
-        [sys.executable, str(SESSION), str(out)], stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True))
-    output, _ = popen.communicate(timeout=150)
-    assert popen.returncode == 0, output
-    assert output.strip().endswith("PAYLOAD CAP SESSION OK"), output
+    reaper.run_session(SESSION, str(out), ok="PAYLOAD CAP SESSION OK", timeout=150)
     report = json.loads(out.read_text())
 
     huge = report["huge"]

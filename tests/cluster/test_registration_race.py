@@ -9,8 +9,6 @@ the code before the fix 3 of 10 calls then hung for 30 s) and pushes BIG bytes t
 none may wait for a blob that never comes.
 """
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,12 +21,7 @@ SESSION = Path(__file__).with_name("registration_race_session.py")
 def test_engines_take_large_pushes_as_soon_as_they_are_listed(reaper, tmp_path):
     cluster_dir = reaper.add_cluster_dir(tmp_path / "cluster")
     out = tmp_path / "outcomes.json"
-    popen = reaper.add_popen(subprocess.Popen(
-        [sys.executable, str(SESSION), str(cluster_dir), str(out)], stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True))
-    output, _ = popen.communicate(timeout=150)
-    assert popen.returncode == 0, output
-    assert output.strip().endswith("REGISTRATION RACE SESSION OK"), output
+    reaper.run_session(SESSION, cluster_dir, out, ok="REGISTRATION RACE SESSION OK", timeout=150)
     report = json.loads(out.read_text())
     assert len(report["seen"]) == 9, report          # the first engine and eight new ones
     outcomes = report["outcomes"]
