@@ -174,6 +174,26 @@ class RIEngineRegistrar(RemoteInterface):
         return None
 
 
+class RIEngineGate(RemoteInterface):
+    """The controller's engine registration that needs a credential
+    (``ipcontroller-engine-gate.furl``; see :mod:`ipkernel.credentials`)."""
+
+    __remote_name__ = "RIEngineGate.v1.ipkernel"
+
+    def register_engine(credential=UnicodeConstraint(200), engine=RIEngine,
+                        id=ChoiceOf(None, EngineId), pid=ChoiceOf(None, IntegerConstraint(8)),
+                        properties=Properties):
+        """As ``RIEngineRegistrar.register_engine``, with the engine's
+        ``credential``; the reply also holds ``'rejoin'``: the credential for
+        registering again under the same id.  A refused credential raises
+        an error that says why."""
+        return DictOf(UnicodeConstraint(16), Any())
+
+    def channels_joined(id=EngineId):
+        """As ``RIEngineRegistrar.channels_joined``."""
+        return None
+
+
 class RIMultiEngine(RemoteInterface):
     """The controller's multi-engine view for clients (``ipcontroller-mec.furl``).
 
@@ -301,8 +321,8 @@ class RIMultiEngine(RemoteInterface):
         return Outcome
 
 
-__all__ = ["RIEngine", "RIEngineRegistrar", "RIMultiEngine", "RITaskController", "Targets",
-           "Keys", "Code", "EngineId", "Payload", "Outcome", "TaskId", "TaskSpec"]
+__all__ = ["RIEngine", "RIEngineGate", "RIEngineRegistrar", "RIMultiEngine", "RITaskController",
+           "Targets", "Keys", "Code", "EngineId", "Payload", "Outcome", "TaskId", "TaskSpec"]
 
 
 #: A task id.

@@ -86,6 +86,11 @@ def build_parser():
                                "is started again: at once, then after 1, 2, 4 ... 30 s while "
                                "it keeps dying within 30 s of its start; given up when it "
                                "dies before registering 5 times in a row)")
+    starting.add_argument("--engine-furl", dest="engine_furl", action="store_true",
+                          help="also write the engine FURL file (security/"
+                               "ipcontroller-engine.furl), so that engines started by hand "
+                               "can join; by default each engine ipcluster starts gets a "
+                               "one-time credential instead and no such file exists")
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("local", parents=[common, starting],
                         help="run a cluster in the foreground (Ctrl-C stops it)")
@@ -212,7 +217,7 @@ def run_foreground(options, cluster):
     lc = LocalCluster(options.n, cluster.path, timeout=options.timeout,
                       controller_args=level + _split(options.controller_args),
                       engine_args=level + _split(options.engine_args),
-                      restart=options.restart)
+                      restart=options.restart, engine_furl_file=options.engine_furl)
     try:
         try:
             say(f"ipcluster: starting a controller and {options.n} engines in {cluster.path}")
@@ -286,7 +291,8 @@ def start_daemon(options, cluster):
     argv = [sys.executable, "-m", "ipkernel.cluster", "local", "--cluster-dir", cluster.path,
             "-n", options.n, "--timeout", options.timeout, "--log-level", options.log_level,
             f"--controller-args={options.controller_args}",
-            f"--engine-args={options.engine_args}", *([] if options.restart else ["--no-restart"])]
+            f"--engine-args={options.engine_args}", *([] if options.restart else ["--no-restart"]),
+            *(["--engine-furl"] if options.engine_furl else [])]
     daemon = ProcessLauncher("ipcluster", argv, cluster.log / "ipcluster.log",
                              env=child_env(), ready_text=READY)
     daemon.start()

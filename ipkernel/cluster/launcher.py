@@ -39,6 +39,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from ipkernel import credentials
 from ipkernel.clusterdir import (ClusterDir, MULTIENGINE_FURL, ENGINE_FURL, open_private,
                                  write_private_file)
 from ipkernel.controller.app import READY as CONTROLLER_READY
@@ -174,8 +175,11 @@ class ProcessLauncher:
         :class:`subprocess.Popen` (or an object with the same methods)."""
         return subprocess.Popen(
             self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            env=self.env if self.env is not None else child_env(), cwd=self.cwd,
-            close_fds=True, start_new_session=True)
+            env=self.child_env(), cwd=self.cwd, close_fds=True, start_new_session=True)
+
+    def child_env(self):
+        """The environment the child is started with (anew at each start)."""
+        return self.env if self.env is not None else child_env()
 
     def send_signal(self, signum):
         """Send ``signum`` to the child; False if it is not running."""
@@ -288,10 +292,18 @@ class ControllerLauncher(ProcessLauncher):
 
     It stops by itself when process ``parent_pid`` (default: this one)
     exits.  Ready once it logged its ready line and wrote its FURL files.
+    With ``engine_key`` (bytes) it gets that key (in its environment) and
+    offers the engine gate (see :mod:`ipkernel.credentials`); with
+    ``engine_furl=False`` also ``--no-engine-furl``.
     """
 
-    def __init__(self, cluster, args=(), *, parent_pid=None, env=None, cwd=None):
+    def __init__(self, cluster, args=(), *, parent_pid=None, env=None, cwd=None,
+                 engine_key=None, engine_furl=True):
         self.cluster = cluster if isinstance(cluster, ClusterDir) else ClusterDir(cluster)
+        self.engine_key = engine_key
+        self.engine_furl = engine_furl or engine_key is None
+        if not self.engine_furl:
+            args = ["--no-engine-furl", *args]
         log_file = self.cluster.log / "ipcontroller.log"
         argv = [sys.executable, "-m", "ipkernel.controller",
                 "--parent-pid", parent_pid or os.getpid(),
@@ -299,10 +311,16 @@ class ControllerLauncher(ProcessLauncher):
         super().__init__("ipcontroller", argv, log_file, env=env, cwd=cwd,
                          ready_text=CONTROLLER_READY)
 
+    def child_env(self):
+        env = super().child_env()
+        if self.engine_key is not None:
+            env = dict(env, **{credentials.KEY_ENV: self.engine_key.hex()})
+        return env
+
     def is_ready(self):
-        return (super().is_ready()
-                and self.cluster.furl_file(ENGINE_FURL).exists()
-                and self.cluster.furl_file(MULTIENGINE_FURL).exists())
+        files = [MULTIENGINE_FURL, *([ENGINE_FURL] if self.engine_furl else []),
+                 *([credentials.GATE_FURL] if self.engine_key is not None else [])]
+        return super().is_ready() and all(self.cluster.furl_file(f).exists() for f in files)
 
 
 class EngineLauncher(ProcessLauncher):
@@ -313,9 +331,13 @@ class EngineLauncher(ProcessLauncher):
     registered with the controller.
     """
 
-    def __init__(self, cluster, index, args=(), *, parent_pid=None, env=None, cwd=None):
+    def __init__(self, cluster, index, args=(), *, parent_pid=None, env=None, cwd=None,
+                 engine_key=None):
         self.cluster = cluster if isinstance(cluster, ClusterDir) else ClusterDir(cluster)
         self.index = index
+        #: The controller's credential key (see :mod:`ipkernel.credentials`):
+        #: each start gives the engine a new one-time credential made from it.
+        self.engine_key = engine_key
         name = f"ipengine-{index}"
         log_file = self.cluster.log / f"{name}.log"
         #: The arguments of ``ipengine`` (argv without the interpreter part).
@@ -325,6 +347,13 @@ class EngineLauncher(ProcessLauncher):
         argv = [sys.executable, "-m", "ipkernel.engine", *self.engine_args]
         super().__init__(name, argv, log_file, env=env, cwd=cwd,
                          pid_file=self.cluster.pid_file(name), ready_text=ENGINE_READY)
+
+    def child_env(self):
+        env = super().child_env()
+        if self.engine_key is not None:
+            # in the environment (not argv, not a file): only this user sees it
+            env = dict(env, **{credentials.CREDENTIAL_ENV: credentials.mint(self.engine_key)})
+        return env
 
 
 # -- engines forked from a zygote ------------------------------------------------------
@@ -572,7 +601,10 @@ class _ForkedLauncher:
 
     def _spawn(self, log):
         try:
-            pid = self.zygote.fork(self.name, self.argv[3:], self.log_file, env=self.env,
+            # (None: the zygote's own environment, unless this child needs its own)
+            own = self.env is not None or getattr(self, "engine_key", None) is not None
+            pid = self.zygote.fork(self.name, self.argv[3:], self.log_file,
+                                   env=self.child_env() if own else None,
                                    cwd=self.cwd, program=self.program)
         except ForkRefused as exc:
             logger.warning("%s: the zygote cannot fork it (%s); starting a new process",

@@ -30,7 +30,8 @@ import tempfile
 import time
 import weakref
 
-from ipkernel.clusterdir import ENGINE_FURL, MULTIENGINE_FURL, TASK_FURL, ClusterDir
+from ipkernel import credentials
+from ipkernel.clusterdir import MULTIENGINE_FURL, TASK_FURL, ClusterDir
 from ipkernel.cluster.launcher import (STOP_TIMEOUT, ControllerLauncher, EngineLauncher,
                                        ForkedControllerLauncher, ForkedEngineLauncher,
                                        ZygoteLauncher, shutdown_all)
@@ -118,10 +119,18 @@ class LocalCluster:
     Engines stopped on purpose (``kill`` or ``shutdown`` from a client,
     :meth:`stop`, their launcher's ``shutdown()``) are never restarted.
     :attr:`engine_exits` tells what happened to each engine that ended.
+
+    ``engine_furl_file``: by default the controller writes no engine FURL
+    file (``security/ipcontroller-engine.furl``): each engine this cluster
+    starts (or restarts) gets its own one-time credential in its
+    environment and registers with it (see :mod:`ipkernel.credentials`),
+    so nothing on disk lets another process register as an engine.
+    ``engine_furl_file=True`` makes the controller write the file too, so
+    that engines started by hand (``ipengine --cluster-dir ...``) can join.
     """
 
     def __init__(self, n=4, cluster_dir=None, *, controller_args=(), engine_args=(),
-                 timeout=60, engine_start="fork", restart=True):
+                 timeout=60, engine_start="fork", restart=True, engine_furl_file=False):
         if not isinstance(n, int) or n < 0:
             raise ValueError(f"n must be a non-negative number of engines, not {n!r}")
         if engine_start not in ENGINE_STARTS:
@@ -136,6 +145,8 @@ class LocalCluster:
         self.timeout = timeout
         self.controller_args = list(controller_args)
         self.engine_args = list(engine_args)
+        self.engine_furl_file = bool(engine_furl_file)
+        self._engine_key = None
         self._given_dir = cluster_dir
         self._cluster = None
         self._procs = _Processes()
@@ -233,19 +244,24 @@ class LocalCluster:
         else:
             path = self._given_dir
         self._cluster = ClusterDir(path).create()
+        # A new key per start: credentials of an earlier run are worthless.
+        self._engine_key = credentials.new_key()
+        keys = {"engine_key": self._engine_key}
         if self.n and self.engine_start == "fork" and can_fork():
             # One process imports the code, then forks the controller and the engines.
             zygote = self._procs.zygote = ZygoteLauncher(self._cluster, timeout=self.timeout)
             zygote.start()
             self._make_certificates()   # while the zygote imports
-            controller = ForkedControllerLauncher(zygote, self._cluster, self.controller_args)
+            controller = ForkedControllerLauncher(zygote, self._cluster, self.controller_args,
+                                                  engine_furl=self.engine_furl_file, **keys)
         else:
-            controller = ControllerLauncher(self._cluster, self.controller_args)
+            controller = ControllerLauncher(self._cluster, self.controller_args,
+                                            engine_furl=self.engine_furl_file, **keys)
         self._procs.controller = controller
         # With no engine FURL file yet, the engines start at once and wait for
         # it (their start overlaps the controller's); an old file could be
         # stale, so then they start once the controller is ready.
-        early = not self._cluster.furl_file(ENGINE_FURL).exists()
+        early = not self._cluster.furl_file(credentials.GATE_FURL).exists()
         controller.start()
         if early:
             self._start_engines()
@@ -305,9 +321,11 @@ class LocalCluster:
             zygote = None
         for index in range(self.n):
             if zygote is not None:
-                engine = ForkedEngineLauncher(zygote, self._cluster, index, self.engine_args)
+                engine = ForkedEngineLauncher(zygote, self._cluster, index, self.engine_args,
+                                              engine_key=self._engine_key)
             else:
-                engine = EngineLauncher(self._cluster, index, self.engine_args)
+                engine = EngineLauncher(self._cluster, index, self.engine_args,
+                                        engine_key=self._engine_key)
             self._procs.engines.append(engine)
             engine.start()
 

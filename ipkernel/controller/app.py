@@ -34,7 +34,7 @@ from twisted.application import internet as app_internet, service
 from twisted.internet import defer, error as net_error, task
 from twisted.logger import Logger, globalLogPublisher
 
-from ipkernel import applog, fcutil, sizes, wire
+from ipkernel import applog, credentials, fcutil, sizes, wire
 from ipkernel.pids import process_alive, watch_parent
 from ipkernel.clusterdir import (ENGINE_FURL, MULTIENGINE_FURL, TASK_FURL, ClusterDir,
                                  write_private_file)
@@ -43,7 +43,7 @@ from ipkernel.controller.pending import DEFAULT_MAX_BYTES, DEFAULT_TTL
 from ipkernel.datachannel import DataChannelServer
 from ipkernel.lane import LaneServer
 from ipkernel.lane.protocol import FRAME_OVERHEAD, LANE_MAX_FRAME, MAX_FRAME
-from ipkernel.controller.fc import (FCEngineRegistrar, FCSynchronousMultiEngine,
+from ipkernel.controller.fc import (FCEngineGate, FCEngineRegistrar, FCSynchronousMultiEngine,
                                    tell_engines_stopping)
 from ipkernel.interfaces.remote import RITaskController
 from ipkernel.interfaces.task import ITaskController
@@ -101,6 +101,11 @@ def build_parser():
                        help=f"certificate of the {role} Tub (default security/ipcontroller-{role}.pem)")
     p.add_argument("--engine-furl-file", help=f"where to write the engine FURL "
                    f"(default security/{ENGINE_FURL})")
+    p.add_argument("--no-engine-furl", dest="engine_furl", action="store_false",
+                   help="offer no engine FURL (and write no engine FURL file): engines "
+                        "register only through the gate, with a one-time credential made "
+                        f"from the key in ${credentials.KEY_ENV} (LocalCluster and ipcluster "
+                        "start the controller so)")
     p.add_argument("--multiengine-furl-file", help=f"where to write the multi-engine client "
                    f"FURL (default security/{MULTIENGINE_FURL})")
     p.add_argument("--heartbeat-period", type=float, default=DEFAULT_PERIOD,
@@ -214,6 +219,15 @@ class ControllerApp:
         history_bytes = getattr(options, "history_bytes", DEFAULT_HISTORY_BYTES)
         self.controller.on_register_engine_do(self._set_history_bytes, True, history_bytes)
         self.engine_furl_file = options.engine_furl_file or str(cluster.furl_file(ENGINE_FURL))
+        self.gate_furl_file = str(cluster.furl_file(credentials.GATE_FURL))
+        try:
+            self.engine_key = credentials.key_from_env()
+        except ValueError as exc:
+            raise AppError(str(exc)) from None
+        self.engine_furl = getattr(options, "engine_furl", True)
+        if not self.engine_furl and self.engine_key is None:
+            raise AppError(f"--no-engine-furl needs a key in ${credentials.KEY_ENV} (no engine "
+                           f"could register); leave the option out to start a controller by hand")
         self.mec_furl_file = (options.multiengine_furl_file
                               or str(cluster.furl_file(MULTIENGINE_FURL)))
         self.tc_furl_file = str(cluster.furl_file(TASK_FURL))
@@ -236,10 +250,13 @@ class ControllerApp:
     # -- start ------------------------------------------------------------------------
 
     async def start(self):
-        if not self.options.reuse_furls:
-            for path in (self.engine_furl_file, self.mec_furl_file, self.tc_furl_file):
-                if os.path.exists(path):
-                    os.unlink(path)
+        stale = [] if self.options.reuse_furls else [
+            self.engine_furl_file, self.mec_furl_file, self.tc_furl_file, self.gate_furl_file]
+        if not self.engine_furl:
+            stale.append(self.engine_furl_file)   # an old one must not be taken for ours
+        for path in stale:
+            if os.path.exists(path):
+                os.unlink(path)
         for role in ("client", "engine"):
             tub = self.tubs[role] = fcutil.make_tub(cert_file=self.cert_files[role])
             tub.setServiceParent(self.top)
@@ -270,17 +287,25 @@ class ControllerApp:
             tasks.lane_server = self.lane_server
             fcutil.register(self.tubs["client"], tasks,
                             furl_file=self.tc_furl_file, reuse=self.options.reuse_furls)
-            fcutil.register(self.tubs["engine"],
-                            FCEngineRegistrar(self.controller, data_server=self.data_server,
-                                              lane_server=self.lane_server,
-                                              lane_max_frame=lane_limits(
-                                                  self.options.payload_cap)[1]),
-                            furl_file=self.engine_furl_file, reuse=self.options.reuse_furls)
+            registrar = FCEngineRegistrar(self.controller, data_server=self.data_server,
+                                          lane_server=self.lane_server,
+                                          lane_max_frame=lane_limits(self.options.payload_cap)[1])
+            if self.engine_furl:
+                fcutil.register(self.tubs["engine"], registrar,
+                                furl_file=self.engine_furl_file, reuse=self.options.reuse_furls)
+            if self.engine_key is not None:
+                # The gate's FURL grants nothing without a credential made from the key.
+                gate = FCEngineGate(registrar, credentials.CredentialChecker(self.engine_key))
+                fcutil.register(self.tubs["engine"], gate, furl_file=self.gate_furl_file,
+                                reuse=self.options.reuse_furls)
         except SecurityError as exc:
             raise AppError(str(exc)) from None
+        engine_file = self.engine_furl_file if self.engine_furl else "none (--no-engine-furl)"
+        if self.engine_key is not None:
+            engine_file += f", engine gate FURL file {self.gate_furl_file}"
         log.info("{ready}: engine FURL file {engine}, client FURL file {client} "
                  "(pid {pid}, client port {cport}, engine port {eport})",
-                 ready=READY, engine=self.engine_furl_file, client=self.mec_furl_file,
+                 ready=READY, engine=engine_file, client=self.mec_furl_file,
                  pid=os.getpid(), cport=self.ports["client"], eport=self.ports["engine"],
                  **{applog.ALWAYS: True})
 

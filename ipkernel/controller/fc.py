@@ -7,6 +7,9 @@
   or tests) it rebuilds values and exceptions.
 * :class:`FCEngineRegistrar`: what ``ipcontroller-engine.furl`` points to;
   engines call ``register_engine`` with a reference to themselves.
+* :class:`FCEngineGate`: what ``ipcontroller-engine-gate.furl`` points to;
+  the same registration, for engines with a credential
+  (:mod:`ipkernel.credentials`).
 * :class:`FCSynchronousMultiEngine`: what ``ipcontroller-mec.furl`` points
   to; translates RIMultiEngine calls onto an ISynchronousMultiEngine.
 """
@@ -22,12 +25,13 @@ from zope.interface import implementer
 
 from ipkernel import batchwire, memtrim, serialize, sizes, wire
 from ipkernel.datachannel import BlobMissing, refs
+from ipkernel.credentials import CredentialRefused, rejoin_credential
 from ipkernel.controller.mapping import PrePartitioned
 from ipkernel.controller.multiengine import call_started
 from ipkernel.engine.properties import StrictDict
 from ipkernel.error import EngineError, PayloadTooLarge, tag_exception
 from ipkernel.interfaces.engine import IEngineBase
-from ipkernel.interfaces.remote import RIEngine, RIEngineRegistrar, RIMultiEngine
+from ipkernel.interfaces.remote import RIEngine, RIEngineGate, RIEngineRegistrar, RIMultiEngine
 from ipkernel.lane import LaneReference, OffersLane, lane_allowed
 from ipkernel.namecheck import check_push_names
 
@@ -421,6 +425,33 @@ class FCEngineRegistrar(Referenceable):
         if queued is not None and getattr(queued, "engine", None) is remote:
             log.info("engine {id} disconnected", id=engine_id)
             self.controller.unregister_engine(engine_id)
+
+
+@implementer(RIEngineGate)
+class FCEngineGate(Referenceable):
+    """Registers engines with ``registrar`` (an :class:`FCEngineRegistrar`)
+    when they give a credential that ``checker`` (a
+    :class:`~ipkernel.credentials.CredentialChecker`) accepts."""
+
+    def __init__(self, registrar, checker):
+        self.registrar = registrar
+        self.checker = checker
+
+    def remote_register_engine(self, credential, engine, id=None, pid=None, properties=None):
+        try:
+            bound = self.checker.check(credential)
+        except CredentialRefused as exc:
+            peer = engine.getPeer()
+            log.warn("refused an engine registration from {host}: {why}",
+                     host=getattr(peer, "host", "?"), why=str(exc))
+            raise
+        if bound is not None:
+            id = bound   # a rejoin credential names the id it registers again
+        reply = self.registrar.remote_register_engine(engine, id, pid, properties)
+        return dict(reply, rejoin=rejoin_credential(self.checker.key, reply["id"]))
+
+    def remote_channels_joined(self, id):
+        return self.registrar.remote_channels_joined(id)
 
 
 def _serialized_in(value):

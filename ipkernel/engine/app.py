@@ -10,6 +10,10 @@ code is busy, and ``interrupt`` is a real SIGINT that also breaks
 * The engine reads the controller's engine FURL from ``--furl-file``
   (default: ``security/ipcontroller-engine.furl`` in the cluster
   directory), waiting up to ``--furl-wait`` seconds for it to appear.
+  An engine started by LocalCluster or ipcluster gets a one-time
+  credential in ``$IPKERNEL_ENGINE_CREDENTIAL`` instead and registers
+  through the gate (default ``security/ipcontroller-engine-gate.furl``;
+  see :mod:`ipkernel.credentials`).
 * Before registering it starts its pulse process
   (:mod:`ipkernel.engine.pulse`), which tells the controller the engine is
   busy while code holding the GIL keeps it from answering pings
@@ -55,7 +59,7 @@ from twisted.application import service
 from twisted.internet import defer, task, threads
 from twisted.logger import Logger, globalLogPublisher
 
-from ipkernel import applog, fcutil
+from ipkernel import applog, credentials, fcutil
 from ipkernel.pids import process_alive
 from ipkernel.clusterdir import ENGINE_FURL, ClusterDir
 from ipkernel.engine.connector import (DEFAULT_RECONNECT_TIMEOUT, DEFAULT_STOP_WAIT,
@@ -249,7 +253,12 @@ class EngineApp:
         self.exit_code = 0
         self.killed = False
         cluster = ClusterDir(options.cluster_dir)
-        self.furl_file = options.furl_file or str(cluster.furl_file(ENGINE_FURL))
+        # A credential from the launcher (LocalCluster, ipcluster): the engine
+        # registers through the controller's gate.  Taken out of the
+        # environment, so the user's code does not find it there.
+        self.credential = os.environ.pop(credentials.CREDENTIAL_ENV, None) or None
+        default = credentials.GATE_FURL if self.credential else ENGINE_FURL
+        self.furl_file = options.furl_file or str(cluster.furl_file(default))
         self.top = service.MultiService()
         # The startup lines run once before registering (see start); the
         # service gets them afterwards, to run them again after each reset.
@@ -319,7 +328,7 @@ class EngineApp:
             self.tub, self.service, str(self.furl_file), clock=self.reactor,
             register_timeout=options.register_timeout or None,
             reconnect_timeout=options.reconnect_timeout or None,
-            stop_wait=options.stop_wait, on_gave_up=self._gave_up)
+            stop_wait=options.stop_wait, on_gave_up=self._gave_up, credential=self.credential)
         log.info("connecting to the controller named in {path}", path=self.furl_file)
         try:
             engine_id = await self.connector.start()

@@ -115,11 +115,16 @@ class EngineConnector:
     controller's refusal); ``on_registered(id)`` is called after every one.
     ``reconnect_timeout``, ``stop_wait`` and ``on_gave_up`` are described
     in the module doc (None or 0: no limit).
+
+    With a ``credential`` (see :mod:`ipkernel.credentials`) the
+    FURL is the controller's gate: the engine registers with the credential,
+    then with the rejoin credential the controller answers (kept in memory
+    only) each time it registers again.
     """
 
     def __init__(self, tub, service, furl_or_file, on_registered=None, clock=None, *,
                  register_timeout=None, reconnect_timeout=None, stop_wait=DEFAULT_STOP_WAIT,
-                 on_gave_up=None):
+                 on_gave_up=None, credential=None):
         if clock is None:
             from twisted.internet import reactor as clock
         self.tub = tub
@@ -134,6 +139,7 @@ class EngineConnector:
         self.register_timeout = register_timeout
         self.reconnect_timeout = reconnect_timeout
         self.stop_wait = stop_wait
+        self._credential = credential
         self.registered = defer.Deferred()
         self.controller = None
         self._running = False
@@ -316,13 +322,16 @@ class EngineConnector:
         self.controller = rref
         rref.notifyOnDisconnect(self._disconnected)
         properties = self.service.properties.copy()
-        d = rref.callRemote("register_engine", self._reference, self.service.id, os.getpid(),
-                            properties)
+        credential = () if self._credential is None else (self._credential,)
+        d = rref.callRemote("register_engine", *credential, self._reference, self.service.id,
+                            os.getpid(), properties)
         d.addCallbacks(self._registered, self._failed)
 
     def _registered(self, reply):
         engine_id = reply["id"]
         self.service.id = engine_id
+        if self._credential is not None and reply.get("rejoin"):
+            self._credential = reply["rejoin"]   # the launch credential is used up
         log.info("registered with the controller as engine {id}", id=engine_id)
         joins = []
         if reply.get("lane") and self.controller is not None:

@@ -36,7 +36,8 @@ def main(cluster_dir, out):
     payload = b"p" * BIG
     # TLS on the data channel makes joining it take a while: the window this is about
     with LocalCluster(n=1, cluster_dir=cluster_dir, timeout=DEADLINE,
-                      controller_args=["--data-channel-tls"]) as cluster:
+                      controller_args=["--data-channel-tls"],
+                      engine_furl_file=True) as cluster:   # engines started below by hand
         mec = cluster.multiengine_client(timeout=30)
         seen = set(mec.get_ids())
         launchers = [EngineLauncher(cluster_dir, 100 + k) for k in range(NEW)]

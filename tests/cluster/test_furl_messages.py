@@ -56,7 +56,7 @@ def test_a_client_with_a_wrong_furl_shows_no_secret(tmp_path):
 
 def test_a_client_with_a_wrong_name_at_a_live_controller_shows_no_secret(reaper, tmp_path):
     with LocalCluster(n=0, cluster_dir=reaper.add_cluster_dir(tmp_path / "c"),
-                      timeout=60) as cluster:
+                      timeout=60, engine_furl_file=True) as cluster:
         furl = Path(cluster.mec_furl_file).read_text().strip()
         wrong = furl.rsplit("/", 1)[0] + "/" + SECRET
         output = run_client(wrong)

@@ -15,7 +15,9 @@ pytestmark = [pytest.mark.tier3, pytest.mark.timeout(150)]
 
 def test_ipcluster_stop_ends_a_hand_started_engine(ipcluster, reaper, tmp_path):
     cluster_dir = reaper.add_cluster_dir(tmp_path / "cluster")
-    started = ipcluster("start", "-n", 1, "--daemon", "--cluster-dir", cluster_dir)
+    # --engine-furl: the engine FURL file a hand-started engine needs (issue 13)
+    started = ipcluster("start", "-n", 1, "--daemon", "--engine-furl", "--cluster-dir",
+                        cluster_dir)
     assert started.returncode == 0, started.stdout + started.stderr
     log = tmp_path / "by-hand.log"
     engine = reaper.add_popen(subprocess.Popen(
