@@ -10,7 +10,6 @@ at once.
 import re
 import socket
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,8 @@ from twisted.internet import reactor, threads
 from ipkernel.datachannel import frames
 from ipkernel.datachannel.gate import AUTH_TIMEOUT, MAX_PER_PEER
 from ipkernel.datachannel.relay import STALL_TIMEOUT
+
+from rawsockets import closed_by_peer, is_closed
 
 pytestmark = [pytest.mark.tier3, pytest.mark.timeout(120)]
 
@@ -39,32 +40,6 @@ def data_ports(cluster):
 def threads_of(pid):
     with open(f"/proc/{pid}/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("Threads:"))
-
-
-def closed_by_peer(sock, seconds):
-    """Seconds until the controller closes ``sock`` (bounded by ``seconds``)."""
-    sock.settimeout(seconds)
-    start = time.monotonic()
-    try:
-        while sock.recv(4096):
-            pass
-    except ConnectionResetError:
-        pass
-    return time.monotonic() - start
-
-
-def is_closed(sock):
-    """True once the other end has closed ``sock`` (does not wait)."""
-    timeout = sock.gettimeout()
-    sock.settimeout(0)  # (with a timeout, even MSG_DONTWAIT first waits for data)
-    try:
-        return sock.recv(1, socket.MSG_PEEK) == b""
-    except BlockingIOError:
-        return False
-    except OSError:
-        return True
-    finally:
-        sock.settimeout(timeout)
 
 
 async def numpy_push_and_pull(cluster, mec, megabytes=50):

@@ -6,29 +6,13 @@ import sys
 
 import pytest
 import pytest_twisted
-from foolscap.eventual import flushEventualQueue
 
-from ipkernel import asyncclient, fcutil
 from ipkernel.cluster import pidfiles
 from ipkernel.cluster.app import format_table, format_uptime
 
+from clusterstate import live_pids, registered_ids
+
 pytestmark = [pytest.mark.tier3, pytest.mark.timeout(150)]
-
-
-def live_pids(cluster_dir):
-    return {r.name: r.pid for r in pidfiles.scan(cluster_dir / "pid") if r.alive}
-
-
-async def registered_ids(cluster_dir):
-    tub = fcutil.make_tub()
-    tub.startService()
-    try:
-        mec = await asyncclient.get_multiengine_client(
-            str(cluster_dir / "security" / "ipcontroller-mec.furl"), tub=tub)
-        return await mec.get_ids()
-    finally:
-        await tub.stopService()
-        await flushEventualQueue()
 
 
 @pytest_twisted.ensureDeferred

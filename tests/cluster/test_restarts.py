@@ -19,10 +19,7 @@ from ipkernel.cluster import LocalCluster
 from ipkernel.cluster.launcher import ProcessLauncher
 from ipkernel.cluster.restarts import EngineRestarter, RestartPolicy
 
-from foolscap.eventual import flushEventualQueue
-
-from ipkernel import asyncclient, fcutil
-from ipkernel.cluster import pidfiles
+from clusterstate import live_pids, registered_ids
 
 pytestmark = [pytest.mark.tier3, pytest.mark.timeout(120)]
 
@@ -145,21 +142,6 @@ def test_deliberate_stops_and_a_dead_controller_are_not_restarted(tmp_path):
 
 
 # -- ipcluster --------------------------------------------------------------------------
-
-def live_pids(cluster_dir):
-    return {r.name: r.pid for r in pidfiles.scan(cluster_dir / "pid") if r.alive}
-
-
-async def registered_ids(cluster_dir):
-    tub = fcutil.make_tub()
-    tub.startService()
-    try:
-        mec = await asyncclient.get_multiengine_client(
-            str(cluster_dir / "security" / "ipcontroller-mec.furl"), tub=tub)
-        return await mec.get_ids()
-    finally:
-        await tub.stopService()
-        await flushEventualQueue()
 
 
 def log_has(cluster_dir, text):

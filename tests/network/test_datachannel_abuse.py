@@ -22,6 +22,7 @@ from ipkernel.datachannel.gate import RateLimitedLog
 from ipkernel.datachannel.peer import new_blob_id
 
 from awaiting import raises, within
+from rawsockets import closed_by_peer, is_closed
 
 CAP = 64 << 20
 BIG = 12 << 20  # several pieces
@@ -149,32 +150,6 @@ def wait_until(predicate, what, seconds=10.0):
 def data_threads():
     """Threads of data-channel servers in this process (the pool's are not counted)."""
     return sum(t.name.startswith("ipkernel-data") for t in threading.enumerate())
-
-
-def is_closed(sock):
-    """True once the other end has closed ``sock`` (does not wait)."""
-    timeout = sock.gettimeout()
-    sock.settimeout(0)  # (with a timeout, even MSG_DONTWAIT first waits for data)
-    try:
-        return sock.recv(1, socket.MSG_PEEK) == b""
-    except BlockingIOError:
-        return False
-    except OSError:
-        return True
-    finally:
-        sock.settimeout(timeout)
-
-
-def closed_by_peer(sock, seconds):
-    """Seconds until ``sock`` is closed by the other end (bounded)."""
-    sock.settimeout(seconds)
-    start = time.monotonic()
-    try:
-        while sock.recv(4096):
-            pass
-    except (ConnectionResetError, ssl.SSLError):
-        pass
-    return time.monotonic() - start
 
 
 @pytest.mark.tier2

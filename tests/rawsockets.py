@@ -1,0 +1,34 @@
+"""Helpers for tests that talk to a port with raw blocking sockets.
+
+Importable from any test module (``tests/`` is on ``pythonpath``).
+"""
+import socket
+import ssl
+import time
+
+
+def is_closed(sock):
+    """True once the other end has closed ``sock`` (does not wait)."""
+    timeout = sock.gettimeout()
+    sock.settimeout(0)  # (with a timeout, even MSG_DONTWAIT first waits for data)
+    try:
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    finally:
+        sock.settimeout(timeout)
+
+
+def closed_by_peer(sock, seconds):
+    """Seconds until ``sock`` is closed by the other end (reading and
+    dropping what it sends; bounded by ``seconds``)."""
+    sock.settimeout(seconds)
+    start = time.monotonic()
+    try:
+        while sock.recv(4096):
+            pass
+    except (ConnectionResetError, ssl.SSLError):
+        pass
+    return time.monotonic() - start
