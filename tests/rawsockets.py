@@ -4,6 +4,7 @@ Importable from any test module (``tests/`` is on ``pythonpath``).
 """
 import socket
 import ssl
+import threading
 import time
 
 
@@ -32,3 +33,21 @@ def closed_by_peer(sock, seconds):
     except (ConnectionResetError, ssl.SSLError):
         pass
     return time.monotonic() - start
+
+
+def trickle(sock, data, every):
+    """Send ``data`` one byte every ``every`` seconds from a thread of its
+    own (a slow-loris login); the Event that stops it, and the thread."""
+    stop = threading.Event()
+
+    def send():
+        for byte in data:
+            if stop.wait(every):
+                return
+            try:
+                sock.send(bytes([byte]))
+            except OSError:
+                return
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    return stop, sender

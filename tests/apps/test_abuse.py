@@ -31,6 +31,8 @@ from ipkernel.error import (CompositeError, EngineError, InvalidEngineID, Kernel
 from ipkernel.lane.protocol import HELLO, encode_frame
 from ipkernel.task import StringTask
 
+from procstat import fd_count, rss_bytes, thread_count
+
 pytestmark = [pytest.mark.tier3, pytest.mark.timeout(180)]
 
 #: What the controller may keep after an attack is over, over its idle size.
@@ -42,24 +44,8 @@ WAIT = 30.0
 
 # -- looking at the controller from outside -------------------------------------------------
 
-def proc_status(pid, field):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
-
-
 def rss_mb(pid):
-    return proc_status(pid, "VmRSS") / 1024
-
-
-def thread_count(pid):
-    return proc_status(pid, "Threads")
-
-
-def fd_count(pid):
-    return len(os.listdir(f"/proc/{pid}/fd"))
+    return rss_bytes(pid) / (1 << 20)
 
 
 def controller_ports(cluster):

@@ -9,7 +9,6 @@ at once.
 """
 import re
 import socket
-import threading
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,8 @@ from ipkernel.datachannel import frames
 from ipkernel.datachannel.gate import AUTH_TIMEOUT, MAX_PER_PEER
 from ipkernel.datachannel.relay import STALL_TIMEOUT
 
-from rawsockets import closed_by_peer, is_closed
+from procstat import thread_count
+from rawsockets import closed_by_peer, is_closed, trickle
 
 pytestmark = [pytest.mark.tier3, pytest.mark.timeout(120)]
 
@@ -37,9 +37,6 @@ def data_ports(cluster):
     return {"client": int(found[1]), "engine": int(found[2])}
 
 
-def threads_of(pid):
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("Threads:"))
 
 
 async def numpy_push_and_pull(cluster, mec, megabytes=50):
@@ -62,7 +59,7 @@ def start_pusher(cluster, megabytes=200):
 async def test_hundreds_of_idle_connections_cost_the_controller_no_threads(cluster):
     mec = await cluster.start(2)
     ports, pid = data_ports(cluster), cluster.controller.pid
-    before = threads_of(pid)
+    before = thread_count(pid)
 
     def open_idle():
         return [socket.create_connection(("127.0.0.1", ports[role]), timeout=5)
@@ -72,11 +69,11 @@ async def test_hundreds_of_idle_connections_cost_the_controller_no_threads(clust
         # the oldest beyond the bound per address are closed at once
         await cluster.poll(lambda: sum(map(is_closed, idle)) >= 200 - MAX_PER_PEER,
                            "the controller to close the oldest idle connections", 10)
-        assert threads_of(pid) <= before + 3
+        assert thread_count(pid) <= before + 3
         newcomer = await cluster.connect()  # joins its data channel meanwhile
         assert newcomer.data is not None and newcomer.data.connected
         await numpy_push_and_pull(cluster, newcomer)
-        assert threads_of(pid) <= before + 6  # the newcomer's own
+        assert thread_count(pid) <= before + 6  # the newcomer's own
     finally:
         for s in idle:
             s.close()
@@ -89,18 +86,8 @@ async def test_a_login_a_byte_at_a_time_is_closed_by_the_deadline(cluster):
     port = data_ports(cluster)["engine"]
     sock = socket.create_connection(("127.0.0.1", port), timeout=5)
     login = frames.header(frames.AUTH, body_length=32) + bytes(32)
-    stop = threading.Event()
-
-    def trickle():  # the attack: 1 byte every 2 s (each recv alone would be in time)
-        for byte in login[:-1]:
-            if stop.wait(2.0):
-                return
-            try:
-                sock.send(bytes([byte]))
-            except OSError:
-                return
-    sender = threading.Thread(target=trickle, daemon=True)
-    sender.start()
+    # the attack: 1 byte every 2 s (each recv alone would be in time)
+    stop, _ = trickle(sock, login[:-1], 2.0)
     try:
         took = await threads.deferToThread(closed_by_peer, sock, AUTH_TIMEOUT + 20)
     finally:

@@ -7,6 +7,8 @@ import pytest_twisted
 
 from ipkernel.error import CompositeError, ControllerError, EngineError
 
+from procstat import status_field
+
 pytestmark = [pytest.mark.tier3, pytest.mark.timeout(120)]
 
 # period 0.5 s + timeout 2 s, with room for a slow machine
@@ -141,11 +143,6 @@ def pulse_pids(engine_pid):
     return found
 
 
-def rss_kib(pid):
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError(f"no VmRSS for {pid}")
 
 
 @pytest_twisted.ensureDeferred
@@ -153,7 +150,7 @@ async def test_engine_in_c_code_holding_the_gil_is_kept_and_answers(cluster):
     mec = await cluster.start(n_engines=1, controller_args=cluster.FAST_HEARTBEAT)
     [pid] = (await cluster.engine_pids(mec)).values()
     [pulse] = pulse_pids(pid)
-    rss = rss_kib(pulse)
+    rss = status_field(pulse, "VmRSS")
     print(f"pulse process {pulse}: VmRSS {rss} kB")
     assert rss < 16 * 1024, f"the pulse process uses {rss} kB"
 

@@ -17,18 +17,13 @@ from foolscap.eventual import flushEventualQueue
 from ipkernel import asyncclient
 from ipkernel.error import CompositeError, PayloadTooLarge, ResultEvicted
 
+from procstat import rss_bytes
+
 pytestmark = [pytest.mark.tier3, pytest.mark.timeout(120)]
 
 MB = 1 << 20
 
 
-def rss(pid):
-    """Resident bytes of process ``pid``."""
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS for pid {pid}")
 
 
 async def raises(exc_type, d, cluster, seconds, what):
@@ -44,14 +39,14 @@ async def test_large_prints_keep_the_controller_within_its_history_budget(cluste
     mec = await cluster.start(1, controller_args=["--history-bytes", "8M"])
     pid = cluster.controller.pid
     await mec.execute("print('warm up')", targets=0)
-    baseline = rss(pid)
+    baseline = rss_bytes(pid)
     numbers, peak = [], baseline
     for k in range(20):  # 100 MB of output in all, 5 MB a cell
         result = await cluster.within(mec.execute(f"print('{k % 10}' * 5_000_000)", targets=0),
                                       30, f"print number {k}")
         numbers.append(result[0]["number"])
         assert len(result[0]["stdout"]) == 5_000_001
-        peak = max(peak, rss(pid))
+        peak = max(peak, rss_bytes(pid))
     assert peak < baseline + 40 * MB, (
         f"the controller grew from {baseline // MB} to {peak // MB} MB keeping "
         f"100 MB of prints with --history-bytes 8M")
@@ -77,7 +72,7 @@ async def test_unfetched_pulls_are_bounded_and_freed_when_the_client_goes(cluste
     small = await client.pull("a", targets=0)  # the whole path once, before measuring
     assert small[0].nbytes == 30 * MB
     del small
-    baseline = rss(pid)
+    baseline = rss_bytes(pid)
     ids = []
     for k in range(8):  # 240 MB of results, none fetched
         ids.append(await cluster.within(client.pull("a", targets=0, block=False), 30,
@@ -87,7 +82,7 @@ async def test_unfetched_pulls_are_bounded_and_freed_when_the_client_goes(cluste
                                 "the last pull")
     assert last[0].nbytes == 30 * MB
     del last
-    held = rss(pid)
+    held = rss_bytes(pid)
     assert held < baseline + (100 + 50) * MB, (
         f"the controller grew from {baseline // MB} to {held // MB} MB holding 8 unfetched "
         f"30 MB pulls with --unfetched-bytes 100M")
@@ -102,7 +97,7 @@ async def test_unfetched_pulls_are_bounded_and_freed_when_the_client_goes(cluste
     client.close()
 
     async def freed():
-        return rss(pid) < baseline + 30 * MB
+        return rss_bytes(pid) < baseline + 30 * MB
     await cluster.poll(freed, "the controller's memory to go back near its baseline "
                               f"({baseline // MB} MB)", timeout=20)
     # and it still serves the other client
@@ -147,20 +142,20 @@ async def test_a_killed_clients_unfetched_pulls_are_freed(cluster):
     await mec.execute("import numpy; a = numpy.ones(30 * 2**20 // 8)", targets=0)
     fine = await mec.pull("a", targets=0)  # the whole path once, before measuring
     del fine
-    baseline = rss(pid)
+    baseline = rss_bytes(pid)
     puller = cluster.spawn_code("puller", "import sys; sys.argv = ['puller', "
                                 f"{cluster.mec_furl_file!r}]\n" + PULLER)
     await cluster.poll(lambda: "PULLS LEFT UNFETCHED" in puller.output or puller.ended,
                        "the client's pulls", timeout=60)
     assert not puller.ended, puller.output
-    held = rss(pid)
+    held = rss_bytes(pid)
     assert baseline + 60 * MB < held < baseline + (150 + 50) * MB, (
         f"{baseline // MB} -> {held // MB} MB with 4 of 8 unfetched 30 MB pulls kept")
     puller.signal("KILL")
     await puller.wait()
 
     async def freed():
-        return rss(pid) < baseline + 30 * MB
+        return rss_bytes(pid) < baseline + 30 * MB
     await cluster.poll(freed, "the controller's memory to go back near its baseline "
                               f"({baseline // MB} MB) after the client was killed", timeout=30)
 
@@ -172,15 +167,15 @@ async def test_unfetched_results_really_expire(cluster):
     await mec.execute("import numpy; a = numpy.ones(30 * 2**20 // 8)", targets=0)
     fine = await mec.pull("a", targets=0)
     del fine
-    baseline = rss(pid)
+    baseline = rss_bytes(pid)
     deferred_id = await mec.pull("a", targets=0, block=False)
 
     async def kept():
-        return rss(pid) > baseline + 20 * MB
+        return rss_bytes(pid) > baseline + 20 * MB
     await cluster.poll(kept, "the unfetched pull to be kept", timeout=20, interval=0.02)
 
     async def expired():  # nobody asks: the controller's own sweep drops it
-        return rss(pid) < baseline + 10 * MB
+        return rss_bytes(pid) < baseline + 10 * MB
     await cluster.poll(expired, "the unfetched pull to expire", timeout=20)
     exc = await raises(ResultEvicted, mec.get_pending_deferred(deferred_id, block=True),
                        cluster, 10, "fetching the expired pull")

@@ -22,7 +22,7 @@ from ipkernel.datachannel.gate import RateLimitedLog
 from ipkernel.datachannel.peer import new_blob_id
 
 from awaiting import raises, within
-from rawsockets import closed_by_peer, is_closed
+from rawsockets import closed_by_peer, is_closed, trickle
 
 CAP = 64 << 20
 BIG = 12 << 20  # several pieces
@@ -181,18 +181,8 @@ async def test_a_login_a_byte_at_a_time_meets_the_deadline(make_server, raw, tls
     server = make_server(tls, gate={"auth_timeout": 1.0})
     sock = raw(server, "client", join=False)
     login = frames.header(frames.AUTH, body_length=32) + bytes(32)
-    stop = threading.Event()
-
-    def trickle():  # the attack: a byte every 0.2 s, never the whole login
-        for byte in login[:-1]:
-            if stop.wait(0.2):
-                return
-            try:
-                sock.send(bytes([byte]))
-            except OSError:
-                return
-    sender = threading.Thread(target=trickle, daemon=True)
-    sender.start()
+    # the attack: a byte every 0.2 s, never the whole login
+    stop, sender = trickle(sock, login[:-1], 0.2)
     try:
         took = await within(threads.deferToThread(closed_by_peer, sock, 10), 15)
     finally:
