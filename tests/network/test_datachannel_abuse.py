@@ -236,7 +236,8 @@ async def test_an_over_cap_put_is_refused_after_its_header(make_server, raw, tls
 
 
 def _half_put(sock, blob_id, to, length, part):
-    """A PUT of ``length`` bytes of which only ``part`` are sent."""
+    """A PUT of ``length`` bytes of which only ``part`` are sent (blocking:
+    call it from a thread, the engines' peers read in this process)."""
     sock.sendall(frames.header(frames.PUT, blob_id, length, {"to": to}) + b"h" * part)
 
 
@@ -251,7 +252,8 @@ async def test_a_stopped_sender_blocks_nobody_and_its_death_aborts_its_blob(
     stuck = raw(server, "client")
     stuck_id = new_blob_id()
     stuck_waits = [engines[i].store.wait(stuck_id, 60) for i in to]
-    _half_put(stuck, stuck_id, to, 40 << 20, 9 << 20)  # and then it stops
+    # and then it stops
+    await within(threads.deferToThread(_half_put, stuck, stuck_id, to, 40 << 20, 9 << 20), 30)
     other = await peers(server, "client", ("client", "other"))
     for n in range(2):  # two blobs go through to the same engines meanwhile
         blob_id = new_blob_id()
@@ -282,7 +284,7 @@ async def test_a_sender_silent_in_the_middle_of_a_blob_is_aborted_after_the_stal
     blob_id = new_blob_id()
     waiting = engine.store.wait(blob_id, 60)
     start = time.monotonic()
-    _half_put(stuck, blob_id, [0], 20 << 20, 5 << 20)
+    await within(threads.deferToThread(_half_put, stuck, blob_id, [0], 20 << 20, 5 << 20), 30)
     err = await raises(BlobMissing, waiting, 10)
     assert "sent nothing for 1 s" in str(err) and time.monotonic() - start < 5
     assert await within(threads.deferToThread(closed_by_peer, stuck, 5), 10) < 4
