@@ -160,7 +160,8 @@ async def test_hundreds_of_idle_connections_cost_no_threads_and_a_peer_still_joi
     before = data_threads()
     idle = [raw(server, role, join=False) for role in ("client", "engine") for _ in range(100)]
     await within(threads.deferToThread(
-        wait_until, lambda: server.gate.refused >= 200 - 16, "the oldest to be closed"))
+        wait_until, lambda: server.gate.refused >= 200 - 16 and all(map(is_closed, idle[:-16])),
+        "the oldest to be closed"))
     assert data_threads() <= before  # (the gate's thread was there already)
     assert server.gate.pending <= 16  # all from one address (both ports)
     assert all(map(is_closed, idle[:-16])) and not any(map(is_closed, idle[-16:]))  # the oldest
@@ -326,7 +327,8 @@ async def test_connections_waiting_to_authenticate_are_bounded_in_all(make_serve
     server = make_server(gate={"max_pending": 4, "max_per_peer": 100})
     idle = [raw(server, "engine", join=False) for _ in range(10)]
     await within(threads.deferToThread(
-        wait_until, lambda: server.gate.refused >= 6, "the oldest six to be closed"))
+        wait_until, lambda: server.gate.refused >= 6 and server.gate.pending == 4,
+        "the oldest six to be closed and the newest four accepted"))
     assert server.gate.pending == 4
     await within(threads.deferToThread(
         wait_until, lambda: all(map(is_closed, idle[:6])), "their sockets to close"))
