@@ -364,7 +364,7 @@ async def make_fc_cluster(make_tub, make_engine, tmp_path):
 def pytest_collection_modifyitems(config, items):
     tier1 = pytest.mark.tier1
     for item in items:
-        if not any(item.get_closest_marker(name) for name in ("tier1", "tier2", "tier3")):
+        if not any(item.get_closest_marker(name) for name in ("tier1", "tier2", "tier3", "tier4")):
             item.add_marker(tier1)
 
 
