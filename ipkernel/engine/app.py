@@ -85,6 +85,17 @@ class AppError(Exception):
     """A start-up problem to report in one line (the program exits with 1)."""
 
 
+def engine_id_option(text):
+    """``--engine-id``: a non-negative int."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"an engine id is a number 0 or more, not {text!r}")
+    return value
+
+
 def build_parser():
     p = argparse.ArgumentParser(
         prog="ipengine",
@@ -108,6 +119,9 @@ def build_parser():
                         f"with status 0 (seconds; 0 = exit at once; default "
                         f"{DEFAULT_STOP_WAIT:g})")
     p.add_argument("--logfile", help="append the log here (default: stderr)")
+    p.add_argument("--engine-id", type=engine_id_option, metavar="ID",
+                   help="ask the controller for this engine id (given when it is free, as "
+                        "after a restart of the engine that had it; else the lowest free one)")
     p.add_argument("--mpi", choices=["mpi4py"],
                    help="run under MPI: ask for engine id == MPI rank, `mpi` in the namespace")
     p.add_argument("--exec-lines", action="append", default=[], metavar="CODE",
@@ -265,6 +279,8 @@ class EngineApp:
         self.exec_lines = list(exec_lines)
         self.service = EngineService(mpi=mpi, history_cap=options.history_cap,
                                      kill_hook=self._on_kill, executor=executor)
+        if options.engine_id is not None and mpi is None:
+            self.service.id = options.engine_id
         self.tub = None
         self.connector = None
         self._parent = options.parent_pid or os.getppid()
