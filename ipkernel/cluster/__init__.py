@@ -6,9 +6,13 @@
   n engines on this machine for a ``with`` block, a notebook or a test.
 * :mod:`ipkernel.cluster.restarts`: engines that crash are started again,
   with a back-off.
+* :mod:`ipkernel.cluster.cluster`: :class:`Cluster`, a controller and engines
+  started by any launcher mode (local, mpiexec, ssh, Slurm, PBS, SGE, LSF);
+  :mod:`ipkernel.cluster.engineset` is the contract of those launchers.
 * :mod:`ipkernel.cluster.app`: the ``ipcluster`` command.
 """
 from ipkernel.cluster.launcher import LaunchError
 from ipkernel.cluster.local import LocalCluster
+from ipkernel.cluster.cluster import Cluster
 
-__all__ = ["LocalCluster", "LaunchError"]
+__all__ = ["Cluster", "LocalCluster", "LaunchError"]

@@ -320,14 +320,38 @@ class LocalCluster:
             zygote.shutdown()
             zygote = None
         for index in range(self.n):
-            if zygote is not None:
-                engine = ForkedEngineLauncher(zygote, self._cluster, index, self.engine_args,
-                                              engine_key=self._engine_key)
-            else:
-                engine = EngineLauncher(self._cluster, index, self.engine_args,
-                                        engine_key=self._engine_key)
-            self._procs.engines.append(engine)
-            engine.start()
+            self._start_engine(index, self.engine_args)
+
+    def _start_engine(self, index, args):
+        zygote = self._procs.zygote
+        if zygote is not None and zygote.is_alive():
+            engine = ForkedEngineLauncher(zygote, self._cluster, index, args,
+                                          engine_key=self._engine_key)
+        else:
+            engine = EngineLauncher(self._cluster, index, args, engine_key=self._engine_key)
+        self._procs.engines.append(engine)
+        engine.start()
+        return engine
+
+    def add_engines(self, k, engine_args=(), timeout=None):
+        """Start ``k`` more engines (``engine_args`` after the cluster's own);
+        return their launchers once they registered (within ``timeout``
+        seconds, default the cluster's).  They are restarted like the others."""
+        self._require_started()
+        if not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be a positive number of engines, not {k!r}")
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        first = len(self._procs.engines)
+        added = [self._start_engine(first + i, [*self.engine_args, *map(str, engine_args)])
+                 for i in range(k)]
+        for engine in added:
+            self._wait_ready(engine, deadline, "did not register", ENGINE_POLL)
+        if self._procs.restarter is not None:
+            for engine in added:
+                self._procs.restarter.add(engine)
+        elif len(added) == len(self._procs.engines):
+            self._watch_engines()
+        return added
 
     def _wait_ready(self, launcher, deadline, late, interval=READY_POLL):
         # Bounded polling of the logs; the controller must stay up meanwhile.

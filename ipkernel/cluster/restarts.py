@@ -176,6 +176,17 @@ class EngineRestarter:
                     return value or None
                 self._changed.wait(remaining)
 
+    def add(self, launcher):
+        """Watch one more engine launcher (one started after this restarter)."""
+        with self._lock:
+            if self._stopping:
+                return
+            self._slots.append(_Slot(launcher))
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass
+
     def start(self):
         """Start watching (in a daemon thread); returns self."""
         self._thread = threading.Thread(target=self._run, name="ipkernel-engine-restarts",
