@@ -120,13 +120,14 @@ class _Step(argparse.Action):
         setattr(namespace, self.dest, LEVEL_NAMES[index])
 
 
-def add_arguments(parser, program, default=DEFAULT_LEVEL, note=""):
+def add_arguments(parser, program, default=DEFAULT_LEVEL, note="", short_quiet=True):
     """Give ``parser`` the options every program has: ``--version``
     (prints ``PROGRAM VERSION``, exits 0), ``--log-level``, ``-v`` and ``-q``.
 
     ``default=argparse.SUPPRESS`` is for the subcommands of ``ipcluster``,
     whose top level has the options too; ``note`` is added to the help of
-    the options.  The level ends up in ``options.log_level`` (one of
+    the options.  ``short_quiet=False`` leaves ``-q`` to the program (the
+    batch modes of ``ipcluster`` use it for the queue, as 0.10 did).  The level ends up in ``options.log_level`` (one of
     :data:`LEVEL_NAMES`).
     """
     from ipkernel import __version__
@@ -144,7 +145,7 @@ def add_arguments(parser, program, default=DEFAULT_LEVEL, note=""):
                        help=f"one of {', '.join(LEVEL_NAMES)} (default {DEFAULT_LEVEL})")
     group.add_argument("-v", "--verbose", action=_Step, step=-1, dest="log_level",
                        default=default, help="one level more verbose (info -> debug)")
-    group.add_argument("-q", "--quiet", action=_Step, step=+1, dest="log_level",
+    group.add_argument(*(["-q"] if short_quiet else []), "--quiet", action=_Step, step=+1, dest="log_level",
                        default=default, help="one level quieter (info -> warn; repeatable)")
     return parser
 

@@ -71,8 +71,9 @@ def write_private_file(path, text, durable=True):
 class ClusterDir:
     """Paths inside one cluster directory (created on demand)."""
 
-    def __init__(self, path=None):
+    def __init__(self, path=None, log_dir=None):
         self.path = Path(path).expanduser() if path else default_path()
+        self._log_dir = Path(log_dir).expanduser().absolute() if log_dir else None
 
     def create(self):
         """Create the directory tree with safe permissions; return self."""
@@ -88,7 +89,8 @@ class ClusterDir:
 
     @property
     def log(self):
-        return self.path / "log"
+        """The log folder: ``log/`` unless another was given (``ipcluster --logdir``)."""
+        return self._log_dir or self.path / "log"
 
     @property
     def pid(self):

@@ -37,6 +37,7 @@ import threading
 from ipkernel import applog
 from ipkernel.clusterdir import MULTIENGINE_FURL, ClusterDir
 from ipkernel.cluster import pidfiles
+from ipkernel.cluster.engineset import saved_sets
 from ipkernel.cluster.launcher import LaunchError, ProcessLauncher, child_env
 from ipkernel.cluster.local import LocalCluster
 from ipkernel.pids import process_alive
@@ -55,11 +56,102 @@ LOG_NOTE = ("the level is passed on to the controller and the engines (before "
 
 # -- command line ---------------------------------------------------------------------
 
+#: The launcher modes that start engines beyond this process's own children.
+REMOTE_MODES = ("mpiexec", "ssh", "slurm", "pbs", "sge", "lsf")
+BATCH_MODES = ("slurm", "pbs", "sge", "lsf")
+MODE_HELP = {
+    "local": "engines as processes on this machine",
+    "mpiexec": "engines as one MPI job (mpiexec -n N; alias mpirun)",
+    "ssh": "engines on the hosts of a clusterfile, started over ssh",
+    "slurm": "engines as a Slurm job array (sbatch)",
+    "pbs": "engines as a PBS/Torque job array (qsub)",
+    "sge": "engines as a Grid Engine job array (qsub)",
+    "lsf": "engines as an LSF job array (bsub)",
+}
+
+
+def _starting_options():
+    starting = argparse.ArgumentParser(add_help=False)
+    starting.add_argument("-n", "--num", dest="n", type=int, default=4,
+                          help="number of engines (default 4)")
+    starting.add_argument("--daemon", action="store_true",
+                          help="run in the background; return once the engines registered")
+    starting.add_argument("--timeout", type=float, default=None,
+                          help="seconds allowed for the controller and every engine to be "
+                               "ready (default 60 here, 300 for batch jobs)")
+    starting.add_argument("--controller-args", default="", metavar="ARGS",
+                          help="extra ipcontroller arguments, one string: "
+                               "--controller-args='--heartbeat-period 2'")
+    starting.add_argument("--engine-args", default="", metavar="ARGS",
+                          help="extra ipengine arguments, one string: "
+                               "--engine-args='--exec-lines \"import numpy\"'")
+    starting.add_argument("-r", "--reuse-furls", action="store_true",
+                          help="the controller keeps its FURLs (and ports) across restarts")
+    starting.add_argument("--client-port", type=int, metavar="PORT",
+                          help="the controller's port for clients (default: any free one)")
+    starting.add_argument("--engine-port", type=int, metavar="PORT",
+                          help="the controller's port for engines (default: any free one)")
+    starting.add_argument("--logdir", metavar="DIR",
+                          help="where the logs go (default: log/ in the cluster directory)")
+    return starting
+
+
+def _local_options():
+    local = argparse.ArgumentParser(add_help=False)
+    local.add_argument("--no-restart", dest="restart", action="store_false",
+                       help="leave engines that crash dead (by default an engine that "
+                            "exits with a status other than 0 without being asked to stop "
+                            "is started again: at once, then after 1, 2, 4 ... 30 s while "
+                            "it keeps dying within 30 s of its start; given up when it "
+                            "dies before registering 5 times in a row)")
+    local.add_argument("--engine-furl", dest="engine_furl", action="store_true",
+                       help="also write the engine FURL file (security/"
+                            "ipcontroller-engine.furl), so that engines started by hand "
+                            "can join; by default each engine ipcluster starts gets a "
+                            "one-time credential instead and no such file exists")
+    return local
+
+
+def _remote_options(mode):
+    remote = argparse.ArgumentParser(add_help=False)
+    remote.add_argument("--engine-cmd", metavar="COMMAND",
+                        help="the engine command line on the engines' side (default: this "
+                             "Python by absolute path, -m ipkernel.engine: a shared filesystem "
+                             "or the same install path just works)")
+    remote.add_argument("--controller", default="local",
+                        choices=("local", *BATCH_MODES),
+                        help="where the controller runs: here (local, the default) or in a "
+                             "batch job of its own")
+    remote.add_argument("--controller-queue", metavar="QUEUE",
+                        help="the queue of the controller's batch job")
+    if mode in BATCH_MODES:
+        remote.add_argument("-q", "--queue", help="the queue (partition) of the engine job")
+        remote.add_argument("-s", "--script", metavar="FILE",
+                            help="a template for the engine job script (placeholders {n}, "
+                                 "{engine_command}, {cluster_dir}, {log_dir}, {queue}, "
+                                 "{job_name}; a job array is added unless it has one)")
+    if mode == "mpiexec":
+        remote.add_argument("--mpi", choices=["mpi4py"],
+                            help="engines import this MPI module (MPI.COMM_WORLD ranks 0..N-1 "
+                                 "become the engine ids)")
+        remote.add_argument("--mpiexec-args", default="", metavar="ARGS",
+                            help="extra mpiexec arguments, one string: "
+                                 "--mpiexec-args='-f hosts'")
+    if mode == "ssh":
+        remote.add_argument("--clusterfile", metavar="FILE", required=True,
+                            help="a Python file with engines = {'host': count, ...} and "
+                                 "send_furl = True|False")
+        remote.add_argument("--ssh-config", metavar="FILE",
+                            help="an ssh configuration file (given to ssh and scp as -F)")
+    return remote
+
+
 def build_parser():
     """The argument parser of ``ipcluster``."""
     top = argparse.ArgumentParser(
         prog="ipcluster", description="Start, inspect and stop an ipkernel cluster "
-        "(a controller and engines) on this machine.")
+        "(a controller and engines): on this machine, as an MPI job, over ssh or as "
+        "batch jobs (Slurm, PBS, Grid Engine, LSF).")
     top.add_argument("--cluster-dir", help="cluster directory (default $IPKERNEL_DIR or "
                      "~/.ipkernel)")
     applog.add_arguments(top, "ipcluster", note=LOG_NOTE)
@@ -68,43 +160,32 @@ def build_parser():
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--cluster-dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     applog.add_arguments(common, "ipcluster", default=argparse.SUPPRESS, note=LOG_NOTE)
-    starting = argparse.ArgumentParser(add_help=False)
-    starting.add_argument("-n", "--num", dest="n", type=int, default=4,
-                          help="number of engines (default 4)")
-    starting.add_argument("--timeout", type=float, default=60.0,
-                          help="seconds allowed for the controller and every engine to be "
-                               "ready (default 60)")
-    starting.add_argument("--controller-args", default="", metavar="ARGS",
-                          help="extra ipcontroller arguments, one string: "
-                               "--controller-args='--heartbeat-period 2'")
-    starting.add_argument("--engine-args", default="", metavar="ARGS",
-                          help="extra ipengine arguments, one string: "
-                               "--engine-args='--exec-lines \"import numpy\"'")
-    starting.add_argument("--no-restart", dest="restart", action="store_false",
-                          help="leave engines that crash dead (by default an engine that "
-                               "exits with a status other than 0 without being asked to stop "
-                               "is started again: at once, then after 1, 2, 4 ... 30 s while "
-                               "it keeps dying within 30 s of its start; given up when it "
-                               "dies before registering 5 times in a row)")
-    starting.add_argument("--engine-furl", dest="engine_furl", action="store_true",
-                          help="also write the engine FURL file (security/"
-                               "ipcontroller-engine.furl), so that engines started by hand "
-                               "can join; by default each engine ipcluster starts gets a "
-                               "one-time credential instead and no such file exists")
+    # In the batch modes -q is the queue (as in 0.10); --quiet stays.
+    batch_common = argparse.ArgumentParser(add_help=False)
+    batch_common.add_argument("--cluster-dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    applog.add_arguments(batch_common, "ipcluster", default=argparse.SUPPRESS, note=LOG_NOTE,
+                         short_quiet=False)
+    starting = _starting_options()
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("local", parents=[common, starting],
-                        help="run a cluster in the foreground (Ctrl-C stops it)")
-    start = commands.add_parser("start", parents=[common, starting],
-                                help="start a cluster (in the background with --daemon)")
-    start.add_argument("--daemon", action="store_true",
-                       help="run in the background; return once the cluster is ready")
+    for name in ("local", "start"):
+        what = (MODE_HELP["local"] if name == "local"
+                else "the same as local (kept from earlier versions)")
+        commands.add_parser(name, parents=[common, starting, _local_options()],
+                            help=f"{what}; in the foreground (Ctrl-C stops it) or --daemon")
+    for mode in REMOTE_MODES:
+        commands.add_parser(mode, parents=[batch_common if mode in BATCH_MODES else common,
+                                           starting, _remote_options(mode)],
+                            aliases=["mpirun"] if mode == "mpiexec" else [],
+                            help=f"{MODE_HELP[mode]}; in the foreground or --daemon")
     stop = commands.add_parser("stop", parents=[common],
-                               help="stop the cluster's engines and controller")
+                               help="stop the cluster's engines (cancelling batch jobs) and "
+                                    "controller")
     stop.add_argument("--timeout", type=float, default=30.0,
                       help="seconds allowed for a polite stop before processes are killed "
                            "(default 30)")
     commands.add_parser("status", parents=[common],
-                        help="show the cluster's processes (exit status 1 if none runs)")
+                        help="show the cluster's processes and jobs (exit status 1 if none "
+                             "runs)")
     return top
 
 
@@ -199,6 +280,53 @@ def _split(text):
     return shlex.split(text) if text else []
 
 
+def controller_args(options):
+    """The ipcontroller arguments ``options`` ask for (log level first)."""
+    args = ["--log-level", options.log_level]
+    if options.reuse_furls:
+        args.append("--reuse-furls")
+    for role in ("client", "engine"):
+        port = getattr(options, f"{role}_port")
+        if port is not None:
+            args += [f"--{role}-port", str(port)]
+    return args + _split(options.controller_args)
+
+
+def make_cluster(options, cluster):
+    """The LocalCluster or Cluster that ``options`` describe."""
+    engine_args = ["--log-level", options.log_level, *_split(options.engine_args)]
+    if options.command in ("local", "start"):
+        return LocalCluster(options.n, cluster, timeout=options.timeout,
+                            controller_args=controller_args(options), engine_args=engine_args,
+                            restart=options.restart, engine_furl_file=options.engine_furl)
+    from ipkernel.cluster.cluster import Cluster
+    mode_options = {}
+    if options.command in BATCH_MODES:
+        mode_options.update(queue=options.queue, script=options.script)
+    elif options.command == "mpiexec":
+        mode_options.update(mpi=options.mpi, mpi_args=_split(options.mpiexec_args))
+    elif options.command == "ssh":
+        mode_options.update(clusterfile=options.clusterfile, ssh_config=options.ssh_config)
+    return Cluster(options.n, cluster, engines=options.command, controller=options.controller,
+                   controller_queue=options.controller_queue, engine_command=options.engine_cmd,
+                   controller_args=controller_args(options), engine_args=engine_args,
+                   timeout=options.timeout, **mode_options)
+
+
+def ready_line(lc, options):
+    """The ``ipcluster ready`` line: the processes or the jobs, and the client FURL file."""
+    furl = ClusterDir(lc.cluster_dir).furl_file(MULTIENGINE_FURL)
+    controller = getattr(lc.controller, "pid", None)
+    where = f"ipcontroller pid {controller}" if controller else f"ipcontroller {lc.controller}"
+    if isinstance(lc, LocalCluster):
+        pids = " ".join(str(e.pid) for e in lc.engines)
+        return (f"{READY}: {where}, {options.n} engines (pids {pids or '-'}); "
+                f"client FURL file {furl}")
+    jobs = ", ".join(f"{r['job']} on {r.get('hosts') or '?'}" for r in lc.describe())
+    return (f"{READY}: {where}, {options.n} engines ({options.command}: {jobs or '-'}); "
+            f"client FURL file {furl}")
+
+
 def run_foreground(options, cluster):
     """Run the cluster until a stop signal or the controller's exit; return the exit status."""
     supervisor_pid = cluster.pid_file(pidfiles.SUPERVISOR)
@@ -213,30 +341,31 @@ def run_foreground(options, cluster):
         return 1
     signals = StopSignals()
     signals.install()
-    level = ["--log-level", options.log_level]
-    lc = LocalCluster(options.n, cluster.path, timeout=options.timeout,
-                      controller_args=level + _split(options.controller_args),
-                      engine_args=level + _split(options.engine_args),
-                      restart=options.restart, engine_furl_file=options.engine_furl)
+    lc = None
     try:
         try:
-            say(f"ipcluster: starting a controller and {options.n} engines in {cluster.path}")
+            lc = make_cluster(options, cluster)
+            how = "" if options.command in ("local", "start") else f" ({options.command})"
+            say(f"ipcluster: starting a controller and {options.n} engines{how} in "
+                f"{cluster.path}")
             lc.start()
             signals.raising = False
         except _StopRequested:
             complain(f"stopped by {signals.signal_name} while starting")
             return 1
-        except LaunchError as exc:
+        except (LaunchError, ValueError) as exc:
             complain(f"the cluster did not start: {exc}")
             return 1
-        engines = " ".join(str(e.pid) for e in lc.engines)
-        say(f"{READY}: ipcontroller pid {lc.controller.pid}, {options.n} engines "
-            f"(pids {engines or '-'}); client FURL file {lc.mec_furl_file}", always=True)
-        return watch(lc, signals)
+        say(ready_line(lc, options), always=True)
+        return watch(lc, signals) if isinstance(lc, LocalCluster) else watch_sets(lc, signals)
     finally:
         signals.raising = False
         try:
-            lc.stop()
+            if lc is not None:
+                try:
+                    lc.stop()
+                except LaunchError as exc:
+                    complain(str(exc))
         finally:
             pidfiles.release(supervisor_pid)
             signals.restore()
@@ -263,15 +392,34 @@ def watch(lc, signals):
     return 0
 
 
-# -- start --daemon ---------------------------------------------------------------------
+def watch_sets(cluster, signals):
+    """:func:`watch` for a :class:`~ipkernel.cluster.cluster.Cluster`: reports
+    engine jobs that end; the controller's end stops everything."""
+    reported = set()
+    while not signals.requested.wait(WATCH_INTERVAL):
+        for engine_set in cluster.engine_sets:
+            ended = None if engine_set.name in reported else engine_set.poll()
+            if ended:
+                reported.add(engine_set.name)
+                say(f"ipcluster: the engines of {engine_set.name} ended: {ended}", "warn")
+        if not cluster.controller.is_alive():
+            code = getattr(cluster.controller, "exit_code", None)
+            say(f"ipcluster: the controller ended (status {code}); stopping the engines",
+                "info" if code == 0 else "warn")
+            return 0 if code == 0 else 1
+    say(f"ipcluster: {signals.signal_name} received; stopping the engines and the controller")
+    return 0
+
+
+# -- --daemon ---------------------------------------------------------------------------
 
 _DID_NOT_START = "ipcluster: the cluster did not start: "
 
 
 def daemon_failure(daemon, error):
-    """Why the background ``ipcluster local`` did not start: its own complaint
-    (which names the process that failed and ends with that process's log),
-    or else ``error`` (the daemon's :class:`LaunchError`)."""
+    """Why the background ``ipcluster`` did not start: its own complaint
+    (which names the process or job that failed and ends with its log or the
+    launcher's text), or else ``error`` (the daemon's :class:`LaunchError`)."""
     text = daemon.log_text()
     start = text.rfind(_DID_NOT_START)
     if start < 0:
@@ -282,19 +430,21 @@ def daemon_failure(daemon, error):
     return f"{reason.rstrip()}\n(the background ipcluster's log: {daemon.log_file})"
 
 
-def start_daemon(options, cluster):
-    """Start ``ipcluster local`` detached; return once it is ready."""
+def daemon_argv(argv, cluster):
+    """The command line of the background ipcluster: ``argv`` without
+    ``--daemon``, with the cluster directory made explicit."""
+    return [sys.executable, "-m", "ipkernel.cluster",
+            *(a for a in argv if a != "--daemon"), "--cluster-dir", str(cluster.path)]
+
+
+def start_daemon(options, cluster, argv):
+    """Start this ipcluster command detached; return once it is ready."""
     problem = refuse_if_running(cluster)
     if problem:
         complain(problem)
         return 1
-    argv = [sys.executable, "-m", "ipkernel.cluster", "local", "--cluster-dir", cluster.path,
-            "-n", options.n, "--timeout", options.timeout, "--log-level", options.log_level,
-            f"--controller-args={options.controller_args}",
-            f"--engine-args={options.engine_args}", *([] if options.restart else ["--no-restart"]),
-            *(["--engine-furl"] if options.engine_furl else [])]
-    daemon = ProcessLauncher("ipcluster", argv, cluster.log / "ipcluster.log",
-                             env=child_env(), ready_text=READY)
+    daemon = ProcessLauncher("ipcluster", daemon_argv(argv, cluster),
+                             cluster.log / "ipcluster.log", env=child_env(), ready_text=READY)
     daemon.start()
     try:
         daemon.wait_ready(options.timeout + DAEMON_MARGIN)
@@ -306,7 +456,8 @@ def start_daemon(options, cluster):
         daemon.shutdown()
         complain("interrupted; the cluster was stopped")
         return 130
-    say(f"ipcluster: a controller and {options.n} engines run in the background "
+    how = "" if options.command in ("local", "start") else f" ({options.command})"
+    say(f"ipcluster: a controller and {options.n} engines{how} run in the background "
         f"(ipcluster pid {daemon.pid}).\n"
         f"  client FURL file: {cluster.furl_file(MULTIENGINE_FURL)}\n"
         f"  logs:             {cluster.log}\n"
@@ -317,9 +468,11 @@ def start_daemon(options, cluster):
 # -- stop -------------------------------------------------------------------------------
 
 def stop(options, cluster):
-    """Stop the watching process (which stops its processes), then anything left."""
+    """Stop the watching process (which stops its processes and cancels its
+    jobs), then anything left: processes with pid files, recorded jobs."""
     live = clean_stale(cluster)
-    if not live:
+    recorded = saved_sets(cluster)
+    if not live and not recorded:
         complain(f"no cluster is running in {cluster.path}")
         return 1
     for record in live:
@@ -328,12 +481,21 @@ def stop(options, cluster):
     left = [r.pid for r in live if process_alive(r.pid)]
     survivors = pidfiles.terminate(left, options.timeout)
     pidfiles.remove_stale(pidfiles.scan(cluster.pid))
-    if survivors:
-        complain(f"could not stop the processes {survivors}")
-        return 1
-    names = ", ".join(f"{r.name} (pid {r.pid})" for r in live)
-    say(f"ipcluster: stopped {names}")
-    return 0
+    problems = [f"could not stop the processes {survivors}"] if survivors else []
+    stopped = [f"{r.name} (pid {r.pid})" for r in live]
+    for engine_set in saved_sets(cluster):   # those the watching process did not stop
+        try:
+            engine_set.stop(options.timeout)
+        except LaunchError as exc:
+            problems.append(str(exc))
+            continue
+        engine_set.forget()
+        stopped.append(f"the engines of {engine_set.name}")
+    for problem in problems:
+        complain(problem)
+    if stopped:
+        say(f"ipcluster: stopped {', '.join(stopped)}")
+    return 1 if problems else 0
 
 
 # -- status -----------------------------------------------------------------------------
@@ -367,10 +529,27 @@ def registered_engines(cluster, timeout=STATUS_TIMEOUT):
     return f"engines {ids}" if ids else "no engines"
 
 
+def job_rows(cluster):
+    """``status`` rows of the recorded engine sets (batch jobs, ssh hosts, mpiexec)."""
+    rows = []
+    for engine_set in saved_sets(cluster):
+        try:
+            described = engine_set.describe()
+        except LaunchError as exc:
+            described = [{"job": "?", "hosts": "?", "state": f"unknown ({exc})"}]
+        for row in described:
+            rows.append((engine_set.name, engine_set.mode, row.get("job", "?"),
+                         row.get("hosts") or "-", row.get("state", "?")))
+    return rows
+
+
 def status(options, cluster):
-    """Print the table of processes; 0 if the controller runs, else 1."""
+    """Print the table of processes and jobs; 0 if the controller runs, else 1."""
     records = pidfiles.scan(cluster.pid)
+    jobs = job_rows(cluster)
     say(f"cluster directory: {cluster.path}", always=True)
+    if jobs:
+        say(format_table(("ENGINES", "MODE", "JOB", "HOSTS", "STATE"), jobs), always=True)
     if not records:
         say("no cluster is running (no pid files)", always=True)
         return 1
@@ -394,23 +573,33 @@ def status(options, cluster):
 
 # -- entry points -----------------------------------------------------------------------
 
+#: ``--timeout`` when none is given: a batch queue may take a while.
+DEFAULT_TIMEOUTS = {"local": 60.0, "start": 60.0, "mpiexec": 120.0, "ssh": 120.0}
+BATCH_TIMEOUT = 300.0
+
+
 def main(argv=None):
     """Run ``ipcluster`` with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
     global _level
-    options = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
+    options = build_parser().parse_args(argv)
     _level = options.log_level
     _configure_logging(_level)
+    if options.command == "mpirun":
+        options.command = "mpiexec"
     if getattr(options, "n", 0) < 0:
         complain("-n must not be negative")
         return 2
-    cluster = ClusterDir(options.cluster_dir).create()
-    if options.command == "local" or (options.command == "start" and not options.daemon):
-        return run_foreground(options, cluster)
-    if options.command == "start":
-        return start_daemon(options, cluster)
+    if getattr(options, "timeout", 0) is None:
+        options.timeout = DEFAULT_TIMEOUTS.get(options.command, BATCH_TIMEOUT)
+    cluster = ClusterDir(options.cluster_dir, getattr(options, "logdir", None)).create()
     if options.command == "stop":
         return stop(options, cluster)
-    return status(options, cluster)
+    if options.command == "status":
+        return status(options, cluster)
+    if options.daemon:
+        return start_daemon(options, cluster, argv)
+    return run_foreground(options, cluster)
 
 
 def run():

@@ -217,7 +217,7 @@ class Cluster:
             self._parts.temp_dir = path
         else:
             path = self._given_dir
-        self._cluster = ClusterDir(path).create()
+        self._cluster = (path if isinstance(path, ClusterDir) else ClusterDir(path)).create()
 
     def _reach_args(self):
         # Engines on other hosts need an address they can reach.

@@ -243,7 +243,7 @@ class LocalCluster:
             path = self._procs.temp_dir
         else:
             path = self._given_dir
-        self._cluster = ClusterDir(path).create()
+        self._cluster = (path if isinstance(path, ClusterDir) else ClusterDir(path)).create()
         # A new key per start: credentials of an earlier run are worthless.
         self._engine_key = credentials.new_key()
         keys = {"engine_key": self._engine_key}
