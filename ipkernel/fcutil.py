@@ -6,8 +6,10 @@
   IP address are dialled directly (:class:`DirectTCPHints`), and its
   connections share one TLS context (:class:`SharedContextNegotiation`).
 * :func:`listen`: listen on a host/port (0 picks a free port without the
-  deprecated ``tcp:0`` + ``getPortnum``) and set the location; returns the
-  port so it can be remembered for the next start.
+  deprecated ``tcp:0`` + ``getPortnum``) and set the location hints
+  (:func:`location_hints`: on ``0.0.0.0``/``::`` this host's addresses,
+  loopback last); returns the port so it can be remembered for the next
+  start.  :func:`listen_problem` words a failure to listen.
 * :func:`register`: register a Referenceable and write its FURL file
   atomically, mode 0600, reusing the old FURL's name when asked.
 * :func:`find_furl`: a FURL, or the FURL in a file, with errors that say what
@@ -16,6 +18,7 @@
   secret part of its FURLs, for reprs and logs.
 """
 import datetime
+import errno
 import os
 import re
 from pathlib import Path
@@ -29,11 +32,12 @@ from foolscap.api import Tub
 from foolscap.connections import tcp as foolscap_tcp
 from foolscap.ipb import IConnectionHintHandler, InvalidHintError
 from foolscap.referenceable import SturdyRef
-from twisted.internet import defer, endpoints
+from twisted.internet import defer, endpoints, task
 from twisted.internet.abstract import isIPAddress, isIPv6Address
-from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.internet.interfaces import IStreamClientEndpoint, IStreamServerEndpoint
 from zope.interface import implementer
 
+from ipkernel import hostaddrs
 from ipkernel.clusterdir import write_private_file
 from ipkernel.error import SecurityError
 
@@ -80,6 +84,11 @@ def new_cert_pem():
                                 serialization.NoEncryption())).decode("ascii")
 
 
+#: Seconds a hint naming one of this host's own (non-loopback) addresses waits
+#: when the same FURL also has a loopback hint for that port (see DirectTCPHints).
+OWN_ADDRESS_DELAY = 1.0
+
+
 @implementer(IConnectionHintHandler)
 class DirectTCPHints:
     """Foolscap's handler of ``tcp:HOST:PORT`` hints, minus the name lookup
@@ -89,26 +98,90 @@ class DirectTCPHints:
     ``getaddrinfo`` in the reactor's thread pool (started for it on first
     use); an address needs no lookup, so it is dialled at once.  Host names
     still go to Foolscap's handler.
+
+    Two more things:
+
+    * ``connections`` counts the TCP connections made through it (a peer
+      answered at the TCP level), so a caller can tell "nobody is there"
+      from "slow to negotiate" (see :func:`tcp_connections`).
+    * A controller listening on every address writes hints for this host's
+      addresses and loopback last.  Foolscap dials every hint at once, the
+      last first, and keeps the first connection that negotiates; a peer on
+      the controller's own host must win on loopback (only loopback peers
+      get lanes and plain-TCP data channels).  So a hint naming one of this
+      host's own non-loopback addresses, for a port that was just dialled on
+      loopback, waits :data:`OWN_ADDRESS_DELAY` seconds first (and is
+      abandoned when loopback wins meanwhile).
     """
 
     def __init__(self):
         self._names = foolscap_tcp.default()
+        self.connections = 0
+        self._loopback_dialled = {}   # port -> when a loopback hint for it was dialled
 
     def hint_to_endpoint(self, hint, reactor, update_status):
         kind, _, rest = hint.partition(":")
         host, _, port = rest.rpartition(":")
         host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-        if kind == "tcp" and port.isdigit():
-            if isIPAddress(host):
-                return endpoints.TCP4ClientEndpoint(reactor, host, int(port)), host
-            if isIPv6Address(host):
-                return endpoints.TCP6ClientEndpoint(reactor, host, int(port)), host
         if kind != "tcp":
             raise InvalidHintError("not a tcp hint")
-        return self._names.hint_to_endpoint(hint, reactor, update_status)
+        if not port.isdigit():
+            endpoint, name = self._names.hint_to_endpoint(hint, reactor, update_status)
+            return _CountingEndpoint(endpoint, self), name
+        if isIPAddress(host):
+            endpoint = endpoints.TCP4ClientEndpoint(reactor, host, int(port))
+        elif isIPv6Address(host):
+            endpoint = endpoints.TCP6ClientEndpoint(reactor, host, int(port))
+        else:
+            endpoint, _ = self._names.hint_to_endpoint(hint, reactor, update_status)
+        endpoint = _CountingEndpoint(endpoint, self)
+        now = reactor.seconds()
+        if hostaddrs.is_loopback(host):
+            self._loopback_dialled[int(port)] = now
+        elif now - self._loopback_dialled.get(int(port), -1e9) < OWN_ADDRESS_DELAY \
+                and hostaddrs.is_own_address(host):
+            endpoint = _DelayedEndpoint(endpoint, reactor, OWN_ADDRESS_DELAY)
+        return endpoint, host
 
     def describe(self):
         return "tcp"
+
+
+@implementer(IStreamClientEndpoint)
+class _CountingEndpoint:
+    """A client endpoint that counts its connections in ``handler.connections``."""
+
+    def __init__(self, inner, handler):
+        self.inner = inner
+        self.handler = handler
+
+    def connect(self, factory):
+        def made(protocol):
+            self.handler.connections += 1
+            return protocol
+        return self.inner.connect(factory).addCallback(made)
+
+
+@implementer(IStreamClientEndpoint)
+class _DelayedEndpoint:
+    """A client endpoint that connects ``delay`` seconds after being asked
+    (cancelling it before then dials nothing)."""
+
+    def __init__(self, inner, reactor, delay):
+        self.inner = inner
+        self.reactor = reactor
+        self.delay = delay
+
+    def connect(self, factory):
+        d = task.deferLater(self.reactor, self.delay, lambda: None)
+        return d.addCallback(lambda _: self.inner.connect(factory))
+
+
+def tcp_connections(tub):
+    """How many TCP connections ``tub`` (made by :func:`make_tub`) has made
+    out so far (0 for another Tub)."""
+    handler = getattr(tub, "_ipkernel_hints", None)
+    return handler.connections if handler is not None else 0
 
 
 #: Seconds a peer has to finish Foolscap's negotiation (TLS included) on a
@@ -208,7 +281,8 @@ def make_tub(cert_file=None, cert_data=None, options=None):
     if cert_file is not None:
         cert_data = load_or_create_cert(cert_file)
     tub = Tub(certData=cert_data if cert_data is not None else new_cert_pem())
-    tub.addConnectionHintHandler("tcp", DirectTCPHints())
+    tub._ipkernel_hints = DirectTCPHints()
+    tub.addConnectionHintHandler("tcp", tub._ipkernel_hints)
     tub.negotiationClass = SharedContextNegotiation
     tls_options(tub).getContext()   # now, not while the first connection waits
     for name, value in {**TUB_OPTIONS, **(options or {})}.items():
@@ -240,20 +314,79 @@ class _RecordingEndpoint:
         return d.addCallbacks(record, failed)
 
 
+#: Hosts that mean "every address of this host".
+WILDCARDS = ("", "0.0.0.0", "::")
+
+
+def is_wildcard(host):
+    """True for a listening host that means every address (``0.0.0.0``, ``::``)."""
+    return host in WILDCARDS
+
+
+def location_hints(host, port, location=None):
+    """The ``tcp:`` hints (a list) for a Tub listening on ``host:port``.
+
+    ``location`` (a host name or address peers should dial) wins; a specific
+    ``host`` is its own hint; on every address (``0.0.0.0``: IPv4, ``::``:
+    IPv6 and IPv4) the hints are this host's non-loopback addresses of
+    those families (see :mod:`ipkernel.hostaddrs`), then loopback, so peers
+    on other hosts and on this one both find it.
+    """
+    if location:
+        names = [location]
+    elif not is_wildcard(host):
+        names = [host]
+    else:
+        version = 4 if host in ("", "0.0.0.0") else None
+        names = hostaddrs.addresses(version, loopback=False)
+        names.append("127.0.0.1")
+    return [f"tcp:[{n}]:{port}" if isIPv6Address(n) else f"tcp:{n}:{port}" for n in names]
+
+
 async def listen(tub, reactor, host="127.0.0.1", port=0, location=None):
     """Make the (running) ``tub`` listen on ``host:port`` and set its location.
 
-    ``port=0`` picks a free port.  ``location`` is the host clients should
-    dial (default: ``host``, or 127.0.0.1 when listening on every interface).
-    Returns the port number.
+    ``port=0`` picks a free port.  ``location`` is the host peers should
+    dial; by default the hints are :func:`location_hints` (``host``, or on
+    ``0.0.0.0``/``::`` this host's addresses, loopback last).  Returns the
+    port number.  A failure to listen raises Twisted's ``CannotListenError``
+    (see :func:`listen_problem` for what to tell the user).
     """
-    inner = endpoints.TCP4ServerEndpoint(reactor, port, interface=host)
+    if isIPv6Address(host) or host == "::":
+        inner = endpoints.TCP6ServerEndpoint(reactor, port, interface=host)
+    else:
+        inner = endpoints.TCP4ServerEndpoint(reactor, port, interface=host)
     recorder = _RecordingEndpoint(inner)
     tub.listenOn(recorder)
     actual = await recorder.port
-    where = location or (host if host not in ("", "0.0.0.0") else "127.0.0.1")
-    tub.setLocation(f"tcp:{where}:{actual}")
+    tub.setLocation(*location_hints(host, actual, location))
     return actual
+
+
+def listen_problem(error, host, port, option):
+    """Words for a failure (an ``OSError``) to listen on ``host:port``,
+    set with ``--OPTION-ip``/``--OPTION-port``: what went wrong and which
+    flag to change."""
+    number = getattr(error, "errno", None)
+    if number == errno.EADDRNOTAVAIL:
+        own = ", ".join(hostaddrs.addresses()) or "none found"
+        return (f"this host has no address {host} (so nothing can listen there); its addresses "
+                f"are {own}: pass --{option}-ip one of them, or 0.0.0.0 for every address")
+    if number == errno.EADDRINUSE:
+        return (f"port {port} on {host} is in use (another controller, or another program?): "
+                f"--{option}-port 0 picks a free port (FURLs of an earlier run then stop "
+                f"working), or stop what holds it")
+    if number == errno.EACCES:
+        return (f"no permission to listen on port {port} of {host} (ports below 1024 need "
+                f"privileges): choose another --{option}-port")
+    return (f"{getattr(error, 'strerror', None) or error} (--{option}-ip and --{option}-port "
+            f"choose the address and the port)")
+
+
+def furl_locations(furl):
+    """The ``HOST:PORT`` locations a FURL's hints name (no secret), as a list."""
+    hints = furl.split("@", 1)[-1].split("/", 1)[0]
+    return [h[4:] if h.startswith("tcp:") else h for h in hints.split(",") if h]
 
 
 def register(tub, ref, furl_file=None, reuse=False):

@@ -34,7 +34,7 @@ from twisted.application import internet as app_internet, service
 from twisted.internet import defer, error as net_error, task
 from twisted.logger import Logger, globalLogPublisher
 
-from ipkernel import applog, credentials, fcutil, sizes, wire
+from ipkernel import applog, credentials, fcutil, hostaddrs, sizes, wire
 from ipkernel.pids import process_alive, watch_parent
 from ipkernel.clusterdir import (ENGINE_FURL, MULTIENGINE_FURL, TASK_FURL, ClusterDir,
                                  write_private_file)
@@ -92,11 +92,16 @@ def build_parser():
     p.add_argument("--logfile", help="append the log here (default: stderr)")
     for role, who in (("client", "clients"), ("engine", "engines")):
         p.add_argument(f"--{role}-ip", default="127.0.0.1",
-                       help=f"interface to listen on for {who} (default 127.0.0.1)")
+                       help=f"address to listen on for {who} (default 127.0.0.1: this host "
+                            f"only); 0.0.0.0 (IPv4) or :: (IPv6 and IPv4) listens on every "
+                            f"address, and the FURL then names this host's addresses, "
+                            f"loopback last")
         p.add_argument(f"--{role}-port", type=int, default=0,
                        help=f"port for {who} (default 0: pick one, or the previous one with -r)")
         p.add_argument(f"--{role}-location",
-                       help=f"host name {who} should dial (default: the listening ip)")
+                       help=f"host name or address {who} should dial, written into the "
+                            f"FURL (default: the listening ip, or this host's addresses "
+                            f"when it is 0.0.0.0 or ::)")
         p.add_argument(f"--{role}-cert-file",
                        help=f"certificate of the {role} Tub (default security/ipcontroller-{role}.pem)")
     p.add_argument("--engine-furl-file", help=f"where to write the engine FURL "
@@ -178,6 +183,14 @@ def build_parser():
 
 #: The argument parser, made once per process (the zygote makes it before it forks).
 parser = functools.cache(build_parser)
+
+
+def data_channel_interface(ip):
+    """Where the data channel listens, given a ``--ROLE-ip``: the same
+    address, but ``::`` becomes ``0.0.0.0`` (the data channel's sockets are
+    IPv4; a peer that reached Foolscap over IPv6 then sends bulk data through
+    Foolscap)."""
+    return "0.0.0.0" if ip == "::" else ip
 
 
 def claim_pid_file(path):
@@ -267,6 +280,8 @@ class ControllerApp:
             self.data_server = self._start_data_channel()
         if getattr(self.options, "lane", True):
             self.lane_server = self._start_lanes()
+        for role in ("client", "engine"):
+            self._warn_if_exposed(role)
         sme = ISynchronousMultiEngine(IMultiEngine(self.controller))
         sme.max_bytes = getattr(self.options, "unfetched_bytes", DEFAULT_MAX_BYTES)
         sme.ttl = getattr(self.options, "result_ttl", DEFAULT_TTL)
@@ -312,7 +327,8 @@ class ControllerApp:
     def _start_data_channel(self):
         server = DataChannelServer(
             self.cert_files,
-            interfaces={role: getattr(self.options, f"{role}_ip") for role in self.cert_files},
+            interfaces={role: data_channel_interface(getattr(self.options, f"{role}_ip"))
+                        for role in self.cert_files},
             max_blob=self.options.payload_cap,
             ttl=getattr(self.options, "result_ttl", DEFAULT_TTL),
             tls_always=getattr(self.options, "data_channel_tls", False))
@@ -354,11 +370,41 @@ class ControllerApp:
         try:
             actual = await fcutil.listen(self.tubs[role], self.reactor, ip, port, location)
         except net_error.CannotListenError as exc:
-            raise AppError(f"cannot listen for {role}s on {ip}:{port}: {exc.socketError} "
-                           f"(is another controller using it? --{role}-port 0 picks a free "
-                           f"port, but then old FURLs stop working)") from None
+            problem = fcutil.listen_problem(exc.socketError, ip, port, role)
+            raise AppError(f"cannot listen for {role}s on {ip}:{port}: {problem}") from None
         write_private_file(self.cluster.port_file(role), f"{actual}\n", durable=False)
         return actual
+
+    def _warn_if_exposed(self, role):
+        """Say so (a warning) when ``role``'s port listens beyond loopback."""
+        ip = getattr(self.options, f"{role}_ip")
+        if hostaddrs.is_loopback(ip):
+            return
+        ports = [str(self.ports[role])]
+        if self.data_server is not None:
+            ports.append(f"{self.data_server.ports[role]} (its data channel)")
+        hints = ", ".join(fcutil.furl_locations(
+            "pb://x@" + ",".join(getattr(self.tubs[role], "locationHints", ())) + "/x"))
+        if role == "engine":
+            keys = [self.engine_furl_file] if self.engine_furl else []
+            if self.engine_key is not None:
+                keys.append(self.gate_furl_file)
+            extra = (" Engines on other hosts also need this host's UDP datagrams to reach "
+                     "their pulse ports (ipengine --no-pulse needs none).")
+        else:
+            keys = [self.mec_furl_file, self.tc_furl_file]
+            extra = ""
+        where = "every address" if fcutil.is_wildcard(ip) else "an address"
+        numbers = " and ".join(p.split()[0] for p in ports)
+        text = (f"listening for {role}s beyond loopback: on {where} ({ip}), TCP ports "
+                f"{' and '.join(ports)}; the FURLs name {hints}. Anyone who can reach these "
+                f"ports can connect, but only a holder of a FURL file can do anything (TLS, "
+                f"the FURL's secret): the FURL files are the keys ({', '.join(keys)}); copy "
+                f"them only to machines and accounts you trust. Open TCP ports {numbers} in "
+                f"the firewall for the {role}s' hosts only.{extra}")
+        log.warn("{text}", text=text)
+        if getattr(self.options, "logfile", None) and sys.stderr.isatty():
+            print(f"ipcontroller: warning: {text}", file=sys.stderr, flush=True)
 
     # -- stop -------------------------------------------------------------------------
 
