@@ -249,6 +249,8 @@ class Cluster:
         wanted = {"ssh": ("clusterfile", "hosts", "send_furl", "ssh_config"),
                   "mpiexec": ("mpi", "mpi_args")}.get(self.mode, ("queue", "script"))
         options = self._given({key: self.options[key] for key in wanted})
+        if self.mode == "mpiexec":
+            options["mpi"] = self.options["mpi"]   # engines use MPI only when asked to
         if self.mode == "ssh" and "hosts" in options:
             options["engines"] = options.pop("hosts")
         return options
