@@ -1,0 +1,80 @@
+"""Tier 4: ``ipcluster MODE --daemon``, ``status`` and ``stop`` with the real
+launchers: the engines register from the launcher's job, do real work, and
+``stop`` leaves no job, process or record behind.
+
+Each mode needs its component (set up by the scripts under ``scripts/ci/``,
+which ``.ci/run`` runs); without it the test is skipped, naming the script
+(under ``CI=true`` it fails instead).
+"""
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from ipkernel.cluster import engineset, pidfiles
+from ipkernel.clusterdir import MULTIENGINE_FURL, ClusterDir
+
+pytestmark = [pytest.mark.tier4, pytest.mark.timeout(420)]
+
+SESSION = Path(__file__).with_name("ipcluster_work_session.py")
+
+
+def require(missing, setup):
+    """Skip (or under CI fail) when ``missing`` names what is not here."""
+    if missing:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{missing}: .ci/run must run {setup} first")
+        pytest.skip(f"{missing}: run {setup}")
+
+
+def session_values(output, label):
+    return re.search(rf"^{label} (.*)$", output, re.M).group(1).split()
+
+
+@pytest.fixture
+def cluster_dir(tmp_path, reaper, ipcluster):
+    """A cluster directory; whatever runs there is stopped afterwards."""
+    path = ClusterDir(reaper.add_cluster_dir(tmp_path / "cluster")).create()
+    yield path
+    if pidfiles.scan(path.pid) or engineset.saved_sets(path):
+        ipcluster("stop", "--cluster-dir", path.path, timeout=120)
+    for leftover in engineset.saved_sets(path):
+        leftover.stop(timeout=60)
+
+
+def round_trip(ipcluster, reaper, cluster_dir, mode_args, n, env_var, *flags):
+    """start --daemon, status, real work, stop; return the work session's output."""
+    started = ipcluster(*mode_args, "-n", n, "--daemon", "--cluster-dir", cluster_dir.path,
+                        timeout=360)
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert "run in the background" in started.stdout
+    status = ipcluster("status", "--cluster-dir", cluster_dir.path, timeout=60)
+    assert status.returncode == 0, status.stdout + status.stderr
+    mode = mode_args[0]
+    assert re.search(rf"^\S+\s+{mode}\s+\S+", status.stdout, re.M), status.stdout
+    [record] = engineset.saved_sets(cluster_dir)
+    output = reaper.run_session(SESSION, cluster_dir.furl_file(MULTIENGINE_FURL), n, env_var,
+                                *flags, ok="WORK SESSION OK", timeout=300)
+    pids = [int(p) for p in session_values(output, "pids")]
+    stopped = ipcluster("stop", "--cluster-dir", cluster_dir.path, timeout=120)
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert engineset.saved_sets(cluster_dir) == []
+    assert record.poll() is not None   # the launcher no longer lists it
+    assert reaper.all_gone(pids, timeout=30)
+    assert not [r for r in pidfiles.scan(cluster_dir.pid) if r.alive]
+    return output, record
+
+
+def test_mpiexec_engines_are_one_mpi_job(ipcluster, reaper, cluster_dir):
+    from ipkernel.cluster import mpi
+    import importlib.util
+    require(None if mpi.default_mpiexec() else "no mpiexec next to this Python or on PATH",
+            "scripts/ci/mpi.sh .venv")
+    require(None if importlib.util.find_spec("mpi4py") else "mpi4py is not installed",
+            "scripts/ci/mpi.sh .venv")
+    output, record = round_trip(ipcluster, reaper, cluster_dir,
+                                ["mpiexec", "--mpi", "mpi4py"], 3, "PMI_RANK", "mpi")
+    assert sorted(session_values(output, "env")) == ["0", "1", "2"]
