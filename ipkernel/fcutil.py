@@ -99,24 +99,18 @@ class DirectTCPHints:
     use); an address needs no lookup, so it is dialled at once.  Host names
     still go to Foolscap's handler.
 
-    Two more things:
-
-    * ``connections`` counts the TCP connections made through it (a peer
-      answered at the TCP level), so a caller can tell "nobody is there"
-      from "slow to negotiate" (see :func:`tcp_connections`).
-    * A controller listening on every address writes hints for this host's
-      addresses and loopback last.  Foolscap dials every hint at once, the
-      last first, and keeps the first connection that negotiates; a peer on
-      the controller's own host must win on loopback (only loopback peers
-      get lanes and plain-TCP data channels).  So a hint naming one of this
-      host's own non-loopback addresses, for a port that was just dialled on
-      loopback, waits :data:`OWN_ADDRESS_DELAY` seconds first (and is
-      abandoned when loopback wins meanwhile).
+    A controller listening on every address writes hints for this host's
+    addresses and loopback last.  Foolscap dials every hint at once, the
+    last first, and keeps the first connection that negotiates; a peer on
+    the controller's own host must win on loopback (only loopback peers get
+    lanes and plain-TCP data channels).  So a hint naming one of this host's
+    own non-loopback addresses, for a port that was just dialled on
+    loopback, waits :data:`OWN_ADDRESS_DELAY` seconds first (and is
+    abandoned when loopback wins meanwhile).
     """
 
     def __init__(self):
         self._names = foolscap_tcp.default()
-        self.connections = 0
         self._loopback_dialled = {}   # port -> when a loopback hint for it was dialled
 
     def hint_to_endpoint(self, hint, reactor, update_status):
@@ -125,16 +119,12 @@ class DirectTCPHints:
         host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
         if kind != "tcp":
             raise InvalidHintError("not a tcp hint")
-        if not port.isdigit():
-            endpoint, name = self._names.hint_to_endpoint(hint, reactor, update_status)
-            return _CountingEndpoint(endpoint, self), name
-        if isIPAddress(host):
+        if isIPAddress(host) and port.isdigit():
             endpoint = endpoints.TCP4ClientEndpoint(reactor, host, int(port))
-        elif isIPv6Address(host):
+        elif isIPv6Address(host) and port.isdigit():
             endpoint = endpoints.TCP6ClientEndpoint(reactor, host, int(port))
         else:
-            endpoint, _ = self._names.hint_to_endpoint(hint, reactor, update_status)
-        endpoint = _CountingEndpoint(endpoint, self)
+            return self._names.hint_to_endpoint(hint, reactor, update_status)
         now = reactor.seconds()
         if hostaddrs.is_loopback(host):
             self._loopback_dialled[int(port)] = now
@@ -145,21 +135,6 @@ class DirectTCPHints:
 
     def describe(self):
         return "tcp"
-
-
-@implementer(IStreamClientEndpoint)
-class _CountingEndpoint:
-    """A client endpoint that counts its connections in ``handler.connections``."""
-
-    def __init__(self, inner, handler):
-        self.inner = inner
-        self.handler = handler
-
-    def connect(self, factory):
-        def made(protocol):
-            self.handler.connections += 1
-            return protocol
-        return self.inner.connect(factory).addCallback(made)
 
 
 @implementer(IStreamClientEndpoint)
@@ -179,9 +154,9 @@ class _DelayedEndpoint:
 
 def tcp_connections(tub):
     """How many TCP connections ``tub`` (made by :func:`make_tub`) has made
-    out so far (0 for another Tub)."""
-    handler = getattr(tub, "_ipkernel_hints", None)
-    return handler.connections if handler is not None else 0
+    out so far: a peer answered at the TCP level, so a caller can tell
+    "nobody is there" from "slow to negotiate"."""
+    return getattr(tub, "_ipkernel_tcp_connections", 0)
 
 
 #: Seconds a peer has to finish Foolscap's negotiation (TLS included) on a
@@ -211,6 +186,10 @@ class SharedContextNegotiation(negotiate.Negotiation):
 
     SERVER_TIMEOUT = NEGOTIATION_DEADLINE
     _counted = None  # (the listener's table, peer host) while negotiating
+
+    def connectionMadeClient(self):
+        self.tub._ipkernel_tcp_connections = tcp_connections(self.tub) + 1
+        return super().connectionMadeClient()
 
     def connectionMadeServer(self):
         host = getattr(self.transport.getPeer(), "host", None)
@@ -281,8 +260,7 @@ def make_tub(cert_file=None, cert_data=None, options=None):
     if cert_file is not None:
         cert_data = load_or_create_cert(cert_file)
     tub = Tub(certData=cert_data if cert_data is not None else new_cert_pem())
-    tub._ipkernel_hints = DirectTCPHints()
-    tub.addConnectionHintHandler("tcp", tub._ipkernel_hints)
+    tub.addConnectionHintHandler("tcp", DirectTCPHints())
     tub.negotiationClass = SharedContextNegotiation
     tls_options(tub).getContext()   # now, not while the first connection waits
     for name, value in {**TUB_OPTIONS, **(options or {})}.items():

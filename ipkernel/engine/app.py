@@ -21,7 +21,9 @@ code is busy, and ``interrupt`` is a real SIGINT that also breaks
 * It registers (asking for its MPI rank as id with ``--mpi=mpi4py``) and
   stays registered: after a controller restart with ``-r`` it reconnects
   and registers again, asking for its old id.  It says within seconds why
-  the controller cannot be reached, and a stale FURL (one the controller
+  the controller cannot be reached; when nothing at all answers at the
+  FURL's addresses for ``--unreachable-timeout`` seconds (default 10) it
+  exits with status 1, naming them; a stale FURL (one the controller
   there does not know) ends it at once with status 1.  A controller that
   shuts down deliberately tells its engines: they wait ``--stop-wait``
   seconds for it to come back, then exit with status 0; after a crash they
@@ -77,6 +79,8 @@ FURL_POLL = 0.01
 KILL_GRACE = 0.2
 #: Seconds a killed engine waits for the interrupted command to return before it exits anyway.
 KILL_FORCE = 3.0
+#: Default of ``--unreachable-timeout`` (seconds).
+DEFAULT_UNREACHABLE_TIMEOUT = 10.0
 #: How long the main thread waits for the reactor thread to finish stopping.
 REACTOR_STOP_TIMEOUT = 15.0
 
@@ -109,6 +113,13 @@ def build_parser():
                    help="give up if the first registration takes longer (seconds; 0 = wait "
                         "forever; default 60); a FURL the controller does not know (stale) "
                         "fails at once")
+    p.add_argument("--unreachable-timeout", type=float, default=DEFAULT_UNREACHABLE_TIMEOUT,
+                   metavar="SECONDS",
+                   help=f"before the first registration: exit with status 1 when nothing at "
+                        f"all answers at the FURL's addresses (connection refused, no route, "
+                        f"no answer) for this long, naming the addresses tried (0 = only "
+                        f"--register-timeout; default {DEFAULT_UNREACHABLE_TIMEOUT:g}); the "
+                        f"first failed attempt is logged at once")
     p.add_argument("--reconnect-timeout", type=float, default=DEFAULT_RECONNECT_TIMEOUT,
                    help=f"after losing the controller without notice (a crash, the network), "
                         f"keep reconnecting this long, then exit with status 1 (seconds; 0 = "
@@ -344,7 +355,8 @@ class EngineApp:
             self.tub, self.service, str(self.furl_file), clock=self.reactor,
             register_timeout=options.register_timeout or None,
             reconnect_timeout=options.reconnect_timeout or None,
-            stop_wait=options.stop_wait, on_gave_up=self._gave_up, credential=self.credential)
+            stop_wait=options.stop_wait, on_gave_up=self._gave_up, credential=self.credential,
+            unreachable_timeout=getattr(options, "unreachable_timeout", None) or None)
         log.info("connecting to the controller named in {path}", path=self.furl_file)
         try:
             engine_id = await self.connector.start()

@@ -8,6 +8,13 @@ connection fails, at once and in words an operator can act on:
   failure ("cannot reach the controller at HOST:PORT from FURL file F:
   connection refused; retrying for up to 60 s ..."), then one line a
   minute (``STILL_TRYING_EVERY``), or when the reason changes.
+* Before the first registration, with ``unreachable_timeout``: when
+  nothing at all answered at any of the FURL's locations within that many
+  seconds (every TCP connection refused, no route, or no answer), the
+  connector ends (``registered`` fails with :class:`ControllerUnreachable`,
+  naming the locations tried and what to check) instead of waiting out
+  ``register_timeout``.  A controller that accepted a TCP connection but is
+  slow to negotiate or register is left to ``register_timeout``.
 * When the controller's Tub answers but does not know the FURL's secret,
   or another Tub listens at its address, the FURL is *stale* (from an
   older run of ``ipcontroller``).  Before the first registration that ends
@@ -66,6 +73,10 @@ class RegistrationTimeout(Exception):
     """The first registration did not succeed within ``register_timeout``."""
 
 
+class ControllerUnreachable(RegistrationTimeout):
+    """Nothing answered at the FURL's locations within ``unreachable_timeout``."""
+
+
 def where(furl):
     """``HOST:PORT`` (or several, comma-separated) that ``furl`` points to, no secret."""
     hints = furl.split("@", 1)[-1].split("/", 1)[0]
@@ -84,6 +95,10 @@ def explain(failure):
                       "is stale: from an older run of ipcontroller)")
     if failure.check(net_error.ConnectionRefusedError):
         return False, "connection refused"
+    if failure.check(net_error.NoRouteError):
+        return False, "no route to host"
+    if failure.check(net_error.TCPTimedOutError):
+        return False, "the TCP connection timed out"
     if failure.check(defer.CancelledError, defer.TimeoutError):
         return False, f"no answer within {ATTEMPT_TIMEOUT:g} s"
     if failure.check(net_error.DNSLookupError):
@@ -124,7 +139,7 @@ class EngineConnector:
 
     def __init__(self, tub, service, furl_or_file, on_registered=None, clock=None, *,
                  register_timeout=None, reconnect_timeout=None, stop_wait=DEFAULT_STOP_WAIT,
-                 on_gave_up=None, credential=None):
+                 on_gave_up=None, credential=None, unreachable_timeout=None):
         if clock is None:
             from twisted.internet import reactor as clock
         self.tub = tub
@@ -139,6 +154,9 @@ class EngineConnector:
         self.register_timeout = register_timeout
         self.reconnect_timeout = reconnect_timeout
         self.stop_wait = stop_wait
+        self.unreachable_timeout = unreachable_timeout
+        self._unreachable = None    # the delayed give-up while nothing answered
+        self._connections_before = 0
         self._credential = credential
         self.registered = defer.Deferred()
         self.controller = None
@@ -171,6 +189,7 @@ class EngineConnector:
         self._running = True
         _StopWith(self).setServiceParent(self.tub)
         self._begin_spell(self.register_timeout, self._first_too_late)
+        self._arm_unreachable()
         self._attempt()
         return self.registered
 
@@ -178,7 +197,8 @@ class EngineConnector:
         self._running = False
         self._cancel(self._retry)
         self._cancel(self._deadline)
-        self._retry = self._deadline = None
+        self._cancel(self._unreachable)
+        self._retry = self._deadline = self._unreachable = None
         if self._attempt_d is not None:
             self._attempt_d.cancel()   # (its failure is ignored: not running)
         self.close_data_channel()
@@ -202,6 +222,34 @@ class EngineConnector:
             self._file_watch = task.LoopingCall(self._check_furl_file)
             self._file_watch.clock = self._clock
             self._file_watch.start(FURL_FILE_POLL, now=False)
+
+    def _arm_unreachable(self):
+        """Before the first registration: give up after ``unreachable_timeout``
+        s if no TCP connection to the controller's locations was made."""
+        self._cancel(self._unreachable)
+        self._unreachable = None
+        limit = self.unreachable_timeout
+        if limit and limit > 0 and not self.registered.called:
+            self._connections_before = fcutil.tcp_connections(self.tub)
+            self._unreachable = self._clock.callLater(limit, self._nothing_answered)
+
+    def _locations(self):
+        return ", ".join(f"tcp:{location}" for location in fcutil.furl_locations(self.furl))
+
+    def _nothing_answered(self):
+        self._unreachable = None
+        if not self._running or self.registered.called:
+            return
+        if fcutil.tcp_connections(self.tub) > self._connections_before:
+            return   # something answered: slow rather than absent (register_timeout decides)
+        why = self._noted[0] if self._noted is not None else "no answer"
+        self._give_up_first(ControllerUnreachable(
+            f"cannot reach the controller: nothing answered at {self._locations()} (from "
+            f"{self._source}) within {self.unreachable_timeout:g} s (last: {why}). Is "
+            f"ipcontroller running there? Does its --engine-ip/--engine-location give an "
+            f"address this host can reach (a FURL naming only 127.0.0.1 works on the "
+            f"controller's host alone)? Does a firewall block the port? (ipengine "
+            f"--unreachable-timeout sets this wait; 0 waits up to --register-timeout)"))
 
     def _attempt(self):
         self._retry = None
@@ -276,6 +324,9 @@ class EngineConnector:
         elapsed = now - self._spell_start
         if not self.registered.called:
             limit = _seconds(self.register_timeout)
+            if self._unreachable is not None and self._unreachable.active():
+                limit += (f", or {self.unreachable_timeout:g} s if nothing answers at all "
+                          f"(--unreachable-timeout)")
             if first:
                 log.warn("cannot reach the controller at {where} from {source}: {why}; "
                          "retrying {limit} (is ipcontroller running? was it restarted with "
@@ -314,7 +365,8 @@ class EngineConnector:
             return
         self._stop_file_watch()
         self._cancel(self._deadline)
-        self._deadline = None
+        self._cancel(self._unreachable)
+        self._deadline = self._unreachable = None
         if self.registered.called:
             log.info("reconnected to the controller at {where} after {t:.0f} s",
                      where=where(self.furl), t=self._clock.seconds() - self._spell_start)
@@ -473,6 +525,8 @@ class EngineConnector:
         self.furl = furl
         self._noted = self._stale_since = None
         self._delay = FIRST_RETRY
+        if self._unreachable is not None:
+            self._arm_unreachable()   # a new controller gets its own time
         if self.controller is None:
             self._cancel(self._retry)
             self._retry = None
