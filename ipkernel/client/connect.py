@@ -69,15 +69,19 @@ async def get_reference(furl_or_file, tub=None, timeout=DEFAULT_TIMEOUT, reactor
         raise ControllerError(str(exc)) from None
     tub = tub if tub is not None else shared_tub()
     where = _describe(furl_or_file, furl)
+    tried = ", ".join(f"tcp:{location}" for location in fcutil.furl_locations(furl))
+    reach = ("the controller's --client-ip (0.0.0.0 for every address) and --client-location "
+             "decide the addresses in its FURL; a firewall must let this host reach the port")
     try:
         rref = await tub.getReference(furl).addTimeout(timeout, reactor)
     except defer.TimeoutError:
-        raise ControllerError(f"{where} did not answer within {timeout:g} s: is it running, "
-                              f"and is its address reachable from here?") from None
+        raise ControllerError(f"cannot reach {where}: nothing answered at {tried} within "
+                              f"{timeout:g} s. Is it running, and is that address reachable "
+                              f"from here? ({reach})") from None
     except (net_error.ConnectionRefusedError, net_error.ConnectError) as exc:
-        raise ControllerError(f"could not connect to {where}: {exc.__class__.__name__} "
+        raise ControllerError(f"cannot reach {where} at {tried}: {exc.__class__.__name__} "
                               f"(is ipcontroller running? a FURL from an old run is stale "
-                              f"unless the controller was started with -r)") from None
+                              f"unless the controller was started with -r; {reach})") from None
     except DeadReferenceError:
         raise ControllerError(f"{where} closed the connection") from None
     except RemoteException as exc:
