@@ -341,23 +341,25 @@ async def listen(tub, reactor, host="127.0.0.1", port=0, location=None):
     return actual
 
 
-def listen_problem(error, host, port, option):
+def listen_problem(error, host, port, option, port_flag=None):
     """Words for a failure (an ``OSError``) to listen on ``host:port``,
-    set with ``--OPTION-ip``/``--OPTION-port``: what went wrong and which
-    flag to change."""
+    set with ``--OPTION-ip`` and ``port_flag`` (default ``--OPTION-port``):
+    what went wrong and which flag to change."""
+    in_furl = port_flag is None   # the Tub's port is in the FURLs, a data port is not
+    port_flag = port_flag or f"--{option}-port"
     number = getattr(error, "errno", None)
     if number == errno.EADDRNOTAVAIL:
         own = ", ".join(hostaddrs.addresses()) or "none found"
         return (f"this host has no address {host} (so nothing can listen there); its addresses "
                 f"are {own}: pass --{option}-ip one of them, or 0.0.0.0 for every address")
     if number == errno.EADDRINUSE:
+        stale = " (FURLs of an earlier run then stop working)" if in_furl else ""
         return (f"port {port} on {host} is in use (another controller, or another program?): "
-                f"--{option}-port 0 picks a free port (FURLs of an earlier run then stop "
-                f"working), or stop what holds it")
+                f"{port_flag} 0 picks a free port{stale}, or stop what holds it")
     if number == errno.EACCES:
         return (f"no permission to listen on port {port} of {host} (ports below 1024 need "
-                f"privileges): choose another --{option}-port")
-    return (f"{getattr(error, 'strerror', None) or error} (--{option}-ip and --{option}-port "
+                f"privileges): choose another {port_flag}")
+    return (f"{getattr(error, 'strerror', None) or error} (--{option}-ip and {port_flag} "
             f"choose the address and the port)")
 
 

@@ -98,6 +98,9 @@ def build_parser():
                             f"loopback last")
         p.add_argument(f"--{role}-port", type=int, default=0,
                        help=f"port for {who} (default 0: pick one, or the previous one with -r)")
+        p.add_argument(f"--{role}-data-port", type=int, default=0,
+                       help=f"port of the data channel for {who}, on the same address "
+                            f"(default 0: pick one; fix it to open it in a firewall)")
         p.add_argument(f"--{role}-location",
                        help=f"host name or address {who} should dial, written into the "
                             f"FURL (default: the listening ip, or this host's addresses "
@@ -334,11 +337,18 @@ class ControllerApp:
             tls_always=getattr(self.options, "data_channel_tls", False))
         server.results.max_bytes = getattr(self.options, "unfetched_total",
                                            DEFAULT_UNFETCHED_TOTAL)
+        wanted = {role: getattr(self.options, f"{role}_data_port", 0) or 0
+                  for role in self.cert_files}
         try:
-            ports = server.start()
+            ports = server.start(wanted)
         except OSError as exc:
-            raise AppError(f"cannot open the data channel: {exc} (--no-data-channel runs "
-                           f"without it: bulk data then goes through Foolscap)") from None
+            server.stop()
+            role = next((r for r in self.cert_files if r not in server.ports), "engine")
+            ip = server.interfaces.get(role, "127.0.0.1")
+            problem = fcutil.listen_problem(exc, ip, wanted[role], role, f"--{role}-data-port")
+            raise AppError(f"cannot open the data channel for {role}s on {ip}:{wanted[role]}: "
+                           f"{problem} (--no-data-channel runs without it: bulk data then "
+                           f"goes through Foolscap)") from None
         log.info("data channel: client port {c}, engine port {e}", c=ports["client"],
                  e=ports["engine"])
         return server
@@ -396,6 +406,8 @@ class ControllerApp:
             extra = ""
         where = "every address" if fcutil.is_wildcard(ip) else "an address"
         numbers = " and ".join(p.split()[0] for p in ports)
+        if self.data_server is not None:
+            numbers += f" (--{role}-port and --{role}-data-port fix them)"
         text = (f"listening for {role}s beyond loopback: on {where} ({ip}), TCP ports "
                 f"{' and '.join(ports)}; the FURLs name {hints}. Anyone who can reach these "
                 f"ports can connect, but only a holder of a FURL file can do anything (TLS, "

@@ -153,6 +153,37 @@ async def test_a_port_in_use_is_reported_naming_the_port_option(cluster):
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_data_port_in_use_is_reported_naming_its_option(cluster):
+    holder = socket.socket()
+    try:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        controller = cluster.start_controller("--client-data-port", str(port))
+        assert await controller.wait(PROMPT) == 1
+    finally:
+        holder.close()
+    out = controller.output
+    assert f"cannot open the data channel for clients on 127.0.0.1:{port}" in out
+    assert f"port {port} on 127.0.0.1 is in use" in out and "--client-data-port 0" in out
+
+
+@pytest_twisted.ensureDeferred
+async def test_fixed_ports_are_used_and_named_in_the_warning(cluster):
+    ports = []
+    for _ in range(2):   # two free ports, found by binding (then closed for the controller)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    await cluster.start(n_engines=1, controller_args=[
+        "--engine-ip", "0.0.0.0", "--engine-port", str(ports[0]),
+        "--engine-data-port", str(ports[1])])
+    assert hints(cluster.engine_furl_file)[-1] == f"tcp:127.0.0.1:{ports[0]}"
+    assert f"joined the data channel at 127.0.0.1:{ports[1]}" in cluster.engines[0].output
+    assert f"TCP ports {ports[0]} and {ports[1]} (its data channel)" in cluster.controller.output
+
+
+@pytest_twisted.ensureDeferred
 async def test_an_engine_whose_controller_is_not_there_exits_within_seconds(cluster, tmp_path):
     port = closed_port()
     furl_file = furl_at(tmp_path / "engine.furl", port)
