@@ -98,3 +98,15 @@ def test_listen_problems_name_the_cause_and_the_flag(fake_kernel):
     assert "--engine-ip one of them, or 0.0.0.0" in absent
     busy = fcutil.listen_problem(OSError(errno.EADDRINUSE, "x"), "127.0.0.1", 5, "client")
     assert "port 5 on 127.0.0.1 is in use" in busy and "--client-port 0" in busy
+
+
+def test_an_engine_on_the_controllers_host_dials_loopback_only(fake_kernel):
+    from ipkernel.engine.app import controller_hosts
+    from ipkernel.engine.pulse import bind_host
+
+    here = "pb://t@tcp:192.168.5.9:7,tcp:10.213.7.1:7,tcp:127.0.0.1:7/s"
+    assert controller_hosts(here) == ["127.0.0.1"] and bind_host(controller_hosts(here)) \
+        == "127.0.0.1"
+    elsewhere = "pb://t@tcp:10.213.9.1:7,tcp:127.0.0.1:7/s"
+    assert controller_hosts(elsewhere) == ["10.213.9.1", "127.0.0.1"]
+    assert bind_host(controller_hosts(elsewhere)) == "::"

@@ -61,7 +61,7 @@ from twisted.application import service
 from twisted.internet import defer, task, threads
 from twisted.logger import Logger, globalLogPublisher
 
-from ipkernel import applog, credentials, fcutil
+from ipkernel import applog, credentials, fcutil, hostaddrs
 from ipkernel.pids import process_alive
 from ipkernel.clusterdir import ENGINE_FURL, ClusterDir
 from ipkernel.engine.connector import (DEFAULT_RECONNECT_TIMEOUT, DEFAULT_STOP_WAIT,
@@ -268,6 +268,18 @@ def _watch_folder(reactor, folder, changed):
     return watcher
 
 
+def controller_hosts(furl):
+    """The hosts of ``furl``'s hints that this engine will dial: only the
+    loopback ones when every hint names this host (a controller here
+    listening on every address: its FURL has this host's addresses and
+    loopback, and the Tub connects on loopback; see fcutil.DirectTCPHints)."""
+    hosts = furl_hosts(furl)
+    local = [h for h in hosts if hostaddrs.is_loopback(h)]
+    if local and all(hostaddrs.is_own_address(h) or h in local for h in hosts):
+        return local
+    return hosts
+
+
 class EngineApp:
     """The engine's Twisted side (runs in the reactor thread).  See the module doc."""
 
@@ -367,7 +379,7 @@ class EngineApp:
 
     async def _start_pulse(self, furl):
         """Start the pulse process (see ipkernel.engine.pulse); a failure is only logged."""
-        found = Pulse(bind_host(furl_hosts(furl)))
+        found = Pulse(bind_host(controller_hosts(furl)))
         try:
             await threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(),
                                             found.start)
