@@ -9,6 +9,11 @@ afterwards.  The only addresses a test may target are ``addr_a`` and
 Without root or without ``ip netns`` the test is skipped naming the script;
 under ``CI=true`` it fails instead (``.ci/run`` must have set things up).
 
+``hosts_with_sshd(state_dir)`` also starts a real sshd in namespace b
+(``scripts/ci/sshd-netns.sh``) and yields :class:`SSHHosts`, whose
+``ssh_config`` makes ``ssh -F ssh_config addr_b`` work from namespace a;
+it stops that sshd afterwards (then the namespaces go).
+
 Import it from a test module (``tests/`` is on ``sys.path``)::
 
     from netns import two_hosts
@@ -31,6 +36,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 NETNS_SH = ROOT / "scripts" / "ci" / "netns.sh"
 SCRIPT = "scripts/ci/netns.sh"
+SSHD_NETNS_SH = ROOT / "scripts" / "ci" / "sshd-netns.sh"
+SSHD_SCRIPT = "scripts/ci/sshd-netns.sh"
+SSHD = Path("/usr/sbin/sshd")
 #: Bound for one run of a set-up script.
 SCRIPT_TIMEOUT = 60
 
@@ -70,12 +78,12 @@ def unavailable():
     return None
 
 
-def skip_or_fail(why, script=SCRIPT):
-    """Skip the test naming ``script``; under ``CI=true`` fail it instead."""
+def skip_or_fail(why, todo=f"{SCRIPT} needs root and iproute2 ('ip netns')"):
+    """Skip the test saying ``why`` and ``todo`` (which names the script);
+    under ``CI=true`` fail it instead."""
     if os.environ.get("CI") == "true":
-        pytest.fail(f"{why}: .ci/run must set up what {script} needs (as root)")
-    pytest.skip(f"{why}: {script} needs root and iproute2 ('ip netns')"
-                if script == SCRIPT else f"{why}: run {script}")
+        pytest.fail(f"{why}: .ci/run must set this up first ({todo})")
+    pytest.skip(f"{why}: {todo}")
 
 
 def run_script(*args, script=NETNS_SH, timeout=SCRIPT_TIMEOUT):
@@ -108,3 +116,50 @@ def two_hosts():
                     addr_a=f"10.213.{index}.1", addr_b=f"10.213.{index}.2")
     finally:
         run_script("down", name)
+
+
+@dataclass(frozen=True)
+class SSHHosts(Hosts):
+    """:class:`Hosts` with a real sshd listening on ``addr_b`` port 22.
+
+    ``ssh_config``: the client configuration (key, known host, batch mode);
+    ``state_dir``: the sshd's keys, configuration, pid file and log."""
+
+    state_dir: Path = None
+    ssh_config: Path = None
+
+    def ssh(self, *command, timeout=SCRIPT_TIMEOUT, host=None):
+        """Run ``command`` (a shell command line) on b over ssh from namespace
+        a; return the :class:`subprocess.CompletedProcess` (text)."""
+        argv = [*self.exec_prefix(self.a), "ssh", "-F", str(self.ssh_config),
+                host or self.addr_b, "--", *command]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+
+    def sshd_log(self):
+        """What the sshd logged so far ('' if nothing)."""
+        try:
+            return (self.state_dir / "sshd.log").read_text(errors="replace")
+        except OSError:
+            return ""
+
+
+@contextlib.contextmanager
+def hosts_with_sshd(state_dir):
+    """Two hosts (see :func:`two_hosts`) with sshd on b, its state in
+    ``state_dir``; the sshd is stopped afterwards."""
+    why = unavailable()
+    if why:
+        skip_or_fail(why)
+    if not SSHD.exists():
+        skip_or_fail(f"no {SSHD} (package openssh-server)",
+                     f"run scripts/ci/setup.sh, or apt-get install openssh-server "
+                     f"(used by {SSHD_SCRIPT})")
+    state_dir = Path(state_dir)
+    with two_hosts() as hosts:
+        try:
+            run_script("start", hosts.b, state_dir, script=SSHD_NETNS_SH, timeout=120)
+            fields = {k: getattr(hosts, k) for k in ("name", "index", "a", "b", "addr_a",
+                                                       "addr_b")}
+            yield SSHHosts(**fields, state_dir=state_dir, ssh_config=state_dir / "ssh_config")
+        finally:
+            run_script("stop", state_dir, script=SSHD_NETNS_SH)
