@@ -52,6 +52,7 @@ nitpick_ignore = [
     ("py:class", "foolscap.api.RemoteException"),
     # the Python standard library
     ("py:mod", "subprocess"),
+    ("py:class", "abc.ABC"),
     ("py:class", "subprocess.Popen"),
     ("py:mod", "random"),
     ("py:func", "time.monotonic"),

@@ -83,7 +83,7 @@ class EngineSet(ABC):
     one cluster apart (default: the mode and the start time).
     """
 
-    #: The mode this class launches (a key of :data:`MODES`).
+    #: The mode this class launches (a key of :data:`~ipkernel.cluster.engineset.MODES`).
     mode = None
 
     def __init__(self, cluster, n, *, engine_command=None, engine_args=(), name=None):
@@ -139,8 +139,8 @@ class EngineSet(ABC):
     @classmethod
     @abstractmethod
     def from_record(cls, cluster, record):
-        """A set rebuilt from :meth:`record` in another process (it can stop
-        and describe, not start)."""
+        """A set rebuilt from :meth:`~ipkernel.cluster.engineset.EngineSet.record`
+        in another process (it can stop and describe, not start)."""
 
     def record(self):
         """The saved form: mode, name, n and :meth:`state`."""
