@@ -59,6 +59,8 @@ DEFAULT_OPTIONS = ("-o", "BatchMode=yes", "-o", "ConnectTimeout=20")
 POLL_INTERVAL = 0.05
 #: ssh's exit status for its own errors (connection, authentication).
 SSH_FAILED = 255
+#: The remote shell's exit status for a program it cannot find.
+COMMAND_NOT_FOUND = 127
 
 
 def plan(n, engines):
@@ -119,7 +121,6 @@ class _Engine:
     pid: int | None = None
     started: int | None = None
     remote_pid: int | None = None
-    stopped: bool = False
 
     def running(self):
         """True while the local ssh process runs (not a process reusing its pid)."""
@@ -179,7 +180,8 @@ class SSHEngineSet(EngineSet):
         self.engines = engines
         self.clusterfile = str(clusterfile) if clusterfile is not None else None
         self.send_furl = bool(send_furl)
-        self.ssh_config = str(Path(ssh_config).expanduser()) if ssh_config else None
+        # (absolute: ipcluster stop may run in another directory)
+        self.ssh_config = str(Path(ssh_config).expanduser().absolute()) if ssh_config else None
         if isinstance(ssh_args, str):
             ssh_args = shlex.split(ssh_args)
         self.ssh_args = [str(a) for a in ssh_args]
@@ -212,7 +214,10 @@ class SSHEngineSet(EngineSet):
 
     def scp_command(self, source, host, target):
         """``scp [-F cfg] [ssh_args] -q source host:target``."""
-        return [self.scp, *self._options(), "-q", str(source), f"{host}:{target}"]
+        user, at, name = host.rpartition("@")
+        if ":" in name and not name.startswith("["):
+            name = f"[{name}]"      # an IPv6 address: scp needs it in brackets
+        return [self.scp, *self._options(), "-q", str(source), f"{user}{at}{name}:{target}"]
 
     def check_command(self, host):
         """What a user runs to see whether ssh to ``host`` works."""
@@ -326,7 +331,6 @@ class SSHEngineSet(EngineSet):
         argv = self.ssh_command(member.host, self.engine_script(member.host, member.k))
         member.launcher = ProcessLauncher(f"ipengine-{member.host}-{member.k}", argv,
                                           member.log_file, env=child_env())
-        member.stopped = False
         member.remote_pid = None
         try:
             member.pid = member.launcher.start()
@@ -369,6 +373,11 @@ class SSHEngineSet(EngineSet):
                 f"the last lines of its output ({member.log_file}):\n{said}")
         if code == SSH_FAILED:
             text += "\n" + advice(said, member.host, self.check_command(member.host))
+        elif code == COMMAND_NOT_FOUND:
+            text += (f"\nthe engine command {self.engine_command[0]} was not found on "
+                     f"{member.host}: install ipkernel there at the same path (or on a shared "
+                     f"filesystem), or give the remote engine command (--engine-cmd, "
+                     f"engine_command=...)")
         return text
 
     def poll(self):
@@ -410,8 +419,6 @@ class SSHEngineSet(EngineSet):
             if remaining:
                 problems.append(f"processes {' '.join(remaining)} of {self.name} are still "
                                 f"running on {host}")
-        for member in self.members:
-            member.stopped = True
         self._end_local(deadline)
         if problems:
             raise LaunchError("; ".join(problems), name=self.name)

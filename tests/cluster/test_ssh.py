@@ -6,8 +6,9 @@ real sshd (``scripts/ci/netns.sh``, ``scripts/ci/sshd-netns.sh``, through
 ``tests/netns.py``): a controller in namespace a listening on addr_a,
 engines started over ssh in namespace b, with and without ``send_furl``,
 real work, and nothing left on b after ``stop`` (also from the record in
-another process, and when the ssh connections are cut); wrong keys,
-unknown host keys and unknown hosts are reported with ssh's own words.
+another process, when the ssh connections are cut, and through
+``ipcluster ssh --daemon``/``status``/``stop``); wrong keys, unknown host
+keys and unknown hosts are reported with ssh's own words.
 
 The blocking client must run inside namespace a, so the tier-4 parts run
 this file as a script there (``ip netns exec A python test_ssh.py
@@ -32,6 +33,7 @@ from ipkernel.clusterdir import ClusterDir
 SESSION_TIMEOUT = 240.0
 TIMEOUT = 90.0
 SESSION_OK = "SSH SESSION OK"
+IPCLUSTER = Path(sys.executable).with_name("ipcluster")
 
 
 # -- tier 1 ---------------------------------------------------------------------------
@@ -63,6 +65,7 @@ def test_command_lines(tmp_path):
     assert [m.log_file.name for m in s.members] == [
         "ipengine-node1-job1-0.log", "ipengine-node1-job1-1.log",
         "ipengine-me@node2-job1-0.log"]
+    assert s.scp_command("f", "me@fe80::1", "t")[-1] == "me@[fe80::1]:t"
     shared = SSHEngineSet(cd, 1, engines={"node1": 4}, name="job2")
     assert "--furl-file" not in shared.engine_script("node1", 0)
     assert shared.hosts == [("node1", 1)]
@@ -188,7 +191,8 @@ def session(scenario, path, addr_a, addr_b, ssh_config, *rest):
       saved; exits without stopping (the controller lives until PARENT_PID).
     * ``stop``: stops the recorded sets of the cluster directory.
     * ``drop``: one engine; its local ssh is killed: the engine must exit.
-    * ``fail``: a wrong key, an unknown host key, an unknown host.
+    * ``fail``: a wrong key, an unknown host key, an unknown host, an
+      engine command the host does not have.
     """
     from ipkernel.client import MultiEngineClient
     from ipkernel.cluster.launcher import ControllerLauncher
@@ -292,6 +296,15 @@ def _fail(cluster, addr_b, ssh_config):
     _expect_failure(SSHEngineSet(cluster, engines={"no-such-host.invalid": 1},
                                  ssh_config=ssh_config, name="unknown-host"),
                     "Could not resolve hostname no-such-host.invalid")
+    # an engine command the host does not have: poll() tells
+    missing = SSHEngineSet(cluster, engines={addr_b: 1}, ssh_config=ssh_config,
+                           engine_command="/no/such/python -m ipkernel.engine", name="no-python")
+    missing.start()
+    ended = _wait(missing.poll, "poll() to report the missing engine command")
+    _check("exited with status 127" in ended and "/no/such/python" in ended
+           and "was not found on" in ended, ended)
+    missing.stop(timeout=60)
+    print("message", json.dumps(ended), flush=True)
     print(SESSION_OK)
 
 
@@ -398,17 +411,51 @@ def test_a_cut_connection_ends_the_remote_engine(hosts, cluster_dir, reaper):
 @pytest.mark.timeout(300)
 def test_ssh_failures_are_reported_with_ssh_words(hosts, cluster_dir, reaper):
     """A key sshd refuses, an unknown host key and an unknown host name: a
-    LaunchError quoting ssh and saying what to do; nothing is started."""
+    LaunchError quoting ssh and saying what to do; nothing is started.  An
+    engine command missing on the host: poll() says so (status 127)."""
     output = run_session(hosts, reaper, "fail", cluster_dir, hosts.addr_a, hosts.addr_b,
                          hosts.ssh_config)
     messages = [json.loads(ln.split(" ", 1)[1]) for ln in output.splitlines()
                 if ln.startswith("message ")]
-    assert len(messages) == 3, output
+    assert len(messages) == 4, output
     assert "set up key login" in messages[0] and f"ssh -F {hosts.state_dir}" in messages[0]
     assert "known_hosts" in messages[1]
     assert "unknown" in messages[2]
+    assert "install ipkernel there" in messages[3]
     probe = hosts.ssh(f"ls -A {REMOTE_FURL_DIR} 2>/dev/null; echo probed")
     assert probe.stdout.strip() == "probed", f"left on b:\n{probe.stdout}"
+
+
+@pytest.mark.tier4
+@pytest.mark.timeout(400)
+def test_ipcluster_ssh_daemon_status_and_stop(hosts, cluster_dir, reaper, tmp_path):
+    """``ipcluster ssh --clusterfile F --ssh-config C --daemon`` in namespace a:
+    status lists the host with its engines registered; ``ipcluster stop``
+    leaves no engine, FURL copy, record or pid file."""
+    hostsfile = tmp_path / "hosts.py"
+    hostsfile.write_text(f"send_furl = True\nengines = {{{hosts.addr_b!r}: 2}}\n")
+
+    def ipcluster(*args):
+        done = subprocess.run([*hosts.exec_prefix(hosts.a), str(IPCLUSTER), *map(str, args),
+                               "--cluster-dir", cluster_dir], capture_output=True, text=True,
+                              timeout=SESSION_TIMEOUT, stdin=subprocess.DEVNULL)
+        return done.stdout + done.stderr, done.returncode
+
+    out, code = ipcluster("ssh", "-n", 2, "--clusterfile", hostsfile, "--ssh-config",
+                          hosts.ssh_config, "--daemon")
+    assert code == 0 and "2 engines (ssh)" in out, out
+    out, code = ipcluster("status")
+    assert code == 0 and "registered with the controller: engines [0, 1]" in out, out
+    [row] = [ln.split() for ln in out.splitlines() if hosts.addr_b in ln]
+    name, mode, pids, host, *state = row
+    assert (mode, host, " ".join(state)) == ("ssh", hosts.addr_b, "running (2 engines)"), row
+    furl = f"{REMOTE_FURL_DIR}/{name}.furl"
+    assert hosts.ssh(f"test -f {furl}").returncode == 0, f"no {furl} on b"
+    out, code = ipcluster("stop")
+    assert code == 0, out
+    assert_nothing_left(hosts, f"set {name}\nengines {pids.replace(',', ' ')}\n")
+    assert engineset.saved_sets(cluster_dir) == []
+    assert not list((cluster_dir / "pid").glob("*.pid"))
 
 
 CONTROLLER_ADDR = None
