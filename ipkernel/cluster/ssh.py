@@ -249,8 +249,13 @@ class SSHEngineSet(EngineSet):
         rounds = max(1, int(grace * 10))
         lines = [
             f"pids={shlex.quote(pids)}",
+            # the marker needs /proc and GNU grep -z; else the recorded pids
+            "scan=pids",
+            "if [ -r /proc/self/environ ] && printf 'x\\000' | grep -qxzF x 2>/dev/null; then",
+            "  scan=marker",
+            "fi",
             "found() {",
-            "  if [ -r /proc/self/environ ]; then",
+            '  if [ "$scan" = marker ]; then',
             f"    grep -lxzF {marker} /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3 | "
             "grep -vx $$",
             "  else for p in $pids; do kill -0 $p 2>/dev/null && echo $p; done; fi",
