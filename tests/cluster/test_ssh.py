@@ -153,6 +153,14 @@ def _where():
     return _os.readlink("/proc/self/ns/net"), address, _os.getpid()
 
 
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+
+
 def _registered(mec, engine_set, n):
     def enough():
         ended = engine_set.poll()
@@ -234,8 +242,10 @@ def session(scenario, path, addr_a, addr_b, ssh_config, *rest):
             [member] = engine_set.members
             print("engines", member.remote_pid, flush=True)
             os.kill(member.pid, signal.SIGKILL)       # the connection goes away
+            # the engine ends by itself (before any stop(): that would end it too)
+            _wait(lambda: not _alive(member.remote_pid), "the engine on b to exit")
             _wait(lambda: not mec.get_ids(), "the engine to leave the controller")
-            engine_set.stop(timeout=60)               # (the engine is gone already)
+            engine_set.stop(timeout=60)
             print(SESSION_OK)
             return
         pids = _work(mec, engine_set, controller, addr_b)
