@@ -72,8 +72,9 @@ MODE_HELP = {
 
 def _starting_options():
     starting = argparse.ArgumentParser(add_help=False)
-    starting.add_argument("-n", "--num", dest="n", type=int, default=4,
-                          help="number of engines (default 4)")
+    starting.add_argument("-n", "--num", dest="n", type=int, default=None,
+                          help="number of engines (default 4; for ssh, the clusterfile's "
+                               "total)")
     starting.add_argument("--daemon", action="store_true",
                           help="run in the background; return once the engines registered")
     starting.add_argument("--timeout", type=float, default=None,
@@ -573,6 +574,14 @@ def status(options, cluster):
 
 # -- entry points -----------------------------------------------------------------------
 
+def default_count(options):
+    """``-n`` when none is given: the clusterfile's total for ssh, else 4."""
+    if options.command == "ssh":
+        from ipkernel.cluster.clusterfile import load
+        return load(options.clusterfile).total
+    return 4
+
+
 #: ``--timeout`` when none is given: a batch queue may take a while.
 DEFAULT_TIMEOUTS = {"local": 60.0, "start": 60.0, "mpiexec": 120.0, "ssh": 120.0}
 BATCH_TIMEOUT = 300.0
@@ -587,6 +596,12 @@ def main(argv=None):
     _configure_logging(_level)
     if options.command == "mpirun":
         options.command = "mpiexec"
+    if options.command not in ("stop", "status") and options.n is None:
+        try:
+            options.n = default_count(options)
+        except ValueError as exc:
+            complain(str(exc))
+            return 2
     if getattr(options, "n", 0) < 0:
         complain("-n must not be negative")
         return 2

@@ -50,6 +50,16 @@ def _has_option(args, name):
     return any(a == name or str(a).startswith(name + "=") for a in args)
 
 
+def _ssh_total(clusterfile, hosts):
+    """The number of engines a clusterfile or a ``{host: count}`` dict asks for."""
+    if hosts:
+        return sum(hosts.values())
+    if clusterfile:
+        from ipkernel.cluster.clusterfile import load
+        return load(clusterfile).total
+    raise ValueError("engines='ssh' needs clusterfile= or hosts={host: count}")
+
+
 class _Parts:
     """What :meth:`Cluster.stop` stops, apart from the Cluster object (so the
     finalizer does not keep it alive)."""
@@ -95,7 +105,8 @@ class _Parts:
 
 
 class Cluster:
-    """A controller and ``n`` engines started with launcher mode ``engines``.
+    """A controller and ``n`` engines started with launcher mode ``engines``
+    (``n=None``: 4, or for ssh the total of the clusterfile or ``hosts``).
 
     Mode options (used by the modes that know them): ``queue`` and
     ``script`` (a job-script template; see :mod:`ipkernel.cluster.batch`)
@@ -112,15 +123,17 @@ class Cluster:
     bounds :meth:`start` (a batch queue may take a while: give it time).
     """
 
-    def __init__(self, n=4, cluster_dir=None, *, engines="local", controller="local",
+    def __init__(self, n=None, cluster_dir=None, *, engines="local", controller="local",
                  queue=None, script=None, clusterfile=None, hosts=None, send_furl=None,
                  ssh_config=None, mpi=None, mpi_args=(), engine_command=None,
                  controller_args=(), engine_args=(), controller_queue=None,
                  controller_script=None, timeout=120, restart=True):
+        self.mode = canonical_mode(engines)
+        if n is None:
+            n = _ssh_total(clusterfile, hosts) if self.mode == "ssh" else 4
         if not isinstance(n, int) or n < 0:
             raise ValueError(f"n must be a non-negative number of engines, not {n!r}")
         self.n = n
-        self.mode = canonical_mode(engines)
         self.controller_mode = canonical_mode(controller)
         if self.controller_mode not in ("local", *BATCH_MODES):
             raise ValueError(f"the controller runs here (controller='local') or in a batch job "

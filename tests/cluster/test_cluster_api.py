@@ -25,7 +25,11 @@ def test_modes_and_their_aliases_are_checked():
     with pytest.raises(ValueError, match="unknown launcher mode 'condor'.*slurm"):
         Cluster(engines="condor")
     with pytest.raises(ValueError, match="controller runs here"):
-        Cluster(engines="ssh", controller="ssh")
+        Cluster(engines="ssh", controller="ssh", hosts={"node1": 2})
+    with pytest.raises(ValueError, match="needs clusterfile= or hosts="):
+        Cluster(engines="ssh")
+    assert Cluster(engines="ssh", hosts={"node1": 2, "node2": 3}).n == 5
+    assert Cluster(engines="slurm").n == 4
     with pytest.raises(ValueError, match="non-negative number of engines"):
         Cluster(n=-1)
 

@@ -1,7 +1,8 @@
 """The ipcluster modes' command lines: what each mode accepts and what it builds."""
 import pytest
 
-from ipkernel.cluster.app import build_parser, controller_args, daemon_argv, make_cluster
+from ipkernel.cluster.app import (build_parser, controller_args, daemon_argv, default_count,
+                                  make_cluster)
 from ipkernel.cluster.cluster import Cluster
 from ipkernel.cluster.local import LocalCluster
 from ipkernel.clusterdir import ClusterDir
@@ -13,11 +14,14 @@ def parse(*argv):
         options.command = "mpiexec"
     if options.timeout is None:
         options.timeout = 60.0
+    if options.n is None:
+        options.n = default_count(options)
     return options
 
 
 @pytest.mark.parametrize("mode", ["mpiexec", "mpirun", "ssh", "slurm", "pbs", "sge", "lsf"])
 def test_every_mode_is_a_command_with_daemon_and_the_common_options(mode, tmp_path):
+    (tmp_path / "c.py").write_text("engines = {'node1': 2}\n")
     extra = ["--clusterfile", tmp_path / "c.py"] if mode == "ssh" else []
     options = parse(mode, "-n", 3, "--daemon", "--engine-port", 4100, "--client-port", 4101,
                     "-r", "--logdir", tmp_path / "logs", *extra)
@@ -52,7 +56,19 @@ def test_ssh_needs_a_clusterfile(capsys):
     assert "--clusterfile" in capsys.readouterr().err
 
 
+def test_ssh_engines_default_to_the_clusterfile_total(tmp_path, capsys):
+    (tmp_path / "c.py").write_text("engines = {'node1': 3, 'me@node2': 2}\n")
+    assert parse("ssh", "--clusterfile", tmp_path / "c.py").n == 5
+    assert parse("ssh", "--clusterfile", tmp_path / "c.py", "-n", 2).n == 2
+    assert parse("slurm").n == 4
+    from ipkernel.cluster.app import main
+    assert main(["ssh", "--clusterfile", str(tmp_path / "none.py"),
+                 "--cluster-dir", str(tmp_path / "cd")]) == 2
+    assert "none.py" in capsys.readouterr().err
+
+
 def test_ssh_passes_the_clusterfile_and_the_ssh_config(tmp_path):
+    (tmp_path / "c.py").write_text("engines = {'node1': 2}\n")
     options = parse("ssh", "--clusterfile", tmp_path / "c.py", "--ssh-config", tmp_path / "cfg",
                     "--engine-cmd", "/opt/env/bin/python -m ipkernel.engine")
     cluster = make_cluster(options, ClusterDir(tmp_path))
