@@ -46,7 +46,8 @@ def cluster_dir(tmp_path, reaper, ipcluster):
 
 
 def round_trip(ipcluster, reaper, cluster_dir, mode_args, n, env_var, *flags):
-    """start --daemon, status, real work, stop; return the work session's output."""
+    """start --daemon, status, real work, stop; return the work session's output,
+    the engine set's record and the JOB column of ``status``."""
     started = ipcluster(*mode_args, "-n", n, "--daemon", "--cluster-dir", cluster_dir.path,
                         timeout=360)
     assert started.returncode == 0, started.stdout + started.stderr
@@ -65,7 +66,7 @@ def round_trip(ipcluster, reaper, cluster_dir, mode_args, n, env_var, *flags):
     assert record.poll() is not None   # the launcher no longer lists it
     assert reaper.all_gone(pids, timeout=30)
     assert not [r for r in pidfiles.scan(cluster_dir.pid) if r.alive]
-    return output, record
+    return output, record, job_of(status.stdout, mode)
 
 
 def test_mpiexec_engines_are_one_mpi_job(ipcluster, reaper, cluster_dir):
@@ -75,6 +76,42 @@ def test_mpiexec_engines_are_one_mpi_job(ipcluster, reaper, cluster_dir):
             "scripts/ci/mpi.sh .venv")
     require(None if importlib.util.find_spec("mpi4py") else "mpi4py is not installed",
             "scripts/ci/mpi.sh .venv")
-    output, record = round_trip(ipcluster, reaper, cluster_dir,
+    output, _, job = round_trip(ipcluster, reaper, cluster_dir,
                                 ["mpiexec", "--mpi", "mpi4py"], 3, "PMI_RANK", "mpi")
+    assert job.isdigit()   # mpiexec's pid
     assert sorted(session_values(output, "env")) == ["0", "1", "2"]
+
+
+def command_answers(*argv):
+    """None if ``argv`` runs and exits 0 within 20 s, else why not."""
+    import subprocess
+    if shutil.which(argv[0]) is None:
+        return f"{argv[0]} is not on PATH"
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        return f"{' '.join(argv)} did not answer within 20 s"
+    if done.returncode != 0:
+        return f"{' '.join(argv)} failed: {(done.stderr or done.stdout).strip()[:200]}"
+    if not done.stdout.strip():
+        return f"{' '.join(argv)} lists nothing"
+    return None
+
+
+def job_of(status_output, mode):
+    """The JOB column of the ``ipcluster status`` row of ``mode``."""
+    return re.search(rf"^\S+\s+{mode}\s+(\S+)", status_output, re.M).group(1)
+
+
+def test_slurm_engines_are_a_job_array(ipcluster, reaper, cluster_dir):
+    require(command_answers("sinfo", "-h", "-t", "idle,mixed,allocated", "-o", "%N"),
+            "scripts/ci/slurm.sh")
+    output, _, job = round_trip(ipcluster, reaper, cluster_dir, ["slurm"], 2,
+                                "SLURM_ARRAY_JOB_ID")
+    assert set(session_values(output, "env")) == {job.split("_")[0]}
+
+
+def test_sge_engines_are_a_job_array(ipcluster, reaper, cluster_dir):
+    require(command_answers("qhost"), "scripts/ci/sge.sh")
+    output, _, job = round_trip(ipcluster, reaper, cluster_dir, ["sge"], 2, "JOB_ID")
+    assert set(session_values(output, "env")) == {job.split(".")[0]}
