@@ -249,6 +249,9 @@ class Cluster:
             controller.wait_ready(max(1.0, deadline - time.monotonic()))
             return
         from ipkernel.cluster.batch.base import BatchControllerJob
+        if not _has_option(args, "--client-ip"):
+            # the clients are here, the controller on a node
+            args = ["--client-ip", "0.0.0.0", *args]
         job = BatchControllerJob.for_mode(self.controller_mode, self._cluster, args,
                                           **self._given(self.controller_options))
         self._parts.controller = job
