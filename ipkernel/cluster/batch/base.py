@@ -125,8 +125,9 @@ class BatchEngineSet(EngineSet):
     ``queue``: the queue/partition (adds the queue directive unless the
     template has one).  ``script``: a template (its text, or the path of a
     file holding it; default :attr:`default_template`).  ``runner``: the
-    callable running scheduler commands (default :func:`run_command`; tests
-    pass one that records the argv and answers with captured output).
+    callable running scheduler commands, ``runner(argv, timeout[, stdin])``
+    returning ``(returncode, stdout, stderr)`` (default :func:`run_command`;
+    tests pass one that records the argv and answers with captured output).
     ``role``: ``"engine"`` (a job array) or ``"controller"`` (one task, see
     :class:`BatchControllerJob`).
     """
@@ -160,6 +161,10 @@ class BatchEngineSet(EngineSet):
         """argv submitting the script file (*hook*)."""
         return [self.submit_program, str(script_path)]
 
+    def submit_input(self, script_path):
+        """Text for the submit command's stdin, or None (*hook*; ``bsub <``)."""
+        return None
+
     def parse_job_id(self, stdout):
         """The job id in the submit command's output; None if none (*hook*)."""
         raise NotImplementedError
@@ -178,6 +183,10 @@ class BatchEngineSet(EngineSet):
         """argv cancelling the whole job (*hook*)."""
         return [self.cancel_program, str(job_id)]
 
+    def log_job_id(self):
+        """The job id as the log file names show it (*hook*, as :meth:`expand`)."""
+        return str(self.job_id)
+
     # -- the set ----------------------------------------------------------------------------
 
     def __init__(self, cluster, n, *, queue=None, script=None, runner=None, role="engine",
@@ -188,8 +197,8 @@ class BatchEngineSet(EngineSet):
         super().__init__(cluster, n, **kwargs)
         self.queue = queue or None
         self.template = self._read_template(script)
-        self.runner = runner or (lambda argv, timeout: run_command(
-            argv, timeout, scheduler=self.scheduler))
+        self.runner = runner or (lambda argv, timeout, stdin=None: run_command(
+            argv, timeout, scheduler=self.scheduler, stdin=stdin))
         self.command_timeout = command_timeout
         self.job_id = None
         self.script_file = None
@@ -223,8 +232,13 @@ class BatchEngineSet(EngineSet):
     def log_pattern(self):
         """The engine/controller log file name, with the shell expansions."""
         if self.role == "controller":
-            return f"ipcontroller-${{{self.single_job_id_env}}}.log"
-        return f"ipengine-${{{self.job_id_env}}}-${{{self.index_env}}}.log"
+            return f"ipcontroller-{self.expand(self.single_job_id_env)}.log"
+        return f"ipengine-{self.expand(self.job_id_env)}-{self.expand(self.index_env)}.log"
+
+    def expand(self, variable):
+        """Shell text expanding ``variable`` in the job (*hook*: PBS drops the
+        server part of its job id)."""
+        return f"${{{variable}}}"
 
     def command_line(self):
         """The ``{engine_command}`` text: quoted argv and ``--logfile``."""
@@ -248,8 +262,10 @@ class BatchEngineSet(EngineSet):
             added.append(self.queue_directive.format(queue=self.queue))
         return insert_directives(text, added)
 
-    def _run(self, argv):
-        return self.runner(argv, self.command_timeout)
+    def _run(self, argv, stdin=None):
+        if stdin is None:
+            return self.runner(argv, self.command_timeout)
+        return self.runner(argv, self.command_timeout, stdin)
 
     def start(self):
         if self.job_id is not None:
@@ -259,7 +275,7 @@ class BatchEngineSet(EngineSet):
         self.script_file = self.cluster.path / JOBS_DIR / f"{self.name}.sh"
         write_private_file(self.script_file, self.script_text(), durable=False)
         argv = self.submit_argv(self.script_file)
-        code, out, err = self._run(argv)
+        code, out, err = self._run(argv, self.submit_input(self.script_file))
         job_id = self.parse_job_id(out) if code == 0 else None
         if job_id is None:
             said = (err.strip() or out.strip() or f"exit status {code}")
@@ -290,7 +306,7 @@ class BatchEngineSet(EngineSet):
         rows = self.rows()
         if self._active(rows):
             return None
-        logs = f"logs: {self.cluster.log.absolute()}/{self.log_pattern().split('$')[0]}*"
+        logs = f"logs: {self.cluster.log.absolute()}/{self.job_name}-*"
         if not rows:
             return (f"{self.scheduler} job {self.job_id} is no longer listed by "
                     f"{self.list_program}: it ended ({logs})")
@@ -371,7 +387,7 @@ class BatchControllerJob:
         """The controller's log (known once submitted)."""
         if self.job.job_id is None:
             return self.cluster.log
-        return self.cluster.log / f"ipcontroller-{self.job.job_id}.log"
+        return self.cluster.log / f"ipcontroller-{self.job.log_job_id()}.log"
 
     def __repr__(self):
         return f"{self.job.scheduler} job {self.job.job_id or '-'}"
