@@ -1,13 +1,16 @@
 """The Cluster API on local engines (issue 14): start, add, remove, restart.
 
-Run by tests/cluster/test_cluster_api.py (this file is not a test module):
-``python cluster_api_session.py``.  ``Cluster(n=2)`` starts two engines;
+Run by tests/cluster/test_cluster_api.py and test_ipcluster_launchers.py
+(this file is not a test module): ``python cluster_api_session.py [MODE
+[CLUSTER_DIR]]`` (default ``local``).  ``Cluster(n=2, engines=MODE)``
+starts two engines;
 ``add_engines(1)`` gives a third id; ``remove_engines`` takes one away for
 good; ``restart_engine(0)`` brings engine 0 back as a new process under the
 same id; the ``with`` block stops every process.  Prints ``CLUSTER API
 SESSION OK`` and the pids it saw (for the test to check they are gone).
 """
 import os
+import sys
 
 from ipkernel.cluster import Cluster
 
@@ -17,9 +20,10 @@ def check(condition, what):
         raise AssertionError(what)
 
 
-def main():
+def main(mode="local", cluster_dir=None):
     seen = set()
-    with Cluster(n=2, timeout=60) as cluster:
+    timeout = 60 if mode == "local" else 240
+    with Cluster(n=2, cluster_dir=cluster_dir, engines=mode, timeout=timeout) as cluster:
         mec = cluster.multiengine_client(progress=False)
         check(mec.get_ids() == [0, 1], f"two engines: {mec.get_ids()}")
         pids = dict(zip(mec.get_ids(), mec.apply(os.getpid)))
@@ -38,11 +42,16 @@ def main():
         seen.add(new_pid)
         seen.update(mec.apply(os.getpid))
         check(mec.map(lambda x: x * 3, range(12)) == [x * 3 for x in range(12)], "map works")
-        seen.add(cluster.controller.pid)
+        if mode == "local":
+            seen.add(cluster.controller.pid)
+        else:
+            jobs = {row["job"] for row in cluster.describe()}
+            check(len(jobs) == 3, f"a job each for the start, the added and the restarted "
+                                  f"engine: {cluster.describe()}")
         mec.close()
     print("pids", " ".join(map(str, sorted(seen))))
     print("CLUSTER API SESSION OK")
 
 
 if __name__ == "__main__":
-    main()
+    main(*sys.argv[1:])

@@ -8,7 +8,6 @@ which ``.ci/run`` runs); without it the test is skipped, naming the script
 """
 import os
 import re
-import shutil
 import sys
 from pathlib import Path
 
@@ -17,17 +16,11 @@ import pytest
 from ipkernel.cluster import engineset, pidfiles
 from ipkernel.clusterdir import MULTIENGINE_FURL, ClusterDir
 
+from tier4 import require, require_sge, require_slurm
+
 pytestmark = [pytest.mark.tier4, pytest.mark.timeout(420)]
 
 SESSION = Path(__file__).with_name("ipcluster_work_session.py")
-
-
-def require(missing, setup):
-    """Skip (or under CI fail) when ``missing`` names what is not here."""
-    if missing:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{missing}: .ci/run must run {setup} first")
-        pytest.skip(f"{missing}: run {setup}")
 
 
 def session_values(output, label):
@@ -82,36 +75,29 @@ def test_mpiexec_engines_are_one_mpi_job(ipcluster, reaper, cluster_dir):
     assert sorted(session_values(output, "env")) == ["0", "1", "2"]
 
 
-def command_answers(*argv):
-    """None if ``argv`` runs and exits 0 within 20 s, else why not."""
-    import subprocess
-    if shutil.which(argv[0]) is None:
-        return f"{argv[0]} is not on PATH"
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=20)
-    except subprocess.TimeoutExpired:
-        return f"{' '.join(argv)} did not answer within 20 s"
-    if done.returncode != 0:
-        return f"{' '.join(argv)} failed: {(done.stderr or done.stdout).strip()[:200]}"
-    if not done.stdout.strip():
-        return f"{' '.join(argv)} lists nothing"
-    return None
-
-
 def job_of(status_output, mode):
     """The JOB column of the ``ipcluster status`` row of ``mode``."""
     return re.search(rf"^\S+\s+{mode}\s+(\S+)", status_output, re.M).group(1)
 
 
 def test_slurm_engines_are_a_job_array(ipcluster, reaper, cluster_dir):
-    require(command_answers("sinfo", "-h", "-t", "idle,mixed,allocated", "-o", "%N"),
-            "scripts/ci/slurm.sh")
+    require_slurm()
     output, _, job = round_trip(ipcluster, reaper, cluster_dir, ["slurm"], 2,
                                 "SLURM_ARRAY_JOB_ID")
     assert set(session_values(output, "env")) == {job.split("_")[0]}
 
 
 def test_sge_engines_are_a_job_array(ipcluster, reaper, cluster_dir):
-    require(command_answers("qhost"), "scripts/ci/sge.sh")
+    require_sge()
     output, _, job = round_trip(ipcluster, reaper, cluster_dir, ["sge"], 2, "JOB_ID")
     assert set(session_values(output, "env")) == {job.split(".")[0]}
+
+
+def test_the_cluster_api_adds_removes_and_restarts_slurm_engines(reaper, tmp_path):
+    require_slurm()
+    cluster_dir = reaper.add_cluster_dir(tmp_path / "cluster")
+    output = reaper.run_session(Path(__file__).with_name("cluster_api_session.py"), "slurm",
+                                cluster_dir, ok="CLUSTER API SESSION OK", timeout=360)
+    pids = [int(p) for p in session_values(output, "pids")]
+    assert reaper.all_gone(pids, timeout=30)
+    assert engineset.saved_sets(ClusterDir(cluster_dir)) == []
