@@ -434,8 +434,9 @@ def daemon_failure(daemon, error):
 def daemon_argv(argv, cluster):
     """The command line of the background ipcluster: ``argv`` without
     ``--daemon``, with the cluster directory made explicit."""
-    return [sys.executable, "-m", "ipkernel.cluster",
-            *(a for a in argv if a != "--daemon"), "--cluster-dir", str(cluster.path)]
+    given = any(a == "--cluster-dir" or a.startswith("--cluster-dir=") for a in argv)
+    return [sys.executable, "-m", "ipkernel.cluster", *(a for a in argv if a != "--daemon"),
+            *([] if given else ["--cluster-dir", str(cluster.path)])]
 
 
 def start_daemon(options, cluster, argv):

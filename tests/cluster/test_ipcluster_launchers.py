@@ -49,7 +49,8 @@ def round_trip(ipcluster, reaper, cluster_dir, mode_args, n, env_var, *flags):
     assert status.returncode == 0, status.stdout + status.stderr
     mode = mode_args[0]
     assert re.search(rf"^\S+\s+{mode}\s+\S+", status.stdout, re.M), status.stdout
-    [record] = engineset.saved_sets(cluster_dir)
+    [record] = [s for s in engineset.saved_sets(cluster_dir)
+                if getattr(s, "role", "engine") == "engine"]
     output = reaper.run_session(SESSION, cluster_dir.furl_file(MULTIENGINE_FURL), n, env_var,
                                 *flags, ok="WORK SESSION OK", timeout=300)
     pids = [int(p) for p in session_values(output, "pids")]
@@ -101,3 +102,12 @@ def test_the_cluster_api_adds_removes_and_restarts_slurm_engines(reaper, tmp_pat
     pids = [int(p) for p in session_values(output, "pids")]
     assert reaper.all_gone(pids, timeout=30)
     assert engineset.saved_sets(ClusterDir(cluster_dir)) == []
+
+
+def test_the_controller_runs_in_a_slurm_job_too(ipcluster, reaper, cluster_dir):
+    require_slurm()
+    output, _, job = round_trip(ipcluster, reaper, cluster_dir,
+                                ["slurm", "--controller", "slurm"], 2, "SLURM_ARRAY_JOB_ID")
+    assert set(session_values(output, "env")) == {job.split("_")[0]}
+    log = (cluster_dir.log / "ipcluster.log").read_text()
+    assert re.search(r"ipcluster ready: ipcontroller Slurm job \d+", log), log[-2000:]
