@@ -111,3 +111,30 @@ def test_the_controller_runs_in_a_slurm_job_too(ipcluster, reaper, cluster_dir):
     assert set(session_values(output, "env")) == {job.split("_")[0]}
     log = (cluster_dir.log / "ipcluster.log").read_text()
     assert re.search(r"ipcluster ready: ipcontroller Slurm job \d+", log), log[-2000:]
+
+
+def test_ctrl_c_in_the_foreground_cancels_the_slurm_job(reaper, tmp_path):
+    import signal
+    import subprocess
+    require_slurm()
+    cluster_dir = reaper.add_cluster_dir(tmp_path / "cluster")
+    out = tmp_path / "slurm.out"
+    with open(out, "w") as f:
+        popen = reaper.add_popen(subprocess.Popen(
+            [sys.executable, "-m", "ipkernel.cluster", "slurm", "-n", "2", "--cluster-dir",
+             str(cluster_dir)], stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
+
+    def ready():
+        assert popen.poll() is None, out.read_text()
+        return "ipcluster ready" in out.read_text()
+    reaper.wait_for(ready, "ipcluster slurm to be ready", 300)
+    job = re.search(r"\(slurm: (\d+)", out.read_text()).group(1)
+    assert job in subprocess.run(["squeue", "-h", "-o", "%A"], capture_output=True,
+                                 text=True, timeout=30).stdout
+    popen.send_signal(signal.SIGINT)
+    assert popen.wait(120) == 0, out.read_text()
+    listed = subprocess.run(["squeue", "-h", "-j", job], capture_output=True, text=True,
+                            timeout=30)
+    assert listed.stdout.strip() == "", listed.stdout
+    assert engineset.saved_sets(ClusterDir(cluster_dir)) == []
+    assert "SIGINT received" in out.read_text()
