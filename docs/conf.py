@@ -53,6 +53,7 @@ nitpick_ignore = [
     # the Python standard library
     ("py:mod", "subprocess"),
     ("py:class", "abc.ABC"),
+    ("py:class", "pathlib.Path"),
     ("py:class", "subprocess.Popen"),
     ("py:mod", "random"),
     ("py:func", "time.monotonic"),

@@ -13,10 +13,10 @@
 job), ``ssh`` (the hosts of a clusterfile or a ``{host: count}`` dict),
 ``slurm``, ``pbs``, ``sge`` or ``lsf`` (a job array).  The controller runs
 in this process's host by default; ``controller="slurm"`` (or another batch
-mode) puts it in a batch job too.  :meth:`Cluster.start` returns once ``n``
+mode) puts it in a batch job too.  :meth:`~ipkernel.cluster.Cluster.start` returns once ``n``
 engines registered with the controller, or raises
 :class:`~ipkernel.cluster.launcher.LaunchError` with the launcher's own
-text; :meth:`Cluster.stop` stops the engines (cancelling their jobs and
+text; :meth:`~ipkernel.cluster.Cluster.stop` stops the engines (cancelling their jobs and
 waiting until the scheduler no longer lists them), then the controller.
 
 Engines beyond this host need a controller they can reach: unless
@@ -61,7 +61,7 @@ def _ssh_total(clusterfile, hosts):
 
 
 class _Parts:
-    """What :meth:`Cluster.stop` stops, apart from the Cluster object (so the
+    """What :meth:`~ipkernel.cluster.Cluster.stop` stops, apart from the Cluster object (so the
     finalizer does not keep it alive)."""
 
     def __init__(self):
