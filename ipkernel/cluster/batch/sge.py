@@ -32,8 +32,6 @@ from ipkernel.cluster.launcher import LaunchError
 #: The letters of Grid Engine's job states (``z``, finished, is never listed
 #: by the plain ``qstat``).
 STATE_LETTERS = frozenset("dEhrRsStTqw")
-#: What ``qstat``, ``qsub`` and ``qdel`` say when a job id is unknown.
-_UNKNOWN_JOB = re.compile(r"do(es)? not exist")
 #: ``qsub`` without ``-terse``: "Your job 12 (...)" or "Your job-array 12.1-4:1 (...)".
 _SUBMITTED = re.compile(r"Your job(?:-array)? (\d+)")
 #: ``qstat -j``: "error reason    1:      12/02/2026 20:50:34 [0:24860]: error: ...".
