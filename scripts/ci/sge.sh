@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up a real single-host Grid Engine for the tier-4 SGE tests (as root):
 # Debian's gridengine-master/-exec/-client, a qmaster and an execd on this
-# host, and a queue (all.q) on it with one slot per CPU, where root may run
+# host, and a queue (all.q) on it with one slot per CPU (SGE_SLOTS=N for
+# another count: a controller job and N engines need N+1), where root may run
 # jobs.  What this machine needed:
 #   - this host's name first on 127.0.0.1 in /etc/hosts (qmaster and execd
 #     resolve 127.0.0.1 back to a name and must find their own);
@@ -119,6 +120,8 @@ case $action in
 esac
 
 [ "$(id -u)" = 0 ] || die "must run as root (it installs packages and starts daemons)"
+slots=${SGE_SLOTS:-$(nproc)}
+[[ $slots =~ ^[1-9][0-9]*$ ]] || die "SGE_SLOTS must be a positive number, not '$slots'"
 
 # -- /etc/hosts: this host's name first on 127.0.0.1 --------------------------------
 if [ "$(getent hosts 127.0.0.1 | awk '{print $2}')" != "$host" ]; then
@@ -221,7 +224,6 @@ EOF
 fi
 
 # -- the queue ----------------------------------------------------------------------
-slots=$(nproc)
 if ! timeout 20 qconf -sql 2>/dev/null | grep -qx "$queue"; then
     cat > "$tmp/queue" <<EOF
 qname                 $queue
