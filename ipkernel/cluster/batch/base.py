@@ -318,12 +318,13 @@ class BatchEngineSet(EngineSet):
         if self.job_id is None:
             return
         deadline = time.monotonic() + timeout
-        if self._active(self.rows()):
-            code, out, err = self._run(self.cancel_argv(self.job_id))
-            if code != 0 and self._active(self.rows()):
-                raise LaunchError(f"{shlex.join(self.cancel_argv(self.job_id))} failed: "
-                                  f"{(err or out).strip() or f'exit status {code}'}",
-                                  exit_code=code)
+        if not self._active(self.rows()):
+            return
+        code, out, err = self._run(self.cancel_argv(self.job_id))
+        if code != 0 and self._active(self.rows()):
+            raise LaunchError(f"{shlex.join(self.cancel_argv(self.job_id))} failed: "
+                              f"{(err or out).strip() or f'exit status {code}'}",
+                              exit_code=code)
         while True:
             active = self._active(self.rows())
             if not active:
