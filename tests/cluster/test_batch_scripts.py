@@ -88,7 +88,8 @@ def test_default_scripts(mode, cls):
 
 def test_a_template_with_its_own_array_and_queue_gets_none_added(tmp_path):
     template = tmp_path / "job.sh"
-    template.write_text("#!/bin/sh\n#SBATCH -a 1-{n}%2\n#SBATCH -p {queue}\nsrun {engine_command}\n")
+    template.write_text("#!/bin/sh\n#SBATCH -a 1-{n}%2\n#SBATCH -p {queue}\n"
+                        "srun {engine_command}\n")
     text = engines(SlurmEngineSet, script=str(template), queue="gpu").script_text()
     assert text.count("--array") == 0 and text.count("#SBATCH") == 2
     assert text.startswith("#!/bin/sh\n#SBATCH -a 1-4%2\n#SBATCH -p gpu\nsrun /opt/ipk/bin/python")
@@ -197,8 +198,8 @@ def test_poll_and_describe(cls, job_id, program, active, ended, hosts):
 
 def test_parsed_rows():
     es = started(SlurmEngineSet, "1236", squeue=[(0, fixture("slurm_squeue_pending.txt"), "")])
-    assert es.rows() == [{"task": "1236_1", "state": "PENDING", "hosts": "", "reason": "JobHeldUser"},
-                         {"task": "1236_2", "state": "PENDING", "hosts": "", "reason": "JobHeldUser"}]
+    held = {"state": "PENDING", "hosts": "", "reason": "JobHeldUser"}
+    assert es.rows() == [{"task": "1236_1", **held}, {"task": "1236_2", **held}]
     assert es.describe() == [{"job": "1236", "hosts": "", "state": "PENDING"}]
     pbs = started(PBSEngineSet, "4321[].pbs-head.example.org",
                   qstat=[(0, fixture("pbs_qstat_f_t.txt"), "")])

@@ -54,7 +54,8 @@ import subprocess
 import sys
 import time
 
-from ipkernel.clusterdir import ENGINE_FURL, MULTIENGINE_FURL, ensure_private_dir, write_private_file
+from ipkernel.clusterdir import (ENGINE_FURL, MULTIENGINE_FURL, ensure_private_dir,
+                                 write_private_file)
 from ipkernel.cluster.engineset import JOBS_DIR, EngineSet, engine_set_class
 from ipkernel.cluster.launcher import LaunchError, read_log, tail
 
@@ -331,9 +332,10 @@ class BatchEngineSet(EngineSet):
                 return
             if time.monotonic() >= deadline:
                 listed = ", ".join(f"{r['task']} {r['state']}" for r in active)
+                by_hand = shlex.join(self.cancel_argv(self.job_id))
                 raise LaunchError(f"{self.scheduler} job {self.job_id} still listed "
                                   f"{timeout:g} s after {self.cancel_program}: {listed}; "
-                                  f"cancel it by hand ({shlex.join(self.cancel_argv(self.job_id))})")
+                                  f"cancel it by hand ({by_hand})")
             time.sleep(POLL_INTERVAL)
 
     def describe(self):
@@ -419,8 +421,8 @@ class BatchControllerJob:
                 why = ended or (f"no FURL files in {self.cluster.security} after {timeout:g} s "
                                 f"({self.job.describe()[0]['state']}; a busy queue needs a "
                                 f"larger timeout)")
-                raise LaunchError(f"the controller job did not become ready: {why}\n"
-                                  f"{tail(read_log(self.log_file)) if self.log_file.is_file() else ''}",
+                log = tail(read_log(self.log_file)) if self.log_file.is_file() else ""
+                raise LaunchError(f"the controller job did not become ready: {why}\n{log}",
                                   name="ipcontroller", log_file=self.log_file)
             time.sleep(POLL_INTERVAL)
         return self
