@@ -151,3 +151,17 @@ def ipcluster():
         return subprocess.run([str(IPCLUSTER), *map(str, args)], capture_output=True,
                               text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     return run
+
+
+@pytest.fixture
+def cluster_dir(tmp_path, reaper):
+    """A cluster directory (a ClusterDir) whose recorded engine sets (batch
+    jobs, mpiexec, ssh engines) are stopped afterwards, whatever the test did."""
+    from ipkernel.cluster import engineset
+    from ipkernel.clusterdir import ClusterDir
+    path = ClusterDir(reaper.add_cluster_dir(tmp_path / "cluster")).create()
+    try:
+        yield path
+    finally:
+        for leftover in engineset.saved_sets(path):
+            leftover.stop(timeout=60)

@@ -22,6 +22,8 @@ from ipkernel.cluster.launcher import ControllerLauncher
 from ipkernel.cluster.mpi import MPIEngineSet
 from ipkernel.clusterdir import ClusterDir, MULTIENGINE_FURL
 
+from sessionkit import check, wait_registered
+
 TIMEOUT = 120.0
 
 ALLREDUCE = """
@@ -34,25 +36,8 @@ squares = comm.allreduce(part)
 """
 
 
-def check(condition, what):
-    if not condition:
-        raise AssertionError(what)
-
-
-def wait_registered(mec, engine_set, n):
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        ids = mec.get_ids()
-        if len(ids) >= n:
-            return sorted(ids)
-        ended = engine_set.poll()
-        check(ended is None, f"mpiexec ended before {n} engines registered: {ended}")
-        check(time.monotonic() < deadline, f"only {ids} registered after {TIMEOUT:g} s")
-        time.sleep(0.1)
-
-
 def work(mec, engine_set):
-    check(wait_registered(mec, engine_set, 3) == [0, 1, 2], f"ids: {mec.get_ids()}")
+    check(wait_registered(mec, engine_set, 3, TIMEOUT) == [0, 1, 2], f"ids: {mec.get_ids()}")
     row = engine_set.describe()
     check(row[0]["job"] == engine_set.pid and row[0]["state"] == "running", f"row {row}")
     mec.execute(ALLREDUCE, targets="all")
@@ -80,7 +65,7 @@ def work(mec, engine_set):
 
 
 def leave(mec, engine_set):
-    check(wait_registered(mec, engine_set, 2) == [0, 1], f"ids: {mec.get_ids()}")
+    check(wait_registered(mec, engine_set, 2, TIMEOUT) == [0, 1], f"ids: {mec.get_ids()}")
     print("pids", *engine_set.job_pids(), flush=True)
     print("MPI SESSION LEFT")
 

@@ -6,7 +6,6 @@ Each mode needs its component (set up by the scripts under ``scripts/ci/``,
 which ``.ci/run`` runs); without it the test is skipped, naming the script
 (under ``CI=true`` it fails instead).
 """
-import os
 import re
 import sys
 from pathlib import Path

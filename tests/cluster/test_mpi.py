@@ -21,6 +21,8 @@ from ipkernel.cluster.launcher import LaunchError
 from ipkernel.cluster.mpi import MPIEngineSet
 from ipkernel.clusterdir import ClusterDir
 
+from tier4 import require
+
 SETUP = "scripts/ci/mpi.sh .venv"
 SESSION = Path(__file__).with_name("mpi_session.py")
 
@@ -105,22 +107,7 @@ def _missing():
 
 @pytest.fixture
 def mpi_ready():
-    why = _missing()
-    if why:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{why}: .ci/run must run {SETUP} first")
-        pytest.skip(f"{why}: run {SETUP}")
-
-
-@pytest.fixture
-def cluster_dir(tmp_path, reaper):
-    """A cluster directory whose recorded engine sets are stopped afterwards."""
-    path = ClusterDir(reaper.add_cluster_dir(tmp_path / "cluster")).create()
-    try:
-        yield path
-    finally:
-        for leftover in engineset.saved_sets(path):
-            leftover.stop(timeout=30)
+    require(_missing(), SETUP)
 
 
 def session_pids(output, label="pids"):

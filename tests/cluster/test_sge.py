@@ -31,6 +31,8 @@ from ipkernel.cluster.batch.sge import SGEEngineSet
 from ipkernel.cluster.launcher import LaunchError
 from ipkernel.clusterdir import ClusterDir
 
+from sessionkit import check, wait_registered
+
 SETUP = "scripts/ci/sge.sh"
 FIXTURES = Path(__file__).with_name("fixtures") / "batch"
 ENGINE = "/env/bin/python -m ipkernel.engine"
@@ -240,22 +242,8 @@ def _missing():
 
 @pytest.fixture
 def sge_ready():
-    why = _missing()
-    if why:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{why}: .ci/run must run {SETUP} first")
-        pytest.skip(f"{why}: run {SETUP} (as root)")
-
-
-@pytest.fixture
-def cluster_dir(tmp_path, reaper):
-    """A cluster directory whose recorded engine sets are stopped afterwards."""
-    path = ClusterDir(reaper.add_cluster_dir(tmp_path / "cluster")).create()
-    try:
-        yield path
-    finally:
-        for leftover in engineset.saved_sets(path):
-            leftover.stop(timeout=60)
+    from tier4 import require   # (not at the top: this file also runs as a script)
+    require(_missing(), f"{SETUP} (as root)")
 
 
 def listed(job_id):
@@ -363,24 +351,6 @@ def test_task_in_error_state_is_reported(sge_ready, cluster_dir):
 
 # -- the session (run as a script: python test_sge.py SCENARIO CLUSTER_DIR ...) -----------
 
-def _check(condition, what):
-    if not condition:
-        raise AssertionError(what)
-
-
-def _registered(mec, engine_set, n):
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        ids = mec.get_ids()
-        if len(ids) >= n:
-            return sorted(ids)
-        ended = engine_set.poll()
-        _check(ended is None, f"the job ended before {n} engines registered: {ended}")
-        _check(time.monotonic() < deadline,
-               f"only {ids} registered after {TIMEOUT:g} s: {engine_set.describe()}")
-        time.sleep(0.2)
-
-
 def session(scenario, path, parent_pid=None):
     """``work``: a controller, two engines as a job array; each engine's
     ``JOB_ID`` is the set's job id and ``SGE_TASK_ID`` its index; real work;
@@ -406,33 +376,33 @@ def session(scenario, path, parent_pid=None):
     mec = MultiEngineClient(str(cluster.furl_file(MULTIENGINE_FURL)), timeout=60,
                             progress=False)
     try:
-        ids = _registered(mec, engine_set, 2)
+        ids = wait_registered(mec, engine_set, 2, TIMEOUT)
         mec.execute("import os\njob = os.environ.get('JOB_ID')\n"
                     "task = os.environ.get('SGE_TASK_ID')\npid = os.getpid()", targets=ids)
         jobs, tasks = mec.pull("job", targets=ids), mec.pull("task", targets=ids)
-        _check(jobs == [engine_set.job_id] * 2, f"JOB_ID of the engines: {jobs}")
-        _check(sorted(tasks) == ["1", "2"], f"SGE_TASK_ID of the engines: {tasks}")
+        check(jobs == [engine_set.job_id] * 2, f"JOB_ID of the engines: {jobs}")
+        check(sorted(tasks) == ["1", "2"], f"SGE_TASK_ID of the engines: {tasks}")
         pids = mec.pull("pid", targets=ids)
         mec.push({"base": 1000}, targets=ids)
         mec.execute("part = sum(i * i for i in range(base * int(task)))", targets=ids)
         parts = dict(zip(tasks, mec.pull("part", targets=ids)))
-        _check(parts == {t: sum(i * i for i in range(1000 * int(t))) for t in ("1", "2")},
+        check(parts == {t: sum(i * i for i in range(1000 * int(t))) for t in ("1", "2")},
                f"work done in the job: {parts}")
         rows = engine_set.describe()
-        _check(rows[0]["job"] == engine_set.job_id and running(rows[0]["state"])
+        check(rows[0]["job"] == engine_set.job_id and running(rows[0]["state"])
                and rows[0]["hosts"], f"status row: {rows}")
         print("pids", *pids, flush=True)
         if scenario == "leave":
             print(SESSION_OK)
             return
         engine_set.stop(timeout=60)
-        _check(engine_set.rows() == [], f"still listed: {engine_set.rows()}")
-        _check("no longer listed" in (engine_set.poll() or ""), engine_set.poll())
+        check(engine_set.rows() == [], f"still listed: {engine_set.rows()}")
+        check("no longer listed" in (engine_set.poll() or ""), engine_set.poll())
         engine_set.stop()   # again: nothing to do
         engine_set.forget()
         deadline = time.monotonic() + TIMEOUT
         while mec.get_ids():
-            _check(time.monotonic() < deadline, f"engines {mec.get_ids()} still registered")
+            check(time.monotonic() < deadline, f"engines {mec.get_ids()} still registered")
             time.sleep(0.2)
         print(SESSION_OK)
     finally:

@@ -5,7 +5,6 @@ host, so the cluster directory in the test's temporary folder is "shared").
 Without a Slurm node answering, the tests skip naming the script; under
 ``CI=true`` they fail instead (``.ci/run`` ran it).
 """
-import os
 import re
 import shutil
 import subprocess
@@ -17,6 +16,8 @@ from ipkernel.cluster.batch.base import BatchControllerJob
 from ipkernel.cluster.batch.slurm import SlurmEngineSet
 from ipkernel.cluster.launcher import ControllerLauncher, LaunchError
 from ipkernel.clusterdir import MULTIENGINE_FURL, ClusterDir
+
+from tier4 import require
 
 pytestmark = [pytest.mark.tier4, pytest.mark.timeout(400)]
 
@@ -42,11 +43,7 @@ def slurm_missing():
 
 @pytest.fixture(scope="module")
 def slurm():
-    missing = slurm_missing()
-    if missing:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{missing}: .ci/run must run {SETUP} first")
-        pytest.skip(f"{missing}: run {SETUP} (as root) to set up a single-node Slurm")
+    require(slurm_missing(), f"{SETUP} (as root) to set up a single-node Slurm")
 
 
 @pytest.fixture

@@ -30,6 +30,8 @@ from ipkernel.cluster.launcher import LaunchError
 from ipkernel.cluster.ssh import MARKER_ENV, REMOTE_FURL_DIR, SSHEngineSet, advice, plan
 from ipkernel.clusterdir import ClusterDir
 
+from sessionkit import check, wait_registered
+
 SESSION_TIMEOUT = 240.0
 TIMEOUT = 90.0
 SESSION_OK = "SSH SESSION OK"
@@ -125,18 +127,13 @@ def test_advice_follows_what_ssh_said():
 
 # -- the session (run inside namespace a by the tier-4 tests) -------------------------
 
-def _check(condition, what):
-    if not condition:
-        raise AssertionError(what)
-
-
 def _wait(predicate, what, timeout=TIMEOUT):
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
-        _check(time.monotonic() < deadline, f"timed out after {timeout:g} s waiting for {what}")
+        check(time.monotonic() < deadline, f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(0.1)
 
 
@@ -161,32 +158,23 @@ def _alive(pid):
         return False
 
 
-def _registered(mec, engine_set, n):
-    def enough():
-        ended = engine_set.poll()
-        _check(ended is None, f"the ssh engines ended before {n} registered: {ended}")
-        return len(mec.get_ids()) >= n
-    _wait(enough, f"{n} engines to register")
-    return sorted(mec.get_ids())
-
-
 def _work(mec, engine_set, controller, addr_b):
-    ids = _registered(mec, engine_set, 2)
-    _check(ids == [0, 1], f"ids {ids}")
+    ids = wait_registered(mec, engine_set, 2, TIMEOUT)
+    check(ids == [0, 1], f"ids {ids}")
     here = os.readlink(f"/proc/{controller.pid}/ns/net")
     places = mec.apply(_where, targets="all")
     for ns, address, _ in places:
-        _check(ns != here, f"an engine runs in the controller's namespace {here}")
-        _check(address == addr_b, f"an engine reaches the controller from {address}, not "
+        check(ns != here, f"an engine runs in the controller's namespace {here}")
+        check(address == addr_b, f"an engine reaches the controller from {address}, not "
                                   f"{addr_b}")
     remote = sorted(str(pid) for _, _, pid in places)
     [row] = engine_set.describe()
-    _check(row["hosts"] == addr_b and row["state"] == "running (2 engines)", f"row {row}")
-    _check(sorted(row["job"].split(",")) == remote, f"row {row}, engines {remote}")
+    check(row["hosts"] == addr_b and row["state"] == "running (2 engines)", f"row {row}")
+    check(sorted(row["job"].split(",")) == remote, f"row {row}, engines {remote}")
     squares = mec.map(lambda x: x * x, range(40))
-    _check(squares == [x * x for x in range(40)], f"map: {squares}")
+    check(squares == [x * x for x in range(40)], f"map: {squares}")
     mec.execute("import os\npid = os.getpid()\ntotal = sum(range(1000))")
-    _check(mec.pull("total") == [499500, 499500], f"pull: {mec.pull('total')}")
+    check(mec.pull("total") == [499500, 499500], f"pull: {mec.pull('total')}")
     return [int(p) for p in remote]
 
 
@@ -211,7 +199,7 @@ def session(scenario, path, addr_a, addr_b, ssh_config, *rest):
     cluster = ClusterDir(path).create()
     if scenario == "stop":
         sets = engineset.saved_sets(cluster)
-        _check(len(sets) == 1, f"recorded sets: {sets}")
+        check(len(sets) == 1, f"recorded sets: {sets}")
         sets[0].stop(timeout=60)
         sets[0].forget()
         print(SESSION_OK)
@@ -238,7 +226,7 @@ def session(scenario, path, addr_a, addr_b, ssh_config, *rest):
                             progress=False)
     try:
         if scenario == "drop":
-            _registered(mec, engine_set, 1)
+            wait_registered(mec, engine_set, 1, TIMEOUT)
             [member] = engine_set.members
             print("engines", member.remote_pid, flush=True)
             os.kill(member.pid, signal.SIGKILL)       # the connection goes away
@@ -256,8 +244,8 @@ def session(scenario, path, addr_a, addr_b, ssh_config, *rest):
             print(SESSION_OK)
             return
         engine_set.stop(timeout=60)
-        _check(engine_set.poll() is not None, "poll() after stop")
-        _check(engine_set.describe()[0]["state"] == "ended", engine_set.describe())
+        check(engine_set.poll() is not None, "poll() after stop")
+        check(engine_set.describe()[0]["state"] == "ended", engine_set.describe())
         engine_set.stop()   # again: nothing to do
         engine_set.forget()
         _wait(lambda: not mec.get_ids(), "the engines to leave the controller")
@@ -277,8 +265,8 @@ def _expect_failure(engine_set, words):
     else:
         engine_set.stop()
         raise AssertionError(f"{engine_set.name} started; expected ssh to say {words!r}")
-    _check(words in message, f"expected {words!r} in: {message}")
-    _check(engine_set.describe()[0]["state"] == "not started", engine_set.describe())
+    check(words in message, f"expected {words!r} in: {message}")
+    check(engine_set.describe()[0]["state"] == "not started", engine_set.describe())
     print("message", json.dumps(message), flush=True)
 
 
@@ -311,7 +299,7 @@ def _fail(cluster, addr_b, ssh_config):
                            engine_command="/no/such/python -m ipkernel.engine", name="no-python")
     missing.start()
     ended = _wait(missing.poll, "poll() to report the missing engine command")
-    _check("exited with status 127" in ended and "/no/such/python" in ended
+    check("exited with status 127" in ended and "/no/such/python" in ended
            and "was not found on" in ended, ended)
     missing.stop(timeout=60)
     print("message", json.dumps(ended), flush=True)

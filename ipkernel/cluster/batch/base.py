@@ -48,6 +48,7 @@ saying what to do.
 same scheduler; it is ready once its FURL files appear in the (shared)
 cluster directory.
 """
+import os
 import re
 import shlex
 import subprocess
@@ -249,7 +250,7 @@ class BatchEngineSet(EngineSet):
                 f"{log_dir}/\"{self.log_pattern()}\"")
 
     def script_text(self):
-        """The job script that :meth:`start` submits."""
+        """The job script that :meth:`~ipkernel.cluster.batch.base.BatchEngineSet.start` submits."""
         template = self.template if self.template is not None else self.default_template
         values = {"n": self.n, "engine_command": self.command_line(),
                   "cluster_dir": str(self.cluster.path.absolute()),
@@ -352,6 +353,15 @@ class BatchEngineSet(EngineSet):
         return {"job_id": self.job_id, "queue": self.queue, "role": self.role,
                 "script_file": str(self.script_file) if self.script_file else None}
 
+    def forget(self):
+        """Remove the record and the job script (once stopped)."""
+        super().forget()
+        if self.script_file:
+            try:
+                os.unlink(self.script_file)
+            except FileNotFoundError:
+                pass
+
     @classmethod
     def from_record(cls, cluster, record):
         state = record.get("state") or {}
@@ -365,7 +375,8 @@ class BatchEngineSet(EngineSet):
 class BatchControllerJob:
     """The controller as a one-task batch job of ``engine_set`` 's scheduler
     (made by :meth:`for_mode`); the launcher surface ``Cluster`` uses:
-    :meth:`start`, :meth:`wait_ready`, :meth:`is_alive`, :meth:`shutdown`."""
+    :meth:`~BatchControllerJob.start`, :meth:`~BatchControllerJob.wait_ready`,
+    :meth:`~BatchControllerJob.is_alive`, :meth:`~BatchControllerJob.shutdown`."""
 
     def __init__(self, job):
         self.job = job

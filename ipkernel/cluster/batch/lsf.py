@@ -26,7 +26,7 @@ ACTIVE = frozenset({"PEND", "RUN", "PSUSP", "USUSP", "SSUSP", "WAIT", "PROV", "U
 
 
 class LSFEngineSet(BatchEngineSet):
-    """``n`` engines as an LSF job array (see :class:`BatchEngineSet`)."""
+    """``n`` engines as an LSF job array (see :class:`~ipkernel.cluster.batch.base.BatchEngineSet`)."""
 
     mode = "lsf"
     scheduler = "LSF"

@@ -23,7 +23,7 @@ ACTIVE = frozenset("QRHWTSEB")
 
 
 class PBSEngineSet(BatchEngineSet):
-    """``n`` engines as a PBS/Torque job array (see :class:`BatchEngineSet`)."""
+    """``n`` engines as a PBS/Torque job array (see :class:`~ipkernel.cluster.batch.base.BatchEngineSet`)."""
 
     mode = "pbs"
     scheduler = "PBS"

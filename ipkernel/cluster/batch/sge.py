@@ -60,7 +60,7 @@ def host_of(queue_instance):
 
 
 class SGEEngineSet(BatchEngineSet):
-    """``n`` engines as a Grid Engine job array (see :class:`BatchEngineSet`)."""
+    """``n`` engines as a Grid Engine job array (see :class:`~ipkernel.cluster.batch.base.BatchEngineSet`)."""
 
     mode = "sge"
     scheduler = "Grid Engine"

@@ -21,7 +21,7 @@ ACTIVE = frozenset({"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDE
 
 
 class SlurmEngineSet(BatchEngineSet):
-    """``n`` engines as a Slurm job array (see :class:`BatchEngineSet`)."""
+    """``n`` engines as a Slurm job array (see :class:`~ipkernel.cluster.batch.base.BatchEngineSet`)."""
 
     mode = "slurm"
     scheduler = "Slurm"
