@@ -56,6 +56,7 @@ def round_trip(ipcluster, reaper, cluster_dir, mode_args, n, env_var, *flags):
     stopped = ipcluster("stop", "--cluster-dir", cluster_dir.path, timeout=120)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     assert engineset.saved_sets(cluster_dir) == []
+    assert not list((cluster_dir.path / engineset.JOBS_DIR).glob("*"))   # no record, no script
     assert record.poll() is not None   # the launcher no longer lists it
     assert reaper.all_gone(pids, timeout=30)
     assert not [r for r in pidfiles.scan(cluster_dir.pid) if r.alive]
