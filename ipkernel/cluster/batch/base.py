@@ -407,6 +407,7 @@ class BatchControllerJob:
         return f"{self.job.scheduler} job {self.job.job_id or '-'}"
 
     def start(self):
+        """Submit the controller's job (and record it); returns self."""
         self._started_at = time.time()
         self.job.start()
         self.job.save()
@@ -439,6 +440,7 @@ class BatchControllerJob:
         return self
 
     def is_alive(self):
+        """True while the scheduler lists the controller's job as queued or running."""
         return self.job.job_id is not None and self.job.poll() is None
 
     def shutdown(self, timeout=30.0, now=False):
