@@ -1,7 +1,10 @@
-"""Helpers for awaiting Deferreds in tests, always bounded in time.
+"""Helpers for awaiting Deferreds (and polling for events) in tests, always
+bounded in time.
 
 Importable from any test module (``tests/`` is on ``pythonpath``).
 """
+import time
+
 import pytest
 from twisted.internet import defer, reactor
 
@@ -27,3 +30,16 @@ async def raises(exc_type, d, seconds=WAIT):
 async def composite(d, seconds=WAIT):
     """Await ``d`` (bounded), expecting a CompositeError; return it."""
     return await raises(CompositeError, d, seconds)
+
+
+def wait_for(check, what, timeout, interval=0.05):
+    """Poll ``check()`` (outside a reactor) until it returns something true;
+    return it.  Fails the test, naming ``what``, after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)

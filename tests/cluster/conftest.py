@@ -21,11 +21,11 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+import awaiting
 import logsecrets
 from ipkernel.cluster import local, pidfiles
 
@@ -39,14 +39,7 @@ IPCLUSTER = Path(sys.executable).with_name("ipcluster")
 def wait_for(check, what, timeout=TIMEOUT):
     """Poll ``check()`` until it returns something true; return it.  Fails
     the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(POLL)
+    return awaiting.wait_for(check, what, timeout, POLL)
 
 
 def all_gone(pids, timeout=STOP_TIMEOUT):

@@ -21,14 +21,14 @@ by a veth pair).  The controller runs in *a* with ``--engine-ip 0.0.0.0
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
+
+import awaiting
 
 pytestmark = [pytest.mark.tier4, pytest.mark.timeout(300)]
 
@@ -38,16 +38,9 @@ WAIT = 60.0
 BIG = 8 << 20
 
 
-def wait_for(check, what, timeout=WAIT, interval=0.1):
+def wait_for(check, what, timeout=WAIT):
     """Poll ``check()`` until it returns something true (return it), or fail."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
+    return awaiting.wait_for(check, what, timeout, 0.1)
 
 
 class Proc:
