@@ -140,3 +140,26 @@ def test_uptime_and_table_formatting():
     assert format_uptime(2 * 86400 + 5) == "2 d 0:00:05"
     assert format_table(("A", "BB"), [("xyz", 1), ("q", 22)]).splitlines() == [
         "A    BB", "xyz  1", "q    22"]
+
+
+def test_logdir_puts_every_log_there_and_ports_are_fixed(ipcluster, reaper, tmp_path):
+    import socket
+    cluster_dir = reaper.add_cluster_dir(tmp_path / "cluster")
+    logs = tmp_path / "logs"
+    ports = []
+    for _ in range(2):   # two free ports, given back at once (the controller takes them)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            ports.append(probe.getsockname()[1])
+    started = ipcluster("local", "-n", 1, "--daemon", "--cluster-dir", cluster_dir,
+                        "--logdir", logs, "--client-port", ports[0], "--engine-port", ports[1])
+    assert started.returncode == 0, started.stdout + started.stderr
+    pids = live_pids(cluster_dir)
+    names = {p.name for p in logs.iterdir()}
+    assert {"ipcluster.log", "ipcontroller.log", "ipengine-0.log"} <= names, names
+    assert not (cluster_dir / "log").exists() or not list((cluster_dir / "log").iterdir())
+    furl = (cluster_dir / "security" / "ipcontroller-mec.furl").read_text()
+    assert f":{ports[0]}" in furl
+    stopped = ipcluster("stop", "--cluster-dir", cluster_dir)
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert reaper.all_gone(pids.values(), timeout=0)

@@ -138,3 +138,15 @@ def test_ctrl_c_in_the_foreground_cancels_the_slurm_job(reaper, tmp_path):
     assert listed.stdout.strip() == "", listed.stdout
     assert engineset.saved_sets(ClusterDir(cluster_dir)) == []
     assert "SIGINT received" in out.read_text()
+
+
+def test_a_refused_submission_fails_the_daemon_with_the_schedulers_words(ipcluster, reaper,
+                                                                          cluster_dir):
+    require_slurm()
+    started = ipcluster("slurm", "-n", 1, "-q", "nosuch", "--daemon", "--cluster-dir",
+                        cluster_dir.path, timeout=120)
+    assert started.returncode == 1, started.stdout + started.stderr
+    assert "the cluster did not start" in started.stderr
+    assert "sbatch" in started.stderr and "nosuch" in started.stderr, started.stderr
+    assert engineset.saved_sets(cluster_dir) == []
+    assert not [r for r in pidfiles.scan(cluster_dir.pid) if r.alive]
