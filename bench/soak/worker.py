@@ -297,12 +297,12 @@ def _on_sigterm(signum, frame):
 
 def main(argv=None):
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    print(f"soak {args.role} {args.index} started", flush=True)  # from here it always reports
     tally = Tally()
     book = TaskBook(tally) if args.role != "client" else None
     deadline = time.monotonic() + args.seconds
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
+        print(f"soak {args.role} {args.index} started", flush=True)  # from here it reports
         if args.role == "client":
             client_loop(args, tally, deadline)
         else:
@@ -313,6 +313,7 @@ def main(argv=None):
     except Exception as exc:  # noqa: B902 - reported, not hidden
         tally.error("worker", exc)
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)   # a late SIGTERM must not cut the report
         with open(args.out, "w") as f:
             json.dump(dict(tally.to_json(), role=args.role, index=args.index,
                            tasks=book.to_json() if book else None), f)
