@@ -136,36 +136,26 @@ async def test_an_address_this_host_lacks_is_named_not_taken_for_a_port_in_use(c
     assert "in use" not in out
 
 
+@pytest.mark.parametrize("option, said", [
+    ("--engine-port", []),
+    ("--client-data-port", ["cannot open the data channel for clients on 127.0.0.1:{port}"]),
+], ids=["engine port", "client data port"])
 @pytest_twisted.ensureDeferred
-async def test_a_port_in_use_is_reported_naming_the_port_option(cluster):
+async def test_a_port_in_use_is_reported_naming_its_option(cluster, option, said):
     holder = socket.socket()
     try:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        controller = cluster.start_controller("--engine-port", str(port))
+        controller = cluster.start_controller(option, str(port))
         assert await controller.wait(PROMPT) == 1
     finally:
         holder.close()
     out = controller.output
-    assert f"port {port} on 127.0.0.1 is in use" in out and "--engine-port 0" in out
+    assert f"port {port} on 127.0.0.1 is in use" in out and f"{option} 0" in out
+    for line in said:
+        assert line.format(port=port) in out
     assert "has no address" not in out
-
-
-@pytest_twisted.ensureDeferred
-async def test_a_data_port_in_use_is_reported_naming_its_option(cluster):
-    holder = socket.socket()
-    try:
-        holder.bind(("127.0.0.1", 0))
-        holder.listen()
-        port = holder.getsockname()[1]
-        controller = cluster.start_controller("--client-data-port", str(port))
-        assert await controller.wait(PROMPT) == 1
-    finally:
-        holder.close()
-    out = controller.output
-    assert f"cannot open the data channel for clients on 127.0.0.1:{port}" in out
-    assert f"port {port} on 127.0.0.1 is in use" in out and "--client-data-port 0" in out
 
 
 @pytest_twisted.ensureDeferred
