@@ -1,4 +1,6 @@
-"""Process ids: is a process alive (used for pid files and parent watching)."""
+"""Process ids: is a process alive, when did it start, who is its parent
+(from ``/proc``), and signals to processes that may be gone (used for pid
+files, parent watching and the launchers)."""
 import os
 
 from twisted.internet import task
@@ -12,11 +14,46 @@ def process_alive(pid):
         return False
     except PermissionError:
         return True
+    fields = stat_fields(pid)
+    return fields is None or fields[0] not in ("Z", "X")
+
+
+def stat_fields(pid):
+    """The fields of ``/proc/PID/stat`` after the command name (``[0]`` is
+    the state, ``[1]`` the parent's pid, ``[19]`` the start time), or None
+    where it cannot be read."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+            return f.read().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
-        return True
+        return None
+
+
+def _stat_int(pid, index):
+    fields = stat_fields(pid)
+    try:
+        return int(fields[index]) if fields is not None else None
+    except (IndexError, ValueError):
+        return None
+
+
+def start_ticks(pid):
+    """When process ``pid`` started (clock ticks since boot), or None: with
+    the pid it tells a process from a later one that reused the pid."""
+    return _stat_int(pid, 19)
+
+
+def parent_of(pid):
+    """The pid of process ``pid``'s parent, or None."""
+    return _stat_int(pid, 1)
+
+
+def signal_quietly(pid, signum):
+    """Send ``signum`` to ``pid``; a process that is gone (or not ours) is no error."""
+    try:
+        os.kill(pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def watch_parent(clock, parent_pid, on_gone, interval=1.0):

@@ -37,7 +37,7 @@ import threading
 from ipkernel import applog
 from ipkernel.clusterdir import MULTIENGINE_FURL, ClusterDir
 from ipkernel.cluster import pidfiles
-from ipkernel.cluster.engineset import saved_sets
+from ipkernel.cluster.engineset import BATCH_MODES, MODES, saved_sets
 from ipkernel.cluster.launcher import LaunchError, ProcessLauncher, child_env
 from ipkernel.cluster.local import LocalCluster
 from ipkernel.pids import process_alive
@@ -57,8 +57,7 @@ LOG_NOTE = ("the level is passed on to the controller and the engines (before "
 # -- command line ---------------------------------------------------------------------
 
 #: The launcher modes that start engines beyond this process's own children.
-REMOTE_MODES = ("mpiexec", "ssh", "slurm", "pbs", "sge", "lsf")
-BATCH_MODES = ("slurm", "pbs", "sge", "lsf")
+REMOTE_MODES = tuple(MODES)
 MODE_HELP = {
     "local": "engines as processes on this machine",
     "mpiexec": "engines as one MPI job (mpiexec -n N; alias mpirun)",

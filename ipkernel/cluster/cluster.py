@@ -32,7 +32,7 @@ import weakref
 from pathlib import Path
 
 from ipkernel.clusterdir import MULTIENGINE_FURL, TASK_FURL, ClusterDir
-from ipkernel.cluster.engineset import canonical_mode, engine_set_class
+from ipkernel.cluster.engineset import BATCH_MODES, canonical_mode, engine_set_class
 from ipkernel.cluster.launcher import STOP_TIMEOUT, ControllerLauncher, LaunchError
 from ipkernel.cluster.local import LocalCluster
 
@@ -42,8 +42,6 @@ logger = logging.getLogger("ipkernel.cluster")
 REGISTER_POLL = 0.25
 #: Bound of one question to the controller while waiting.
 ASK_TIMEOUT = 10.0
-#: The batch modes (those that can also run the controller).
-BATCH_MODES = ("slurm", "pbs", "sge", "lsf")
 
 
 def _has_option(args, name):
@@ -285,10 +283,9 @@ class Cluster:
                               engine_set)
 
     def _client(self):
+        # one blocking client for the waits, closed by stop()
         if self._parts.client is None:
-            from ipkernel.client import MultiEngineClient
-            self._parts.client = MultiEngineClient(str(self._cluster.furl_file(MULTIENGINE_FURL)),
-                                                   timeout=ASK_TIMEOUT, progress=False)
+            self._parts.client = self.multiengine_client(timeout=ASK_TIMEOUT, progress=False)
         return self._parts.client
 
     def _ids(self):
@@ -304,17 +301,18 @@ class Cluster:
                 if ended:
                     raise LaunchError(f"the engines of {engine_set.name} ended before they "
                                       f"registered: {ended}")
-            controller = self._parts.controller
+            logs = ClusterDir(self.cluster_dir).log
+            controller = self.controller
             if controller is not None and not controller.is_alive():
                 raise LaunchError(f"the controller ended while waiting for {what}; see "
-                                  f"{getattr(controller, 'log_file', self._cluster.log)}")
+                                  f"{getattr(controller, 'log_file', logs)}")
             if time.monotonic() >= deadline:
                 rows = "; ".join(f"{r.get('job')} on {r.get('hosts') or '?'}: {r.get('state')}"
                                  for r in (engine_set.describe() if engine_set else ()))
-                raise LaunchError(f"timed out after {self.timeout:g} s waiting for {what} "
-                                  f"(registered: {sorted(ids)}; launcher: {rows or '-'}); "
-                                  f"a busy queue needs a larger timeout, an engine that cannot "
-                                  f"reach the controller logs why in {self._cluster.log}")
+                raise LaunchError(f"timed out waiting for {what} (registered: {sorted(ids)}; "
+                                  f"launcher: {rows or '-'}); a busy queue needs a larger "
+                                  f"timeout, an engine that cannot reach the controller logs "
+                                  f"why in {logs}")
             time.sleep(REGISTER_POLL)
 
     def stop(self, timeout=STOP_TIMEOUT):
@@ -342,10 +340,10 @@ class Cluster:
         return the ids they registered with."""
         self._require_started()
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        before = set(self._local_ids() if self._local is not None else self._ids())
+        before = set(self._ids())
         if self._local is not None:
             self._local.add_engines(k, timeout=timeout)
-            return sorted(set(self._local_ids()) - before)
+            return sorted(set(self._ids()) - before)
         return sorted(set(self._start_set(k, [], deadline)) - before)
 
     def remove_engines(self, ids, timeout=None):
@@ -353,7 +351,7 @@ class Cluster:
         controller no longer lists them.  They are not restarted."""
         self._require_started()
         ids = [ids] if isinstance(ids, int) else list(ids)
-        client = self._any_client()
+        client = self._client()
         known = set(client.get_ids())
         missing = [i for i in ids if i not in known]
         if missing:
@@ -362,8 +360,7 @@ class Cluster:
             return
         client.kill(targets=ids)
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        self._wait_until(client, lambda now: not set(ids) & set(now), deadline,
-                         f"engines {ids} to leave")
+        self._wait_for(lambda now: not set(ids) & set(now), deadline, f"engines {ids} to leave")
 
     def restart_engine(self, engine_id, timeout=None):
         """Stop engine ``engine_id`` and start a new one that registers under
@@ -379,25 +376,7 @@ class Cluster:
             self._local.add_engines(1, again, timeout=timeout)
         else:
             self._start_set(1, again, deadline)
-        self._wait_until(self._any_client(), lambda now: engine_id in now, deadline,
-                         f"engine {engine_id} to come back")
-
-    def _local_ids(self):
-        return list(self._any_client().get_ids())
-
-    def _any_client(self):
-        if self._local is None:
-            return self._client()
-        if self._parts.client is None:
-            self._parts.client = self._local.multiengine_client(timeout=ASK_TIMEOUT,
-                                                                progress=False)
-        return self._parts.client
-
-    def _wait_until(self, client, predicate, deadline, what):
-        while not predicate(client.get_ids()):
-            if time.monotonic() >= deadline:
-                raise LaunchError(f"timed out waiting for {what}")
-            time.sleep(REGISTER_POLL)
+        self._wait_for(lambda now: engine_id in now, deadline, f"engine {engine_id} to come back")
 
     # -- clients ------------------------------------------------------------------------
 

@@ -45,6 +45,8 @@ MODES = {
     "sge": "ipkernel.cluster.batch.sge:SGEEngineSet",
     "lsf": "ipkernel.cluster.batch.lsf:LSFEngineSet",
 }
+#: The batch-scheduler modes (those that can also run the controller).
+BATCH_MODES = ("slurm", "pbs", "sge", "lsf")
 #: Other names of a mode.
 ALIASES = {"mpirun": "mpiexec"}
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from ipkernel import credentials
 from ipkernel.cluster.engineset import EngineSet
 from ipkernel.cluster.launcher import LaunchError, ProcessLauncher, child_env, read_log, tail
-from ipkernel.pids import process_alive
+from ipkernel.pids import parent_of, process_alive, signal_quietly, start_ticks
 
 #: The environment variable naming the engine set, in mpiexec and its ranks.
 MARKER_ENV = "IPKERNEL_MPI_SET"
@@ -55,15 +55,6 @@ def default_mpiexec():
     return shutil.which("mpiexec") or shutil.which("mpirun")
 
 
-def start_ticks(pid):
-    """When process ``pid`` started (clock ticks since boot, from /proc), or None."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
 def _all_pids():
     try:
         return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
@@ -71,19 +62,11 @@ def _all_pids():
         return []
 
 
-def _parent_of(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
 def descendants(pid):
     """The pids of the processes below ``pid`` (children, their children, ...)."""
     children = {}
     for other in _all_pids():
-        children.setdefault(_parent_of(other), []).append(other)
+        children.setdefault(parent_of(other), []).append(other)
     found, todo = [], [pid]
     while todo:
         for child in children.get(todo.pop(), ()):
@@ -104,13 +87,6 @@ def marked(value):
         except OSError:
             continue
     return found
-
-
-def _signal(pid, signum):
-    try:
-        os.kill(pid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def hosts_of(mpi_args):
@@ -244,13 +220,13 @@ class MPIEngineSet(EngineSet):
         pids = self.job_pids()
         if pids:
             if self.running():
-                _signal(self.pid, signal.SIGTERM)
+                signal_quietly(self.pid, signal.SIGTERM)
             else:   # mpiexec is gone: its ranks get the signal themselves
                 for pid in pids:
-                    _signal(pid, signal.SIGTERM)
+                    signal_quietly(pid, signal.SIGTERM)
             left = self._wait_gone(time.monotonic() + timeout * GRACE_SHARE)
             for pid in left:
-                _signal(pid, signal.SIGKILL)
+                signal_quietly(pid, signal.SIGKILL)
             left = self._wait_gone(deadline)
             if left:
                 raise LaunchError(f"processes {left} of {self.name} still run {timeout:g} s "

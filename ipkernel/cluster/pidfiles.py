@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ipkernel.pids import process_alive
+from ipkernel.pids import process_alive, signal_quietly
 
 SUPERVISOR = "ipcluster"
 CONTROLLER = "ipcontroller"
@@ -156,23 +156,16 @@ def wait_gone(pids, timeout):
         time.sleep(POLL_INTERVAL)
 
 
-def _signal(pid, signum):
-    try:
-        os.kill(pid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
 def terminate(pids, timeout):
     """Stop processes that are not our children: SIGTERM, then SIGKILL for
     those still running after ``timeout`` seconds.  Returns the pids that
     survived even that (normally none)."""
     pids = [pid for pid in pids if process_alive(pid)]
     for pid in pids:
-        _signal(pid, signal.SIGTERM)
+        signal_quietly(pid, signal.SIGTERM)
         if hasattr(signal, "SIGCONT"):
-            _signal(pid, signal.SIGCONT)
+            signal_quietly(pid, signal.SIGCONT)
     running = wait_gone(pids, timeout)
     for pid in running:
-        _signal(pid, getattr(signal, "SIGKILL", signal.SIGTERM))
+        signal_quietly(pid, getattr(signal, "SIGKILL", signal.SIGTERM))
     return wait_gone(running, timeout)

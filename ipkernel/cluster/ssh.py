@@ -28,7 +28,6 @@ for the local ssh processes to end.  The record holds the hosts, the local
 ssh pids (with their start times) and the remote pids, so ``ipcluster
 stop`` in another process does the same.
 """
-import os
 import re
 import shlex
 import signal
@@ -40,9 +39,8 @@ from pathlib import Path
 from ipkernel.cluster import clusterfile as clusterfiles
 from ipkernel.cluster.engineset import EngineSet
 from ipkernel.cluster.launcher import LaunchError, ProcessLauncher, child_env, read_log, tail
-from ipkernel.cluster.mpi import start_ticks
 from ipkernel.clusterdir import ENGINE_FURL
-from ipkernel.pids import process_alive
+from ipkernel.pids import process_alive, signal_quietly, start_ticks
 
 #: The environment variable marking a set's processes on the remote host.
 MARKER_ENV = "IPKERNEL_SSH_SET"
@@ -99,13 +97,6 @@ def advice(text, host, check):
     else:
         what = f"fix what ssh says for {host}"
     return f"{what}; check with: {check}"
-
-
-def _signal(pid, signum):
-    try:
-        os.kill(pid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 @dataclass
@@ -439,10 +430,10 @@ class SSHEngineSet(EngineSet):
             now = time.monotonic()
             for member in running:
                 if now >= grace and member.pid not in signalled:
-                    _signal(member.pid, signal.SIGTERM)
+                    signal_quietly(member.pid, signal.SIGTERM)
                     signalled.add(member.pid)
                 if now >= deadline:
-                    _signal(member.pid, signal.SIGKILL)
+                    signal_quietly(member.pid, signal.SIGKILL)
             if now >= deadline + 2:
                 raise LaunchError(f"ssh processes {[m.pid for m in running]} of {self.name} "
                                   f"did not end", name=self.name)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from ipkernel import pids
 from ipkernel.cluster import engineset, mpi
 from ipkernel.cluster.launcher import LaunchError
 from ipkernel.cluster.mpi import MPIEngineSet
@@ -84,7 +85,7 @@ def test_record_of_a_reused_pid_kills_nothing(tmp_path):
     time): that process is neither reported running nor signalled."""
     cd = ClusterDir(tmp_path / "c").create()
     s = MPIEngineSet(cd, 2, mpi_args=["-hosts", "x"], name="old")
-    s.pid, s.started = os.getpid(), mpi.start_ticks(os.getpid()) + 1
+    s.pid, s.started = os.getpid(), pids.start_ticks(os.getpid()) + 1
     s.save()
     [back] = engineset.saved_sets(cd)
     assert isinstance(back, MPIEngineSet)

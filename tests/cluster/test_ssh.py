@@ -29,6 +29,7 @@ from ipkernel.cluster.clusterfile import ClusterFileError
 from ipkernel.cluster.launcher import LaunchError
 from ipkernel.cluster.ssh import MARKER_ENV, REMOTE_FURL_DIR, SSHEngineSet, advice, plan
 from ipkernel.clusterdir import ClusterDir
+from ipkernel.pids import process_alive
 
 from sessionkit import check, wait_registered
 
@@ -150,14 +151,6 @@ def _where():
     return _os.readlink("/proc/self/ns/net"), address, _os.getpid()
 
 
-def _alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except FileNotFoundError:
-        return False
-
-
 def _work(mec, engine_set, controller, addr_b):
     ids = wait_registered(mec, engine_set, 2, TIMEOUT)
     check(ids == [0, 1], f"ids {ids}")
@@ -231,7 +224,7 @@ def session(scenario, path, addr_a, addr_b, ssh_config, *rest):
             print("engines", member.remote_pid, flush=True)
             os.kill(member.pid, signal.SIGKILL)       # the connection goes away
             # the engine ends by itself (before any stop(): that would end it too)
-            _wait(lambda: not _alive(member.remote_pid), "the engine on b to exit")
+            _wait(lambda: not process_alive(member.remote_pid), "the engine on b to exit")
             _wait(lambda: not mec.get_ids(), "the engine to leave the controller")
             engine_set.stop(timeout=60)
             print(SESSION_OK)
