@@ -229,7 +229,7 @@ async def test_an_engine_that_lost_its_controller_in_a_crash_says_so_and_gives_u
     cluster.controller.signal("KILL")
     await cluster.controller.wait()
     await cluster.poll(lambda: "without notice" in engine.output,
-                       "the engine to say it lost the controller", timeout=PROMPT)
+                       "the engine to say it lost the controller", timeout=4 * PROMPT)
     assert "reconnecting for up to 3 s" in engine.output
     assert await engine.wait(4 * PROMPT) == 1
     assert "could not reconnect to the controller" in engine.output

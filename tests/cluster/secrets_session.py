@@ -66,9 +66,13 @@ def main(cluster_dir, out):
         texts += shown(mec) + shown(tc)
         mec = cluster.multiengine_client(timeout=DEADLINE)   # ... and another comes
         tokens.update(tokens_here())
+        ids = mec.get_ids()
+        mec.execute("import os; _pid = os.getpid()", targets=ids)
+        killed = dict(zip(mec.pull("_pid", targets=ids), ids))[cluster.engines[1].pid]
         os.kill(cluster.engines[1].pid, signal.SIGKILL)
+        # the cluster restarts it under a new id, perhaps between two looks: wait for the old id
         deadline = time.monotonic() + DEADLINE
-        while len(mec.get_ids()) != 1:
+        while killed in mec.get_ids():
             if time.monotonic() > deadline:
                 raise AssertionError("the killed engine was not unregistered")
             time.sleep(0.05)
