@@ -184,9 +184,9 @@ def workloads(params):
         Workload("f", [Metric("f.scatter", f"(f) scatter {n_scatter:,} float64", "s", LOWER),
                        Metric("f.gather", f"(f) gather {n_scatter:,} float64", "s", LOWER)],
                  _scatter_gather, timeout=300),
-        Workload("c", [Metric("c.tasks", f"(c) {n_tasks:,} load-balanced no-op tasks",
+        Workload("c", [Metric("c.tasks", f"(c) {n_tasks:,} load-balanced no-op tasks, one-by-one",
                               "tasks/s", HIGHER)], _tasks, reps=heavy, timeout=600),
-        Workload("d", [Metric("d.lb_map", f"(d) load-balanced map over {n_map:,}", "s",
+        Workload("d", [Metric("d.lb_map", f"(d) load-balanced map over {n_map:,}, bulk", "s",
                               LOWER)], _lb_map, reps=heavy, timeout=600),
         Workload("i", [Metric(f"i.{when}.{kind}", f"(i) controller {kind.upper()} {text}", "MB",
                               LOWER)
