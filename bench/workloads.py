@@ -88,6 +88,15 @@ def _tasks(system, params):
     return {"c.tasks": n / elapsed}
 
 
+def _tasks_bulk(system, params):
+    n = params["tasks"]
+    try:
+        elapsed, _ = _seconds(system.run_tasks_bulk, n)
+    finally:
+        system.clear_tasks()
+    return {"c.tasks_bulk": n / elapsed}
+
+
 def _lb_map(system, params):
     n = params["lb_map"]
     try:
@@ -186,6 +195,8 @@ def workloads(params):
                  _scatter_gather, timeout=300),
         Workload("c", [Metric("c.tasks", f"(c) {n_tasks:,} load-balanced no-op tasks, one-by-one",
                               "tasks/s", HIGHER)], _tasks, reps=heavy, timeout=600),
+        Workload("cb", [Metric("c.tasks_bulk", f"(c) {n_tasks:,} load-balanced no-op tasks, bulk",
+                               "tasks/s", HIGHER)], _tasks_bulk, reps=heavy, timeout=600),
         Workload("d", [Metric("d.lb_map", f"(d) load-balanced map over {n_map:,}, bulk", "s",
                               LOWER)], _lb_map, reps=heavy, timeout=600),
         Workload("i", [Metric(f"i.{when}.{kind}", f"(i) controller {kind.upper()} {text}", "MB",

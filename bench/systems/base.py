@@ -77,6 +77,11 @@ class System:
         """Submit ``n`` load-balanced no-op tasks, then wait until all finished."""
         raise NotImplementedError
 
+    def run_tasks_bulk(self, n):
+        """Submit ``n`` load-balanced no-op tasks in one call (the system's bulk
+        submission), then wait until all finished."""
+        raise NotImplementedError
+
     def clear_tasks(self):
         """Forget finished task results (not timed; keeps repetitions independent)."""
 

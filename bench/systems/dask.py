@@ -120,6 +120,11 @@ class DaskSystem(System):
         futures = [self.client.submit(payloads.noop, i, pure=False) for i in range(n)]
         distributed.wait(futures)
 
+    def run_tasks_bulk(self, n):
+        import distributed
+
+        distributed.wait(self.client.map(payloads.noop, range(n), pure=False))
+
     def lb_map(self, n):
         return self.client.gather(self.client.map(payloads.noop, range(n), pure=False))
 

@@ -94,6 +94,11 @@ class IpkernelSystem(System):
         ids = [self.tc.run(MapTask(payloads.noop, (i,)), block=False) for i in range(n)]
         self.tc.barrier(ids)
 
+    def run_tasks_bulk(self, n):
+        from ipkernel.task import MapTask
+
+        self.tc.barrier(self.tc.run_many([MapTask(payloads.noop, (i,)) for i in range(n)]))
+
     def clear_tasks(self):
         self.tc.clear()
 

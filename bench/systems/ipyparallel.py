@@ -81,6 +81,9 @@ class IpyparallelSystem(System):
         results = [self.lview.apply_async(payloads.noop, i) for i in range(n)]
         self.rc.wait(results)
 
+    def run_tasks_bulk(self, n):
+        self.lview.map_async(payloads.noop, range(n)).wait()
+
     def clear_tasks(self):
         self.rc.purge_everything()
 
