@@ -113,3 +113,19 @@ def test_worker_timeout_and_errors():
     finally:
         worker.retire()
     assert short_error(ValueError("a\nb")) == "ValueError: a"
+
+
+def test_task_rows_say_how_they_are_called_and_every_system_has_both():
+    # Like for like: each task row names its calling style, and every system
+    # implements both styles itself (none falls back to the base class).
+    from bench.systems import SYSTEMS
+    from bench.systems.base import System
+
+    labels = [m.label for w in workloads.workloads(workloads.QUICK | {"engines": 2})
+              for m in w.metrics if m.key.startswith("c.")]
+    assert len(labels) == 2
+    assert labels[0].endswith("one-by-one") and labels[1].endswith("bulk")
+    for _name, module, cls, _requirement in SYSTEMS:
+        system = getattr(importlib.import_module(module), cls)
+        for method in ("run_tasks", "run_tasks_bulk"):
+            assert getattr(system, method) is not getattr(System, method), (cls, method)
