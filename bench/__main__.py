@@ -22,6 +22,20 @@ DEFAULT_JSON = Path(__file__).resolve().parent / "results.json"
 FULL_TIMEOUT, QUICK_TIMEOUT = 3000, 900
 
 
+#: Engine counts of ``--scale``.
+SCALE_ENGINES = (32, 64, 128)
+
+
+def scale_runs(argv, json_path):
+    """The argv of each ``--scale`` run: ``argv`` without ``--scale``, then
+    (the last value of an option wins) the engine count, workload (a) and a
+    JSON file of its own."""
+    rest = [a for a in argv if a != "--scale"]
+    return [rest + ["--engines", str(n), "--only", "a",
+                    "--json", str(json_path.with_name(f"{json_path.stem}-scale{n}.json"))]
+            for n in SCALE_ENGINES]
+
+
 def parse_args(argv=None):
     """The command line as an argparse Namespace (``argv`` default: sys.argv)."""
     parser = argparse.ArgumentParser(
@@ -46,6 +60,10 @@ def parse_args(argv=None):
     parser.add_argument("--payload-cap", type=int, default=None,
                         help="pass --payload-cap BYTES to ipcontroller (default: its own)")
     parser.add_argument("--verbose", action="store_true", help="print tracebacks of errors")
+    parser.add_argument("--scale", action="store_true",
+                        help="run (a) execute on all engines at "
+                             f"{', '.join(map(str, SCALE_ENGINES))} engines, one table and "
+                             "JSON file (JSON stem + '-scaleN') per count")
     args = parser.parse_args(argv)
     if args.engines < 1 or args.repeat < 1:
         parser.error("--engines and --repeat must be at least 1")
@@ -101,6 +119,10 @@ def _on_sigterm(signum, frame):
 def main(argv=None):
     """Run the comparison; returns the exit status."""
     args = parse_args(argv)
+    if args.scale:
+        statuses = [main(run) for run in scale_runs(sys.argv[1:] if argv is None else argv,
+                                                    args.json)]
+        return max(statuses)
     wanted = [s.strip() for s in args.systems.split(",") if s.strip()]
     classes, missing = available(wanted)
     if missing:

@@ -129,3 +129,11 @@ def test_task_rows_say_how_they_are_called_and_every_system_has_both():
         system = getattr(importlib.import_module(module), cls)
         for method in ("run_tasks", "run_tasks_bulk"):
             assert getattr(system, method) is not getattr(System, method), (cls, method)
+
+
+def test_scale_runs_execute_on_all_at_each_engine_count(tmp_path):
+    runs = cli.scale_runs(["--quick", "--scale", "--engines", "2"], tmp_path / "r.json")
+    parsed = [cli.parse_args(run) for run in runs]
+    assert [p.engines for p in parsed] == list(cli.SCALE_ENGINES) == [32, 64, 128]
+    assert all(p.only == "a" and p.quick and not p.scale for p in parsed)
+    assert [p.json.name for p in parsed] == ["r-scale32.json", "r-scale64.json", "r-scale128.json"]
