@@ -79,22 +79,20 @@ def _direct_map(system, params):
 
 # -- (c), (d): load balancing --------------------------------------------------------------
 
-def _tasks(system, params):
-    n = params["tasks"]
-    try:
-        elapsed, _ = _seconds(system.run_tasks, n)
-    finally:
-        system.clear_tasks()
-    return {"c.tasks": n / elapsed}
+def _task_rate(method, metric):
+    """A workload timing ``system.<method>(n)`` for the configured task count."""
+    def run(system, params):
+        n = params["tasks"]
+        try:
+            elapsed, _ = _seconds(getattr(system, method), n)
+        finally:
+            system.clear_tasks()
+        return {metric: n / elapsed}
+    return run
 
 
-def _tasks_bulk(system, params):
-    n = params["tasks"]
-    try:
-        elapsed, _ = _seconds(system.run_tasks_bulk, n)
-    finally:
-        system.clear_tasks()
-    return {"c.tasks_bulk": n / elapsed}
+_tasks = _task_rate("run_tasks", "c.tasks")
+_tasks_bulk = _task_rate("run_tasks_bulk", "c.tasks_bulk")
 
 
 def _lb_map(system, params):
