@@ -85,7 +85,7 @@ def _stdout(result):
 
 # -- the multi-engine client ------------------------------------------------------------
 
-def client_loop(args, tally, deadline):
+def client_loop(args, tally, deadline, closing):
     import numpy
 
     from ipkernel.client import MultiEngineClient
@@ -130,7 +130,7 @@ def client_loop(args, tally, deadline):
             if ok:  # (a failed map's partial answers are per engine, not per item)
                 tally.answers(dict(enumerate(sent)), list(enumerate(out)))
     finally:
-        mec.close()
+        closing.append(mec.close)   # after the report (see main)
 
 
 # -- the task submitters ----------------------------------------------------------------
@@ -246,7 +246,7 @@ class DaskTasks:
         self.client.close()
 
 
-def submitter_loop(args, book, deadline, farm):
+def submitter_loop(args, book, deadline, farm, closing):
     tally, token = book.tally, Tokens(args.index)
 
     def round_trip(kind, count):
@@ -272,7 +272,7 @@ def submitter_loop(args, book, deadline, farm):
                 book.outcome("final_collect", i, s, r)
                 for i, (s, r) in farm.collect(sorted(book.pending, key=str))])
     finally:
-        farm.close()
+        closing.append(farm.close)   # after the report (see main)
 
 
 # -- the process ----------------------------------------------------------------------
@@ -300,14 +300,17 @@ def main(argv=None):
     tally = Tally()
     book = TaskBook(tally) if args.role != "client" else None
     deadline = time.monotonic() + args.seconds
+    # Clients are closed after the report is written: closing one whose call a
+    # SIGTERM cut short can take longer than the soak waits before SIGKILL.
+    closing = []
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         print(f"soak {args.role} {args.index} started", flush=True)  # from here it reports
         if args.role == "client":
-            client_loop(args, tally, deadline)
+            client_loop(args, tally, deadline, closing)
         else:
             farm = IpkernelTasks(args) if args.role == "submitter" else DaskTasks(args)
-            submitter_loop(args, book, deadline, farm)
+            submitter_loop(args, book, deadline, farm, closing)
     except (KeyboardInterrupt, SystemExit):
         tally.errors["stopped before the end"] += 1
     except Exception as exc:  # noqa: B902 - reported, not hidden
@@ -317,6 +320,11 @@ def main(argv=None):
         with open(args.out, "w") as f:
             json.dump(dict(tally.to_json(), role=args.role, index=args.index,
                            tasks=book.to_json() if book else None), f)
+        for close in closing:
+            try:
+                close()
+            except Exception:  # noqa: B902 - the report is written; nothing to add
+                pass
     return 0
 
 
