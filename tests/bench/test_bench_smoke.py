@@ -3,31 +3,16 @@
 Argument parsing, workload selection, the medians / ratio / table and the
 JSON file, with made-up numbers; none of the bench extras is needed.
 """
-import importlib.util
+import importlib
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from benchload import load
 
 pytestmark = pytest.mark.tier1
 
-BENCH_DIR = Path(__file__).resolve().parents[2] / "bench"
-
-
-def _load_bench():
-    # bench/ is a top-level folder of the repository, not an installed package;
-    # load it by path so the repository root need not be on sys.path.
-    if "bench" not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            "bench", BENCH_DIR / "__init__.py", submodule_search_locations=[str(BENCH_DIR)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["bench"] = module
-        spec.loader.exec_module(module)
-    return importlib.import_module("bench.__main__")
-
-
-cli = _load_bench()
+cli = load("bench.__main__")
 from bench import report, workloads  # noqa: E402
 from bench.runner import CallTimeout, Worker, short_error  # noqa: E402
 

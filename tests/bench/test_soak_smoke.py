@@ -7,7 +7,6 @@ report, JSON and plot with no answer lost or doubled and leaves no process
 behind; Ctrl-C (or SIGTERM) in the middle still reports and stops everything.  No
 figure of speed is asserted.
 """
-import importlib.util
 import json
 import signal
 import subprocess
@@ -16,25 +15,13 @@ import time
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _load(name):
-    # bench/ is a folder of the repository, not an installed package
-    if "bench" not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            "bench", ROOT / "bench" / "__init__.py",
-            submodule_search_locations=[str(ROOT / "bench")])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["bench"] = module
-        spec.loader.exec_module(module)
-    return importlib.import_module(name)
+from benchload import ROOT, load
 
 
-tally = _load("bench.soak.tally")
-plot = _load("bench.soak.plot")
-soak_main = _load("bench.soak.__main__")
+
+tally = load("bench.soak.tally")
+plot = load("bench.soak.plot")
+soak_main = load("bench.soak.__main__")
 
 
 # -- tier 1: the book-keeping -----------------------------------------------------------------
@@ -213,7 +200,7 @@ def test_ratios_of_ipkernel_to_dask():
 
 @pytest.mark.tier1
 def test_the_answers_a_composite_error_carries_are_checked_too():
-    worker = _load("bench.soak.worker")
+    worker = load("bench.soak.worker")
 
     class Partial(Exception):
         successes = {0: 5, 2: 6}  # engine 1 failed; engine 2 answered someone else's value

@@ -1,16 +1,11 @@
 """Book-keeping of bench/tlsspeed.py (tier 1) and one tiny real run (tier 3)."""
-import importlib.util
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from benchload import ROOT, load
 
-ROOT = Path(__file__).resolve().parents[2]
-# bench/ is not an installed package: load the one module by its path
-_spec = importlib.util.spec_from_file_location("bench_tlsspeed", ROOT / "bench" / "tlsspeed.py")
-tlsspeed = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(tlsspeed)
+tlsspeed = load("bench.tlsspeed")
 MB = tlsspeed.MB
 
 
