@@ -7,10 +7,11 @@ use TLS too).  For each size (MB) it times push to the engine and pull back,
 keeps the median of the rounds, and prints MB/s per row with TLS/plain.
 """
 import argparse
-import statistics
 import sys
 import tempfile
 import time
+
+from bench.report import median
 
 MB = 1 << 20
 MODES = (("plain", []), ("tls", ["--data-channel-tls"]))
@@ -18,9 +19,8 @@ MODES = (("plain", []), ("tls", ["--data-channel-tls"]))
 
 def median_rate(nbytes, seconds):
     """MB/s of the median of ``seconds`` (None when there are none)."""
-    if not seconds:
-        return None
-    return nbytes / statistics.median(seconds) / MB
+    middle = median(seconds)
+    return None if middle is None else nbytes / middle / MB
 
 
 def rows(results, sizes):
