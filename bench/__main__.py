@@ -4,6 +4,9 @@ Starts a cluster of each installed system with ``--engines`` engines
 (workers), runs the workloads of issue 6 on each, alternating between the
 systems every repetition, prints a table of medians and writes a JSON file.
 Every process started is stopped at the end, also on errors and Ctrl-C.
+With ``--remote-engines`` or ``--remote-client`` the engines (and the
+client) run on a second "host" made of network namespaces (see
+:mod:`bench.hosts`).
 """
 import argparse
 import atexit
@@ -15,8 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from bench import procs, report, workloads
-from bench.systems import SYSTEMS, available
+from bench import hosts, procs, report, workloads
+from bench.systems import DEFAULT_SYSTEMS, ENCRYPTED_PEERS, SYSTEMS, available
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results.json"
 FULL_TIMEOUT, QUICK_TIMEOUT = 3000, 900
@@ -53,8 +56,10 @@ def parse_args(argv=None):
                         help=f"bound of the whole run in seconds (default {FULL_TIMEOUT}, "
                              f"{QUICK_TIMEOUT} with --quick)")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write results")
-    parser.add_argument("--systems", default=",".join(name for name, *_ in SYSTEMS),
-                        help="comma-separated systems to compare")
+    parser.add_argument("--systems", default=None,
+                        help="comma-separated systems to compare (default: "
+                             f"{','.join(DEFAULT_SYSTEMS)}; between hosts also "
+                             f"{','.join(ENCRYPTED_PEERS)}, the peers with encryption on)")
     parser.add_argument("--only", default=None,
                         help="comma-separated workload letters to run (e.g. a,b,e)")
     parser.add_argument("--payload-cap", type=int, default=None,
@@ -64,9 +69,29 @@ def parse_args(argv=None):
                         help="run (a) execute on all engines at "
                              f"{', '.join(map(str, SCALE_ENGINES))} engines, one table and "
                              "JSON file (JSON stem + '-scaleN') per count")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--remote-engines", action="store_true",
+                       help="engines (workers) in a network namespace of their own, the "
+                            "controller (scheduler) and the client in another, joined by a "
+                            "veth pair; the bench makes and removes them (needs root and "
+                            "'ip netns')")
+    where.add_argument("--remote-client", action="store_true",
+                       help="as --remote-engines, with the client in the engines' namespace "
+                            "(away from the controller)")
+    parser.add_argument("--placement", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.engines < 1 or args.repeat < 1:
         parser.error("--engines and --repeat must be at least 1")
+    args.mode = (hosts.REMOTE_ENGINES if args.remote_engines else
+                 hosts.REMOTE_CLIENT if args.remote_client else hosts.LOCAL)
+    if args.systems is None:
+        args.systems = ",".join(DEFAULT_SYSTEMS + (ENCRYPTED_PEERS if args.mode != hosts.LOCAL
+                                                   else ()))
+    known = [name for name, *_ in SYSTEMS]
+    unknown = [s for s in args.systems.split(",") if s.strip() and s.strip() not in known]
+    if unknown:
+        parser.error(f"unknown system(s) in --systems: {', '.join(unknown)} "
+                     f"(choose from {', '.join(known)})")
     if args.timeout is None:
         args.timeout = QUICK_TIMEOUT if args.quick else FULL_TIMEOUT
     return args
@@ -106,10 +131,10 @@ def _source_state():
     return {"commit": head, "uncommitted": [line[3:] for line in dirty.splitlines()]}
 
 
-def _make_system(cls, args):
+def _make_system(cls, args, placement):
     if cls.name == "ipkernel" and args.payload_cap is not None:
-        return cls(controller_args=["--payload-cap", str(args.payload_cap)])
-    return cls()
+        return cls(controller_args=["--payload-cap", str(args.payload_cap)], placement=placement)
+    return cls(placement=placement)
 
 
 def _on_sigterm(signum, frame):
@@ -119,6 +144,14 @@ def _on_sigterm(signum, frame):
 def main(argv=None):
     """Run the comparison; returns the exit status."""
     args = parse_args(argv)
+    if args.mode != hosts.LOCAL and args.placement is None:
+        # this process makes the namespaces and runs the bench again inside them
+        signal.signal(signal.SIGTERM, _on_sigterm)
+        return hosts.run_between_hosts(sys.argv[1:] if argv is None else list(argv),
+                                       args.mode, args.timeout * (len(SCALE_ENGINES)
+                                                                  if args.scale else 1),
+                                       log=lambda line: print(line, flush=True))
+    placement = hosts.Placement.decode(args.placement) if args.placement else hosts.Placement()
     if args.scale:
         statuses = [main(run) for run in scale_runs(sys.argv[1:] if argv is None else argv,
                                                     args.json)]
@@ -134,8 +167,9 @@ def main(argv=None):
     params = dict(workloads.QUICK if args.quick else workloads.FULL, engines=args.engines,
                   verbose=args.verbose)
     chosen = select(workloads.workloads(params), args.only)
-    systems = [_make_system(cls, args) for cls in classes]
+    systems = [_make_system(cls, args, placement) for cls in classes]
     names = [s.name for s in systems]
+    encrypted = [s.name for s in systems if s.encrypted]
 
     # last resort: whatever this run started and left behind is killed by pid
     atexit.register(procs.kill_descendants)
@@ -161,7 +195,7 @@ def main(argv=None):
             for pid, cmd in leftovers:
                 print(f"  {pid} {cmd}")
 
-    rows = report.summarize([m for w in chosen for m in w.metrics], results, names)
+    rows = report.summarize([m for w in chosen for m in w.metrics], results, names, encrypted)
     when = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     source = _source_state()
     print()
@@ -169,13 +203,16 @@ def main(argv=None):
           f"{'quick' if args.quick else 'full'}  cpus={os.cpu_count()}  "
           f"wall {time.time() - started:.0f} s  ipkernel at {source.get('commit', '?')}"
           f"{' + %d uncommitted file(s)' % len(source['uncommitted']) if source.get('uncommitted') else ''}")
-    print(report.table(rows, names))
-    print(report.legend())
+    print(f"placement: {placement.describe()}")
+    print(report.table(rows, names, encrypted))
+    print(report.legend(encrypted))
     meta = {"date": when, "engines": args.engines, "repeat": args.repeat, "quick": args.quick,
             "timeout": args.timeout, "systems": names, "missing": missing,
             "cpus": os.cpu_count(), "platform": platform.platform(),
             "versions": _versions(names), "wall_seconds": time.time() - started,
-            "interrupted": interrupted, "params": params, "source": source}
+            "interrupted": interrupted, "params": params, "source": source,
+            "placement": {"mode": placement.mode, "described": placement.describe()},
+            "encrypted_peers": encrypted}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     report.write_json(args.json, meta, rows)
     print(f"results written to {args.json}")

@@ -27,10 +27,31 @@ def fmt(value):
     return f"{value:.3g}"
 
 
-def summarize(metrics, results, systems):
+def _versus(cells, peers, better):
+    """``(best peer, ipkernel / its median, ipkernel leads)`` over ``peers``
+    (None where either side has no median)."""
+    found = {n: cells[n]["median"] for n in peers if cells[n]["median"] is not None}
+    if not found:
+        return None, None, None
+    best = (min if better == LOWER else max)(found, key=found.get)
+    ours = cells.get(REFERENCE, {}).get("median")
+    if ours is None or not found[best]:
+        return best, None, None
+    ratio = ours / found[best]
+    return best, ratio, (ratio <= 1 if better == LOWER else ratio >= 1)
+
+
+def summarize(metrics, results, systems, encrypted=()):
     """One dict per metric: its description, per-system median / samples /
     errors, the best peer and ``ratio`` = ipkernel / best peer (None if
-    either is missing) and ``leads`` (whether ipkernel is at least as good)."""
+    either is missing) and ``leads`` (whether ipkernel is at least as good).
+
+    The peers named in ``encrypted`` (those configured to encrypt) are left
+    out of that comparison and get their own: ``best_encrypted_peer``,
+    ``ratio_encrypted`` and ``ipkernel_leads_encrypted``.
+    """
+    plain = [n for n in systems if n != REFERENCE and n not in encrypted]
+    secure = [n for n in systems if n != REFERENCE and n in encrypted]
     rows = []
     for metric in metrics:
         cells = {}
@@ -38,20 +59,15 @@ def summarize(metrics, results, systems):
             cell = results.get(metric.key, {}).get(name, {"samples": [], "errors": []})
             cells[name] = {"median": median(cell["samples"]), "samples": list(cell["samples"]),
                            "errors": list(cell["errors"])}
-        peers = {n: c["median"] for n, c in cells.items()
-                 if n != REFERENCE and c["median"] is not None}
-        best = None
-        if peers:
-            pick = min if metric.better == LOWER else max
-            best = pick(peers, key=peers.get)
-        ours = cells.get(REFERENCE, {}).get("median")
-        ratio = ours / peers[best] if best and ours is not None and peers[best] else None
-        leads = None
-        if ratio is not None:
-            leads = ratio <= 1 if metric.better == LOWER else ratio >= 1
-        rows.append({"key": metric.key, "label": metric.label, "unit": metric.unit,
-                     "better": metric.better, "systems": cells, "best_peer": best,
-                     "ratio": ratio, "ipkernel_leads": leads})
+        best, ratio, leads = _versus(cells, plain, metric.better)
+        row = {"key": metric.key, "label": metric.label, "unit": metric.unit,
+               "better": metric.better, "systems": cells, "best_peer": best,
+               "ratio": ratio, "ipkernel_leads": leads}
+        if secure:
+            best, ratio, leads = _versus(cells, secure, metric.better)
+            row.update(best_encrypted_peer=best, ratio_encrypted=ratio,
+                       ipkernel_leads_encrypted=leads)
+        rows.append(row)
     return rows
 
 
@@ -65,21 +81,31 @@ def _cell_text(cell):
     return "-"
 
 
-def table(rows, systems):
-    """The rows as an aligned text table (one line per metric)."""
+def _ratio_cells(ratio, peer, leads):
+    if ratio is None:
+        return ["-", "-"]
+    return [f"{ratio:.2f} (vs {peer})", "yes" if leads else "no"]
+
+
+def table(rows, systems, encrypted=()):
+    """The rows as an aligned text table (one line per metric); with
+    ``encrypted`` peers, a second pair of ratio columns against them."""
+    plain = [n for n in systems if n != REFERENCE and n not in encrypted]
+    secure = [n for n in systems if n != REFERENCE and n in encrypted]
     header = ["workload", "unit", "better"] + list(systems)
-    if len(systems) > 1:
+    if plain:
         header += ["ipkernel/best peer", "ipkernel leads"]
+    if secure:
+        header += ["ipkernel/best encrypted peer", "leads encrypted"]
     lines = [header]
     for row in rows:
         line = [row["label"], row["unit"], row["better"]]
         line += [_cell_text(row["systems"][n]) for n in systems]
-        if len(systems) > 1:
-            if row["ratio"] is None:
-                line += ["-", "-"]
-            else:
-                line += [f"{row['ratio']:.2f} (vs {row['best_peer']})",
-                         "yes" if row["ipkernel_leads"] else "no"]
+        if plain:
+            line += _ratio_cells(row["ratio"], row["best_peer"], row["ipkernel_leads"])
+        if secure:
+            line += _ratio_cells(row.get("ratio_encrypted"), row.get("best_encrypted_peer"),
+                                 row.get("ipkernel_leads_encrypted"))
         lines.append(line)
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
     out = []
@@ -92,11 +118,17 @@ def table(rows, systems):
     return "\n".join(out)
 
 
-def legend():
+def legend(encrypted=()):
     """Lines explaining the table."""
-    return ("better: 'lower' (ms, s, MB of memory) or 'higher' (tasks/s, MB/s) is better.  "
+    text = ("better: 'lower' (ms, s, MB of memory) or 'higher' (tasks/s, MB/s) is better.  "
             "ratio = ipkernel median / best peer median (lower is better for 'lower' rows, "
-            f"higher for '{HIGHER}' rows).  * = some repetitions failed (see JSON).")
+            f"higher for '{HIGHER}' rows).  * = some repetitions failed (see JSON).  "
+            "one-by-one rows submit one call per task on every system, bulk rows one call "
+            "for all.")
+    if encrypted:
+        text += (f"  Peers with encryption on ({', '.join(encrypted)}) are compared apart "
+                 "from the peers' defaults (ipkernel encrypts between hosts by default).")
+    return text
 
 
 def write_json(path, meta, rows):

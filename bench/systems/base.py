@@ -13,13 +13,21 @@ class System:
 
     Subclasses register a stop callable for every cluster they start with
     :meth:`_track`, so :meth:`stop` stops them all, whatever failed.
+    ``placement`` (a :class:`bench.hosts.Placement`, default: one host) says
+    where the controller, the engines and the client run.
     """
 
     #: display name (column of the table)
     name = "?"
+    #: True for a peer configured to encrypt its traffic (not its default):
+    #: the table compares ipkernel with these apart from the defaults.
+    encrypted = False
 
-    def __init__(self):
+    def __init__(self, placement=None):
+        from bench.hosts import Placement
+
         self._stoppers = []
+        self.placement = placement if placement is not None else Placement()
 
     # -- life cycle --------------------------------------------------------------------
 

@@ -10,11 +10,21 @@ of one ``numpy.array_split`` chunk per worker, ``client.gather`` and
 non-load-balanced map: one task per worker maps its contiguous block, and
 the blocks are joined -- what a direct map does; ``client.map`` over
 10,000 items would measure 10,000 tasks instead).
+
+Between hosts (see :mod:`bench.hosts`) the scheduler runs as ``dask
+scheduler`` in the controller's namespace and the workers as one ``dask
+worker --nworkers n --nthreads 1`` (with nannies, as LocalCluster has) in
+the engines' namespace.  ``dask-tls`` is the same with ``tls://`` and
+throwaway certificates (:mod:`bench.certs`) everywhere, encryption required.
 """
 import logging
+import shutil
+import sys
+import tempfile
 import time
+from pathlib import Path
 
-from bench import payloads, procs
+from bench import certs, nsproc, payloads, procs
 from bench.systems.base import System
 
 #: Tasks submitted between two waits in the memory workload.
@@ -23,20 +33,39 @@ BATCH = 1000
 FORGET_TIMEOUT = 30
 
 
-def _start_local(n):
+#: Seconds a cluster may take to start.
+START_TIMEOUT = 120
+
+
+def _security(paths):
+    """A ``distributed.Security`` requiring TLS, with one certificate for all."""
     import distributed
 
+    cert, key = str(paths["cert"]), str(paths["key"])
+    return distributed.Security(tls_ca_file=str(paths["ca"]), tls_client_cert=cert,
+                                tls_client_key=key, tls_scheduler_cert=cert,
+                                tls_scheduler_key=key, tls_worker_cert=cert,
+                                tls_worker_key=key, require_encryption=True)
+
+
+def _start_local(n, tls_paths=None):
+    import distributed
+
+    extra = {}
+    if tls_paths:
+        extra = dict(protocol="tls://", security=_security(tls_paths))
     cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                       dashboard_address=None, silence_logs=logging.WARNING)
-    return cluster, _connect(cluster, n)
+                                       dashboard_address=None, silence_logs=logging.WARNING,
+                                       **extra)
+    return cluster, _connect(cluster, n, extra.get("security"))
 
 
-def _connect(cluster, n):
+def _connect(cluster, n, security=None):
     import distributed
 
     try:
-        client = distributed.Client(cluster)
-        client.wait_for_workers(n, timeout=120)
+        client = distributed.Client(cluster, security=security)
+        client.wait_for_workers(n, timeout=START_TIMEOUT)
     except BaseException:
         cluster.close()
         raise
@@ -49,6 +78,53 @@ def _connect(cluster, n):
     return client, stop
 
 
+def _tls_args(paths):
+    return ["--tls-ca-file", paths["ca"], "--tls-cert", paths["cert"], "--tls-key", paths["key"]]
+
+
+def _start_processes(n, placement, workdir, tls_paths=None):
+    """``dask scheduler`` in ``placement.server_ns`` and ``dask worker`` (n
+    single-threaded processes) in ``placement.engine_ns`` (here for a local
+    placement), and a Client; return ``(client, stop, scheduler pid)``."""
+    import distributed
+
+    deadline = time.monotonic() + START_TIMEOUT
+    file = workdir / "scheduler.json"
+    tls = _tls_args(tls_paths) if tls_paths else []
+    protocol = ["--protocol", "tls"] if tls_paths else []
+    scheduler_host = placement.server_addr or "127.0.0.1"
+    worker_host = placement.engine_addr or "127.0.0.1"
+    started = []
+    client = None
+
+    def stop():
+        try:
+            if client is not None:
+                client.close()
+        finally:
+            nsproc.stop_all(started)
+    try:
+        scheduler = nsproc.NsProcess(
+            "dask scheduler", [sys.executable, "-m", "distributed.cli.dask_scheduler",
+                               "--host", scheduler_host, "--port", "0", "--no-dashboard",
+                               "--scheduler-file", file, *protocol, *tls],
+            placement.server_ns, workdir / "scheduler.log").start()
+        started.append(scheduler)
+        scheduler.wait_for(file.exists, "its scheduler file", deadline)
+        started.append(nsproc.NsProcess(
+            "dask worker", [sys.executable, "-m", "distributed.cli.dask_worker",
+                            "--scheduler-file", file, "--nworkers", n, "--nthreads", 1,
+                            "--host", worker_host, "--no-dashboard", *protocol, *tls],
+            placement.engine_ns, workdir / "workers.log").start())
+        client = distributed.Client(scheduler_file=str(file), timeout=START_TIMEOUT,
+                                    security=_security(tls_paths) if tls_paths else None)
+        client.wait_for_workers(n, timeout=max(1, deadline - time.monotonic()))
+    except BaseException:
+        stop()
+        raise
+    return client, stop, scheduler.pid
+
+
 def _scheduler_task_count(dask_scheduler):
     return len(dask_scheduler.tasks)
 
@@ -57,35 +133,64 @@ class DaskSystem(System):
     """dask.distributed with single-threaded worker processes (one per "engine")."""
 
     name = "dask"
+    #: True: ``tls://`` everywhere, with throwaway certificates.
+    tls = False
 
-    def __init__(self):
-        super().__init__()
+    def __init__(self, placement=None):
+        super().__init__(placement)
         self.client = None
         self.first_worker = None
         self._x = None
         self._parts = None
 
+    def _workdir(self):
+        """A temporary folder (logs, scheduler file, certificates), removed at stop."""
+        path = tempfile.mkdtemp(prefix=f"bench-{self.name}-")
+        self._track(lambda: shutil.rmtree(path, ignore_errors=True))
+        return Path(path)
+
+    def _tls_paths(self, workdir):
+        if not self.tls:
+            return None
+        addresses = ["127.0.0.1"]
+        if self.placement.remote:
+            addresses += [self.placement.server_addr, self.placement.engine_addr]
+        return certs.make(workdir, addresses)
+
+    def _cluster(self, n, own_process=False):
+        """Start a cluster; ``(client, stop, scheduler pid or None)``.  One
+        host: a LocalCluster (its scheduler in this process), or with
+        ``own_process`` the scheduler alone in a process."""
+        workdir = self._workdir()
+        tls_paths = self._tls_paths(workdir)
+        if self.placement.remote or (own_process and tls_paths):
+            return _start_processes(n, self.placement, workdir, tls_paths)
+        if own_process:
+            from distributed.deploy.subprocess import SubprocessCluster
+
+            cluster = SubprocessCluster(n_workers=n, threads_per_worker=1,
+                                        dashboard_address=":0", silence_logs=logging.WARNING)
+            return (*_connect(cluster, n), cluster.scheduler.process.pid)
+        _, (client, stop) = _start_local(n, tls_paths)
+        return client, stop, None
+
     def start(self, n):
-        _, (self.client, stop) = _start_local(n)
+        self.client, stop, _ = self._cluster(n)
         self._track(stop)
         self.first_worker = sorted(self.client.scheduler_info()["workers"])[0]
 
     def startup(self, n):
-        _, (_, stop) = _start_local(n)
+        _, stop, _ = self._cluster(n)
         return self._track(stop)
 
     def memory(self, n, ntasks):
         # LocalCluster runs its scheduler inside this (client) process, so this
-        # workload uses a SubprocessCluster: the scheduler alone in a process.
+        # workload has the scheduler alone in a process.
         import distributed
-        from distributed.deploy.subprocess import SubprocessCluster
 
-        cluster = SubprocessCluster(n_workers=n, threads_per_worker=1, dashboard_address=":0",
-                                    silence_logs=logging.WARNING)
-        client, stop = _connect(cluster, n)
+        client, stop, pid = self._cluster(n, own_process=True)
         stop = self._track(stop)
         try:
-            pid = cluster.scheduler.process.pid
             client.submit(payloads.noop, pure=False).result()
             out = {"start": procs.tree_memory(pid)}
             kept = []
@@ -156,3 +261,12 @@ class DaskSystem(System):
                                       workers=[w], pure=False)
                    for i, w in enumerate(workers)]
         return [y for part in self.client.gather(futures) for y in part]
+
+
+class DaskTlsSystem(DaskSystem):
+    """dask with ``tls://`` on every connection (throwaway certificates,
+    encryption required): the peer's encrypted configuration."""
+
+    name = "dask-tls"
+    tls = True
+    encrypted = True

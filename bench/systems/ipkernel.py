@@ -1,4 +1,6 @@
-"""ipkernel: ``LocalCluster`` with its blocking MultiEngineClient and TaskClient."""
+"""ipkernel: ``LocalCluster`` (or, between two "hosts", a
+:class:`~bench.systems.ipkernel_hosts.TwoHostCluster`) with its blocking
+MultiEngineClient and TaskClient."""
 from bench import payloads, procs
 from bench.systems.base import System
 
@@ -6,7 +8,11 @@ from bench.systems.base import System
 BATCH = 1000
 
 
-def _start_cluster(n, controller_args):
+def _start_cluster(n, controller_args, placement):
+    if placement.remote:
+        from bench.systems.ipkernel_hosts import TwoHostCluster
+
+        return TwoHostCluster(n, placement, controller_args, timeout=120).start()
     from ipkernel.cluster import LocalCluster
 
     cluster = LocalCluster(n=n, controller_args=controller_args, timeout=120)
@@ -18,13 +24,17 @@ class IpkernelSystem(System):
     """ipkernel's controller and engines as local processes.
 
     ``controller_args`` go to ``ipcontroller`` (for example
-    ``["--payload-cap", "200000000"]``; the default has no cap).
+    ``["--payload-cap", "200000000"]``; the default has no cap);
+    ``placement`` (a :class:`bench.hosts.Placement`) says where the
+    processes run.  Between hosts ipkernel encrypts by default (Foolscap
+    TLS, data channel TLS), so it is one system in both the plain and the
+    encrypted comparison.
     """
 
     name = "ipkernel"
 
-    def __init__(self, controller_args=()):
-        super().__init__()
+    def __init__(self, controller_args=(), placement=None):
+        super().__init__(placement)
         self.controller_args = list(controller_args)
         self.cluster = self.mec = self.tc = None
 
@@ -34,7 +44,7 @@ class IpkernelSystem(System):
         return mec, tc
 
     def start(self, n):
-        self.cluster = _start_cluster(n, self.controller_args)
+        self.cluster = _start_cluster(n, self.controller_args, self.placement)
         self._track(self.cluster.stop)
         self.mec, self.tc = self._clients(self.cluster)
         mec, tc = self.mec, self.tc
@@ -45,7 +55,7 @@ class IpkernelSystem(System):
         self._track(close)
 
     def startup(self, n):
-        cluster = _start_cluster(n, self.controller_args)
+        cluster = _start_cluster(n, self.controller_args, self.placement)
         stop = self._track(cluster.stop)
         mec, tc = self._clients(cluster)
         mec.close()
@@ -55,7 +65,7 @@ class IpkernelSystem(System):
     def memory(self, n, ntasks):
         from ipkernel.task import MapTask
 
-        cluster = _start_cluster(n, self.controller_args)
+        cluster = _start_cluster(n, self.controller_args, self.placement)
         stop = self._track(cluster.stop)
         try:
             mec, tc = self._clients(cluster)

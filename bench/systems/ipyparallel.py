@@ -1,21 +1,39 @@
 """ipyparallel: ``ipyparallel.Cluster`` (controller + engines as local
-processes), a DirectView on all engines and a LoadBalancedView."""
-import logging
+processes), a DirectView on all engines and a LoadBalancedView.
 
-from bench import payloads, procs
+Between hosts (see :mod:`bench.hosts`) ``ipcontroller --ip=ADDRESS`` runs in
+the controller's namespace and ``n`` ``ipengine`` processes in the engines'
+namespace, sharing a profile folder; the client reads the controller's
+connection file.  ``ipyparallel-curve`` is the same with CurveZMQ
+(``--IPController.enable_curve=True``: the connection files carry the
+controller's public key, engines and client make their own key pairs).
+"""
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench import nsproc, payloads, procs
 from bench.systems.base import System
 
 #: Tasks submitted between two waits in the memory workload.
 BATCH = 1000
+#: Seconds a cluster may take to start.
+START_TIMEOUT = 120
+#: The controller option turning CurveZMQ on.
+CURVE = "--IPController.enable_curve=True"
 
 
-def _start_cluster(n):
+def _start_cluster(n, controller_args=()):
     import ipyparallel
 
-    cluster = ipyparallel.Cluster(n=n, log_level=logging.WARNING)
+    cluster = ipyparallel.Cluster(n=n, log_level=logging.WARNING,
+                                  controller_args=list(controller_args))
     try:
         client = cluster.start_and_connect_sync()
-        client.wait_for_engines(n, timeout=120)
+        client.wait_for_engines(n, timeout=START_TIMEOUT)
     except BaseException:
         cluster.stop_cluster_sync()
         raise
@@ -25,34 +43,90 @@ def _start_cluster(n):
             client.close()
         finally:
             cluster.stop_cluster_sync()
-    return cluster, client, stop
+    return cluster.controller.process.pid, client, stop
+
+
+def _program(name):
+    """The ipyparallel program ``name`` beside this interpreter."""
+    return str(Path(sys.executable).with_name(name))
+
+
+def _start_processes(n, placement, controller_args=()):
+    """``ipcontroller`` in ``placement.server_ns``, ``n`` ``ipengine`` in
+    ``placement.engine_ns`` and a Client; ``(controller pid, client, stop)``."""
+    import ipyparallel
+
+    deadline = time.monotonic() + START_TIMEOUT
+    workdir = Path(tempfile.mkdtemp(prefix="bench-ipyparallel-hosts-"))
+    profile = workdir / "profile"
+    client_file = profile / "security" / "ipcontroller-client.json"
+    engine_file = profile / "security" / "ipcontroller-engine.json"
+    started = []
+    client = None
+
+    def stop():
+        try:
+            if client is not None:
+                client.close()
+        finally:
+            try:
+                nsproc.stop_all(started)
+            finally:
+                shutil.rmtree(workdir, ignore_errors=True)
+    try:
+        controller = nsproc.NsProcess(
+            "ipcontroller", [_program("ipcontroller"), f"--profile-dir={profile}",
+                             f"--ip={placement.server_addr}", "--log-level=WARN",
+                             *controller_args],
+            placement.server_ns, workdir / "ipcontroller.log").start()
+        started.append(controller)
+        controller.wait_for(lambda: client_file.exists() and engine_file.exists(),
+                            "its connection files", deadline)
+        for index in range(n):
+            started.append(nsproc.NsProcess(
+                f"ipengine {index}", [_program("ipengine"), f"--profile-dir={profile}",
+                                      "--log-level=WARN"],
+                placement.engine_ns, workdir / f"ipengine-{index}.log").start())
+        client = ipyparallel.Client(url_file=str(client_file),
+                                    timeout=max(1, deadline - time.monotonic()))
+        client.wait_for_engines(n, timeout=max(1, deadline - time.monotonic()))
+    except BaseException:
+        stop()
+        raise
+    return controller.pid, client, stop
 
 
 class IpyparallelSystem(System):
     """ipyparallel with its default configuration (ZeroMQ, in-memory hub DB)."""
 
     name = "ipyparallel"
+    #: Extra ``ipcontroller`` options of this configuration.
+    controller_args = ()
 
-    def __init__(self):
-        super().__init__()
+    def __init__(self, placement=None):
+        super().__init__(placement)
         self.rc = self.dv = self.lview = None
 
+    def _cluster(self, n):
+        if self.placement.remote:
+            return _start_processes(n, self.placement, self.controller_args)
+        return _start_cluster(n, self.controller_args)
+
     def start(self, n):
-        _, self.rc, stop = _start_cluster(n)
+        _, self.rc, stop = self._cluster(n)
         self._track(stop)
         self.dv = self.rc[:]
         self.lview = self.rc.load_balanced_view()
 
     def startup(self, n):
-        _, _, stop = _start_cluster(n)
+        _, _, stop = self._cluster(n)
         return self._track(stop)
 
     def memory(self, n, ntasks):
-        cluster, rc, stop = _start_cluster(n)
+        pid, rc, stop = self._cluster(n)
         stop = self._track(stop)
         try:
             # the hub and its schedulers are the controller process and its children
-            pid = cluster.controller.process.pid
             lview = rc.load_balanced_view()
             lview.apply_sync(payloads.noop)
             rc.purge_everything()
@@ -106,3 +180,12 @@ class IpyparallelSystem(System):
 
     def direct_map(self, n):
         return self.dv.map_sync(payloads.square, range(n))
+
+
+class IpyparallelCurveSystem(IpyparallelSystem):
+    """ipyparallel with CurveZMQ encryption and authentication on: the
+    peer's encrypted configuration."""
+
+    name = "ipyparallel-curve"
+    controller_args = (CURVE,)
+    encrypted = True
