@@ -48,8 +48,10 @@ Properties = DictOf(Key, Any(), maxKeys=MAX_KEYS)
 Payload = Any()
 #: A successful value or an ErrorRecord copyable.
 Outcome = Any()
-#: Where and how to open a lane: ``(port, token)``.
-LaneOffer = TupleOf(IntegerConstraint(8), ByteStringConstraint(64))
+#: Where and how to open a lane: ``(port, token, tls_always)`` (the lane is
+#: at the address this connection reached; TLS off loopback, and on it too
+#: when ``tls_always``).
+LaneOffer = TupleOf(IntegerConstraint(8), ByteStringConstraint(64), BooleanConstraint())
 
 
 class RIEngine(RemoteInterface):
@@ -234,9 +236,9 @@ class RIMultiEngine(RemoteInterface):
         return ListOf(EngineId, maxLength=MAX_ENGINES)
 
     def open_lane():
-        """``(port, token)`` for opening a lane to this object (its calls on a
-        plain socket on this host, see ipkernel.lane); ``(0, b"")`` when the
-        controller runs without lanes."""
+        """``(port, token, tls_always)`` for opening a lane to this object
+        (its calls on a socket beside Foolscap, see ipkernel.lane);
+        ``(0, b"", False)`` when the controller runs without lanes."""
         return LaneOffer
 
     def execute(lines=Code, targets=Targets, block=Block):
@@ -350,9 +352,9 @@ class RITaskController(RemoteInterface):
         return UnicodeConstraint(200)
 
     def open_lane():
-        """``(port, token)`` for opening a lane to this object (its calls on a
-        plain socket on this host, see ipkernel.lane); ``(0, b"")`` when the
-        controller runs without lanes."""
+        """``(port, token, tls_always)`` for opening a lane to this object
+        (its calls on a socket beside Foolscap, see ipkernel.lane);
+        ``(0, b"", False)`` when the controller runs without lanes."""
         return LaneOffer
 
     def run(task=TaskSpec):

@@ -77,7 +77,7 @@ async def _multiengine_over(furl, rref, timeout):
     # canary tells the controller when we are gone, so it drops what it kept for us.
     session = await rref.callRemote("open_session", Referenceable()).addTimeout(timeout,
                                                                                  reactor)
-    reference = await _with_lane(session, RIMultiEngine, timeout)
+    reference = await _with_lane(session, RIMultiEngine, timeout, furl)
     client = FCFullSynchronousMultiEngineClient(reference, furl=furl)
     client.data = await _join_data_channel(session, furl, timeout)
     return client
@@ -88,21 +88,23 @@ async def _multiengine_over(furl, rref, timeout):
 FOOLSCAP_ONLY = ("open_session", "open_lane", "open_data_channel", "get_client_name")
 
 
-async def _with_lane(rref, remote_interface, timeout):
-    """``rref`` as a LaneReference, its calls on a lane when this host allows one."""
+async def _with_lane(rref, remote_interface, timeout, furl):
+    """``rref`` as a LaneReference, its calls on a lane when one can be
+    joined (TLS off this host, the certificate checked against ``furl``'s
+    tub id)."""
     from twisted.internet import reactor
 
     reference = LaneReference(rref, foolscap_only=FOOLSCAP_ONLY)
     if not lane_allowed(getattr(rref.getPeer(), "host", None)):
-        return reference  # another host: Foolscap (TLS) carries the calls
+        return reference  # no address to dial: Foolscap carries the calls
     try:
-        port, token = await rref.callRemote("open_lane").addTimeout(timeout, reactor)
+        offer = await rref.callRemote("open_lane").addTimeout(timeout, reactor)
     except Exception as exc:
         log.warn("the controller gave no lane ({why}); calls go through Foolscap (slower)",
                  why=exc)
         return reference
-    reference.lane = await join_lane(rref, port, token, remote_interface=remote_interface,
-                                     timeout=timeout)
+    reference.lane = await join_lane(rref, offer, remote_interface=remote_interface,
+                                     timeout=timeout, tubid=fcutil.tubid_of_furl(furl))
     return reference
 
 
@@ -143,7 +145,7 @@ async def _task_client(furl_or_file, tub, timeout):
 
 
 async def _task_over(furl, rref, timeout):
-    return FCTaskClient(await _with_lane(rref, RITaskController, timeout), furl=furl)
+    return FCTaskClient(await _with_lane(rref, RITaskController, timeout, furl), furl=furl)
 
 
 def get_task_client(furl_or_file=None, tub=None, timeout=DEFAULT_TIMEOUT):

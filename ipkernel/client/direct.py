@@ -11,7 +11,8 @@ anything was sent, to the reactor path (:data:`NOT_DIRECT`):
 
 * arguments holding bulk data (they go on the data channel);
 * a second thread calling while the lane is busy;
-* no lane (another host, ``ipcontroller --no-lane``) or a lane that broke.
+* no lane (``ipcontroller --no-lane``, or the reactor's lane could not be
+  joined) or a lane that broke.
 
 Bulk data in an answer is still fetched by the reactor thread, from the
 data channel of the client that owns this object.
@@ -21,12 +22,14 @@ import threading
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
+from ipkernel import fcutil
 from ipkernel.client.fcmultiengine import FCFullSynchronousMultiEngineClient
 from ipkernel.client.reactor import call_timeout
 from ipkernel.datachannel import refs
 from ipkernel.error import KernelError
 from ipkernel.interfaces.remote import RIMultiEngine
 from ipkernel.lane.blocking import BlockingLane, LaneTimeout, TooLargeForLane
+from ipkernel.lane.server import offer_parts
 
 #: Returned by :meth:`DirectCalls.call` when the call must take the reactor path.
 NOT_DIRECT = object()
@@ -169,11 +172,17 @@ class DirectCalls:
         if getattr(reference, "lane", None) is None or not reference.isConnected():
             return None  # no lane is allowed or offered, or the reactor path must reconnect
         try:
-            port, token = self.bridge.call(reference.rref.callRemote, "open_lane",
-                                           timeout=JOIN_TIMEOUT, what="opening a lane")
+            offer = self.bridge.call(reference.rref.callRemote, "open_lane",
+                                     timeout=JOIN_TIMEOUT, what="opening a lane")
+            port, token, tls_always = offer_parts(offer)
             if not port:
                 return None
-            lane = BlockingLane.join(port, token, RIMultiEngine, JOIN_TIMEOUT)
+            # the address Foolscap reached, as for the reactor's lane
+            host = getattr(reference.rref.getPeer(), "host", None)
+            furl = self.owner.furl
+            lane = BlockingLane.join(port, token, RIMultiEngine, JOIN_TIMEOUT, host=host,
+                                     tls_always=tls_always,
+                                     tubid=fcutil.tubid_of_furl(furl) if furl else None)
             # the lane belongs to the session: it ends with the Foolscap connection
             self.bridge.call(self._close_with, reference.rref, lane, timeout=JOIN_TIMEOUT,
                              what="opening a lane")

@@ -101,6 +101,9 @@ def build_parser():
         p.add_argument(f"--{role}-data-port", type=int, default=0,
                        help=f"port of the data channel for {who}, on the same address "
                             f"(default 0: pick one; fix it to open it in a firewall)")
+        p.add_argument(f"--{role}-lane-port", type=int, default=0,
+                       help=f"port of the lanes for {who}, on the same address (default 0: "
+                            f"pick one; fix it to open it in a firewall)")
         p.add_argument(f"--{role}-location",
                        help=f"host name or address {who} should dial, written into the "
                             f"FURL (default: the listening ip, or this host's addresses "
@@ -136,10 +139,13 @@ def build_parser():
                         "instead of the data channel (a TLS socket beside it, authenticated "
                         "through Foolscap; much faster for large arrays)")
     p.add_argument("--no-lane", dest="lane", action="store_false",
-                   help="carry every call through Foolscap, also for engines and clients "
-                        "on this host (by default their calls go on lanes: plain sockets on "
-                        "loopback, joined with a token given over Foolscap; much faster per "
-                        "call)")
+                   help="carry every call through Foolscap (by default the calls of engines "
+                        "and clients go on lanes: sockets beside Foolscap, plain on loopback "
+                        "and TLS to other hosts, joined with a token given over Foolscap; "
+                        "much faster per call)")
+    p.add_argument("--lane-tls", action="store_true",
+                   help="encrypt lanes also for peers on this host (they always are for "
+                        "other hosts); costs some speed per call")
     p.add_argument("--data-channel-tls", action="store_true",
                    help="encrypt the data channel also for peers on this host (it always "
                         "is for other hosts); costs about two thirds of its speed")
@@ -254,7 +260,8 @@ class ControllerApp:
         self.tubs = {}
         self.ports = {}
         self.data_server = None
-        self.lane_server = None
+        #: role -> the LaneServer its peers join (none with --no-lane)
+        self.lane_servers = {}
         self.finished = defer.Deferred()
         self._stopping = None
 
@@ -282,7 +289,7 @@ class ControllerApp:
         if getattr(self.options, "data_channel", True):
             self.data_server = self._start_data_channel()
         if getattr(self.options, "lane", True):
-            self.lane_server = self._start_lanes()
+            self.lane_servers = self._start_lanes()
         for role in ("client", "engine"):
             self._warn_if_exposed(role)
         sme = ISynchronousMultiEngine(IMultiEngine(self.controller))
@@ -292,7 +299,7 @@ class ControllerApp:
         wire.set_serialized_limit(self.options.payload_cap)
         mec = FCSynchronousMultiEngine(sme, payload_cap=self.options.payload_cap,
                                        data_server=self.data_server,
-                                       lane_server=self.lane_server)
+                                       lane_server=self.lane_servers.get("client"))
         sweeper = app_internet.TimerService(min(EXPIRY_SWEEP, max(sme.ttl / 4, 0.1)),
                                             mec.expire)
         sweeper.clock = self.reactor
@@ -302,11 +309,11 @@ class ControllerApp:
                             furl_file=self.mec_furl_file, reuse=self.options.reuse_furls)
             # The task farm, on the same ControllerService as the multi-engine view.
             tasks = RITaskController(ITaskController(self.controller))
-            tasks.lane_server = self.lane_server
+            tasks.lane_server = self.lane_servers.get("client")
             fcutil.register(self.tubs["client"], tasks,
                             furl_file=self.tc_furl_file, reuse=self.options.reuse_furls)
             registrar = FCEngineRegistrar(self.controller, data_server=self.data_server,
-                                          lane_server=self.lane_server,
+                                          lane_server=self.lane_servers.get("engine"),
                                           lane_max_frame=lane_limits(self.options.payload_cap)[1])
             if self.engine_furl:
                 fcutil.register(self.tubs["engine"], registrar,
@@ -354,14 +361,31 @@ class ControllerApp:
         return server
 
     def _start_lanes(self):
-        server = LaneServer(self.reactor, max_frame=lane_limits(self.options.payload_cap)[0])
-        try:
-            port = server.start()
-        except net_error.CannotListenError as exc:
-            raise AppError(f"cannot open the lane port: {exc.socketError} (--no-lane runs "
-                           f"without lanes: every call then goes through Foolscap)") from None
-        log.info("lanes: port {port} on 127.0.0.1", port=port)
-        return server
+        """A LaneServer per role, on the address its Foolscap port listens on,
+        presenting the role's certificate to peers that join over TLS."""
+        servers = {}
+        for role in ("client", "engine"):
+            ip = getattr(self.options, f"{role}_ip")
+            wanted = getattr(self.options, f"{role}_lane_port", 0) or 0
+            server = LaneServer(self.reactor, max_frame=lane_limits(self.options.payload_cap)[0],
+                                cert_file=self.cert_files[role],
+                                tls_always=getattr(self.options, "lane_tls", False))
+            try:
+                server.start(wanted, interface=ip)
+            except net_error.CannotListenError as exc:
+                for started in servers.values():
+                    started.stop()
+                problem = fcutil.listen_problem(exc.socketError, ip, wanted, role,
+                                                f"--{role}-lane-port")
+                raise AppError(f"cannot open the lane port for {role}s on {ip}:{wanted}: "
+                               f"{problem} (--no-lane runs without lanes: every call then goes "
+                               f"through Foolscap)") from None
+            servers[role] = server
+        log.info("lanes: port {c} for clients, {e} for engines ({how})",
+                 c=servers["client"].port, e=servers["engine"].port,
+                 how="TLS for every peer" if getattr(self.options, "lane_tls", False)
+                 else "plain TCP on loopback, TLS for other hosts")
+        return servers
 
     def _wanted_port(self, role):
         port = getattr(self.options, f"{role}_port")
@@ -393,6 +417,8 @@ class ControllerApp:
         ports = [str(self.ports[role])]
         if self.data_server is not None:
             ports.append(f"{self.data_server.ports[role]} (its data channel)")
+        if role in self.lane_servers:
+            ports.append(f"{self.lane_servers[role].port} (its lanes)")
         hints = ", ".join(fcutil.furl_locations(
             "pb://x@" + ",".join(getattr(self.tubs[role], "locationHints", ())) + "/x"))
         if role == "engine":
@@ -406,8 +432,10 @@ class ControllerApp:
             extra = ""
         where = "every address" if fcutil.is_wildcard(ip) else "an address"
         numbers = " and ".join(p.split()[0] for p in ports)
-        if self.data_server is not None:
-            numbers += f" (--{role}-port and --{role}-data-port fix them)"
+        flags = [f"--{role}-port"] + ([f"--{role}-data-port"] if self.data_server else [])
+        flags += [f"--{role}-lane-port"] if role in self.lane_servers else []
+        if len(flags) > 1:
+            numbers += f" ({' and '.join(flags)} fix them)"
         text = (f"listening for {role}s beyond loopback: on {where} ({ip}), TCP ports "
                 f"{' and '.join(ports)}; the FURLs name {hints}. Anyone who can reach these "
                 f"ports can connect, but only a holder of a FURL file can do anything (TLS, "
@@ -440,8 +468,8 @@ class ControllerApp:
     def _stopped(self, _):
         if self.data_server is not None:
             self.data_server.stop()
-        if self.lane_server is not None:
-            self.lane_server.stop()
+        for lanes in self.lane_servers.values():
+            lanes.stop()
         try:
             self.controller._ipkernel_task_controller.stop()
         except Exception:

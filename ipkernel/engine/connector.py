@@ -405,14 +405,16 @@ class EngineConnector:
         log.warn("engine {id} could not tell the controller it joined its channels ({why})",
                  id=engine_id, why=failure.getErrorMessage())
 
-    def _join_lane(self, port, token):
+    def _join_lane(self, *offer):
         self._close_lane()
         if not lane_allowed(getattr(self.controller.getPeer(), "host", None)):
-            return defer.succeed(None)  # another host: commands come through Foolscap
+            return defer.succeed(None)  # no address to dial: commands come through Foolscap
 
         def joined(lane):
             self.lane = lane
-        return join_lane(self.controller, port, token, local=self._reference).addCallback(joined)
+        # off this host the lane runs TLS: the certificate must be the FURL's tub's
+        return join_lane(self.controller, offer, local=self._reference,
+                         tubid=fcutil.tubid_of_furl(self.furl)).addCallback(joined)
 
     def _close_lane(self):
         lane, self.lane = self.lane, None

@@ -3,9 +3,10 @@
 A blocking client's thread hands each call to the reactor thread and waits
 for it to hand the answer back: two thread hand-offs, each a wake-up and a
 change of GIL owner, on every call.  A :class:`BlockingLane` is one more
-lane joined like any other (HELLO with a one-time token), on a plain
-blocking socket: a call is one frame written and one frame read by the
-calling thread.  Arguments are checked against the RemoteInterface before
+lane joined like any other (HELLO with a one-time token), on a blocking
+socket (stdlib ``ssl`` over it to another host, the certificate checked
+against the FURL's tub id): a call is one frame written and one frame read
+by the calling thread.  Arguments are checked against the RemoteInterface before
 sending and errors take the shapes :class:`~ipkernel.lane.LaneProtocol`
 gives them (Violation, RemoteException, ConnectionLost), so the code
 above it cannot tell the two apart.
@@ -22,6 +23,7 @@ import time
 from twisted.internet import error as net_error
 
 from ipkernel.lane import codec
+from ipkernel.transport import tls
 from ipkernel.lane.protocol import (ANSWER, CALL, FAIL, HELLO, MAX_FRAME, MAX_HELLO, WELCOME,
                                     LaneError, _LEN, check_call, decode_frame, encode_frame,
                                     failure_of)
@@ -52,15 +54,36 @@ class BlockingLane:
         self._lock = threading.Lock()
         self._next_id = 0
         self.closed = False
+        #: Calls answered on this lane.
+        self.calls = 0
 
     @classmethod
-    def join(cls, port, token, remote_interface, timeout):
-        """Connect to 127.0.0.1:``port`` and say HELLO with ``token``; the
-        joined lane, or ConnectionLost/OSError/LaneError."""
-        sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        lane = cls(sock, remote_interface)
+    def join(cls, port, token, remote_interface, timeout, host="127.0.0.1", tls_always=False,
+             tubid=None):
+        """Connect to ``host``:``port`` and say HELLO with ``token``; the
+        joined lane, or ConnectionLost/OSError/LaneError.
+
+        TLS (stdlib ``ssl``) when :func:`~ipkernel.transport.tls.wants_tls`
+        says so for ``host``: the certificate must be of the tub ``tubid``
+        (else :class:`~ipkernel.transport.tls.WrongCertificate`, and the
+        token is never sent)."""
+        host = tls.host_of(host)
+        encrypt = tls.wants_tls(host, tls_always)
+        if encrypt and tubid is None:
+            raise tls.WrongCertificate(f"the lane at {host}:{port} needs TLS, and there is no "
+                                       f"tub id to check its certificate against")
+        sock = socket.create_connection((host, port), timeout=timeout)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if encrypt:
+                sock = tls.stdlib_client_context().wrap_socket(sock)
+                tls.check_tubid(sock.getpeercert(binary_form=True), tubid,
+                                "the controller's lane port")
+        except BaseException:
+            sock.close()
+            raise
+        lane = cls(sock, remote_interface)
+        try:
             sock.sendall(encode_frame(HELLO, 0, b"null", [token]))
             sock.settimeout(POLL_INTERVAL)
             kind, _, _, _ = lane._read_frame(time.monotonic() + timeout, MAX_HELLO)
@@ -127,6 +150,7 @@ class BlockingLane:
             if isinstance(exc, (OSError, LaneError, codec.CodecError)):
                 raise net_error.ConnectionLost(f"the lane closed ({exc})") from None
             raise
+        self.calls += 1
         if kind == FAIL:
             failure_of(text, buffers).raiseException()
         return codec.decode(text, buffers)

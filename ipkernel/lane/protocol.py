@@ -23,10 +23,13 @@ import time
 
 from foolscap.api import RemoteException, Violation
 from foolscap.remoteinterface import getRemoteInterface
-from twisted.internet import defer, error as net_error
+from twisted.internet import defer, error as net_error, tcp
+from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from ipkernel import memtrim
 from ipkernel.error import PayloadTooLarge
@@ -146,6 +149,7 @@ def check_call(interface, method, args, kwargs, inbound):
     _schema(interface, method).checkAllArgs(args, kwargs, inbound)
 
 
+@implementer(IHandshakeListener)
 class LaneProtocol(Protocol):
     """A lane between this process and a peer.
 
@@ -158,11 +162,21 @@ class LaneProtocol(Protocol):
     header: a CALL gets a FAIL naming the limit, then the lane is closed);
     ``send_limit``: the largest call :meth:`callRemote` sends (bigger ones
     fail with :class:`FrameTooLarge` before anything is sent).
+    ``tubid``: on the joining side of a TLS lane, the tub id the other
+    side's certificate must have; the HELLO (the token) is sent only once
+    it was checked (see :mod:`ipkernel.transport.tls`).
+
+    ``calls_in`` and ``answers_in`` count the CALL and ANSWER frames that
+    arrived (what went on this lane rather than through Foolscap).
     """
 
     def __init__(self, local=None, remote_interface=None, on_hello=None, token=None,
-                 max_frame=MAX_FRAME, send_limit=LANE_MAX_FRAME):
+                 max_frame=MAX_FRAME, send_limit=LANE_MAX_FRAME, tubid=None):
         self.local = local
+        self.tubid = tubid
+        self.calls_in = 0
+        self.answers_in = 0
+        self._direct = False  # frames may go straight to the socket (plain TCP)
         self.remote_interface = remote_interface
         self.on_hello = on_hello
         self.token = token
@@ -185,6 +199,10 @@ class LaneProtocol(Protocol):
 
     def connectionMade(self):
         self.connected = True
+        # Only a plain TCP transport may be written to past itself: under
+        # TLS the socket is the wrapped transport's, and bytes written to
+        # it directly would skip the encryption.
+        self._direct = isinstance(self.transport, tcp.Connection)
         try:
             self.transport.setTcpNoDelay(True)
         except (AttributeError, OSError):
@@ -193,8 +211,26 @@ class LaneProtocol(Protocol):
             from twisted.internet import reactor
             self._hello_timer = reactor.callLater(HELLO_TIMEOUT, self._drop,
                                                   "no HELLO in time")
-        else:
+        elif self.tubid is None:
             self._send(HELLO, 0, b"null", [self.token])
+        # else: TLS, the HELLO waits for the certificate check (handshakeCompleted)
+
+    def handshakeCompleted(self):
+        """TLS is set up: on the joining side, check the other side's
+        certificate, then say HELLO (or refuse the lane, saying why)."""
+        if self.on_hello is not None or self.tubid is None or not self.connected:
+            return
+        from ipkernel.transport import tls
+        try:
+            tls.check_tubid(tls.der_of_twisted(self.transport), self.tubid,
+                            "the controller's lane port")
+        except tls.WrongCertificate as exc:
+            log.warn("refusing a lane: {why}", why=str(exc))
+            if not self.ready.called:
+                self.ready.errback(exc)
+            self.transport.abortConnection()
+            return
+        self._send(HELLO, 0, b"null", [self.token])
 
     def connectionLost(self, reason=None):
         self.connected = False
@@ -206,6 +242,8 @@ class LaneProtocol(Protocol):
             self._hello_timer.cancel()
         self._hello_timer = None
         why = reason.getErrorMessage() if reason is not None else "closed"
+        if self.on_hello is not None and not self.joined and _is_tls_error(reason):
+            REFUSALS.note(f"its TLS handshake failed ({why})")
         waiting, self._waiting = self._waiting, {}
         for d in waiting.values():
             d.errback(net_error.ConnectionLost(f"the lane closed ({why})"))
@@ -218,6 +256,12 @@ class LaneProtocol(Protocol):
                 hook()
             except Exception:
                 log.failure("a lane-lost hook raised")
+
+    @property
+    def encrypted(self):
+        """True when this lane runs TLS."""
+        from twisted.protocols.tls import TLSMemoryBIOProtocol
+        return isinstance(self.transport, TLSMemoryBIOProtocol)
 
     def notifyOnDisconnect(self, hook):
         """Call ``hook()`` once when the lane closes."""
@@ -242,7 +286,11 @@ class LaneProtocol(Protocol):
     # -- frames ------------------------------------------------------------------------
 
     def _send(self, kind, call_id, text, buffers=()):
-        write_now(self.transport, encode_frame(kind, call_id, text, buffers))
+        frame = encode_frame(kind, call_id, text, buffers)
+        if self._direct:
+            write_now(self.transport, frame)
+        else:
+            self.transport.write(frame)
 
     def dataReceived(self, data):
         # Chunks are joined once a frame is complete (not on every arrival), and
@@ -327,8 +375,10 @@ class LaneProtocol(Protocol):
         if not self.joined:
             self._hello_frame(kind, buffers)
         elif kind == CALL:
+            self.calls_in += 1
             self._call_arrived(call_id, text, buffers)
         elif kind == ANSWER:
+            self.answers_in += 1
             self._settle(call_id).callback(codec.decode(text, buffers))
         elif kind == FAIL:
             self._settle(call_id).errback(failure_of(text, buffers))
@@ -429,9 +479,11 @@ def write_now(transport, data):
     turn of the reactor, after two epoll changes; for a small message that
     is most of the cost of sending it.  When nothing is buffered ahead of
     it, the data goes straight to the socket and only what the socket does
-    not take is left to ``write``.  Other transports just get ``write``.
+    not take is left to ``write``.  Other transports just get ``write``
+    (a wrapping one, such as TLS, above all: its ``socket`` is the one
+    below it, which must not see the frame unencrypted).
     """
-    sock = getattr(transport, "socket", None)
+    sock = None if isinstance(transport, ProtocolWrapper) else getattr(transport, "socket", None)
     if (sock is None or getattr(transport, "dataBuffer", True)
             or getattr(transport, "_tempDataBuffer", True)
             or not transport.connected or transport.disconnecting):
@@ -445,6 +497,13 @@ def write_now(transport, data):
         sent = 0  # the transport finds and reports the error itself
     if sent < len(data):
         transport.write(data[sent:])
+
+
+def _is_tls_error(reason):
+    if reason is None:
+        return False
+    from OpenSSL import SSL
+    return reason.check(SSL.Error) is not None
 
 
 def _schema(interface, method):
