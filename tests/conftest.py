@@ -279,11 +279,17 @@ class FCCluster:
         self.client = None
         self.client_tub = None
 
-    async def start(self, payload_cap=None, data_dir=None, lane=False):
+    async def start(self, payload_cap=None, data_dir=None, lane=False, cert_dir=None):
         self.tub = self._make_tub()
         self.port = await fcutil.listen(self.tub, reactor)
         self.lane_server = None
-        if lane:  # engines and the client call on lanes, as with ipcontroller
+        if lane == "tls":  # TLS on loopback too, the Tub's certificate (ipcontroller --lane-tls)
+            pem = cert_dir / f"lanes{id(self)}.pem"
+            cert = self.tub.getCertData()
+            pem.write_bytes(cert if isinstance(cert, bytes) else cert.encode())
+            self.lane_server = LaneServer(cert_file=str(pem), tls_always=True)
+            self.lane_server.start()
+        elif lane:  # engines and the client call on lanes, as with ipcontroller
             self.lane_server = LaneServer()
             self.lane_server.start()
         self.data_server = None
@@ -340,7 +346,8 @@ async def make_fc_cluster(make_tub, make_engine, tmp_path):
     """Return ``async make(n=0, payload_cap=None, data_channel=False, lane=False,
     **controller_kwargs) -> FCCluster`` with ``n`` engines registered (ids
     0..n-1) and a connected client; ``data_channel`` adds a data channel,
-    ``lane`` lanes (engines and the client then call on them)."""
+    ``lane`` lanes (engines and the client then call on them; ``"tls"``:
+    lanes over TLS on loopback too)."""
     made = []
 
     async def make(n=0, payload_cap=None, data_channel=False, lane=False, **kwargs):
@@ -350,7 +357,8 @@ async def make_fc_cluster(make_tub, make_engine, tmp_path):
         if data_channel:
             data_dir = tmp_path / f"data{len(made)}"
             data_dir.mkdir()
-        await cluster.start(payload_cap=payload_cap, data_dir=data_dir, lane=lane)
+        await cluster.start(payload_cap=payload_cap, data_dir=data_dir, lane=lane,
+                            cert_dir=tmp_path)
         for _ in range(n):
             await cluster.add_engine()
         await cluster.connect_client()

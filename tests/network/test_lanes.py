@@ -1,4 +1,5 @@
-"""Tier 2: lanes in an in-process cluster (``make_fc_cluster(n, lane=True)``).
+"""Tier 2: lanes in an in-process cluster (``make_fc_cluster(n, lane=True)``,
+or ``lane="tls"`` for TLS on loopback too).
 
 The client's calls to the controller and the controller's calls to each
 engine really go on lanes (not through Foolscap); results and errors are
@@ -106,6 +107,30 @@ async def test_client_and_engine_calls_go_on_lanes_not_foolscap(make_fc_cluster,
         assert len(methods) >= 3, methods
     assert client_foolscap == []
     assert engine_foolscap == [[], []]
+
+
+@pytest_twisted.ensureDeferred
+async def test_with_forced_tls_lanes_every_call_goes_on_an_encrypted_lane(
+        make_fc_cluster, lane_calls, monkeypatch):
+    # lane="tls": the cluster's lane port runs TLS for loopback peers too, as
+    # ipcontroller --lane-tls (and every peer on another host) does
+    cluster = await make_fc_cluster(2, lane="tls")
+    client = cluster.client
+    client_foolscap = record_foolscap_calls(monkeypatch, client.remote.rref)
+    engine_lanes = [engine_reference(cluster, i).lane for i in (0, 1)]
+    assert client.remote.lane.encrypted
+    assert all(lane.encrypted for lane in engine_lanes)
+    assert all(connector.lane.encrypted for connector in cluster.connectors)
+
+    await within(client.execute("a = 10 + id"))
+    assert await within(client.pull("a")) == [10, 11]
+    err = await composite(client.execute("1 / 0", targets=1))
+    assert [type(e).__name__ for e in err.exceptions] == ["ZeroDivisionError"]
+    client_methods = [m for lane, m in lane_calls if lane is client.remote.lane]
+    assert client_methods == ["execute", "pull", "execute"]
+    assert client_foolscap == []
+    for connector in cluster.connectors:  # the engines' side: commands came on the lane
+        assert connector.lane.calls_in >= 2
 
 
 async def _outcomes(client):

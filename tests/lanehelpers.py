@@ -1,0 +1,179 @@
+"""Test doubles for lanes: a small RemoteInterface and its Referenceable
+(``Probe``), and a bare TCP client speaking the lane frame format by hand
+(``Raw``, ``frame``, ``parse``).  Shared by the lane tests (plain and TLS).
+
+Importable from any test module (``tests/`` is on ``pythonpath``).
+"""
+import struct
+
+from foolscap.api import Any, Referenceable, RemoteInterface
+from foolscap.schema import IntegerConstraint, UnicodeConstraint
+from twisted.internet import defer
+from twisted.internet.protocol import Protocol
+from zope.interface import implementer
+
+from ipkernel.serialize import Serialized
+from ipkernel.wire import AsJson
+
+from awaiting import within
+
+
+class RILaneProbe(RemoteInterface):
+    __remote_name__ = "RILaneProbe.tests.ipkernel"
+
+    def echo(value=Any()):
+        return Any()
+
+    def add(a=IntegerConstraint(), b=IntegerConstraint()):
+        return IntegerConstraint()
+
+    def record(n=IntegerConstraint()):
+        return IntegerConstraint()
+
+    def later(key=UnicodeConstraint()):
+        return Any()
+
+    def fail(message=UnicodeConstraint()):
+        return None
+
+    def unsendable():
+        return Any()
+
+    def unwritable(which=UnicodeConstraint()):
+        return Any()
+
+    def wrong_result():
+        return IntegerConstraint()
+
+
+class ProbeFault(Exception):
+    pass
+
+
+#: Results whose JSON text cannot be written.
+UNWRITABLE = {
+    "as-json-set": lambda: AsJson({"v": {1, 2}}),
+    "as-json-bytes": lambda: AsJson([b"raw"]),
+    "metadata-bytes": lambda: Serialized([b"x"], "pickle", {"k": b"v"}),
+    "huge-int": lambda: 10 ** 5000,
+}
+
+
+@implementer(RILaneProbe)
+class Probe(Referenceable):
+    """Records what it was called with; ``later`` answers when the test says so."""
+
+    def __init__(self):
+        self.calls = []
+        self.seen = []
+        self.pending = {}
+        self._arrivals = []
+
+    def _arrived(self, method):
+        self.calls.append(method)
+        ready = [d for n, d in self._arrivals if len(self.calls) >= n]
+        self._arrivals = [(n, d) for n, d in self._arrivals if len(self.calls) < n]
+        for d in ready:
+            d.callback(None)
+
+    def wait_calls(self, n):
+        """Deferred firing once ``n`` calls have arrived."""
+        if len(self.calls) >= n:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._arrivals.append((n, d))
+        return within(d)
+
+    def remote_echo(self, value):
+        self._arrived("echo")
+        return value
+
+    def remote_add(self, a, b):
+        self._arrived("add")
+        return a + b
+
+    def remote_record(self, n):
+        self._arrived("record")
+        self.seen.append(n)
+        return len(self.seen)
+
+    def remote_later(self, key):
+        d = self.pending[key] = defer.Deferred()
+        self._arrived("later")
+        return d
+
+    def remote_fail(self, message):
+        self._arrived("fail")
+        raise ProbeFault(message)
+
+    def remote_unsendable(self):
+        self._arrived("unsendable")
+        return object()
+
+    def remote_unwritable(self, which):
+        self._arrived("unwritable")
+        return UNWRITABLE[which]()
+
+    def remote_wrong_result(self):
+        self._arrived("wrong_result")
+        return "not an int"
+
+
+def lost_event(lane):
+    """Deferred firing (bounded) when ``lane`` closes."""
+    d = defer.Deferred()
+    lane.notifyOnDisconnect(lambda: d.callback(None))
+    return within(d)
+
+
+class Raw(Protocol):
+    """A bare TCP client speaking the lane frame format by hand."""
+
+    def __init__(self):
+        self.buffer = b""
+        self.frames = []
+        self._frame_waiters = []
+        self.lost = defer.Deferred()
+
+    def dataReceived(self, data):
+        self.buffer += data
+        while len(self.buffer) >= 8:
+            (rest,) = struct.unpack_from("<Q", self.buffer)
+            if len(self.buffer) < 8 + rest:
+                break
+            raw, self.buffer = self.buffer[:8 + rest], self.buffer[8 + rest:]
+            self.frames.append(parse(raw))
+        while self.frames and self._frame_waiters:
+            self._frame_waiters.pop(0).callback(self.frames.pop(0))
+
+    def next_frame(self):
+        d = defer.Deferred()
+        self._frame_waiters.append(d)
+        self.dataReceived(b"")
+        return within(d)
+
+    def connectionLost(self, reason):
+        self.reason = reason
+        self.lost.callback(None)
+
+
+def frame(kind, call_id, text, buffers=()):
+    """One frame, written from the format in the protocol's docstring."""
+    sizes = [len(b) for b in buffers]
+    body = struct.pack(f"<BIII{len(sizes)}Q", kind, call_id, len(text), len(sizes), *sizes)
+    body += text + b"".join(buffers)
+    return struct.pack("<Q", len(body)) + body
+
+
+def parse(raw):
+    kind, call_id, text_len, nbufs = struct.unpack_from("<BIII", raw, 8)
+    pos = 8 + 13
+    sizes = struct.unpack_from(f"<{nbufs}Q", raw, pos)
+    pos += 8 * nbufs
+    text = raw[pos:pos + text_len]
+    pos += text_len
+    buffers = []
+    for n in sizes:
+        buffers.append(raw[pos:pos + n])
+        pos += n
+    return kind, call_id, text, buffers
