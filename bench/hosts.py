@@ -206,8 +206,8 @@ def run_between_hosts(argv, mode, timeout, log=print):
         if child is not None:
             _stop(child)
         try:
-            out = netns("down", name)
-            log(out.strip().splitlines()[-1] if out.strip() else f"removed {name}-a/{name}-b")
+            for line in netns("down", name).strip().splitlines():
+                log(line)
         except Exception as exc:  # noqa: B902 - said, and the status shows it
             log(f"could not remove the namespaces {name}-a/{name}-b: {exc}; "
                 f"remove them with: bash {NETNS_SH} down {name}")

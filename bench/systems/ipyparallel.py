@@ -46,9 +46,10 @@ def _start_cluster(n, controller_args=()):
     return cluster.controller.process.pid, client, stop
 
 
-def _program(name):
-    """The ipyparallel program ``name`` beside this interpreter."""
-    return str(Path(sys.executable).with_name(name))
+def _program(module):
+    """The argv of an ipyparallel program, by module: in one environment with
+    ipkernel, the ``ipcontroller`` and ``ipengine`` scripts are ipkernel's."""
+    return [sys.executable, "-m", module]
 
 
 def _start_processes(n, placement, controller_args=()):
@@ -75,7 +76,7 @@ def _start_processes(n, placement, controller_args=()):
                 shutil.rmtree(workdir, ignore_errors=True)
     try:
         controller = nsproc.NsProcess(
-            "ipcontroller", [_program("ipcontroller"), f"--profile-dir={profile}",
+            "ipcontroller", [*_program("ipyparallel.controller"), f"--profile-dir={profile}",
                              f"--ip={placement.server_addr}", "--log-level=WARN",
                              *controller_args],
             placement.server_ns, workdir / "ipcontroller.log").start()
@@ -84,10 +85,10 @@ def _start_processes(n, placement, controller_args=()):
                             "its connection files", deadline)
         for index in range(n):
             started.append(nsproc.NsProcess(
-                f"ipengine {index}", [_program("ipengine"), f"--profile-dir={profile}",
+                f"ipengine {index}", [*_program("ipyparallel.engine"), f"--profile-dir={profile}",
                                       "--log-level=WARN"],
                 placement.engine_ns, workdir / f"ipengine-{index}.log").start())
-        client = ipyparallel.Client(url_file=str(client_file),
+        client = ipyparallel.Client(str(client_file),
                                     timeout=max(1, deadline - time.monotonic()))
         client.wait_for_engines(n, timeout=max(1, deadline - time.monotonic()))
     except BaseException:
