@@ -120,6 +120,22 @@ async def test_by_default_clients_and_engines_join_lanes(cluster, monkeypatch):
 
 
 @pytest_twisted.ensureDeferred
+async def test_lane_tls_encrypts_the_lanes_on_this_host_too(cluster):
+    mec = await cluster.start(n_engines=1, controller_args=["--lane-tls"])
+    assert mec.remote.lane is not None and mec.remote.lane.encrypted
+    engine = cluster.engines[0]
+    await cluster.poll(lambda: "joined the controller's lane" in engine.output,
+                       "the engine to join the controller's lane")
+    assert "(TLS)" in engine.output.split("joined the controller's lane", 1)[1].split("\n")[0]
+    before = mec.remote.lane.answers_in
+    await mec.execute("a = 6 * 7")
+    assert await mec.pull("a", targets=0) == [42]
+    assert mec.remote.lane.answers_in == before + 2  # both answers came on the TLS lane
+    assert "lanes: port" in cluster.controller.output
+    assert "(TLS for every peer)" in cluster.controller.output
+
+
+@pytest_twisted.ensureDeferred
 async def test_no_lane_option_keeps_every_call_on_foolscap(cluster):
     from ipkernel.error import CompositeError
     mec = await cluster.start(n_engines=1, controller_args=["--no-lane"])
