@@ -144,9 +144,11 @@ def _on_sigterm(signum, frame):
 def main(argv=None):
     """Run the comparison; returns the exit status."""
     args = parse_args(argv)
+    # Ctrl-C stops the run cleanly even where the shell started us with SIGINT ignored
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _on_sigterm)
     if args.mode != hosts.LOCAL and args.placement is None:
         # this process makes the namespaces and runs the bench again inside them
-        signal.signal(signal.SIGTERM, _on_sigterm)
         return hosts.run_between_hosts(sys.argv[1:] if argv is None else list(argv),
                                        args.mode, args.timeout * (len(SCALE_ENGINES)
                                                                   if args.scale else 1),
@@ -173,7 +175,6 @@ def main(argv=None):
 
     # last resort: whatever this run started and left behind is killed by pid
     atexit.register(procs.kill_descendants)
-    signal.signal(signal.SIGTERM, _on_sigterm)
 
     from bench.runner import Runner
 

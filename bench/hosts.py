@@ -185,7 +185,11 @@ def run_between_hosts(argv, mode, timeout, log=print):
     placement = Placement(mode, name, index)
     child = None
     try:
-        netns("up", name, index)
+        try:
+            netns("up", name, index)
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            log(f"python -m bench: could not make the namespaces: {exc}")
+            return 1
         log(f"made namespaces {placement.server_ns} and {placement.engine_ns}: "
             f"{placement.describe()}")
         # its own session: a Ctrl-C reaches it once, forwarded by _stop
@@ -200,14 +204,23 @@ def run_between_hosts(argv, mode, timeout, log=print):
         log("interrupted: stopping the bench inside the namespaces")
         return 130
     finally:
-        # the clean-up is bounded; a second Ctrl-C must not cut it short
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        if child is not None:
-            _stop(child)
+        # the clean-up is bounded; a second Ctrl-C or a SIGTERM must not cut it short
+        previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
-            for line in netns("down", name).strip().splitlines():
-                log(line)
-        except Exception as exc:  # noqa: B902 - said, and the status shows it
-            log(f"could not remove the namespaces {name}-a/{name}-b: {exc}; "
-                f"remove them with: bash {NETNS_SH} down {name}")
+            if child is not None:
+                _stop(child)
+            _remove(name, log)
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+
+def _remove(name, log):
+    """``netns.sh down NAME`` (also ends what still runs in the namespaces),
+    saying how to do it by hand when it fails."""
+    try:
+        for line in netns("down", name).strip().splitlines():
+            log(line)
+    except Exception as exc:  # noqa: B902 - said, with what to do
+        log(f"could not remove the namespaces {name}-a/{name}-b: {exc}; "
+            f"remove them with: bash {NETNS_SH} down {name}")
