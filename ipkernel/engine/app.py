@@ -69,6 +69,7 @@ from ipkernel.engine.connector import (DEFAULT_RECONNECT_TIMEOUT, DEFAULT_STOP_W
 from ipkernel.engine.interpreter import DEFAULT_HISTORY_CAP
 from ipkernel.engine.mainthread import MainThreadExecutor
 from ipkernel.engine.pulse import Pulse, bind_host, furl_hosts
+from ipkernel.engine.reactorgate import ReactorGate
 from ipkernel.engine.service import EngineService
 
 log = Logger()
@@ -469,7 +470,9 @@ def main(argv=None):
         return 1
 
     from twisted.internet import reactor
-    executor = MainThreadExecutor(reactor)
+    gate = ReactorGate(reactor)
+    gate.install()
+    executor = MainThreadExecutor(reactor, gate=gate)
     executor.install_signal_handlers()
     app = EngineApp(reactor, options, executor, mpi=mpi, exec_lines=lines)
     app.log_stream = stream

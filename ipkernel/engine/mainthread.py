@@ -5,7 +5,10 @@ main thread to :class:`MainThreadExecutor`: :meth:`~MainThreadExecutor.run`
 loops over submitted jobs until the executor is stopped.  The API the
 engine uses (``submit``, ``interrupt``, ``stop``, ``busy``) is the one of
 :class:`~ipkernel.engine.executor.ThreadExecutor`, called from the reactor
-thread; results come back as Deferreds fired in the reactor thread.
+thread; results come back as Deferreds fired in the reactor thread, or, with
+a :class:`~ipkernel.engine.reactorgate.ReactorGate`, in the main thread while
+the reactor thread waits for events (which is just as safe, and saves
+waking that thread).
 
 Interrupts are real SIGINTs sent to the main thread, so they stop Python
 loops and also blocking calls such as ``time.sleep`` or socket reads (any
@@ -41,7 +44,7 @@ SIGINT_REPEAT = 2.0
 class MainThreadExecutor:
     """Jobs run one at a time, in order, in the thread that calls :meth:`run`."""
 
-    def __init__(self, reactor=None):
+    def __init__(self, reactor=None, gate=None):
         if reactor is None:
             from twisted.internet import reactor
         self._reactor = reactor
@@ -58,6 +61,9 @@ class MainThreadExecutor:
         self._finished = False        # run() has returned
         self._on_finished = []        # Deferreds fired (in the reactor) when run() returns
         self.stop_reason = None
+        #: A :class:`~ipkernel.engine.reactorgate.ReactorGate` (or None): results
+        #: are delivered from this thread when the reactor is waiting.
+        self.gate = gate
 
     # -- called from the reactor thread ---------------------------------------------
 
@@ -136,7 +142,9 @@ class MainThreadExecutor:
             self._end_job()
             if outcome is None:
                 outcome = (d.errback, Failure(exc))
-        self._reactor.callFromThread(*outcome)
+        gate = self.gate
+        if gate is None or not gate.run_here(*outcome):
+            self._reactor.callFromThread(*outcome)
 
     def _end_job(self):
         with self._lock:
