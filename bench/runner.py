@@ -162,6 +162,8 @@ class Runner:
             slot.replace_worker()
         except Exception as exc:
             slot.down_reason = f"start failed: {short_error(exc)}"
+            if self.params.get("verbose"):
+                traceback.print_exception(exc)
             slot.stop()
         if slot.down_reason:
             self.log(f"  {slot.system.name}: {slot.down_reason}")
