@@ -55,12 +55,14 @@ class TwoHostCluster:
         self.controller = ControllerLauncher(self._cluster, args)
         self.controller.argv[:0] = self.placement.prefix(self.placement.server_ns)
         self.controller.start()
-        self._wait(self.controller, deadline)
+        # The engines start at once and wait for the FURL file (as LocalCluster's
+        # do): the directory is new, so no stale file can be there.
         for index in range(self.n):
             engine = EngineLauncher(self._cluster, index)
             engine.argv[:0] = self.placement.prefix(self.placement.engine_ns)
             self.engines.append(engine)
             engine.start()
+        self._wait(self.controller, deadline)
         for engine in self.engines:
             self._wait(engine, deadline)
 
