@@ -222,7 +222,7 @@ class LaneProtocol(Protocol):
             return
         from ipkernel.transport import tls
         try:
-            tls.check_tubid(tls.der_of_twisted(self.transport), self.tubid,
+            tls.check_tubid(self.transport.peer_certificate(), self.tubid,
                             "the controller's lane port")
         except tls.WrongCertificate as exc:
             log.warn("refusing a lane: {why}", why=str(exc))
@@ -260,8 +260,7 @@ class LaneProtocol(Protocol):
     @property
     def encrypted(self):
         """True when this lane runs TLS."""
-        from twisted.protocols.tls import TLSMemoryBIOProtocol
-        return isinstance(self.transport, TLSMemoryBIOProtocol)
+        return getattr(self.transport, "encrypted", False) is True
 
     def notifyOnDisconnect(self, hook):
         """Call ``hook()`` once when the lane closes."""
@@ -500,10 +499,8 @@ def write_now(transport, data):
 
 
 def _is_tls_error(reason):
-    if reason is None:
-        return False
-    from OpenSSL import SSL
-    return reason.check(SSL.Error) is not None
+    from ipkernel.transport.memtls import TLSFailed
+    return reason is not None and reason.check(TLSFailed) is not None
 
 
 def _schema(interface, method):

@@ -6,11 +6,11 @@ import time
 from twisted.internet import defer, endpoints
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
-from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 
 from ipkernel.lane import protocol as lane_protocol
-from ipkernel.lane.protocol import LaneProtocol, write_now
+from ipkernel.lane.protocol import LaneProtocol
 from ipkernel.transport import tls
+from ipkernel.transport.memtls import TLSLayer
 
 log = Logger()
 
@@ -22,27 +22,6 @@ JOIN_TIMEOUT = 10.0
 MAX_WAITING = 64
 
 
-class _TLSNow(TLSMemoryBIOProtocol):
-    """Twisted's TLS, sending each record at once (see
-    :func:`~ipkernel.lane.protocol.write_now`) instead of on the reactor's
-    next turn: for a small call that wait is a good part of its cost."""
-
-    def _flushSendBIO(self):
-        # The body of Twisted's own method, with write_now for transport.write.
-        # Should Twisted rename it, this is merely unused (records then go
-        # out on the next turn).
-        try:
-            data = self._tlsConnection.bio_read(2 ** 15)
-        except Exception:  # OpenSSL.SSL.WantReadError: nothing to send now
-            return
-        write_now(self.transport, data)
-
-
-class _TLSFactory(TLSMemoryBIOFactory):
-    protocol = _TLSNow
-    noisy = False
-
-
 class _LaneFactory(Factory):
     """Builds the accepting side of each lane: plain TCP for a peer on
     loopback, TLS for every other (and for all with ``tls_always``)."""
@@ -51,33 +30,33 @@ class _LaneFactory(Factory):
 
     def __init__(self, server):
         self.server = server
-        self.tls = None
+        self.context = None
         if server.cert_file is not None:
-            self.tls = _TLSFactory(tls.twisted_server_options(server.cert_file), False,
-                                   Factory.forProtocol(server._protocol))
+            self.context = tls.stdlib_server_context(server.cert_file)
 
     def buildProtocol(self, addr):
         host = tls.host_of(getattr(addr, "host", None))
         if not tls.wants_tls(host, self.server.tls_always):
             return self.server._protocol()
-        if self.tls is None:
-            lane_protocol.REFUSALS.note(f"a peer at {host} is not on this host, and this lane port has no "
-                          f"certificate to encrypt with")
+        if self.context is None:
+            lane_protocol.REFUSALS.note(f"a peer at {host} is not on this host, and this lane "
+                                        f"port has no certificate to encrypt with")
             return None  # Twisted closes the connection
-        return self.tls.buildProtocol(addr)
+        return TLSLayer(self.context, True, self.server._protocol())
 
 
 class _OneLane(Factory):
-    """Builds the one joining side of a lane being connected."""
+    """Builds the one joining side of a lane being connected (the lane, or
+    the TLS layer under it)."""
 
     noisy = False
 
-    def __init__(self, lane):
-        self.lane = lane
+    def __init__(self, protocol):
+        self.protocol_made = protocol
 
     def buildProtocol(self, addr):
-        self.lane.factory = self
-        return self.lane
+        self.protocol_made.factory = self
+        return self.protocol_made
 
 
 class LaneServer:
@@ -208,10 +187,8 @@ def connect_lane(port, token, local=None, remote_interface=None, reactor=None,
     endpoint = make(reactor, host, port, timeout=timeout)
     lane = LaneProtocol(local=local, remote_interface=remote_interface, token=token,
                         tubid=tubid if encrypt else None)
-    factory = _OneLane(lane)
-    if encrypt:
-        factory = _TLSFactory(tls.twisted_client_options(), True, factory)
-    d = endpoint.connect(factory)
+    d = endpoint.connect(_OneLane(TLSLayer(tls.stdlib_client_context(), False, lane)
+                                  if encrypt else lane))
     d.addCallback(lambda _: lane.ready)
 
     def timed_out(failure):

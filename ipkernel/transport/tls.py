@@ -11,19 +11,17 @@ Foolscap connection) says who the peer is.
 Which connections use TLS: every one whose peer is not on loopback, and
 loopback ones too when ``tls_always`` is set (``ipcontroller --lane-tls``);
 both ends decide the same way from the addresses they see
-(:func:`wants_tls`).
+(:func:`wants_tls`).  The TLS is the standard library's ``ssl`` on both
+ends: on blocking sockets (the blocking client's direct lane) and under
+Twisted protocols through memory BIOs (:mod:`ipkernel.transport.memtls`).
 """
 import ipaddress
 import ssl
 
-from twisted.logger import Logger
-
 from ipkernel.datachannel.peer import tubid_of_der
 
-log = Logger()
-
 __all__ = ["WrongCertificate", "check_tubid", "host_of", "stdlib_client_context",
-           "twisted_client_options", "twisted_server_options", "wants_tls", "tubid_of_der"]
+           "stdlib_server_context", "wants_tls", "tubid_of_der"]
 
 
 class WrongCertificate(ConnectionError):
@@ -66,33 +64,12 @@ def check_tubid(der, expected, what="the lane"):
             f"current FURL files); refusing it, nothing was sent")
 
 
-def twisted_server_options(cert_file):
-    """Twisted TLS options presenting the certificate (with its key) of
+def stdlib_server_context(cert_file):
+    """A stdlib ``ssl`` context presenting the certificate (with its key) of
     the PEM file ``cert_file``, a Tub's certificate file."""
-    from twisted.internet import ssl as twisted_ssl
-
-    with open(cert_file, "rb") as f:
-        pem = f.read()
-    return twisted_ssl.PrivateCertificate.loadPEM(pem).options()
-
-
-def twisted_client_options():
-    """Twisted TLS options for the joining side: any certificate is taken in
-    the handshake; :func:`check_tubid` then decides."""
-    from twisted.internet import ssl as twisted_ssl
-
-    return twisted_ssl.CertificateOptions()
-
-
-def der_of_twisted(transport):
-    """The DER bytes of the certificate the peer of a Twisted TLS
-    ``transport`` showed, or None."""
-    cert = transport.getPeerCertificate()
-    if cert is None:
-        return None
-    from cryptography.hazmat.primitives.serialization import Encoding
-
-    return cert.to_cryptography().public_bytes(Encoding.DER)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert_file)
+    return ctx
 
 
 def stdlib_client_context():

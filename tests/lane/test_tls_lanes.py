@@ -1,8 +1,8 @@
 """Tier 2: lanes over TLS on 127.0.0.1, forced as ``ipcontroller --lane-tls``
 forces them (``LaneServer(cert_file=..., tls_always=True)``).
 
-A call works over TLS (Twisted on both ends, and the blocking lane's stdlib
-``ssl``); a certificate of another tub than the FURL's is refused by the
+A call works over TLS (stdlib ``ssl`` under Twisted on both ends,
+:mod:`ipkernel.transport.memtls`, and on the blocking lane's socket); a certificate of another tub than the FURL's is refused by the
 joining side before its token is sent; a peer without the token gets
 nothing, over TLS or plain; frames over the cap are still refused; a peer
 that never says HELLO is still dropped.
@@ -16,6 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from foolscap.api import RemoteException, Violation
 from twisted.internet import defer, endpoints, reactor, threads
+from twisted.internet.error import ConnectionLost
 from twisted.internet.protocol import Factory
 from twisted.logger import formatEvent, globalLogPublisher
 
@@ -23,8 +24,8 @@ from ipkernel import fcutil
 from ipkernel.lane import LaneServer, connect_lane
 from ipkernel.lane import protocol as lane_protocol
 from ipkernel.lane.blocking import BlockingLane
-from ipkernel.lane.server import _TLSFactory
 from ipkernel.transport import tls
+from ipkernel.transport.memtls import TLSLayer
 
 from awaiting import raises, within
 from lanehelpers import Probe, Raw, RILaneProbe, frame, lost_event
@@ -97,9 +98,8 @@ async def raw_peer():
 
     async def connect(port, encrypt=False):
         raw = Raw()
-        factory = Factory.forProtocol(lambda: raw)
-        if encrypt:
-            factory = _TLSFactory(tls.twisted_client_options(), True, factory)
+        factory = Factory.forProtocol(
+            lambda: TLSLayer(tls.stdlib_client_context(), False, raw) if encrypt else raw)
         endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=5)
         await within(endpoint.connect(factory))
         made.append(raw)
@@ -135,6 +135,21 @@ async def test_either_side_may_call_over_tls(tls_lanes):
     served.remote_interface = RILaneProbe
     assert await within(served.callRemote("add", 40, 2)) == 42
     assert client_side.calls == ["add"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_closing_a_tls_lane_ends_it_on_both_sides(tls_lanes):
+    probe = Probe()
+    client = await tls_lanes.join(probe)
+    (served,) = tls_lanes.joined
+    waiting = client.callRemote("later", "k")
+    await probe.wait_calls(1)
+    gone_here, gone_there = lost_event(client), lost_event(served)
+    client.close()   # close_notify, then the TCP close
+    await gone_here
+    await gone_there
+    await raises(ConnectionLost, waiting)
+    assert not client.joined and not served.joined
 
 
 @pytest_twisted.ensureDeferred

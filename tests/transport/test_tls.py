@@ -62,13 +62,23 @@ def test_the_tubid_is_the_one_foolscap_puts_in_furls(tmp_path):
     assert tls.tubid_of_der(der_of(pem)) == tub.getTubID()
 
 
-def test_the_server_options_present_the_certificate_of_the_file(tmp_path):
+def test_the_server_context_presents_the_certificate_of_the_file(tmp_path):
     pem = fcutil.new_cert_pem()
     (tmp_path / "c.pem").write_text(pem)
-    options = tls.twisted_server_options(str(tmp_path / "c.pem"))
-    options.getContext()  # the key goes with the certificate (OpenSSL checks)
-    cert = options.certificate  # OpenSSL X509
-    assert cert.to_cryptography().public_bytes(Encoding.DER) == der_of(pem)
+    server = tls.stdlib_server_context(str(tmp_path / "c.pem"))
+    # a handshake in memory: the client sees the file's certificate
+    bios = [ssl.MemoryBIO() for _ in range(4)]
+    accepting = server.wrap_bio(bios[0], bios[1], server_side=True)
+    joining = tls.stdlib_client_context().wrap_bio(bios[2], bios[3])
+    for _ in range(5):
+        for end in (joining, accepting):
+            try:
+                end.do_handshake()
+            except ssl.SSLWantReadError:
+                pass
+        bios[0].write(bios[3].read())
+        bios[2].write(bios[1].read())
+    assert joining.getpeercert(binary_form=True) == der_of(pem)
 
 
 def test_the_clients_stdlib_context_leaves_the_check_to_the_tubid():
