@@ -155,8 +155,12 @@ def main(argv=None):
                                        log=lambda line: print(line, flush=True))
     placement = hosts.Placement.decode(args.placement) if args.placement else hosts.Placement()
     if args.scale:
-        statuses = [main(run) for run in scale_runs(sys.argv[1:] if argv is None else argv,
-                                                    args.json)]
+        runs = scale_runs(sys.argv[1:] if argv is None else argv, args.json)
+        statuses = [main(run) for run in runs]
+        rows, names, encrypted = report.scale_rows([parse_args(run).json for run in runs])
+        if rows:
+            print("\n--scale: (a) at each engine count")
+            print(report.table(rows, names, encrypted))
         return max(statuses)
     wanted = [s.strip() for s in args.systems.split(",") if s.strip()]
     classes, missing = available(wanted)

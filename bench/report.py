@@ -1,6 +1,7 @@
 """The table of medians (with ipkernel / best peer) and the JSON file."""
 import json
 import statistics
+from pathlib import Path
 
 from bench.workloads import HIGHER, LOWER
 
@@ -136,3 +137,21 @@ def write_json(path, meta, rows):
     with open(path, "w") as f:
         json.dump({"meta": meta, "results": rows}, f, indent=2, default=str)
         f.write("\n")
+
+
+def scale_rows(paths):
+    """``(rows, systems, encrypted)`` of the ``--scale`` runs' JSON files: the
+    (a) row of each, labelled with its engine count (files that are missing
+    or unreadable are left out)."""
+    rows, systems, encrypted = [], [], []
+    for path in paths:
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, ValueError):
+            continue
+        meta = data.get("meta", {})
+        systems = systems or meta.get("systems", [])
+        encrypted = encrypted or meta.get("encrypted_peers", [])
+        rows += [dict(row, label=f"(a) execute('a=1') on all {meta.get('engines')} engines")
+                 for row in data.get("results", []) if row.get("key") == "a.execute_all"]
+    return rows, systems, encrypted

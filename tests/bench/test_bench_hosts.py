@@ -232,3 +232,23 @@ def test_throwaway_certificates_make_a_verified_tls_connection(tmp_path):
     finally:
         thread.join(20)
     assert got["server"] == b"hello"
+
+
+def test_scale_summary_gathers_the_execute_row_of_each_engine_count(tmp_path):
+    metric = workloads.Metric("a.execute_all", "(a) execute", "ms/call", workloads.LOWER)
+    paths = []
+    for engines, ours in ((32, 10.0), (64, 20.0)):
+        rows = report.summarize([metric], {"a.execute_all": {
+            "ipkernel": {"samples": [ours], "errors": []},
+            "dask": {"samples": [40.0], "errors": []}}}, ["ipkernel", "dask"])
+        path = tmp_path / f"r-scale{engines}.json"
+        report.write_json(path, {"engines": engines, "systems": ["ipkernel", "dask"],
+                                 "encrypted_peers": []}, rows)
+        paths.append(path)
+    paths.append(tmp_path / "r-scale128.json")   # that run wrote nothing
+    rows, systems, encrypted = report.scale_rows(paths)
+    assert systems == ["ipkernel", "dask"] and encrypted == []
+    assert [r["label"] for r in rows] == ["(a) execute('a=1') on all 32 engines",
+                                          "(a) execute('a=1') on all 64 engines"]
+    text = report.table(rows, systems)
+    assert "0.25 (vs dask)" in text and "0.50 (vs dask)" in text
