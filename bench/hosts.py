@@ -171,8 +171,10 @@ def _stop(child):
 
 
 def run_between_hosts(argv, mode, timeout, log=print):
-    """Make the namespaces, run the bench (``argv``, without the remote flags'
-    own handling) inside them in ``mode``, remove them; return the exit status.
+    """Make the namespaces, run the bench with its arguments ``argv`` (passed
+    on as they are) inside them in ``mode``, remove them; return the exit
+    status (2: namespaces cannot be made here, 1: their set-up failed or the
+    run overran ``timeout`` seconds by :data:`GRACE`, 130: interrupted).
 
     Ctrl-C or SIGTERM stop the inner run (which reports what it measured),
     and the namespaces are removed in every case.

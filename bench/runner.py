@@ -164,6 +164,11 @@ class Runner:
             slot.down_reason = f"start failed: {short_error(exc)}"
             if self.params.get("verbose"):
                 traceback.print_exception(exc)
+            else:
+                # the rest of the message: a launcher's ends with the tail of
+                # the log, which the cluster's clean-up may remove
+                for line in str(exc).splitlines()[1:]:
+                    self.log(f"    {line}")
             slot.stop()
         if slot.down_reason:
             self.log(f"  {slot.system.name}: {slot.down_reason}")

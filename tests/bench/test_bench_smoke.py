@@ -122,3 +122,27 @@ def test_scale_runs_execute_on_all_at_each_engine_count(tmp_path):
     assert [p.engines for p in parsed] == list(cli.SCALE_ENGINES) == [32, 64, 128]
     assert all(p.only == "a" and p.quick and not p.scale for p in parsed)
     assert [p.json.name for p in parsed] == ["r-scale32.json", "r-scale64.json", "r-scale128.json"]
+
+
+def test_a_failed_start_logs_the_whole_message_and_marks_the_system_down():
+    from bench.runner import Runner
+
+    class Broken:
+        name = "ipkernel"
+
+        def start(self, n):
+            raise RuntimeError("ipcontroller exited with status 1; its log:\nTraceback\nBoom")
+
+        def stop(self):
+            pass
+    lines = []
+    runner = Runner([Broken()], [], {"engines": 2}, 1, deadline=1e18, log=lines.append)
+    slot = runner.slots[0]
+    try:
+        runner._start_main(slot)
+    finally:
+        slot.worker.retire()
+    assert not slot.up and slot.down_reason.startswith("start failed: RuntimeError: ipcontroller")
+    assert lines[1:] == ["    Traceback", "    Boom",
+                         "  ipkernel: start failed: RuntimeError: ipcontroller exited with "
+                         "status 1; its log:"]
