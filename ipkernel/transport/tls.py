@@ -21,7 +21,7 @@ import ssl
 from ipkernel.datachannel.peer import tubid_of_der
 
 __all__ = ["WrongCertificate", "check_tubid", "host_of", "stdlib_client_context",
-           "stdlib_server_context", "wants_tls", "tubid_of_der"]
+           "stdlib_server_context", "wants_tls"]
 
 
 class WrongCertificate(ConnectionError):
