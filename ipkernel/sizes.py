@@ -32,10 +32,9 @@ def estimate(value, _depth=0):
     if _depth > MAX_DEPTH:
         return OBJECT_COST
     if kind is dict:
-        return OBJECT_COST + sum(estimate(k, _depth + 1) + estimate(v, _depth + 1)
-                                 for k, v in value.items())
+        return OBJECT_COST + _items(value.keys(), _depth) + _items(value.values(), _depth)
     if kind in (list, tuple):
-        return OBJECT_COST + sum(estimate(v, _depth + 1) for v in value)
+        return OBJECT_COST + _items(value, _depth)
     if isinstance(value, Failure):
         return OBJECT_COST + estimate(value.value, _depth + 1)
     record = getattr(value, "record", None)  # ipkernel.wire.WireError
@@ -51,6 +50,21 @@ def estimate(value, _depth=0):
     if isinstance(value, BaseException):
         return OBJECT_COST + sum(estimate(a, _depth + 1) for a in value.args)
     return OBJECT_COST
+
+
+def _items(values, depth, _getsizeof=sys.getsizeof):
+    # The common leaves (str, int, None) are counted here rather than by a
+    # call each: the controller estimates every execute result it keeps.
+    total = 0
+    for v in values:
+        kind = type(v)
+        if kind is str:
+            total += _getsizeof(v)
+        elif kind is int or kind is float or kind is bool or v is None:
+            total += OBJECT_COST
+        else:
+            total += estimate(v, depth + 1)
+    return total
 
 
 def parse_size(text):

@@ -12,6 +12,7 @@ import rlcompleter
 import threading
 import traceback
 import types
+from collections import deque
 
 from ipkernel.engine.capture import capture
 from ipkernel.error import ResultEvicted
@@ -91,11 +92,27 @@ class CappedHistory(dict):
     def __init__(self, cap):
         super().__init__()
         self.cap = cap
+        # Keys in the order they came: finding the oldest as next(iter(self))
+        # gets slower with every entry deleted before it (a dict scans the
+        # slots they leave), and this runs for every command.
+        self._order = deque()
 
     def __setitem__(self, key, value):
+        if key not in self:
+            self._order.append(key)
         super().__setitem__(key, value)
-        while len(self) > self.cap:
-            del self[next(iter(self))]
+        order = self._order
+        while len(self) > self.cap and order:
+            oldest = order.popleft()
+            if oldest in self:  # (unless deleted meanwhile)
+                super().__delitem__(oldest)
+        if len(order) > 2 * self.cap + 16:  # keys deleted by hand pile up: forget them
+            self._order = deque(dict.fromkeys(k for k in order if k in self))
+
+    def __reduce__(self):
+        # rebuilt through __init__ (pickle would otherwise set the items
+        # before the attributes __setitem__ needs)
+        return (type(self), (self.cap,), None, None, iter(self.items()))
 
 
 def _no_input(prompt=""):

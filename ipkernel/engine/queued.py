@@ -8,7 +8,7 @@ controller/engine round trip between batches of small tasks.
 """
 import contextvars
 import copy
-from collections import deque
+from collections import OrderedDict, deque
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -59,14 +59,16 @@ def copy_plain(value):
     """A copy of plain data (dicts, lists, tuples of scalars), as deep as
     :func:`copy.deepcopy` but far cheaper; other objects are deep-copied."""
     kind = type(value)
+    if kind in _SCALARS or value is None:
+        return value
     if kind is dict:
-        return {k: copy_plain(v) for k, v in value.items()}
+        # (scalars inline: every execute result the controller keeps is copied)
+        return {k: v if type(v) in _SCALARS or v is None else copy_plain(v)
+                for k, v in value.items()}
     if kind is list:
         return [copy_plain(v) for v in value]
     if kind is tuple:
         return tuple(copy_plain(v) for v in value)
-    if kind in _SCALARS or value is None:
-        return value
     return copy.deepcopy(value)
 
 
@@ -84,8 +86,10 @@ class ByteHistory:
     def __init__(self, cap=DEFAULT_HISTORY_CAP, max_bytes=DEFAULT_HISTORY_BYTES):
         self.cap = cap
         self.max_bytes = max_bytes
-        self._entries = {}  # number -> (result dict, its size), oldest first
-        self._evicted = {}  # numbers dropped for bytes, oldest first
+        # OrderedDicts: dropping the oldest of a plain dict gets slower with
+        # every entry deleted before it (the slots left behind are scanned)
+        self._entries = OrderedDict()  # number -> (result dict, its size), oldest first
+        self._evicted = OrderedDict()  # numbers dropped for bytes, oldest first
         #: Bytes held now (the sum of the kept results' estimates).
         self.nbytes = 0
 
@@ -108,13 +112,18 @@ class ByteHistory:
             return
         self._entries[number] = (result, size)
         self.nbytes += size
-        while len(self._entries) > self.cap:
-            freed += self._drop(next(iter(self._entries)))
+        entries = self._entries
+        while len(entries) > self.cap:
+            _, (_, dropped) = entries.popitem(last=False)
+            self.nbytes -= dropped
+            freed += dropped
         while self.max_bytes is not None and self.nbytes > self.max_bytes:
-            oldest = next(iter(self._entries))
-            freed += self._drop(oldest)
+            oldest, (_, dropped) = entries.popitem(last=False)
+            self.nbytes -= dropped
+            freed += dropped
             self._remember_evicted(oldest)
-        memtrim.freed(freed)
+        if freed:
+            memtrim.freed(freed)
 
     def _drop(self, number):
         entry = self._entries.pop(number, None)
@@ -127,7 +136,7 @@ class ByteHistory:
         self._evicted.pop(number, None)
         self._evicted[number] = None
         while len(self._evicted) > EVICTED_NUMBERS_REMEMBERED:
-            del self._evicted[next(iter(self._evicted))]
+            self._evicted.popitem(last=False)
 
     def evicted(self, number):
         """True when ``number``'s result was dropped to stay within ``max_bytes``."""

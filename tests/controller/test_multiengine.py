@@ -1015,3 +1015,22 @@ async def test_a_lost_engine_whose_id_went_to_a_newcomer_is_still_reported(make_
     err = info.value
     assert err.engine_ids == [0, 1] and err.failed == [1] and err.successes == {0: None}
     assert "engine 1 was lost while this push to 'all' was on its way" in str(err)
+
+
+def test_gather_keeps_the_order_and_consumes_failures():
+    from twisted.internet import defer
+
+    from ipkernel.controller.multiengine import gather
+    first, second, third = defer.Deferred(), defer.Deferred(), defer.Deferred()
+    outcome = []
+    gather([first, second, third]).addCallback(outcome.append)
+    third.callback("c")
+    second.errback(ValueError("b failed"))
+    assert outcome == []
+    first.callback("a")
+    [(a, b, c)] = outcome
+    assert a == "a" and c == "c" and b.check(ValueError)
+    assert second.result is None  # consumed: no unhandled error left behind
+    done = []
+    gather([]).addCallback(done.append)
+    assert done == [[]]

@@ -400,3 +400,33 @@ def test_bind_accepts_identifiers_including_soft_keywords_and_unicode():
     shell = Interpreter()
     shell.bind({"match": 1, "_": 2, "é": 3, "__name_like__": 4})
     assert shell.execute("match + é + __name_like__")["display"]["repr"] == "8"
+
+
+def test_capped_history_keeps_the_newest_and_survives_keys_deleted_by_hand():
+    from ipkernel.engine.interpreter import CappedHistory
+    history = CappedHistory(3)
+    for number in range(10):
+        history[number] = f"result {number}"
+    assert list(history) == [7, 8, 9]
+    del history[8]
+    history[10] = "result 10"
+    history[11] = "result 11"
+    assert list(history) == [9, 10, 11]
+    for number in range(100, 200):  # the first pushes 9 out; the rest fit beside 10, 11
+        history[number] = "short-lived"
+        del history[number]
+    assert list(history) == [10, 11] and len(history._order) <= 2 * 3 + 16
+    history[12], history[13] = "result 12", "result 13"
+    assert list(history) == [11, 12, 13]
+
+
+def test_capped_history_pickles_with_its_cap():
+    import cloudpickle
+
+    from ipkernel.engine.interpreter import CappedHistory
+    history = CappedHistory(2)
+    history[1], history[2] = "a", "b"
+    copy = cloudpickle.loads(cloudpickle.dumps(history))
+    assert type(copy) is CappedHistory and dict(copy) == {1: "a", 2: "b"} and copy.cap == 2
+    copy[3] = "c"
+    assert dict(copy) == {2: "b", 3: "c"}
