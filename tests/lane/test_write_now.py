@@ -66,3 +66,19 @@ def test_a_closing_or_other_transport_just_gets_write():
     other = StringTransport()
     write_now(other, b"y")
     assert other.value() == b"y"
+
+
+def test_a_wrapping_transport_is_never_written_past():
+    # A TLS wrapper finds its attributes on the transport below (socket,
+    # dataBuffer, ...): writing to that socket would skip the encryption.
+    from twisted.internet.protocol import Protocol
+    from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+
+    below = FakeTransport(FakeSocket())
+    wrapper = ProtocolWrapper(WrappingFactory(None), Protocol())
+    wrapper.transport = below
+    assert wrapper.socket is below.socket   # what made it look like a TCP transport
+    written = []
+    wrapper.write = written.append
+    write_now(wrapper, b"secret frame")
+    assert written == [b"secret frame"] and below.socket.sent == []
