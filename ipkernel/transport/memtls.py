@@ -99,13 +99,13 @@ class TLSLayer(Protocol):
                 data = self._tls.read(READ_SIZE)
             except ssl.SSLWantReadError:
                 break
-            except ssl.SSLZeroReturnError:  # the other side closed TLS cleanly
-                self.transport.loseConnection()
-                break
+            except ssl.SSLZeroReturnError:
+                data = b""
             except (ssl.SSLError, OSError) as exc:
                 self._fail(exc)
                 break
-            if not data:
+            if not data:  # the other side said close_notify: it closes too
+                self.transport.loseConnection()
                 break
             self.inner.dataReceived(data)
             if not self._incoming.pending and not self._tls.pending():

@@ -69,6 +69,7 @@ def stdlib_server_context(cert_file):
     the PEM file ``cert_file``, a Tub's certificate file."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert_file)
+    ctx.num_tickets = 0  # a lane is never resumed: no session tickets to send
     return ctx
 
 
