@@ -54,7 +54,8 @@ def parse_args(argv=None):
                              "push, 1M-element scatter, 5,000 tasks for memory)")
     parser.add_argument("--timeout", type=float, default=None,
                         help=f"bound of the whole run in seconds (default {FULL_TIMEOUT}, "
-                             f"{QUICK_TIMEOUT} with --quick)")
+                             f"{QUICK_TIMEOUT} with --quick, for up to three systems; a "
+                             "third more for each further one)")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write results")
     parser.add_argument("--systems", default=None,
                         help="comma-separated systems to compare (default: "
@@ -93,7 +94,9 @@ def parse_args(argv=None):
         parser.error(f"unknown system(s) in --systems: {', '.join(unknown)} "
                      f"(choose from {', '.join(known)})")
     if args.timeout is None:
-        args.timeout = QUICK_TIMEOUT if args.quick else FULL_TIMEOUT
+        # the default bounds were sized for three systems
+        count = len([s for s in args.systems.split(",") if s.strip()])
+        args.timeout = (QUICK_TIMEOUT if args.quick else FULL_TIMEOUT) * max(3, count) / 3
     return args
 
 

@@ -252,3 +252,12 @@ def test_scale_summary_gathers_the_execute_row_of_each_engine_count(tmp_path):
                                           "(a) execute('a=1') on all 64 engines"]
     text = report.table(rows, systems)
     assert "0.25 (vs dask)" in text and "0.50 (vs dask)" in text
+
+
+def test_default_time_bound_grows_with_the_encrypted_peers():
+    assert cli.parse_args([]).timeout == cli.FULL_TIMEOUT
+    assert cli.parse_args(["--systems", "ipkernel"]).timeout == cli.FULL_TIMEOUT
+    assert cli.parse_args(["--remote-engines"]).timeout == pytest.approx(cli.FULL_TIMEOUT * 5 / 3)
+    assert cli.parse_args(["--remote-client", "--quick"]).timeout == pytest.approx(
+        cli.QUICK_TIMEOUT * 5 / 3)
+    assert cli.parse_args(["--remote-engines", "--timeout", "60"]).timeout == 60
