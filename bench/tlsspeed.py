@@ -1,12 +1,18 @@
 """Data-channel speed, plain TCP against TLS (issue 15, deliverable 3).
 
-``python -m bench.tlsspeed [--sizes 1,10,100] [--rounds 3] [--deadline 600]``
-starts a LocalCluster with one engine twice: once as is (loopback peers use
-plain TCP), once with the controller's ``--data-channel-tls`` (loopback peers
-use TLS too).  For each size (MB) it times push to the engine and pull back,
-keeps the median of the rounds, and prints MB/s per row with TLS/plain.
+``python -m bench.tlsspeed [--sizes 1,10,100] [--rounds 5] [--deadline 600]``
+starts two LocalClusters with one engine each, side by side: one as is
+(loopback peers use plain TCP), one with the controller's
+``--data-channel-tls`` (loopback peers use TLS too).  For each size (MB) it
+times a push to the engine and a pull back, the two clusters taking turns
+round by round (so a burst of load from other programs on the machine hits
+both alike), and prints per row the median MB/s of each, TLS/plain, and
+the median CPU time (milliseconds, the client and its cluster's processes
+together) one operation cost in each.
 """
 import argparse
+import contextlib
+import os
 import sys
 import tempfile
 import time
@@ -15,6 +21,7 @@ from bench.report import median
 
 MB = 1 << 20
 MODES = (("plain", []), ("tls", ["--data-channel-tls"]))
+OPS = ("push", "pull")
 
 
 def median_rate(nbytes, seconds):
@@ -23,72 +30,150 @@ def median_rate(nbytes, seconds):
     return None if middle is None else nbytes / middle / MB
 
 
-def rows(results, sizes):
-    """``results[mode][(op, nbytes)]`` -> rows (op, size MB, plain, tls, ratio)."""
+def rows(results, sizes, cpu=None):
+    """``results[mode][(op, nbytes)]`` (MB/s) and ``cpu[mode][(op, nbytes)]``
+    (ms) -> rows (op, size MB, plain, tls, ratio, plain cpu, tls cpu)."""
+    cpu = cpu or {}
     out = []
     for nbytes in sizes:
-        for op in ("push", "pull"):
+        for op in OPS:
             plain = results.get("plain", {}).get((op, nbytes))
             tls = results.get("tls", {}).get((op, nbytes))
             ratio = tls / plain if plain and tls is not None else None
-            out.append((op, nbytes // MB or nbytes / MB, plain, tls, ratio))
+            out.append((op, nbytes // MB or nbytes / MB, plain, tls, ratio,
+                        cpu.get("plain", {}).get((op, nbytes)),
+                        cpu.get("tls", {}).get((op, nbytes))))
     return out
 
 
 def render(table):
     """The rows as text lines."""
-    def num(x, fmt):
-        return "-" if x is None else format(x, fmt)
-    lines = [f"{'op':<5}{'MB':>8}{'plain MB/s':>12}{'TLS MB/s':>12}{'TLS/plain':>11}"]
-    for op, size, plain, tls, ratio in table:
-        lines.append(f"{op:<5}{size:>8}{num(plain, '12.0f')}{num(tls, '12.0f')}"
-                     f"{num(ratio, '11.2f')}")
+    def num(x, width, places):
+        return f"{'-':>{width}}" if x is None else f"{x:{width}.{places}f}"
+    lines = [f"{'op':<5}{'MB':>8}{'plain MB/s':>12}{'TLS MB/s':>12}{'TLS/plain':>11}"
+             f"{'plain CPU ms':>14}{'TLS CPU ms':>12}"]
+    for op, size, plain, tls, ratio, plain_cpu, tls_cpu in table:
+        lines.append(f"{op:<5}{size:>8}{num(plain, 12, 0)}{num(tls, 12, 0)}{num(ratio, 11, 2)}"
+                     f"{num(plain_cpu, 14, 1)}{num(tls_cpu, 12, 1)}")
     return lines
 
 
-def measure(controller_args, sizes, rounds, deadline):
-    """``{(op, nbytes): MB/s}`` from one cluster started with ``controller_args``."""
-    from ipkernel.cluster import LocalCluster
+def _children():
+    """``{pid: parent pid}`` of every process (Linux /proc; empty elsewhere)."""
     out = {}
-    with tempfile.TemporaryDirectory() as cluster_dir:
-        with LocalCluster(n=1, cluster_dir=cluster_dir, timeout=60,
-                          controller_args=controller_args) as cluster:
-            mec = cluster.multiengine_client(timeout=120)
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return out
+    for name in names:
+        if name.isdigit():
             try:
-                target = mec.get_ids()[0]
-                for nbytes in sizes:
-                    payload = b"x" * nbytes
-                    times = {"push": [], "pull": []}
-                    for _ in range(rounds):
-                        if time.monotonic() > deadline:
-                            break
-                        t0 = time.perf_counter()
-                        mec.push({"blob": payload}, targets=target)
-                        t1 = time.perf_counter()
-                        back = mec.pull("blob", targets=target)[0]
-                        t2 = time.perf_counter()
-                        if len(back) != nbytes:
-                            raise RuntimeError(f"pulled {len(back)} bytes, pushed {nbytes}")
-                        times["push"].append(t1 - t0)
-                        times["pull"].append(t2 - t1)
-                        del back
-                    for op, secs in times.items():
-                        out[(op, nbytes)] = median_rate(nbytes, secs)
-            finally:
-                mec.close()
+                with open(f"/proc/{name}/stat") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            out[int(name)] = int(stat[stat.rindex(")") + 2:].split()[1])
     return out
 
 
+def descendants(pid):
+    """The ids of the processes below ``pid`` (children, theirs, ...)."""
+    parents = _children()
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {p for p, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def cpu_seconds(pids):
+    """CPU seconds used so far by the processes ``pids``, all their threads
+    (``/proc/PID/task/*/schedstat``, nanoseconds; those gone count as nothing).
+    A thread that ended took its time with it: the clusters' threads that
+    move bulk data live as long as their connections."""
+    total = 0
+    for pid in pids:
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue
+    return total / 1e9
+
+
+class _Side:
+    """One cluster of the comparison, its client and its processes."""
+
+    def __init__(self, stack, controller_args):
+        from ipkernel.cluster import LocalCluster
+        before = descendants(os.getpid())
+        cluster_dir = stack.enter_context(tempfile.TemporaryDirectory())
+        cluster = stack.enter_context(LocalCluster(n=1, cluster_dir=cluster_dir, timeout=60,
+                                                   controller_args=controller_args))
+        self.mec = cluster.multiengine_client(timeout=120)
+        stack.callback(self.mec.close)
+        self.target = self.mec.get_ids()[0]
+        # the client runs in this process; the cluster's are those it added
+        self.pids = {os.getpid()} | (descendants(os.getpid()) - before)
+
+    def once(self, op, payload):
+        """``(seconds, CPU seconds)`` of one push or pull of ``payload``."""
+        cpu0, t0 = cpu_seconds(self.pids), time.perf_counter()
+        if op == "push":
+            self.mec.push({"blob": payload}, targets=self.target)
+        else:
+            back = self.mec.pull("blob", targets=self.target)[0]
+            if len(back) != len(payload):
+                raise RuntimeError(f"pulled {len(back)} bytes, pushed {len(payload)}")
+            del back
+        return time.perf_counter() - t0, cpu_seconds(self.pids) - cpu0
+
+
+def measure(sizes, rounds, deadline, modes=MODES):
+    """``(rates, cpu)``: ``rates[mode][(op, nbytes)]`` MB/s and
+    ``cpu[mode][(op, nbytes)]`` CPU ms of one operation, medians of the
+    rounds, the clusters of ``modes`` taking turns."""
+    rates = {mode: {} for mode, _ in modes}
+    cpu = {mode: {} for mode, _ in modes}
+    with contextlib.ExitStack() as stack:
+        sides = {mode: _Side(stack, args) for mode, args in modes}
+        for nbytes in sizes:
+            payload = b"x" * nbytes
+            for side in sides.values():  # the engine holds the value before a pull
+                side.mec.push({"blob": payload}, targets=side.target)
+            times = {(mode, op): ([], []) for mode in sides for op in OPS}
+            for turn in range(rounds):
+                if time.monotonic() > deadline:
+                    break
+                order = list(sides) if turn % 2 == 0 else list(reversed(sides))
+                for mode in order:
+                    for op in OPS:
+                        wall, used = sides[mode].once(op, payload)
+                        times[mode, op][0].append(wall)
+                        times[mode, op][1].append(used)
+            for (mode, op), (walls, used) in times.items():
+                rates[mode][(op, nbytes)] = median_rate(nbytes, walls)
+                middle = median(used)
+                cpu[mode][(op, nbytes)] = None if middle is None else middle * 1000
+            del payload
+    return rates, cpu
+
+
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m bench.tlsspeed", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m bench.tlsspeed", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="1,10,100", help="sizes in MB, comma separated")
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--deadline", type=float, default=600, help="seconds for the whole run")
     a = p.parse_args(argv)
     sizes = [int(float(s) * MB) for s in a.sizes.split(",")]
-    deadline = time.monotonic() + a.deadline
-    results = {mode: measure(args, sizes, a.rounds, deadline) for mode, args in MODES}
-    for line in render(rows(results, sizes)):
+    rates, cpu = measure(sizes, a.rounds, time.monotonic() + a.deadline)
+    for line in render(rows(rates, sizes, cpu)):
         print(line)
     return 0
 

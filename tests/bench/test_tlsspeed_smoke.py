@@ -1,4 +1,5 @@
 """Book-keeping of bench/tlsspeed.py (tier 1) and one tiny real run (tier 3)."""
+import os
 import subprocess
 import sys
 
@@ -16,14 +17,28 @@ def test_median_rate_and_none():
 
 
 @pytest.mark.tier1
-def test_rows_ratio_and_missing():
+def test_rows_ratio_cpu_and_missing():
     results = {"plain": {("push", MB): 100.0, ("pull", MB): 50.0},
                "tls": {("push", MB): 80.0}}
-    table = tlsspeed.rows(results, [MB])
-    assert table[0] == ("push", 1, 100.0, 80.0, pytest.approx(0.8))
-    assert table[1] == ("pull", 1, 50.0, None, None)
+    cpu = {"plain": {("push", MB): 3.0}, "tls": {("push", MB): 4.5}}
+    table = tlsspeed.rows(results, [MB], cpu)
+    assert table[0] == ("push", 1, 100.0, 80.0, pytest.approx(0.8), 3.0, 4.5)
+    assert table[1] == ("pull", 1, 50.0, None, None, None, None)
     lines = tlsspeed.render(table)
-    assert "0.80" in lines[1] and lines[2].rstrip().endswith("-")
+    assert "CPU" in lines[0]
+    assert lines[1].split()[-3:] == ["0.80", "3.0", "4.5"]
+    assert lines[2].split()[-3:] == ["-", "-", "-"]
+
+
+@pytest.mark.tier1
+def test_cpu_of_this_process_grows_and_a_gone_pid_counts_nothing():
+    before = tlsspeed.cpu_seconds({os.getpid()})
+    sum(i * i for i in range(300_000))  # some CPU work
+    assert tlsspeed.cpu_seconds({os.getpid()}) > before
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    assert tlsspeed.cpu_seconds({child.pid}) == 0
+    assert child.pid not in tlsspeed.descendants(os.getpid())
 
 
 @pytest.mark.tier3
