@@ -16,12 +16,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from foolscap.api import RemoteException, Violation
 from twisted.internet import defer, endpoints, reactor, threads
+from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionLost
 from twisted.internet.protocol import Factory
 from twisted.logger import formatEvent, globalLogPublisher
 
 from ipkernel import fcutil
-from ipkernel.lane import LaneServer, connect_lane
+from ipkernel.lane import LaneServer, connect_lane, join_lane
 from ipkernel.lane import protocol as lane_protocol
 from ipkernel.lane.blocking import BlockingLane
 from ipkernel.transport import tls
@@ -167,6 +168,40 @@ async def test_a_certificate_of_another_tub_is_refused_before_the_token_is_sent(
                                        tls_always=True, tubid=tls_lanes.tubid))
     tls_lanes.clients.append(client)
     assert len(tls_lanes.joined) == 1
+
+
+class FoolscapPeer:
+    """The bits of a RemoteReference join_lane uses: where it reached, and
+    its disconnect hooks."""
+
+    def __init__(self):
+        self.hooks = []
+
+    def getPeer(self):
+        return IPv4Address("TCP", "127.0.0.1", 1)
+
+    def notifyOnDisconnect(self, hook):
+        self.hooks.append(hook)
+
+
+@pytest_twisted.ensureDeferred
+async def test_join_lane_falls_back_to_foolscap_with_its_log_line(tls_lanes, tmp_path,
+                                                                  log_lines):
+    _, other_tubid = cert_file(tmp_path, "other.pem")
+    rref = FoolscapPeer()
+    offer = tls_lanes.offer(Probe())
+    assert await within(join_lane(rref, offer, remote_interface=RILaneProbe,
+                                  tubid=other_tubid)) is None
+    assert any("could not join the controller's lane at 127.0.0.1:" in line and "(TLS: " in line
+               and "calls go through Foolscap (slower)" in line for line in log_lines)
+    assert tls_lanes.joined == [] and rref.hooks == []
+    # with the FURL's tub id the same offer joins, and closes with the connection
+    lane = await within(join_lane(rref, offer, remote_interface=RILaneProbe,
+                                  tubid=tls_lanes.tubid))
+    assert lane.encrypted and len(tls_lanes.joined) == 1
+    gone = lost_event(lane)
+    rref.hooks[0]()
+    await gone
 
 
 @pytest_twisted.ensureDeferred
