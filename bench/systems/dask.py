@@ -11,41 +11,27 @@ non-load-balanced map: one task per worker maps its contiguous block, and
 the blocks are joined -- what a direct map does; ``client.map`` over
 10,000 items would measure 10,000 tasks instead).
 
-Between hosts (see :mod:`bench.hosts`) the scheduler runs as ``dask
-scheduler`` in the controller's namespace and the workers as one ``dask
-worker --nworkers n --nthreads 1`` (with nannies, as LocalCluster has) in
-the engines' namespace.  ``dask-tls`` is the same with ``tls://`` and
-throwaway certificates (:mod:`bench.certs`) everywhere, encryption required.
+Between hosts the scheduler and workers are processes in the namespaces
+(:mod:`bench.systems.dask_hosts`).  ``dask-tls`` is the same with
+``tls://`` and throwaway certificates (:mod:`bench.certs`) everywhere,
+encryption required.
 """
 import logging
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench import certs, nsproc, payloads, procs
+from bench import certs, payloads, procs
+from bench.systems import dask_hosts
 from bench.systems.base import System
 
 #: Tasks submitted between two waits in the memory workload.
 BATCH = 1000
 #: Seconds the scheduler may take to forget released tasks.
 FORGET_TIMEOUT = 30
-
-
 #: Seconds a cluster may take to start.
-START_TIMEOUT = 120
-
-
-def _security(paths):
-    """A ``distributed.Security`` requiring TLS, with one certificate for all."""
-    import distributed
-
-    cert, key = str(paths["cert"]), str(paths["key"])
-    return distributed.Security(tls_ca_file=str(paths["ca"]), tls_client_cert=cert,
-                                tls_client_key=key, tls_scheduler_cert=cert,
-                                tls_scheduler_key=key, tls_worker_cert=cert,
-                                tls_worker_key=key, require_encryption=True)
+START_TIMEOUT = dask_hosts.START_TIMEOUT
 
 
 def _start_local(n, tls_paths=None):
@@ -53,7 +39,7 @@ def _start_local(n, tls_paths=None):
 
     extra = {}
     if tls_paths:
-        extra = dict(protocol="tls://", security=_security(tls_paths))
+        extra = dict(protocol="tls://", security=dask_hosts.security(tls_paths))
     cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                                        dashboard_address=None, silence_logs=logging.WARNING,
                                        **extra)
@@ -76,53 +62,6 @@ def _connect(cluster, n, security=None):
         finally:
             cluster.close()
     return client, stop
-
-
-def _tls_args(paths):
-    return ["--tls-ca-file", paths["ca"], "--tls-cert", paths["cert"], "--tls-key", paths["key"]]
-
-
-def _start_processes(n, placement, workdir, tls_paths=None):
-    """``dask scheduler`` in ``placement.server_ns`` and ``dask worker`` (n
-    single-threaded processes) in ``placement.engine_ns`` (here for a local
-    placement), and a Client; return ``(client, stop, scheduler pid)``."""
-    import distributed
-
-    deadline = time.monotonic() + START_TIMEOUT
-    file = workdir / "scheduler.json"
-    tls = _tls_args(tls_paths) if tls_paths else []
-    protocol = ["--protocol", "tls"] if tls_paths else []
-    scheduler_host = placement.server_addr or "127.0.0.1"
-    worker_host = placement.engine_addr or "127.0.0.1"
-    started = []
-    client = None
-
-    def stop():
-        try:
-            if client is not None:
-                client.close()
-        finally:
-            nsproc.stop_all(started)
-    try:
-        scheduler = nsproc.NsProcess(
-            "dask scheduler", [sys.executable, "-m", "distributed.cli.dask_scheduler",
-                               "--host", scheduler_host, "--port", "0", "--no-dashboard",
-                               "--scheduler-file", file, *protocol, *tls],
-            placement.server_ns, workdir / "scheduler.log").start()
-        started.append(scheduler)
-        scheduler.wait_for(file.exists, "its scheduler file", deadline)
-        started.append(nsproc.NsProcess(
-            "dask worker", [sys.executable, "-m", "distributed.cli.dask_worker",
-                            "--scheduler-file", file, "--nworkers", n, "--nthreads", 1,
-                            "--host", worker_host, "--no-dashboard", *protocol, *tls],
-            placement.engine_ns, workdir / "workers.log").start())
-        client = distributed.Client(scheduler_file=str(file), timeout=START_TIMEOUT,
-                                    security=_security(tls_paths) if tls_paths else None)
-        client.wait_for_workers(n, timeout=max(1, deadline - time.monotonic()))
-    except BaseException:
-        stop()
-        raise
-    return client, stop, scheduler.pid
 
 
 def _scheduler_task_count(dask_scheduler):
@@ -164,7 +103,7 @@ class DaskSystem(System):
         workdir = self._workdir()
         tls_paths = self._tls_paths(workdir)
         if self.placement.remote or (own_process and tls_paths):
-            return _start_processes(n, self.placement, workdir, tls_paths)
+            return dask_hosts.start_processes(n, self.placement, workdir, tls_paths)
         if own_process:
             from distributed.deploy.subprocess import SubprocessCluster
 

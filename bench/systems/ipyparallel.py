@@ -1,27 +1,22 @@
 """ipyparallel: ``ipyparallel.Cluster`` (controller + engines as local
 processes), a DirectView on all engines and a LoadBalancedView.
 
-Between hosts (see :mod:`bench.hosts`) ``ipcontroller --ip=ADDRESS`` runs in
-the controller's namespace and ``n`` ``ipengine`` processes in the engines'
-namespace, sharing a profile folder; the client reads the controller's
-connection file.  ``ipyparallel-curve`` is the same with CurveZMQ
-(``--IPController.enable_curve=True``: the connection files carry the
-controller's public key, engines and client make their own key pairs).
+Between hosts the controller and engines are processes in the namespaces
+(:mod:`bench.systems.ipyparallel_hosts`).  ``ipyparallel-curve`` is the
+same with CurveZMQ (``--IPController.enable_curve=True``: the connection
+files carry the controller's public key, engines and client make their own
+key pairs).
 """
 import logging
-import shutil
-import sys
-import tempfile
-import time
-from pathlib import Path
 
-from bench import nsproc, payloads, procs
+from bench import payloads, procs
+from bench.systems import ipyparallel_hosts
 from bench.systems.base import System
 
 #: Tasks submitted between two waits in the memory workload.
 BATCH = 1000
 #: Seconds a cluster may take to start.
-START_TIMEOUT = 120
+START_TIMEOUT = ipyparallel_hosts.START_TIMEOUT
 #: The controller option turning CurveZMQ on.
 CURVE = "--IPController.enable_curve=True"
 
@@ -46,57 +41,6 @@ def _start_cluster(n, controller_args=()):
     return cluster.controller.process.pid, client, stop
 
 
-def _program(module):
-    """The argv of an ipyparallel program, by module: in one environment with
-    ipkernel, the ``ipcontroller`` and ``ipengine`` scripts are ipkernel's."""
-    return [sys.executable, "-m", module]
-
-
-def _start_processes(n, placement, controller_args=()):
-    """``ipcontroller`` in ``placement.server_ns``, ``n`` ``ipengine`` in
-    ``placement.engine_ns`` and a Client; ``(controller pid, client, stop)``."""
-    import ipyparallel
-
-    deadline = time.monotonic() + START_TIMEOUT
-    workdir = Path(tempfile.mkdtemp(prefix="bench-ipyparallel-hosts-"))
-    profile = workdir / "profile"
-    client_file = profile / "security" / "ipcontroller-client.json"
-    engine_file = profile / "security" / "ipcontroller-engine.json"
-    started = []
-    client = None
-
-    def stop():
-        try:
-            if client is not None:
-                client.close()
-        finally:
-            try:
-                nsproc.stop_all(started)
-            finally:
-                shutil.rmtree(workdir, ignore_errors=True)
-    try:
-        controller = nsproc.NsProcess(
-            "ipcontroller", [*_program("ipyparallel.controller"), f"--profile-dir={profile}",
-                             f"--ip={placement.server_addr}", "--log-level=WARN",
-                             *controller_args],
-            placement.server_ns, workdir / "ipcontroller.log").start()
-        started.append(controller)
-        controller.wait_for(lambda: client_file.exists() and engine_file.exists(),
-                            "its connection files", deadline)
-        for index in range(n):
-            started.append(nsproc.NsProcess(
-                f"ipengine {index}", [*_program("ipyparallel.engine"), f"--profile-dir={profile}",
-                                      "--log-level=WARN"],
-                placement.engine_ns, workdir / f"ipengine-{index}.log").start())
-        client = ipyparallel.Client(str(client_file),
-                                    timeout=max(1, deadline - time.monotonic()))
-        client.wait_for_engines(n, timeout=max(1, deadline - time.monotonic()))
-    except BaseException:
-        stop()
-        raise
-    return controller.pid, client, stop
-
-
 class IpyparallelSystem(System):
     """ipyparallel with its default configuration (ZeroMQ, in-memory hub DB)."""
 
@@ -110,7 +54,7 @@ class IpyparallelSystem(System):
 
     def _cluster(self, n):
         if self.placement.remote:
-            return _start_processes(n, self.placement, self.controller_args)
+            return ipyparallel_hosts.start_processes(n, self.placement, self.controller_args)
         return _start_cluster(n, self.controller_args)
 
     def start(self, n):
