@@ -34,9 +34,21 @@ FORGET_TIMEOUT = 30
 START_TIMEOUT = dask_hosts.START_TIMEOUT
 
 
+def _quiet_logs():
+    """Keep dask's log handlers at WARNING for the whole run: each LocalCluster
+    quietens them only while it lives, and the first one closed (while
+    another, dask-tls, still runs) would set them back to INFO."""
+    import distributed  # noqa: F401 - makes its log handlers
+
+    for handler in logging.getLogger("distributed").handlers:
+        if isinstance(handler, logging.StreamHandler):
+            handler.setLevel(logging.WARNING)
+
+
 def _start_local(n, tls_paths=None):
     import distributed
 
+    _quiet_logs()
     extra = {}
     if tls_paths:
         extra = dict(protocol="tls://", security=dask_hosts.security(tls_paths))
