@@ -314,3 +314,27 @@ async def test_the_blocking_lane_refuses_another_tubs_certificate(tls_lanes, tmp
 def test_forced_tls_needs_a_certificate():
     with pytest.raises(ValueError, match="cert_file"):
         LaneServer(tls_always=True)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_dual_stack_lane_port_takes_ipv4_and_ipv6_loopback_peers_in_plain_tcp(tmp_path):
+    # ipcontroller --engine-ip :: listens for lanes on '::' too: an IPv4 peer
+    # shows up as ::ffff:127.0.0.1 there, and is on loopback all the same
+    path, tubid = cert_file(tmp_path, "controller.pem")
+    server = LaneServer(cert_file=path)
+    server.start(interface="::")
+    joined = []
+    try:
+        for host in ("127.0.0.1", "::1"):
+            probe = Probe()
+            port, token, tls_always = server.offer(lambda lane: joined.append(lane) or probe)
+            client = await within(connect_lane(port, token, remote_interface=RILaneProbe,
+                                               host=host, tls_always=tls_always, tubid=tubid))
+            try:
+                assert await within(client.callRemote("add", 1, 1)) == 2
+                assert not client.encrypted and not joined[-1].encrypted
+            finally:
+                client.close()
+        assert len(joined) == 2
+    finally:
+        await within(server.stop())
