@@ -61,7 +61,7 @@ def check_tubid(der, expected, what="the lane"):
         raise WrongCertificate(
             f"{what} showed the certificate of tub {got}, not {expected} named by the FURL "
             f"(another program at that address, or a stale FURL: use the controller's "
-            f"current FURL files); refusing it, nothing was sent")
+            f"current FURL files); nothing was sent to it")
 
 
 def stdlib_server_context(cert_file):
