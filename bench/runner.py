@@ -11,7 +11,8 @@ import threading
 import time
 import traceback
 
-#: Seconds a system may take to start its main cluster, and to stop everything.
+#: Seconds a system may take to start its main cluster (at least: two more
+#: per engine beyond 90), and to stop everything.
 START_TIMEOUT = 180
 STOP_TIMEOUT = 90
 
@@ -151,7 +152,7 @@ class Runner:
         if self._remaining() < 1:
             slot.down_reason = "skipped: --timeout reached"
             return
-        timeout = min(START_TIMEOUT, self._remaining())
+        timeout = min(max(START_TIMEOUT, 2 * self.params["engines"]), self._remaining())
         self.log(f"starting {slot.system.name} with {self.params['engines']} engines")
         try:
             slot.call(lambda: slot.system.start(self.params["engines"]), timeout)

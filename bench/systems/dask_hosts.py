@@ -9,7 +9,8 @@ import time
 
 from bench import nsproc
 
-#: Seconds a cluster may take to start.
+#: Seconds a cluster may take to start (at least; a second per engine beyond
+#: that, for many new processes on few cores).
 START_TIMEOUT = 120
 
 
@@ -34,7 +35,7 @@ def start_processes(n, placement, workdir, tls_paths=None):
     placement), and a Client; return ``(client, stop, scheduler pid)``."""
     import distributed
 
-    deadline = time.monotonic() + START_TIMEOUT
+    deadline = time.monotonic() + max(START_TIMEOUT, n)
     file = workdir / "scheduler.json"
     tls = _tls_args(tls_paths) if tls_paths else []
     protocol = ["--protocol", "tls"] if tls_paths else []

@@ -12,7 +12,7 @@ def _start_cluster(n, controller_args, placement):
     if placement.remote:
         from bench.systems.ipkernel_hosts import TwoHostCluster
 
-        return TwoHostCluster(n, placement, controller_args, timeout=120).start()
+        return TwoHostCluster(n, placement, controller_args, timeout=max(120, n)).start()
     from ipkernel.cluster import LocalCluster
 
     cluster = LocalCluster(n=n, controller_args=controller_args, timeout=120)

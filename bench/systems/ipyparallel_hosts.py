@@ -12,7 +12,8 @@ from pathlib import Path
 
 from bench import nsproc
 
-#: Seconds a cluster may take to start.
+#: Seconds a cluster may take to start (at least; a second per engine beyond
+#: that, for many new processes on few cores).
 START_TIMEOUT = 120
 
 
@@ -27,7 +28,7 @@ def start_processes(n, placement, controller_args=()):
     ``placement.engine_ns`` and a Client; ``(controller pid, client, stop)``."""
     import ipyparallel
 
-    deadline = time.monotonic() + START_TIMEOUT
+    deadline = time.monotonic() + max(START_TIMEOUT, n)
     workdir = Path(tempfile.mkdtemp(prefix="bench-ipyparallel-hosts-"))
     profile = workdir / "profile"
     client_file = profile / "security" / "ipcontroller-client.json"
