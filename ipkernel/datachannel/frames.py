@@ -125,6 +125,42 @@ def send_all(sock, buffers, more=False):
                 sent = 0
 
 
+#: Reads of nothing in a row a TLS socket may give while its connection goes on.
+SPURIOUS_ENDS = 64
+
+
+def recv_into(sock, view, n):
+    """``sock.recv_into(view, n)`` (blocking), 0 only when the stream has ended.
+
+    A blocking stdlib TLS read that a signal interrupts (a stop and continue
+    of the process, a handler's signal) while another thread writes on the
+    same socket can report an end of stream that is none: OpenSSL's socket
+    BIO keeps one retry flag for reading and writing, and the write clears
+    it.  So for a TLS socket a read of nothing counts as the end only once
+    the socket under it has ended too (or it keeps saying so).
+    """
+    k = sock.recv_into(view, n)
+    if k or not isinstance(sock, ssl.SSLSocket):
+        return k
+    for _ in range(SPURIOUS_ENDS):
+        if _ended(sock):
+            return 0
+        k = sock.recv_into(view, n)
+        if k:
+            return k
+    return 0
+
+
+def _ended(sock):
+    """The TCP stream under the TLS socket ``sock`` has ended (or failed)."""
+    try:
+        return not socket.socket.recv(sock, 1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except (BlockingIOError, InterruptedError):
+        return False  # nothing waiting, not ended
+    except OSError:
+        return True
+
+
 def recv_exactly(sock, n):
     """``n`` bytes from ``sock``; ConnectionError if it closes first."""
     buf = bytearray(n)
@@ -136,7 +172,7 @@ def recv_into_fully(sock, view):
     """Fill ``view`` from ``sock``; ConnectionError if it closes first."""
     got, n = 0, len(view)
     while got < n:
-        k = sock.recv_into(view[got:], min(n - got, CHUNK))
+        k = recv_into(sock, view[got:], min(n - got, CHUNK))
         if not k:
             raise ConnectionError("the data channel closed in the middle of a message")
         got += k
@@ -176,7 +212,7 @@ def read_header(sock, idle_ok=False):
     head = bytearray(HEADER.size)
     while True:
         try:
-            got = sock.recv_into(head, HEADER.size)
+            got = recv_into(sock, head, HEADER.size)
             break
         except (BlockingIOError, ssl.SSLWantReadError):
             if not idle_ok:

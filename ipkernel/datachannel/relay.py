@@ -131,7 +131,7 @@ class _Buffered:
             if self.watch is not None:
                 _WATCHDOG.set(self.watch, time.monotonic() + self.stall)
             try:
-                k = self.src.recv_into(self.view[got:n], n - got)
+                k = frames.recv_into(self.src, self.view[got:n], n - got)
             except (OSError, ssl.SSLError):
                 k = 0 if self.watch is not None and self.watch.fired else None
                 if k is None:

@@ -250,7 +250,10 @@ class DataChannelServer:
                 self._clients[identity] = conn
         if old is not None:
             old.close()
-        if identity[0] == "client":  # what it sends to engines must not stall for ever
+        if identity[0] == "client" and not isinstance(sock, ssl.SSLSocket):
+            # what it sends to engines must not stall for ever.  (A blocking TLS
+            # read retries through SO_RCVTIMEO, and a stop signal makes it
+            # return EINTR: a TLS sender is watched by relay's watchdog instead.)
             relay.set_stall_timeout(sock, self.stall)
         self._spawn(self._serve, conn, name=f"ipkernel-data-{role}")
         return None

@@ -68,7 +68,7 @@ def copy(src, dst, length):
     view = memoryview(buf)
     left = length
     while left:
-        k = src.recv_into(view, min(left, len(buf)))
+        k = frames.recv_into(src, view, min(left, len(buf)))
         if not k:
             raise _closed_source()
         left -= k
@@ -88,7 +88,7 @@ def discard(src, length):
     buf = frames.uninitialized(min(length, frames.CHUNK) or 1)
     view = memoryview(buf)
     while length:
-        k = src.recv_into(view, min(length, len(buf)))
+        k = frames.recv_into(src, view, min(length, len(buf)))
         if not k:
             raise _closed_source()
         length -= k
