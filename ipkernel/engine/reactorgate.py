@@ -11,7 +11,8 @@ waits in ``epoll_wait``.  A thread that takes the lock has the reactor to
 itself (the reactor's thread is parked in the kernel and cannot touch Twisted
 state before the lock is given back), so it may run the Deferred chain
 itself: the answer leaves at once and nobody is woken.  When the reactor is
-busy, the result goes the usual way.
+busy, or calls queued with ``callFromThread`` wait for it (which must run
+first, in order), the result goes the usual way.
 
 What the chain changes reaches the reactor as follows: file descriptors
 registered for reading or writing reach the kernel's epoll set at once; a
@@ -83,10 +84,16 @@ class ReactorGate:
 
     def run_here(self, func, *args):
         """Run ``func(*args)`` in this thread if the reactor is waiting for
-        events; return whether it ran (if not, nothing was run)."""
+        events and no ``callFromThread`` call waits for it; return whether it
+        ran (if not, nothing was run)."""
         if not self.installed or not self._lock.acquire(blocking=False):
             return False
         reactor = self._reactor
+        if reactor.threadCallQueue:
+            # Calls queued with callFromThread (by this thread's job, say) must
+            # run first: the caller then goes the same way, behind them.
+            self._lock.release()
+            return False
         try:
             before = _first_timer(reactor)
             try:

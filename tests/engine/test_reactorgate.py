@@ -150,3 +150,43 @@ def test_the_executor_delivers_results_through_the_gate(running):
     assert not worker.is_alive()
     # The reactor was waiting when the job ended: the job's own thread fired it.
     assert outcome == [(42, "test-user-thread")]
+
+
+def test_calls_queued_from_threads_keep_their_place_before_it(running):
+    # A job that queued a call for the reactor (callFromThread) and then
+    # ended: that call must run before the job's result is delivered.  The
+    # call is put in the queue without waking the reactor, so it is certain
+    # to wait there while the reactor sleeps.
+    reactor, gate = running
+    assert run_when_waiting(gate, lambda: None)
+    order, first_ran = [], threading.Event()
+    reactor.threadCallQueue.append(
+        (lambda: (order.append("queued first"), first_ran.set()), (), {}))
+    assert gate.run_here(order.append, "result") is False
+    assert order == []
+    reactor.wakeUp()
+    assert first_ran.wait(WAIT)
+    assert run_when_waiting(gate, order.append, "result")
+    assert order == ["queued first", "result"]
+
+
+def test_the_executor_delivers_after_what_the_job_queued(running):
+    reactor, gate = running
+    executor = MainThreadExecutor(reactor, gate=gate)
+    worker = threading.Thread(target=executor.run, name="test-user-thread", daemon=True)
+    worker.start()
+    order, fired = [], threading.Event()
+
+    def job():
+        reactor.callFromThread(order.append, "queued by the job")
+        return "result"
+
+    def submit():
+        executor.submit(job).addCallback(lambda value: (order.append(value), fired.set()))
+    reactor.callFromThread(submit)
+    assert fired.wait(WAIT)
+    stopped = threading.Event()
+    reactor.callFromThread(lambda: executor.stop().addCallback(lambda _: stopped.set()))
+    assert stopped.wait(WAIT)
+    worker.join(WAIT)
+    assert order == ["queued by the job", "result"]
