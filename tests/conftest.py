@@ -12,7 +12,9 @@
   so a test can hold an engine busy (and learn when the command started)
   without sleeping.  Engines live in this process, so engine code reaches a
   gate through a module registered in ``sys.modules`` for the test.
-* ``make_fc_cluster``: a controller Tub listening on 127.0.0.1, ``n``
+* ``make_fc_cluster``: the controller node ``ipcontroller`` runs
+  (:class:`~ipkernel.controller.node.ControllerNode`: Tubs listening on
+  127.0.0.1, lanes and the data channel on unless asked otherwise), ``n``
   in-process engines each with its own Tub (registered through
   EngineConnector), and a multi-engine client on its own Tub.
 
@@ -30,10 +32,8 @@ from foolscap.api import flushEventualQueue
 from twisted.internet import defer, reactor
 
 from ipkernel import asyncclient, fcutil
-from ipkernel.controller import ControllerService, MultiEngine, SynchronousMultiEngine
-from ipkernel.datachannel import DataChannelServer
-from ipkernel.lane import LaneServer
-from ipkernel.controller.fc import FCEngineRegistrar, FCSynchronousMultiEngine
+from ipkernel.controller import ControllerService
+from ipkernel.controller.node import ControllerNode, NodeSettings
 from ipkernel.engine import EngineService, QueuedEngine
 from ipkernel.engine.connector import EngineConnector
 
@@ -243,14 +243,16 @@ async def stop_tubs(tubs):
 
 @pytest_twisted.async_yield_fixture
 async def make_tub(cert_pool):
-    """Return ``make(**options) -> Tub``: a started Tub with ipkernel's options
-    (plus ``options``) and a certificate from the pool; every Tub made is
-    stopped (in parallel) after the test."""
+    """Return ``make(started=True, **options) -> Tub``: a Tub with ipkernel's
+    options (plus ``options``) and a certificate from the pool, started unless
+    ``started`` is False (for a parent service to start); every Tub made is
+    stopped (in parallel) after the test, if it still runs."""
     tubs = []
 
-    def make(**options):
+    def make(started=True, **options):
         tub = fcutil.make_tub(cert_data=cert_pool.get(len(tubs)), options=options)
-        tub.startService()
+        if started:
+            tub.startService()
         tubs.append(tub)
         return tub
 
@@ -260,54 +262,37 @@ async def make_tub(cert_pool):
 
 
 class FCCluster:
-    """A controller on a listening Tub, engines with their own Tubs, a client.
+    """A controller node (the one ``ipcontroller`` runs), engines with their
+    own Tubs, a client.
 
-    ``controller`` is the ControllerService; ``engine_furl`` / ``mec_furl``
-    its two FURLs; ``services[i]``, ``engine_tubs[i]`` and ``connectors[i]``
-    belong to the i-th engine added; ``client`` is an
-    FCFullSynchronousMultiEngineClient on ``client_tub`` (after
-    :meth:`connect_client`).
+    ``node`` is the :class:`~ipkernel.controller.node.ControllerNode`
+    (``controller`` its ControllerService, ``tub`` its client Tub,
+    ``engine_furl`` / ``mec_furl`` / ``tc_furl`` its FURLs);
+    ``services[i]``, ``engine_tubs[i]`` and ``connectors[i]`` belong to the
+    i-th engine added; ``client`` is an FCFullSynchronousMultiEngineClient on
+    ``client_tub`` (after :meth:`connect_client`).
     """
 
-    def __init__(self, make_tub, make_engine, controller):
+    def __init__(self, make_tub, make_engine, node):
         self._make_tub = make_tub
         self._make_engine = make_engine
-        self.controller = controller
+        self.node = node
+        self.controller = node.controller
         self.services = []
         self.engine_tubs = []
         self.connectors = []
         self.client = None
         self.client_tub = None
 
-    async def start(self, payload_cap=None, data_dir=None, lane=False, cert_dir=None):
-        self.tub = self._make_tub()
-        self.port = await fcutil.listen(self.tub, reactor)
-        self.lane_server = None
-        if lane == "tls":  # TLS on loopback too, the Tub's certificate (ipcontroller --lane-tls)
-            pem = cert_dir / f"lanes{id(self)}.pem"
-            cert = self.tub.getCertData()
-            pem.write_bytes(cert if isinstance(cert, bytes) else cert.encode())
-            self.lane_server = LaneServer(cert_file=str(pem), tls_always=True)
-            self.lane_server.start()
-        elif lane:  # engines and the client call on lanes, as with ipcontroller
-            self.lane_server = LaneServer()
-            self.lane_server.start()
-        self.data_server = None
-        if data_dir is not None:  # a data channel beside the Tub, with the Tub's certificate
-            pem = data_dir / "controller.pem"
-            cert = self.tub.getCertData()
-            pem.write_bytes(cert if isinstance(cert, bytes) else cert.encode())
-            self.data_server = DataChannelServer({"client": str(pem), "engine": str(pem)},
-                                                 max_blob=payload_cap)
-            self.data_server.start()
-        self.registrar = FCEngineRegistrar(self.controller, data_server=self.data_server,
-                                           lane_server=self.lane_server)
-        self.sme = SynchronousMultiEngine(MultiEngine(self.controller))
-        self.fc_sme = FCSynchronousMultiEngine(self.sme, payload_cap=payload_cap,
-                                               data_server=self.data_server,
-                                               lane_server=self.lane_server)
-        self.engine_furl = fcutil.register(self.tub, self.registrar)
-        self.mec_furl = fcutil.register(self.tub, self.fc_sme)
+    async def start(self):
+        await self.node.start()
+        node = self.node
+        self.tub, self.port = node.tubs["client"], node.ports["client"]
+        self.data_server, self.lane_servers = node.data_server, node.lane_servers
+        self.lane_server = node.lane_servers.get("client")
+        self.registrar, self.fc_sme, self.sme = node.registrar, node.mec, node.mec.sme
+        self.engine_furl, self.mec_furl = node.furls["engine"], node.furls["mec"]
+        self.tc_furl = node.furls["tc"]
         return self
 
     async def add_engine(self, service=None, **engine_kwargs):
@@ -328,37 +313,45 @@ class FCCluster:
             self.mec_furl, tub=self.client_tub, timeout=CONNECT_TIMEOUT)
         return self.client
 
-    def close_data_channels(self):
-        """Close the data channel and the lanes (the Tubs are stopped by make_tub)."""
+    async def close(self):
+        """Close the client's and engines' lanes and data channels, then stop
+        the node's services, lanes, data channel and task store (without
+        telling the engines: their Tubs are stopped by make_tub)."""
         if self.client is not None:
             self.client.close()
         for connector in self.connectors:
             connector.close_data_channel()
             connector._close_lane()
-        if self.data_server is not None:
-            self.data_server.stop()
-        if self.lane_server is not None:
-            self.lane_server.stop()
+        if self.node.running:
+            await self.node.stopService()
+        self.node.close_servers()
 
 
 @pytest_twisted.async_yield_fixture
 async def make_fc_cluster(make_tub, make_engine, tmp_path):
-    """Return ``async make(n=0, payload_cap=None, data_channel=False, lane=False,
-    **controller_kwargs) -> FCCluster`` with ``n`` engines registered (ids
-    0..n-1) and a connected client; ``data_channel`` adds a data channel,
-    ``lane`` lanes (engines and the client then call on them; ``"tls"``:
-    lanes over TLS on loopback too)."""
+    """Return ``async make(n=0, payload_cap=None, data_channel=True, lane=True,
+    shutdown_hook=None, **settings) -> FCCluster`` with ``n`` engines
+    registered (ids 0..n-1) and a connected client: the node ``ipcontroller``
+    builds, on loopback, with lanes and the data channel as it has them by
+    default (``lane="tls"``: lanes over TLS on loopback too, as with
+    ``--lane-tls``; False: no lanes, or no data channel, every call and value
+    on Foolscap).  ``settings`` are more
+    :class:`~ipkernel.controller.node.NodeSettings` (``max_engines``, ...)."""
     made = []
 
-    async def make(n=0, payload_cap=None, data_channel=False, lane=False, **kwargs):
-        cluster = FCCluster(make_tub, make_engine, ControllerService(**kwargs))
+    async def make(n=0, payload_cap=None, data_channel=True, lane=True, shutdown_hook=None,
+                   **settings):
+        work = tmp_path / f"node{len(made)}"
+        work.mkdir()
+        node = ControllerNode(
+            NodeSettings(payload_cap=payload_cap, data_channel=bool(data_channel),
+                         lane=bool(lane), lane_tls=(lane == "tls"), work_dir=str(work),
+                         **settings),
+            reactor, tub_factory=lambda role, cert_file: make_tub(started=False),
+            shutdown_hook=shutdown_hook)
+        cluster = FCCluster(make_tub, make_engine, node)
         made.append(cluster)
-        data_dir = None
-        if data_channel:
-            data_dir = tmp_path / f"data{len(made)}"
-            data_dir.mkdir()
-        await cluster.start(payload_cap=payload_cap, data_dir=data_dir, lane=lane,
-                            cert_dir=tmp_path)
+        await cluster.start()
         for _ in range(n):
             await cluster.add_engine()
         await cluster.connect_client()
@@ -366,7 +359,7 @@ async def make_fc_cluster(make_tub, make_engine, tmp_path):
 
     yield make
     for cluster in made:
-        cluster.close_data_channels()
+        await cluster.close()
 
 
 def pytest_collection_modifyitems(config, items):

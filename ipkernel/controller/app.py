@@ -3,10 +3,11 @@
 It listens with two Foolscap Tubs (TLS, each with a certificate kept in
 the cluster directory's ``security/`` folder): one for clients, serving
 the multi-engine interface (``ipcontroller-mec.furl``), and one for
-engines, serving registration (``ipcontroller-engine.furl``).  The
-:class:`~ipkernel.controller.ControllerService`, a
-:class:`~ipkernel.controller.heartbeat.HeartMonitor` and both Tubs live
-under one MultiService.
+engines, serving registration (``ipcontroller-engine.furl``).  Those
+services, Tubs, lanes and the data channel are one
+:class:`~ipkernel.controller.node.ControllerNode` (the same node the tier-2
+tests build in one process); this module adds what a program has: the
+cluster directory's files, the pid file, logging and signals.
 
 * Without ``-r`` the old FURL files are deleted at start and new FURLs
   written.  With ``-r`` the certificates, the ports (remembered in
@@ -30,52 +31,26 @@ import signal
 import sqlite3
 import sys
 
-from twisted.application import internet as app_internet, service
 from twisted.internet import defer, error as net_error, task
 from twisted.logger import Logger, globalLogPublisher
 
-from ipkernel import applog, credentials, fcutil, hostaddrs, sizes, wire
+from ipkernel import applog, credentials, fcutil, hostaddrs, sizes
 from ipkernel.pids import process_alive, watch_parent
 from ipkernel.clusterdir import (ENGINE_FURL, MULTIENGINE_FURL, TASK_FURL, ClusterDir,
                                  write_private_file)
-from ipkernel.controller import ControllerService
+from ipkernel.controller.heartbeat import DEFAULT_PERIOD, DEFAULT_TIMEOUT
+from ipkernel.controller.node import (DEFAULT_UNFETCHED_TOTAL, ControllerNode, NodeSettings,
+                                      SetupError)
 from ipkernel.controller.pending import DEFAULT_MAX_BYTES, DEFAULT_TTL
-from ipkernel.datachannel import DataChannelServer
-from ipkernel.lane import LaneServer
-from ipkernel.lane.protocol import FRAME_OVERHEAD, LANE_MAX_FRAME, MAX_FRAME
-from ipkernel.controller.fc import (FCEngineGate, FCEngineRegistrar, FCSynchronousMultiEngine,
-                                   tell_engines_stopping)
-from ipkernel.interfaces.remote import RITaskController
-from ipkernel.interfaces.task import ITaskController
-from ipkernel.task.controller import TaskController, loss_count
-from ipkernel.task.store import open_store
-from ipkernel.task import fc as _task_fc  # noqa: F401  (registers ITaskController -> RITaskController)
-from ipkernel.controller.heartbeat import DEFAULT_PERIOD, DEFAULT_TIMEOUT, HeartMonitor
 from ipkernel.engine.queued import DEFAULT_HISTORY_BYTES
 from ipkernel.error import SecurityError
-from ipkernel.interfaces.multiengine import IMultiEngine, ISynchronousMultiEngine
+from ipkernel.task.controller import loss_count
 
 log = Logger()
 
 READY = "ipcontroller ready"
 #: How long after answering ``kill(controller=True)`` the controller stops.
 KILL_GRACE = 0.25
-#: Bytes of large result values kept for all clients together (--unfetched-total).
-DEFAULT_UNFETCHED_TOTAL = 4 << 30
-#: Longest wait between two sweeps for unfetched results past --result-ttl.
-EXPIRY_SWEEP = 30.0
-
-
-def lane_limits(payload_cap):
-    """``(client, engine)``: the largest frame the controller reads from a
-    client's lane and from an engine's.  A client's lane carries calls (at
-    most LANE_MAX_FRAME; bigger ones go through Foolscap), an engine's its
-    answers; with a payload cap neither reads more than the cap and a frame's
-    overhead."""
-    if payload_cap is None:
-        return LANE_MAX_FRAME, MAX_FRAME
-    return min(LANE_MAX_FRAME, payload_cap + FRAME_OVERHEAD), payload_cap + FRAME_OVERHEAD
-
 
 class AppError(Exception):
     """A start-up problem to report in one line (the program exits with 1)."""
@@ -194,14 +169,6 @@ def build_parser():
 parser = functools.cache(build_parser)
 
 
-def data_channel_interface(ip):
-    """Where the data channel listens, given a ``--ROLE-ip``: the same
-    address, but ``::`` becomes ``0.0.0.0`` (the data channel's sockets are
-    IPv4; a peer that reached Foolscap over IPv6 then sends bulk data through
-    Foolscap)."""
-    return "0.0.0.0" if ip == "::" else ip
-
-
 def claim_pid_file(path):
     """Write our pid to ``path``; refuse if it names another live process."""
     if path.exists():
@@ -216,30 +183,13 @@ def claim_pid_file(path):
 
 
 class ControllerApp:
-    """One controller process: services, Tubs, files.  See the module doc."""
+    """One controller process: a :class:`~ipkernel.controller.node.ControllerNode`
+    and the files of its cluster directory.  See the module doc."""
 
     def __init__(self, reactor, options, cluster):
         self.reactor = reactor
         self.options = options
         self.cluster = cluster
-        self.top = service.MultiService()
-        self.controller = ControllerService(max_engines=options.max_engines, save_ids=True,
-                                            shutdown_hook=self._kill_requested)
-        self.controller.setServiceParent(self.top)
-        # The task farm, with its store, made before anything adapts the controller.
-        self.task_store = open_store(getattr(options, "db", "memory"), cluster.path)
-        self.controller._ipkernel_task_controller = TaskController(
-            self.controller, store=self.task_store,
-            scheduler=getattr(options, "task_scheduler", "fifo"),
-            timeout=getattr(options, "task_timeout", 30.0),
-            max_results=getattr(options, "task_max_results", 100_000),
-            max_engine_losses=getattr(options, "task_max_engine_losses", 3),
-            failure_penalty=getattr(options, "task_failure_penalty", 0.0))
-        self.heart = HeartMonitor(self.controller, period=options.heartbeat_period,
-                                  timeout=options.heartbeat_timeout, clock=reactor)
-        self.heart.setServiceParent(self.top)
-        history_bytes = getattr(options, "history_bytes", DEFAULT_HISTORY_BYTES)
-        self.controller.on_register_engine_do(self._set_history_bytes, True, history_bytes)
         self.engine_furl_file = options.engine_furl_file or str(cluster.furl_file(ENGINE_FURL))
         self.gate_furl_file = str(cluster.furl_file(credentials.GATE_FURL))
         try:
@@ -253,22 +203,20 @@ class ControllerApp:
         self.mec_furl_file = (options.multiengine_furl_file
                               or str(cluster.furl_file(MULTIENGINE_FURL)))
         self.tc_furl_file = str(cluster.furl_file(TASK_FURL))
-        self.cert_files = {
+        cert_files = {
             "client": options.client_cert_file or str(cluster.cert_file("client")),
             "engine": options.engine_cert_file or str(cluster.cert_file("engine")),
         }
-        self.tubs = {}
-        self.ports = {}
-        self.data_server = None
-        #: role -> the LaneServer its peers join (none with --no-lane)
-        self.lane_servers = {}
+        settings = NodeSettings.from_options(
+            options, cert_files=cert_files, db_dir=str(cluster.path),
+            engine_key=self.engine_key, engine_furl=self.engine_furl)
+        self.node = ControllerNode(
+            settings, reactor, shutdown_hook=self._kill_requested, reuse=options.reuse_furls,
+            furl_files={"mec": self.mec_furl_file, "tc": self.tc_furl_file,
+                        "engine": self.engine_furl_file, "gate": self.gate_furl_file})
+        self.controller = self.node.controller
         self.finished = defer.Deferred()
         self._stopping = None
-
-    def _set_history_bytes(self, engine_id, history_bytes):
-        engine = self.controller.engines.get(engine_id)
-        if hasattr(engine, "set_history_bytes"):
-            engine.set_history_bytes(history_bytes)
 
     # -- start ------------------------------------------------------------------------
 
@@ -281,111 +229,24 @@ class ControllerApp:
             if os.path.exists(path):
                 os.unlink(path)
         for role in ("client", "engine"):
-            tub = self.tubs[role] = fcutil.make_tub(cert_file=self.cert_files[role])
-            tub.setServiceParent(self.top)
-        self.top.startService()
-        for role in ("client", "engine"):
-            self.ports[role] = await self._listen(role)
-        if getattr(self.options, "data_channel", True):
-            self.data_server = self._start_data_channel()
-        if getattr(self.options, "lane", True):
-            self.lane_servers = self._start_lanes()
-        for role in ("client", "engine"):
-            self._warn_if_exposed(role)
-        sme = ISynchronousMultiEngine(IMultiEngine(self.controller))
-        sme.max_bytes = getattr(self.options, "unfetched_bytes", DEFAULT_MAX_BYTES)
-        sme.ttl = getattr(self.options, "result_ttl", DEFAULT_TTL)
-        # a value over the cap is refused on its header on Foolscap too (not buffered)
-        wire.set_serialized_limit(self.options.payload_cap)
-        mec = FCSynchronousMultiEngine(sme, payload_cap=self.options.payload_cap,
-                                       data_server=self.data_server,
-                                       lane_server=self.lane_servers.get("client"))
-        sweeper = app_internet.TimerService(min(EXPIRY_SWEEP, max(sme.ttl / 4, 0.1)),
-                                            mec.expire)
-        sweeper.clock = self.reactor
-        sweeper.setServiceParent(self.top)
+            setattr(self.node.settings, f"{role}_port", self._wanted_port(role))
         try:
-            fcutil.register(self.tubs["client"], mec,
-                            furl_file=self.mec_furl_file, reuse=self.options.reuse_furls)
-            # The task farm, on the same ControllerService as the multi-engine view.
-            tasks = RITaskController(ITaskController(self.controller))
-            tasks.lane_server = self.lane_servers.get("client")
-            fcutil.register(self.tubs["client"], tasks,
-                            furl_file=self.tc_furl_file, reuse=self.options.reuse_furls)
-            registrar = FCEngineRegistrar(self.controller, data_server=self.data_server,
-                                          lane_server=self.lane_servers.get("engine"),
-                                          lane_max_frame=lane_limits(self.options.payload_cap)[1])
-            if self.engine_furl:
-                fcutil.register(self.tubs["engine"], registrar,
-                                furl_file=self.engine_furl_file, reuse=self.options.reuse_furls)
-            if self.engine_key is not None:
-                # The gate's FURL grants nothing without a credential made from the key.
-                gate = FCEngineGate(registrar, credentials.CredentialChecker(self.engine_key))
-                fcutil.register(self.tubs["engine"], gate, furl_file=self.gate_furl_file,
-                                reuse=self.options.reuse_furls)
-        except SecurityError as exc:
+            await self.node.start()
+        except (SetupError, SecurityError) as exc:
             raise AppError(str(exc)) from None
+        for role in ("client", "engine"):
+            write_private_file(self.cluster.port_file(role), f"{self.node.ports[role]}\n",
+                               durable=False)
+            self._warn_if_exposed(role)
         engine_file = self.engine_furl_file if self.engine_furl else "none (--no-engine-furl)"
         if self.engine_key is not None:
             engine_file += f", engine gate FURL file {self.gate_furl_file}"
         log.info("{ready}: engine FURL file {engine}, client FURL file {client} "
                  "(pid {pid}, client port {cport}, engine port {eport})",
                  ready=READY, engine=engine_file, client=self.mec_furl_file,
-                 pid=os.getpid(), cport=self.ports["client"], eport=self.ports["engine"],
+                 pid=os.getpid(), cport=self.node.ports["client"],
+                 eport=self.node.ports["engine"],
                  **{applog.ALWAYS: True})
-
-    def _start_data_channel(self):
-        server = DataChannelServer(
-            self.cert_files,
-            interfaces={role: data_channel_interface(getattr(self.options, f"{role}_ip"))
-                        for role in self.cert_files},
-            max_blob=self.options.payload_cap,
-            ttl=getattr(self.options, "result_ttl", DEFAULT_TTL),
-            tls_always=getattr(self.options, "data_channel_tls", False))
-        server.results.max_bytes = getattr(self.options, "unfetched_total",
-                                           DEFAULT_UNFETCHED_TOTAL)
-        wanted = {role: getattr(self.options, f"{role}_data_port", 0) or 0
-                  for role in self.cert_files}
-        try:
-            ports = server.start(wanted)
-        except OSError as exc:
-            server.stop()
-            role = next((r for r in self.cert_files if r not in server.ports), "engine")
-            ip = server.interfaces.get(role, "127.0.0.1")
-            problem = fcutil.listen_problem(exc, ip, wanted[role], role, f"--{role}-data-port")
-            raise AppError(f"cannot open the data channel for {role}s on {ip}:{wanted[role]}: "
-                           f"{problem} (--no-data-channel runs without it: bulk data then "
-                           f"goes through Foolscap)") from None
-        log.info("data channel: client port {c}, engine port {e}", c=ports["client"],
-                 e=ports["engine"])
-        return server
-
-    def _start_lanes(self):
-        """A LaneServer per role, on the address its Foolscap port listens on,
-        presenting the role's certificate to peers that join over TLS."""
-        servers = {}
-        for role in ("client", "engine"):
-            ip = getattr(self.options, f"{role}_ip")
-            wanted = getattr(self.options, f"{role}_lane_port", 0) or 0
-            server = LaneServer(self.reactor, max_frame=lane_limits(self.options.payload_cap)[0],
-                                cert_file=self.cert_files[role],
-                                tls_always=getattr(self.options, "lane_tls", False))
-            try:
-                server.start(wanted, interface=ip)
-            except net_error.CannotListenError as exc:
-                for started in servers.values():
-                    started.stop()
-                problem = fcutil.listen_problem(exc.socketError, ip, wanted, role,
-                                                f"--{role}-lane-port")
-                raise AppError(f"cannot open the lane port for {role}s on {ip}:{wanted}: "
-                               f"{problem} (--no-lane runs without lanes: every call then goes "
-                               f"through Foolscap)") from None
-            servers[role] = server
-        log.info("lanes: port {c} for clients, {e} for engines ({how})",
-                 c=servers["client"].port, e=servers["engine"].port,
-                 how="TLS for every peer" if getattr(self.options, "lane_tls", False)
-                 else "plain TCP on loopback, TLS for other hosts")
-        return servers
 
     def _wanted_port(self, role):
         port = getattr(self.options, f"{role}_port")
@@ -397,30 +258,18 @@ class ControllerApp:
                 raise AppError(f"{port_file} does not hold a port number; delete it") from None
         return port
 
-    async def _listen(self, role):
-        ip = getattr(self.options, f"{role}_ip")
-        port = self._wanted_port(role)
-        location = getattr(self.options, f"{role}_location")
-        try:
-            actual = await fcutil.listen(self.tubs[role], self.reactor, ip, port, location)
-        except net_error.CannotListenError as exc:
-            problem = fcutil.listen_problem(exc.socketError, ip, port, role)
-            raise AppError(f"cannot listen for {role}s on {ip}:{port}: {problem}") from None
-        write_private_file(self.cluster.port_file(role), f"{actual}\n", durable=False)
-        return actual
-
     def _warn_if_exposed(self, role):
         """Say so (a warning) when ``role``'s port listens beyond loopback."""
         ip = getattr(self.options, f"{role}_ip")
         if hostaddrs.is_loopback(ip):
             return
-        ports = [str(self.ports[role])]
-        if self.data_server is not None:
-            ports.append(f"{self.data_server.ports[role]} (its data channel)")
-        if role in self.lane_servers:
-            ports.append(f"{self.lane_servers[role].port} (its lanes)")
+        ports = [str(self.node.ports[role])]
+        if self.node.data_server is not None:
+            ports.append(f"{self.node.data_server.ports[role]} (its data channel)")
+        if role in self.node.lane_servers:
+            ports.append(f"{self.node.lane_servers[role].port} (its lanes)")
         hints = ", ".join(fcutil.furl_locations(
-            "pb://x@" + ",".join(getattr(self.tubs[role], "locationHints", ())) + "/x"))
+            "pb://x@" + ",".join(getattr(self.node.tubs[role], "locationHints", ())) + "/x"))
         if role == "engine":
             keys = [self.engine_furl_file] if self.engine_furl else []
             if self.engine_key is not None:
@@ -432,8 +281,8 @@ class ControllerApp:
             extra = ""
         where = "every address" if fcutil.is_wildcard(ip) else "an address"
         numbers = " and ".join(p.split()[0] for p in ports)
-        flags = [f"--{role}-port"] + ([f"--{role}-data-port"] if self.data_server else [])
-        flags += [f"--{role}-lane-port"] if role in self.lane_servers else []
+        flags = [f"--{role}-port"] + ([f"--{role}-data-port"] if self.node.data_server else [])
+        flags += [f"--{role}-lane-port"] if role in self.node.lane_servers else []
         if len(flags) > 1:
             numbers += f" ({' and '.join(flags)} fix them)"
         text = (f"listening for {role}s beyond loopback: on {where} ({ip}), TCP ports "
@@ -453,27 +302,16 @@ class ControllerApp:
         self.reactor.callLater(KILL_GRACE, self.shutdown)
 
     def shutdown(self):
-        """Stop every service (once); fires ``finished``.  Returns a Deferred."""
+        """Stop the node (once); fires ``finished``.  Returns a Deferred."""
         if self._stopping is None:
             log.info("ipcontroller stopping")
-            # engines hear it is deliberate (they exit rather than reconnect for long)
-            self._stopping = tell_engines_stopping(self.controller, self.reactor)
-            self._stopping.addCallback(lambda _: self.top.stopService())
-            self._stopping.addErrback(lambda f: log.failure("while stopping", f))
+            self._stopping = self.node.shutdown()
             self._stopping.addBoth(self._stopped)
         d = defer.Deferred()
         self._stopping.addBoth(lambda r: (d.callback(None), r)[1])
         return d
 
     def _stopped(self, _):
-        if self.data_server is not None:
-            self.data_server.stop()
-        for lanes in self.lane_servers.values():
-            lanes.stop()
-        try:
-            self.controller._ipkernel_task_controller.stop()
-        except Exception:
-            log.failure("while closing the task store")
         log.info("ipcontroller stopped")
         if not self.finished.called:
             self.finished.callback(None)

@@ -22,7 +22,7 @@ async def test_everyone_joins_the_data_channel(make_fc_cluster):
     cluster = await make_fc_cluster(2, data_channel=True)
     assert cluster.client.data is not None and cluster.client.data.connected
     assert all(engine_peer(cluster, k).connected for k in range(2))
-    plain = await make_fc_cluster(1)
+    plain = await make_fc_cluster(1, data_channel=False)
     assert plain.client.data is None and engine_peer(plain, 0) is None
 
 

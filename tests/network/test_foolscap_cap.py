@@ -35,7 +35,7 @@ def test_the_limit_is_the_cap_and_the_overhead():
 @pytest_twisted.ensureDeferred
 async def test_a_value_over_the_cap_is_refused_through_foolscap(make_fc_cluster,
                                                                serialized_limit):
-    cluster = await make_fc_cluster(2, payload_cap=CAP)   # no data channel: all on Foolscap
+    cluster = await make_fc_cluster(2, payload_cap=CAP, data_channel=False, lane=False)  # all on Foolscap
     client = cluster.client
     err = await raises(PayloadTooLarge, client.push({"a": b"x" * 2_000_000}))
     assert str(err) == (

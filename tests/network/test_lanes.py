@@ -173,7 +173,7 @@ def _stable(outcome):
 
 @pytest_twisted.ensureDeferred
 async def test_results_and_errors_are_the_same_as_without_lanes(make_fc_cluster, lane_calls):
-    plain = await make_fc_cluster(2)
+    plain = await make_fc_cluster(2, lane=False)
     laned = await make_fc_cluster(2, lane=True)
     without = await _outcomes(plain.client)
     on_lanes = await _outcomes(laned.client)
@@ -285,7 +285,7 @@ async def test_an_engine_whose_lane_transport_is_aborted_registers_again(make_fc
 
 @pytest_twisted.ensureDeferred
 async def test_clusters_without_lanes_have_none(make_fc_cluster, lane_calls):
-    cluster = await make_fc_cluster(2)
+    cluster = await make_fc_cluster(2, lane=False)
     assert cluster.client.remote.lane is None
     assert all(connector.lane is None for connector in cluster.connectors)
     assert all(engine_reference(cluster, i).lane is None for i in (0, 1))
