@@ -1,11 +1,12 @@
-"""Tier 4: ``python -m bench --remote-engines`` really run, ipkernel only.
+"""Tier 4: ``python -m bench --remote-engines`` (and ``--remote-client``)
+really run, ipkernel only.
 
 The bench makes its own network namespaces (``scripts/ci/netns.sh``), so
-this needs root and ``ip netns`` (skipped otherwise, failed under CI).  One
-small run measures (a) and writes its JSON; another is interrupted with
-SIGINT (what Ctrl-C sends) while its cluster runs: the controller was in
-namespace *a*, the engines in *b*, and afterwards the namespaces and every
-process that ran in them are gone.  No figure is checked: speed is for the
+this needs root and ``ip netns`` (skipped otherwise, failed under CI).  A
+small run in each mode measures (a) and writes its JSON; another is
+interrupted with SIGINT (what Ctrl-C sends) while its cluster runs: the
+controller was in namespace *a*, the engines in *b*, and afterwards the
+namespaces and every process that ran in them are gone.  No figure is checked: speed is for the
 bench itself.
 """
 import json
@@ -33,8 +34,8 @@ def namespaces_possible():
         skip_or_fail(why)
 
 
-def bench_argv(tmp_path, *extra):
-    return [sys.executable, "-m", "bench", "--remote-engines", "--quick", "--systems",
+def bench_argv(tmp_path, *extra, mode="--remote-engines"):
+    return [sys.executable, "-m", "bench", mode, "--quick", "--systems",
             "ipkernel", "--json", str(tmp_path / "r.json"), "--timeout", "240", "--verbose",
             *extra]
 
@@ -80,8 +81,10 @@ def alive(pid):
     return True
 
 
-def test_remote_engines_quick_run_measures_and_removes_its_namespaces(tmp_path):
-    done = subprocess.run(bench_argv(tmp_path, "--only", "a", "--repeat", "2"), cwd=ROOT,
+@pytest.mark.parametrize("mode, client_ns", [("remote-engines", "a"), ("remote-client", "b")])
+def test_quick_run_measures_and_removes_its_namespaces(tmp_path, mode, client_ns):
+    done = subprocess.run(bench_argv(tmp_path, "--only", "a", "--repeat", "2", mode=f"--{mode}"),
+                          cwd=ROOT,
                           env=child_env(), capture_output=True, text=True,
                           timeout=RUN_TIMEOUT, stdin=subprocess.DEVNULL)
     output = done.stdout + done.stderr
@@ -89,8 +92,9 @@ def test_remote_engines_quick_run_measures_and_removes_its_namespaces(tmp_path):
     name = namespace_pair(output)
     assert {f"{name}-a", f"{name}-b"}.isdisjoint(namespaces())
     data = json.loads((tmp_path / "r.json").read_text())
-    assert data["meta"]["placement"]["mode"] == "remote-engines"
-    assert f"engines in {name}-b" in data["meta"]["placement"]["described"]
+    assert data["meta"]["placement"]["mode"] == mode
+    described = data["meta"]["placement"]["described"]
+    assert f"engines in {name}-b" in described and f"client in {client_ns}" in described
     (row,) = data["results"]
     assert row["key"] == "a.execute_all"
     cell = row["systems"]["ipkernel"]
