@@ -42,6 +42,7 @@ nitpick_ignore = [
     # Twisted
     ("py:class", "twisted.internet.defer.Deferred"),
     ("py:class", "twisted.application.service.Service"),
+    ("py:class", "twisted.application.service.MultiService"),
     ("py:class", "twisted.internet.protocol.Protocol"),
     ("py:mod", "twisted.logger"),
     ("py:class", "twisted.logger.LogLevel"),

@@ -127,7 +127,7 @@ class ControllerNode(service.MultiService):
     """A controller's services, Tubs, ports and published objects.
 
     Build it, then ``await start()``: the Tubs listen, the lanes and the
-    data channel open, and :attr:`furls` holds the published FURLs
+    data channel open, and ``furls`` holds the published FURLs
     (``mec``, ``tc``, ``engine`` unless ``engine_furl`` is off, ``gate``
     with an ``engine_key``).  ``furl_files`` (name -> path) writes them to
     files too (``reuse``: keep the names of FURLs already in those files).
