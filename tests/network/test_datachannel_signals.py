@@ -10,6 +10,8 @@ is made on purpose.
 """
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -182,3 +184,54 @@ async def test_the_controller_keeps_a_tls_connection_whose_read_says_nothing(
         assert bytes(await within(engine.store.wait(blob_id, 10))) == data
     assert not armed[0]
     assert client.connected and engine.connected and conn.alive
+
+
+#: Run in a process of its own (blocking client calls stay out of the test's
+#: reactor): pushes and pulls through a TLS data channel while the controller
+#: is stopped and continued again and again.
+STOPPED_SESSION = r'''
+import os, signal, sys, tempfile, threading
+from ipkernel.cluster import LocalCluster
+
+size, rounds = int(sys.argv[1]), int(sys.argv[2])
+with tempfile.TemporaryDirectory() as cluster_dir:
+    with LocalCluster(n=1, cluster_dir=cluster_dir, timeout=60,
+                      controller_args=["--data-channel-tls"]) as cluster:
+        mec = cluster.multiengine_client(timeout=60)
+        target = mec.get_ids()[0]
+        payload = b"s" * size
+        mec.push({"blob": payload}, targets=target)
+        pid = cluster.controller.pid
+        done = threading.Event()
+        stops = []
+
+        def stop_and_continue():
+            while not done.is_set():
+                os.kill(pid, signal.SIGSTOP)
+                done.wait(0.02)  # how long it stays stopped
+                os.kill(pid, signal.SIGCONT)
+                stops.append(1)
+                done.wait(0.05)
+        stopper = threading.Thread(target=stop_and_continue)
+        stopper.start()
+        try:
+            for _ in range(rounds):
+                mec.push({"blob": payload}, targets=target)
+                back = mec.pull("blob", targets=target)
+                assert len(back[0]) == size, len(back[0])
+        finally:
+            done.set()
+            stopper.join()
+            os.kill(pid, signal.SIGCONT)
+        mec.close()
+print(f"stopped {len(stops)} times: every push and pull went through")
+'''
+
+
+@pytest.mark.tier3
+@pytest.mark.timeout(240)
+def test_tls_bulk_data_goes_through_while_the_controller_is_stopped_and_continued():
+    proc = subprocess.run([sys.executable, "-c", STOPPED_SESSION, str(20 << 20), "15"],
+                          capture_output=True, text=True, timeout=220)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert proc.stdout.strip().endswith("every push and pull went through"), proc.stdout
