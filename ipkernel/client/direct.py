@@ -9,13 +9,16 @@ its Deferreds have all fired by the time the code returns, so the result
 is there at once.  What the direct path cannot do is handed back, before
 anything was sent, to the reactor path (:data:`NOT_DIRECT`):
 
-* arguments holding bulk data (they go on the data channel);
 * a second thread calling while the lane is busy;
 * no lane (``ipcontroller --no-lane``, or the reactor's lane could not be
-  joined) or a lane that broke.
+  joined) or a lane that broke;
+* arguments that are still too large for the lane once their bulk data is
+  off it (many medium values, or no data channel).
 
-Bulk data in an answer is still fetched by the reactor thread, from the
-data channel of the client that owns this object.
+Bulk data goes on the data channel of the client that owns this object,
+sent by its reactor thread and a pool thread, as on the reactor path: the
+arguments are serialized once, here, and the call itself then goes on the
+lane.  Bulk data in an answer is fetched the same way.
 """
 import threading
 
@@ -93,10 +96,29 @@ class _DirectClient(FCFullSynchronousMultiEngineClient):
         self.owner = owner
         self.bridge = bridge
 
-    def _fetch(self, blob_id, pushed=False):
+    @property
+    def data(self):
+        """The owner's data channel: bulk arguments are offloaded on it."""
+        return self.owner.data
+
+    @data.setter
+    def data(self, value):
+        pass  # (the base class starts without one; this one always uses the owner's)
+
+    def _in_reactor(self, func, *args):
+        """A fired Deferred of ``func(*args)`` run by the owner in the reactor thread."""
         remote = self.remote
         return remote.outcome(lambda: self.bridge.call(
-            self.owner._fetch, blob_id, pushed, timeout=remote.timeout, what=remote.what))
+            func, *args, timeout=remote.timeout, what=remote.what))
+
+    def _fetch(self, blob_id, pushed=False):
+        return self._in_reactor(self.owner._fetch, blob_id, pushed)
+
+    def _offloaded(self, value, route):
+        return self._in_reactor(self.owner._offloaded, value, route)
+
+    def _offloaded_parts(self, parts, ids):
+        return self._in_reactor(self.owner._offloaded_parts, parts, ids)
 
 
 class DirectCalls:

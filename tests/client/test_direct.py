@@ -94,21 +94,35 @@ async def test_engine_errors_are_the_same_on_the_direct_path(lane_blocking):
 
 
 @pytest_twisted.ensureDeferred
-async def test_bulk_arguments_are_handed_back_and_bulk_answers_fetched(lane_blocking):
+async def test_bulk_arguments_are_serialized_once_and_bulk_answers_fetched(lane_blocking,
+                                                                            monkeypatch):
+    # The push's array goes on the data channel (sent by the reactor and a
+    # pool thread) and the call on the lane: the array is pickled once, never
+    # again on a hand-back to the reactor path.
+    from ipkernel import serialize
     cluster = await lane_blocking.start(2, lane=True, data_channel=True)
     big = numpy.arange(refs.THRESHOLD // 8 * 4, dtype=numpy.float64)
+    pickled, original = [], serialize.serialize
+
+    def counting(value, *args, **kwargs):
+        if value is big:
+            pickled.append(threading.current_thread().name)
+        return original(value, *args, **kwargs)
+    monkeypatch.setattr(serialize, "serialize", counting)
 
     def user():
         mec, hand_over = counted_client(cluster, lane_blocking)
         mec.execute("a = 1")
-        before = hand_over.count
-        mec.push({"x": big}, targets=0)       # on the data channel: reactor path
-        pushed = hand_over.count - before
+        lane = lane_of(mec)
+        before, calls = hand_over.count, lane.calls
+        mec.push({"x": big}, targets=0)
+        pushed, on_lane = hand_over.count - before, lane.calls - calls
         before = hand_over.count
         back = mec.pull("x", targets=0)[0]    # direct, the blob fetched by the reactor
-        return pushed, hand_over.count - before, back, lane_of(mec)
-    pushed, pulled, back, lane = await lane_blocking.run(user)
-    assert pushed >= 1
+        return pushed, on_lane, hand_over.count - before, back, lane
+    pushed, on_lane, pulled, back, lane = await lane_blocking.run(user)
+    assert len(pickled) == 1, pickled
+    assert pushed == 1 and on_lane == 1  # one hand-over: only the sending of the blob
     assert pulled == 1  # one hand-over: only the fetch of the blob
     assert numpy.array_equal(back, big)
     assert not lane.closed
