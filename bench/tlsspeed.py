@@ -9,12 +9,21 @@ round by round (so a burst of load from other programs on the machine hits
 both alike), and prints per row the median MB/s of each, TLS/plain, and
 the median CPU time (milliseconds, the client and its cluster's processes
 together) one operation cost in each.
+
+``python -m bench.tlsspeed --sockets`` measures what one end of a
+connection costs instead, without a cluster: CPU ms per MB to send and to
+receive 100 MB over loopback, plain TCP against stdlib ``ssl`` TLS (the
+data channel's own contexts and certificate kind), and the TLS version and
+cipher the two ends agreed on.
 """
 import argparse
 import contextlib
 import os
+import socket
+import ssl
 import sys
 import tempfile
+import threading
 import time
 
 from bench.report import median
@@ -164,13 +173,99 @@ def measure(sizes, rounds, deadline, modes=MODES):
     return rates, cpu
 
 
+def _tls_pair(listener, cert_file):
+    """``(sending, receiving)`` TLS sockets joined through ``listener``."""
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert_file)
+    client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client_ctx.check_hostname, client_ctx.verify_mode = False, ssl.CERT_NONE
+    raw = socket.create_connection(listener.getsockname(), timeout=30)
+    accepted, _ = listener.accept()
+    sending = client_ctx.wrap_socket(raw, do_handshake_on_connect=False)
+    shake = threading.Thread(target=sending.do_handshake, daemon=True)
+    shake.start()
+    accepted.settimeout(30)
+    receiving = server_ctx.wrap_socket(accepted, server_side=True)
+    shake.join(30)
+    return sending, receiving
+
+
+def socket_costs(nbytes=100 * MB, rounds=5, chunk=4 * MB):
+    """``({(kind, side): CPU ms per MB}, {kind: agreed (version, cipher)})``
+    for kind plain/tls and side send/recv: one thread sends ``nbytes`` over
+    loopback ``rounds`` times, another receives them (medians of the rounds)."""
+    from ipkernel import fcutil
+    costs, agreed = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        cert_file = os.path.join(tmp, "cert.pem")
+        fcutil.load_or_create_cert(cert_file)
+        for kind in ("plain", "tls"):
+            with socket.create_server(("127.0.0.1", 0)) as listener:
+                if kind == "tls":
+                    sending, receiving = _tls_pair(listener, cert_file)
+                    agreed[kind] = (sending.version(), sending.cipher()[0])
+                else:
+                    sending = socket.create_connection(listener.getsockname(), timeout=30)
+                    receiving = listener.accept()[0]
+                    agreed[kind] = (None, None)
+                receiving.settimeout(30)
+                used = {"send": [], "recv": []}
+
+                def receive():
+                    view = memoryview(bytearray(chunk))
+                    for _ in range(rounds):
+                        got, start = 0, time.thread_time()
+                        while got < nbytes:
+                            k = receiving.recv_into(view, min(chunk, nbytes - got))
+                            if not k:
+                                return
+                            got += k
+                        used["recv"].append(time.thread_time() - start)
+                reader = threading.Thread(target=receive, daemon=True)
+                reader.start()
+                data = memoryview(bytearray(chunk))
+                try:
+                    for _ in range(rounds):
+                        sent, start = 0, time.thread_time()
+                        while sent < nbytes:
+                            n = min(chunk, nbytes - sent)
+                            sending.sendall(data[:n])
+                            sent += n
+                        used["send"].append(time.thread_time() - start)
+                    reader.join(60)
+                finally:
+                    sending.close()
+                    receiving.close()
+                for side, seconds in used.items():
+                    middle = median(seconds)
+                    costs[(kind, side)] = None if middle is None else middle * 1000 / (nbytes / MB)
+    return costs, agreed
+
+
+def render_costs(costs, agreed):
+    """The socket costs as text lines."""
+    lines = [f"{'':<7}{'send ms/MB':>12}{'recv ms/MB':>12}  agreed"]
+    for kind in ("plain", "tls"):
+        cells = "".join(f"{'-':>12}" if costs.get((kind, side)) is None
+                        else f"{costs[(kind, side)]:12.2f}" for side in ("send", "recv"))
+        version, cipher = agreed.get(kind, (None, None))
+        lines.append(f"{kind:<7}{cells}  {f'{version} {cipher}' if version else '-'}")
+    return lines
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m bench.tlsspeed", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="1,10,100", help="sizes in MB, comma separated")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--deadline", type=float, default=600, help="seconds for the whole run")
+    p.add_argument("--sockets", action="store_true",
+                   help="what one end of a plain and a TLS connection costs (no cluster)")
     a = p.parse_args(argv)
+    if a.sockets:
+        for line in render_costs(*socket_costs(rounds=a.rounds)):
+            print(line)
+        return 0
     sizes = [int(float(s) * MB) for s in a.sizes.split(",")]
     rates, cpu = measure(sizes, a.rounds, time.monotonic() + a.deadline)
     for line in render(rows(rates, sizes, cpu)):

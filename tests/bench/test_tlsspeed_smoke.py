@@ -41,6 +41,25 @@ def test_cpu_of_this_process_grows_and_a_gone_pid_counts_nothing():
     assert child.pid not in tlsspeed.descendants(os.getpid())
 
 
+@pytest.mark.tier1
+def test_socket_costs_render_with_missing_values():
+    costs = {("plain", "send"): 0.2, ("plain", "recv"): 0.15, ("tls", "send"): 1.0}
+    lines = tlsspeed.render_costs(costs, {"plain": (None, None),
+                                          "tls": ("TLSv1.3", "TLS_AES_256_GCM_SHA384")})
+    assert lines[1].split() == ["plain", "0.20", "0.15", "-"]
+    assert lines[2].split() == ["tls", "1.00", "-", "TLSv1.3", "TLS_AES_256_GCM_SHA384"]
+
+
+@pytest.mark.tier2
+@pytest.mark.timeout(60)
+def test_socket_costs_of_a_small_transfer_over_loopback():
+    costs, agreed = tlsspeed.socket_costs(nbytes=MB, rounds=2, chunk=256 << 10)
+    assert set(costs) == {(k, s) for k in ("plain", "tls") for s in ("send", "recv")}
+    assert all(v is not None and v >= 0 for v in costs.values()), costs
+    assert agreed["tls"][0].startswith("TLS") and agreed["tls"][1]
+    assert agreed["plain"] == (None, None)
+
+
 @pytest.mark.tier3
 @pytest.mark.timeout(240)
 def test_tiny_run_prints_both_modes():
