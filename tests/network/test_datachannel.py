@@ -1,5 +1,7 @@
 """Tier 2: the data channel on its own (TLS sockets on loopback, real threads)."""
 import mmap
+import socket
+import threading
 
 import pytest
 import pytest_twisted
@@ -231,3 +233,82 @@ def _wait_fetcher(server, blob_id, seconds=10):
     with server.results.cv:
         if not server.results.cv.wait_for(lambda: blob_id in server.results._fetched, seconds):
             raise AssertionError("no FETCH came")
+
+
+class _Recorder:
+    """A TCP relay on loopback that keeps a copy of what a peer sends through it."""
+
+    def __init__(self, port):
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.target = port
+        self.sent = bytearray()   # what the peer sent toward the server
+        self.socks = [self.listener]
+        self.threads = [threading.Thread(target=self._accept, daemon=True)]
+        self.threads[0].start()
+
+    def _accept(self):
+        try:
+            inner, _ = self.listener.accept()
+        except OSError:
+            return
+        outer = socket.create_connection(("127.0.0.1", self.target), timeout=10)
+        outer.settimeout(None)
+        self.socks += [inner, outer]
+        for src, dst, keep in ((inner, outer, self.sent), (outer, inner, None)):
+            pump = threading.Thread(target=self._pump, args=(src, dst, keep), daemon=True)
+            pump.start()
+            self.threads.append(pump)
+
+    @staticmethod
+    def _pump(src, dst, keep):
+        try:
+            while True:
+                data = src.recv(1 << 16)
+                if not data:
+                    break
+                if keep is not None:
+                    keep += data
+                dst.sendall(data)
+        except OSError:
+            pass
+        try:
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def close(self):
+        for sock in self.socks:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked on it
+            except OSError:
+                pass
+            sock.close()
+        for thread in self.threads:
+            thread.join(10)
+
+
+@pytest_twisted.ensureDeferred
+async def test_what_a_tls_peer_sends_is_encrypted_on_the_wire(server, peers, certs):
+    recorder = _Recorder(server.ports["client"])
+    try:
+        engine = await peers("engine", ("engine", 0))
+        token = server.new_token("client", ("client", "recorded"))
+        client = DataChannelPeer("127.0.0.1", recorder.port, token, certs["client"][1],
+                                 server.tls_always)
+        await within(client.connect())
+        try:
+            blob_id = new_blob_id()
+            data = b"plain-text-marker:" * (1 << 16)  # about 1 MB
+            await within(client.send_blob_later(blob_id, [0], [data]))
+            assert bytes(await within(engine.store.wait(blob_id, 10))) == data
+        finally:
+            client.close()
+        assert len(recorder.sent) > len(data)  # it all went through the recorder
+        seen = bytes(recorder.sent)
+        if server.tls_always:
+            assert b"plain-text-marker:" not in seen and token not in seen
+        else:  # the check can tell: on plain loopback the bytes are there
+            assert b"plain-text-marker:" * 4 in seen and token in seen
+    finally:
+        recorder.close()
