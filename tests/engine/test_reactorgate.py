@@ -14,6 +14,9 @@ WAIT = 10
 def running():
     """(reactor, gate): a private EPollReactor with a gate, running in a thread."""
     reactor = EPollReactor()
+    # Not the process's I/O thread: that stays the test reactor's (code that
+    # asks isInIOThread() in later tests would be misled otherwise).
+    reactor._registerAsIOThread = False
     gate = ReactorGate(reactor)
     assert gate.install()
     started = threading.Event()
