@@ -30,10 +30,12 @@ from ipkernel.controller.mapping import PrePartitioned
 from ipkernel.controller.multiengine import call_started
 from ipkernel.engine.properties import StrictDict
 from ipkernel.error import EngineError, PayloadTooLarge, tag_exception
+from ipkernel.interfaces import enginewire
 from ipkernel.interfaces.engine import IEngineBase
 from ipkernel.interfaces.remote import RIEngine, RIEngineGate, RIEngineRegistrar, RIMultiEngine
 from ipkernel.lane import LaneReference, OffersLane, lane_allowed
 from ipkernel.namecheck import check_push_names
+from ipkernel.signatures import interface_signature
 
 log = Logger()
 
@@ -163,37 +165,8 @@ class RemoteEngine:
     def ping(self):
         return self.rref.callRemote("ping")
 
-    # IEngineCore
-    def execute(self, lines):
-        return self._call("execute", lines)
-
-    def push(self, namespace):
-        try:
-            payload = _encode_namespace(namespace)
-        except Exception:
-            return defer.fail()
-        return self._call("push", payload)
-
-    def pull(self, keys):
-        return self._call("pull", _Keys(keys), value=True)
-
-    def push_function(self, namespace):
-        try:
-            payload = _encode_namespace(namespace)
-        except Exception:
-            return defer.fail()
-        return self._call("push_function", payload)
-
-    def pull_function(self, keys):
-        return self._call("pull_function", _Keys(keys), value=True)
-
-    def apply(self, func, args=(), kwargs=None):
-        try:
-            payload = (_encode(func), _encode(args), _encode(kwargs))
-        except Exception:
-            return defer.fail()
-        return self._call("apply", *payload, value=True)
-
+    # IEngineCore: what enginewire.ENGINE_CALLS says is made below the class;
+    # the methods here do more than their kinds say.
     def apply_batch(self, calls):
         try:
             payload = batchwire.calls_to_wire(calls, _encode)
@@ -212,53 +185,15 @@ class RemoteEngine:
                 out[k] = (ok, serialize.unserialize(value), started, finished)
         return out
 
-    def starmap(self, func, argtuples):
-        try:
-            payload = (_encode(func), _encode(argtuples))
-        except Exception:
-            return defer.fail()
-        return self._call("starmap", *payload, value=True)
-
-    def complete(self, text, line=None):
-        try:
-            wire_line = wire.encode_line(line)
-        except Exception:
-            return defer.fail()
-        return self._call("complete", text, wire_line)
-
-    def get_result(self, i=None):
-        if i is not None and (isinstance(i, bool) or not isinstance(i, int)):
-            return defer.fail(TypeError(f"get_result takes an int or None, not {i!r}"))
-        return self._call("get_result", i)
-
     def reset(self):
         return self._call("reset").addCallback(self._mirror, self.properties.clear)
 
     def kill(self):
         return self._call("kill").addErrback(lambda f: f.trap(EngineError) and None)
 
-    def keys(self):
-        return self._call("keys")
-
-    def interrupt(self):
-        return self._call("interrupt")
-
     def controller_stopping(self):
         """Tell the engine the controller is shutting down deliberately."""
         return self.rref.callRemote("controller_stopping")
-
-    # IEngineSerialized
-    def push_serialized(self, namespace):
-        try:
-            _check_namespace(namespace)
-            if not all(isinstance(v, serialize.Serialized) for v in namespace.values()):
-                raise TypeError("push_serialized takes a dict of Serialized values")
-        except Exception:
-            return defer.fail()
-        return self._call("push_serialized", dict(namespace))
-
-    def pull_serialized(self, keys):
-        return self._call("pull_serialized", _Keys(keys), blobs=True)
 
     # IEngineProperties: ``self.properties`` mirrors the engine's properties
     # as far as this side changed or fetched them.
@@ -288,9 +223,6 @@ class RemoteEngine:
         d = self._call("del_properties", _Keys(keys))
         return d.addCallback(self._mirror, lambda: [self.properties.pop(k, None) for k in names])
 
-    def has_properties(self, keys):
-        return self._call("has_properties", _Keys(keys))
-
     def clear_properties(self):
         return self._call("clear_properties").addCallback(self._mirror, self.properties.clear)
 
@@ -298,6 +230,60 @@ class RemoteEngine:
     def _mirror(result, change):
         change()
         return result
+
+
+def _serialized_namespace(namespace):
+    _check_namespace(namespace)
+    if not all(isinstance(v, serialize.Serialized) for v in namespace.values()):
+        raise TypeError("push_serialized takes a dict of Serialized values")
+    return dict(namespace)
+
+
+def _command_number(i):
+    if i is not None and (isinstance(i, bool) or not isinstance(i, int)):
+        raise TypeError(f"get_result takes an int or None, not {i!r}")
+    return i
+
+
+#: How the controller puts an argument of each kind on the wire (see
+#: ipkernel.interfaces.enginewire); kinds not here go as they are.
+_ENCODE = {
+    enginewire.NAMESPACE: _encode_namespace, enginewire.FUNCTIONS: _encode_namespace,
+    enginewire.SERIALIZED: _serialized_namespace, enginewire.OBJECT: _encode,
+    enginewire.KEYS: _Keys, enginewire.LINE: wire.encode_line,
+    enginewire.NUMBER: _command_number,
+}
+
+
+def _proxy_method(call):
+    """RemoteEngine's ``<name>`` for the engine call ``call``: checks and
+    encodes the arguments (a failed Deferred if they are refused), calls the
+    engine, and marks results that are user data or refer to bulk data."""
+    signature = interface_signature(IEngineBase[call.name])
+    encoders = [_ENCODE.get(kind) for kind in call.args]
+    value = call.result == enginewire.VALUE
+    blobs = True if call.result == enginewire.SERIALIZED_VALUES else None
+
+    def method(self, *args, **kwargs):
+        try:
+            bound = signature.bind(self, *args, **kwargs)
+            bound.apply_defaults()
+            wire_args = [f(a) if f is not None else a
+                         for f, a in zip(encoders, bound.args[1:])]
+        except Exception:
+            return defer.fail()
+        return self._call(call.name, *wire_args, value=value, blobs=blobs)
+    method.__name__ = call.name
+    method.__qualname__ = f"RemoteEngine.{call.name}"
+    method.__signature__ = signature
+    method.__doc__ = f"The engine's ``{call.name}`` (see IEngineBase), over its RemoteReference."
+    return method
+
+
+for _call in enginewire.ENGINE_CALLS:
+    if _call.name not in vars(RemoteEngine):
+        setattr(RemoteEngine, _call.name, _proxy_method(_call))
+del _call
 
 
 #: Seconds a stopping controller waits for its engines to acknowledge the notice.

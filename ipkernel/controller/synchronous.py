@@ -16,6 +16,7 @@ from zope.interface import implementer
 
 from ipkernel.controller.pending import PendingDeferredManager, two_phase
 from ipkernel.error import Aborted
+from ipkernel.signatures import interface_signature
 from ipkernel.interfaces.multiengine import (
     IEngineMultiplexer, IFullSynchronousMultiEngine, IMultiEngineCoordinator, IMultiEngineExtras)
 
@@ -85,21 +86,6 @@ class SynchronousMultiEngine(PendingDeferredManager):
         return defer.succeed(aborted)
 
 
-def _signature(spec):
-    """The Python signature of interface method ``spec``, ``self`` first."""
-    info = spec.getSignatureInfo()
-    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
-    params = [inspect.Parameter("self", kind)]
-    for name in info["positional"]:
-        default = info["optional"].get(name, inspect.Parameter.empty)
-        params.append(inspect.Parameter(name, kind, default=default))
-    if info["varargs"]:
-        params.append(inspect.Parameter(info["varargs"], inspect.Parameter.VAR_POSITIONAL))
-    if info["kwargs"]:
-        params.append(inspect.Parameter(info["kwargs"], inspect.Parameter.VAR_KEYWORD))
-    return inspect.Signature(params)
-
-
 def _forwarder(name, spec):
     """A two-phase method calling ``self.multiengine.<name>`` with its arguments."""
 
@@ -109,7 +95,7 @@ def _forwarder(name, spec):
     method.__name__ = name
     method.__qualname__ = f"{SynchronousMultiEngine.__name__}.{name}"
     method.__doc__ = inspect.cleandoc(spec.getDoc() or name) + _BLOCK_DOC
-    method.__signature__ = _signature(spec)
+    method.__signature__ = interface_signature(spec)
     return two_phase(method)
 
 

@@ -5,6 +5,8 @@
 serialized (made in the user thread too), and errors go back as
 ErrorRecords carrying the pickled exception.
 """
+import functools
+
 from foolscap.api import Referenceable
 from twisted.internet import defer, threads
 from twisted.logger import Logger
@@ -14,6 +16,7 @@ from zope.interface import implementer
 
 from ipkernel import batchwire, serialize, wire
 from ipkernel.datachannel import BlobMissing, refs
+from ipkernel.interfaces import enginewire
 from ipkernel.interfaces.engine import IEngineBase
 from ipkernel.interfaces.remote import RIEngine
 
@@ -115,24 +118,6 @@ class FCEngineFromService(Referenceable):
         if hook is not None:
             hook()
 
-    def remote_execute(self, lines):
-        return self._outcome(self.service.execute(lines).addCallback(wire.AsJson))
-
-    def remote_push(self, namespace):
-        return self._inputs(self.service.push_serialized, namespace)
-
-    def remote_pull(self, keys):
-        return self._serialized("pull", wire.decode_keys(keys))
-
-    def remote_push_function(self, namespace):
-        return self._inputs(self.service.push_function, namespace)
-
-    def remote_pull_function(self, keys):
-        return self._serialized("pull_function", wire.decode_keys(keys))
-
-    def remote_apply(self, func, args, kwargs):
-        return self._inputs(self._serialized, "apply", func, args, kwargs)
-
     def remote_apply_batch(self, shared, refs, args):
         try:
             calls = batchwire.calls_from_wire(shared, refs, args)
@@ -140,30 +125,6 @@ class FCEngineFromService(Referenceable):
             return _record(Failure())
         d = self.service.apply_batch(calls, encode=_encode_batch_item)
         return self._outcome(d.addCallback(batchwire.outcomes_to_wire))
-
-    def remote_starmap(self, func, argtuples):
-        return self._inputs(self._serialized, "starmap", func, argtuples)
-
-    def remote_complete(self, text, line):
-        return self._outcome(self.service.complete(text, wire.decode_line(line)))
-
-    def remote_get_result(self, i):
-        return self._outcome(self.service.get_result(i))
-
-    def remote_reset(self):
-        return self._outcome(self.service.reset())
-
-    def remote_kill(self):
-        return self._outcome(self.service.kill())
-
-    def remote_keys(self):
-        return self._outcome(self.service.keys())
-
-    def remote_interrupt(self):
-        return self._outcome(self.service.interrupt())
-
-    def remote_push_serialized(self, namespace):
-        return self._inputs(self.service.push_serialized, namespace)
 
     def remote_pull_serialized(self, keys):
         d = self.service.pull_serialized(wire.decode_keys(keys))
@@ -174,20 +135,45 @@ class FCEngineFromService(Referenceable):
             return value
         return threads.deferToThread(self._offload, value)
 
-    def remote_set_properties(self, properties):
-        return self._outcome(self.service.set_properties(properties))
 
-    def remote_get_properties(self, keys):
-        return self._outcome(self.service.get_properties(wire.decode_keys(keys)))
+#: What the engine does first with an argument of each kind (see
+#: ipkernel.interfaces.enginewire); kinds not here arrive as they are used.
+_DECODE = {enginewire.KEYS: wire.decode_keys, enginewire.LINE: wire.decode_line}
 
-    def remote_del_properties(self, keys):
-        return self._outcome(self.service.del_properties(wire.decode_keys(keys)))
 
-    def remote_has_properties(self, keys):
-        return self._outcome(self.service.has_properties(wire.decode_keys(keys)))
+def _remote_method(call):
+    """``remote_<name>`` of FCEngineFromService for the engine call ``call``
+    (an :class:`~ipkernel.interfaces.enginewire.EngineCall`)."""
+    decoders = [_DECODE.get(kind) for kind in call.args]
+    names = RIEngine[call.name].argumentNames
+    bulk = any(kind in enginewire.WITH_BULK_DATA for kind in call.args)
 
-    def remote_clear_properties(self):
-        return self._outcome(self.service.clear_properties())
+    def remote(self, *args, **kwargs):
+        if kwargs:  # (a caller may name the arguments: put them in order)
+            args = args + tuple(kwargs.pop(n) for n in names[len(args):] if n in kwargs)
+        if kwargs or len(args) != len(decoders):
+            raise TypeError(f"{call.name} takes {', '.join(names) or 'no arguments'}")
+        args = [f(a) if f is not None else a for f, a in zip(decoders, args)]
+        if call.result == enginewire.VALUE:  # serialized in the user thread, maybe offloaded
+            target = functools.partial(self._serialized, call.name)
+        else:
+            target = getattr(self.service, call.implementation)
+        if bulk:  # once the bulk data its arguments refer to has arrived
+            return self._inputs(target, *args)
+        d = target(*args)
+        if call.result == enginewire.JSON:
+            d.addCallback(wire.AsJson)
+        return self._outcome(d)
+    remote.__name__ = f"remote_{call.name}"
+    remote.__qualname__ = f"FCEngineFromService.remote_{call.name}"
+    remote.__doc__ = f"The engine's ``{call.name}``, as the controller calls it."
+    return remote
+
+
+for _call in enginewire.ENGINE_CALLS:
+    if f"remote_{_call.name}" not in vars(FCEngineFromService):
+        setattr(FCEngineFromService, f"remote_{_call.name}", _remote_method(_call))
+del _call
 
 
 if components.getAdapterFactory(IEngineBase, RIEngine, None) is None:

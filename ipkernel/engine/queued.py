@@ -18,6 +18,7 @@ from zope.interface import implementer
 from ipkernel import memtrim, sizes
 from ipkernel.engine.interpreter import DEFAULT_HISTORY_CAP
 from ipkernel.error import QueueCleared, ResultEvicted, tag_exception
+from ipkernel.interfaces import enginewire
 from ipkernel.interfaces.engine import IEngineBase, IEngineQueued
 
 log = Logger()
@@ -38,12 +39,9 @@ DEFAULT_HISTORY_BYTES = 64 << 20
 #: says why it is gone (older ones are asked of the engine).
 EVICTED_NUMBERS_REMEMBERED = 10_000
 
-_QUEUED_METHODS = (
-    "execute", "push", "pull", "push_function", "pull_function", "apply", "apply_batch",
-    "starmap",
-    "complete", "keys", "push_serialized", "pull_serialized", "set_properties",
-    "get_properties", "del_properties", "has_properties", "clear_properties",
-)
+#: The engine methods that wait their turn in the queue (the others, such as
+#: kill and interrupt, are answered beside it).
+_QUEUED_METHODS = tuple(call.name for call in enginewire.ENGINE_CALLS if call.queued)
 
 
 def _short_repr(value, limit=80):
