@@ -4,8 +4,8 @@ One row per method of :class:`~ipkernel.interfaces.engine.IEngineBase`:
 the kind of each argument on the wire, the kind of its result, and whether
 it waits its turn in the engine's queue.  The layers that carry these calls
 are built from it: the controller's proxy of an engine
-(:class:`ipkernel.controller.fc.RemoteEngine`), the engine's Foolscap
-wrapper (:class:`ipkernel.engine.fc.FCEngineFromService`) and the queue
+(``ipkernel.controller.fc.RemoteEngine``), the engine's Foolscap wrapper
+(``ipkernel.engine.fc.FCEngineFromService``) and the queue
 (:class:`ipkernel.engine.queued.QueuedEngine`).  A layer writes a method out
 by hand only where it does more than its kinds say (keeping a mirror of the
 properties, say); the wire constraints themselves are the engine methods of
@@ -13,16 +13,16 @@ properties, say); the wire constraints themselves are the engine methods of
 
 Argument kinds (what the controller sends; what the engine does first):
 
-``CODE``       a str, as it is
-``NAMESPACE``  a dict name -> value, serialized; bulk data on the data channel
-``FUNCTIONS``  the same, of functions
-``SERIALIZED`` a dict name -> Serialized, sent as it is
-``OBJECT``     one value, serialized; bulk data on the data channel
-``KEYS``       a name or a list of names, in the tagged keys form (None allowed
-               where the method's keys are optional)
-``LINE``       an optional line of text (``complete``)
-``NUMBER``     a command number or None
-``PROPERTIES`` a dict of plain data
+* ``CODE``: a str, as it is;
+* ``NAMESPACE``: a dict name -> value, serialized, bulk data on the data
+  channel; ``FUNCTIONS``: the same, of functions;
+* ``SERIALIZED``: a dict name -> Serialized, sent as it is;
+* ``OBJECT``: one value, serialized, bulk data on the data channel;
+* ``KEYS``: a name or a list of names in the tagged keys form (None where
+  the method's keys are optional);
+* ``LINE``: an optional line of text (``complete``);
+* ``NUMBER``: a command number or None;
+* ``PROPERTIES``: a dict of plain data.
 
 Result kinds: ``PLAIN`` (plain data), ``JSON`` (plain data sent as one JSON
 token), ``VALUE`` (user data, serialized in the engine's user thread; large
