@@ -112,6 +112,19 @@ def furl_parts(path):
     return tubid, hints.split(","), secret
 
 
+def start_controller(procs, name, tmp_path):
+    """``(process, cluster dir)``: ipcontroller in namespace ``name``
+    listening on every address for engines and clients, once ready."""
+    cluster = tmp_path / "cluster"
+    controller = procs(name, [sys.executable, "-m", "ipkernel.controller", "--cluster-dir",
+                              str(cluster), "--engine-ip", "0.0.0.0", "--client-ip", "0.0.0.0"],
+                       tmp_path / "controller.log", child_env())
+    wait_for(lambda: "ipcontroller ready" in controller.output or controller.popen.poll()
+             is not None, "the controller to be ready")
+    assert controller.popen.poll() is None, controller.output
+    return controller, cluster
+
+
 def ports_of(controller_output):
     """The data-channel ports from the controller's log: ``{role: port}``."""
     for line in controller_output.splitlines():
@@ -259,13 +272,7 @@ def test_engine_and_client_on_another_host_authenticated_and_encrypted(hosts, pr
 
     (name_a, addr_a), (name_b, addr_b) = hosts
     python, env = sys.executable, child_env()
-    cluster = tmp_path / "cluster"
-    controller = procs(name_a, [python, "-m", "ipkernel.controller", "--cluster-dir",
-                                str(cluster), "--engine-ip", "0.0.0.0",
-                                "--client-ip", "0.0.0.0"], tmp_path / "controller.log", env)
-    wait_for(lambda: "ipcontroller ready" in controller.output or controller.popen.poll()
-             is not None, "the controller to be ready")
-    assert controller.popen.poll() is None, controller.output
+    controller, cluster = start_controller(procs, name_a, tmp_path)
     security = cluster / "security"
 
     # The FURLs name host a's address, then loopback (no location flags given).

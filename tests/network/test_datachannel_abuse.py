@@ -15,7 +15,6 @@ import pytest_twisted
 from twisted.internet import threads
 from twisted.logger import globalLogPublisher
 
-from ipkernel import fcutil
 from ipkernel.datachannel import BlobMissing, DataChannelPeer, DataChannelServer, frames
 from ipkernel.datachannel.blobs import Pieces
 from ipkernel.datachannel.gate import RateLimitedLog
@@ -68,14 +67,6 @@ def test_pieces_are_put_together_in_order_and_dropped_on_abort():
 
 
 # -- tier 2 --------------------------------------------------------------------------------
-
-@pytest.fixture
-def pem(tmp_path, cert_pool):
-    data = cert_pool.get(0)
-    path = tmp_path / "data.pem"
-    path.write_bytes(data if isinstance(data, bytes) else data.encode())
-    return str(path), fcutil.make_tub(cert_data=data).getTubID()
-
 
 @pytest.fixture
 def make_server(pem):

@@ -17,21 +17,12 @@ import threading
 import pytest
 import pytest_twisted
 
-from ipkernel import fcutil
 from ipkernel.datachannel import DataChannelPeer, DataChannelServer, frames
 from ipkernel.datachannel.peer import new_blob_id
 
 from awaiting import within
 
 BIG = 12 << 20  # several pieces
-
-
-@pytest.fixture
-def pem(tmp_path, cert_pool):
-    data = cert_pool.get(0)
-    path = tmp_path / "data.pem"
-    path.write_bytes(data if isinstance(data, bytes) else data.encode())
-    return str(path), fcutil.make_tub(cert_data=data).getTubID()
 
 
 @pytest.fixture

@@ -32,7 +32,8 @@ from ipkernel.transport.tls import tubid_of_der
 
 # Helpers and fixtures of the data channel's between-hosts test (one copy).
 from network.test_between_hosts import (CAPTURE, RAW, WAIT, child_env, frames,  # noqa: F401
-                                        furl_parts, hosts, procs, result_of, wait_for)
+                                        furl_parts, hosts, procs, result_of,
+                                        start_controller, wait_for)
 
 pytestmark = [pytest.mark.tier4, pytest.mark.timeout(300)]
 
@@ -100,13 +101,7 @@ def tcp_payloads(captured, port):
 def test_engines_and_a_client_on_another_host_call_over_tls_lanes(hosts, procs, tmp_path):
     (name_a, addr_a), (name_b, addr_b) = hosts
     python, env = sys.executable, child_env()
-    cluster = tmp_path / "cluster"
-    controller = procs(name_a, [python, "-m", "ipkernel.controller", "--cluster-dir",
-                                str(cluster), "--engine-ip", "0.0.0.0",
-                                "--client-ip", "0.0.0.0"], tmp_path / "controller.log", env)
-    wait_for(lambda: "ipcontroller ready" in controller.output or controller.popen.poll()
-             is not None, "the controller to be ready")
-    assert controller.popen.poll() is None, controller.output
+    controller, cluster = start_controller(procs, name_a, tmp_path)
     security = cluster / "security"
     engine_tubid, _, engine_secret = furl_parts(security / "ipcontroller-engine.furl")
     client_tubid, _, client_secret = furl_parts(security / "ipcontroller-mec.furl")
