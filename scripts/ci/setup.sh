@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up the real components of the tier-4 tests on this machine (as root):
 # MPICH and mpi4py in virtualenv VENV, a single-node Slurm, a Grid Engine,
-# and the openssh-server the namespace tests start their sshd from.  Each
+# the openssh-server the namespace tests start their sshd from, and the
+# bench's peers (ipyparallel, dask) in VENV.  Each
 # part is a script of its own (scripts/ci/*.sh, idempotent); a part that
 # fails is reported and the others still run: its tests then fail under
 # CI=true, naming the script.  .ci/run calls this before the tests.
@@ -22,8 +23,10 @@ part() {
 }
 
 if [ "$(id -u)" != 0 ]; then
-    echo "setup.sh: not root: only MPI is set up (Slurm, Grid Engine and sshd need root)"
+    echo "setup.sh: not root: only MPI and the bench peers are set up (Slurm, Grid Engine" \
+         "and sshd need root)"
     part mpi bash "$here/mpi.sh" "$venv"
+    part bench-peers bash "$here/bench-peers.sh" "$venv"
     exit 0
 fi
 if ! command -v sshd >/dev/null 2>&1 && [ ! -x /usr/sbin/sshd ]; then
@@ -32,6 +35,7 @@ if ! command -v sshd >/dev/null 2>&1 && [ ! -x /usr/sbin/sshd ]; then
         apt-get install -y -qq --no-install-recommends openssh-server openssh-client
 fi
 part mpi bash "$here/mpi.sh" "$venv"
+part bench-peers bash "$here/bench-peers.sh" "$venv"
 [ -f "$here/slurm.sh" ] && part slurm bash "$here/slurm.sh"
 [ -f "$here/sge.sh" ] && part sge bash "$here/sge.sh"
 if [ ${#failed[@]} -gt 0 ]; then

@@ -11,8 +11,11 @@ import subprocess
 import sys
 import textwrap
 
+import importlib.util
+
 import pytest
 from benchload import ROOT
+from tier4 import require
 
 pytestmark = [pytest.mark.tier3, pytest.mark.timeout(300)]
 
@@ -48,9 +51,14 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+def _importable(name):
+    return importlib.util.find_spec(name) is not None
+
+
 def test_dask_tls_and_ipyparallel_curve_encrypt_and_compute():
-    pytest.importorskip("distributed", reason="the bench extras: pip install -e '.[bench]'")
-    pytest.importorskip("ipyparallel", reason="the bench extras: pip install -e '.[bench]'")
+    missing = [name for name in ("distributed", "ipyparallel") if not _importable(name)]
+    require(missing and f"the bench's peers ({', '.join(missing)}) are not installed "
+            f"(pip install -e '.[bench]')", "scripts/ci/bench-peers.sh")
     done = subprocess.run([sys.executable, "-c", SCRIPT, str(ROOT)], capture_output=True,
                           text=True, timeout=240, cwd=ROOT, stdin=subprocess.DEVNULL)
     output = done.stdout + done.stderr
