@@ -266,10 +266,11 @@ def _proxy_method(call):
 
     def method(self, *args, **kwargs):
         try:
-            bound = signature.bind(self, *args, **kwargs)
-            bound.apply_defaults()
-            wire_args = [f(a) if f is not None else a
-                         for f, a in zip(encoders, bound.args[1:])]
+            if kwargs or len(args) != len(encoders):  # (binding costs microseconds a call)
+                bound = signature.bind(self, *args, **kwargs)
+                bound.apply_defaults()
+                args = bound.args[1:]
+            wire_args = [f(a) if f is not None else a for f, a in zip(encoders, args)]
         except Exception:
             return defer.fail()
         return self._call(call.name, *wire_args, value=value, blobs=blobs)

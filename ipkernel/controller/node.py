@@ -16,6 +16,7 @@ certificate of their role's Tub.
 """
 import dataclasses
 import os
+import shutil
 import tempfile
 
 from twisted.application import internet as app_internet, service
@@ -172,6 +173,7 @@ class ControllerNode(service.MultiService):
         self.mec = self.tasks = self.registrar = None
         self._stopping = None
         self._closed = False
+        self._own_dir = None  # a work_dir this node made
 
     def _set_history_bytes(self, engine_id, history_bytes):
         engine = self.controller.engines.get(engine_id)
@@ -199,8 +201,9 @@ class ControllerNode(service.MultiService):
 
     def _write_cert(self, role, tub):
         folder = self.settings.work_dir
-        if folder is None:
-            folder = self.settings.work_dir = tempfile.mkdtemp(prefix="ipkernel-node-")
+        if folder is None:  # made here, so removed with the servers
+            folder = self.settings.work_dir = self._own_dir = tempfile.mkdtemp(
+                prefix="ipkernel-node-")
         path = os.path.join(folder, f"{role}-{id(self):x}.pem")
         cert = tub.getCertData()
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -330,6 +333,8 @@ class ControllerNode(service.MultiService):
             self.task_controller.stop()
         except Exception:
             log.failure("while closing the task store")
+        if self._own_dir is not None:
+            shutil.rmtree(self._own_dir, ignore_errors=True)
 
 
 def data_channel_interface(ip):

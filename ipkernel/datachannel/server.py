@@ -33,7 +33,7 @@ from twisted.logger import Logger
 
 from ipkernel.datachannel import frames, relay
 from ipkernel.datachannel.frames import is_loopback
-from ipkernel.datachannel.gate import AUTH_TIMEOUT, Gate
+from ipkernel.datachannel.gate import Gate
 from ipkernel.datachannel.results import FETCH_WAIT, ResultBlobs, send_error
 
 #: Arrival times of relayed blobs remembered (for :meth:`DataChannelServer.relayed_at`).

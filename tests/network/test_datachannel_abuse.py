@@ -84,20 +84,6 @@ def make_server(pem):
         srv.stop()
 
 
-@pytest_twisted.async_yield_fixture
-async def peers():
-    made = []
-
-    async def connect(server, role, identity):
-        peer = DataChannelPeer("127.0.0.1", server.ports[role],
-                               server.new_token(role, identity), server.tubid, server.tls_always)
-        made.append(peer)
-        return await within(peer.connect())
-    yield connect
-    for peer in made:
-        peer.close()
-
-
 @pytest.fixture
 def raw():
     """``raw(server, role, token=None, join=True)``: a raw socket to a data

@@ -17,7 +17,7 @@ import threading
 import pytest
 import pytest_twisted
 
-from ipkernel.datachannel import DataChannelPeer, DataChannelServer, frames
+from ipkernel.datachannel import DataChannelServer, frames
 from ipkernel.datachannel.peer import new_blob_id
 
 from awaiting import within
@@ -131,20 +131,6 @@ def tls_server(pem):
     srv.start()
     yield srv
     srv.stop()
-
-
-@pytest_twisted.async_yield_fixture
-async def peers():
-    made = []
-
-    async def connect(server, role, identity):
-        peer = DataChannelPeer("127.0.0.1", server.ports[role],
-                               server.new_token(role, identity), server.tubid, True)
-        made.append(peer)
-        return await within(peer.connect())
-    yield connect
-    for peer in made:
-        peer.close()
 
 
 @pytest.mark.tier2
