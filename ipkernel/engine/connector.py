@@ -159,6 +159,10 @@ class EngineConnector:
         self._connections_before = 0
         self._credential = credential
         self.registered = defer.Deferred()
+        # register_engine answered once: a loss from then on is a lost
+        # controller, also while channels_joined (which fires registered) is
+        # on its way
+        self._given_id = False
         self.controller = None
         self._running = False
         self._retry = None          # the delayed next attempt
@@ -322,7 +326,7 @@ class EngineConnector:
         first = self._noted is None
         self._noted = (why, now)
         elapsed = now - self._spell_start
-        if not self.registered.called:
+        if not self._known:
             limit = _seconds(self.register_timeout)
             if self._unreachable is not None and self._unreachable.active():
                 limit += (f", or {self.unreachable_timeout:g} s if nothing answers at all "
@@ -367,7 +371,7 @@ class EngineConnector:
         self._cancel(self._deadline)
         self._cancel(self._unreachable)
         self._deadline = self._unreachable = None
-        if self.registered.called:
+        if self._known:
             log.info("reconnected to the controller at {where} after {t:.0f} s",
                      where=where(self.furl), t=self._clock.seconds() - self._spell_start)
         self._stopping_notice = False
@@ -379,9 +383,15 @@ class EngineConnector:
                             os.getpid(), properties)
         d.addCallbacks(self._registered, self._failed)
 
+    @property
+    def _known(self):
+        """True once a controller gave this engine an id (a loss is then a lost controller)."""
+        return self._given_id or self.registered.called
+
     def _registered(self, reply):
         engine_id = reply["id"]
         self.service.id = engine_id
+        self._given_id = True
         if self._credential is not None and reply.get("rejoin"):
             self._credential = reply["rejoin"]   # the launch credential is used up
         log.info("registered with the controller as engine {id}", id=engine_id)
@@ -470,7 +480,7 @@ class EngineConnector:
         self._close_lane()
         if not self._running:
             return
-        if not self.registered.called:
+        if not self._known:
             self._begin_spell(self.register_timeout, self._first_too_late)
         elif self._stopping_notice:
             if self.stop_wait:
