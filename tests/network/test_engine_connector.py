@@ -153,3 +153,39 @@ async def test_a_controller_address_that_never_answers_is_reported_early(make_tu
         await port.stopListening()
     noted = [line for line in logged if "cannot reach the controller" in line]
     assert noted and "no answer yet after 0.3 s" in noted[0]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_controller_lost_before_channels_joined_is_a_lost_controller(make_tub, make_engine,
+                                                                            logged, monkeypatch):
+    # The controller answered register_engine (and counted the engine) but
+    # crashed while the engine was still joining its lane: that is a lost
+    # controller (retried for --reconnect-timeout), not a first registration
+    # still to make (retried for --register-timeout).
+    service = ControllerService(save_ids=True)
+    tub = make_tub()
+    await fcutil.listen(tub, reactor)
+
+    class OffersALane(FCEngineRegistrar):
+        def remote_register_engine(self, *args, **kwargs):
+            return dict(super().remote_register_engine(*args, **kwargs), lane=[1, "t", False])
+    furl = fcutil.register(tub, OffersALane(service))
+    joining = defer.Deferred()
+
+    def join_lane(self, *offer):
+        joining.callback(offer)
+        return defer.Deferred()   # still joining when the controller goes
+    monkeypatch.setattr(EngineConnector, "_join_lane", join_lane)
+    on_gave_up, gave = gave_up()
+    connector = EngineConnector(make_tub(), make_engine(), furl, register_timeout=600,
+                                reconnect_timeout=1, on_gave_up=on_gave_up)
+    try:
+        connector.start()
+        assert await joining.addTimeout(WAIT, reactor) == (1, "t", False)
+        assert not connector.registered.called
+        await tub.stopService()
+        status, message = await gave.addTimeout(WAIT, reactor)
+    finally:
+        connector.stop()
+    assert status == 1 and "could not reconnect" in message
+    assert any("without notice" in line and "for up to 1 s" in line for line in logged)
