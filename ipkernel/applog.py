@@ -133,7 +133,7 @@ def add_arguments(parser, program, default=DEFAULT_LEVEL, note="", short_quiet=T
     from ipkernel import __version__
 
     if default is not argparse.SUPPRESS:
-        parser.add_argument("--version", action="version", version=f"{program} {__version__}",
+        parser.add_argument("--version", action="version", version=f"{program} (ipkernel) {__version__}",
                             help="print the program's name and version, and exit")
     group = parser.add_argument_group(
         "logging",

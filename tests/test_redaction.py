@@ -153,4 +153,4 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as info:
         parse("--version")
     assert info.value.code == 0
-    assert capsys.readouterr().out == f"prog {ipkernel.__version__}\n"
+    assert capsys.readouterr().out == f"prog (ipkernel) {ipkernel.__version__}\n"

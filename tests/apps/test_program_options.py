@@ -47,7 +47,7 @@ def run_program(program, option, cwd):
 def test_version_prints_the_name_and_version_and_exits_0(program, tmp_path):
     done = run_program(program, "--version", tmp_path)
     assert done.returncode == 0, done.stderr
-    assert done.stdout == f"{program} {ipkernel.__version__}\n"
+    assert done.stdout == f"{program} (ipkernel) {ipkernel.__version__}\n"
 
 
 @pytest.mark.parametrize("program", sorted(PROGRAMS))
