@@ -17,6 +17,7 @@ every call is run in the Twisted reactor thread (see
 timeout, interruptible with Ctrl-C.
 """
 import functools
+import inspect
 import itertools
 import threading
 import time
@@ -28,6 +29,9 @@ from ipkernel.client.direct import DIRECT_METHODS, NOT_DIRECT, DirectCalls
 from ipkernel.client.reactor import CallTimeout, ReactorBridge, before_shutdown, default_bridge
 from ipkernel.controller import mapping
 from ipkernel.error import KernelError, NotAPendingResult, ResultNotCompleted
+from ipkernel.interfaces import multienginewire
+from ipkernel.interfaces.multiengine import IFullSynchronousMultiEngine
+from ipkernel.signatures import interface_signature
 
 __all__ = ["MultiEngineClient", "get_multiengine_client", "PendingResult", "ResultList",
            "MultiEngineMapper", "ParallelFunction", "CLIENT_DEFAULT"]
@@ -622,109 +626,18 @@ class MultiEngineClient:
 
     # -- the engine methods ------------------------------------------------------------
 
-    def execute(self, lines, targets=None, block=None, *, timeout=CLIENT_DEFAULT):
-        """Run the Python code ``lines`` on the targets; a :class:`ResultList`
-        of their result dicts (keys ``id``, ``number``, ``input``, and
-        ``stdout``/``stderr``/``display`` when there is output).  Engine
-        errors raise one :class:`~ipkernel.error.CompositeError`."""
-        return self._two_phase("execute", (lines,), targets, block, timeout, _result_list)
+    # Each engine method that a row of multienginewire describes is made below
+    # the class; those here do more.
 
     def run(self, filename, targets=None, block=None, *, timeout=CLIENT_DEFAULT):
         """Execute the local Python file ``filename`` on the targets (like
         :meth:`execute` of its text)."""
         return self._two_phase("run", (filename,), targets, block, timeout, _result_list)
 
-    def push(self, namespace, targets=None, block=None, *, timeout=CLIENT_DEFAULT):
-        """Send the names and values of the dict ``namespace`` to the targets."""
-        return self._two_phase("push", (namespace,), targets, block, timeout)
-
-    def pull(self, keys, targets=None, block=None, *, timeout=CLIENT_DEFAULT):
-        """Fetch a name (``keys`` a str) or several names (a list/tuple) from
-        each target: one value (or list of values) per target."""
-        return self._two_phase("pull", (keys,), targets, block, timeout)
-
     def zip_pull(self, keys, targets=None, block=None, *, timeout=CLIENT_DEFAULT):
         """Like :meth:`pull`, transposed: for several keys one tuple per key,
         holding that name's value on each target."""
         return self._two_phase("zip_pull", (keys,), targets, block, timeout)
-
-    def push_function(self, namespace, targets=None, block=None, *, timeout=CLIENT_DEFAULT):
-        """Send functions (a dict name -> function) to the targets."""
-        return self._two_phase("push_function", (namespace,), targets, block, timeout)
-
-    def pull_function(self, keys, targets=None, block=None, *, timeout=CLIENT_DEFAULT):
-        """Fetch functions by name from the targets."""
-        return self._two_phase("pull_function", (keys,), targets, block, timeout)
-
-    def push_serialized(self, namespace, targets=None, block=None, *, timeout=CLIENT_DEFAULT):
-        """Send already serialized values (a dict name ->
-        :class:`ipkernel.serialize.Serialized`)."""
-        return self._two_phase("push_serialized", (namespace,), targets, block, timeout)
-
-    def pull_serialized(self, keys, targets=None, block=None, *, timeout=CLIENT_DEFAULT):
-        """Fetch values without rebuilding them: Serialized objects."""
-        return self._two_phase("pull_serialized", (keys,), targets, block, timeout)
-
-    def apply(self, func, args=(), kwargs=None, targets=None, block=None, *,
-              timeout=CLIENT_DEFAULT):
-        """Call ``func(*args, **kwargs)`` on each target; one return value per target."""
-        return self._two_phase("apply", (func, args, kwargs), targets, block, timeout)
-
-    def get_result(self, i=None, targets=None, block=None, *, timeout=CLIENT_DEFAULT):
-        """The result dict of command number ``i`` (None: the latest) of each
-        target, as a :class:`ResultList`."""
-        return self._two_phase("get_result", (i,), targets, block, timeout, _result_list)
-
-    def reset(self, targets=None, block=None, *, timeout=CLIENT_DEFAULT):
-        """Clear the user namespace of each target."""
-        return self._two_phase("reset", (), targets, block, timeout)
-
-    def keys(self, targets=None, block=None, *, timeout=CLIENT_DEFAULT):
-        """The user-defined names of each target."""
-        return self._two_phase("keys", (), targets, block, timeout)
-
-    def kill(self, controller=False, targets=None, block=None, *, timeout=CLIENT_DEFAULT):
-        """Stop the target engines; with ``controller=True`` stop every engine
-        and then the controller."""
-        return self._two_phase("kill", (controller,), targets, block, timeout)
-
-    def interrupt(self, targets=None, block=None, *, timeout=CLIENT_DEFAULT):
-        """Raise KeyboardInterrupt in the code running on each target; one bool
-        per target (whether something was running)."""
-        return self._two_phase("interrupt", (), targets, block, timeout)
-
-    def complete(self, text, line=None, targets=None, block=None, *, timeout=CLIENT_DEFAULT):
-        """Tab completions of ``text`` in each target's namespace."""
-        return self._two_phase("complete", (text, line), targets, block, timeout)
-
-    def clear_queue(self, targets=None, block=None, *, timeout=CLIENT_DEFAULT):
-        """Discard the commands waiting in each target's queue (they fail with
-        :class:`~ipkernel.error.QueueCleared`)."""
-        return self._two_phase("clear_queue", (), targets, block, timeout)
-
-    def queue_status(self, targets=None, block=None, *, timeout=CLIENT_DEFAULT):
-        """``(engine_id, {'queue': [...], 'pending': ...})`` for each target."""
-        return self._two_phase("queue_status", (), targets, block, timeout)
-
-    def set_properties(self, properties, targets=None, block=None, *, timeout=CLIENT_DEFAULT):
-        """Update each target's properties (a dict of plain data)."""
-        return self._two_phase("set_properties", (properties,), targets, block, timeout)
-
-    def get_properties(self, keys=None, targets=None, block=None, *, timeout=CLIENT_DEFAULT):
-        """The properties (all, or ``keys``) of each target, one dict each."""
-        return self._two_phase("get_properties", (keys,), targets, block, timeout)
-
-    def has_properties(self, keys, targets=None, block=None, *, timeout=CLIENT_DEFAULT):
-        """Whether each target has the properties ``keys``."""
-        return self._two_phase("has_properties", (keys,), targets, block, timeout)
-
-    def del_properties(self, keys, targets=None, block=None, *, timeout=CLIENT_DEFAULT):
-        """Delete properties on each target."""
-        return self._two_phase("del_properties", (keys,), targets, block, timeout)
-
-    def clear_properties(self, targets=None, block=None, *, timeout=CLIENT_DEFAULT):
-        """Delete every property of each target."""
-        return self._two_phase("clear_properties", (), targets, block, timeout)
 
     # -- data distribution ---------------------------------------------------------------
 
@@ -979,6 +892,45 @@ class MultiEngineClient:
             stats[key] = megabytes * copies / seconds
         self.execute(f"del {name}", targets=ids, block=True, timeout=timeout)
         return stats
+
+
+def _blocking_signature(call):
+    """``(self, <the interface's arguments>, targets=None, block=None, *,
+    timeout=CLIENT_DEFAULT)``: None means the client's own setting."""
+    signature = interface_signature(IFullSynchronousMultiEngine[call.name])
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    params = [p for name, p in signature.parameters.items() if name != "targets"]
+    params += [inspect.Parameter("targets", kind, default=None),
+               inspect.Parameter("block", kind, default=None),
+               inspect.Parameter("timeout", inspect.Parameter.KEYWORD_ONLY,
+                                 default=CLIENT_DEFAULT)]
+    return signature.replace(parameters=params)
+
+
+def _blocking_method(call):
+    """MultiEngineClient's ``<name>`` for the multi-engine call ``call``: the
+    async client's, waited for (a PendingResult with ``block=False``)."""
+    signature = _blocking_signature(call)
+    names = [n for n in signature.parameters if n not in ("self", "targets", "block", "timeout")]
+    post = _result_list if call.result == multienginewire.COMMAND_RESULTS else None
+
+    def method(self, *args, **kwargs):
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        given = bound.arguments
+        return self._two_phase(call.name, tuple(given[n] for n in names), given["targets"],
+                               given["block"], given["timeout"], post)
+    method.__name__ = call.name
+    method.__qualname__ = f"MultiEngineClient.{call.name}"
+    method.__signature__ = signature
+    method.__doc__ = inspect.cleandoc(call.doc or IFullSynchronousMultiEngine[call.name].getDoc())
+    return method
+
+
+for _call in multienginewire.MULTIENGINE_CALLS:
+    if _call.multiplexed and _call.name not in vars(MultiEngineClient):
+        setattr(MultiEngineClient, _call.name, _blocking_method(_call))
+del _call
 
 
 def _submit_chunks(fc, func, parts, dist, targets):

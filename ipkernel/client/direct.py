@@ -30,6 +30,7 @@ from ipkernel.client.fcmultiengine import FCFullSynchronousMultiEngineClient
 from ipkernel.client.reactor import call_timeout
 from ipkernel.datachannel import refs
 from ipkernel.error import KernelError
+from ipkernel.interfaces import multienginewire
 from ipkernel.interfaces.remote import RIMultiEngine
 from ipkernel.lane.blocking import BlockingLane, LaneTimeout, TooLargeForLane
 from ipkernel.lane.server import offer_parts
@@ -37,13 +38,10 @@ from ipkernel.lane.server import offer_parts
 #: Returned by :meth:`DirectCalls.call` when the call must take the reactor path.
 NOT_DIRECT = object()
 
-#: The client methods that may take the direct path (with ``block=True``).
-DIRECT_METHODS = frozenset({
-    "execute", "push", "pull", "apply", "push_function", "pull_function",
-    "push_serialized", "pull_serialized", "zip_pull", "gather", "get_result", "reset",
-    "keys", "complete", "queue_status", "clear_queue", "get_ids", "set_properties",
-    "get_properties", "del_properties", "has_properties", "clear_properties",
-})
+#: The client methods that may take the direct path (with ``block=True``):
+#: those multienginewire marks ``direct``, and zip_pull (a pull, transposed).
+DIRECT_METHODS = frozenset(
+    {call.name for call in multienginewire.MULTIENGINE_CALLS if call.direct} | {"zip_pull"})
 
 #: Seconds joining the direct lane may take.
 JOIN_TIMEOUT = 10.0

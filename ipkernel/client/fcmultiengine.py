@@ -9,6 +9,7 @@ bytes along.  Splitting and joining data (scatter, gather, map) happens here,
 because only the client can look inside it.
 """
 import functools
+import inspect
 
 from twisted.internet import defer
 from zope.interface import implementer
@@ -20,8 +21,10 @@ from ipkernel.controller.multiengine import check_sequences, map_parts, read_scr
 from ipkernel.engine.properties import StrictDict
 from ipkernel.error import (ControllerError, InvalidEngineID, KernelError, NoEnginesRegistered,
                             ResultNotCompleted)
+from ipkernel.interfaces import multienginewire
 from ipkernel.interfaces.multiengine import IFullSynchronousMultiEngine
 from ipkernel.namecheck import check_push_names
+from ipkernel.signatures import interface_signature
 
 
 def _encode_namespace(namespace, method="push"):
@@ -167,30 +170,7 @@ class FCFullSynchronousMultiEngineClient:
 
     # -- primitives --------------------------------------------------------------------
 
-    def execute(self, lines, targets="all", *, block=True):
-        return self._two_phase("execute", (lines, _targets(targets)), block)
-
-    def push(self, namespace, targets="all", *, block=True):
-        try:
-            payload = _encode_namespace(namespace)
-            route = _route(targets)
-        except Exception:
-            return defer.fail()
-        return self._two_phase_sending("push", (payload, _targets(targets)), block, route)
-
-    def pull(self, keys, targets="all", *, block=True):
-        return self._two_phase("pull", (_keys(keys), _targets(targets)), block)
-
-    def push_function(self, namespace, targets="all", *, block=True):
-        try:
-            payload = _encode_namespace(namespace, "push_function")
-        except Exception:
-            return defer.fail()
-        return self._two_phase_sending("push_function", (payload, _targets(targets)), block,
-                                       _route(targets))
-
-    def pull_function(self, keys, targets="all", *, block=True):
-        return self._two_phase("pull_function", (_keys(keys), _targets(targets)), block)
+    # -- primitives: what a row of multienginewire says is made below the class --------
 
     def apply(self, func, args=(), kwargs=None, targets="all", *, block=True):
         try:
@@ -203,67 +183,6 @@ class FCFullSynchronousMultiEngineClient:
         d = self._offloaded((args, kwargs), route)
         return d.addCallback(lambda ak: self._two_phase(
             "apply", (func, ak[0], ak[1], _targets(targets)), block))
-
-    def complete(self, text, line=None, targets="all", *, block=True):
-        return self._two_phase("complete", (text, wire.encode_line(line), _targets(targets)), block)
-
-    def get_result(self, i=None, targets="all", *, block=True):
-        if i is not None and (isinstance(i, bool) or not isinstance(i, int)):
-            raise TypeError(f"get_result takes a command number (int) or None, not {i!r}")
-        return self._two_phase("get_result", (i, _targets(targets)), block)
-
-    def reset(self, targets="all", *, block=True):
-        return self._two_phase("reset", (_targets(targets),), block)
-
-    def keys(self, targets="all", *, block=True):
-        return self._two_phase("keys", (_targets(targets),), block)
-
-    def kill(self, controller=False, targets="all", *, block=True):
-        return self._two_phase("kill", (bool(controller), _targets(targets)), block)
-
-    def interrupt(self, targets="all", *, block=True):
-        return self._two_phase("interrupt", (_targets(targets),), block)
-
-    def push_serialized(self, namespace, targets="all", *, block=True):
-        try:
-            check_push_names(namespace, "push_serialized")
-        except Exception:
-            return defer.fail()
-        return self._two_phase_sending("push_serialized", (dict(namespace), _targets(targets)),
-                                       block, _route(targets))
-
-    def pull_serialized(self, keys, targets="all", *, block=True):
-        # Serialized values are the answer here: do not decode them.
-        return self._two_phase("pull_serialized", (_keys(keys), _targets(targets)), block,
-                               decode_result=False)
-
-    def clear_queue(self, targets="all", *, block=True):
-        return self._two_phase("clear_queue", (_targets(targets),), block)
-
-    def queue_status(self, targets="all", *, block=True):
-        post = lambda statuses: [tuple(s) for s in statuses]  # noqa: E731
-        return self._two_phase("queue_status", (_targets(targets),), block, post)
-
-    def set_properties(self, properties, targets="all", *, block=True):
-        if not isinstance(properties, dict):
-            raise TypeError(f"set_properties takes a dict, not {type(properties).__name__}")
-        StrictDict(properties)  # InvalidProperty for anything but plain data, before sending
-        return self._two_phase("set_properties", (dict(properties), _targets(targets)), block)
-
-    def get_properties(self, keys=None, targets="all", *, block=True):
-        return self._two_phase("get_properties", (_keys(keys), _targets(targets)), block)
-
-    def del_properties(self, keys, targets="all", *, block=True):
-        return self._two_phase("del_properties", (_keys(keys), _targets(targets)), block)
-
-    def has_properties(self, keys, targets="all", *, block=True):
-        return self._two_phase("has_properties", (_keys(keys), _targets(targets)), block)
-
-    def clear_properties(self, targets="all", *, block=True):
-        return self._two_phase("clear_properties", (_targets(targets),), block)
-
-    def get_ids(self):
-        return self._call("get_ids")
 
     # -- pending results ----------------------------------------------------------------
 
@@ -284,9 +203,6 @@ class FCFullSynchronousMultiEngineClient:
     def clear_pending_deferreds(self):
         self._post.clear()
         return self._call("clear_pending_deferreds")
-
-    def abort(self, deferred_id):
-        return self._call("abort", deferred_id)
 
     # -- coordinator and extras (data split and joined here) ----------------------------
 
@@ -445,6 +361,94 @@ class MultiEngineMapper:
         different lengths fail with ValueError."""
         return self.multiengine.raw_map(func, sequences, dist=self.dist, targets=self.targets,
                                         block=self.block)
+
+
+def _check_number(i, method):
+    if i is not None and (isinstance(i, bool) or not isinstance(i, int)):
+        raise TypeError(f"{method} takes a command number (int) or None, not {i!r}")
+    return i
+
+
+def _check_properties(properties, method):
+    if not isinstance(properties, dict):
+        raise TypeError(f"{method} takes a dict, not {type(properties).__name__}")
+    StrictDict(properties)  # InvalidProperty for anything but plain data, before sending
+    return dict(properties)
+
+
+def _serialized_namespace(namespace, method):
+    check_push_names(namespace, method)
+    return dict(namespace)
+
+
+#: How the client puts an argument of each kind on the wire, ``f(value,
+#: method)`` (see ipkernel.interfaces.multienginewire); kinds not here go as
+#: they are.
+_ENCODE = {
+    multienginewire.NAMESPACE: _encode_namespace, multienginewire.FUNCTIONS: _encode_namespace,
+    multienginewire.SERIALIZED: _serialized_namespace,
+    multienginewire.KEYS: lambda keys, _: _keys(keys),
+    multienginewire.LINE: lambda line, _: wire.encode_line(line),
+    multienginewire.NUMBER: _check_number,
+    multienginewire.FLAG: lambda flag, _: bool(flag),
+    multienginewire.PROPERTIES: _check_properties,
+}
+
+
+def _statuses(statuses):
+    return [tuple(s) for s in statuses]
+
+
+def _client_signature(call):
+    signature = interface_signature(IFullSynchronousMultiEngine[call.name])
+    if not call.block:
+        return signature
+    block = inspect.Parameter("block", inspect.Parameter.KEYWORD_ONLY, default=True)
+    return signature.replace(parameters=[*signature.parameters.values(), block])
+
+
+def _client_method(call):
+    """The client's ``<name>`` for the multi-engine call ``call``: checks and
+    encodes the arguments, sends bulk data on the data channel first, makes
+    the call and finishes its result (rebuilt, or left Serialized)."""
+    signature = _client_signature(call)
+    encoders = [_ENCODE.get(kind) for kind in call.args]
+    n = len(call.args)
+    post = _statuses if call.result == multienginewire.QUEUE_STATUS else None
+    decode_result = call.result != multienginewire.SERIALIZED_VALUES
+    sending = bool(call.bulk)
+
+    if not call.targets:
+        def method(self, *args):
+            if len(args) != n:
+                args = signature.bind(self, *args).args[1:]
+            values = [f(a, call.name) if f is not None else a for f, a in zip(encoders, args)]
+            return self._call(call.name, *values)
+    else:
+        def method(self, *args, targets="all", block=True, **kwargs):
+            if kwargs or len(args) not in (n, n + 1) or (len(args) > n and targets != "all"):
+                bound = signature.bind(self, *args, targets=targets, block=block, **kwargs)
+                bound.apply_defaults()
+                args, block = bound.args[1:], bound.kwargs["block"]
+            if len(args) > n:
+                args, targets = args[:n], args[n]
+            values = [f(a, call.name) if f is not None else a for f, a in zip(encoders, args)]
+            wire_args = (*values, _targets(targets))
+            if sending:
+                return self._two_phase_sending(call.name, wire_args, block, _route(targets),
+                                               post, decode_result)
+            return self._two_phase(call.name, wire_args, block, post, decode_result)
+    method.__name__ = call.name
+    method.__qualname__ = f"FCFullSynchronousMultiEngineClient.{call.name}"
+    method.__signature__ = signature
+    method.__doc__ = IFullSynchronousMultiEngine[call.name].getDoc()
+    return method
+
+
+for _call in multienginewire.MULTIENGINE_CALLS:
+    if _call.name not in vars(FCFullSynchronousMultiEngineClient):
+        setattr(FCFullSynchronousMultiEngineClient, _call.name, _client_method(_call))
+del _call
 
 
 def _failures_as_deferreds(method):

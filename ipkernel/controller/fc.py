@@ -14,6 +14,7 @@
   to; translates RIMultiEngine calls onto an ISynchronousMultiEngine.
 """
 import functools
+import inspect
 import time
 import weakref
 
@@ -30,7 +31,7 @@ from ipkernel.controller.mapping import PrePartitioned
 from ipkernel.controller.multiengine import call_started
 from ipkernel.engine.properties import StrictDict
 from ipkernel.error import EngineError, PayloadTooLarge, tag_exception
-from ipkernel.interfaces import enginewire
+from ipkernel.interfaces import enginewire, multienginewire
 from ipkernel.interfaces.engine import IEngineBase
 from ipkernel.interfaces.remote import RIEngine, RIEngineGate, RIEngineRegistrar, RIMultiEngine
 from ipkernel.lane import LaneReference, OffersLane, lane_allowed
@@ -463,7 +464,13 @@ def _as_json(value):
 
 @implementer(RIMultiEngine)
 class FCSynchronousMultiEngine(OffersLane, Referenceable):
-    """Adapter ISynchronousMultiEngine -> RIMultiEngine (thin translation)."""
+    """Adapter ISynchronousMultiEngine -> RIMultiEngine (thin translation).
+
+    The ``remote_*`` methods that do only what their row of
+    ``ipkernel.interfaces.multienginewire`` says are made below the class;
+    those written out here do more (scatter and raw_map hand pre-split parts
+    on, pending results remember which answers go back as JSON).
+    """
 
     def __init__(self, smultiengine, payload_cap=None, data_server=None, lane_server=None):
         self.sme = smultiengine
@@ -605,9 +612,6 @@ class FCSynchronousMultiEngine(OffersLane, Referenceable):
     def remote_get_ids(self):
         return self.sme.get_ids()
 
-    def remote_execute(self, lines, targets, block):
-        return self._run_json("execute", lines, targets=targets, block=block)
-
     def _run_json(self, method, *args, targets, block):
         """:meth:`_run` for methods whose results are JSON-safe plain data
         (execute results): they go back as one JSON token, now or when fetched."""
@@ -623,79 +627,9 @@ class FCSynchronousMultiEngine(OffersLane, Referenceable):
                 del self._json_ids[next(iter(self._json_ids))]
         return deferred_id
 
-    def remote_push(self, namespace, targets, block):
-        return self._run("push", namespace, targets=targets, block=block, payload=namespace)
-
-    def remote_pull(self, keys, targets, block):
-        return self._run("pull", _Keys(keys), targets=targets, block=block).addCallback(
-            self._push_blobs)
-
-    def remote_push_function(self, namespace, targets, block):
-        return self._run("push_function", namespace, targets=targets, block=block,
-                         payload=namespace)
-
-    def remote_pull_function(self, keys, targets, block):
-        return self._run("pull_function", _Keys(keys), targets=targets,
-                         block=block).addCallback(self._push_blobs)
-
-    def remote_apply(self, func, args, kwargs, targets, block):
-        return self._run("apply", func, args, kwargs, targets=targets, block=block,
-                         payload=[func, args, kwargs]).addCallback(self._push_blobs)
-
-    def remote_complete(self, text, line, targets, block):
-        return self._run("complete", text, wire.decode_line(line), targets=targets, block=block)
-
-    def remote_get_result(self, i, targets, block):
-        return self._run_json("get_result", i, targets=targets, block=block)
-
-    def remote_reset(self, targets, block):
-        return self._run("reset", targets=targets, block=block)
-
-    def remote_keys(self, targets, block):
-        return self._run("keys", targets=targets, block=block)
-
-    def remote_kill(self, controller, targets, block):
-        return self._run("kill", controller, targets=targets, block=block)
-
-    def remote_interrupt(self, targets, block):
-        return self._run("interrupt", targets=targets, block=block)
-
-    def remote_push_serialized(self, namespace, targets, block):
-        return self._run("push_serialized", namespace, targets=targets, block=block,
-                         payload=namespace)
-
-    def remote_pull_serialized(self, keys, targets, block):
-        return self._run("pull_serialized", _Keys(keys), targets=targets,
-                         block=block).addCallback(self._push_blobs)
-
-    def remote_clear_queue(self, targets, block):
-        return self._run("clear_queue", targets=targets, block=block)
-
-    def remote_queue_status(self, targets, block):
-        return self._run("queue_status", targets=targets, block=block)
-
-    def remote_set_properties(self, properties, targets, block):
-        return self._run("set_properties", properties, targets=targets, block=block)
-
-    def remote_get_properties(self, keys, targets, block):
-        return self._run("get_properties", _Keys(keys), targets=targets, block=block)
-
-    def remote_del_properties(self, keys, targets, block):
-        return self._run("del_properties", _Keys(keys), targets=targets, block=block)
-
-    def remote_has_properties(self, keys, targets, block):
-        return self._run("has_properties", _Keys(keys), targets=targets, block=block)
-
-    def remote_clear_properties(self, targets, block):
-        return self._run("clear_properties", targets=targets, block=block)
-
     def remote_scatter(self, key, parts, flatten, targets, block):
         return self._run("scatter", key, PrePartitioned(parts), targets=targets, block=block,
                          payload=parts)
-
-    def remote_gather(self, key, targets, block):
-        return self._run("gather", key, targets=targets, block=block).addCallback(
-            self._push_blobs)
 
     def remote_raw_map(self, func, parts, targets, block):
         return self._run("map_partitions", func, PrePartitioned(parts), targets=targets,
@@ -716,8 +650,59 @@ class FCSynchronousMultiEngine(OffersLane, Referenceable):
         self._json_ids.clear()
         return self._run("clear_pending_deferreds")
 
-    def remote_abort(self, deferred_id):
-        return self._run("abort", deferred_id)
+
+#: How the controller reads an argument of each kind before handing it on
+#: (see ipkernel.interfaces.multienginewire); kinds not here go as they are.
+_DECODE = {multienginewire.KEYS: _Keys, multienginewire.LINE: wire.decode_line}
+
+
+def _payload(call, args):
+    """The user data of a call (for the payload cap and its start time): its
+    one bulk argument, or a list of them; None if it has none."""
+    if not call.bulk:
+        return None
+    if len(call.bulk) == 1:
+        return args[call.bulk[0]]
+    return [args[k] for k in call.bulk]
+
+
+def _remote_method(call):
+    """FCSynchronousMultiEngine's ``remote_<name>`` for the multi-engine call
+    ``call``: reads the wire arguments, runs the call on the synchronous
+    multi-engine (errors become ErrorRecords), and sends results that are
+    user data on with their bulk data (JSON for command results)."""
+    names = list(RIMultiEngine[call.name].argumentNames)
+    signature = inspect.Signature([inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+                                   for n in ["self"] + names])
+    decoders = [_DECODE.get(kind) for kind in call.args]
+    n = len(call.args)
+    json = call.result == multienginewire.COMMAND_RESULTS
+    blobs = call.result in (multienginewire.VALUE, multienginewire.SERIALIZED_VALUES)
+
+    def method(self, *args, **kwargs):
+        if kwargs or len(args) != len(names):
+            args = signature.bind(self, *args, **kwargs).args[1:]
+        values = [f(a) if f is not None else a for f, a in zip(decoders, args[:n])]
+        if not call.targets:
+            return self._run(call.name, *values)
+        targets, block = args[n:]
+        if json:
+            return self._run_json(call.name, *values, targets=targets, block=block)
+        d = self._run(call.name, *values, targets=targets, block=block,
+                      payload=_payload(call, args[:n]))
+        return d.addCallback(self._push_blobs) if blobs else d
+    method.__name__ = f"remote_{call.name}"
+    method.__qualname__ = f"FCSynchronousMultiEngine.remote_{call.name}"
+    method.__signature__ = signature
+    method.__doc__ = (f"RIMultiEngine's ``{call.name}``: the synchronous multi-engine's, "
+                      f"with its arguments read from the wire.")
+    return method
+
+
+for _call in multienginewire.MULTIENGINE_CALLS:
+    if f"remote_{_call.name}" not in vars(FCSynchronousMultiEngine):
+        setattr(FCSynchronousMultiEngine, f"remote_{_call.name}", _remote_method(_call))
+del _call
 
 
 def _register_adapters():
