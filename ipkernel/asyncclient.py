@@ -27,8 +27,9 @@ from ipkernel.clusterdir import TASK_FURL
 from ipkernel.datachannel import DataChannelPeer
 from ipkernel.error import CompositeError, ControllerError, TaskRejectError
 from ipkernel.interfaces.remote import RIMultiEngine, RITaskController
-from ipkernel.lane import LaneReference, join_lane, lane_allowed
+from ipkernel.lane import join_lane, lane_allowed
 from ipkernel.task.tasks import MapTask, StringTask
+from ipkernel.transport.link import Link
 
 log = Logger()
 
@@ -89,12 +90,12 @@ FOOLSCAP_ONLY = ("open_session", "open_lane", "open_data_channel", "get_client_n
 
 
 async def _with_lane(rref, remote_interface, timeout, furl):
-    """``rref`` as a LaneReference, its calls on a lane when one can be
-    joined (TLS off this host, the certificate checked against ``furl``'s
-    tub id)."""
+    """A :class:`~ipkernel.transport.link.Link` to ``rref``, with a lane when
+    one can be joined (TLS off this host, the certificate checked against
+    ``furl``'s tub id); its policy chooses the carrier of each call."""
     from twisted.internet import reactor
 
-    reference = LaneReference(rref, foolscap_only=FOOLSCAP_ONLY)
+    reference = Link(rref, foolscap_only=FOOLSCAP_ONLY)
     if not lane_allowed(getattr(rref.getPeer(), "host", None)):
         return reference  # no address to dial: Foolscap carries the calls
     try:

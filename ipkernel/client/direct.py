@@ -28,7 +28,6 @@ from twisted.python.failure import Failure
 from ipkernel import fcutil
 from ipkernel.client.fcmultiengine import FCFullSynchronousMultiEngineClient
 from ipkernel.client.reactor import call_timeout
-from ipkernel.datachannel import refs
 from ipkernel.error import KernelError
 from ipkernel.interfaces import multienginewire
 from ipkernel.interfaces.remote import RIMultiEngine
@@ -59,15 +58,16 @@ class _LaneCalls:
     arrived meanwhile, to be raised once out of the Deferreds.
     """
 
-    def __init__(self, lane):
+    def __init__(self, lane, policy):
         self.lane = lane
+        self.policy = policy
         self.timeout = None
         self.what = None
         self.interrupted = None
 
     def callRemote(self, method, *args, **kwargs):
         return self.outcome(lambda: self.lane.call(method, args, kwargs, timeout=self.timeout,
-                                                   max_buffers=refs.THRESHOLD))
+                                                   max_buffers=self.policy.lane_limit))
 
     def outcome(self, func):
         """A fired Deferred of ``func()``, its exceptions translated."""
@@ -93,6 +93,7 @@ class _DirectClient(FCFullSynchronousMultiEngineClient):
         super().__init__(remote, furl=owner.furl)
         self.owner = owner
         self.bridge = bridge
+        self.link.policy = owner.link.policy  # the owner's choices, on this lane
 
     @property
     def data(self):
@@ -178,8 +179,8 @@ class DirectCalls:
             client = self._client
             if (client is None or client.remote.lane.closed) and not self._gave_up:
                 lane = self._open()
-                client = None if lane is None else _DirectClient(_LaneCalls(lane), self.owner,
-                                                                 self.bridge)
+                client = None if lane is None else _DirectClient(
+                    _LaneCalls(lane, self.owner.link.policy), self.owner, self.bridge)
                 self._client, self._gave_up = client, client is None
             return self._client
         finally:

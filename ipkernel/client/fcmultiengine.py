@@ -25,6 +25,7 @@ from ipkernel.interfaces import multienginewire
 from ipkernel.interfaces.multiengine import IFullSynchronousMultiEngine
 from ipkernel.namecheck import check_push_names
 from ipkernel.signatures import interface_signature
+from ipkernel.transport.link import Link
 
 
 def _encode_namespace(namespace, method="push"):
@@ -55,10 +56,23 @@ class FCFullSynchronousMultiEngineClient:
 
     def __init__(self, remote_reference, furl=None):
         self.remote = remote_reference
+        #: The Link to the controller: which carrier takes each call and its
+        #: bulk data (the remote reference given, or one made around it).
+        self.link = remote_reference if isinstance(remote_reference, Link) else \
+            Link(remote_reference)
         self.furl = furl
         self._post = {}  # deferred id -> function applied when the result is fetched
-        #: The DataChannelPeer large values travel on (None: all through Foolscap).
         self.data = None
+
+    @property
+    def data(self):
+        """The DataChannelPeer large values travel on (None: all through
+        Foolscap): the link's."""
+        return self.link.data
+
+    @data.setter
+    def data(self, value):
+        self.link.data = value
 
     def __repr__(self):
         from ipkernel.fcutil import redacted_furl
@@ -68,28 +82,29 @@ class FCFullSynchronousMultiEngineClient:
     def close(self):
         """Close the data channel and the lane (the Foolscap connection belongs
         to the Tub)."""
-        if self.data is not None:
-            self.data.close()
-            self.data = None
-        close_lane = getattr(self.remote, "close_lane", None)
-        if close_lane is not None:
-            close_lane()
+        self.link.close()
+        if self.remote is not self.link:  # a reference of its own (a LaneReference)
+            close_lane = getattr(self.remote, "close_lane", None)
+            if close_lane is not None:
+                close_lane()
 
     # -- bulk data -------------------------------------------------------------------
 
     def _fetch(self, blob_id, pushed=False):
         """A Deferred of blob ``blob_id``; ``pushed``: the controller sends it
         on the data channel unasked (see DataChannelServer.route)."""
-        if self.data is None or not self.data.connected:
-            # no data channel here: the controller hands it over through Foolscap
-            return self._call("fetch_blob", blob_id)
-        return self.data.fetch(blob_id, refs.WAIT, ask=not pushed)
+        d = self.link.fetch(blob_id, pushed)
+        # None: no data channel here, the controller hands it over through Foolscap
+        return self._call("fetch_blob", blob_id) if d is None else d
 
     def _offloaded(self, value, route):
         """A Deferred of ``value`` with its large parts sent on the data channel
         to ``route`` (engine ids or 'all'), once they are sent."""
-        value, sends = refs.offload(value, self.data, route)
-        return refs.send(self.data, route, sends).addCallback(lambda _: value)
+        return self.link.offloaded(value, route)
+
+    def _sends_bulk(self, value):
+        """Whether the link's policy sends parts of ``value`` on the data channel."""
+        return self.link.policy.sends_bulk(self.data, value)
 
     def _offloaded_parts(self, parts, ids):
         """Like :meth:`_offloaded` for one part per engine of ``ids``."""
@@ -133,7 +148,7 @@ class FCFullSynchronousMultiEngineClient:
     def _two_phase_sending(self, method, args, block, route, post=None, decode_result=True):
         """:meth:`_two_phase` after sending the large values of ``args[0]``
         (a namespace or a value) to ``route`` on the data channel."""
-        if self.data is None:
+        if not self._sends_bulk(args[0]):
             return self._two_phase(method, args, block, post, decode_result)
         d = self._offloaded(args[0], route)
         return d.addCallback(lambda first: self._two_phase(method, (first,) + tuple(args[1:]),
@@ -178,7 +193,7 @@ class FCFullSynchronousMultiEngineClient:
             route = _route(targets)
         except Exception:
             return defer.fail()
-        if self.data is None:
+        if not self._sends_bulk((args, kwargs)):
             return self._two_phase("apply", (func, args, kwargs, _targets(targets)), block)
         d = self._offloaded((args, kwargs), route)
         return d.addCallback(lambda ak: self._two_phase(
@@ -227,7 +242,7 @@ class FCFullSynchronousMultiEngineClient:
             if flatten:
                 parts = [p[0] if len(p) == 1 else p for p in parts]
             payload = [serialize.serialize(p) for p in parts]
-            if self.data is not None:
+            if self._sends_bulk(payload):
                 payload = await self._offloaded_parts(payload, ids)
             return await self._two_phase("scatter", (key, payload, False, _targets(ids)), block)
         return defer.Deferred.fromCoroutine(go())
@@ -245,7 +260,7 @@ class FCFullSynchronousMultiEngineClient:
                                 f"not {type(func).__name__}")
             ids = await self._engine_ids(targets)
             parts = [serialize.serialize(p) for p in map_parts(seqs, len(ids), dist)]
-            if self.data is not None:
+            if self._sends_bulk(parts):
                 parts = await self._offloaded_parts(parts, ids)
             return await self._two_phase("raw_map", (serialize.serialize(func), parts, _targets(ids)), block,
                                          lambda results: mapping.join(results, dist))
