@@ -137,3 +137,41 @@ def test_the_blocking_client_has_no_wire_method_without_a_row():
 def test_the_direct_methods_are_the_table_s():
     assert DIRECT_METHODS == {c.name for c in CALLS if c.direct} | {"zip_pull"}
     assert not {"kill", "interrupt", "abort", "get_pending_deferred"} & DIRECT_METHODS
+
+
+class FakeSynchronousMultiEngine:
+    """Records what the controller's generated methods hand on."""
+
+    on_discard = None
+
+    def __init__(self):
+        self.calls = []
+
+    def __getattr__(self, name):
+        def method(*args, **kwargs):
+            self.calls.append((name, args, kwargs))
+            return [f"{name} done"]
+        return method
+
+
+def test_a_generated_controller_method_reads_the_wire_arguments_named_or_not():
+    sme = FakeSynchronousMultiEngine()
+    view = FCSynchronousMultiEngine(sme)
+    positional = view.remote_pull(("list", ["a", "b"]), ("one", [3]), True)
+    named = view.remote_complete(text="im", line=["import"], targets=("all", []), block=False)
+    assert positional.result == ["pull done"] and named.result == ["complete done"]
+    assert sme.calls == [("pull", (["a", "b"],), {"targets": 3, "block": True}),
+                         ("complete", ("im", "import"), {"targets": "all", "block": False})]
+    with pytest.raises(TypeError):
+        view.remote_pull(("one", ["a"]), ("all", []))  # block missing
+
+
+def test_a_generated_controller_method_caps_the_user_data_it_carries():
+    from ipkernel import serialize, wire
+
+    sme = FakeSynchronousMultiEngine()
+    view = FCSynchronousMultiEngine(sme, payload_cap=100)
+    outcome = view.remote_push({"a": serialize.serialize(b"z" * 1000)}, ("all", []), True).result
+    assert isinstance(outcome, wire.ErrorRecord) and "payload cap of 100 bytes" in str(
+        wire.exception_from_record(outcome))
+    assert sme.calls == []
