@@ -69,7 +69,7 @@ from ipkernel.engine.connector import (DEFAULT_RECONNECT_TIMEOUT, DEFAULT_STOP_W
 from ipkernel.engine.interpreter import DEFAULT_HISTORY_CAP
 from ipkernel.engine.mainthread import MainThreadExecutor
 from ipkernel.engine.pulse import Pulse, bind_host, furl_hosts
-from ipkernel.engine.reactorgate import ReactorGate
+from ipkernel.engine.reactorgate import ReactorGate, drive_wanted
 from ipkernel.engine.service import EngineService
 
 log = Logger()
@@ -470,7 +470,7 @@ def main(argv=None):
         return 1
 
     from twisted.internet import reactor
-    gate = ReactorGate(reactor)
+    gate = ReactorGate(reactor, drive=drive_wanted())
     gate.install()
     executor = MainThreadExecutor(reactor, gate=gate)
     executor.install_signal_handlers()

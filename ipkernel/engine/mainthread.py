@@ -10,6 +10,13 @@ a :class:`~ipkernel.engine.reactorgate.ReactorGate`, in the main thread while
 the reactor thread waits for events (which is just as safe, and saves
 waking that thread).
 
+With a gate that :attr:`~ipkernel.engine.reactorgate.ReactorGate.drives`,
+the main thread also runs the event loop while no job runs: a small call
+is read, run and answered by this thread alone (one wake-up, no hand-off
+between threads).  While a job runs the gate is lent to the reactor
+thread, which takes the loop back if the job is long or needs it (see
+:mod:`ipkernel.engine.reactorgate`).
+
 Interrupts are real SIGINTs sent to the main thread, so they stop Python
 loops and also blocking calls such as ``time.sleep`` or socket reads (any
 call that returns on EINTR).  The SIGINT handler (installed by
@@ -36,6 +43,7 @@ from twisted.python.failure import Failure
 log = Logger()
 
 _STOP = object()
+_LOOP = object()   # the reactor thread handed the event loop over
 
 #: Two SIGINTs this close together (seconds) while idle stop the engine.
 SIGINT_REPEAT = 2.0
@@ -117,18 +125,83 @@ class MainThreadExecutor:
         Call it from the thread that called :meth:`install_signal_handlers`
         (without them, :meth:`interrupt` does nothing and returns False).
         """
-        while True:
-            try:
-                job = self._jobs.get()
-            except KeyboardInterrupt:  # a stale interrupt that missed its job
-                continue
-            if job is _STOP:
-                break
-            self._run_one(*job)
+        gate = self.gate
+        if gate is not None and gate.drives:
+            self._run_driving(gate)
+        else:
+            while True:
+                try:
+                    job = self._jobs.get()
+                except KeyboardInterrupt:  # a stale interrupt that missed its job
+                    continue
+                if job is _STOP:
+                    break
+                self._run_one(*job)
         self._finish()
         return self.stop_reason
 
+    def _run_driving(self, gate):
+        jobs = self._jobs
+        gate.attach(jobs.empty, lambda: jobs.put(_LOOP))
+        holding = False  # this thread holds the gate and runs the event loop
+        try:
+            while True:
+                if holding:
+                    job = self._drive(gate)
+                    if job is None:  # the reactor is stopping: its thread finishes
+                        holding = False
+                        gate.give_back()
+                        continue
+                else:
+                    if jobs.empty():
+                        gate.ask_for_loop()
+                    try:
+                        job = jobs.get()
+                    except KeyboardInterrupt:
+                        continue
+                    holding = gate.take()
+                    if job is _LOOP:
+                        continue
+                if job is _STOP:
+                    break
+                if holding:
+                    holding = self._run_held(gate, *job)
+                else:
+                    self._run_one(*job)
+        finally:
+            if holding:
+                gate.give_back()
+
+    def _drive(self, gate):
+        """Run the event loop until a job (or the stop) is queued; None if the
+        reactor stops meanwhile."""
+        jobs = self._jobs
+        while True:
+            while not jobs.empty():
+                job = jobs.get_nowait()
+                if job is not _LOOP:
+                    return job
+            if not gate.drive_once():
+                return None
+
+    def _run_held(self, gate, d, func, args, kwargs):
+        """Run a job taken while driving the loop; True if the loop is still ours."""
+        gate.lend()
+        outcome = self._call(d, func, args, kwargs)
+        if gate.reclaim():
+            gate.deliver_held(*outcome)
+            return True
+        gate.deliver_reclaimed(*outcome)
+        return False
+
     def _run_one(self, d, func, args, kwargs):
+        outcome = self._call(d, func, args, kwargs)
+        gate = self.gate
+        if gate is None or not gate.run_here(*outcome):
+            self._reactor.callFromThread(*outcome)
+
+    def _call(self, d, func, args, kwargs):
+        """Run one job; return (how to fire ``d``, with what)."""
         outcome = None
         try:
             with self._lock:
@@ -142,9 +215,7 @@ class MainThreadExecutor:
             self._end_job()
             if outcome is None:
                 outcome = (d.errback, Failure(exc))
-        gate = self.gate
-        if gate is None or not gate.run_here(*outcome):
-            self._reactor.callFromThread(*outcome)
+        return outcome
 
     def _end_job(self):
         with self._lock:
@@ -157,7 +228,7 @@ class MainThreadExecutor:
                 job = self._jobs.get_nowait()
             except queue.Empty:
                 break
-            if job is not _STOP:
+            if job is not _STOP and job is not _LOOP:
                 waiting.append(job[0])
         self._finished = True
         call = self._reactor.callFromThread
