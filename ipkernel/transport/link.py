@@ -29,6 +29,7 @@ from twisted.python.failure import Failure
 
 from ipkernel.datachannel import refs
 
+#: The carriers a :class:`CarrierPolicy` chooses between.
 FOOLSCAP, LANE, DATA_CHANNEL = "foolscap", "lane", "data channel"
 
 __all__ = ["Link", "CarrierPolicy", "DEFAULT_POLICY", "FOOLSCAP", "LANE", "DATA_CHANNEL"]
