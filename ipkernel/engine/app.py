@@ -488,6 +488,7 @@ def main(argv=None):
     if thread.is_alive():
         log.error("the reactor did not stop within {t:g} s; exiting anyway", t=REACTOR_STOP_TIMEOUT)
         return app.exit_code or 1
+    gate.close()
     log.info("ipengine stopped")
     return app.exit_code
 

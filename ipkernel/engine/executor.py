@@ -81,6 +81,11 @@ class ThreadExecutor:
         """True while a submitted callable is running."""
         return self._running_job
 
+    def user_code_done(self):
+        """Called from inside a job: its user code has ended, so what is left of
+        it (sending the result) is not interrupted and the executor is idle."""
+        self._finish_job()
+
     def interrupt(self):
         """Raise KeyboardInterrupt in the running callable; return True if one was running.
 

@@ -3,10 +3,11 @@
 ``ipengine`` runs the Twisted reactor in a background thread and gives the
 main thread to :class:`MainThreadExecutor`: :meth:`~MainThreadExecutor.run`
 loops over submitted jobs until the executor is stopped.  The API the
-engine uses (``submit``, ``interrupt``, ``stop``, ``busy``) is the one of
-:class:`~ipkernel.engine.executor.ThreadExecutor`, called from the reactor
-thread; results come back as Deferreds fired in the reactor thread, or, with
-a :class:`~ipkernel.engine.reactorgate.ReactorGate`, in the main thread while
+engine uses is the one of :class:`~ipkernel.engine.executor.ThreadExecutor`
+(``submit``, ``interrupt``, ``stop``, ``busy`` called from the reactor
+thread, ``user_code_done`` from inside a job); results come back as
+Deferreds fired in the reactor thread, or, with a
+:class:`~ipkernel.engine.reactorgate.ReactorGate`, in the main thread while
 the reactor thread waits for events (which is just as safe, and saves
 waking that thread).
 
@@ -88,6 +89,12 @@ class MainThreadExecutor:
     def busy(self):
         """True while a submitted job is running."""
         return self._current is not None
+
+    def user_code_done(self):
+        """Called from inside a job: its user code has ended, so what is left of
+        it (sending the result) is not interrupted and the engine counts as
+        idle (a SIGINT from now on is an idle one)."""
+        self._end_job()
 
     def interrupt(self):
         """Raise KeyboardInterrupt in the running job; return True if one was running."""

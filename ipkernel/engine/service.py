@@ -157,7 +157,12 @@ class EngineService(service.Service):
 
         def run():
             value = serialize.serialize(impl(*args))
-            return post(value) if post is not None else value
+            if post is None:
+                return value
+            # The answer may reach the client before post returns: from here
+            # on the engine counts as idle and a SIGINT interrupts nothing.
+            self.executor.user_code_done()
+            return post(value)
         return self._call(method, run)
 
     # -- IEngineCore --------------------------------------------------------------

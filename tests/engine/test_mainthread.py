@@ -1,9 +1,12 @@
-"""Tier 1: the SIGINT rules of MainThreadExecutor (issue 13), its handler called directly."""
+"""Tier 1: the SIGINT rules of MainThreadExecutor (issue 13), its handler called directly,
+and when an executor counts a job as ended."""
 import signal
+import threading
 
 import pytest
 
 from ipkernel.engine import mainthread
+from ipkernel.engine.executor import ThreadExecutor
 from ipkernel.engine.mainthread import SIGINT_REPEAT, MainThreadExecutor
 
 pytestmark = pytest.mark.tier1
@@ -58,3 +61,29 @@ def test_a_sigint_while_a_job_runs_interrupts_it(clock):
     with pytest.raises(KeyboardInterrupt):
         executor._on_sigint(signal.SIGINT, None)
     assert not executor._stopping
+
+
+def test_a_sigint_after_the_jobs_user_code_ended_is_an_idle_one(clock):
+    # A result may be answered before its job returns (the data channel's
+    # post step): from user_code_done on, a SIGINT interrupts nothing.
+    reactor = Reactor()
+    executor = MainThreadExecutor(reactor)
+    executor._current = 7   # a job is running ...
+    executor.user_code_done()   # ... and its user code has ended
+    assert not executor.busy and executor.interrupt() is False
+    executor._on_sigint(signal.SIGINT, None)   # does not raise
+    assert any("SIGINT received while idle: ignored" in n for n in notes(reactor))
+
+
+def test_the_thread_executor_is_idle_once_a_jobs_user_code_ended():
+    executor = ThreadExecutor(reactor=Reactor())
+    seen, done = [], threading.Event()
+
+    def job():
+        seen.append(executor.busy)
+        executor.user_code_done()
+        seen.append((executor.busy, executor.interrupt()))
+        done.set()
+    executor.submit(job)
+    assert done.wait(10), "the job did not run"
+    assert seen == [True, (False, False)]
