@@ -21,8 +21,9 @@ or a call queued with ``callFromThread``, would wait for the next event, so
 the reactor is woken when one of those happened.
 
 A gate made with ``drive=True`` also lets the main thread run the event loop
-itself while it is idle (see :class:`~ipkernel.engine.mainthread.MainThreadExecutor`): a small call
-is then read, run and answered by the one thread that woke up.  The reactor
+itself while it is idle (see
+:class:`~ipkernel.engine.mainthread.MainThreadExecutor`): a small call is
+then read, run and answered by the one thread that woke up.  The reactor
 thread hands the loop over when asked and the main thread has nothing queued
 (:meth:`ReactorGate.ask_for_loop`), and waits parked on a timer and on the
 reactor's waker.  It takes the loop back when the main thread lends the gate

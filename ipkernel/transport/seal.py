@@ -109,8 +109,6 @@ class SealedSocket:
         for start in range(0, len(view), self.max_record):
             self._send_record(_DATA, view[start:start + self.max_record])
 
-    send = sendall
-
     def _send_record(self, kind, payload):
         header = _HEADER.pack(len(payload), kind)
         nonce = _nonce(self._sent)
