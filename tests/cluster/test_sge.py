@@ -270,8 +270,9 @@ def job_processes(job_id):
 
 def running(state):
     """Whether a status row's state says the tasks run (Grid Engine may still
-    show ``t``, transferring, for a task whose engine already registered)."""
-    return "r" in state.split("/") and set(state.split("/")) <= {"r", "t"}
+    show ``t``, transferring, for tasks whose engines already registered, also
+    for all of them)."""
+    return bool(state) and set(state.split("/")) <= {"r", "t"}
 
 
 def values(output, label):
