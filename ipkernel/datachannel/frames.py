@@ -7,7 +7,11 @@
 
 Kinds:
 
-``AUTH``    first message of a peer: the body is the token it was given over Foolscap.
+``AUTH``    first message of a peer: the body is the token it was given over Foolscap
+            (and, over TLS, the peer's sealing secret after it).  The controller
+            answers with an AUTH too: extra ``{"max_blob": payload cap}`` and,
+            over TLS, its own sealing secret as the body; from then on both
+            ends talk sealed records (:mod:`ipkernel.transport.seal`).
 ``PUT``     a peer sends a blob; extra ``{"to": [engine ids] | "all" | "controller"}``.
 ``DELIVER`` the controller hands a blob to a peer (relayed or fetched).
 ``FETCH``   a peer asks for a blob kept by the controller (no body).
@@ -23,7 +27,6 @@ import ipaddress
 import json
 import mmap
 import socket
-import ssl
 import struct
 
 MAGIC = b"IPKD"
@@ -104,9 +107,9 @@ def send_all(sock, buffers, more=False):
     """Send ``buffers`` (bytes-like, in order) on ``sock``, gathered into as few
     system calls as the socket allows: one message header and its body leave
     together.  ``more``: more bytes follow at once (the last segment may wait
-    for them: ``MSG_MORE``).  A TLS socket gets one ``sendall`` per buffer.
+    for them: ``MSG_MORE``).  A sealed socket gets one ``sendall`` per buffer.
     """
-    if isinstance(sock, ssl.SSLSocket) or not hasattr(sock, "sendmsg"):
+    if not is_plain(sock):
         for buf in buffers:
             sock.sendall(buf)
         return
@@ -125,40 +128,10 @@ def send_all(sock, buffers, more=False):
                 sent = 0
 
 
-#: Reads of nothing in a row a TLS socket may give while its connection goes on.
-SPURIOUS_ENDS = 64
-
-
-def recv_into(sock, view, n):
-    """``sock.recv_into(view, n)`` (blocking), 0 only when the stream has ended.
-
-    A blocking stdlib TLS read that a signal interrupts (a stop and continue
-    of the process, a handler's signal) while another thread writes on the
-    same socket can report an end of stream that is none: OpenSSL's socket
-    BIO keeps one retry flag for reading and writing, and the write clears
-    it.  So for a TLS socket a read of nothing counts as the end only once
-    the socket under it has ended too (or it keeps saying so).
-    """
-    k = sock.recv_into(view, n)
-    if k or not isinstance(sock, ssl.SSLSocket):
-        return k
-    for _ in range(SPURIOUS_ENDS):
-        if _ended(sock):
-            return 0
-        k = sock.recv_into(view, n)
-        if k:
-            return k
-    return 0
-
-
-def _ended(sock):
-    """The TCP stream under the TLS socket ``sock`` has ended (or failed)."""
-    try:
-        return not socket.socket.recv(sock, 1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-    except (BlockingIOError, InterruptedError):
-        return False  # nothing waiting, not ended
-    except OSError:
-        return True
+def is_plain(sock):
+    """True for a plain socket (the bytes on the wire are the bytes read):
+    the kernel may move them itself (``sendmsg``, ``splice``)."""
+    return isinstance(sock, socket.socket)
 
 
 def recv_exactly(sock, n):
@@ -172,7 +145,7 @@ def recv_into_fully(sock, view):
     """Fill ``view`` from ``sock``; ConnectionError if it closes first."""
     got, n = 0, len(view)
     while got < n:
-        k = recv_into(sock, view[got:], min(n - got, CHUNK))
+        k = sock.recv_into(view[got:], min(n - got, CHUNK))
         if not k:
             raise ConnectionError("the data channel closed in the middle of a message")
         got += k
@@ -212,14 +185,12 @@ def read_header(sock, idle_ok=False):
     head = bytearray(HEADER.size)
     while True:
         try:
-            got = recv_into(sock, head, HEADER.size)
+            got = sock.recv_into(head, HEADER.size)
             break
-        except (BlockingIOError, ssl.SSLWantReadError):
+        except BlockingIOError:
             if not idle_ok:
                 raise
-        except (ssl.SSLEOFError, ConnectionResetError):
-            # a TLS peer that closed without a close_notify, or a reset between
-            # two messages: nothing was cut short
+        except ConnectionResetError:  # a reset between two messages: nothing was cut short
             raise Closed("the data channel was closed") from None
     if not got:
         raise Closed("the data channel was closed")

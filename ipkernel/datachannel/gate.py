@@ -27,6 +27,7 @@ import time
 from twisted.logger import Logger
 
 from ipkernel.datachannel import frames
+from ipkernel.transport.seal import SECRET_SIZE
 
 log = Logger()
 
@@ -40,7 +41,9 @@ LOG_EVERY = 60.0
 #: Seconds accepting pauses when the process is out of file descriptors.
 ACCEPT_PAUSE = 0.5
 
-_AUTH_SIZE = frames.HEADER.size + frames.TOKEN_SIZE
+#: The body of an AUTH: the token, then over TLS the peer's sealing secret.
+_BODY_PLAIN = frames.TOKEN_SIZE
+_BODY_TLS = frames.TOKEN_SIZE + SECRET_SIZE
 
 
 class RateLimitedLog:
@@ -110,9 +113,10 @@ class Gate:
     and authenticates new connections in one thread.
 
     ``wants_tls(host)``: whether a peer at ``host`` talks TLS.
-    ``admit(role, sock, token)`` (in the gate's thread): a blocking socket
-    that presented ``token``; it returns None when it took the socket, or
-    why it refused it.  ``clock`` is for tests.
+    ``admit(role, sock, token, secret)`` (in the gate's thread): a blocking
+    socket that presented ``token`` (and over TLS its sealing ``secret``,
+    else None); it returns None when it took the socket, or why it refused
+    it.  ``clock`` is for tests.
     """
 
     def __init__(self, listeners, wants_tls, admit, auth_timeout=AUTH_TIMEOUT,
@@ -282,11 +286,12 @@ class Gate:
             return
         if token is None:
             return
+        token, secret = token[:frames.TOKEN_SIZE], token[frames.TOKEN_SIZE:] or None
         self._forget(pending, close=False)
         sock = pending.sock
         try:
             sock.setblocking(True)
-            why = self.admit(pending.role, sock, token)
+            why = self.admit(pending.role, sock, token, secret)
         except (OSError, ssl.SSLError) as exc:
             why = f"it failed as it was admitted ({type(exc).__name__})"
         if why is not None:
@@ -295,22 +300,27 @@ class Gate:
             _close(sock)
 
     def _read_auth(self, pending):
-        """The token once the whole AUTH message is here, else None (later)."""
+        """The AUTH body (token, secret) once it is all here, else None (later)."""
         sock = pending.sock
+        body = _BODY_TLS if pending.tls else _BODY_PLAIN
+        whole = frames.HEADER.size + body
         try:
             if not pending.shaken:
                 sock.do_handshake()
                 pending.shaken = True
-            while len(pending.data) < _AUTH_SIZE:
-                chunk = sock.recv(_AUTH_SIZE - len(pending.data))
+            while len(pending.data) < whole:
+                chunk = sock.recv(whole - len(pending.data))
                 if not chunk:
                     raise ConnectionError("closed")
                 pending.data += chunk
                 if len(pending.data) >= frames.HEADER.size:
                     kind, _, length, extra_length = frames.parse_header(
                         bytes(pending.data[:frames.HEADER.size]))
-                    if kind != frames.AUTH or length != frames.TOKEN_SIZE or extra_length:
-                        raise Refused("its first message was not an AUTH with a token")
+                    if kind != frames.AUTH or length != body or extra_length:
+                        raise Refused("its first message was not an AUTH with a token"
+                                      + (" and a sealing secret" if pending.tls else ""))
+            if pending.tls and sock.pending():
+                raise Refused("it sent more than its AUTH before it was let in")
         except (ssl.SSLWantReadError, BlockingIOError, InterruptedError):
             self._want(pending, selectors.EVENT_READ)
             return None

@@ -1,11 +1,8 @@
 """A client's or an engine's end of the data channel."""
-import hashlib
 import os
 import socket
-import ssl
 import threading
 
-from foolscap import base32
 from twisted.internet import defer, threads
 from twisted.internet.error import ConnectionDone
 from twisted.logger import Logger
@@ -17,6 +14,8 @@ from ipkernel.datachannel.frames import is_loopback
 from ipkernel.datachannel.blobs import BlobStore, Pieces
 from ipkernel.datachannel.reader import ReactorReader, aborted_message, piece_view
 from ipkernel.error import PayloadTooLarge
+from ipkernel.transport.seal import SECRET_SIZE, SealedSocket, derive_keys, fresh_secret
+from ipkernel.transport.tls import check_tubid, stdlib_client_context
 
 log = Logger()
 
@@ -24,17 +23,13 @@ log = Logger()
 CONNECT_TIMEOUT = 10.0
 
 
-def tubid_of_der(der):
-    """The Foolscap tub id of a certificate (DER bytes)."""
-    return base32.encode(hashlib.sha1(der).digest())
-
-
 class DataChannelPeer:
     """Connects to the controller's data port and moves blobs.
 
     ``tubid``: the tub id of the FURL this peer used; the TLS certificate of
     the data port must match it (TLS is used off this host, or always with
-    ``tls_always``).  Blobs that arrive go into ``store``.
+    ``tls_always``; after its handshake the bytes go as sealed records).
+    Blobs that arrive go into ``store``.
     Use :meth:`connect` (a Deferred) from the reactor thread.
     """
 
@@ -64,7 +59,7 @@ class DataChannelPeer:
         if self.closed:
             self.sock.close()
             raise ConnectionError("the data channel was closed while it was joined")
-        if isinstance(self.sock, ssl.SSLSocket):  # TLS: read by a thread of its own
+        if not frames.is_plain(self.sock):  # sealed: read by a thread of its own
             self._reader = threading.Thread(target=self._read_loop, daemon=True,
                                             name="ipkernel-data-reader")
             self._reader.start()
@@ -88,40 +83,67 @@ class DataChannelPeer:
         self.store.fail_all(f"the data channel to the controller closed ({why})")
 
     def _connect(self):
-        raw = socket.create_connection((self.host, self.port), timeout=CONNECT_TIMEOUT)
+        sock = socket.create_connection((self.host, self.port), timeout=CONNECT_TIMEOUT)
         try:
-            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if is_loopback(raw.getpeername()[0]) and not self.tls_always:
-                tls = raw  # same host: plain TCP (see ipkernel.datachannel.server)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if is_loopback(sock.getpeername()[0]) and not self.tls_always:
+                self.sock = self._join_plain(sock)  # same host (see ipkernel.datachannel.server)
             else:
-                ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-                ctx.check_hostname = False
-                ctx.verify_mode = ssl.CERT_NONE  # the tub id check below authenticates
-                tls = ctx.wrap_socket(raw)
-                if tubid_of_der(tls.getpeercert(binary_form=True)) != self.tubid:
-                    raise ConnectionError("the data port does not hold the controller's "
-                                          "certificate (tub id mismatch)")
-            tls.sendall(frames.header(frames.AUTH, body_length=len(self.token)) + self.token)
-            try:
-                kind, _, _, extra = frames.read_header(tls)
-            except frames.Closed:
-                kind = None
-            if kind != frames.AUTH:
-                raise ConnectionError("the controller refused the data-channel token "
-                                      "(it closed the connection)")
-            cap = extra.get("max_blob")
-            self.max_blob = cap if isinstance(cap, int) and cap >= 0 else None
-            tls.settimeout(None)
+                sock = stdlib_client_context().wrap_socket(sock)
+                self.sock = self._join_sealed(sock)
         except BaseException:
-            raw.close()
+            sock.close()
             raise
-        self.sock = tls
+
+    def _join_plain(self, sock):
+        sock.sendall(frames.header(frames.AUTH, body_length=len(self.token)) + self.token)
+        self._read_welcome(sock, 0)
+        sock.settimeout(None)
+        return sock
+
+    def _join_sealed(self, tls):
+        """Authenticate over TLS, then go on with sealed records on the
+        socket under it (see :mod:`ipkernel.transport.seal`)."""
+        check_tubid(tls.getpeercert(binary_form=True), self.tubid,
+                    f"the data port at {self.host}:{self.port}")
+        mine = fresh_secret()
+        body = self.token + mine
+        tls.sendall(frames.header(frames.AUTH, body_length=len(body)) + body)
+        theirs = self._read_welcome(tls, SECRET_SIZE)
+        if tls.pending():
+            raise ConnectionError("the data port sent more than its welcome over TLS")
+        raw = socket.socket(fileno=tls.detach())
+        raw.settimeout(None)
+        send_key, receive_key = derive_keys(mine, theirs, initiator=True)
+        return SealedSocket(raw, send_key, receive_key,
+                            peer=f"the controller's data port at {self.host}:{self.port}")
+
+    def _read_welcome(self, sock, secret_size):
+        """Read the controller's AUTH answer; return its body (its secret)."""
+        try:
+            kind, _, length, extra = frames.read_header(sock)
+        except frames.Closed:
+            kind = None
+        if kind != frames.AUTH:
+            raise ConnectionError("the controller refused the data-channel token "
+                                  "(it closed the connection)")
+        if length != secret_size:
+            raise frames.ProtocolError(f"the controller's welcome has a body of {length} bytes, "
+                                       f"not {secret_size}")
+        cap = extra.get("max_blob")
+        self.max_blob = cap if isinstance(cap, int) and cap >= 0 else None
+        return frames.recv_exactly(sock, length)
 
     def close(self):
         """Close the connection (waiters fail with BlobMissing); any thread."""
         self.closed = True
         if self.sock is None:
             return
+        if isinstance(self.sock, SealedSocket) and self.send_lock.acquire(blocking=False):
+            try:  # (a send under way is cut short instead: the controller sees that)
+                self.sock.end(wait=False)  # the controller reads an end, not a stream cut short
+            finally:
+                self.send_lock.release()
         try:
             self.sock.shutdown(socket.SHUT_RDWR)  # wakes whoever reads it
         except OSError:
@@ -137,7 +159,7 @@ class DataChannelPeer:
     def connected(self):
         return self.sock is not None and not self.closed
 
-    # -- reading (TLS: its own thread) --------------------------------------------------------
+    # -- reading (sealed: its own thread) --------------------------------------------------------
 
     def _read_loop(self):
         why = "closed"
@@ -166,7 +188,7 @@ class DataChannelPeer:
                     self.store.fail(blob_id, message)
                 else:
                     raise frames.ProtocolError(f"unexpected {frames.KINDS[kind]} message")
-        except (ConnectionError, OSError, frames.ProtocolError, ssl.SSLError) as exc:
+        except (ConnectionError, OSError, frames.ProtocolError) as exc:
             why = str(exc) or type(exc).__name__
         finally:
             self.closed = True

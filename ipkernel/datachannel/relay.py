@@ -16,12 +16,8 @@ plain sockets on Linux a piece is moved through a pipe in the kernel
 through a buffer here.
 """
 import errno
-import math
 import os
 import socket
-import ssl
-import threading
-import time
 
 from ipkernel.datachannel import frames, splice
 
@@ -44,7 +40,7 @@ def set_stall_timeout(sock, seconds):
                     + micro.to_bytes(8, "little", signed=True))
 
 
-_SILENT = (BlockingIOError, ssl.SSLWantReadError, TimeoutError)
+_SILENT = (BlockingIOError, TimeoutError)
 
 
 def _gone(exc, stall):
@@ -53,103 +49,26 @@ def _gone(exc, stall):
     return SenderGone(str(exc) or type(exc).__name__)
 
 
-class _Watch:
-    """A TLS socket a relay reads, and when it is due to be cut off (a
-    blocking TLS read retries through ``SO_RCVTIMEO`` instead of failing)."""
-
-    __slots__ = ("sock", "deadline", "fired")
-
-    def __init__(self, sock):
-        self.sock = sock
-        self.deadline = math.inf  # not reading now
-        self.fired = False
-
-
-class _Watchdog:
-    """One thread for the process: shuts the reading side of a watched
-    socket that stayed silent past its deadline, which ends the blocked
-    read (as an end of stream; ``fired`` tells it apart)."""
-
-    def __init__(self):
-        self._cv = threading.Condition()
-        self._watched = set()
-        self._thread = None
-
-    def watch(self, sock):
-        watch = _Watch(sock)
-        with self._cv:
-            self._watched.add(watch)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, daemon=True,
-                                                name="ipkernel-data-watchdog")
-                self._thread.start()
-            self._cv.notify()
-        return watch
-
-    def set(self, watch, deadline):
-        earlier = deadline < watch.deadline
-        watch.deadline = deadline
-        if earlier:  # (a later one is seen when the thread wakes for the old one)
-            with self._cv:
-                self._cv.notify()
-
-    def unwatch(self, watch):
-        with self._cv:
-            self._watched.discard(watch)
-
-    def _run(self):
-        with self._cv:
-            while True:
-                now = time.monotonic()
-                for watch in [w for w in self._watched if w.deadline <= now]:
-                    watch.fired = True
-                    self._watched.discard(watch)
-                    try:  # the plain socket's shutdown: the TLS object stays as it is
-                        socket.socket.shutdown(watch.sock, socket.SHUT_RD)
-                    except OSError:
-                        pass
-                due = min((w.deadline for w in self._watched), default=math.inf)
-                self._cv.wait(None if due == math.inf else max(0.01, due - now))
-
-
-_WATCHDOG = _Watchdog()
-
-
 class _Buffered:
-    """Pieces through a buffer of this process (TLS, several targets)."""
+    """Pieces through a buffer of this process (sealed, several targets)."""
 
-    def __init__(self, src, length, stall):
+    def __init__(self, src, length):
         self.src = src
         self.size = min(length, frames.CHUNK)
         self.view = memoryview(frames.uninitialized(self.size))
-        self.stall = stall
-        self.watch = _WATCHDOG.watch(src) if isinstance(src, ssl.SSLSocket) else None
 
     def fill(self, n):
         got = 0
         while got < n:
-            if self.watch is not None:
-                _WATCHDOG.set(self.watch, time.monotonic() + self.stall)
-            try:
-                k = frames.recv_into(self.src, self.view[got:n], n - got)
-            except (OSError, ssl.SSLError):
-                k = 0 if self.watch is not None and self.watch.fired else None
-                if k is None:
-                    raise
+            k = self.src.recv_into(self.view[got:n], n - got)
             if not k:
-                if self.watch is not None and self.watch.fired:
-                    raise TimeoutError("silent")
                 raise ConnectionError("it closed its data channel")
             got += k
-        if self.watch is not None:
-            self.watch.deadline = math.inf  # sending now: the client may stay silent
 
     def send(self, dst, head, n):
         frames.send_all(dst, [head, self.view[:n]])
 
     def close(self):
-        if self.watch is not None:
-            _WATCHDOG.unwatch(self.watch)
         self.view.release()
 
 
@@ -195,14 +114,14 @@ def relay(src, blob_id, length, targets, stall=STALL_TIMEOUT):
         _each(live, lambda c: frames.send_all(c.sock, [frames.header(frames.DELIVER, blob_id)]))
         return
     mover = (_Piped(src) if len(live) == 1 and splice.can_splice(src, live[0].sock)
-             else _Buffered(src, length, stall))
+             else _Buffered(src, length))
     at = 0
     try:
         while at < length:
             n = min(mover.size, length - at)
             try:
                 mover.fill(n)
-            except (OSError, ssl.SSLError) as exc:
+            except OSError as exc:
                 gone = _gone(exc, stall)
                 abort(live, blob_id, f"the client sending bulk data {blob_id.hex()} stopped "
                                      f"after {at} of {length} bytes ({gone}); what needed it "

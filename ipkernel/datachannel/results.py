@@ -221,8 +221,8 @@ class ResultBlobs:
                 if fetcher is not None:  # a client waits: hand the rest straight over
                     self._deliver(conn, fetcher, blob_id, length, view[:entry.received])
                     return
-                k = frames.recv_into(conn.sock, view[entry.received:],
-                                         min(length - entry.received, frames.CHUNK))
+                k = conn.sock.recv_into(view[entry.received:],
+                                        min(length - entry.received, frames.CHUNK))
                 if not k:
                     raise ConnectionError("a peer closed its data channel in the middle of a blob")
                 with self.cv:

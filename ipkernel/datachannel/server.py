@@ -25,7 +25,6 @@ import hashlib
 import os
 import queue
 import socket
-import ssl
 import threading
 import time
 
@@ -35,6 +34,8 @@ from ipkernel.datachannel import frames, relay
 from ipkernel.datachannel.frames import is_loopback
 from ipkernel.datachannel.gate import Gate
 from ipkernel.datachannel.results import FETCH_WAIT, ResultBlobs, send_error
+from ipkernel.transport.seal import SealedSocket, derive_keys, fresh_secret
+from ipkernel.transport.tls import host_of, stdlib_server_context
 
 #: Arrival times of relayed blobs remembered (for :meth:`DataChannelServer.relayed_at`).
 RELAYED_KEPT = 4096
@@ -43,6 +44,8 @@ log = Logger()
 
 #: Seconds a token handed out over Foolscap stays good if nobody presents it.
 TOKEN_TTL = 600.0
+#: Seconds the welcome of a new peer may take to send.
+WELCOME_TIMEOUT = 10.0
 
 
 class _Conn:
@@ -78,13 +81,18 @@ class _Conn:
                 return
             try:
                 job()
-            except (ConnectionError, OSError, ssl.SSLError):
+            except OSError:
                 self.close()  # its reader thread drops it
 
     def close(self):
         self.alive = False
         if self._jobs is not None:
             self._jobs.put(None)
+        if isinstance(self.sock, SealedSocket) and self.send_lock.acquire(blocking=False):
+            try:  # the peer reads an end, not a stream cut short (unless a send is under way)
+                self.sock.end(wait=False)
+            finally:
+                self.send_lock.release()
         try:
             self.sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked reading it
         except OSError:
@@ -135,8 +143,7 @@ class DataChannelServer:
         """Open the listening sockets (port 0: any); return ``{role: port}``."""
         ports = ports or {}
         for role, pem in self.cert_files.items():
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            ctx.load_cert_chain(pem)
+            ctx = stdlib_server_context(pem)
             sock = socket.create_server((self.interfaces.get(role, "127.0.0.1"),
                                          ports.get(role, 0)), backlog=128)
             self._listeners[role] = (sock, ctx)
@@ -231,9 +238,11 @@ class DataChannelServer:
 
     # -- connections ----------------------------------------------------------------
 
-    def _admit(self, role, sock, token):
+    def _admit(self, role, sock, token, secret):
         """A connection that presented ``token`` (the gate's thread): None when
-        it is taken (it gets its thread), else why not."""
+        it is taken (it gets its thread), else why not.  Over TLS (``secret``
+        is the peer's sealing secret) the welcome goes over TLS and the rest
+        as sealed records."""
         with self._lock:
             known = self._tokens.get(_digest(token))
             if known is None or known[0] != role or self._stopped:
@@ -241,6 +250,7 @@ class DataChannelServer:
             del self._tokens[_digest(token)]
             identity = known[1]
             conn = _Conn(sock, identity)
+            conn.send_lock.acquire()  # nothing goes to it before its welcome
             self._conns.add(conn)
             if identity[0] == "engine":
                 old = self._engines.get(identity[1])
@@ -248,21 +258,42 @@ class DataChannelServer:
             else:
                 old = None
                 self._clients[identity] = conn
-        if old is not None:
-            old.close()
-        if identity[0] == "client" and not isinstance(sock, ssl.SSLSocket):
-            # what it sends to engines must not stall for ever.  (A blocking TLS
-            # read retries through SO_RCVTIMEO, and a stop signal makes it
-            # return EINTR: a TLS sender is watched by relay's watchdog instead.)
-            relay.set_stall_timeout(sock, self.stall)
+        try:
+            if old is not None:
+                old.close()
+            conn.sock = self._welcome(sock, identity, secret)
+        except OSError as exc:
+            conn.send_lock.release()
+            self._drop(conn)
+            return f"its welcome could not be sent ({type(exc).__name__})"
+        conn.send_lock.release()
+        if identity[0] == "client":
+            # what it sends to engines must not stall for ever
+            relay.set_stall_timeout(conn.sock, self.stall)
         self._spawn(self._serve, conn, name=f"ipkernel-data-{role}")
         return None
+
+    def _welcome(self, sock, identity, secret):
+        """Send the AUTH answer; return the socket the peer is served on."""
+        extra = {"max_blob": self.max_blob} if self.max_blob is not None else None
+        if secret is None:  # plain
+            sock.sendall(frames.header(frames.AUTH, extra=extra))
+            return sock
+        mine = fresh_secret()
+        sock.settimeout(WELCOME_TIMEOUT)
+        sock.sendall(frames.header(frames.AUTH, body_length=len(mine), extra=extra) + mine)
+        raw = socket.socket(fileno=sock.detach())
+        raw.settimeout(None)
+        send_key, receive_key = derive_keys(secret, mine, initiator=False)
+        try:
+            where = f" at {host_of(raw.getpeername()[0])}"
+        except OSError:
+            where = ""
+        return SealedSocket(raw, send_key, receive_key, peer=_name(identity) + where)
 
     def _serve(self, conn):
         idle_ok = conn.identity[0] == "client"
         try:
-            extra = {"max_blob": self.max_blob} if self.max_blob is not None else None
-            conn.send(frames.header(frames.AUTH, extra=extra))  # accepted
             while not self._stopped and conn.alive:
                 self._handle(conn, *frames.read_header(conn.sock, idle_ok))
         except frames.Closed:   # the peer closed it between messages: a normal end
@@ -275,7 +306,7 @@ class DataChannelServer:
         except _Refused as exc:
             log.warn("data channel of {who}: {why}; its connection is closed",
                      who=conn.identity, why=exc)
-        except (ConnectionError, OSError, frames.ProtocolError, ssl.SSLError) as exc:
+        except (ConnectionError, OSError, frames.ProtocolError) as exc:
             if conn.alive and not self._stopped:
                 log.warn("data channel of {who} closed: {why}", who=conn.identity,
                          why=str(exc) or type(exc).__name__)
@@ -344,6 +375,11 @@ class DataChannelServer:
 
 class _Refused(Exception):
     """A peer's request is refused and its connection closed (the message says why)."""
+
+
+def _name(identity):
+    role, who = identity
+    return f"engine {who}" if role == "engine" else "a client"
 
 
 def _digest(token):

@@ -2,10 +2,9 @@
 
 On Linux, between two plain sockets, the kernel moves them itself
 (socket -> pipe -> socket with ``splice``: the bytes never enter this
-process); otherwise (TLS, another system) they go through a buffer here.
+process); otherwise (sealed, another system) they go through a buffer here.
 """
 import os
-import ssl
 
 from ipkernel.datachannel import frames
 
@@ -24,8 +23,7 @@ class DestinationGone(Exception):
 
 def can_splice(src, dst):
     """Both plain sockets on Linux: the kernel can move the bytes itself."""
-    return (hasattr(os, "splice") and not isinstance(src, ssl.SSLSocket)
-            and not isinstance(dst, ssl.SSLSocket))
+    return hasattr(os, "splice") and frames.is_plain(src) and frames.is_plain(dst)
 
 
 def _closed_source():
@@ -63,12 +61,12 @@ def splice(src, dst, length):
 
 
 def copy(src, dst, length):
-    """Like :func:`splice`, through a buffer of this process (TLS sockets)."""
+    """Like :func:`splice`, through a buffer of this process (sealed sockets)."""
     buf = frames.uninitialized(min(length, frames.CHUNK) or 1)
     view = memoryview(buf)
     left = length
     while left:
-        k = frames.recv_into(src, view, min(left, len(buf)))
+        k = src.recv_into(view, min(left, len(buf)))
         if not k:
             raise _closed_source()
         left -= k
@@ -88,7 +86,7 @@ def discard(src, length):
     buf = frames.uninitialized(min(length, frames.CHUNK) or 1)
     view = memoryview(buf)
     while length:
-        k = frames.recv_into(src, view, min(length, len(buf)))
+        k = src.recv_into(view, min(length, len(buf)))
         if not k:
             raise _closed_source()
         length -= k

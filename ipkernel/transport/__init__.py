@@ -10,6 +10,6 @@
 * :mod:`~ipkernel.transport.memtls`: TLS through the standard library's ``ssl``
   on memory buffers, under the lanes' Twisted protocol;
 * :mod:`~ipkernel.transport.seal`: AES-256-GCM records on a blocking socket
-  after a TLS handshake, for bulk data at a fraction of ``ssl``'s cost (not
-  yet used by the data channel).
+  after a TLS handshake: how the data channel carries bulk data between
+  hosts, at a fraction of ``ssl``'s cost.
 """

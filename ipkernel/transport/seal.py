@@ -25,6 +25,7 @@ records (up to :data:`MAX_RECORD`), written on a well-kept library.
 :class:`SealedSocket` offers what the data channel uses of a socket.
 """
 import os
+import socket
 import struct
 
 from cryptography.exceptions import InvalidTag
@@ -97,7 +98,8 @@ class SealedSocket:
         self._buffer = memoryview(b"")   # opened payload not yet read
         self._in = bytearray(max_record + _TAG)
         self._out = bytearray(_HEADER.size + max_record + _TAG)
-        self._ended = False
+        self._ended = False     # the peer's close record was read
+        self._ending = False    # ours was sent
         self._closed = False
         self._failure = None   # what broke the incoming stream
 
@@ -109,7 +111,7 @@ class SealedSocket:
         for start in range(0, len(view), self.max_record):
             self._send_record(_DATA, view[start:start + self.max_record])
 
-    def _send_record(self, kind, payload):
+    def _send_record(self, kind, payload, wait=True):
         header = _HEADER.pack(len(payload), kind)
         nonce = _nonce(self._sent)
         self._sent += 1
@@ -117,7 +119,10 @@ class SealedSocket:
         out = memoryview(self._out)[:size]
         out[:_HEADER.size] = header
         self._seal.encrypt_into(nonce, payload, header, out[_HEADER.size:])
-        self._sock.sendall(out)
+        if wait:
+            self._sock.sendall(out)
+        elif self._sock.send(out, socket.MSG_DONTWAIT) < size:
+            raise BlockingIOError("the close record did not fit in the send buffer")
 
     # -- receiving -------------------------------------------------------------------
 
@@ -139,6 +144,8 @@ class SealedSocket:
             raise self._failure
         try:
             return self._read_record(target[:wanted])
+        except _NothingYet as idle:  # a timeout before a record began: the stream is whole
+            raise idle.error from None
         except OSError as exc:   # a timeout or error mid-record leaves no record boundary
             self._failure = exc if isinstance(exc, SealError) else self._broken(
                 f"reading a record failed ({exc}); the stream cannot go on")
@@ -185,7 +192,12 @@ class SealedSocket:
     def _read_exactly(self, view, at_boundary):
         got = 0
         while got < len(view):
-            n = self._sock.recv_into(view[got:])
+            try:
+                n = self._sock.recv_into(view[got:])
+            except (BlockingIOError, TimeoutError) as exc:
+                if at_boundary and got == 0:
+                    raise _NothingYet(exc) from None
+                raise
             if n == 0:
                 if at_boundary and got == 0:
                     raise self._broken("the stream ended without its close record "
@@ -198,15 +210,25 @@ class SealedSocket:
 
     # -- the rest of a socket --------------------------------------------------------
 
+    def end(self, wait=True):
+        """Send the close record (once; if the socket still works): the peer
+        reads the end of the stream.  Nothing may be sent after it.
+        ``wait=False``: only if the socket takes it at once (else the peer
+        reads a stream cut short); for closing from another thread."""
+        if self._ending:
+            return
+        self._ending = True
+        try:
+            self._send_record(_CLOSE, b"", wait)
+        except OSError:
+            pass
+
     def close(self):
-        """Send the close record (if the socket still works) and close."""
+        """:meth:`end` the stream and close the socket."""
         if self._closed:
             return
         self._closed = True
-        try:
-            self._send_record(_CLOSE, b"")
-        except OSError:
-            pass
+        self.end()
         self._sock.close()
 
     def settimeout(self, timeout):
@@ -221,11 +243,25 @@ class SealedSocket:
     def shutdown(self, how):
         self._sock.shutdown(how)
 
+    def setsockopt(self, *args):
+        self._sock.setsockopt(*args)
+
+    def getsockopt(self, *args):
+        return self._sock.getsockopt(*args)
+
     def getpeername(self):
         return self._sock.getpeername()
 
     def getsockname(self):
         return self._sock.getsockname()
+
+
+class _NothingYet(Exception):
+    """A read timed out before any byte of the next record came."""
+
+    def __init__(self, error):
+        super().__init__(error)
+        self.error = error
 
 
 def fresh_secret():

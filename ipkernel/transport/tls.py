@@ -8,6 +8,9 @@ sends its token only when they match.  So a peer that holds the FURL knows
 it talks to the controller, and the one-time token (handed out over that
 Foolscap connection) says who the peer is.
 
+The data channel uses the same check, then carries its bytes as sealed
+records (:mod:`ipkernel.transport.seal`) on the socket under the TLS.
+
 Which connections use TLS: every one whose peer is not on loopback, and
 loopback ones too when ``tls_always`` is set (``ipcontroller --lane-tls``);
 both ends decide the same way from the addresses they see
@@ -15,13 +18,19 @@ both ends decide the same way from the addresses they see
 ends: on blocking sockets (the blocking client's direct lane) and under
 Twisted protocols through memory BIOs (:mod:`ipkernel.transport.memtls`).
 """
+import hashlib
 import ipaddress
 import ssl
 
-from ipkernel.datachannel.peer import tubid_of_der
+from foolscap import base32
 
 __all__ = ["WrongCertificate", "check_tubid", "host_of", "stdlib_client_context",
-           "stdlib_server_context", "wants_tls"]
+           "stdlib_server_context", "tubid_of_der", "wants_tls"]
+
+
+def tubid_of_der(der):
+    """The Foolscap tub id of a certificate (DER bytes)."""
+    return base32.encode(hashlib.sha1(der).digest())
 
 
 class WrongCertificate(ConnectionError):

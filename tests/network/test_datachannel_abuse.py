@@ -19,6 +19,7 @@ from ipkernel.datachannel import BlobMissing, DataChannelPeer, DataChannelServer
 from ipkernel.datachannel.blobs import Pieces
 from ipkernel.datachannel.gate import RateLimitedLog
 from ipkernel.datachannel.peer import new_blob_id
+from ipkernel.transport import seal
 
 from awaiting import raises, within
 from rawsockets import closed_by_peer, is_closed, trickle
@@ -88,7 +89,8 @@ def make_server(pem):
 def raw():
     """``raw(server, role, token=None, join=True)``: a raw socket to a data
     port (TLS if the server wants it) that sends an AUTH with ``token`` (a
-    good one when None) unless ``join`` is false; all closed afterwards."""
+    good one when None) unless ``join`` is false; all closed afterwards.
+    Over TLS a good join goes on with sealed records (a SealedSocket)."""
     made = []
 
     def connect(server, role, token=None, join=True):
@@ -103,9 +105,17 @@ def raw():
             good = token is None
             if good:
                 token = server.new_token(role, (role, f"raw-{len(made)}"))
-            sock.sendall(frames.header(frames.AUTH, body_length=32) + token)
+            mine = seal.fresh_secret() if server.tls_always else b""
+            sock.sendall(frames.header(frames.AUTH, body_length=32 + len(mine)) + token + mine)
             if good:
-                assert frames.read_header(sock)[0] == frames.AUTH
+                kind, _, length, _ = frames.read_header(sock)
+                assert kind == frames.AUTH and length == len(mine)
+                if mine:
+                    theirs = frames.recv_exactly(sock, length)
+                    plain = socket.socket(fileno=sock.detach())
+                    plain.settimeout(10)
+                    made.append(plain)
+                    sock = seal.SealedSocket(plain, *seal.derive_keys(mine, theirs, True))
         return sock
     yield connect
     for sock in made:
