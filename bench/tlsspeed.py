@@ -13,8 +13,9 @@ together) one operation cost in each.
 ``python -m bench.tlsspeed --sockets`` measures what one end of a
 connection costs instead, without a cluster: CPU ms per MB to send and to
 receive 100 MB over loopback, plain TCP against stdlib ``ssl`` TLS (the
-data channel's own contexts and certificate kind), and the TLS version and
-cipher the two ends agreed on.
+lanes' contexts and certificate kind; the TLS version and cipher the two
+ends agreed on) and against the sealed records the data channel sends
+between hosts after its TLS handshake (:mod:`ipkernel.transport.seal`).
 """
 import argparse
 import contextlib
@@ -190,20 +191,40 @@ def _tls_pair(listener, cert_file):
     return sending, receiving
 
 
+def _sealed_pair(listener, cert_file):
+    """``(sending, receiving)`` sealed sockets (the data channel's records
+    between hosts) on the sockets of a TLS pair, as after its handshake."""
+    from ipkernel.transport.seal import SealedSocket, derive_keys, fresh_secret
+    tls_sending, tls_receiving = _tls_pair(listener, cert_file)
+    a, b = fresh_secret(), fresh_secret()
+    ends = []
+    for tls, initiator in ((tls_sending, True), (tls_receiving, False)):
+        raw = socket.socket(fileno=tls.detach())
+        raw.settimeout(None)
+        ends.append(SealedSocket(raw, *derive_keys(a, b, initiator)))
+    return ends[0], ends[1]
+
+
+KINDS = ("plain", "tls", "sealed")
+
+
 def socket_costs(nbytes=100 * MB, rounds=5, chunk=4 * MB):
     """``({(kind, side): CPU ms per MB}, {kind: agreed (version, cipher)})``
-    for kind plain/tls and side send/recv: one thread sends ``nbytes`` over
+    for kind plain/tls/sealed and side send/recv: one thread sends ``nbytes`` over
     loopback ``rounds`` times, another receives them (medians of the rounds)."""
     from ipkernel import fcutil
     costs, agreed = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         cert_file = os.path.join(tmp, "cert.pem")
         fcutil.load_or_create_cert(cert_file)
-        for kind in ("plain", "tls"):
+        for kind in KINDS:
             with socket.create_server(("127.0.0.1", 0)) as listener:
                 if kind == "tls":
                     sending, receiving = _tls_pair(listener, cert_file)
                     agreed[kind] = (sending.version(), sending.cipher()[0])
+                elif kind == "sealed":
+                    sending, receiving = _sealed_pair(listener, cert_file)
+                    agreed[kind] = ("sealed records", "AES-256-GCM")
                 else:
                     sending = socket.create_connection(listener.getsockname(), timeout=30)
                     receiving = listener.accept()[0]
@@ -245,7 +266,7 @@ def socket_costs(nbytes=100 * MB, rounds=5, chunk=4 * MB):
 def render_costs(costs, agreed):
     """The socket costs as text lines."""
     lines = [f"{'':<7}{'send ms/MB':>12}{'recv ms/MB':>12}  agreed"]
-    for kind in ("plain", "tls"):
+    for kind in KINDS:
         cells = "".join(f"{'-':>12}" if costs.get((kind, side)) is None
                         else f"{costs[(kind, side)]:12.2f}" for side in ("send", "recv"))
         version, cipher = agreed.get(kind, (None, None))
@@ -260,7 +281,8 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--deadline", type=float, default=600, help="seconds for the whole run")
     p.add_argument("--sockets", action="store_true",
-                   help="what one end of a plain and a TLS connection costs (no cluster)")
+                   help="what one end of a plain, a TLS and a sealed connection costs "
+                        "(no cluster)")
     a = p.parse_args(argv)
     if a.sockets:
         for line in render_costs(*socket_costs(rounds=a.rounds)):

@@ -3,8 +3,9 @@
 Foolscap moves a few tens of MB/s in Python; large values (numpy arrays,
 big pickles) instead travel on a socket of their own to the controller's
 data port (plain on loopback; between hosts TLS authenticates and sealed
-records carry the bytes), authenticated by a token handed out over Foolscap, while the
-Foolscap call carries a small reference (:mod:`~ipkernel.datachannel.refs`).
+records carry the bytes), authenticated by a token handed out over
+Foolscap, while the Foolscap call carries a small reference
+(:mod:`~ipkernel.datachannel.refs`).
 The controller streams pushed data through to engines without keeping it,
 and keeps an engine's large result only until its client fetches it.
 """

@@ -1,16 +1,16 @@
 """The controller's end of the data channel: authenticate peers, relay blobs.
 
 One listening socket per role (clients, engines).  A peer on another host
-talks TLS: the port presents that role's Foolscap certificate, which the
-peer checks against the tub id of the FURL it was given.  A peer on this
+starts with TLS: the port presents that role's Foolscap certificate, which
+the peer checks against the tub id of the FURL it was given; inside TLS
+both ends exchange fresh secrets and then talk sealed records
+(:mod:`ipkernel.transport.seal`) on the socket under it.  A peer on this
 host (loopback) talks plain TCP: encryption would protect nothing there
-and would cost most of the speed (AES in OpenSSL moves about a third of
-what loopback TCP does here).  A peer proves itself with a token it
-got over Foolscap.  Until it has, its connection is handled by one thread
-for all (:mod:`~ipkernel.datachannel.gate`: a login deadline, a bound per
-peer address); once it has, it gets a thread of its own: bulk data moves
-with blocking socket calls (TLS in C, no Python per byte), never through
-the reactor.
+and would cost speed.  A peer proves itself with a token it got over
+Foolscap.  Until it has, its connection is handled by one thread for all
+(:mod:`~ipkernel.datachannel.gate`: a login deadline, a bound per peer
+address); once it has, it gets a thread of its own: bulk data moves with
+blocking socket calls, never through the reactor.
 
 * A ``PUT`` to engines is passed on a piece at a time as it arrives (no
   copy of the whole blob in the controller; other clients' blobs go in

@@ -48,15 +48,17 @@ def test_socket_costs_render_with_missing_values():
                                           "tls": ("TLSv1.3", "TLS_AES_256_GCM_SHA384")})
     assert lines[1].split() == ["plain", "0.20", "0.15", "-"]
     assert lines[2].split() == ["tls", "1.00", "-", "TLSv1.3", "TLS_AES_256_GCM_SHA384"]
+    assert lines[3].split() == ["sealed", "-", "-", "-"]
 
 
 @pytest.mark.tier2
 @pytest.mark.timeout(60)
 def test_socket_costs_of_a_small_transfer_over_loopback():
     costs, agreed = tlsspeed.socket_costs(nbytes=MB, rounds=2, chunk=256 << 10)
-    assert set(costs) == {(k, s) for k in ("plain", "tls") for s in ("send", "recv")}
+    assert set(costs) == {(k, s) for k in ("plain", "tls", "sealed") for s in ("send", "recv")}
     assert all(v is not None and v >= 0 for v in costs.values()), costs
     assert agreed["tls"][0].startswith("TLS") and agreed["tls"][1]
+    assert agreed["sealed"] == ("sealed records", "AES-256-GCM")
     assert agreed["plain"] == (None, None)
 
 
