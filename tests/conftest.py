@@ -320,8 +320,7 @@ class FCCluster:
         if self.client is not None:
             self.client.close()
         for connector in self.connectors:
-            connector.close_data_channel()
-            connector._close_lane()
+            connector.close_link()
         if self.node.running:
             await self.node.stopService()
         self.node.close_servers()

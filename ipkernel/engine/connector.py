@@ -43,6 +43,7 @@ from ipkernel import fcutil
 from ipkernel.datachannel import DataChannelPeer
 from ipkernel.engine.fc import FCEngineFromService
 from ipkernel.lane import join_lane, lane_allowed
+from ipkernel.transport.link import Link
 
 log = Logger()
 
@@ -163,7 +164,6 @@ class EngineConnector:
         # controller, also while channels_joined (which fires registered) is
         # on its way
         self._given_id = False
-        self.controller = None
         self._running = False
         self._retry = None          # the delayed next attempt
         self._attempting = False
@@ -176,8 +176,19 @@ class EngineConnector:
         self._stopping_notice = False
         self._reference = FCEngineFromService(service)
         self._reference.on_controller_stopping = self._controller_stopping
-        #: The lane the controller's commands arrive on, once joined (else Foolscap).
-        self.lane = None
+        #: The Link to the controller while connected: its Foolscap reference,
+        #: the lane the commands arrive on and the data channel, once joined.
+        self.link = None
+
+    @property
+    def controller(self):
+        """The controller's RemoteReference while connected, else None."""
+        return None if self.link is None else self.link.rref
+
+    @property
+    def lane(self):
+        """The lane the controller's commands arrive on, once joined (else None)."""
+        return None if self.link is None else self.link.lane
 
     @property
     def _source(self):
@@ -205,8 +216,7 @@ class EngineConnector:
         self._retry = self._deadline = self._unreachable = None
         if self._attempt_d is not None:
             self._attempt_d.cancel()   # (its failure is ignored: not running)
-        self.close_data_channel()
-        self._close_lane()
+        self.close_link()
         self._stop_file_watch()
 
     @staticmethod
@@ -375,8 +385,10 @@ class EngineConnector:
             log.info("reconnected to the controller at {where} after {t:.0f} s",
                      where=where(self.furl), t=self._clock.seconds() - self._spell_start)
         self._stopping_notice = False
-        self.controller = rref
-        rref.notifyOnDisconnect(self._disconnected)
+        self.close_link()  # (a stale one, if the old connection's loss is not told yet)
+        self.link = Link(rref)
+        self._reference.link = self.link
+        rref.notifyOnDisconnect(self._disconnected, self.link)
         properties = self.service.properties.copy()
         credential = () if self._credential is None else (self._credential,)
         d = rref.callRemote("register_engine", *credential, self._reference, self.service.id,
@@ -416,20 +428,28 @@ class EngineConnector:
                  id=engine_id, why=failure.getErrorMessage())
 
     def _join_lane(self, *offer):
-        self._close_lane()
-        if not lane_allowed(getattr(self.controller.getPeer(), "host", None)):
+        link = self.link
+        link.close_lane()
+        if not lane_allowed(getattr(link.rref.getPeer(), "host", None)):
             return defer.succeed(None)  # no address to dial: commands come through Foolscap
 
         def joined(lane):
-            self.lane = lane
+            if self.link is link:
+                link.lane = lane
+            else:  # the connection it was for has gone meanwhile
+                lane.close()
         # off this host the lane runs TLS: the certificate must be the FURL's tub's
-        return join_lane(self.controller, offer, local=self._reference,
+        return join_lane(link.rref, offer, local=self._reference,
                          tubid=fcutil.tubid_of_furl(self.furl)).addCallback(joined)
 
-    def _close_lane(self):
-        lane, self.lane = self.lane, None
-        if lane is not None:
-            lane.close()
+    def close_link(self):
+        """Close the lane and the data channel of the link to the controller
+        and forget it (the Foolscap connection belongs to the Tub)."""
+        link, self.link = self.link, None
+        if link is not None:
+            if self._reference.link is link:
+                self._reference.link = None
+            link.close()
 
     def _announce(self, engine_id):
         if self.on_registered is not None:
@@ -438,15 +458,18 @@ class EngineConnector:
             self.registered.callback(engine_id)
 
     def _join_data_channel(self, port, token, tls_always=False):
-        old = self._reference.data
-        if old is not None:
-            old.close()
-        self._reference.data = None
-        host = getattr(self.controller.getPeer(), "host", "127.0.0.1")
+        link = self.link
+        if link.data is not None:
+            link.data.close()
+            link.data = None
+        host = getattr(link.rref.getPeer(), "host", "127.0.0.1")
         peer = DataChannelPeer(host, port, token, fcutil.tubid_of_furl(self.furl), tls_always)
 
         def joined(peer):
-            self._reference.data = peer
+            if self.link is not link:  # the connection it was for has gone meanwhile
+                peer.close()
+                return
+            link.data = peer
             log.info("joined the data channel at {host}:{port}", host=host, port=port)
 
         def failed(failure):
@@ -454,12 +477,6 @@ class EngineConnector:
                      "sent to this engine will not arrive", host=host, port=port,
                      why=failure.getErrorMessage())
         return peer.connect().addCallbacks(joined, failed)
-
-    def close_data_channel(self):
-        """Leave the data channel (the engine is stopping)."""
-        if self._reference.data is not None:
-            self._reference.data.close()
-            self._reference.data = None
 
     def _failed(self, failure):
         log.failure("registration with the controller failed", failure)
@@ -475,9 +492,10 @@ class EngineConnector:
         log.info("the controller at {where} says it is shutting down (a deliberate stop)",
                  where=where(self.furl))
 
-    def _disconnected(self):
-        self.controller = None
-        self._close_lane()
+    def _disconnected(self, link=None):
+        if link is not None and link is not self.link:
+            return  # an older connection's loss, told late: this one goes on
+        self.close_link()  # (the controller forgets this engine's channels too)
         if not self._running:
             return
         if not self._known:

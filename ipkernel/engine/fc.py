@@ -41,12 +41,24 @@ class FCEngineFromService(Referenceable):
             raise TypeError(f"FCEngineFromService wraps an IEngineBase, not {type(service).__name__}")
         self.service = service
         self.pings = 0
-        #: The DataChannelPeer for bulk data, once joined (see EngineConnector).
-        self.data = None
+        #: The Link to the controller while connected (see EngineConnector): its
+        #: data peer and policy carry large results.
+        self.link = None
         #: Called (no arguments) when the controller says it is stopping deliberately.
         self.on_controller_stopping = None
 
     # -- bulk data ----------------------------------------------------------------------
+
+    @property
+    def data(self):
+        """The data-channel peer of the link to the controller, or None."""
+        link = self.link
+        return None if link is None else link.data
+
+    @property
+    def _threshold(self):
+        link = self.link
+        return refs.THRESHOLD if link is None else link.policy.bulk_threshold
 
     def _wait_blob(self, blob_id, pushed=True):
         if self.data is None:
@@ -66,7 +78,7 @@ class FCEngineFromService(Referenceable):
         if data is None or not data.connected:
             return value
         try:
-            return refs.offload_blocking(value, data, "controller")
+            return refs.offload_blocking(value, data, "controller", self._threshold)
         except (ConnectionError, OSError):
             return value  # the channel went away: Foolscap carries it instead
 
@@ -84,9 +96,10 @@ class FCEngineFromService(Referenceable):
         # change it meanwhile): the client's fetch overlaps the sending.
         reply = defer.Deferred()
         reactor = data.reactor
+        threshold = self._threshold
 
         def post(value):
-            value, sends = refs.offload(value, data, "controller")
+            value, sends = refs.offload(value, data, "controller", threshold)
             reactor.callFromThread(reply.callback, value)
             refs.send_now(data, "controller", sends)
 
@@ -131,7 +144,8 @@ class FCEngineFromService(Referenceable):
         return self._outcome(d.addCallback(self._offload_in_thread))
 
     def _offload_in_thread(self, value):
-        if self.data is None or not refs.has_large(value):
+        link = self.link
+        if link is None or not link.sends_bulk(value):
             return value
         return threads.deferToThread(self._offload, value)
 
