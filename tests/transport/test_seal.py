@@ -190,57 +190,48 @@ def test_a_timeout_in_the_middle_of_a_record_breaks_the_stream():
         right.close()
 
 
-def test_a_timeout_before_a_record_begins_leaves_the_stream_whole():
+@pytest.fixture
+def one_way():
+    """``(writer, reader, left, right)``: sealed ends of a socket pair, one
+    direction keyed (the sockets are closed afterwards)."""
     left, right = socket.socketpair()
-    try:
-        (send, _), (_, receive) = keys()
-        writer = SealedSocket(left, send, b"\0" * 32)
-        sock = SealedSocket(right, b"\0" * 32, receive, peer="engine 3")
-        sock.settimeout(0.05)
-        with pytest.raises(TimeoutError):
-            sock.recv(10)   # nothing came: an idle stream, not a broken one
-        writer.sendall(b"later")
-        assert sock.recv(10) == b"later"
-    finally:
-        left.close()
-        right.close()
+    (send, _), (_, receive) = keys()
+    yield (SealedSocket(left, send, b"\0" * 32),
+           SealedSocket(right, b"\0" * 32, receive, peer="engine 3"), left, right)
+    left.close()
+    right.close()
 
 
-def test_a_receive_timeout_of_the_socket_under_it_works_the_same():
-    left, right = socket.socketpair()
-    try:
-        (send, _), (_, receive) = keys()
-        writer = SealedSocket(left, send, b"\0" * 32)
-        sock = SealedSocket(right, b"\0" * 32, receive)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
-                        (0).to_bytes(8, "little") + (50000).to_bytes(8, "little"))
-        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, 16) != bytes(16)
-        with pytest.raises(BlockingIOError):
-            sock.recv(10)
-        writer.sendall(b"x")
-        assert sock.recv(10) == b"x"
-    finally:
-        left.close()
-        right.close()
+def test_a_timeout_before_a_record_begins_leaves_the_stream_whole(one_way):
+    writer, sock, _, _ = one_way
+    sock.settimeout(0.05)
+    with pytest.raises(TimeoutError):
+        sock.recv(10)   # nothing came: an idle stream, not a broken one
+    writer.sendall(b"later")
+    assert sock.recv(10) == b"later"
 
 
-def test_end_sends_the_close_record_once_and_keeps_the_socket_open():
-    left, right = socket.socketpair()
-    try:
-        (send, _), (_, receive) = keys()
-        writer = SealedSocket(left, send, b"\0" * 32)
-        writer.sendall(b"last")
-        writer.end()
-        writer.end()
-        sock = SealedSocket(right, b"\0" * 32, receive)
-        assert sock.recv(10) == b"last" and sock.recv(10) == b""
-        assert left.fileno() >= 0   # still open: a reader blocked on it is woken by shutdown
-        writer.close()
-        right.settimeout(1)
-        assert right.recv(10) == b""   # no second close record, just the end of the socket
-    finally:
-        left.close()
-        right.close()
+def test_a_receive_timeout_of_the_socket_under_it_works_the_same(one_way):
+    writer, sock, _, _ = one_way
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
+                    (0).to_bytes(8, "little") + (50000).to_bytes(8, "little"))
+    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, 16) != bytes(16)
+    with pytest.raises(BlockingIOError):
+        sock.recv(10)
+    writer.sendall(b"x")
+    assert sock.recv(10) == b"x"
+
+
+def test_end_sends_the_close_record_once_and_keeps_the_socket_open(one_way):
+    writer, sock, left, right = one_way
+    writer.sendall(b"last")
+    writer.end()
+    writer.end()
+    assert sock.recv(10) == b"last" and sock.recv(10) == b""
+    assert left.fileno() >= 0   # still open: a reader blocked on it is woken by shutdown
+    writer.close()
+    right.settimeout(1)
+    assert right.recv(10) == b""   # no second close record, just the end of the socket
 
 
 def test_both_directions_at_once_over_a_real_socket_pair():
