@@ -194,15 +194,10 @@ def _tls_pair(listener, cert_file):
 def _sealed_pair(listener, cert_file):
     """``(sending, receiving)`` sealed sockets (the data channel's records
     between hosts) on the sockets of a TLS pair, as after its handshake."""
-    from ipkernel.transport.seal import SealedSocket, derive_keys, fresh_secret
+    from ipkernel.transport.seal import fresh_secret, seal_after_tls
     tls_sending, tls_receiving = _tls_pair(listener, cert_file)
     a, b = fresh_secret(), fresh_secret()
-    ends = []
-    for tls, initiator in ((tls_sending, True), (tls_receiving, False)):
-        raw = socket.socket(fileno=tls.detach())
-        raw.settimeout(None)
-        ends.append(SealedSocket(raw, *derive_keys(a, b, initiator)))
-    return ends[0], ends[1]
+    return seal_after_tls(tls_sending, a, b, True), seal_after_tls(tls_receiving, a, b, False)
 
 
 KINDS = ("plain", "tls", "sealed")

@@ -14,7 +14,8 @@ from ipkernel.datachannel.frames import is_loopback
 from ipkernel.datachannel.blobs import BlobStore, Pieces
 from ipkernel.datachannel.reader import ReactorReader, aborted_message, piece_view
 from ipkernel.error import PayloadTooLarge
-from ipkernel.transport.seal import SECRET_SIZE, SealedSocket, derive_keys, fresh_secret
+from ipkernel.transport.seal import (SECRET_SIZE, end_unless_sending, fresh_secret,
+                                     seal_after_tls)
 from ipkernel.transport.tls import check_tubid, stdlib_client_context
 
 log = Logger()
@@ -110,13 +111,8 @@ class DataChannelPeer:
         body = self.token + mine
         tls.sendall(frames.header(frames.AUTH, body_length=len(body)) + body)
         theirs = self._read_welcome(tls, SECRET_SIZE)
-        if tls.pending():
-            raise ConnectionError("the data port sent more than its welcome over TLS")
-        raw = socket.socket(fileno=tls.detach())
-        raw.settimeout(None)
-        send_key, receive_key = derive_keys(mine, theirs, initiator=True)
-        return SealedSocket(raw, send_key, receive_key,
-                            peer=f"the controller's data port at {self.host}:{self.port}")
+        return seal_after_tls(tls, mine, theirs, initiator=True,
+                              peer=f"the controller's data port at {self.host}:{self.port}")
 
     def _read_welcome(self, sock, secret_size):
         """Read the controller's AUTH answer; return its body (its secret)."""
@@ -139,11 +135,7 @@ class DataChannelPeer:
         self.closed = True
         if self.sock is None:
             return
-        if isinstance(self.sock, SealedSocket) and self.send_lock.acquire(blocking=False):
-            try:  # (a send under way is cut short instead: the controller sees that)
-                self.sock.end(wait=False)  # the controller reads an end, not a stream cut short
-            finally:
-                self.send_lock.release()
+        end_unless_sending(self.sock, self.send_lock)  # (a send under way is cut short)
         try:
             self.sock.shutdown(socket.SHUT_RDWR)  # wakes whoever reads it
         except OSError:

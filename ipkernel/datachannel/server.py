@@ -34,7 +34,7 @@ from ipkernel.datachannel import frames, relay
 from ipkernel.datachannel.frames import is_loopback
 from ipkernel.datachannel.gate import Gate
 from ipkernel.datachannel.results import FETCH_WAIT, ResultBlobs, send_error
-from ipkernel.transport.seal import SealedSocket, derive_keys, fresh_secret
+from ipkernel.transport.seal import end_unless_sending, fresh_secret, seal_after_tls
 from ipkernel.transport.tls import host_of, stdlib_server_context
 
 #: Arrival times of relayed blobs remembered (for :meth:`DataChannelServer.relayed_at`).
@@ -88,11 +88,7 @@ class _Conn:
         self.alive = False
         if self._jobs is not None:
             self._jobs.put(None)
-        if isinstance(self.sock, SealedSocket) and self.send_lock.acquire(blocking=False):
-            try:  # the peer reads an end, not a stream cut short (unless a send is under way)
-                self.sock.end(wait=False)
-            finally:
-                self.send_lock.release()
+        end_unless_sending(self.sock, self.send_lock)
         try:
             self.sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked reading it
         except OSError:
@@ -263,10 +259,14 @@ class DataChannelServer:
                 old.close()
             conn.sock = self._welcome(sock, identity, secret)
         except OSError as exc:
+            why = f"its welcome could not be sent ({type(exc).__name__})"
+        else:
+            why = None
+        finally:
             conn.send_lock.release()
+        if why is not None:
             self._drop(conn)
-            return f"its welcome could not be sent ({type(exc).__name__})"
-        conn.send_lock.release()
+            return why
         if identity[0] == "client":
             # what it sends to engines must not stall for ever
             relay.set_stall_timeout(conn.sock, self.stall)
@@ -282,14 +282,11 @@ class DataChannelServer:
         mine = fresh_secret()
         sock.settimeout(WELCOME_TIMEOUT)
         sock.sendall(frames.header(frames.AUTH, body_length=len(mine), extra=extra) + mine)
-        raw = socket.socket(fileno=sock.detach())
-        raw.settimeout(None)
-        send_key, receive_key = derive_keys(secret, mine, initiator=False)
         try:
-            where = f" at {host_of(raw.getpeername()[0])}"
+            where = f" at {host_of(sock.getpeername()[0])}"
         except OSError:
             where = ""
-        return SealedSocket(raw, send_key, receive_key, peer=_name(identity) + where)
+        return seal_after_tls(sock, secret, mine, initiator=False, peer=_name(identity) + where)
 
     def _serve(self, conn):
         idle_ok = conn.identity[0] == "client"

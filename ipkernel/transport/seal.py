@@ -33,8 +33,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-__all__ = ["SealedSocket", "SealError", "derive_keys", "fresh_secret", "SECRET_SIZE",
-           "MAX_RECORD"]
+__all__ = ["SealedSocket", "SealError", "derive_keys", "end_unless_sending", "fresh_secret",
+           "seal_after_tls", "SECRET_SIZE", "MAX_RECORD"]
 
 #: Bytes of fresh secret each end contributes.
 SECRET_SIZE = 32
@@ -262,6 +262,30 @@ class _NothingYet(Exception):
     def __init__(self, error):
         super().__init__(error)
         self.error = error
+
+
+def seal_after_tls(tls, initiator_secret, responder_secret, initiator, peer="the peer"):
+    """A :class:`SealedSocket` on the socket under the stdlib TLS socket
+    ``tls`` (whose handshake carried both secrets), which is given up: the
+    connection goes on in sealed records.  ConnectionError if TLS still holds
+    bytes not read (the other end sent more than it should have)."""
+    if tls.pending():
+        raise ConnectionError(f"{peer} sent more over TLS than the handshake holds")
+    raw = socket.socket(fileno=tls.detach())
+    raw.settimeout(None)
+    send_key, receive_key = derive_keys(initiator_secret, responder_secret, initiator)
+    return SealedSocket(raw, send_key, receive_key, peer=peer)
+
+
+def end_unless_sending(sock, send_lock):
+    """Before closing ``sock`` from any thread: if it is a :class:`SealedSocket`
+    and no send holds ``send_lock``, send its close record without waiting
+    (the peer then reads an end, not a stream cut short)."""
+    if isinstance(sock, SealedSocket) and send_lock.acquire(blocking=False):
+        try:
+            sock.end(wait=False)
+        finally:
+            send_lock.release()
 
 
 def fresh_secret():

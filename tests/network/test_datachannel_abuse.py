@@ -112,10 +112,9 @@ def raw():
                 assert kind == frames.AUTH and length == len(mine)
                 if mine:
                     theirs = frames.recv_exactly(sock, length)
-                    plain = socket.socket(fileno=sock.detach())
-                    plain.settimeout(10)
-                    made.append(plain)
-                    sock = seal.SealedSocket(plain, *seal.derive_keys(mine, theirs, True))
+                    sock = seal.seal_after_tls(sock, mine, theirs, True)
+                    sock.settimeout(10)
+                    made.append(sock)
         return sock
     yield connect
     for sock in made:

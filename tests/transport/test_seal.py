@@ -264,3 +264,14 @@ def iter_exact(sock, size):
         assert chunk, "the stream ended early"
         left -= len(chunk)
         yield chunk
+
+
+def test_a_close_record_goes_only_when_no_send_holds_the_lock(one_way):
+    writer, sock, _, _ = one_way
+    lock = threading.Lock()
+    with lock:   # a send under way: nothing is sent in the middle of it
+        seal.end_unless_sending(writer, lock)
+    writer.sendall(b"more")
+    seal.end_unless_sending(writer, lock)
+    assert sock.recv(10) == b"more" and sock.recv(10) == b""
+    seal.end_unless_sending(object(), lock)   # not sealed: nothing to do
