@@ -83,10 +83,6 @@ class FCFullSynchronousMultiEngineClient:
         """Close the data channel and the lane (the Foolscap connection belongs
         to the Tub)."""
         self.link.close()
-        if self.remote is not self.link:  # a reference of its own (a LaneReference)
-            close_lane = getattr(self.remote, "close_lane", None)
-            if close_lane is not None:
-                close_lane()
 
     # -- bulk data -------------------------------------------------------------------
 
@@ -115,7 +111,7 @@ class FCFullSynchronousMultiEngineClient:
     # -- plumbing -------------------------------------------------------------------
 
     def _call(self, method, *args):
-        d = defer.maybeDeferred(self.remote.callRemote, method, *args)
+        d = defer.maybeDeferred(self.link.callRemote, method, *args)
         d.addCallbacks(self._composite_fetched, self._connection_error, errbackArgs=(method,))
         return d.addCallback(wire.raise_if_error)
 

@@ -34,9 +34,10 @@ from ipkernel.error import EngineError, PayloadTooLarge, tag_exception
 from ipkernel.interfaces import enginewire, multienginewire
 from ipkernel.interfaces.engine import IEngineBase
 from ipkernel.interfaces.remote import RIEngine, RIEngineGate, RIEngineRegistrar, RIMultiEngine
-from ipkernel.lane import LaneReference, OffersLane, lane_allowed
+from ipkernel.lane import OffersLane, lane_allowed
 from ipkernel.namecheck import check_push_names
 from ipkernel.signatures import interface_signature
+from ipkernel.transport.link import Link
 
 log = Logger()
 
@@ -326,14 +327,15 @@ class FCEngineRegistrar(Referenceable):
         self._pending = {}
 
     def remote_register_engine(self, engine, id=None, pid=None, properties=None):
-        reference = LaneReference(engine)
-        remote = RemoteEngine(reference, properties=properties)
+        # the controller's Link to this engine: commands go on its lane once
+        # joined, else (and when too large for it) through Foolscap
+        remote = RemoteEngine(Link(engine), properties=properties)
         peer = engine.getPeer()
         ip = getattr(peer, "host", None)
         port = getattr(peer, "port", None)
         engine_id = self.controller.reserve_id(id)
         engine.notifyOnDisconnect(self._disconnected, engine_id, remote)
-        engine.notifyOnDisconnect(reference.close_lane)
+        engine.notifyOnDisconnect(remote.rref.close_lane)
         reply = {"id": engine_id}
         if self.data_server is not None:
             remote.on_blobs = functools.partial(self.data_server.answered, engine_id)

@@ -17,8 +17,7 @@ whenever a lane is not open.
 """
 from ipkernel.lane.codec import CodecError
 from ipkernel.lane.protocol import LaneError, LaneProtocol
-from ipkernel.lane.reference import LaneReference
 from ipkernel.lane.server import LaneServer, OffersLane, connect_lane, join_lane, lane_allowed
 
-__all__ = ["CodecError", "LaneError", "LaneProtocol", "LaneReference", "LaneServer",
+__all__ = ["CodecError", "LaneError", "LaneProtocol", "LaneServer",
            "OffersLane", "connect_lane", "join_lane", "lane_allowed"]

@@ -23,7 +23,8 @@ from ipkernel import fcutil
 from ipkernel.controller.fc import RemoteEngine
 from ipkernel.engine.fc import FCEngineFromService
 from ipkernel.interfaces.remote import RIEngine
-from ipkernel.lane import LaneReference, LaneServer, connect_lane
+from ipkernel.lane import LaneServer, connect_lane
+from ipkernel.transport.link import Link
 
 CONNECT_TIMEOUT = 10
 
@@ -178,7 +179,7 @@ async def make_remote_engine(make_tub):
         port, token, _ = lanes.offer(lambda joined: local)
         joined = await connect_lane(port, token, remote_interface=RIEngine)
         closers.append(joined.close)
-        return LaneReference(rref, joined)
+        return Link(rref, joined)
 
     def make(service, lane=False):
         reference = PendingReference(defer.Deferred.fromCoroutine(connect(service, lane)))

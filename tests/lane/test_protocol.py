@@ -1,5 +1,5 @@
 """Tier 2: lanes on real sockets on 127.0.0.1 (``LaneServer``, ``connect_lane``,
-``LaneProtocol``, ``LaneReference``), with a small Referenceable test double.
+``LaneProtocol``, and a Link over it), with a small Referenceable test double.
 
 Calls and answers, argument checks both ways, remote faults, tokens, the
 HELLO deadline, frame limits, connection loss, and large payloads split
@@ -19,10 +19,11 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.internet.testing import StringTransport
 
 from ipkernel.error import PayloadTooLarge
-from ipkernel.lane import LaneProtocol, LaneReference, LaneServer, connect_lane
+from ipkernel.lane import LaneProtocol, LaneServer, connect_lane
 from ipkernel.lane import protocol as lane_protocol
 from ipkernel.lane import server as lane_server
 from ipkernel.serialize import Serialized
+from ipkernel.transport.link import Link
 
 from awaiting import raises, within
 from lanehelpers import UNWRITABLE, Probe, Raw, RILaneProbe, frame, lost_event
@@ -632,7 +633,7 @@ async def test_frames_split_at_every_byte_are_reassembled():
         client.connectionLost(None)
 
 
-# -- LaneReference ----------------------------------------------------------------------
+# -- a Link over a lane ------------------------------------------------------------------
 
 
 class FakeRref:
@@ -650,11 +651,11 @@ class FakeRref:
 
 
 @pytest_twisted.ensureDeferred
-async def test_lane_reference_uses_the_lane_while_joined(lanes):
+async def test_a_link_uses_the_lane_while_joined(lanes):
     probe = Probe()
     client, _ = await lanes.join(probe)
     rref = FakeRref()
-    reference = LaneReference(rref, client, foolscap_only=("add",))
+    reference = Link(rref, client, foolscap_only=("add",))
     assert await within(reference.callRemote("echo", "on the lane")) == "on the lane"
     assert await within(reference.callRemote("add", 1, 2)) == ("via foolscap", "add")
     assert probe.calls == ["echo"]
@@ -663,9 +664,9 @@ async def test_lane_reference_uses_the_lane_while_joined(lanes):
 
 
 @pytest_twisted.ensureDeferred
-async def test_lane_reference_goes_through_foolscap_without_a_lane(lanes):
+async def test_a_link_goes_through_foolscap_without_a_lane(lanes):
     rref = FakeRref()
-    reference = LaneReference(rref)
+    reference = Link(rref)
     assert await within(reference.callRemote("echo", 1)) == ("via foolscap", "echo")
     # a lane that closed from the other side is no longer used
     probe = Probe()
@@ -680,23 +681,23 @@ async def test_lane_reference_goes_through_foolscap_without_a_lane(lanes):
 
 
 @pytest_twisted.ensureDeferred
-async def test_lane_reference_sends_a_call_too_large_for_the_lane_through_foolscap(lanes):
+async def test_a_link_sends_a_call_too_large_for_the_lane_through_foolscap(lanes):
     probe = Probe()
     client, _ = await lanes.join(probe)
     client.send_limit = 1000
     rref = FakeRref()
-    reference = LaneReference(rref, client)
+    reference = Link(rref, client)
     assert await within(reference.callRemote("echo", b"b" * 5000)) == ("via foolscap", "echo")
     assert await within(reference.callRemote("echo", b"s")) == b"s"
     assert probe.calls == ["echo"] and [c[0] for c in rref.calls] == ["echo"]
 
 
 @pytest_twisted.ensureDeferred
-async def test_lane_reference_close_lane_falls_back_to_foolscap(lanes):
+async def test_a_link_close_lane_falls_back_to_foolscap(lanes):
     probe = Probe()
     client, _ = await lanes.join(probe)
     rref = FakeRref()
-    reference = LaneReference(rref, client)
+    reference = Link(rref, client)
     assert await within(reference.callRemote("add", 1, 1)) == 2
     gone = lost_event(client)
     reference.close_lane()

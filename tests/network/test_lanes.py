@@ -50,7 +50,7 @@ def record_foolscap_calls(monkeypatch, rref):
 
 
 def engine_reference(cluster, engine_id):
-    """The controller's LaneReference to engine ``engine_id``."""
+    """The controller's Link to engine ``engine_id``."""
     return cluster.controller.engines[engine_id].engine.rref
 
 
