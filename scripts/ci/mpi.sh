@@ -28,7 +28,10 @@ fi
 timeout 60 "$python" -m pip show "${packages[@]}" 2>/dev/null | grep -E '^(Name|Version):' \
     | paste - - | sed 's/^/mpi.sh: /'
 
-check='from mpi4py import MPI; print(MPI.COMM_WORLD.Get_rank(), MPI.COMM_WORLD.Get_size())'
+# one write per rank: with PYTHONUNBUFFERED print's pieces go out one by one,
+# and the two ranks' pieces can interleave
+check='import sys; from mpi4py import MPI; w = MPI.COMM_WORLD
+sys.stdout.write(f"{w.Get_rank()} {w.Get_size()}\n"); sys.stdout.flush()'
 ranks=$(timeout 120 "$venv/bin/mpiexec" -n 2 "$python" -c "$check" | sort | tr '\n' ' ')
 if [ "$ranks" != "0 2 1 2 " ]; then
     echo "mpi.sh: mpiexec -n 2 gave ranks '$ranks', expected '0 2 1 2 '" >&2
