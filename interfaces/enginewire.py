@@ -8,8 +8,9 @@ are built from it: the controller's proxy of an engine
 (``ipkernel.engine.fc.FCEngineFromService``) and the queue
 (:class:`ipkernel.engine.queued.QueuedEngine`).  A layer writes a method out
 by hand only where it does more than its kinds say (keeping a mirror of the
-properties, say); the wire constraints themselves are the engine methods of
-:class:`ipkernel.interfaces.remote.RIEngine`.
+properties, say).  The wire entries themselves, the engine methods of
+:class:`ipkernel.interfaces.remote.RIEngine`, are made from it too (but
+``apply_batch``, whose calls travel packed).
 
 Argument kinds (what the controller sends; what the engine does first):
 
@@ -58,6 +59,9 @@ class EngineCall:
         return self.service_method or self.name
 
 
+#: The rows: one :class:`EngineCall` per engine method.
+#:
+#: :meta hide-value:
 ENGINE_CALLS = (
     EngineCall("execute", (CODE,), JSON),
     EngineCall("push", (NAMESPACE,), service_method="push_serialized"),

@@ -11,8 +11,9 @@ make their mechanical methods from it: the controller's
 ``ipkernel.controller.fc.FCSynchronousMultiEngine`` (its ``remote_*``), the
 async client :class:`ipkernel.client.fcmultiengine.FCFullSynchronousMultiEngineClient`,
 the blocking client :class:`ipkernel.client.MultiEngineClient` (with the
-row's ``doc`` as the user's docstring) and the direct path's
-``ipkernel.client.direct.DIRECT_METHODS``.  A layer writes a method out by
+row's ``doc`` as the user's docstring), the direct path's
+``ipkernel.client.direct.DIRECT_METHODS`` and the wire entries themselves
+(RIMultiEngine's, with the row's constraints).  A layer writes a method out by
 hand only where it does more than its row says (scatter splits the data,
 gather joins it, pending results keep state).
 
@@ -66,8 +67,12 @@ class MultiEngineCall:
     #: the blocking client may make it (with ``block=True``) on its direct lane
     direct: bool = True
     #: what it does, for users: the blocking client's docstring (the
-    #: interface's when empty)
+    #: interface's when empty); also the wire entry's
     doc: str = ""
+    #: the names of ``args`` on the wire where they are not the interface's
+    #: (the client splits or joins the data: scatter, gather, raw_map); empty:
+    #: the interface's arguments, without ``targets`` and ``block``
+    wire_names: tuple = ()
 
     @property
     def multiplexed(self):
@@ -82,12 +87,16 @@ class MultiEngineCall:
 
 _C = MultiEngineCall
 
+#: The rows: one :class:`MultiEngineCall` per multi-engine method on the wire.
+#:
+#: :meta hide-value:
 MULTIENGINE_CALLS = (
     _C("execute", (CODE,), COMMAND_RESULTS, doc="""
-        Run the Python code ``lines`` on the targets; a :class:`ResultList`
-        of their result dicts (keys ``id``, ``number``, ``input``, and
-        ``stdout``/``stderr``/``display`` when there is output).  Engine
-        errors raise one :class:`~ipkernel.error.CompositeError`."""),
+        Run the Python code ``lines`` on the targets; a
+        :class:`~ipkernel.client.ResultList` of their result dicts (keys
+        ``id``, ``number``, ``input``, and ``stdout``/``stderr``/``display``
+        when there is output).  Engine errors raise one
+        :class:`~ipkernel.error.CompositeError`."""),
     _C("push", (NAMESPACE,), doc="""
         Send the names and values of the dict ``namespace`` to the targets."""),
     _C("pull", (KEYS,), VALUE, doc="""
@@ -103,7 +112,7 @@ MULTIENGINE_CALLS = (
         Tab completions of ``text`` in each target's namespace."""),
     _C("get_result", (NUMBER,), COMMAND_RESULTS, doc="""
         The result dict of command number ``i`` (None: the latest) of each
-        target, as a :class:`ResultList`."""),
+        target, as a :class:`~ipkernel.client.ResultList`."""),
     _C("reset", doc="""
         Clear the user namespace of each target."""),
     _C("keys", doc="""
@@ -135,9 +144,9 @@ MULTIENGINE_CALLS = (
     _C("clear_properties", doc="""
         Delete every property of each target."""),
     # data split and joined by the client (each layer writes these out)
-    _C("scatter", (KEY, PARTS, FLAG), direct=False),
-    _C("gather", (KEY,), VALUE),
-    _C("raw_map", (OBJECT, PARTS), VALUE, direct=False),
+    _C("scatter", (KEY, PARTS, FLAG), direct=False, wire_names=("key", "parts", "flatten")),
+    _C("gather", (KEY,), VALUE, wire_names=("key",)),
+    _C("raw_map", (OBJECT, PARTS), VALUE, direct=False, wire_names=("func", "parts")),
     # not applied to targets
     _C("get_ids", (), IDS, targets=False, block=False),
     _C("get_pending_deferred", (DEFERRED_ID,), VALUE, targets=False, direct=False),

@@ -8,12 +8,30 @@ receiver's configured payload cap.  Every method that can fail with a user
 or ipkernel error returns an ``ErrorRecord`` copyable instead of raising, so
 the error keeps its type and engine labels across the wire.
 
+The entries of :class:`RIEngine` and :class:`RIMultiEngine` that carry an
+engine or multi-engine method are not written out: they are made from the
+rows of :data:`~ipkernel.interfaces.enginewire.ENGINE_CALLS` and
+:data:`~ipkernel.interfaces.multienginewire.MULTIENGINE_CALLS`.  An entry's
+argument names are its interface's (``IEngineBase``,
+``IFullSynchronousMultiEngine``; or the row's ``wire_names``), then
+``targets`` and ``block`` where the row takes them; each argument's
+constraint is the one named here for its kind; the entry answers
+``Outcome``.  Only the connection's own methods, and the methods whose wire
+form is not their row's (``apply_batch``, ``get_ids``), are written out.
+
 Wire names (``__remote_name__``) never change; a new version gets a new name.
 """
+import inspect
+
 from foolscap.api import (Any, ChoiceOf, DictOf, IntegerConstraint, ListOf, RemoteInterface,
                           TupleOf)
 from foolscap.constraint import Optional
+from foolscap.remoteinterface import RemoteInterfaceClass, RemoteMethodSchema
 from foolscap.schema import BooleanConstraint, ByteStringConstraint, UnicodeConstraint
+
+from ipkernel.interfaces import enginewire, multienginewire
+from ipkernel.interfaces.engine import IEngineBase
+from ipkernel.interfaces.multiengine import IFullSynchronousMultiEngine
 
 MAX_ENGINES = 100_000
 MAX_KEYS = 100_000
@@ -31,6 +49,8 @@ Targets = TupleOf(UnicodeConstraint(8), ListOf(EngineId, maxLength=MAX_ENGINES))
 Key = UnicodeConstraint(1024)
 #: Keys, tagged: ``('one', [name])``, ``('list', [names])`` or ``('none', [])``.
 Keys = TupleOf(UnicodeConstraint(8), ListOf(Key, maxLength=MAX_KEYS))
+#: Keys where the method's keys are optional (the same constraint: ``('none', [])``
+#: is how None travels).
 OptionalKeys = Keys
 #: Source text sent to engines (64 MiB).
 Code = UnicodeConstraint(64 * 2 ** 20)
@@ -41,8 +61,11 @@ OptionalLine = ListOf(Code, maxLength=1)
 DeferredId = UnicodeConstraint(64)
 #: A FURL.
 Furl = UnicodeConstraint(2000)
+#: True or False: ``block``, and the other flags.
 Block = BooleanConstraint()
+#: A command number, or None (the latest).
 CommandNumber = ChoiceOf(None, IntegerConstraint(8))
+#: An engine's properties: a dict of plain data.
 Properties = DictOf(Key, Any(), maxKeys=MAX_KEYS)
 #: User data: Serialized copyables (and lists/dicts of them); capped by the receiver.
 Payload = Any()
@@ -53,9 +76,112 @@ Outcome = Any()
 #: when ``tls_always``).
 LaneOffer = TupleOf(IntegerConstraint(8), ByteStringConstraint(64), BooleanConstraint())
 
+# The constraint (its name here) of each argument kind of the tables; KEYS
+# whose interface argument has a default is OptionalKeys.
+_KIND_CONSTRAINTS = {
+    enginewire.CODE: "Code", enginewire.NAMESPACE: "Payload", enginewire.FUNCTIONS: "Payload",
+    enginewire.SERIALIZED: "Payload", enginewire.OBJECT: "Payload", enginewire.KEYS: "Keys",
+    enginewire.LINE: "OptionalLine", enginewire.NUMBER: "CommandNumber",
+    enginewire.PROPERTIES: "Properties", multienginewire.FLAG: "Block",
+    multienginewire.KEY: "Key", multienginewire.PARTS: "Payload",
+    multienginewire.DEFERRED_ID: "DeferredId",
+}
 
-class RIEngine(RemoteInterface):
-    """An engine, as the controller sees it (the engine passes this at registration)."""
+
+def _entry(arguments, doc):
+    """A RemoteInterface entry answering ``Outcome``: ``arguments`` lists
+    ``(argument name, name of its constraint in this module)`` in wire order.
+
+    The entry keeps the constraint names (``constraint_names``, for the
+    reference docs: Keys and OptionalKeys are one object) and ``doc``."""
+    names = [name for name, _ in arguments]
+    reserved = {"method", "_response"} & set(names)  # RemoteMethodSchema's own parameters
+    if reserved:
+        raise TypeError(f"a wire argument cannot be named {', '.join(sorted(reserved))}")
+    schema = RemoteMethodSchema(_response=Outcome,
+                                **{name: globals()[c] for name, c in arguments})
+    schema.constraint_names = tuple(c for _, c in arguments)
+    schema.__doc__ = doc
+    return schema
+
+
+def _arguments(call, contract, wire_names=()):
+    """``(name, constraint name)`` of the arguments of the row ``call`` (before
+    ``targets`` and ``block``): the names are ``contract``'s unless
+    ``wire_names`` are given."""
+    info = contract[call.name].getSignatureInfo()
+    names = list(wire_names) or [n for n in info["positional"] if n not in ("targets", "block")]
+    if len(names) != len(call.args):
+        raise TypeError(f"{call.name}: the row has {len(call.args)} arguments, the wire "
+                        f"{names} (a row whose wire names are not the interface's gives "
+                        f"its wire_names)")
+    arguments = []
+    for name, kind in zip(names, call.args):
+        constraint = _KIND_CONSTRAINTS[kind]
+        if kind == enginewire.KEYS and not wire_names and name in info["optional"]:
+            constraint = "OptionalKeys"
+        arguments.append((name, constraint))
+    return arguments
+
+
+def _entry_doc(call, contract, table, note, doc=""):
+    """The docstring of the entry made from the row ``call`` of ``table``."""
+    declared = contract[call.name].interface
+    method = f"{declared.__name__}.{call.name}"
+    kinds = ", ".join(call.args) or "none"
+    made = (f"The wire form of :meth:`{method} <{declared.__module__}.{method}>`, made from "
+            f"its row of :data:`~{table}` (argument kinds: {kinds}; result: "
+            f"{call.result}{note}).")
+    return f"{inspect.cleandoc(doc)}\n\n{made}" if doc else made
+
+
+def _engine_entry(call):
+    """RIEngine's entry for the row ``call`` of ENGINE_CALLS."""
+    note = "; queued" if call.queued else "; answered at once, beside the queue"
+    doc = _entry_doc(call, IEngineBase, "ipkernel.interfaces.enginewire.ENGINE_CALLS", note)
+    return _entry(_arguments(call, IEngineBase), doc)
+
+
+def _multiengine_entry(call):
+    """RIMultiEngine's entry for the row ``call`` of MULTIENGINE_CALLS."""
+    contract = IFullSynchronousMultiEngine
+    note = ""
+    if call.wire_names:
+        interface_names = [n for n in contract[call.name].getSignatureInfo()["positional"]
+                           if n != "targets"]
+        note = (f"; on the wire ``{', '.join(call.wire_names)}`` in place of the "
+                f"interface's ``{', '.join(interface_names)}``: the client splits or joins "
+                f"the data")
+    doc = _entry_doc(call, contract, "ipkernel.interfaces.multienginewire.MULTIENGINE_CALLS",
+                     note, call.doc)
+    arguments = _arguments(call, contract, call.wire_names)
+    arguments += [("targets", "Targets")] if call.targets else []
+    arguments += [("block", "Block")] if call.block else []
+    return _entry(arguments, doc)
+
+
+def _made_from(calls, make_entry):
+    """The metaclass of a RemoteInterface whose class body writes out only some
+    entries: the others are ``make_entry(row)`` for each row of ``calls`` the
+    body does not write.  The body's entries that have no row come first,
+    then one per row, in the table's order."""
+    def remote_interface(name, bases, namespace):
+        rows = {call.name for call in calls}
+        attrs = {key: value for key, value in namespace.items() if key not in rows}
+        for call in calls:
+            attrs[call.name] = namespace[call.name] if call.name in namespace \
+                else make_entry(call)
+        return RemoteInterfaceClass(name, bases, attrs)
+    return remote_interface
+
+
+class RIEngine(RemoteInterface, metaclass=_made_from(enginewire.ENGINE_CALLS, _engine_entry)):
+    """An engine, as the controller sees it (the engine passes this at registration).
+
+    One entry per row of :data:`~ipkernel.interfaces.enginewire.ENGINE_CALLS`,
+    made from the row (``apply_batch`` is written out: its calls travel
+    packed), and the link's own methods.
+    """
 
     __remote_name__ = "RIEngine.v1.ipkernel"
 
@@ -64,79 +190,6 @@ class RIEngine(RemoteInterface):
 
     def set_id(id=EngineId):
         return None
-
-    def execute(lines=Code):
-        return Outcome
-
-    def push(namespace=Payload):
-        return Outcome
-
-    def pull(keys=Keys):
-        return Outcome
-
-    def push_function(namespace=Payload):
-        return Outcome
-
-    def pull_function(keys=Keys):
-        return Outcome
-
-    def apply(func=Payload, args=Payload, kwargs=Payload):
-        return Outcome
-
-    def starmap(func=Payload, argtuples=Payload):
-        return Outcome
-
-    def apply_batch(shared=ListOf(Payload, maxLength=MAX_BATCH), refs=PackedBytes,
-                    args=PackedBytes):
-        """Many applies in one message (see IEngineBase.apply_batch).
-
-        ``shared``: the distinct functions and kwargs of the batch;
-        ``refs``: two indexes into ``shared`` per call (function, kwargs),
-        packed ints; ``args``: each call's args, packed (ipkernel.framing).
-        Returns ``(status, times, values, errors)``: per call 1 (ok), 0
-        (failed) or 2 (not run) as packed ints; started/finished times as
-        packed floats; the ok values, packed; the ErrorRecords of the failed
-        calls, in order."""
-        return Outcome
-
-    def complete(text=Code, line=OptionalLine):
-        return Outcome
-
-    def get_result(i=CommandNumber):
-        return Outcome
-
-    def reset():
-        return Outcome
-
-    def kill():
-        return Outcome
-
-    def keys():
-        return Outcome
-
-    def interrupt():
-        return Outcome
-
-    def push_serialized(namespace=Payload):
-        return Outcome
-
-    def pull_serialized(keys=Keys):
-        return Outcome
-
-    def set_properties(properties=Properties):
-        return Outcome
-
-    def get_properties(keys=OptionalKeys):
-        return Outcome
-
-    def del_properties(keys=Keys):
-        return Outcome
-
-    def has_properties(keys=Keys):
-        return Outcome
-
-    def clear_properties():
-        return Outcome
 
     def ping():
         """Heartbeat: answered from the reactor thread even while user code runs."""
@@ -152,6 +205,19 @@ class RIEngine(RemoteInterface):
         """Where the engine's pulse process listens: ``["udp", port, key hex]``, or
         ``[]`` (see :mod:`ipkernel.engine.pulse`)."""
         return ListOf(UnicodeConstraint(128), maxLength=3)
+
+    def apply_batch(shared=ListOf(Payload, maxLength=MAX_BATCH), refs=PackedBytes,
+                    args=PackedBytes):
+        """Many applies in one message (see IEngineBase.apply_batch).
+
+        ``shared``: the distinct functions and kwargs of the batch;
+        ``refs``: two indexes into ``shared`` per call (function, kwargs),
+        packed ints; ``args``: each call's args, packed (ipkernel.framing).
+        Returns ``(status, times, values, errors)``: per call 1 (ok), 0
+        (failed) or 2 (not run) as packed ints; started/finished times as
+        packed floats; the ok values, packed; the ErrorRecords of the failed
+        calls, in order."""
+        return Outcome
 
 
 class RIEngineRegistrar(RemoteInterface):
@@ -196,13 +262,20 @@ class RIEngineGate(RemoteInterface):
         return None
 
 
-class RIMultiEngine(RemoteInterface):
+class RIMultiEngine(RemoteInterface,
+                    metaclass=_made_from(multienginewire.MULTIENGINE_CALLS,
+                                         _multiengine_entry)):
     """The controller's multi-engine view for clients (``ipcontroller-mec.furl``).
 
     Every method of IFullSynchronousMultiEngine: ``block=False`` returns a
     deferred id.  ``scatter`` and ``raw_map`` take data already split by the
     client (the controller cannot look inside user data) and ``gather``
     returns the parts for the client to join.
+
+    One entry per row of
+    :data:`~ipkernel.interfaces.multienginewire.MULTIENGINE_CALLS`, made from
+    the row (``get_ids`` is written out: it answers a plain list), and the
+    connection's own methods.
     """
 
     __remote_name__ = "RIMultiEngine.v1.ipkernel"
@@ -241,90 +314,12 @@ class RIMultiEngine(RemoteInterface):
         ``(0, b"", False)`` when the controller runs without lanes."""
         return LaneOffer
 
-    def execute(lines=Code, targets=Targets, block=Block):
-        return Outcome
-
-    def push(namespace=Payload, targets=Targets, block=Block):
-        return Outcome
-
-    def pull(keys=Keys, targets=Targets, block=Block):
-        return Outcome
-
-    def push_function(namespace=Payload, targets=Targets, block=Block):
-        return Outcome
-
-    def pull_function(keys=Keys, targets=Targets, block=Block):
-        return Outcome
-
-    def apply(func=Payload, args=Payload, kwargs=Payload, targets=Targets, block=Block):
-        return Outcome
-
-    def complete(text=Code, line=OptionalLine, targets=Targets, block=Block):
-        return Outcome
-
-    def get_result(i=CommandNumber, targets=Targets, block=Block):
-        return Outcome
-
-    def reset(targets=Targets, block=Block):
-        return Outcome
-
-    def keys(targets=Targets, block=Block):
-        return Outcome
-
-    def kill(controller=Block, targets=Targets, block=Block):
-        return Outcome
-
-    def interrupt(targets=Targets, block=Block):
-        return Outcome
-
-    def push_serialized(namespace=Payload, targets=Targets, block=Block):
-        return Outcome
-
-    def pull_serialized(keys=Keys, targets=Targets, block=Block):
-        return Outcome
-
-    def clear_queue(targets=Targets, block=Block):
-        return Outcome
-
-    def queue_status(targets=Targets, block=Block):
-        return Outcome
-
-    def set_properties(properties=Properties, targets=Targets, block=Block):
-        return Outcome
-
-    def get_properties(keys=OptionalKeys, targets=Targets, block=Block):
-        return Outcome
-
-    def del_properties(keys=Keys, targets=Targets, block=Block):
-        return Outcome
-
-    def has_properties(keys=Keys, targets=Targets, block=Block):
-        return Outcome
-
-    def clear_properties(targets=Targets, block=Block):
-        return Outcome
-
-    def scatter(key=Key, parts=Payload, flatten=Block, targets=Targets, block=Block):
-        return Outcome
-
-    def gather(key=Key, targets=Targets, block=Block):
-        return Outcome
-
-    def raw_map(func=Payload, parts=Payload, targets=Targets, block=Block):
-        return Outcome
-
-    def get_pending_deferred(deferred_id=DeferredId, block=Block):
-        return Outcome
-
-    def clear_pending_deferreds():
-        return Outcome
-
-    def abort(deferred_id=DeferredId):
-        return Outcome
-
 
 __all__ = ["RIEngine", "RIEngineGate", "RIEngineRegistrar", "RIMultiEngine", "RITaskController",
-           "Targets", "Keys", "Code", "EngineId", "Payload", "Outcome", "TaskId", "TaskSpec"]
+           "Targets", "Keys", "Code", "EngineId", "Payload", "Outcome", "TaskId", "TaskSpec",
+           # the other constraints the entries made from the tables use
+           "Key", "OptionalKeys", "OptionalLine", "DeferredId", "Block", "CommandNumber",
+           "Properties"]
 
 
 #: A task id.

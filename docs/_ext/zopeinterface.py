@@ -22,7 +22,11 @@ references find them and their methods.
 
 Signatures come from the module's source (zope's own signature string
 loses keyword-only arguments), docstrings from zope (for RemoteInterfaces,
-from the source).
+from the source).  A RemoteInterface entry that is not written out in the
+source (a ``RemoteMethodSchema`` made from a table) is described from the
+schema: its argument names, each constraint by its name in the module (the
+name whose value is that constraint), the docstring set on the schema, and
+its response constraint's name.
 """
 import ast
 import importlib
@@ -169,12 +173,43 @@ def inherited_line(iface):
     return "Inherited: " + ", ".join(links) + "." if links else None
 
 
+def constraint_name(module, constraint, hint=None):
+    """The module-level name in ``module`` whose value is ``constraint``
+    (``hint`` when several are, and it is one of them), or None."""
+    names = [n for n, v in vars(module).items() if v is constraint and not n.startswith("_")]
+    if hint in names:
+        return hint
+    return names[0] if names else None
+
+
+def schema_signature(module, schema):
+    """``name=Constraint, ...`` of a RemoteMethodSchema made without a
+    prototype function: each constraint by its name in ``module`` (the
+    schema's ``constraint_names`` settle a value with several names)."""
+    hints = getattr(schema, "constraint_names", None) or [None] * len(schema.argumentNames)
+    parts = []
+    for argname, hint in zip(schema.argumentNames, hints):
+        constraint = schema.argConstraints[argname]
+        shown = constraint_name(module, constraint, hint) or f"<{type(constraint).__name__}>"
+        parts.append(f"{argname}={shown}")
+    return ", ".join(parts)
+
+
 def member_lines(iface, name, function, remote):
     description = iface[name]
+    if remote and function is None:  # an entry made as a RemoteMethodSchema, not written out
+        module = importlib.import_module(iface.__module__)
+        lines = [f".. py:method:: {name}({schema_signature(module, description)})", ""]
+        lines += _indent(_doc_lines(vars(description).get("__doc__")))
+        response = description.getResponseConstraint()
+        answer = constraint_name(module, response) if response is not None else None
+        if answer is not None:
+            lines += ["", f"   Answers ``{answer}``."]
+        return lines + [""]
     if remote:
-        signature = ast.unparse(function.args) if function is not None else "..."
-        doc = _doc_lines(ast.get_docstring(function)) if function is not None else []
-        answer = _returned(function) if function is not None else None
+        signature = ast.unparse(function.args)
+        doc = _doc_lines(ast.get_docstring(function))
+        answer = _returned(function)
         lines = [f".. py:method:: {name}({signature})", ""]
         lines += _indent(doc)
         if answer is not None:

@@ -1,5 +1,7 @@
 """The multi-engine table and the layers built from it agree with the contracts."""
+import importlib.util
 import inspect
+from pathlib import Path
 
 import pytest
 
@@ -45,33 +47,176 @@ def test_every_engine_method_applied_to_targets_has_a_row():
     assert set(ISynchronousMultiEngine.names()) - {"get_ids"} <= {c.name for c in CALLS}
 
 
+#: RIMultiEngine v1, as it travels: each row's arguments and constraints (the
+#: constraint's name in ipkernel.interfaces.remote).  The entries are made from
+#: the table and the zope interface, so renaming an argument of either would
+#: change the wire: this says it has not.
+WIRE = {
+    "execute": "lines=Code, targets=Targets, block=Block",
+    "push": "namespace=Payload, targets=Targets, block=Block",
+    "pull": "keys=Keys, targets=Targets, block=Block",
+    "push_function": "namespace=Payload, targets=Targets, block=Block",
+    "pull_function": "keys=Keys, targets=Targets, block=Block",
+    "apply": "func=Payload, args=Payload, kwargs=Payload, targets=Targets, block=Block",
+    "complete": "text=Code, line=OptionalLine, targets=Targets, block=Block",
+    "get_result": "i=CommandNumber, targets=Targets, block=Block",
+    "reset": "targets=Targets, block=Block",
+    "keys": "targets=Targets, block=Block",
+    "kill": "controller=Block, targets=Targets, block=Block",
+    "interrupt": "targets=Targets, block=Block",
+    "push_serialized": "namespace=Payload, targets=Targets, block=Block",
+    "pull_serialized": "keys=Keys, targets=Targets, block=Block",
+    "clear_queue": "targets=Targets, block=Block",
+    "queue_status": "targets=Targets, block=Block",
+    "set_properties": "properties=Properties, targets=Targets, block=Block",
+    "get_properties": "keys=OptionalKeys, targets=Targets, block=Block",
+    "del_properties": "keys=Keys, targets=Targets, block=Block",
+    "has_properties": "keys=Keys, targets=Targets, block=Block",
+    "clear_properties": "targets=Targets, block=Block",
+    "scatter": "key=Key, parts=Payload, flatten=Block, targets=Targets, block=Block",
+    "gather": "key=Key, targets=Targets, block=Block",
+    "raw_map": "func=Payload, parts=Payload, targets=Targets, block=Block",
+    "get_ids": "",
+    "get_pending_deferred": "deferred_id=DeferredId, block=Block",
+    "clear_pending_deferreds": "",
+    "abort": "deferred_id=DeferredId",
+}
+#: Rows whose entry is written out in RIMultiEngine (not made from the row).
+WRITTEN = {"get_ids"}
+
+
+def _interface_names(call):
+    info = IFullSynchronousMultiEngine[call.name].getSignatureInfo()
+    return [n for n in info["positional"] if n not in ("targets", "block")]
+
+
+def test_the_wire_is_v1():
+    assert RIMultiEngine.__remote_name__ == "RIMultiEngine.v1.ipkernel"
+    assert set(WIRE) == set(RIMultiEngine.names()) - CONTROL
+    for name, signature in WIRE.items():
+        method = RIMultiEngine[name]
+        pairs = [part.split("=") for part in signature.split(", ")] if signature else []
+        assert method.argumentNames == [arg for arg, _ in pairs], name
+        for arg, constraint in pairs:
+            assert method.argConstraints[arg] is getattr(remote, constraint), (name, arg)
+        assert method.required == method.argumentNames, name  # nothing Optional
+        if name not in WRITTEN:
+            assert method.responseConstraint is remote.Outcome, name
+
+
+def test_every_row_has_an_entry_made_from_it_but_the_written_ones():
+    made = {n for n in RIMultiEngine.names()
+            if getattr(RIMultiEngine[n], "constraint_names", None) is not None}
+    assert made == {c.name for c in CALLS} - WRITTEN
+    assert made.isdisjoint(CONTROL)
+    assert all(RIMultiEngine[n].interface is RIMultiEngine for n in RIMultiEngine.names())
+
+
 @pytest.mark.parametrize("call", CALLS, ids=lambda c: c.name)
-def test_the_wire_arguments_are_the_remote_interface_s(call):
+def test_the_wire_arguments_are_the_row_s(call):
     method = RIMultiEngine[call.name]
     wire_names = list(method.argumentNames)
     extra = (["targets"] if call.targets else []) + (["block"] if call.block else [])
-    assert wire_names[len(call.args):] == extra
-    assert len(wire_names) == len(call.args) + len(extra)
+    assert wire_names == list(call.wire_names or _interface_names(call)) + extra
+    optional = IFullSynchronousMultiEngine[call.name].getSignatureInfo()["optional"]
     for name, kind in zip(wire_names, call.args):
-        assert method.argConstraints[name] is CONSTRAINT[kind], (call.name, name)
+        wanted = CONSTRAINT[kind]
+        if kind == multienginewire.KEYS and name in optional:
+            wanted = remote.OptionalKeys
+        assert method.argConstraints[name] is wanted, (call.name, name)
     if call.targets:
         assert method.argConstraints["targets"] is remote.Targets
     if call.block:
         assert method.argConstraints["block"] is remote.Block
+    assert method.required == wire_names
+    if call.name not in WRITTEN:
+        assert method.responseConstraint is remote.Outcome
 
 
-@pytest.mark.parametrize("call", [c for c in CALLS if c.name not in RENAMED and c.targets],
+@pytest.mark.parametrize("call", [c for c in CALLS if c.name not in RENAMED],
                          ids=lambda c: c.name)
 def test_the_wire_names_are_the_interface_s(call):
-    info = IFullSynchronousMultiEngine[call.name].getSignatureInfo()
-    wanted = [n for n in info["positional"] if n != "targets"]
-    assert list(RIMultiEngine[call.name].argumentNames)[:len(call.args)] == wanted
+    assert call.wire_names == ()
+    assert list(RIMultiEngine[call.name].argumentNames)[:len(call.args)] == \
+        _interface_names(call)
 
 
-def test_renamed_arguments_are_the_remote_interface_s():
+def test_renamed_arguments_are_the_row_s_and_the_remote_interface_s():
+    assert {c.name for c in CALLS if c.wire_names} == set(RENAMED)
     for name, wire_names in RENAMED.items():
         call = multienginewire.BY_NAME[name]
+        assert list(call.wire_names) == wire_names
+        assert wire_names != _interface_names(call)  # else the row needs no wire_names
         assert list(RIMultiEngine[name].argumentNames)[:len(call.args)] == wire_names
+
+
+@pytest.mark.parametrize("call", [c for c in CALLS if c.name not in WRITTEN],
+                         ids=lambda c: c.name)
+def test_a_made_entry_says_what_it_is(call):
+    method = RIMultiEngine[call.name]
+    doc = vars(method)["__doc__"]
+    if call.doc:
+        assert doc.startswith(inspect.cleandoc(call.doc))
+    declared = IFullSynchronousMultiEngine[call.name].interface
+    assert f"<{declared.__module__}.{declared.__name__}.{call.name}>" in doc
+    assert "MULTIENGINE_CALLS" in doc
+    assert len(method.constraint_names) == len(method.argumentNames)
+    for arg, name in zip(method.argumentNames, method.constraint_names):
+        assert getattr(remote, name) is method.argConstraints[arg]
+
+
+def test_a_new_row_needs_no_written_entry():
+    row = multienginewire.MultiEngineCall("zip_pull", (multienginewire.KEYS,),
+                                          multienginewire.VALUE, doc="Pull, transposed.")
+
+    class RIMadeForTheTest(remote.RemoteInterface,
+                           metaclass=remote._made_from((row,), remote._multiengine_entry)):
+        __remote_name__ = f"RIMadeForTheTest.{id(row)}.ipkernel-tests"
+
+        def ping():
+            return int
+
+    assert list(RIMadeForTheTest.names()) == ["ping", "zip_pull"]
+    method = RIMadeForTheTest["zip_pull"]
+    assert method.argumentNames == ["keys", "targets", "block"]
+    assert method.argConstraints["keys"] is remote.Keys
+    assert method.responseConstraint is remote.Outcome
+    assert vars(method)["__doc__"].startswith("Pull, transposed.")
+
+
+def test_a_row_that_does_not_fit_the_interface_is_refused():
+    wrong = multienginewire.MultiEngineCall("execute", (multienginewire.CODE,) * 2)
+    with pytest.raises(TypeError, match="execute: the row has 2 arguments"):
+        remote._multiengine_entry(wrong)
+    reserved = multienginewire.MultiEngineCall("gather", (multienginewire.KEY,),
+                                               wire_names=("method",))
+    with pytest.raises(TypeError, match="cannot be named method"):
+        remote._multiengine_entry(reserved)
+
+
+def _docs_extension():
+    pytest.importorskip("sphinx")
+    path = Path(__file__).resolve().parents[2] / "docs" / "_ext" / "zopeinterface.py"
+    spec = importlib.util.spec_from_file_location("zopeinterface_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_reference_docs_describe_a_made_entry():
+    ext = _docs_extension()
+    lines = ext.member_lines(RIMultiEngine, "execute", None, True)
+    assert lines[0] == ".. py:method:: execute(lines=Code, targets=Targets, block=Block)"
+    assert "   Answers ``Outcome``." in lines
+    assert any("on the targets" in line for line in lines)  # the row's doc
+    properties = ext.member_lines(RIMultiEngine, "get_properties", None, True)[0]
+    assert properties.endswith("(keys=OptionalKeys, targets=Targets, block=Block)")
+    assert ext.member_lines(RIMultiEngine, "pull", None, True)[0].endswith("(keys=Keys, "
+                                                                           "targets=Targets, "
+                                                                           "block=Block)")
+    everything = ext.interface_lines(RIMultiEngine)
+    for name, signature in WIRE.items():
+        assert f"   .. py:method:: {name}({signature})" in everything, name
 
 
 def test_kinds_and_results_are_known():
