@@ -29,7 +29,8 @@ def _libc():
         return None
     create.argtypes = (ctypes.c_int, ctypes.c_int)
     create.restype = ctypes.c_int
-    settime.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.POINTER(_ITimerSpec), ctypes.c_void_p)
+    # No argtypes for settime: every argument is passed as a ready ctypes
+    # object (an int, a pointer made once), so nothing is converted per call.
     settime.restype = ctypes.c_int
     return create, settime
 
@@ -47,23 +48,30 @@ class OneShotTimer:
         self.fd = create(_CLOCK_MONOTONIC, _TFD_CLOEXEC | _TFD_NONBLOCK)
         if self.fd < 0:
             raise OSError(ctypes.get_errno(), "timerfd_create failed")
-        self._spec = _ITimerSpec()
-        self._pointer = ctypes.byref(self._spec)
+        self._fd_arg = ctypes.c_int(self.fd)
+        self._flags_arg = ctypes.c_int(0)
+        # The engine arms the same delay before every job and disarms after
+        # it: those two specs are made once (a ctypes call costs more than
+        # the system call behind it).
+        self._armed_for = None
+        self._armed_spec = _ITimerSpec()
+        self._armed_pointer = ctypes.byref(self._armed_spec)
+        self._disarm_pointer = ctypes.byref(_ITimerSpec())
 
     def arm(self, seconds):
         """Expire ``seconds`` from now (at least one nanosecond)."""
-        whole = int(seconds)
-        value = self._spec.it_value
-        value.tv_sec = whole
-        nanoseconds = int((seconds - whole) * 1e9)
-        value.tv_nsec = nanoseconds if whole else max(1, nanoseconds)  # 0 would disarm
-        self._settime(self.fd, 0, self._pointer, None)
+        if seconds != self._armed_for:
+            whole = int(seconds)
+            value = self._armed_spec.it_value
+            value.tv_sec = whole
+            nanoseconds = int((seconds - whole) * 1e9)
+            value.tv_nsec = nanoseconds if whole else max(1, nanoseconds)  # 0 would disarm
+            self._armed_for = seconds
+        self._settime(self._fd_arg, self._flags_arg, self._armed_pointer, None)
 
     def disarm(self):
         """Stop the timer; an expiry not yet waited for is forgotten."""
-        value = self._spec.it_value
-        value.tv_sec = value.tv_nsec = 0
-        self._settime(self.fd, 0, self._pointer, None)
+        self._settime(self._fd_arg, self._flags_arg, self._disarm_pointer, None)
 
     def drain(self):
         """Forget an expiry (no-op if there is none)."""

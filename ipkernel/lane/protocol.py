@@ -149,6 +149,41 @@ def check_call(interface, method, args, kwargs, inbound):
     _schema(interface, method).checkAllArgs(args, kwargs, inbound)
 
 
+#: Argument types whose values cannot change once made: a call with these
+#: arguments is encoded the same way every time.
+_IMMUTABLE = frozenset({str, int, float, bool, bytes, type(None)})
+
+
+class _LastCall:
+    """The last outgoing call checked and encoded, when its arguments are
+    immutable: a call made to many engines with the same argument objects
+    (execute on all, a heartbeat round) is checked and encoded once.  It
+    holds the arguments, so their identities stay theirs while it is kept."""
+
+    __slots__ = ("interface", "method", "args", "text", "buffers")
+
+    def __init__(self):
+        self.interface = self.method = self.args = self.text = self.buffers = None
+
+    def encoded(self, interface, method, args, kwargs):
+        """``(text, buffers)`` of the call, checked against ``interface``
+        (None: unchecked); Violation or CodecError as for any call."""
+        if (not kwargs and method == self.method and interface is self.interface
+                and len(args) == len(self.args)
+                and all(a is b for a, b in zip(args, self.args))):
+            return self.text, self.buffers
+        if interface is not None:
+            check_call(interface, method, args, kwargs, False)
+        text, buffers = codec.encode((method, args, kwargs))
+        if not kwargs and all(type(a) in _IMMUTABLE for a in args):
+            self.interface, self.method, self.args = interface, method, args
+            self.text, self.buffers = text, tuple(buffers)
+        return text, buffers
+
+
+_last_call = _LastCall()
+
+
 @implementer(IHandshakeListener)
 class LaneProtocol(Protocol):
     """A lane between this process and a peer.
@@ -413,9 +448,7 @@ class LaneProtocol(Protocol):
         """Call ``remote_<method>`` on the other side; a Deferred of its result
         (FrameTooLarge when the call is over ``send_limit``: nothing was sent)."""
         try:
-            if self.remote_interface is not None:
-                check_call(self.remote_interface, method, args, kwargs, False)
-            text, buffers = codec.encode((method, args, kwargs))
+            text, buffers = _last_call.encoded(self.remote_interface, method, args, kwargs)
             if self.send_limit is not None:
                 size = len(text) + sum(memoryview(b).nbytes for b in buffers)
                 if size > self.send_limit:

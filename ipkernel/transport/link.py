@@ -81,9 +81,11 @@ DEFAULT_POLICY = CarrierPolicy()
 
 def _too_large(d):
     """True when the lane refused the call at once as too large (nothing sent)."""
+    if not d.called:  # (the usual case: the call was sent)
+        return False
     from ipkernel.lane.protocol import FrameTooLarge
 
-    return d.called and isinstance(d.result, Failure) and d.result.check(FrameTooLarge)
+    return isinstance(d.result, Failure) and d.result.check(FrameTooLarge) is not None
 
 
 class Link:
