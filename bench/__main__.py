@@ -29,14 +29,48 @@ FULL_TIMEOUT, QUICK_TIMEOUT = 3000, 900
 SCALE_ENGINES = (32, 64, 128)
 
 
-def scale_runs(argv, json_path):
-    """The argv of each ``--scale`` run: ``argv`` without ``--scale``, then
-    (the last value of an option wins) the engine count, workload (a) and a
-    JSON file of its own."""
+def scale_json(json_path, n, system=None):
+    """Where ``--scale`` writes the results at ``n`` engines: of one system
+    (``system``), or of all of them together."""
+    suffix = f"-scale{n}" + (f"-{system}" if system else "")
+    return json_path.with_name(f"{json_path.stem}{suffix}.json")
+
+
+def scale_runs(argv, json_path, systems):
+    """``(engines, system, argv)`` of each ``--scale`` run: ``argv`` without
+    ``--scale``, then (the last value of an option wins) the engine count,
+    workload (a), the one system and a JSON file of its own.
+
+    Each system runs alone: dozens of idle engines and workers of the
+    others (heartbeats, periodic callbacks) would otherwise take the CPU of
+    the one being measured, on every system's turn."""
     rest = [a for a in argv if a != "--scale"]
-    return [rest + ["--engines", str(n), "--only", "a",
-                    "--json", str(json_path.with_name(f"{json_path.stem}-scale{n}.json"))]
-            for n in SCALE_ENGINES]
+    return [(n, name, rest + ["--engines", str(n), "--only", "a", "--systems", name,
+                              "--json", str(scale_json(json_path, n, name))])
+            for n in SCALE_ENGINES for name in systems]
+
+
+def _scale(argv, args):
+    """Run ``--scale``: each engine count, each system alone; then one JSON
+    file and one table row per engine count, every system side by side."""
+    names = [s.strip() for s in args.systems.split(",") if s.strip()]
+    runs = scale_runs(argv, args.json, names)
+    statuses = []
+    for n, name, run in runs:
+        print(f"--scale: {name} alone with {n} engines", flush=True)
+        statuses.append(main(run))
+    encrypted = [n for n in ENCRYPTED_PEERS if n in names]
+    merged = []
+    for n in SCALE_ENGINES:
+        path = scale_json(args.json, n)
+        if report.merge_runs([scale_json(args.json, n, name) for name in names], path,
+                             names, encrypted, {"engines": n, "scale": True}):
+            merged.append(path)
+    rows, systems, encrypted = report.scale_rows(merged)
+    if rows:
+        print("\n--scale: (a) at each engine count, each system measured alone")
+        print(report.table(rows, systems, encrypted))
+    return max(statuses)
 
 
 def parse_args(argv=None):
@@ -68,8 +102,9 @@ def parse_args(argv=None):
     parser.add_argument("--verbose", action="store_true", help="print tracebacks of errors")
     parser.add_argument("--scale", action="store_true",
                         help="run (a) execute on all engines at "
-                             f"{', '.join(map(str, SCALE_ENGINES))} engines, one table and "
-                             "JSON file (JSON stem + '-scaleN') per count")
+                             f"{', '.join(map(str, SCALE_ENGINES))} engines, each system "
+                             "alone on the machine; one table, and a JSON file per count "
+                             "(JSON stem + '-scaleN', each system's in '-scaleN-SYSTEM')")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--remote-engines", action="store_true",
                        help="engines (workers) in a network namespace of their own, the "
@@ -158,13 +193,7 @@ def main(argv=None):
                                        log=lambda line: print(line, flush=True))
     placement = hosts.Placement.decode(args.placement) if args.placement else hosts.Placement()
     if args.scale:
-        runs = scale_runs(sys.argv[1:] if argv is None else argv, args.json)
-        statuses = [main(run) for run in runs]
-        rows, names, encrypted = report.scale_rows([parse_args(run).json for run in runs])
-        if rows:
-            print("\n--scale: (a) at each engine count")
-            print(report.table(rows, names, encrypted))
-        return max(statuses)
+        return _scale(sys.argv[1:] if argv is None else argv, args)
     wanted = [s.strip() for s in args.systems.split(",") if s.strip()]
     classes, missing = available(wanted)
     if missing:

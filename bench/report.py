@@ -3,7 +3,7 @@ import json
 import statistics
 from pathlib import Path
 
-from bench.workloads import HIGHER, LOWER
+from bench.workloads import HIGHER, LOWER, Metric
 
 REFERENCE = "ipkernel"
 
@@ -137,6 +137,33 @@ def write_json(path, meta, rows):
     with open(path, "w") as f:
         json.dump({"meta": meta, "results": rows}, f, indent=2, default=str)
         f.write("\n")
+
+
+def merge_runs(paths, path, systems, encrypted, meta):
+    """Write to ``path`` the results of runs that each measured some of
+    ``systems`` (their JSON files ``paths``), side by side as if measured in
+    one run: each metric's samples per system, the best peer and the ratios
+    made again.  ``meta`` goes with the first run's; returns False (writing
+    nothing) when none of the files could be read."""
+    metrics, results, first = {}, {}, None
+    for part in paths:
+        try:
+            data = json.loads(Path(part).read_text())
+        except (OSError, ValueError):
+            continue
+        first = first or data.get("meta", {})
+        for row in data.get("results", []):
+            metrics.setdefault(row["key"], Metric(row["key"], row["label"], row["unit"],
+                                                  row["better"]))
+            for name, cell in row.get("systems", {}).items():
+                if cell.get("samples") or cell.get("errors"):
+                    results.setdefault(row["key"], {})[name] = cell
+    if first is None:
+        return False
+    rows = summarize(list(metrics.values()), results, systems, encrypted)
+    write_json(path, dict(first, systems=list(systems), encrypted_peers=list(encrypted),
+                          **meta), rows)
+    return True
 
 
 def scale_rows(paths):

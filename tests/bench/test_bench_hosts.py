@@ -254,6 +254,31 @@ def test_scale_summary_gathers_the_execute_row_of_each_engine_count(tmp_path):
     assert "0.25 (vs dask)" in text and "0.50 (vs dask)" in text
 
 
+def test_runs_of_one_system_each_are_merged_side_by_side(tmp_path):
+    metric = workloads.Metric("a.execute_all", "(a) execute", "ms/call", workloads.LOWER)
+    parts = []
+    for name, samples in (("ipkernel", [10.0, 12.0, 11.0]), ("dask", [40.0, 44.0]),
+                          ("dask-tls", [50.0])):
+        rows = report.summarize([metric], {"a.execute_all": {
+            name: {"samples": samples, "errors": []}}}, [name])
+        path = tmp_path / f"r-scale32-{name}.json"
+        report.write_json(path, {"engines": 32, "systems": [name]}, rows)
+        parts.append(path)
+    parts.append(tmp_path / "r-scale32-ipyparallel.json")  # that run wrote nothing
+    merged = tmp_path / "r-scale32.json"
+    names = ["ipkernel", "ipyparallel", "dask", "dask-tls"]
+    assert report.merge_runs(parts, merged, names, ["dask-tls"], {"engines": 32})
+    rows, systems, encrypted = report.scale_rows([merged])
+    assert systems == names and encrypted == ["dask-tls"]
+    (row,) = rows
+    assert row["systems"]["ipkernel"]["samples"] == [10.0, 12.0, 11.0]
+    assert row["systems"]["ipyparallel"]["samples"] == []
+    assert row["best_peer"] == "dask" and row["ratio"] == pytest.approx(11.0 / 42.0)
+    assert row["ratio_encrypted"] == pytest.approx(11.0 / 50.0)
+    assert not report.merge_runs([tmp_path / "none.json"], tmp_path / "x.json", names, [], {})
+    assert not (tmp_path / "x.json").exists()
+
+
 def test_default_time_bound_grows_with_the_encrypted_peers():
     assert cli.parse_args([]).timeout == cli.FULL_TIMEOUT
     assert cli.parse_args(["--systems", "ipkernel"]).timeout == cli.FULL_TIMEOUT

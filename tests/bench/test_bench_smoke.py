@@ -116,12 +116,18 @@ def test_task_rows_say_how_they_are_called_and_every_system_has_both():
             assert getattr(system, method) is not getattr(System, method), (cls, method)
 
 
-def test_scale_runs_execute_on_all_at_each_engine_count(tmp_path):
-    runs = cli.scale_runs(["--quick", "--scale", "--engines", "2"], tmp_path / "r.json")
-    parsed = [cli.parse_args(run) for run in runs]
-    assert [p.engines for p in parsed] == list(cli.SCALE_ENGINES) == [32, 64, 128]
+def test_scale_runs_execute_on_all_at_each_engine_count_each_system_alone(tmp_path):
+    runs = cli.scale_runs(["--quick", "--scale", "--engines", "2", "--systems", "ipkernel,dask"],
+                          tmp_path / "r.json", ["ipkernel", "dask"])
+    parsed = [cli.parse_args(run) for _, _, run in runs]
+    assert [p.engines for p in parsed] == [32, 32, 64, 64, 128, 128]
+    assert list(cli.SCALE_ENGINES) == [32, 64, 128]
+    assert [p.systems for p in parsed] == ["ipkernel", "dask"] * 3
+    assert [(n, name) for n, name, _ in runs] == [(n, s) for n in (32, 64, 128)
+                                                  for s in ("ipkernel", "dask")]
     assert all(p.only == "a" and p.quick and not p.scale for p in parsed)
-    assert [p.json.name for p in parsed] == ["r-scale32.json", "r-scale64.json", "r-scale128.json"]
+    assert [p.json.name for p in parsed][:2] == ["r-scale32-ipkernel.json", "r-scale32-dask.json"]
+    assert cli.scale_json(tmp_path / "r.json", 64).name == "r-scale64.json"
 
 
 def test_a_failed_start_logs_the_whole_message_and_marks_the_system_down():
