@@ -8,8 +8,10 @@ must succeed (every warning, nitpicky references included, is an error),
 the reference must show the key API, and every public name of the public
 modules must be documented somewhere.
 """
+import html as htmllib
 import importlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -57,6 +59,14 @@ KEY_OBJECTS = {
     ],
     "api/errors.html": ["ipkernel.error.CompositeError", "ipkernel.error.RemoteError"],
 }
+
+#: Signatures of RemoteInterface entries made from the call tables (no source of their own).
+MADE_SIGNATURES = [
+    "execute(lines=Code, targets=Targets, block=Block)",
+    "get_properties(keys=OptionalKeys, targets=Targets, block=Block)",
+    "scatter(key=Key, parts=Payload, flatten=Block, targets=Targets, block=Block)",
+    "starmap(func=Payload, argtuples=Payload)",
+]
 
 #: Modules whose every public name must appear in the reference.
 PUBLIC_MODULES = [
@@ -109,6 +119,11 @@ def check_built_docs(html):
     interfaces = (html / "api/interfaces.html").read_text(encoding="utf-8")
     if 'href="#ipkernel.interfaces.multiengine.IEngineMultiplexer.push"' not in interfaces:
         problems.append("IMultiEngine does not link the push method it inherits")
+    # entries of RIMultiEngine and RIEngine made from their tables show their wire signatures
+    shown = re.sub(r"\s+", "", htmllib.unescape(re.sub(r"<[^>]+>", "", interfaces)))
+    for signature in MADE_SIGNATURES:
+        if signature.replace(" ", "") not in shown:
+            problems.append(f"api/interfaces.html does not show {signature}")
     for page in ("install.html", "guide.html", "client.html", "network.html"):
         if not (html / page).exists():
             problems.append(f"{page} was not built")

@@ -1,7 +1,5 @@
 """The multi-engine table and the layers built from it agree with the contracts."""
-import importlib.util
 import inspect
-from pathlib import Path
 
 import pytest
 
@@ -192,31 +190,6 @@ def test_a_row_that_does_not_fit_the_interface_is_refused():
                                                wire_names=("method",))
     with pytest.raises(TypeError, match="cannot be named method"):
         remote._multiengine_entry(reserved)
-
-
-def _docs_extension():
-    pytest.importorskip("sphinx")
-    path = Path(__file__).resolve().parents[2] / "docs" / "_ext" / "zopeinterface.py"
-    spec = importlib.util.spec_from_file_location("zopeinterface_under_test", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_the_reference_docs_describe_a_made_entry():
-    ext = _docs_extension()
-    lines = ext.member_lines(RIMultiEngine, "execute", None, True)
-    assert lines[0] == ".. py:method:: execute(lines=Code, targets=Targets, block=Block)"
-    assert "   Answers ``Outcome``." in lines
-    assert any("on the targets" in line for line in lines)  # the row's doc
-    properties = ext.member_lines(RIMultiEngine, "get_properties", None, True)[0]
-    assert properties.endswith("(keys=OptionalKeys, targets=Targets, block=Block)")
-    assert ext.member_lines(RIMultiEngine, "pull", None, True)[0].endswith("(keys=Keys, "
-                                                                           "targets=Targets, "
-                                                                           "block=Block)")
-    everything = ext.interface_lines(RIMultiEngine)
-    for name, signature in WIRE.items():
-        assert f"   .. py:method:: {name}({signature})" in everything, name
 
 
 def test_kinds_and_results_are_known():
