@@ -151,14 +151,18 @@ def check_call(interface, method, args, kwargs, inbound):
 
 #: Argument types whose values cannot change once made: a call with these
 #: arguments is encoded the same way every time.
-_IMMUTABLE = frozenset({str, int, float, bool, bytes, type(None)})
+_IMMUTABLE = frozenset({str, int, float, bool, type(None)})
+#: The largest encoded call kept for the next one (bytes): a kept call holds
+#: its arguments alive, so a large one (long source text) is not kept.
+_KEPT_TEXT = 64 * 1024
 
 
 class _LastCall:
     """The last outgoing call checked and encoded, when its arguments are
-    immutable: a call made to many engines with the same argument objects
-    (execute on all, a heartbeat round) is checked and encoded once.  It
-    holds the arguments, so their identities stay theirs while it is kept."""
+    immutable and it is small: a call made to many engines with the same
+    argument objects (execute on all, a heartbeat round) is checked and
+    encoded once.  It holds the arguments, so their identities stay theirs
+    while it is kept."""
 
     __slots__ = ("interface", "method", "args", "text", "buffers")
 
@@ -175,9 +179,10 @@ class _LastCall:
         if interface is not None:
             check_call(interface, method, args, kwargs, False)
         text, buffers = codec.encode((method, args, kwargs))
-        if not kwargs and all(type(a) in _IMMUTABLE for a in args):
+        if (not kwargs and not buffers and len(text) <= _KEPT_TEXT
+                and all(type(a) in _IMMUTABLE for a in args)):
             self.interface, self.method, self.args = interface, method, args
-            self.text, self.buffers = text, tuple(buffers)
+            self.text, self.buffers = text, ()
         return text, buffers
 
 

@@ -63,3 +63,15 @@ def test_a_refused_call_is_refused_every_time(counted):
         with pytest.raises(Violation):
             last.encoded(RILaneProbe, "add", ("one", 2), {})
     assert counted == {"encode": 0, "check": 2}
+
+
+def test_large_or_buffer_carrying_calls_are_not_kept(counted):
+    last = lane_protocol._LastCall()
+    source = "x = 1\n" * 20_000  # 120 KB of source: if kept, it would stay alive
+    for _ in range(2):
+        last.encoded(RILaneProbe, "echo", (source,), {})
+    blob = b"b" * 100
+    for _ in range(2):
+        text, buffers = last.encoded(RILaneProbe, "echo", (blob,), {})
+    assert codec.decode(text, buffers) == ("echo", (blob,), {})
+    assert counted["encode"] == 4 and last.args is None
