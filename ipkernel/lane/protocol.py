@@ -164,10 +164,10 @@ class _LastCall:
     encoded once.  It holds the arguments, so their identities stay theirs
     while it is kept."""
 
-    __slots__ = ("interface", "method", "args", "text", "buffers")
+    __slots__ = ("interface", "method", "args", "text")
 
     def __init__(self):
-        self.interface = self.method = self.args = self.text = self.buffers = None
+        self.interface = self.method = self.args = self.text = None
 
     def encoded(self, interface, method, args, kwargs):
         """``(text, buffers)`` of the call, checked against ``interface``
@@ -175,14 +175,13 @@ class _LastCall:
         if (not kwargs and method == self.method and interface is self.interface
                 and len(args) == len(self.args)
                 and all(a is b for a, b in zip(args, self.args))):
-            return self.text, self.buffers
+            return self.text, ()  # (a kept call has no buffers)
         if interface is not None:
             check_call(interface, method, args, kwargs, False)
         text, buffers = codec.encode((method, args, kwargs))
         if (not kwargs and not buffers and len(text) <= _KEPT_TEXT
                 and all(type(a) in _IMMUTABLE for a in args)):
-            self.interface, self.method, self.args = interface, method, args
-            self.text, self.buffers = text, ()
+            self.interface, self.method, self.args, self.text = interface, method, args, text
         return text, buffers
 
 
