@@ -12,6 +12,7 @@ from twisted.internet import defer
 from twisted.internet.protocol import Protocol
 from zope.interface import implementer
 
+from ipkernel.lane import LaneServer, connect_lane
 from ipkernel.serialize import Serialized
 from ipkernel.wire import AsJson
 
@@ -177,3 +178,39 @@ def parse(raw):
         buffers.append(raw[pos:pos + n])
         pos += n
     return kind, call_id, text, buffers
+
+
+class Lanes:
+    """A started LaneServer and the lanes joined to it in one test."""
+
+    def __init__(self, server):
+        self.server = server
+        self.clients = []
+
+    async def join(self, served=None, client_local=None, remote_interface=RILaneProbe):
+        """``(client lane, server lane)``: the server side offers ``served``."""
+        joined = []
+
+        def on_join(lane):
+            joined.append(lane)
+            return served
+        port, token, _ = self.server.offer(on_join)
+        client = await within(connect_lane(port, token, local=client_local,
+                                           remote_interface=remote_interface))
+        self.clients.append(client)
+        assert client.joined and len(joined) == 1 and joined[0].joined
+        return client, joined[0]
+
+
+async def started_lanes():
+    """Yields a :class:`Lanes` over a started LaneServer; closes every lane
+    and stops the server afterwards (for a fixture)."""
+    server = LaneServer()
+    server.start()
+    made = Lanes(server)
+    try:
+        yield made
+    finally:
+        for client in made.clients:
+            client.close()
+        await within(server.stop())

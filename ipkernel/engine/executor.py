@@ -36,12 +36,24 @@ class ThreadExecutor:
         that fires (in the reactor thread) with its result or failure."""
         if self._stopped is not None:
             return defer.fail(RuntimeError("the executor has been stopped"))
+        d = defer.Deferred()
+        self._put((d.callback, d.errback, func, args, kwargs))
+        return d
+
+    def submit_plain(self, func, args, on_result, on_failure):
+        """Run ``func(*args)`` like :meth:`submit`, without a Deferred: its result
+        goes to ``on_result(value)``, a failure to ``on_failure(Failure)``, both
+        called in the reactor thread."""
+        if self._stopped is not None:
+            on_failure(Failure(RuntimeError("the executor has been stopped")))
+            return
+        self._put((on_result, on_failure, func, args, {}))
+
+    def _put(self, job):
         if self._thread is None:
             self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
             self._thread.start()
-        d = defer.Deferred()
-        self._jobs.put((d, func, args, kwargs))
-        return d
+        self._jobs.put(job)
 
     def _loop(self):
         call = self._reactor.callFromThread
@@ -52,20 +64,20 @@ class ThreadExecutor:
                 continue
             if job is _STOP:
                 break
-            d, func, args, kwargs = job
+            on_result, on_failure, func, args, kwargs = job
             outcome = None
             try:
                 with self._lock:
                     self._running_job = True
                 try:
-                    outcome = (d.callback, func(*args, **kwargs))
+                    outcome = (on_result, func(*args, **kwargs))
                 except BaseException as exc:  # noqa: B902 - delivered to the caller
-                    outcome = (d.errback, Failure(exc))
+                    outcome = (on_failure, Failure(exc))
                 self._finish_job()
             except KeyboardInterrupt as exc:  # arrived between user code and bookkeeping
                 self._finish_job()
                 if outcome is None:
-                    outcome = (d.errback, Failure(exc))
+                    outcome = (on_failure, Failure(exc))
             call(*outcome)
         if self._stopped is not None:
             call(self._stopped.callback, None)
@@ -110,7 +122,7 @@ class ThreadExecutor:
                 job = self._jobs.get_nowait()
             except queue.Empty:
                 break
-            job[0].errback(Failure(RuntimeError("the engine stopped before running this call")))
+            job[1](Failure(RuntimeError("the engine stopped before running this call")))
         if self._thread is None:
             self._stopped.callback(None)
             return defer.succeed(None)

@@ -28,6 +28,10 @@ def _record(failure):
     return wire.record_from_exception(failure.value)
 
 
+#: What a job returns when it has answered its call itself.
+_ANSWERED = object()
+
+
 def _encode_batch_item(ok, value):
     return serialize.serialize(value) if ok else _record(value)
 
@@ -88,28 +92,46 @@ class FCEngineFromService(Referenceable):
         return d.addErrback(_record)
 
     def _serialized(self, method, *args):
+        reply = defer.Deferred()
+        d = self.service.call_serialized(method, *args, post=self._post_to(reply.callback))
+        d.addCallbacks(functools.partial(_answer_unless, reply.callback), reply.errback)
+        return self._outcome(reply)
+
+    def _post_to(self, answer):
+        """What a job serializing a result passes it through (in the user
+        thread) when a data channel is up, else None.  A result with large
+        parts is answered at once with their references (``answer(value)`` in
+        the reactor thread) and streamed on the data channel by the same job,
+        so no later command can change it meanwhile and the client's fetch
+        overlaps the sending; the job then returns :data:`_ANSWERED`.  A small
+        result is returned as it is."""
         data = self.data
         if data is None or not data.connected:
-            return self._outcome(self.service.call_serialized(method, *args))
-        # A large result is answered with its reference first, then streamed on
-        # the data channel by the same user-thread job (so no later command can
-        # change it meanwhile): the client's fetch overlaps the sending.
-        reply = defer.Deferred()
+            return None
         reactor = data.reactor
         threshold = self._threshold
 
         def post(value):
             value, sends = refs.offload(value, data, "controller", threshold)
-            reactor.callFromThread(reply.callback, value)
-            refs.send_now(data, "controller", sends)
+            if not sends:
+                return value
+            reactor.callFromThread(answer, value)
+            try:
+                refs.send_now(data, "controller", sends)
+            except Exception:
+                log.failure("sending a result on the data channel failed")
+            return _ANSWERED
+        return post
 
-        def failed(failure):
-            if not reply.called:
-                reply.errback(failure)
-            else:
-                log.failure("sending a result on the data channel failed", failure)
-        self.service.call_serialized(method, *args, post=post).addErrback(failed)
-        return self._outcome(reply)
+    def lane_handler(self, method):
+        """How a call to ``method`` that arrives on a lane is taken without
+        Deferreds (see :class:`~ipkernel.lane.protocol.LaneProtocol`), or None."""
+        make = _LANE_HANDLERS.get(method)
+        find = getattr(self.service, "user_thread_function", None)
+        if make is None or find is None:
+            return None
+        func = find(enginewire.BY_NAME[method].implementation)
+        return None if func is None else functools.partial(make, self, func)
 
     def remote_get_id(self):
         return self.service.id
@@ -184,9 +206,59 @@ def _remote_method(call):
     return remote
 
 
+def _lane_handler(call):
+    """The lane handler of engine call ``call`` (its ``remote_<name>`` without
+    Deferreds): ``handler(engine, args, kwargs, answer)`` queues the call's
+    job with ``answer(result)`` to be called with what ``remote_<name>`` would
+    fire with, and returns True; it returns False, doing nothing, when the
+    call must go through ``remote_<name>`` (named arguments, references to
+    bulk data to wait for, an executor without plain jobs).  ``func`` is
+    what the engine service runs for it in the user thread."""
+    decoders = [_DECODE.get(kind) for kind in call.args]
+    bulk = any(kind in enginewire.WITH_BULK_DATA for kind in call.args)
+    name, result = call.implementation, call.result
+
+    def handler(self, func, args, kwargs, answer):
+        if kwargs or len(args) != len(decoders):
+            return False
+        if bulk and refs.blob_ids(args):
+            return False
+        args = [f(a) if f is not None else a for f, a in zip(decoders, args)]
+        service = self.service
+        if result == enginewire.VALUE:
+            post = self._post_to(answer)
+            func = service.serializing(func, post)
+            on_result = answer if post is None else functools.partial(_answer_unless, answer)
+        elif result == enginewire.JSON:
+            on_result = functools.partial(_answer_json, answer)
+        else:
+            on_result = answer
+        return service.run_plain(name, func, args, on_result,
+                                 functools.partial(_answer_failure, answer))
+    return handler
+
+
+def _answer_unless(answer, value):
+    if value is not _ANSWERED:
+        answer(value)
+
+
+def _answer_json(answer, value):
+    answer(wire.AsJson(value))
+
+
+def _answer_failure(answer, failure):
+    answer(_record(failure))
+
+
+#: name -> the lane handler maker of the engine calls that run in the user
+#: thread and answer with plain data, JSON or a value.
+_LANE_HANDLERS = {}
+
 for _call in enginewire.ENGINE_CALLS:
     if f"remote_{_call.name}" not in vars(FCEngineFromService):
         setattr(FCEngineFromService, f"remote_{_call.name}", _remote_method(_call))
+        _LANE_HANDLERS[_call.name] = _lane_handler(_call)
 del _call
 
 

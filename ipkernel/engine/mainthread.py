@@ -82,8 +82,17 @@ class MainThreadExecutor:
         if self._stopping:
             return defer.fail(RuntimeError("the engine is stopping; the call was not run"))
         d = defer.Deferred()
-        self._jobs.put((d, func, args, kwargs))
+        self._jobs.put((d.callback, d.errback, func, args, kwargs))
         return d
+
+    def submit_plain(self, func, args, on_result, on_failure):
+        """Queue ``func(*args)`` like :meth:`submit`, without a Deferred: its
+        result goes to ``on_result(value)``, a failure to ``on_failure(Failure)``,
+        called where a Deferred from :meth:`submit` would fire."""
+        if self._stopping:
+            on_failure(Failure(RuntimeError("the engine is stopping; the call was not run")))
+            return
+        self._jobs.put((on_result, on_failure, func, args, {}))
 
     @property
     def busy(self):
@@ -191,37 +200,37 @@ class MainThreadExecutor:
             if not gate.drive_once():
                 return None
 
-    def _run_held(self, gate, d, func, args, kwargs):
+    def _run_held(self, gate, on_result, on_failure, func, args, kwargs):
         """Run a job taken while driving the loop; True if the loop is still ours."""
         gate.lend()
-        outcome = self._call(d, func, args, kwargs)
+        outcome = self._call(on_result, on_failure, func, args, kwargs)
         if gate.reclaim():
             gate.deliver_held(*outcome)
             return True
         gate.deliver_reclaimed(*outcome)
         return False
 
-    def _run_one(self, d, func, args, kwargs):
-        outcome = self._call(d, func, args, kwargs)
+    def _run_one(self, on_result, on_failure, func, args, kwargs):
+        outcome = self._call(on_result, on_failure, func, args, kwargs)
         gate = self.gate
         if gate is None or not gate.run_here(*outcome):
             self._reactor.callFromThread(*outcome)
 
-    def _call(self, d, func, args, kwargs):
-        """Run one job; return (how to fire ``d``, with what)."""
+    def _call(self, on_result, on_failure, func, args, kwargs):
+        """Run one job; return (what to call with its outcome, the outcome)."""
         outcome = None
         try:
             with self._lock:
                 self._current = next(self._serial)
             try:
-                outcome = (d.callback, func(*args, **kwargs))
+                outcome = (on_result, func(*args, **kwargs))
             except BaseException as exc:  # noqa: B902 - delivered to the caller
-                outcome = (d.errback, Failure(exc))
+                outcome = (on_failure, Failure(exc))
             self._end_job()
         except KeyboardInterrupt as exc:  # arrived between the job and the bookkeeping
             self._end_job()
             if outcome is None:
-                outcome = (d.errback, Failure(exc))
+                outcome = (on_failure, Failure(exc))
         return outcome
 
     def _end_job(self):
@@ -236,12 +245,12 @@ class MainThreadExecutor:
             except queue.Empty:
                 break
             if job is not _STOP and job is not _LOOP:
-                waiting.append(job[0])
+                waiting.append(job[1])
         self._finished = True
         call = self._reactor.callFromThread
         error = RuntimeError("the engine stopped before running this call")
-        for d in waiting:
-            call(d.errback, Failure(error))
+        for on_failure in waiting:
+            call(on_failure, Failure(error))
         call(self._fire_finished)
 
     def _fire_finished(self):

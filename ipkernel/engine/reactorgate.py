@@ -88,7 +88,8 @@ def _gateable(reactor):
     poller = getattr(reactor, "_poller", None)
     return (poller is not None and hasattr(poller, "poll")
             and hasattr(reactor, "_newTimedCalls") and hasattr(reactor, "_pendingTimedCalls")
-            and hasattr(reactor, "threadCallQueue"))
+            and hasattr(reactor, "threadCallQueue") and hasattr(reactor, "_selectables")
+            and hasattr(reactor, "_doReadOrWrite"))
 
 
 class ReactorGate:
@@ -116,6 +117,7 @@ class ReactorGate:
         self._handed_over = None      # tells the main thread the loop is its
         self._io_thread = None        # threadable.ioThread while the reactor runs
         self._park = None
+        self._poller = None           # the reactor's own epoll object, once installed
 
     @property
     def drives(self):
@@ -132,6 +134,7 @@ class ReactorGate:
         if self.installed or not _gateable(reactor) or isinstance(reactor._poller, _GatedPoller):
             return False
         self._lock.acquire()  # the reactor thread's, until its first wait
+        self._poller = reactor._poller
         reactor._poller = _GatedPoller(reactor._poller, self._lock, self)
         self.installed = True
         if self._drive and getattr(reactor, "waker", None) is not None:
@@ -178,8 +181,26 @@ class ReactorGate:
             return False
         reactor.runUntilCurrent()
         if self._nothing_queued():
-            reactor.doIteration(reactor.timeout())
+            self._poll_once(reactor.timeout())
         return True
+
+    def _poll_once(self, timeout):
+        """Wait for events and handle them, as the epoll reactor's ``doPoll``
+        does but without wrapping each in the legacy log context (the
+        reactor's own read and write handling still logs and closes a
+        connection whose handler raises): the main thread drives the loop
+        for small calls, whose every microsecond counts."""
+        reactor = self._reactor
+        selectables = reactor._selectables
+        try:
+            events = self._poller.poll(-1 if timeout is None else timeout, len(selectables))
+        except InterruptedError:
+            return
+        handle = reactor._doReadOrWrite
+        for fd, event in events:
+            selectable = selectables.get(fd)
+            if selectable is not None:
+                handle(selectable, fd, event)
 
     def lend(self):
         """Let go of the gate for a job: the reactor thread takes the loop

@@ -34,6 +34,13 @@ def _load(value):
     return serialize.unserialize(value) if isinstance(value, serialize.Serialized) else value
 
 
+#: The engine methods that run in the user thread as ``_<method>`` with the
+#: method's own arguments (see :meth:`EngineService.user_thread_function`).
+USER_THREAD_METHODS = frozenset({
+    "execute", "push_serialized", "pull", "push_function", "pull_function", "apply",
+    "starmap", "complete", "get_result", "keys", "pull_serialized"})
+
+
 @implementer(IEngineBase)
 class EngineService(service.Service):
     """A persistent Python namespace that runs user code.
@@ -116,15 +123,47 @@ class EngineService(service.Service):
     def _call(self, method, func, *args):
         """Run ``func(*args)`` in the user thread; label failures with ``method``."""
         if self.killed:
-            return defer.fail(EngineError(f"engine {self._id} has been killed"))
+            return defer.fail(self._killed())
+        run, started = self._job(func)
+        d = self.executor.submit(run, *args)
+        d.addErrback(self._label, method, started)
+        return d
+
+    def run_plain(self, method, func, args, on_result, on_failure):
+        """Run ``func(*args)`` in the user thread like the engine methods do, but
+        without Deferreds: ``on_result(value)`` or ``on_failure(Failure)`` (labelled
+        with ``method``) is called where their Deferreds would fire.  Returns
+        False, doing nothing, when the executor offers no such way (the caller
+        then uses the engine method)."""
+        submit = getattr(self.executor, "submit_plain", None)
+        if submit is None:
+            return False
+        if self.killed:
+            on_failure(Failure(self._killed()))
+            return True
+        run, started = self._job(func)
+        submit(run, args, on_result,
+               lambda failure: on_failure(self._label(failure, method, started)))
+        return True
+
+    def user_thread_function(self, method):
+        """The function engine method ``method`` runs in the user thread, with
+        the same arguments (for :meth:`run_plain`), or None if it runs elsewhere."""
+        if method not in USER_THREAD_METHODS:
+            return None
+        return getattr(self, "_" + method)
+
+    @staticmethod
+    def _job(func):
         started = []
 
         def run(*args):
             started.append(True)
             return func(*args)
-        d = self.executor.submit(run, *args)
-        d.addErrback(self._label, method, started)
-        return d
+        return run, started
+
+    def _killed(self):
+        return EngineError(f"engine {self._id} has been killed")
 
     def _label(self, failure, method, started=()):
         if self.killed:
@@ -139,7 +178,7 @@ class EngineService(service.Service):
     def _now(self, method, func, *args):
         """Run ``func(*args)`` right here (reactor thread), as a Deferred."""
         if self.killed:
-            return defer.fail(EngineError(f"engine {self._id} has been killed"))
+            return defer.fail(self._killed())
         try:
             return defer.succeed(func(*args))
         except Exception as exc:
@@ -153,9 +192,12 @@ class EngineService(service.Service):
         not stall the reactor; so does ``post(serialized)``, if given (the
         network adapter sends large results on the data channel there).
         """
-        impl = getattr(self, "_" + method)
+        return self._call(method, self.serializing(getattr(self, "_" + method), post), *args)
 
-        def run():
+    def serializing(self, impl, post=None):
+        """``impl`` made to return its result serialized (then passed through
+        ``post``, if given), as :meth:`call_serialized` runs it."""
+        def run(*args):
             value = serialize.serialize(impl(*args))
             if post is None:
                 return value
@@ -163,7 +205,7 @@ class EngineService(service.Service):
             # on the engine counts as idle and a SIGINT interrupts nothing.
             self.executor.user_code_done()
             return post(value)
-        return self._call(method, run)
+        return run
 
     # -- IEngineCore --------------------------------------------------------------
 
@@ -288,7 +330,10 @@ class EngineService(service.Service):
         return [bound(*args) for args in argtuples]
 
     def complete(self, text, line=None):
-        return self._call("complete", self.shell.complete, text, line)
+        return self._call("complete", self._complete, text, line)
+
+    def _complete(self, text, line):
+        return self.shell.complete(text, line)
 
     def get_result(self, i=None):
         return self._call("get_result", self._get_result, i)

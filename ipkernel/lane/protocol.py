@@ -12,12 +12,19 @@ it), ``WELCOME``, ``CALL`` (text: ``(method, args, kwargs)``), ``ANSWER``
 Calls are checked against the RemoteInterface of the object they go to,
 outbound by the caller and inbound by the callee, as Foolscap does; a call
 is dispatched to ``remote_<method>`` of the local object the moment its
-frame arrives, so calls run in the order they were made.  Failures look
+frame arrives, so calls run in the order they were made.  A local object
+may take some calls more directly: its ``lane_handler(method)`` returns
+``handler(args, kwargs, answer)`` (or None), which either arranges for
+``answer(result)`` to be called with what ``remote_<method>`` would have
+given and returns True, or returns False to let ``remote_<method>`` have
+the call (an exception it raises fails the call as one from
+``remote_<method>`` would).  Failures look
 like Foolscap's: a refused argument is a :class:`~foolscap.api.Violation`
 (wrapped in a :class:`~foolscap.api.RemoteException` when the other side
 refused it), a fault in the
 other side's method a RemoteException, a closed lane a ConnectionLost.
 """
+import functools
 import struct
 import time
 
@@ -186,6 +193,7 @@ class _LastCall:
 
 
 _last_call = _LastCall()
+_UNSET = object()
 
 
 @implementer(IHandshakeListener)
@@ -206,7 +214,8 @@ class LaneProtocol(Protocol):
     it was checked (see :mod:`ipkernel.transport.tls`).
 
     ``calls_in`` and ``answers_in`` count the CALL and ANSWER frames that
-    arrived (what went on this lane rather than through Foolscap).
+    arrived (what went on this lane rather than through Foolscap);
+    ``handled_in`` the calls the local object's lane handler took.
     """
 
     def __init__(self, local=None, remote_interface=None, on_hello=None, token=None,
@@ -215,6 +224,7 @@ class LaneProtocol(Protocol):
         self.tubid = tubid
         self.calls_in = 0
         self.answers_in = 0
+        self.handled_in = 0
         self._direct = False  # frames may go straight to the socket (plain TCP)
         self.remote_interface = remote_interface
         self.on_hello = on_hello
@@ -233,6 +243,7 @@ class LaneProtocol(Protocol):
         self._on_lost = []
         self._hello_timer = None
         self._local_interface = None
+        self._handlers = {}  # method -> the local object's lane handler, or None
 
     # -- connection ------------------------------------------------------------------
 
@@ -483,8 +494,23 @@ class LaneProtocol(Protocol):
         except (Violation, codec.CodecError) as exc:
             self._fail(Failure(exc), call_id)
             return
+        handler = self._handlers.get(method, _UNSET)
+        if handler is _UNSET:
+            find = getattr(self.local, "lane_handler", None)
+            handler = self._handlers[method] = None if find is None else find(method)
+        if handler is not None:
+            try:
+                if handler(args, kwargs, functools.partial(self._answer_call, call_id, schema)):
+                    self.handled_in += 1
+                    return
+            except Exception:
+                self._fail(Failure(), call_id)
+                return
         d = defer.maybeDeferred(self.local.doRemoteCall, method, args, kwargs)
         d.addCallbacks(self._answer, self._fail, (call_id, schema), None, (call_id,))
+
+    def _answer_call(self, call_id, schema, result):
+        self._answer(result, call_id, schema)
 
     def _answer(self, result, call_id, schema):
         if not self.connected:

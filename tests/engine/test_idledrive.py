@@ -1,9 +1,11 @@
 """The main thread runs the event loop while idle (ReactorGate(drive=True)),
 on a private epoll reactor run in a thread as ipengine does."""
+import socket
 import threading
 
 import pytest
 from twisted.internet.epollreactor import EPollReactor
+from twisted.internet.protocol import Factory, Protocol
 
 from ipkernel.engine import reactorgate
 from ipkernel.engine.mainthread import MainThreadExecutor
@@ -112,6 +114,41 @@ def test_a_long_job_gives_the_loop_back_to_the_reactor_thread(driven, monkeypatc
     # idle again: the main thread asks for the loop and gets it
     assert wait_for(lambda: gate.owner is MAIN)
     assert main_thread_drives(reactor)
+
+
+class _Echo(Protocol):
+    """Echoes what it reads, prefixed by the reading thread's name; closes
+    the connection by raising on b"raise"."""
+
+    def dataReceived(self, data):
+        if data == b"raise":
+            raise RuntimeError("a handler failed")
+        self.transport.write(threading.current_thread().name.encode() + b":" + data)
+
+
+def _listen(reactor):
+    port = in_loop(reactor, lambda: reactor.listenTCP(0, Factory.forProtocol(_Echo),
+                                                      interface="127.0.0.1"))
+    return port, port.getHost().port
+
+
+def test_sockets_are_read_and_answered_by_the_driving_thread(driven):
+    reactor, gate, _ = driven
+    port, number = _listen(reactor)
+    try:
+        with socket.create_connection(("127.0.0.1", number), timeout=WAIT) as sock:
+            assert wait_for(lambda: gate.owner is MAIN) and main_thread_drives(reactor)
+            sock.sendall(b"ping")
+            assert sock.recv(100) == b"test-user-thread:ping"
+            # a handler that raises: the reactor logs it and closes that
+            # connection only; the loop goes on
+            sock.sendall(b"raise")
+            assert sock.recv(100) == b""
+        with socket.create_connection(("127.0.0.1", number), timeout=WAIT) as again:
+            again.sendall(b"pong")
+            assert again.recv(100).endswith(b":pong")
+    finally:
+        in_loop(reactor, port.stopListening)
 
 
 def test_results_keep_their_order_after_what_the_job_queued(driven):

@@ -87,3 +87,40 @@ def test_the_thread_executor_is_idle_once_a_jobs_user_code_ended():
     executor.submit(job)
     assert done.wait(10), "the job did not run"
     assert seen == [True, (False, False)]
+
+
+@pytest.mark.parametrize("kind", ["main thread", "thread"])
+def test_plain_jobs_deliver_outcomes_in_order_with_deferred_jobs(kind):
+    reactor = Reactor()
+    executor = MainThreadExecutor(reactor) if kind == "main thread" else \
+        ThreadExecutor(reactor=reactor)
+    results, failures, fired = [], [], []
+    executor.submit_plain(lambda a, b: a + b, (2, 3), results.append, failures.append)
+    executor.submit(lambda: "deferred").addCallback(fired.append)
+    executor.submit_plain(lambda: 1 / 0, (), results.append, failures.append)
+    executor.submit_plain(str.upper, ("x",), results.append, failures.append)
+    if kind == "main thread":
+        executor._request_stop("test")
+        assert executor.run() == "test"
+    else:
+        done = threading.Event()
+        executor.submit_plain(done.set, (), results.append, failures.append)
+        assert done.wait(10), "the jobs did not run"
+    for f, args in list(reactor.calls):   # delivered with callFromThread, in order
+        f(*args)
+    assert results[:2] == [5, "X"] and fired == ["deferred"]
+    assert len(failures) == 1 and failures[0].check(ZeroDivisionError)
+    order = [getattr(f, "__self__", f) for f, _ in reactor.calls][:4]
+    assert order[0] is results and order[2] is failures and order[3] is results
+
+
+@pytest.mark.parametrize("kind", ["main thread", "thread"])
+def test_a_plain_job_after_stop_fails_at_once(kind):
+    reactor = Reactor()
+    executor = MainThreadExecutor(reactor) if kind == "main thread" else \
+        ThreadExecutor(reactor=reactor)
+    executor.stop()
+    results, failures = [], []
+    executor.submit_plain(lambda: "ran", (), results.append, failures.append)
+    assert results == [] and len(failures) == 1 and failures[0].check(RuntimeError)
+

@@ -26,31 +26,9 @@ from ipkernel.serialize import Serialized
 from ipkernel.transport.link import Link
 
 from awaiting import raises, within
-from lanehelpers import UNWRITABLE, Probe, Raw, RILaneProbe, frame, lost_event
+from lanehelpers import UNWRITABLE, Probe, Raw, RILaneProbe, frame, lost_event, started_lanes
 
 pytestmark = pytest.mark.tier2
-
-
-class Lanes:
-    """A started LaneServer and the lanes joined to it in one test."""
-
-    def __init__(self, server):
-        self.server = server
-        self.clients = []
-
-    async def join(self, served=None, client_local=None, remote_interface=RILaneProbe):
-        """``(client lane, server lane)``: the server side offers ``served``."""
-        joined = []
-
-        def on_join(lane):
-            joined.append(lane)
-            return served
-        port, token, _ = self.server.offer(on_join)
-        client = await within(connect_lane(port, token, local=client_local,
-                                           remote_interface=remote_interface))
-        self.clients.append(client)
-        assert client.joined and len(joined) == 1 and joined[0].joined
-        return client, joined[0]
 
 
 @pytest.fixture(autouse=True)
@@ -61,13 +39,8 @@ def fresh_refusals(monkeypatch):
 
 @pytest_twisted.async_yield_fixture
 async def lanes():
-    server = LaneServer()
-    server.start()
-    made = Lanes(server)
-    yield made
-    for client in made.clients:
-        client.close()
-    await within(server.stop())
+    async for made in started_lanes():
+        yield made
 
 
 @pytest_twisted.async_yield_fixture
