@@ -34,7 +34,7 @@ import sys
 from twisted.internet import defer, error as net_error, task
 from twisted.logger import Logger, globalLogPublisher
 
-from ipkernel import applog, credentials, fcutil, hostaddrs, sizes
+from ipkernel import applog, credentials, fcutil, hostaddrs, reactorloop, sizes
 from ipkernel.pids import process_alive, watch_parent
 from ipkernel.clusterdir import (ENGINE_FURL, MULTIENGINE_FURL, TASK_FURL, ClusterDir,
                                  write_private_file)
@@ -399,6 +399,7 @@ def run(argv=None):
     applog.begin()
 
     def start(reactor):
+        reactorloop.install(reactor)
         # once running: the reactor installs its own handlers as it starts
         reactor.callWhenRunning(handle_stop_signals, reactor)
         return defer.ensureDeferred(main(reactor, argv))

@@ -61,7 +61,7 @@ from twisted.application import service
 from twisted.internet import defer, task, threads
 from twisted.logger import Logger, globalLogPublisher
 
-from ipkernel import applog, credentials, fcutil, hostaddrs
+from ipkernel import applog, credentials, fcutil, hostaddrs, reactorloop
 from ipkernel.pids import process_alive
 from ipkernel.clusterdir import ENGINE_FURL, ClusterDir
 from ipkernel.engine.connector import (DEFAULT_RECONNECT_TIMEOUT, DEFAULT_STOP_WAIT,
@@ -470,6 +470,7 @@ def main(argv=None):
         return 1
 
     from twisted.internet import reactor
+    reactorloop.install(reactor)
     gate = ReactorGate(reactor, drive=drive_wanted())
     gate.install()
     executor = MainThreadExecutor(reactor, gate=gate)

@@ -10,7 +10,6 @@ C code or subprocesses straight to the file descriptors is not captured.
 import io
 import sys
 import threading
-from contextlib import contextmanager
 
 
 class _Router(io.TextIOBase):
@@ -48,6 +47,9 @@ _lock = threading.Lock()
 
 
 def _router(name):
+    current = getattr(sys, name)
+    if isinstance(current, _Router):
+        return current
     with _lock:
         current = getattr(sys, name)
         if not isinstance(current, _Router):
@@ -56,16 +58,23 @@ def _router(name):
         return current
 
 
-@contextmanager
-def capture():
-    """Capture this thread's output; yields ``(stdout_buffer, stderr_buffer)``."""
-    out, err = io.StringIO(), io.StringIO()
-    routers = ((_router("stdout"), out), (_router("stderr"), err))
-    ident = threading.get_ident()
-    for router, buf in routers:
-        router.buffers[ident] = buf
-    try:
-        yield out, err
-    finally:
-        for router, _ in routers:
+class capture:
+    """Capture this thread's output: ``with capture() as (stdout_buffer,
+    stderr_buffer):``.  (A class rather than a generator: it runs around
+    every command.)"""
+
+    __slots__ = ("_ident", "_routers")
+
+    def __enter__(self):
+        out, err = io.StringIO(), io.StringIO()
+        self._routers = routers = (_router("stdout"), _router("stderr"))
+        self._ident = ident = threading.get_ident()
+        routers[0].buffers[ident] = out
+        routers[1].buffers[ident] = err
+        return out, err
+
+    def __exit__(self, *exc_info):
+        ident = self._ident
+        for router in self._routers:
             router.buffers.pop(ident, None)
+        return False

@@ -38,6 +38,7 @@ import threading
 from twisted.logger import Logger
 from twisted.python import threadable
 
+from ipkernel import reactorloop
 from ipkernel.engine.timerfd import make_timer
 
 log = Logger()
@@ -88,8 +89,7 @@ def _gateable(reactor):
     poller = getattr(reactor, "_poller", None)
     return (poller is not None and hasattr(poller, "poll")
             and hasattr(reactor, "_newTimedCalls") and hasattr(reactor, "_pendingTimedCalls")
-            and hasattr(reactor, "threadCallQueue") and hasattr(reactor, "_selectables")
-            and hasattr(reactor, "_doReadOrWrite"))
+            and hasattr(reactor, "threadCallQueue") and reactorloop.usable(reactor))
 
 
 class ReactorGate:
@@ -181,26 +181,8 @@ class ReactorGate:
             return False
         reactor.runUntilCurrent()
         if self._nothing_queued():
-            self._poll_once(reactor.timeout())
+            reactorloop.poll_once(reactor, self._poller, reactor.timeout())
         return True
-
-    def _poll_once(self, timeout):
-        """Wait for events and handle them, as the epoll reactor's ``doPoll``
-        does but without wrapping each in the legacy log context (the
-        reactor's own read and write handling still logs and closes a
-        connection whose handler raises): the main thread drives the loop
-        for small calls, whose every microsecond counts."""
-        reactor = self._reactor
-        selectables = reactor._selectables
-        try:
-            events = self._poller.poll(-1 if timeout is None else timeout, len(selectables))
-        except InterruptedError:
-            return
-        handle = reactor._doReadOrWrite
-        for fd, event in events:
-            selectable = selectables.get(fd)
-            if selectable is not None:
-                handle(selectable, fd, event)
 
     def lend(self):
         """Let go of the gate for a job: the reactor thread takes the loop

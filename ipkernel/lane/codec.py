@@ -23,7 +23,19 @@ from ipkernel.serialize import Serialized
 from ipkernel.wire import AsJson, ErrorRecord
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-_loads = json.JSONDecoder().decode
+_decoder = json.JSONDecoder()
+_raw_loads = _decoder.raw_decode
+_loads = _decoder.decode
+
+
+def _parse(text):
+    # raw_decode skips the two whitespace scans of decode; text with
+    # whitespace around it (never written by encode) goes the full way
+    try:
+        value, end = _raw_loads(text)
+    except ValueError:
+        return _loads(text)
+    return value if end == len(text) else _loads(text)
 
 
 class CodecError(ValueError):
@@ -71,17 +83,27 @@ def _enc(v, buffers):
 def decode(text, buffers):
     """The value :func:`encode` made; CodecError if ``text`` is malformed."""
     try:
-        return _dec(_loads(text if isinstance(text, str) else bytes(text).decode()), buffers)
+        return _dec(_parse(text if isinstance(text, str) else bytes(text).decode()), buffers)
     except CodecError:
         raise
     except (ValueError, TypeError, IndexError, KeyError, RecursionError) as exc:
         raise CodecError(f"a lane message is malformed: {exc}") from None
 
 
+def _flat(items):
+    """True when none of ``items`` is a list or a tagged value (so they decode
+    as they are: calls and answers are mostly such short lists)."""
+    for x in items:
+        t = type(x)
+        if t is list or t is dict:
+            return False
+    return True
+
+
 def _dec(v, buffers):
     t = type(v)
     if t is list:
-        return [_dec(x, buffers) for x in v]
+        return v if _flat(v) else [_dec(x, buffers) for x in v]
     if t is not dict:
         return v
     if len(v) != 1:
@@ -90,10 +112,12 @@ def _dec(v, buffers):
     if tag == "t":
         if type(body) is not list:
             raise CodecError("a lane message holds a malformed tuple")
-        return tuple(_dec(x, buffers) for x in body)
+        return tuple(body) if _flat(body) else tuple(_dec(x, buffers) for x in body)
     if tag == "d":
         if type(body) is not list or len(body) % 2:
             raise CodecError("a lane message holds a malformed dict")
+        if not body:
+            return {}
         it = iter(body)
         return {_key(_dec(k, buffers)): _dec(x, buffers) for k, x in zip(it, it)}
     if tag == "b":
