@@ -120,6 +120,8 @@ def failure_of(text, buffers):
 
 def encode_frame(kind, call_id, text, buffers=()):
     """One frame as bytes (the length field first)."""
+    if not buffers:
+        return _HEAD.pack(_HEAD.size - 8 + len(text), kind, call_id, len(text), 0) + text
     sizes = [memoryview(b).nbytes for b in buffers]
     rest = _HEAD.size - 8 + 8 * len(sizes) + len(text) + sum(sizes)
     head = _HEAD.pack(rest, kind, call_id, len(text), len(sizes))
@@ -162,6 +164,8 @@ _IMMUTABLE = frozenset({str, int, float, bool, type(None)})
 #: The largest encoded call kept for the next one (bytes): a kept call holds
 #: its arguments alive, so a large one (long source text) is not kept.
 _KEPT_TEXT = 64 * 1024
+#: The largest incoming call text kept to compare the next one with.
+_KEPT_IN_TEXT = 4096
 
 
 class _LastCall:
@@ -194,6 +198,17 @@ class _LastCall:
 
 _last_call = _LastCall()
 _UNSET = object()
+
+
+def _kept_in(text, buffers, method, args, kwargs, schema):
+    """What a lane keeps of an incoming call it checked, so that the same
+    text again (a command sent in a loop) is neither decoded nor checked
+    again: only a small call whose arguments are immutable values (the
+    reused arguments are then the same values), else None."""
+    if (buffers or kwargs or len(text) > _KEPT_IN_TEXT
+            or any(type(a) not in _IMMUTABLE for a in args)):
+        return None
+    return (bytes(text), method, args, kwargs, schema)
 
 
 @implementer(IHandshakeListener)
@@ -244,6 +259,7 @@ class LaneProtocol(Protocol):
         self._hello_timer = None
         self._local_interface = None
         self._handlers = {}  # method -> the local object's lane handler, or None
+        self._last_in = None  # the last incoming call, when it may be reused (_kept_in)
 
     # -- connection ------------------------------------------------------------------
 
@@ -481,19 +497,24 @@ class LaneProtocol(Protocol):
     # -- being called --------------------------------------------------------------------
 
     def _call_arrived(self, call_id, text, buffers):
-        try:
-            method, args, kwargs = codec.decode(text, buffers)
-            if type(method) is not str or type(args) is not tuple or type(kwargs) is not dict:
-                raise Violation("a lane call is malformed")
-            if self.local is None:
-                raise Violation("this side of the lane takes no calls")
-            if self._local_interface is None:
-                self._local_interface = getRemoteInterface(self.local)
-            schema = _schema(self._local_interface, method)
-            schema.checkAllArgs(args, kwargs, True)
-        except (Violation, codec.CodecError) as exc:
-            self._fail(Failure(exc), call_id)
-            return
+        kept = self._last_in
+        if kept is not None and not buffers and text == kept[0]:
+            _, method, args, kwargs, schema = kept  # the same text, already checked
+        else:
+            try:
+                method, args, kwargs = codec.decode(text, buffers)
+                if type(method) is not str or type(args) is not tuple or type(kwargs) is not dict:
+                    raise Violation("a lane call is malformed")
+                if self.local is None:
+                    raise Violation("this side of the lane takes no calls")
+                if self._local_interface is None:
+                    self._local_interface = getRemoteInterface(self.local)
+                schema = _schema(self._local_interface, method)
+                schema.checkAllArgs(args, kwargs, True)
+            except (Violation, codec.CodecError) as exc:
+                self._fail(Failure(exc), call_id)
+                return
+            self._last_in = _kept_in(text, buffers, method, args, kwargs, schema)
         handler = self._handlers.get(method, _UNSET)
         if handler is _UNSET:
             find = getattr(self.local, "lane_handler", None)

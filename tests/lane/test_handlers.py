@@ -154,3 +154,46 @@ async def test_arguments_are_checked_before_the_handler_sees_them(lanes):
     assert err.args[0].check(Violation)
     assert probe.handled == []
 
+
+
+# -- the same call text again ------------------------------------------------------
+
+
+@pytest.fixture
+def decodes(monkeypatch):
+    """How many call texts the lanes decoded."""
+    from ipkernel.lane import codec
+    count = [0]
+    decode = codec.decode
+
+    def counting(text, buffers):
+        count[0] += 1
+        return decode(text, buffers)
+    monkeypatch.setattr(codec, "decode", counting)
+    return count
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_same_small_call_again_is_decoded_and_checked_once(lanes, decodes):
+    probe = Probe()
+    client, _ = await lanes.join(probe)
+    # (every answer is decoded too, on the client's side: one per call)
+    for _ in range(5):
+        assert await within(client.callRemote("record", 9)) == len(probe.seen)
+    assert probe.seen == [9] * 5 and decodes[0] == 5 + 1
+    assert await within(client.callRemote("record", 10)) == 6   # other text: decoded
+    assert decodes[0] == 6 + 2
+    for _ in range(3):   # a list argument could be changed by its method: decoded every time
+        assert await within(client.callRemote("echo", [1, 2])) == [1, 2]
+    assert decodes[0] == 9 + 5
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_refused_call_is_refused_every_time_it_comes(lanes, decodes):
+    probe = HandlingProbe()
+    client, _ = await lanes.join(probe)
+    client.remote_interface = None   # unchecked on the way out
+    for _ in range(3):
+        err = await raises(RemoteException, client.callRemote("add", "two", 3))
+        assert err.args[0].check(Violation)
+    assert probe.handled == [] and decodes[0] == 3 + 3   # each call and each FAIL
