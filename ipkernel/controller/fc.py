@@ -129,7 +129,10 @@ class RemoteEngine:
             args = [wire.encode_keys(a.keys) if isinstance(a, _Keys) else a for a in args]
         except Exception:
             return defer.fail()
-        d = defer.maybeDeferred(self.rref.callRemote, method, *args)
+        try:
+            d = self.rref.callRemote(method, *args)   # (a Deferred, whatever the carrier)
+        except Exception:
+            d = defer.fail()
         d.addCallbacks(self._check, self._lost, callbackArgs=(method, value),
                        errbackArgs=(method,))
         if (value if blobs is None else blobs) and self.on_blobs is not None:

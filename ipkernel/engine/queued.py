@@ -8,6 +8,7 @@ controller/engine round trip between batches of small tasks.
 """
 import contextvars
 import copy
+import sys
 from collections import OrderedDict, deque
 
 from twisted.internet import defer
@@ -70,6 +71,41 @@ def copy_plain(value):
     return copy.deepcopy(value)
 
 
+def kept_copy(result, _getsizeof=sys.getsizeof):
+    """``(copy_plain(result), sizes.estimate of it)`` in one walk: the usual
+    execute result (str keys; str, number, None or a dict of str as values)
+    is copied and sized at once, anything else the long way.  The controller
+    keeps a copy of every execute result of every engine."""
+    total = sizes.OBJECT_COST
+    copy = {}
+    for k, v in result.items():
+        if type(k) is not str:
+            break
+        kind = type(v)
+        total += _getsizeof(k)
+        if kind is str:
+            total += _getsizeof(v)
+        elif kind is int or kind is float or kind is bool or v is None:
+            total += sizes.OBJECT_COST
+        elif kind is dict:
+            total += sizes.OBJECT_COST
+            for k2, v2 in v.items():
+                if type(k2) is not str or type(v2) is not str:
+                    break
+                total += _getsizeof(k2) + _getsizeof(v2)
+            else:
+                copy[k] = dict(v)
+                continue
+            break
+        else:
+            break
+        copy[k] = v
+    else:
+        return copy, total
+    copy = copy_plain(result)
+    return copy, sizes.estimate(copy)
+
+
 class ByteHistory:
     """Execute results by command number, bounded by count and by bytes.
 
@@ -100,10 +136,12 @@ class ByteHistory:
     def __getitem__(self, number):
         return self._entries[number][0]
 
-    def add(self, number, result):
-        """Keep ``result`` under ``number``; evict what no longer fits."""
+    def add(self, number, result, size=None):
+        """Keep ``result`` under ``number`` (``size``: its estimate, if known);
+        evict what no longer fits."""
         self._drop(number)
-        size = sizes.estimate(result)
+        if size is None:
+            size = sizes.estimate(result)
         freed = 0
         if self.max_bytes is not None and size > self.max_bytes:
             self._remember_evicted(number)
@@ -276,7 +314,7 @@ class QueuedEngine:
                 except Exception:
                     log.failure("failure observer {observer!r} raised", observer=observer)
         elif command.method == "execute" and isinstance(outcome, dict) and "number" in outcome:
-            self.history.add(outcome["number"], copy_plain(outcome))
+            self.history.add(outcome["number"], *kept_copy(outcome))
         command.deliver(outcome)
         self._run_next()
         return None

@@ -672,3 +672,23 @@ def test_copy_plain_copies_as_deep_as_deepcopy():
     assert copied["n"] == 1 and copied["input"] == {"raw": "a=1"} and copied["l"] == [1, (2, [3])]
     assert copied["input"] is not original["input"] and copied["l"][1][1] is not original["l"][1][1]
     assert copied["t"] is not original["t"] and copied["t"].items == [1]
+
+
+@pytest.mark.parametrize("result", [
+    {"number": 3, "input": {"raw": "a=1", "translated": "a=1"}, "id": 0},
+    {"number": 4, "input": {"raw": "print(1)", "translated": "print(1)"}, "id": 2,
+     "stdout": "1\n", "stderr": "é" * 40, "display": {"pprint": "2", "repr": "2"}},
+    {"number": 5, "input": {"raw": "x", "translated": "x"}, "ok": True, "t": 1.5, "n": None},
+    {"number": 6, "traceback": {"plain": "Traceback ..."}, "nested": {"a": [1, 2]}},
+    {"number": 7, 8: "a non-str key"},
+    {"number": 8, "parts": ["a", "list"]},
+])
+def test_a_kept_copy_is_copy_plain_and_its_estimate(result):
+    from ipkernel import sizes
+    from ipkernel.engine.queued import kept_copy
+    copy, size = kept_copy(result)
+    assert copy == copy_plain(result) and copy is not result
+    assert size == sizes.estimate(result)
+    for key, value in result.items():
+        if isinstance(value, (dict, list)):
+            assert copy[key] is not value   # nothing shared with the delivered result
