@@ -22,7 +22,22 @@ import json
 from ipkernel.serialize import Serialized
 from ipkernel.wire import AsJson, ErrorRecord
 
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+try:
+    # The C encoder, made once (JSONEncoder.encode makes one for every text);
+    # no cycle markers: what it is given is a tree, and a cycle in user data
+    # ends in RecursionError, refused below like any value it cannot write.
+    _c_encode = json.encoder.c_make_encoder(
+        None, _encoder.default, json.encoder.encode_basestring, None, ":", ",",
+        False, False, True)
+except (AttributeError, TypeError):  # a Python without the C accelerator
+    _c_encode = None
+
+
+def _dumps(tree):
+    if _c_encode is None:
+        return _encoder.encode(tree)
+    return "".join(_c_encode(tree, 0))
 _decoder = json.JSONDecoder()
 _raw_loads = _decoder.raw_decode
 _loads = _decoder.decode
@@ -48,7 +63,7 @@ def encode(value):
     tree = _enc(value, buffers)
     try:
         return _dumps(tree).encode(), buffers
-    except (TypeError, ValueError) as exc:  # e.g. a set inside AsJson or metadata
+    except (TypeError, ValueError, RecursionError) as exc:  # e.g. a set inside AsJson
         raise CodecError(f"a value cannot be sent on a lane: {exc}") from None
 
 

@@ -521,19 +521,19 @@ class LaneProtocol(Protocol):
             handler = self._handlers[method] = None if find is None else find(method)
         if handler is not None:
             try:
-                if handler(args, kwargs, functools.partial(self._answer_call, call_id, schema)):
+                if handler(args, kwargs, functools.partial(self._answer, call_id, schema)):
                     self.handled_in += 1
                     return
             except Exception:
                 self._fail(Failure(), call_id)
                 return
         d = defer.maybeDeferred(self.local.doRemoteCall, method, args, kwargs)
-        d.addCallbacks(self._answer, self._fail, (call_id, schema), None, (call_id,))
+        d.addCallbacks(self._answered, self._fail, (call_id, schema), None, (call_id,))
 
-    def _answer_call(self, call_id, schema, result):
-        self._answer(result, call_id, schema)
+    def _answered(self, result, call_id, schema):
+        self._answer(call_id, schema, result)
 
-    def _answer(self, result, call_id, schema):
+    def _answer(self, call_id, schema, result):
         if not self.connected:
             return
         try:

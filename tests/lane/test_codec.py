@@ -208,6 +208,14 @@ def test_values_the_json_text_cannot_hold_are_refused_with_codec_error(value):
         codec.encode(value)
 
 
+def test_a_cycle_in_plain_json_data_is_refused_with_codec_error():
+    cyclic = {"name": "loop"}
+    cyclic["self"] = [cyclic]
+    with pytest.raises(CodecError, match="cannot be sent on a lane"):
+        codec.encode(AsJson(cyclic))
+    assert codec.decode(*codec.encode(AsJson({"fine": [1]}))) == {"fine": [1]}
+
+
 # -- malformed input -------------------------------------------------------------------
 
 BUFFERS = [b"zero", b"one", b"two"]
