@@ -98,14 +98,15 @@ class CappedHistory(dict):
         self._order = deque()
 
     def __setitem__(self, key, value):
-        if key not in self:
-            self._order.append(key)
-        super().__setitem__(key, value)
         order = self._order
-        while len(self) > self.cap and order:
-            oldest = order.popleft()
-            if oldest in self:  # (unless deleted meanwhile)
-                super().__delitem__(oldest)
+        if key not in self:
+            order.append(key)
+        dict.__setitem__(self, key, value)
+        if len(self) > self.cap:
+            while len(self) > self.cap and order:
+                oldest = order.popleft()
+                if oldest in self:  # (unless deleted meanwhile)
+                    dict.__delitem__(self, oldest)
         if len(order) > 2 * self.cap + 16:  # keys deleted by hand pile up: forget them
             self._order = deque(dict.fromkeys(k for k in order if k in self))
 
@@ -122,7 +123,7 @@ def _no_input(prompt=""):
 
 def cell_filename(number):
     """The pseudo file name given to the source of command ``number``."""
-    return f"<ipkernel-input-{number}>"
+    return f"<ipkernel-input-{number}>"  # (written out in _remember_source too)
 
 
 class Interpreter:
@@ -219,8 +220,7 @@ class Interpreter:
     def _remember_source(self, filename, source):
         lines = source.splitlines(keepends=True)
         linecache.cache[filename] = (len(source), None, lines, filename)
-        stale = cell_filename(self.counter - 1 - self.history_cap)
-        linecache.cache.pop(stale, None)
+        linecache.cache.pop(f"<ipkernel-input-{self.counter - 1 - self.history_cap}>", None)
 
     # -- history ----------------------------------------------------------------
 
