@@ -93,3 +93,19 @@ def test_an_engine_without_user_thread_functions_has_no_handlers(make_engine):
     local = FCEngineFromService.__new__(FCEngineFromService)
     local.service = Other()
     assert local.lane_handler("execute") is None
+
+
+def test_the_user_thread_functions_are_what_the_engine_methods_run(make_engine, monkeypatch):
+    from ipkernel.engine.service import USER_THREAD_METHODS
+    from ipkernel.interfaces import IEngineBase
+    service = make_engine()
+    seen = {}
+
+    def recording(method, func, *args):
+        seen[method] = func
+    monkeypatch.setattr(service, "_call", recording)
+    for name in sorted(USER_THREAD_METHODS):
+        arguments = [n for n in IEngineBase[name].positional if n != "self"]
+        getattr(service, name)(*[None] * len(arguments))
+        assert seen[name] == service.user_thread_function(name), name
+    assert service.user_thread_function("set_properties") is None
