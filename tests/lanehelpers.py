@@ -60,30 +60,44 @@ UNWRITABLE = {
 }
 
 
+class Growing(list):
+    """A list whose growth can be waited for: :meth:`wait` (n) fires (bounded)
+    once it holds ``n`` items."""
+
+    def __init__(self):
+        super().__init__()
+        self._waits = []
+
+    def append(self, item):
+        super().append(item)
+        ready = [d for n, d in self._waits if len(self) >= n]
+        self._waits = [(n, d) for n, d in self._waits if len(self) < n]
+        for d in ready:
+            d.callback(None)
+
+    def wait(self, n):
+        if len(self) >= n:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._waits.append((n, d))
+        return within(d)
+
+
 @implementer(RILaneProbe)
 class Probe(Referenceable):
     """Records what it was called with; ``later`` answers when the test says so."""
 
     def __init__(self):
-        self.calls = []
+        self.calls = Growing()
         self.seen = []
         self.pending = {}
-        self._arrivals = []
 
     def _arrived(self, method):
         self.calls.append(method)
-        ready = [d for n, d in self._arrivals if len(self.calls) >= n]
-        self._arrivals = [(n, d) for n, d in self._arrivals if len(self.calls) < n]
-        for d in ready:
-            d.callback(None)
 
     def wait_calls(self, n):
         """Deferred firing once ``n`` calls have arrived."""
-        if len(self.calls) >= n:
-            return defer.succeed(None)
-        d = defer.Deferred()
-        self._arrivals.append((n, d))
-        return within(d)
+        return self.calls.wait(n)
 
     def remote_echo(self, value):
         self._arrived("echo")

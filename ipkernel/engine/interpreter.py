@@ -102,11 +102,10 @@ class CappedHistory(dict):
         if key not in self:
             order.append(key)
         dict.__setitem__(self, key, value)
-        if len(self) > self.cap:
-            while len(self) > self.cap and order:
-                oldest = order.popleft()
-                if oldest in self:  # (unless deleted meanwhile)
-                    dict.__delitem__(self, oldest)
+        while len(self) > self.cap and order:
+            oldest = order.popleft()
+            if oldest in self:  # (unless deleted meanwhile)
+                dict.__delitem__(self, oldest)
         if len(order) > 2 * self.cap + 16:  # keys deleted by hand pile up: forget them
             self._order = deque(dict.fromkeys(k for k in order if k in self))
 
@@ -123,7 +122,7 @@ def _no_input(prompt=""):
 
 def cell_filename(number):
     """The pseudo file name given to the source of command ``number``."""
-    return f"<ipkernel-input-{number}>"  # (written out in _remember_source too)
+    return f"<ipkernel-input-{number}>"
 
 
 class Interpreter:
@@ -220,7 +219,7 @@ class Interpreter:
     def _remember_source(self, filename, source):
         lines = source.splitlines(keepends=True)
         linecache.cache[filename] = (len(source), None, lines, filename)
-        linecache.cache.pop(f"<ipkernel-input-{self.counter - 1 - self.history_cap}>", None)
+        linecache.cache.pop(cell_filename(self.counter - 1 - self.history_cap), None)
 
     # -- history ----------------------------------------------------------------
 

@@ -79,31 +79,32 @@ def kept_copy(result, _getsizeof=sys.getsizeof):
     total = sizes.OBJECT_COST
     copy = {}
     for k, v in result.items():
-        if type(k) is not str:
-            break
         kind = type(v)
-        total += _getsizeof(k)
         if kind is str:
-            total += _getsizeof(v)
+            size = _getsizeof(v)
         elif kind is int or kind is float or kind is bool or v is None:
-            total += sizes.OBJECT_COST
+            size = sizes.OBJECT_COST
         elif kind is dict:
-            total += sizes.OBJECT_COST
-            for k2, v2 in v.items():
-                if type(k2) is not str or type(v2) is not str:
-                    break
-                total += _getsizeof(k2) + _getsizeof(v2)
-            else:
-                copy[k] = dict(v)
-                continue
-            break
+            size = _str_dict_size(v, _getsizeof)
+            v = dict(v)
         else:
-            break
+            size = None
+        if size is None or type(k) is not str:
+            copy = copy_plain(result)
+            return copy, sizes.estimate(copy)
+        total += _getsizeof(k) + size
         copy[k] = v
-    else:
-        return copy, total
-    copy = copy_plain(result)
-    return copy, sizes.estimate(copy)
+    return copy, total
+
+
+def _str_dict_size(d, getsizeof):
+    """``sizes.estimate(d)`` of a dict of str to str, else None."""
+    total = sizes.OBJECT_COST
+    for k, v in d.items():
+        if type(k) is not str or type(v) is not str:
+            return None
+        total += getsizeof(k) + getsizeof(v)
+    return total
 
 
 class ByteHistory:

@@ -38,6 +38,8 @@ def _dumps(tree):
     if _c_encode is None:
         return _encoder.encode(tree)
     return "".join(_c_encode(tree, 0))
+
+
 _decoder = json.JSONDecoder()
 _raw_loads = _decoder.raw_decode
 _loads = _decoder.decode

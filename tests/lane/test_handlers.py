@@ -5,10 +5,9 @@ decline goes to it, and their faults and answers are checked and reported as
 import pytest
 import pytest_twisted
 from foolscap.api import RemoteException, Violation
-from twisted.internet import defer
 
 from awaiting import raises, within
-from lanehelpers import Probe, ProbeFault, started_lanes
+from lanehelpers import Growing, Probe, ProbeFault, started_lanes
 
 pytestmark = pytest.mark.tier2
 
@@ -20,27 +19,16 @@ class HandlingProbe(Probe):
 
     def __init__(self):
         super().__init__()
-        self.handled = []
+        self.handled = Growing()
         self.answers = {}
         self.asked = []
-        self._handled_waits = []
 
     def _took(self, method):
         self.handled.append(method)
-        waits, self._handled_waits = self._handled_waits, []
-        for n, d in waits:
-            if len(self.handled) >= n:
-                d.callback(None)
-            else:
-                self._handled_waits.append((n, d))
 
     def wait_handled(self, n):
         """Deferred firing (bounded) once the handlers took ``n`` calls."""
-        if len(self.handled) >= n:
-            return defer.succeed(None)
-        d = defer.Deferred()
-        self._handled_waits.append((n, d))
-        return within(d)
+        return self.handled.wait(n)
 
     def lane_handler(self, method):
         self.asked.append(method)
