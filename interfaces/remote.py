@@ -74,7 +74,8 @@ Outcome = Any()
 #: Where and how to open a lane: ``(port, token, tls_always)`` (the lane is
 #: at the address this connection reached; TLS off loopback, and on it too
 #: when ``tls_always``).
-LaneOffer = TupleOf(IntegerConstraint(8), ByteStringConstraint(64), BooleanConstraint())
+LaneOffer = TupleOf(IntegerConstraint(8), ByteStringConstraint(64), BooleanConstraint(),
+                    UnicodeConstraint(4096))
 
 # The constraint (its name here) of each argument kind of the tables; KEYS
 # whose interface argument has a default is OptionalKeys.
@@ -230,9 +231,9 @@ class RIEngineRegistrar(RemoteInterface):
                         properties=Properties):
         """Register ``engine``; return ``{'id': assigned_id}``, with
         ``'data': [port, token, tls_always]`` when the controller has a data
-        channel and ``'lane': [port, token]`` when it offers a lane.  When
-        either is offered, the engine counts as registered (in ``get_ids``, a
-        target of ``'all'``, given tasks) only once it called
+        channel and ``'lane': [port, token, tls_always, local_path]`` when it
+        offers a lane.  When either is offered, the engine counts as
+        registered (in ``get_ids``, a target of ``'all'``, given tasks) only once it called
         :meth:`channels_joined`, or after a bounded wait."""
         return DictOf(UnicodeConstraint(16), Any())
 
@@ -309,9 +310,11 @@ class RIMultiEngine(RemoteInterface,
         return ListOf(EngineId, maxLength=MAX_ENGINES)
 
     def open_lane():
-        """``(port, token, tls_always)`` for opening a lane to this object
-        (its calls on a socket beside Foolscap, see ipkernel.lane);
-        ``(0, b"", False)`` when the controller runs without lanes."""
+        """``(port, token, tls_always, local_path)`` for opening a lane to
+        this object (its calls on a socket beside Foolscap, see
+        ipkernel.lane; ``local_path``: a Unix socket for peers on this host,
+        or ''); ``(0, b"", False, "")`` when the controller runs without
+        lanes."""
         return LaneOffer
 
 
@@ -347,9 +350,11 @@ class RITaskController(RemoteInterface):
         return UnicodeConstraint(200)
 
     def open_lane():
-        """``(port, token, tls_always)`` for opening a lane to this object
-        (its calls on a socket beside Foolscap, see ipkernel.lane);
-        ``(0, b"", False)`` when the controller runs without lanes."""
+        """``(port, token, tls_always, local_path)`` for opening a lane to
+        this object (its calls on a socket beside Foolscap, see
+        ipkernel.lane; ``local_path``: a Unix socket for peers on this host,
+        or ''); ``(0, b"", False, "")`` when the controller runs without
+        lanes."""
         return LaneOffer
 
     def run(task=TaskSpec):

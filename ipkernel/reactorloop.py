@@ -23,12 +23,13 @@ import functools
 import sys
 from select import EPOLLIN
 
-from twisted.internet import tcp
+from twisted.internet import tcp, unix
 from twisted.python import log
 
 #: Connection classes read here directly (plain TCP, also under TLS, whose
-#: protocol is the TLS layer).
-_TCP = (tcp.Server, tcp.Client)
+#: protocol is the TLS layer; Unix sockets, whose protocols here take no
+#: file descriptors, so a plain read is what the reactor's would do).
+_TCP = (tcp.Server, tcp.Client, unix.Server, unix.Client)
 
 
 def usable(reactor):

@@ -238,18 +238,51 @@ def decode_line(wire_line):
     return wire_line[0] if wire_line else None
 
 
+#: Types of values with nothing inside to decode (kept without a call).
+_PLAIN = frozenset({str, int, float, bool, type(None), bytes})
+
+
 def decode_values(value):
     """Rebuild every Serialized inside ``value`` (lists, tuples and dicts are
-    walked).  Client and engine side only: the controller never calls it."""
+    walked).  A container with nothing to rebuild inside is returned as it
+    is, one with something is copied.  Client and engine side only: the
+    controller never calls it."""
+    t = type(value)
+    if t in _PLAIN:
+        return value
     if isinstance(value, Serialized):
         return serialize.unserialize(value)
-    if isinstance(value, list):
-        return [decode_values(v) for v in value]
-    if isinstance(value, tuple):
-        return tuple(decode_values(v) for v in value)
     if isinstance(value, dict):
-        return {k: decode_values(v) for k, v in value.items()}
+        return _decoded_dict(value)
+    if isinstance(value, (list, tuple)):
+        plain = _PLAIN
+        out = None
+        for i, v in enumerate(value):
+            if type(v) in plain:
+                continue
+            decoded = decode_values(v)
+            if decoded is not v:
+                if out is None:
+                    out = list(value)
+                out[i] = decoded
+        if out is None:
+            return value
+        return out if isinstance(value, list) else tuple(out)
     return value
+
+
+def _decoded_dict(value):
+    plain = _PLAIN
+    out = None
+    for k, v in value.items():
+        if type(v) in plain:
+            continue
+        decoded = decode_values(v)
+        if decoded is not v:
+            if out is None:
+                out = dict(value)
+            out[k] = decoded
+    return value if out is None else out
 
 
 # -- failed calls -----------------------------------------------------------------------

@@ -208,7 +208,7 @@ class Lanes:
         def on_join(lane):
             joined.append(lane)
             return served
-        port, token, _ = self.server.offer(on_join)
+        port, token, _, _ = self.server.offer(on_join)
         client = await within(connect_lane(port, token, local=client_local,
                                            remote_interface=remote_interface))
         self.clients.append(client)
@@ -228,3 +228,18 @@ async def started_lanes():
         for client in made.clients:
             client.close()
         await within(server.stop())
+
+
+def cert_file(tmp_path, name):
+    """A new Tub certificate in ``tmp_path/name``; ``(path, its tub id)``."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from ipkernel import fcutil
+    from ipkernel.transport import tls
+
+    pem = fcutil.new_cert_pem()
+    path = tmp_path / name
+    path.write_text(pem)
+    der = x509.load_pem_x509_certificate(pem.encode()).public_bytes(Encoding.DER)
+    return str(path), tls.tubid_of_der(der)

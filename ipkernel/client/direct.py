@@ -195,14 +195,14 @@ class DirectCalls:
         try:
             offer = self.bridge.call(reference.rref.callRemote, "open_lane",
                                      timeout=JOIN_TIMEOUT, what="opening a lane")
-            port, token, tls_always = offer_parts(offer)
+            port, token, tls_always, local_path = offer_parts(offer)
             if not port:
                 return None
             # the address Foolscap reached, as for the reactor's lane
             host = getattr(reference.rref.getPeer(), "host", None)
             furl = self.owner.furl
             lane = BlockingLane.join(port, token, RIMultiEngine, JOIN_TIMEOUT, host=host,
-                                     tls_always=tls_always,
+                                     tls_always=tls_always, local_path=local_path,
                                      tubid=fcutil.tubid_of_furl(furl) if furl else None)
             # the lane belongs to the session: it ends with the Foolscap connection
             self.bridge.call(self._close_with, reference.rref, lane, timeout=JOIN_TIMEOUT,

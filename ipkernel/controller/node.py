@@ -254,7 +254,7 @@ class ControllerNode(service.MultiService):
             server = LaneServer(self.reactor, max_frame=lane_limits(s.payload_cap)[0],
                                 cert_file=self.cert_files[role], tls_always=s.lane_tls)
             try:
-                server.start(wanted, interface=ip)
+                server.start(wanted, interface=ip, local=True)
             except net_error.CannotListenError as exc:
                 for started in servers.values():
                     started.stop()

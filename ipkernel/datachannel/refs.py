@@ -45,16 +45,31 @@ def _walk(value, leaf):
     return value
 
 
+#: Types of values with nothing inside to walk (skipped without a call).
+_PLAIN = frozenset({str, int, float, bool, type(None), bytes})
+
+
 def _leaves(value):
-    """Every Serialized inside ``value`` (lists, tuples and dict values walked)."""
+    """Every Serialized inside ``value`` (lists, tuples and dict values
+    walked), as a list."""
+    found = []
+    if type(value) not in _PLAIN:
+        _collect(value, found)
+    return found
+
+
+def _collect(value, found):
     if isinstance(value, Serialized):
-        yield value
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            yield from _leaves(v)
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from _leaves(v)
+        found.append(value)
+        return
+    if isinstance(value, dict):
+        value = value.values()
+    elif not isinstance(value, (list, tuple)):
+        return
+    plain = _PLAIN
+    for v in value:
+        if type(v) not in plain:
+            _collect(v, found)
 
 
 def blob_ids(value):

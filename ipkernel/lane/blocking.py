@@ -23,6 +23,7 @@ import time
 from twisted.internet import error as net_error
 
 from ipkernel.lane import codec
+from ipkernel.lane.server import local_address, local_sockets_usable
 from ipkernel.transport import tls
 from ipkernel.lane.protocol import (ANSWER, CALL, FAIL, HELLO, MAX_FRAME, MAX_HELLO, WELCOME,
                                     LaneError, _LEN, check_call, decode_frame, encode_frame,
@@ -59,29 +60,26 @@ class BlockingLane:
 
     @classmethod
     def join(cls, port, token, remote_interface, timeout, host="127.0.0.1", tls_always=False,
-             tubid=None):
+             tubid=None, local_path=""):
         """Connect to ``host``:``port`` and say HELLO with ``token``; the
         joined lane, or ConnectionLost/OSError/LaneError.
 
         TLS (stdlib ``ssl``) when :func:`~ipkernel.transport.tls.wants_tls`
         says so for ``host``: the certificate must be of the tub ``tubid``
         (else :class:`~ipkernel.transport.tls.WrongCertificate`, and the
-        token is never sent)."""
+        token is never sent).  A plain lane to loopback joins on the
+        abstract Unix socket ``local_path`` (``@name``) when one is given
+        and can be reached."""
         host = tls.host_of(host)
         encrypt = tls.wants_tls(host, tls_always)
         if encrypt and tubid is None:
             raise tls.WrongCertificate(f"the lane at {host}:{port} needs TLS, and there is no "
                                        f"tub id to check its certificate against")
-        sock = socket.create_connection((host, port), timeout=timeout)
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if encrypt:
-                sock = tls.stdlib_client_context().wrap_socket(sock)
-                tls.check_tubid(sock.getpeercert(binary_form=True), tubid,
-                                "the controller's lane port")
-        except BaseException:
-            sock.close()
-            raise
+        sock = None
+        if local_path.startswith("@") and not encrypt and local_sockets_usable():
+            sock = _connect_local(local_address(local_path), timeout)
+        if sock is None:
+            sock = _connect_tcp(host, port, timeout, tubid if encrypt else None)
         lane = cls(sock, remote_interface)
         try:
             sock.sendall(encode_frame(HELLO, 0, b"null", [token]))
@@ -184,3 +182,32 @@ class BlockingLane:
             if not got:
                 raise ConnectionError("the other side closed the lane")
             view = view[got:]
+
+
+def _connect_local(path, timeout):
+    """A socket connected to the Unix socket address ``path``, or None (then
+    loopback TCP)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(path)
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
+def _connect_tcp(host, port, timeout, tubid):
+    """A socket connected to ``host``:``port``, under TLS checked against
+    ``tubid`` when that is given."""
+    sock = socket.create_connection((host, port), timeout=timeout)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tubid is not None:
+            sock = tls.stdlib_client_context().wrap_socket(sock)
+            tls.check_tubid(sock.getpeercert(binary_form=True), tubid,
+                            "the controller's lane port")
+    except BaseException:
+        sock.close()
+        raise
+    return sock

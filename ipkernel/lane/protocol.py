@@ -30,7 +30,7 @@ import time
 
 from foolscap.api import RemoteException, Violation
 from foolscap.remoteinterface import getRemoteInterface
-from twisted.internet import defer, error as net_error, tcp
+from twisted.internet import defer, error as net_error, tcp, unix
 from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -327,6 +327,11 @@ class LaneProtocol(Protocol):
     def encrypted(self):
         """True when this lane runs TLS."""
         return getattr(self.transport, "encrypted", False) is True
+
+    @property
+    def on_local_socket(self):
+        """True when this lane runs on a Unix socket (both ends on this host)."""
+        return isinstance(self.transport, (unix.Server, unix.Client))
 
     def notifyOnDisconnect(self, hook):
         """Call ``hook()`` once when the lane closes."""

@@ -91,7 +91,7 @@ def main(out):
         mec.execute("a = 1")
         report["rss_before"] = rss_bytes(pid)
         fc = mec._holder[0]
-        port, token, _ = mec._bridge.call(fc.remote.rref.callRemote, "open_lane",
+        port, token, _, _ = mec._bridge.call(fc.remote.rref.callRemote, "open_lane",
                                           timeout=DEADLINE)
         sent, answered, closed_after = hostile_call(port, token)
         report.update(sent=sent, answered=answered, closed_after=closed_after,

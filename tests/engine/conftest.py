@@ -176,7 +176,7 @@ async def make_remote_engine(make_tub):
         lanes = LaneServer()
         lanes.start()
         closers.append(lanes.stop)
-        port, token, _ = lanes.offer(lambda joined: local)
+        port, token, _, _ = lanes.offer(lambda joined: local)
         joined = await connect_lane(port, token, remote_interface=RIEngine)
         closers.append(joined.close)
         return Link(rref, joined)

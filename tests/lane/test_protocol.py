@@ -183,7 +183,7 @@ async def test_a_result_against_the_interface_is_refused_by_its_sender(lanes):
 async def test_an_attach_hook_that_raises_refuses_the_lane(lanes):
     def broken(lane):
         raise RuntimeError("cannot attach")
-    port, token, _ = lanes.server.offer(broken)
+    port, token, _, _ = lanes.server.offer(broken)
     with pytest.raises(net_error.ConnectionLost):
         await within(connect_lane(port, token, remote_interface=RILaneProbe))
 
@@ -244,7 +244,7 @@ async def test_a_call_on_a_closed_lane_fails_with_connection_lost(lanes):
 
 @pytest_twisted.ensureDeferred
 async def test_a_wrong_token_is_refused_and_the_connection_closed(lanes):
-    port, _, _ = lanes.server.offer(lambda lane: Probe())
+    port, _, _, _ = lanes.server.offer(lambda lane: Probe())
     await raises(net_error.ConnectionLost, connect_lane(port, b"\x00" * 32))
     await raises(net_error.ConnectionLost, connect_lane(port, b"short"))
 
@@ -259,7 +259,7 @@ async def test_a_wrong_token_is_refused_on_the_wire(lanes, raw_client):
 
 @pytest_twisted.ensureDeferred
 async def test_the_right_token_gets_a_welcome_on_the_wire(lanes, raw_client):
-    port, token, _ = lanes.server.offer(lambda lane: Probe())
+    port, token, _, _ = lanes.server.offer(lambda lane: Probe())
     raw = await raw_client(port)
     raw.transport.write(frame(lane_protocol.HELLO, 0, b"null", [token]))
     kind, _, _, _ = await raw.next_frame()
@@ -271,7 +271,7 @@ async def test_the_right_token_gets_a_welcome_on_the_wire(lanes, raw_client):
 
 @pytest_twisted.ensureDeferred
 async def test_a_token_works_only_once(lanes):
-    port, token, _ = lanes.server.offer(lambda lane: Probe())
+    port, token, _, _ = lanes.server.offer(lambda lane: Probe())
     first = await within(connect_lane(port, token, remote_interface=RILaneProbe))
     lanes.clients.append(first)
     await raises(net_error.ConnectionLost, connect_lane(port, token))
@@ -281,7 +281,7 @@ async def test_a_token_works_only_once(lanes):
 @pytest_twisted.ensureDeferred
 async def test_an_expired_token_is_refused(lanes, monkeypatch):
     monkeypatch.setattr(lane_server, "TOKEN_TTL", -1.0)
-    port, token, _ = lanes.server.offer(lambda lane: Probe())
+    port, token, _, _ = lanes.server.offer(lambda lane: Probe())
     await raises(net_error.ConnectionLost, connect_lane(port, token))
 
 
@@ -289,8 +289,8 @@ async def test_an_expired_token_is_refused(lanes, monkeypatch):
 async def test_a_token_expires_with_the_clock(lanes, monkeypatch):
     now = [1000.0]
     monkeypatch.setattr(lane_server.time, "monotonic", lambda: now[0])
-    port, token, _ = lanes.server.offer(lambda lane: Probe())
-    port, fresh, _ = lanes.server.offer(lambda lane: Probe())
+    port, token, _, _ = lanes.server.offer(lambda lane: Probe())
+    port, fresh, _, _ = lanes.server.offer(lambda lane: Probe())
     now[0] += lane_server.TOKEN_TTL - 1
     lane = await within(connect_lane(port, fresh))
     lanes.clients.append(lane)
@@ -323,7 +323,7 @@ async def test_an_oversize_frame_closes_a_joined_lane(raw_client):
     server.start()
     try:
         probe = Probe()
-        port, token, _ = server.offer(lambda lane: probe)
+        port, token, _, _ = server.offer(lambda lane: probe)
         client = await within(connect_lane(port, token, remote_interface=RILaneProbe))
         gone = lost_event(client)
         assert await within(client.callRemote("echo", b"x" * 1000)) == b"x" * 1000
@@ -346,7 +346,7 @@ async def test_a_huge_frame_header_is_refused_before_its_body(raw_client):
     server.start()
     try:
         probe = Probe()
-        port, token, _ = server.offer(lambda lane: probe)
+        port, token, _, _ = server.offer(lambda lane: probe)
         raw = await raw_client(port)
         raw.transport.write(frame(lane_protocol.HELLO, 0, b"null", [token]))
         assert (await raw.next_frame())[0] == lane_protocol.WELCOME
@@ -366,7 +366,7 @@ async def test_a_huge_frame_header_is_refused_before_its_body(raw_client):
 
 @pytest_twisted.ensureDeferred
 async def test_a_lane_offer_can_set_its_own_frame_limit(lanes):
-    port, token, _ = lanes.server.offer(lambda lane: Probe(), max_frame=2048)
+    port, token, _, _ = lanes.server.offer(lambda lane: Probe(), max_frame=2048)
     client = await within(connect_lane(port, token, remote_interface=RILaneProbe))
     lanes.clients.append(client)
     assert await within(client.callRemote("echo", b"y" * 1000)) == b"y" * 1000
@@ -387,7 +387,7 @@ async def test_a_call_over_the_send_limit_is_not_sent_and_the_lane_stays(lanes):
 
 @pytest_twisted.ensureDeferred
 async def test_frame_lengths_that_do_not_add_up_close_the_lane(lanes, raw_client):
-    port, token, _ = lanes.server.offer(lambda lane: Probe())
+    port, token, _, _ = lanes.server.offer(lambda lane: Probe())
     raw = await raw_client(port)
     raw.transport.write(frame(lane_protocol.HELLO, 0, b"null", [token]))
     assert (await raw.next_frame())[0] == lane_protocol.WELCOME
@@ -399,7 +399,7 @@ async def test_frame_lengths_that_do_not_add_up_close_the_lane(lanes, raw_client
 
 @pytest_twisted.ensureDeferred
 async def test_an_answer_to_no_call_closes_the_lane(lanes, raw_client):
-    port, token, _ = lanes.server.offer(lambda lane: Probe())
+    port, token, _, _ = lanes.server.offer(lambda lane: Probe())
     raw = await raw_client(port)
     raw.transport.write(frame(lane_protocol.HELLO, 0, b"null", [token]))
     assert (await raw.next_frame())[0] == lane_protocol.WELCOME
@@ -410,7 +410,7 @@ async def test_an_answer_to_no_call_closes_the_lane(lanes, raw_client):
 @pytest_twisted.ensureDeferred
 async def test_a_malformed_call_is_answered_with_a_failure(lanes, raw_client):
     probe = Probe()
-    port, token, _ = lanes.server.offer(lambda lane: probe)
+    port, token, _, _ = lanes.server.offer(lambda lane: probe)
     raw = await raw_client(port)
     raw.transport.write(frame(lane_protocol.HELLO, 0, b"null", [token]))
     assert (await raw.next_frame())[0] == lane_protocol.WELCOME
@@ -717,7 +717,7 @@ async def test_a_frame_cut_short_is_dropped_when_the_lane_closes(lanes, raw_clie
     freed = []
     monkeypatch.setattr(lane_protocol.memtrim, "freed", freed.append)
     joined = []
-    port, token, _ = lanes.server.offer(lambda lane: joined.append(lane) or Probe())
+    port, token, _, _ = lanes.server.offer(lambda lane: joined.append(lane) or Probe())
     raw = await raw_client(port)
     raw.transport.write(frame(lane_protocol.HELLO, 0, b"null", [token]))
     assert (await raw.next_frame())[0] == lane_protocol.WELCOME

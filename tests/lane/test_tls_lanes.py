@@ -12,8 +12,6 @@ import struct
 
 import pytest
 import pytest_twisted
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 from foolscap.api import RemoteException, Violation
 from twisted.internet import defer, endpoints, reactor, threads
 from twisted.internet.address import IPv4Address
@@ -21,7 +19,6 @@ from twisted.internet.error import ConnectionLost
 from twisted.internet.protocol import Factory
 from twisted.logger import formatEvent, globalLogPublisher
 
-from ipkernel import fcutil
 from ipkernel.lane import LaneServer, connect_lane, join_lane
 from ipkernel.lane import protocol as lane_protocol
 from ipkernel.lane.blocking import BlockingLane
@@ -29,18 +26,9 @@ from ipkernel.transport import tls
 from ipkernel.transport.memtls import TLSLayer
 
 from awaiting import raises, within
-from lanehelpers import Probe, Raw, RILaneProbe, frame, lost_event
+from lanehelpers import Probe, Raw, RILaneProbe, cert_file, frame, lost_event
 
 pytestmark = pytest.mark.tier2
-
-
-def cert_file(tmp_path, name):
-    """A new Tub certificate in ``tmp_path/name``; ``(path, its tub id)``."""
-    pem = fcutil.new_cert_pem()
-    path = tmp_path / name
-    path.write_text(pem)
-    der = x509.load_pem_x509_certificate(pem.encode()).public_bytes(Encoding.DER)
-    return str(path), tls.tubid_of_der(der)
 
 
 @pytest.fixture(autouse=True)
@@ -72,7 +60,7 @@ class TLSLanes:
         return self.server.offer(on_join)
 
     async def join(self, served, tubid=None):
-        port, token, tls_always = self.offer(served)
+        port, token, tls_always, _ = self.offer(served)
         assert tls_always is True
         client = await within(connect_lane(port, token, remote_interface=RILaneProbe,
                                            tls_always=tls_always, tubid=tubid or self.tubid))
@@ -127,7 +115,7 @@ async def test_a_call_works_over_a_tls_lane(tls_lanes):
 @pytest_twisted.ensureDeferred
 async def test_either_side_may_call_over_tls(tls_lanes):
     client_side = Probe()
-    port, token, _ = tls_lanes.offer(Probe())
+    port, token, _, _ = tls_lanes.offer(Probe())
     client = await within(connect_lane(port, token, local=client_side,
                                        remote_interface=RILaneProbe, tls_always=True,
                                        tubid=tls_lanes.tubid))
@@ -157,7 +145,7 @@ async def test_closing_a_tls_lane_ends_it_on_both_sides(tls_lanes):
 async def test_a_certificate_of_another_tub_is_refused_before_the_token_is_sent(
         tls_lanes, tmp_path, log_lines):
     _, other_tubid = cert_file(tmp_path, "other.pem")
-    port, token, _ = tls_lanes.offer(Probe())
+    port, token, _, _ = tls_lanes.offer(Probe())
     err = await raises(tls.WrongCertificate, connect_lane(
         port, token, remote_interface=RILaneProbe, tls_always=True, tubid=other_tubid))
     assert other_tubid in str(err) and tls_lanes.tubid in str(err)
@@ -206,7 +194,7 @@ async def test_join_lane_falls_back_to_foolscap_with_its_log_line(tls_lanes, tmp
 
 @pytest_twisted.ensureDeferred
 async def test_a_tls_lane_is_never_joined_without_a_tubid_to_check(tls_lanes):
-    port, token, _ = tls_lanes.offer(Probe())
+    port, token, _, _ = tls_lanes.offer(Probe())
     await raises(tls.WrongCertificate, connect_lane(port, token, tls_always=True, tubid=None))
     assert tls_lanes.joined == []
 
@@ -230,7 +218,7 @@ async def test_a_tls_peer_without_the_token_gets_nothing(tls_lanes, raw_peer):
 async def test_plain_tcp_to_a_tls_lane_port_gets_nothing_even_with_the_token(
         tls_lanes, raw_peer, log_lines):
     probe = Probe()
-    port, token, _ = tls_lanes.offer(probe)
+    port, token, _, _ = tls_lanes.offer(probe)
     raw = await raw_peer(port)
     raw.transport.write(frame(lane_protocol.HELLO, 0, b"null", [token]))
     await within(raw.lost)
@@ -256,7 +244,7 @@ async def test_an_over_cap_frame_is_refused_over_tls(tls_lanes):
 @pytest_twisted.ensureDeferred
 async def test_a_huge_frame_header_over_tls_is_refused_before_its_body(tls_lanes, raw_peer):
     probe = Probe()
-    port, token, _ = tls_lanes.offer(probe)
+    port, token, _, _ = tls_lanes.offer(probe)
     raw = await raw_peer(port, encrypt=True)
     raw.transport.write(frame(lane_protocol.HELLO, 0, b"null", [token]))
     assert (await raw.next_frame())[0] == lane_protocol.WELCOME
@@ -282,7 +270,7 @@ async def test_a_tls_peer_that_never_says_hello_is_dropped(tls_lanes, raw_peer, 
 @pytest_twisted.ensureDeferred
 async def test_the_blocking_lane_calls_over_stdlib_tls(tls_lanes):
     probe = Probe()
-    port, token, _ = tls_lanes.offer(probe)
+    port, token, _, _ = tls_lanes.offer(probe)
 
     def in_a_thread():
         lane = BlockingLane.join(port, token, RILaneProbe, 5, tls_always=True,
@@ -300,7 +288,7 @@ async def test_the_blocking_lane_calls_over_stdlib_tls(tls_lanes):
 @pytest_twisted.ensureDeferred
 async def test_the_blocking_lane_refuses_another_tubs_certificate(tls_lanes, tmp_path):
     _, other_tubid = cert_file(tmp_path, "other.pem")
-    port, token, _ = tls_lanes.offer(Probe())
+    port, token, _, _ = tls_lanes.offer(Probe())
 
     def in_a_thread():
         with pytest.raises(tls.WrongCertificate) as info:
@@ -327,7 +315,7 @@ async def test_a_dual_stack_lane_port_takes_ipv4_and_ipv6_loopback_peers_in_plai
     try:
         for host in ("127.0.0.1", "::1"):
             probe = Probe()
-            port, token, tls_always = server.offer(lambda lane: joined.append(lane) or probe)
+            port, token, tls_always, _ = server.offer(lambda lane: joined.append(lane) or probe)
             client = await within(connect_lane(port, token, remote_interface=RILaneProbe,
                                                host=host, tls_always=tls_always, tubid=tubid))
             try:
