@@ -276,12 +276,12 @@ def _connect(reactor, timeout, local, remote_interface, token, tubid, path, host
     top = lane if tubid is None else TLSLayer(tls.stdlib_client_context(), False, lane)
     factory = _OneLane(top, lane)
     if path is not None:
-        reactor.connectUNIX(path, factory, timeout=timeout)
+        connector = reactor.connectUNIX(path, factory, timeout=timeout)
     else:
-        reactor.connectTCP(host, port, factory, timeout=timeout)  # (IPv6 addresses too)
+        connector = reactor.connectTCP(host, port, factory, timeout=timeout)  # (IPv6 too)
 
     def timed_out(failure):
-        lane.close()
+        connector.disconnect()  # stops trying, or closes what was connected
         return failure
     return lane.ready.addTimeout(timeout, reactor).addErrback(timed_out)
 
