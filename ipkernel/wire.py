@@ -253,36 +253,30 @@ def decode_values(value):
     if isinstance(value, Serialized):
         return serialize.unserialize(value)
     if isinstance(value, dict):
-        return _decoded_dict(value)
+        out = _rebuilt(value, value.items(), dict)
+        return value if out is None else out
     if isinstance(value, (list, tuple)):
-        plain = _PLAIN
-        out = None
-        for i, v in enumerate(value):
-            if type(v) in plain:
-                continue
-            decoded = decode_values(v)
-            if decoded is not v:
-                if out is None:
-                    out = list(value)
-                out[i] = decoded
+        out = _rebuilt(value, enumerate(value), list)
         if out is None:
             return value
         return out if isinstance(value, list) else tuple(out)
     return value
 
 
-def _decoded_dict(value):
+def _rebuilt(value, items, copy):
+    """``copy(value)`` with the decoded form of each ``(key, item)`` of
+    ``items`` that changes in decoding, or None when none does."""
     plain = _PLAIN
     out = None
-    for k, v in value.items():
+    for k, v in items:
         if type(v) in plain:
             continue
         decoded = decode_values(v)
         if decoded is not v:
             if out is None:
-                out = dict(value)
+                out = copy(value)
             out[k] = decoded
-    return value if out is None else out
+    return out
 
 
 # -- failed calls -----------------------------------------------------------------------

@@ -201,26 +201,31 @@ class Lanes:
         self.server = server
         self.clients = []
 
-    async def join(self, served=None, client_local=None, remote_interface=RILaneProbe):
-        """``(client lane, server lane)``: the server side offers ``served``."""
+    async def join(self, served=None, client_local=None, remote_interface=RILaneProbe,
+                   local_path=None):
+        """``(client lane, server lane)``: the server side offers ``served``;
+        the client joins on the offer's Unix socket, if any, or on
+        ``local_path`` if given."""
         joined = []
 
         def on_join(lane):
             joined.append(lane)
             return served
-        port, token, _, _ = self.server.offer(on_join)
-        client = await within(connect_lane(port, token, local=client_local,
-                                           remote_interface=remote_interface))
+        port, token, _, offered = self.server.offer(on_join)
+        client = await within(connect_lane(
+            port, token, local=client_local, remote_interface=remote_interface,
+            local_path=offered if local_path is None else local_path))
         self.clients.append(client)
         assert client.joined and len(joined) == 1 and joined[0].joined
         return client, joined[0]
 
 
-async def started_lanes():
-    """Yields a :class:`Lanes` over a started LaneServer; closes every lane
-    and stops the server afterwards (for a fixture)."""
+async def started_lanes(local=False):
+    """Yields a :class:`Lanes` over a started LaneServer (with its Unix
+    socket with ``local``); closes every lane and stops the server
+    afterwards (for a fixture)."""
     server = LaneServer()
-    server.start()
+    server.start(local=local)
     made = Lanes(server)
     try:
         yield made

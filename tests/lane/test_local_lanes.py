@@ -14,13 +14,13 @@ import pytest_twisted
 from foolscap.api import Violation
 from twisted.internet import threads
 
-from ipkernel.lane import LaneServer, connect_lane
+from ipkernel.lane import LaneServer
 from ipkernel.lane import protocol as lane_protocol
 from ipkernel.lane import server as lane_server
 from ipkernel.lane.blocking import BlockingLane
 
 from awaiting import raises, within
-from lanehelpers import Probe, RILaneProbe, cert_file, frame
+from lanehelpers import Probe, RILaneProbe, cert_file, frame, started_lanes
 
 pytestmark = pytest.mark.tier2
 
@@ -33,40 +33,10 @@ def fresh_refusals(monkeypatch):
     monkeypatch.setattr(lane_protocol, "REFUSALS", lane_protocol._Refusals())
 
 
-class LocalLanes:
-    """A LaneServer started with ``local=True``, and what joined it."""
-
-    def __init__(self, server):
-        self.server = server
-        self.joined = []
-        self.clients = []
-
-    def offer(self, served):
-        def on_join(lane):
-            self.joined.append(lane)
-            return served
-        return self.server.offer(on_join)
-
-    async def join(self, served, local_path=None):
-        port, token, tls_always, offered = self.offer(served)
-        client = await within(connect_lane(
-            port, token, remote_interface=RILaneProbe, tls_always=tls_always,
-            local_path=offered if local_path is None else local_path))
-        self.clients.append(client)
-        return client
-
-
 @pytest_twisted.async_yield_fixture
 async def local_lanes():
-    server = LaneServer()
-    server.start(local=True)
-    made = LocalLanes(server)
-    try:
+    async for made in started_lanes(local=True):
         yield made
-    finally:
-        for client in made.clients:
-            client.close()
-        await within(server.stop())
 
 
 def connect_abstract(name):
@@ -78,7 +48,7 @@ def connect_abstract(name):
 
 @needs_linux
 def test_the_offer_names_an_abstract_socket(local_lanes):
-    port, token, tls_always, path = local_lanes.offer(Probe())
+    port, token, tls_always, path = local_lanes.server.offer(lambda lane: Probe())
     assert port == local_lanes.server.port and len(token) == 32 and tls_always is False
     assert path.startswith("@ipkernel-lane-") and path == local_lanes.server.local_path
     # another server has another name
@@ -101,8 +71,8 @@ def test_the_offer_names_an_abstract_socket(local_lanes):
 @pytest_twisted.ensureDeferred
 async def test_a_call_runs_on_the_unix_socket(local_lanes):
     probe = Probe()
-    client = await local_lanes.join(probe)
-    assert client.on_local_socket and local_lanes.joined[0].on_local_socket
+    client, served = await local_lanes.join(probe)
+    assert client.on_local_socket and served.on_local_socket
     assert not client.encrypted
     assert await within(client.callRemote("add", 2, 40)) == 42
     big = b"\x01" * (3 * 1024 * 1024)  # many reads of the socket
@@ -114,17 +84,17 @@ async def test_a_call_runs_on_the_unix_socket(local_lanes):
 @pytest_twisted.ensureDeferred
 async def test_an_unreachable_socket_falls_back_to_loopback_tcp(local_lanes):
     probe = Probe()
-    client = await local_lanes.join(probe, local_path="@ipkernel-lane-nobody-listens-here")
-    assert not client.on_local_socket and not local_lanes.joined[0].on_local_socket
-    assert await within(client.callRemote("add", 1, 1)) == 2
-    assert len(local_lanes.joined) == 1  # the one token joined once
+    client, served = await local_lanes.join(probe,
+                                            local_path="@ipkernel-lane-nobody-listens-here")
+    assert not client.on_local_socket and not served.on_local_socket
+    assert await within(client.callRemote("add", 1, 1)) == 2  # (the one token joined once)
 
 
 @needs_linux
 @pytest_twisted.ensureDeferred
 async def test_the_socket_lets_nobody_in_without_a_token(local_lanes):
-    probe = Probe()
-    _, _, _, path = local_lanes.offer(probe)
+    probe, joined = Probe(), []
+    _, _, _, path = local_lanes.server.offer(lambda lane: joined.append(lane) or probe)
 
     def knock():
         sock = connect_abstract(path)
@@ -134,15 +104,19 @@ async def test_the_socket_lets_nobody_in_without_a_token(local_lanes):
         finally:
             sock.close()
     assert await within(threads.deferToThread(knock)) == b""
-    assert local_lanes.joined == [] and probe.calls == []
+    assert joined == [] and probe.calls == []
 
 
 @needs_linux
 @pytest_twisted.ensureDeferred
 async def test_a_blocking_lane_runs_on_the_unix_socket(local_lanes):
-    probe = Probe()
-    port, token, _, path = local_lanes.offer(probe)
-    port2, token2, _, _ = local_lanes.offer(probe)
+    probe, joined = Probe(), []
+
+    def on_join(lane):
+        joined.append(lane)
+        return probe
+    port, token, _, path = local_lanes.server.offer(on_join)
+    port2, token2, _, _ = local_lanes.server.offer(on_join)
 
     def in_a_thread():
         outcomes = []
@@ -156,13 +130,13 @@ async def test_a_blocking_lane_runs_on_the_unix_socket(local_lanes):
         return outcomes
     outcomes = await within(threads.deferToThread(in_a_thread))
     assert outcomes == [(socket.AF_UNIX, 9), (socket.AF_INET, 9)]
-    assert [lane.on_local_socket for lane in local_lanes.joined] == [True, False]
+    assert [lane.on_local_socket for lane in joined] == [True, False]
 
 
 @needs_linux
 @pytest_twisted.ensureDeferred
 async def test_checks_and_faults_are_the_same_on_the_socket(local_lanes):
-    client = await local_lanes.join(Probe())
+    client, _ = await local_lanes.join(Probe())
     await raises(Violation, client.callRemote("add", "not", "numbers"))
     assert await within(client.callRemote("add", 3, 4)) == 7  # the lane stays open
 
