@@ -5,7 +5,8 @@ offer names, with the same one-time token; both ends then run on it and
 calls work as on TCP (the reactor's and the blocking lane's).  An offer
 whose socket cannot be reached falls back to loopback TCP with that token;
 a socket does not let anyone in without a token; forced TLS offers no
-socket; stopping the server closes it.
+socket; stopping the server closes it.  (How offers of every age are read:
+tests/transport/test_tls.py.)
 """
 import socket
 
@@ -163,12 +164,4 @@ async def test_stopping_the_server_closes_the_socket():
     assert server.local_path == ""
     with pytest.raises(ConnectionRefusedError):
         connect_abstract(path)
-
-
-def test_offers_of_every_age_are_read():
-    parts = lane_server.offer_parts
-    assert parts((5, b"t")) == (5, b"t", False, "")
-    assert parts([5, b"t", 1]) == (5, b"t", True, "")
-    assert parts((5, b"t", False, "@x")) == (5, b"t", False, "@x")
-    assert parts((5, b"t", False, None)) == (5, b"t", False, "")
 

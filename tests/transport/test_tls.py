@@ -87,8 +87,11 @@ def test_the_clients_stdlib_context_leaves_the_check_to_the_tubid():
 
 
 def test_a_lane_offer_has_a_tls_flag_and_old_offers_mean_plain():
-    assert offer_parts((5, b"t", True)) == (5, b"t", True)
-    assert offer_parts([5, b"t", False]) == (5, b"t", False)
-    assert offer_parts([5, b"t"]) == (5, b"t", False)
+    assert offer_parts((5, b"t", True)) == (5, b"t", True, "")
+    assert offer_parts([5, b"t", False]) == (5, b"t", False, "")
+    assert offer_parts([5, b"t"]) == (5, b"t", False, "")
+    # with the Unix socket for peers on the controller's host
+    assert offer_parts((5, b"t", False, "@x")) == (5, b"t", False, "@x")
+    assert offer_parts((5, b"t", 0, None)) == (5, b"t", False, "")
     with pytest.raises(ValueError):
         offer_parts([5])
