@@ -117,8 +117,10 @@ class MainThreadExecutor:
             return True
 
     def stop(self, reason="stopped"):
-        """Let the job now running finish, fail the waiting ones, then end
-        :meth:`run`.  Returns a Deferred that fires once :meth:`run` returned."""
+        """End :meth:`run` once the jobs submitted so far have run (the one now
+        running and those waiting, in order); a job submitted from now on
+        fails at once.  Returns a Deferred that fires once :meth:`run`
+        returned."""
         self._request_stop(reason)
         if self._finished:
             return defer.succeed(None)
