@@ -29,6 +29,8 @@ import mmap
 import socket
 import struct
 
+from ipkernel.datachannel.bufferpool import BufferPool
+
 MAGIC = b"IPKD"
 HEADER = struct.Struct("<4sB16sQI")
 
@@ -79,6 +81,18 @@ def _uninitialized_maker():
 uninitialized = _uninitialized_maker()
 
 
+def _new_mapping(n):
+    buf = mmap.mmap(-1, n, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    try:
+        buf.madvise(mmap.MADV_HUGEPAGE)
+    except (AttributeError, OSError):  # no transparent huge pages: small pages, still lazy
+        pass
+    return buf
+
+
+_mappings = BufferPool(_new_mapping)
+
+
 def new_buffer(n):
     """A writable buffer of ``n`` bytes to receive a body into (its
     contents are undefined until then).
@@ -87,16 +101,13 @@ def new_buffer(n):
     zero-fill it first.  A big one is an anonymous private mapping that asks
     for transparent huge pages: it is faulted in 2 MB at a time as the data
     lands (a fresh bytearray costs about 40 ms per 100 MB here in 4 KB page
-    faults).  It is unmapped when the last reference (a numpy array, say) goes.
+    faults).  It is unmapped when the last reference (a numpy array, say)
+    goes and the buffer pool lets go of it; until then a body of the same size
+    reuses it, pages and all (:mod:`ipkernel.datachannel.bufferpool`).
     """
     if n < MAP_MIN or not hasattr(mmap, "MAP_ANONYMOUS"):
         return uninitialized(n)
-    buf = mmap.mmap(-1, n, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    try:
-        buf.madvise(mmap.MADV_HUGEPAGE)
-    except (AttributeError, OSError):  # no transparent huge pages: small pages, still lazy
-        pass
-    return buf
+    return _mappings.take(n)
 
 
 #: Buffers given to one sendmsg call at most (below any system's IOV_MAX).

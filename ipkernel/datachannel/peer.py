@@ -158,6 +158,9 @@ class DataChannelPeer:
         pieces = Pieces(frames.new_buffer)
         try:
             while True:
+                # (no reference to the last blob stays here: once its user lets
+                # go of it, its buffer can take the next blob of its size)
+                buf = view = None
                 kind, blob_id, length, extra = frames.read_header(self.sock)
                 if kind == frames.DELIVER:
                     buf = frames.new_buffer(length)
