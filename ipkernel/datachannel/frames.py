@@ -22,6 +22,11 @@ Kinds:
             different blobs interleave on one connection.
 ``ABORT``   the rest of a blob sent in pieces will not come: its receiver drops
             what it has; extra ``{"message": why}``.
+``TAKEN``   the controller is done with a blob it was to read from the client's
+            memory (a PUT with extra ``"memory"``, see
+            :mod:`~ipkernel.datachannel.memread`); extra ``{"ok": true}``, or
+            ``{"ok": false, "message": why}`` when it read nothing and the client
+            must send the bytes.
 """
 import ipaddress
 import json
@@ -34,9 +39,9 @@ from ipkernel.datachannel.bufferpool import BufferPool
 MAGIC = b"IPKD"
 HEADER = struct.Struct("<4sB16sQI")
 
-AUTH, PUT, DELIVER, FETCH, ERROR, PART, ABORT = range(1, 8)
+AUTH, PUT, DELIVER, FETCH, ERROR, PART, ABORT, TAKEN = range(1, 9)
 KINDS = {AUTH: "AUTH", PUT: "PUT", DELIVER: "DELIVER", FETCH: "FETCH", ERROR: "ERROR",
-         PART: "PART", ABORT: "ABORT"}
+         PART: "PART", ABORT: "ABORT", TAKEN: "TAKEN"}
 #: Bytes of the token in an AUTH message.
 TOKEN_SIZE = 32
 

@@ -9,7 +9,7 @@ from twisted.logger import Logger
 from twisted.python import threadable
 from twisted.python.failure import Failure
 
-from ipkernel.datachannel import frames
+from ipkernel.datachannel import frames, memread
 from ipkernel.datachannel.frames import is_loopback
 from ipkernel.datachannel.blobs import BlobStore, Pieces
 from ipkernel.datachannel.reader import ReactorReader, aborted_message, piece_view
@@ -50,6 +50,11 @@ class DataChannelPeer:
         #: Blob bytes sent and received (for tests and benchmarks).
         self.bytes_sent = 0
         self.bytes_received = 0
+        #: Blob bytes the controller read from this process's memory.
+        self.bytes_lent = 0
+        self._proof = None        # the controller's proof, while it may read our memory
+        self._taken = {}          # blob id -> [Event, TAKEN extra or None]
+        self._taken_lock = threading.Lock()
 
     def connect(self):
         """A Deferred firing with self once authenticated."""
@@ -66,7 +71,7 @@ class DataChannelPeer:
             self._reader.start()
         else:  # plain: read by the reactor (see ipkernel.datachannel.reader)
             self._reader = ReactorReader(self.sock, self.store, self._lost_here, self._count,
-                                         self.reactor)
+                                         self.reactor, on_taken=self._on_taken)
             self.reactor.addReader(self._reader)
         return self
 
@@ -76,6 +81,7 @@ class DataChannelPeer:
     def _lost_here(self, why):
         """The connection read by the reactor ended (reactor thread)."""
         self.closed = True
+        self._wake_lenders()
         self.reactor.removeReader(self._reader)
         try:
             self.sock.close()
@@ -128,11 +134,23 @@ class DataChannelPeer:
                                        f"not {secret_size}")
         cap = extra.get("max_blob")
         self.max_blob = cap if isinstance(cap, int) and cap >= 0 else None
+        self._take_memory_offer(extra.get("memory"))
         return frames.recv_exactly(sock, length)
+
+    def _take_memory_offer(self, offer):
+        """Let the controller read big blobs from this process's memory, if it offers and may."""
+        try:
+            pid, proof = offer["pid"], bytes.fromhex(offer["proof"])
+        except (TypeError, KeyError, ValueError, AttributeError):
+            return
+        if isinstance(pid, int) and len(proof) == memread.PROOF_SIZE \
+                and memread.allow_reader(pid):
+            self._proof = bytearray(proof)   # (it stays at one address: the controller checks it)
 
     def close(self):
         """Close the connection (waiters fail with BlobMissing); any thread."""
         self.closed = True
+        self._wake_lenders()
         if self.sock is None:
             return
         end_unless_sending(self.sock, self.send_lock)  # (a send under way is cut short)
@@ -211,6 +229,9 @@ class DataChannelPeer:
                 f"bulk data of {total} bytes is over the controller's payload cap of "
                 f"{self.max_blob} bytes; send it in smaller pieces (scatter, several pushes) "
                 f"or start the controller with a larger --payload-cap")
+        if (self._proof is not None and total >= memread.MEMORY_MIN and to != "controller"
+                and not threadable.isInIOThread() and self._lend(blob_id, to, views, total)):
+            return
         with self.send_lock:
             if not self.connected:
                 raise ConnectionError("the data channel to the controller is closed")
@@ -224,6 +245,62 @@ class DataChannelPeer:
                     f"data were being sent ({exc.strerror or type(exc).__name__}); the call "
                     f"was not made: make it again (bulk data now goes through Foolscap)") from None
             self.bytes_sent += total
+
+    def _lend(self, blob_id, to, views, total):
+        """Have the controller read the blob from ``views`` in this process's
+        memory; True once it did, False if it could not (send the bytes then).
+        ``views`` stay alive and untouched until the answer comes."""
+        proof = self._proof
+        request = {"pid": os.getpid(), "proof": memread.addresses([proof])[0][0],
+                   "at": memread.addresses(views)}
+        waiter = [threading.Event(), None]
+        with self._taken_lock:
+            self._taken[blob_id] = waiter
+        try:
+            with self.send_lock:
+                if not self.connected:
+                    raise ConnectionError("the data channel to the controller is closed")
+                try:
+                    self.sock.sendall(frames.header(frames.PUT, blob_id, total,
+                                                    {"to": to, "memory": request}))
+                except OSError as exc:
+                    self.closed = True
+                    raise ConnectionError(f"the data channel to the controller closed "
+                                          f"({exc.strerror or type(exc).__name__}); the call "
+                                          f"was not made: make it again") from None
+            while not waiter[0].wait(1.0):
+                if self.closed:
+                    break
+        finally:
+            with self._taken_lock:
+                self._taken.pop(blob_id, None)
+        answer = waiter[1]
+        if answer is None:
+            raise ConnectionError(f"the data channel to the controller closed while it read "
+                                  f"{total} bytes of bulk data from this process; the call was "
+                                  f"not made: make it again (bulk data now goes through Foolscap)")
+        if answer.get("ok") is True:
+            self.bytes_sent += total
+            self.bytes_lent += total
+            return True
+        self._proof = None
+        log.info("data channel: the controller cannot read this process's memory ({why}); "
+                 "bulk data goes on the socket", why=answer.get("message"))
+        return False
+
+    def _on_taken(self, blob_id, extra):
+        """A TAKEN answer came (a reading thread)."""
+        with self._taken_lock:
+            waiter = self._taken.get(blob_id)
+        if waiter is None:
+            raise frames.ProtocolError(f"a TAKEN for bulk data {blob_id.hex()} nobody lent")
+        waiter[1] = extra
+        waiter[0].set()
+
+    def _wake_lenders(self):
+        with self._taken_lock:
+            for waiter in self._taken.values():
+                waiter[0].set()
 
     def send_blob_later(self, blob_id, to, buffers):
         """:meth:`send_blob` in a thread of the reactor's pool; a Deferred."""

@@ -31,10 +31,12 @@ class ReactorReader:
     """An IReadDescriptor for the plain socket ``sock`` of a peer: DELIVER and
     ERROR messages go to ``store`` (a BlobStore), ``count(n)`` is told of
     every blob's size, and ``on_lost(why)`` is called once when the
-    connection ends (all in the reactor thread)."""
+    connection ends (all in the reactor thread); TAKEN messages go to
+    ``on_taken(blob_id, extra)`` (in whichever thread reads)."""
 
-    def __init__(self, sock, store, on_lost, count, reactor):
+    def __init__(self, sock, store, on_lost, count, reactor, on_taken=None):
         self.sock = sock
+        self.on_taken = on_taken   # on_taken(blob id, extra): a TAKEN came (any thread)
         self.reactor = reactor
         self.store = store
         self.on_lost = on_lost
@@ -139,6 +141,9 @@ class ReactorReader:
         elif kind == frames.ABORT:
             self.pieces.abort(blob_id)
             message = aborted_message(blob_id, extra)
+        elif kind == frames.TAKEN and self.on_taken is not None:
+            self.on_taken(blob_id, extra)
+            return
         else:
             raise frames.ProtocolError(f"unexpected {frames.KINDS[kind]} message")
         (self.store.fail_here if here else self.store.fail)(blob_id, message)

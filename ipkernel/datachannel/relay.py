@@ -20,6 +20,7 @@ import os
 import socket
 
 from ipkernel.datachannel import frames, splice
+from ipkernel.datachannel.memread import MemorySource
 
 #: Seconds a client may stay silent in the middle of a blob it sends to engines.
 STALL_TIMEOUT = 30.0
@@ -72,6 +73,13 @@ class _Buffered:
         self.view.release()
 
 
+class _FromMemory(_Buffered):
+    """Pieces read from the client's memory (see ``ipkernel.datachannel.memread``)."""
+
+    def fill(self, n):
+        self.src.read_into(self.view[:n])
+
+
 class _Piped:
     """Pieces through a pipe, in the kernel (one target, plain sockets)."""
 
@@ -103,9 +111,10 @@ class _Piped:
 
 
 def relay(src, blob_id, length, targets, stall=STALL_TIMEOUT):
-    """Move a blob of ``length`` bytes arriving on the socket ``src`` to each
-    of ``targets`` (connections with ``sock``, ``send_lock`` and
-    ``close()``).  A target whose socket fails is closed and left out.
+    """Move a blob of ``length`` bytes arriving on the socket ``src`` (or read
+    from a :class:`~ipkernel.datachannel.memread.MemorySource`) to each of
+    ``targets`` (connections with ``sock``, ``send_lock`` and ``close()``).
+    A target whose socket fails is closed and left out.
 
     SenderGone (after the ABORTs) when ``src`` fails in the middle.
     """
@@ -113,8 +122,13 @@ def relay(src, blob_id, length, targets, stall=STALL_TIMEOUT):
     if not length:
         _each(live, lambda c: frames.send_all(c.sock, [frames.header(frames.DELIVER, blob_id)]))
         return
-    mover = (_Piped(src) if len(live) == 1 and splice.can_splice(src, live[0].sock)
-             else _Buffered(src, length))
+    from_memory = isinstance(src, MemorySource)
+    if from_memory:
+        mover = _FromMemory(src, length)
+    elif len(live) == 1 and splice.can_splice(src, live[0].sock):
+        mover = _Piped(src)
+    else:
+        mover = _Buffered(src, length)
     at = 0
     try:
         while at < length:
@@ -134,7 +148,8 @@ def relay(src, blob_id, length, targets, stall=STALL_TIMEOUT):
             live = _each(live, lambda c: mover.send(c.sock, head, n))
             at += n
             if not live:  # nobody takes the rest: read it and drop it
-                splice.discard(src, length - at)
+                if not from_memory:
+                    splice.discard(src, length - at)
                 return
     finally:
         mover.close()

@@ -20,6 +20,9 @@ blocking socket calls, never through the reactor.
   :mod:`ipkernel.datachannel.results`.
 * A ``PUT`` over the payload cap is refused after its header: the sender
   gets an ERROR for it and its connection is closed, the body unread.
+* A client on this host may send, instead of a big body, where it lies in
+  its memory; the controller reads it from there and answers TAKEN (see
+  :mod:`~ipkernel.datachannel.memread`).
 """
 import hashlib
 import os
@@ -30,7 +33,7 @@ import time
 
 from twisted.logger import Logger
 
-from ipkernel.datachannel import frames, relay
+from ipkernel.datachannel import frames, memread, relay
 from ipkernel.datachannel.frames import is_loopback
 from ipkernel.datachannel.gate import Gate
 from ipkernel.datachannel.results import FETCH_WAIT, ResultBlobs, send_error
@@ -58,6 +61,8 @@ class _Conn:
         self.alive = True
         self._jobs = None  # sends done by this connection's sending thread
         self._jobs_lock = threading.Lock()
+        #: The proof a client must hold to have its memory read (None: not offered).
+        self.proof = None
 
     def send(self, data):
         self.sock.sendall(data)
@@ -107,12 +112,15 @@ class DataChannelServer:
     blob kept for a FETCH waits for it; ``tls_always``: TLS also on loopback;
     ``stall``: seconds a client may stay silent in the middle of a blob it
     sends to engines (then the blob is aborted); ``gate``: keyword arguments
-    for the :class:`~ipkernel.datachannel.gate.Gate` (its bounds).
+    for the :class:`~ipkernel.datachannel.gate.Gate` (its bounds);
+    ``memory_reads``: offer clients on this host to read their big blobs
+    from their memory (:mod:`~ipkernel.datachannel.memread`).
     """
 
     def __init__(self, cert_files, interfaces=None, max_blob=None, ttl=600.0, tls_always=False,
-                 stall=relay.STALL_TIMEOUT, gate=None):
+                 stall=relay.STALL_TIMEOUT, gate=None, memory_reads=True):
         self.cert_files = dict(cert_files)
+        self.memory_reads = memory_reads
         self.tls_always = tls_always
         self.interfaces = dict(interfaces or {})
         self.max_blob = max_blob
@@ -257,7 +265,7 @@ class DataChannelServer:
         try:
             if old is not None:
                 old.close()
-            conn.sock = self._welcome(sock, identity, secret)
+            conn.sock = self._welcome(conn, sock, identity, secret)
         except OSError as exc:
             why = f"its welcome could not be sent ({type(exc).__name__})"
         else:
@@ -273,10 +281,14 @@ class DataChannelServer:
         self._spawn(self._serve, conn, name=f"ipkernel-data-{role}")
         return None
 
-    def _welcome(self, sock, identity, secret):
-        """Send the AUTH answer; return the socket the peer is served on."""
-        extra = {"max_blob": self.max_blob} if self.max_blob is not None else None
+    def _welcome(self, conn, sock, identity, secret):
+        """Send the AUTH answer; return the socket the peer is served on.  A
+        client on this host is offered memory reads (:mod:`~ipkernel.datachannel.memread`)."""
+        extra = {"max_blob": self.max_blob} if self.max_blob is not None else {}
         if secret is None:  # plain
+            if identity[0] == "client" and self.memory_reads and memread.available():
+                conn.proof = memread.fresh_proof()
+                extra["memory"] = {"pid": os.getpid(), "proof": conn.proof.hex()}
             sock.sendall(frames.header(frames.AUTH, extra=extra))
             return sock
         mine = fresh_secret()
@@ -330,7 +342,9 @@ class DataChannelServer:
                 self._error(conn, blob_id, why)
                 raise _Refused(why)  # its body is not read: the stream is out of step
             to = extra.get("to")
-            if to == "controller":
+            if "memory" in extra:
+                self._relay_from_memory(conn, blob_id, length, to, extra["memory"])
+            elif to == "controller":
                 self.results.arrived(conn, blob_id, length)
             else:
                 self._relay(conn, blob_id, length, to)
@@ -354,7 +368,31 @@ class DataChannelServer:
         with self._lock:
             return self._relayed.get(blob_id)
 
-    def _relay(self, conn, blob_id, length, to):
+    def _relay_from_memory(self, conn, blob_id, length, to, request):
+        """A client's PUT naming where its blob lies in its memory: read it
+        from there and answer TAKEN; if it cannot be read at all, say why
+        (the client then sends the bytes)."""
+        if conn.proof is None or to == "controller":
+            raise frames.ProtocolError("a PUT from memory that was not offered")
+        try:
+            source = memread.MemorySource(request, conn.proof, length)
+        except ValueError as exc:
+            raise frames.ProtocolError(str(exc)) from None
+        except OSError as exc:
+            log.info("data channel of {who}: its memory cannot be read ({why}); it sends "
+                     "bulk data on the socket", who=conn.identity, why=exc.strerror or exc)
+            conn.proof = None   # (and the client stops asking)
+            self._taken(conn, blob_id, {"ok": False, "message": str(exc.strerror or exc)})
+            return
+        self._relay(conn, blob_id, length, to, source)
+        self._taken(conn, blob_id, {"ok": True})
+
+    @staticmethod
+    def _taken(conn, blob_id, extra):
+        with conn.send_lock:
+            conn.send(frames.header(frames.TAKEN, blob_id, 0, extra))
+
+    def _relay(self, conn, blob_id, length, to, source=None):
         with self._lock:
             self._relayed[blob_id] = time.monotonic()
             while len(self._relayed) > RELAYED_KEPT:
@@ -365,7 +403,7 @@ class DataChannelServer:
         if missing:
             self._error(conn, blob_id, f"engines {missing} have no data channel; "
                                        f"their copy of the bulk data is lost")
-        relay.relay(conn.sock, blob_id, length, live, self.stall)
+        relay.relay(source or conn.sock, blob_id, length, live, self.stall)
 
     _error = staticmethod(send_error)
 

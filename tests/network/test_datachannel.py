@@ -322,3 +322,75 @@ async def test_what_a_tls_peer_sends_is_encrypted_on_the_wire(server, peers, cer
             assert b"plain-text-marker:" * 4 in seen and token in seen
     finally:
         recorder.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_big_blob_from_a_client_on_this_host_is_read_from_its_memory(server, peers):
+    np = pytest.importorskip("numpy")
+    engines = [await peers("engine", ("engine", i)) for i in range(2)]
+    client = await peers("client", ("client", "s1"))
+    array = np.arange(3 << 20, dtype=np.uint8) * 7   # over memread.MEMORY_MIN
+    small = b"x" * 1000
+    for to in ([1], "all"):
+        blob_id = new_blob_id()
+        await within(client.send_blob_later(blob_id, to, [small, array.data, small]))
+        want = small + array.tobytes() + small
+        for k in ((1,) if to == [1] else (0, 1)):
+            assert bytes(await within(engines[k].store.wait(blob_id, 10))) == want
+    lent = 2 * (len(want))
+    # On loopback (plain) the controller read it from this process; over TLS it never offers.
+    assert client.bytes_lent == (0 if server.tls_always else lent)
+    assert client.bytes_sent == lent
+    await within(client.send_blob_later(new_blob_id(), [0], [b"small"]))
+    assert client.bytes_lent == (0 if server.tls_always else lent)   # small: on the socket
+
+
+@pytest_twisted.async_yield_fixture
+async def plain_pair(certs, request):
+    """A plain server (keyword arguments from ``request.param``) and a
+    ``connect(role, identity)`` for it; all closed afterwards."""
+    srv = DataChannelServer({role: pem for role, (pem, _) in certs.items()},
+                            **getattr(request, "param", {}))
+    srv.start()
+    made = []
+
+    async def connect(role, identity):
+        peer = DataChannelPeer("127.0.0.1", srv.ports[role], srv.new_token(role, identity),
+                               certs[role][1])
+        made.append(peer)
+        return await within(peer.connect())
+
+    yield connect
+    for peer in made:
+        peer.close()
+    srv.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_whose_memory_cannot_be_read_sends_the_bytes(plain_pair):
+    engine = await plain_pair("engine", ("engine", 0))
+    client = await plain_pair("client", ("client", "s1"))
+    assert client._proof is not None
+    client._proof[0] ^= 1          # the controller finds another proof at that address
+    data = bytes(range(256)) * (3 << 12)
+    blob_id = new_blob_id()
+    await within(client.send_blob_later(blob_id, [0], [data]))
+    assert bytes(await within(engine.store.wait(blob_id, 10))) == data
+    assert client.bytes_lent == 0 and client.bytes_sent == len(data)
+    assert client._proof is None   # and it no longer asks
+    other = new_blob_id()
+    await within(client.send_blob_later(other, [0], [data]))
+    assert bytes(await within(engine.store.wait(other, 10))) == data
+
+
+@pytest.mark.parametrize("plain_pair", [{"memory_reads": False}], indirect=True)
+@pytest_twisted.ensureDeferred
+async def test_a_controller_without_memory_reads_offers_none(plain_pair):
+    engine = await plain_pair("engine", ("engine", 0))
+    client = await plain_pair("client", ("client", "s1"))
+    assert client._proof is None
+    data = bytes(range(256)) * (3 << 12)
+    blob_id = new_blob_id()
+    await within(client.send_blob_later(blob_id, [0], [data]))
+    assert bytes(await within(engine.store.wait(blob_id, 10))) == data
+    assert client.bytes_lent == 0
