@@ -124,6 +124,10 @@ def build_parser():
     p.add_argument("--data-channel-tls", action="store_true",
                    help="encrypt the data channel also for peers on this host (it always "
                         "is for other hosts); costs about two thirds of its speed")
+    p.add_argument("--no-memory-reads", dest="memory_reads", action="store_false",
+                   help="never read a big push of a client on this host straight from the "
+                        "client's memory (Linux process_vm_readv; by default it is, instead "
+                        "of the bytes crossing the loopback socket)")
     memory = p.add_argument_group(
         "memory budgets", "sizes are bytes, or with K, M, G (binary: 64M is 64 MiB)")
     memory.add_argument("--history-bytes", type=sizes.option_size, metavar="SIZE",

@@ -88,6 +88,7 @@ class NodeSettings:
     engine_lane_port: int = 0
     data_channel: bool = True
     data_channel_tls: bool = False
+    memory_reads: bool = True
     client_data_port: int = 0
     engine_data_port: int = 0
     max_engines: int = 511
@@ -226,7 +227,8 @@ class ControllerNode(service.MultiService):
         server = DataChannelServer(
             dict(self.cert_files),
             interfaces={role: data_channel_interface(getattr(s, f"{role}_ip")) for role in ROLES},
-            max_blob=s.payload_cap, ttl=s.result_ttl, tls_always=s.data_channel_tls)
+            max_blob=s.payload_cap, ttl=s.result_ttl, tls_always=s.data_channel_tls,
+            memory_reads=s.memory_reads)
         server.results.max_bytes = s.unfetched_total
         wanted = {role: getattr(s, f"{role}_data_port") or 0 for role in ROLES}
         try:

@@ -19,15 +19,17 @@ def node_for(make_tub, tmp_path, **settings):
 def test_settings_take_every_option_ipcontroller_has_under_the_same_name(tmp_path):
     options = build_parser().parse_args([
         "--cluster-dir", str(tmp_path), "--payload-cap", "1000", "--no-lane",
-        "--data-channel-tls", "--engine-ip", "0.0.0.0", "--task-timeout", "7"])
+        "--data-channel-tls", "--engine-ip", "0.0.0.0", "--task-timeout", "7",
+        "--no-memory-reads"])
     settings = NodeSettings.from_options(options, db_dir="/x")
     assert (settings.payload_cap, settings.lane, settings.data_channel_tls) == (1000, False, True)
+    assert settings.memory_reads is False and NodeSettings().memory_reads is True
     assert (settings.engine_ip, settings.task_timeout, settings.db_dir) == ("0.0.0.0", 7.0, "/x")
     # every setting with a command-line option is read from it (no name drifts apart)
     dests = vars(options)
     shared = {name for name in NodeSettings.__dataclass_fields__ if name in dests}
     assert {"client_ip", "engine_port", "lane_tls", "history_bytes", "unfetched_total",
-            "task_max_engine_losses", "heartbeat_timeout", "max_engines"} <= shared
+            "task_max_engine_losses", "heartbeat_timeout", "max_engines", "memory_reads"} <= shared
     assert all(getattr(settings, name) == dests[name] for name in shared)
 
 
@@ -43,6 +45,7 @@ async def test_a_node_publishes_its_objects_with_lanes_and_data_channel(make_tub
         assert set(node.lane_servers) == {"client", "engine"}
         assert all(server.port for server in node.lane_servers.values())
         assert node.data_server is not None and set(node.data_server.ports) == {"client", "engine"}
+        assert node.data_server.memory_reads is True
         # the lanes present their role's Tub certificate (written out, private)
         for role, path in node.cert_files.items():
             assert (tmp_path / path.rsplit("/", 1)[1]).stat().st_mode & 0o777 == 0o600
@@ -93,5 +96,15 @@ async def test_furl_files_are_written_when_asked(make_tub, tmp_path):
         await node.start()
         for name, path in files.items():
             assert open(path).read().strip() == node.furls[name]
+    finally:
+        await node.shutdown()
+
+
+@pytest_twisted.ensureDeferred
+async def test_no_memory_reads_reaches_the_data_channel(make_tub, tmp_path):
+    node = node_for(make_tub, tmp_path, memory_reads=False)
+    try:
+        await node.start()
+        assert node.data_server.memory_reads is False
     finally:
         await node.shutdown()
