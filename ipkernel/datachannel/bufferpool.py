@@ -20,6 +20,7 @@ import os
 import sys
 import threading
 import time
+import weakref
 
 __all__ = ["BufferPool", "IDLE_LIMIT", "IDLE_SECONDS"]
 
@@ -65,7 +66,9 @@ class BufferPool:
         if hasattr(os, "register_at_fork"):
             # A forked child has none of the parent's threads, and maybe a lock
             # some other thread held: start again with what was remembered.
-            os.register_at_fork(after_in_child=self._after_fork)
+            # (Through a weak reference: the hook must not keep the pool alive.)
+            me = weakref.ref(self)
+            os.register_at_fork(after_in_child=lambda: me() is not None and me()._after_fork())
 
     def take(self, n):
         """A buffer of ``n`` bytes: an unused remembered one, else a new one."""
