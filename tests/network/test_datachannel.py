@@ -9,7 +9,7 @@ import pytest_twisted
 from ipkernel import fcutil
 from ipkernel.datachannel import (BlobMissing, DataChannelPeer, DataChannelServer, is_ref,
                                   offload, resolve, tubid_of_der)
-from ipkernel.datachannel import frames
+from ipkernel.datachannel import frames, memread
 from ipkernel.datachannel.peer import new_blob_id
 from ipkernel.serialize import serialize, unserialize
 
@@ -381,6 +381,10 @@ async def test_a_client_whose_memory_cannot_be_read_sends_the_bytes(plain_pair):
     other = new_blob_id()
     await within(client.send_blob_later(other, [0], [data]))
     assert bytes(await within(engine.store.wait(other, 10))) == data
+    # The controller no longer reads it either: asking again breaks the protocol.
+    client._proof = bytearray(memread.PROOF_SIZE)
+    with pytest.raises(ConnectionError):
+        await within(client.send_blob_later(new_blob_id(), [0], [data]))
 
 
 @pytest.mark.parametrize("plain_pair", [{"memory_reads": False}], indirect=True)
