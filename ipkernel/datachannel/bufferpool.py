@@ -59,7 +59,7 @@ class BufferPool:
         self.idle_seconds = idle_seconds
         self._clock = clock
         self._looks = looks    # False: no thread; look() is called by the owner (tests)
-        self._counts = hasattr(sys, "getrefcount") and sys.implementation.name == "cpython"
+        self._counts = sys.implementation.name == "cpython"
         self._lock = threading.Lock()
         self._entries = {}     # size -> [_Entry], oldest first
         self._thread = None

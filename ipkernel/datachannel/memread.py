@@ -20,6 +20,7 @@ If anything fails before the first byte was passed on (no permission,
 another PID namespace, a wrong proof) the answer says so and the client
 sends the bytes on the socket instead, as it does from then on.
 """
+import collections
 import ctypes
 import errno
 import hmac
@@ -53,7 +54,11 @@ class _PyBuffer(ctypes.Structure):
                 ("internal", ctypes.c_void_p)]
 
 
+_Calls = collections.namedtuple("_Calls", "readv prctl get_buffer release_buffer")
+
+
 def _load():
+    """The C functions used here, or None where they are not to be had."""
     if not sys.platform.startswith("linux") or sys.implementation.name != "cpython":
         return None
     try:
@@ -74,7 +79,7 @@ def _load():
     release = ctypes.pythonapi.PyBuffer_Release
     release.argtypes = [ctypes.POINTER(_PyBuffer)]
     release.restype = None
-    return readv, prctl, get_buffer, release
+    return _Calls(readv, prctl, get_buffer, release)
 
 
 _calls = _load()
@@ -107,7 +112,7 @@ def allow_reader(pid):
         return True
     if scope > 1:
         return False
-    return _calls[1](_PR_SET_PTRACER, pid, 0, 0, 0) == 0
+    return _calls.prctl(_PR_SET_PTRACER, pid, 0, 0, 0) == 0
 
 
 def addresses(views):
@@ -116,12 +121,12 @@ def addresses(views):
     out = []
     for view in views:
         info = _PyBuffer()
-        if _calls[2](view, ctypes.byref(info), 0) != 0:  # (raises BufferError itself)
+        if _calls.get_buffer(view, ctypes.byref(info), 0) != 0:  # (raises BufferError itself)
             raise BufferError("a buffer does not give its address")
         try:
             out.append([info.buf or 0, info.len])
         finally:
-            _calls[3](ctypes.byref(info))
+            _calls.release_buffer(ctypes.byref(info))
     return out
 
 
@@ -177,7 +182,7 @@ class MemorySource:
                 want = sum(n for _, n in batch)
                 local = _IOVec(base + done, want)
                 remote = (_IOVec * len(batch))(*[_IOVec(a, n) for a, n in batch])
-                got = _calls[0](self.pid, ctypes.byref(local), 1, remote, len(batch), 0)
+                got = _calls.readv(self.pid, ctypes.byref(local), 1, remote, len(batch), 0)
                 if got < 0:
                     code = ctypes.get_errno()
                     raise OSError(code, f"reading process {self.pid}'s memory: "
