@@ -1,5 +1,6 @@
 """An ipkernel cluster over two "hosts" (see :mod:`bench.hosts`): ``ipcontroller``
-in namespace *a*, ``n`` ``ipengine`` processes in *b*.
+in namespace *a*, ``n`` engines in *b* (one ``ipengine -n n``, as a user
+starts several engines on a host).
 
 Made with ipkernel's own launchers, each command run through ``ip netns
 exec``.  The engines dial the controller's veth address (the engine FURL
@@ -8,12 +9,24 @@ controller's namespace and the veth address when it does not, as a user
 would set ``--client-ip`` for each case.  Nothing about encryption is set:
 what ipkernel does between hosts by default is what is measured.
 """
+import functools
 import shutil
 import tempfile
 import time
+from pathlib import Path
 
 #: Seconds between two looks at the logs while starting.
 POLL = 0.02
+
+
+def _group_ready(launcher, n):
+    """True once each of the ``n`` engines of ``launcher`` (an ``ipengine -n``)
+    logged that it is ready."""
+    from ipkernel.cluster.launcher import ENGINE_READY, read_log
+    from ipkernel.engine.group import engine_log
+
+    return all(ENGINE_READY in read_log(Path(engine_log(launcher.log_file, k)), 0)
+               for k in range(n))
 
 
 class TwoHostCluster:
@@ -56,15 +69,15 @@ class TwoHostCluster:
         self.controller.argv[:0] = self.placement.prefix(self.placement.server_ns)
         self.controller.start()
         # The engines start at once and wait for the FURL file (as LocalCluster's
-        # do): the directory is new, so no stale file can be there.
-        for index in range(self.n):
-            engine = EngineLauncher(self._cluster, index)
-            engine.argv[:0] = self.placement.prefix(self.placement.engine_ns)
-            self.engines.append(engine)
-            engine.start()
+        # do): the directory is new, so no stale file can be there.  They are
+        # one `ipengine -n N` on their host, as a user starts N engines there.
+        group = EngineLauncher(self._cluster, 0, ["-n", self.n])
+        group.argv[:0] = self.placement.prefix(self.placement.engine_ns)
+        group.is_ready = functools.partial(_group_ready, group, self.n)
+        self.engines.append(group)
+        group.start()
         self._wait(self.controller, deadline)
-        for engine in self.engines:
-            self._wait(engine, deadline)
+        self._wait(group, deadline)
 
     def _wait(self, launcher, deadline):
         while not launcher.is_ready():

@@ -43,6 +43,8 @@ code is busy, and ``interrupt`` is a real SIGINT that also breaks
   that code is interrupted (its call fails with EngineError), and if it
   has not returned within :data:`KILL_FORCE` seconds the process exits
   anyway.
+* ``-n N`` starts N engines forked from this process
+  (:mod:`ipkernel.engine.group`).
 * It stops on ``kill`` from a client, on SIGTERM, and with
   ``--exit-with-parent`` (or ``--parent-pid PID``) when the process that
   started it exits.
@@ -101,6 +103,17 @@ def engine_id_option(text):
     return value
 
 
+def engines_option(text):
+    """``-n``: a positive int."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"the number of engines is 1 or more, not {text!r}")
+    return value
+
+
 def build_parser():
     p = argparse.ArgumentParser(
         prog="ipengine",
@@ -131,6 +144,11 @@ def build_parser():
                         f"with status 0 (seconds; 0 = exit at once; default "
                         f"{DEFAULT_STOP_WAIT:g})")
     p.add_argument("--logfile", help="append the log here (default: stderr)")
+    p.add_argument("-n", "--engines", type=engines_option, default=1, metavar="N",
+                   help="start N engines on this host, forked from this process (they "
+                        "start sooner, share the imported code's memory and answer small "
+                        "calls faster than N ipengine processes); --logfile X.log gives "
+                        "X-0.log, X-1.log, ... (see ipkernel.engine.group)")
     p.add_argument("--engine-id", type=engine_id_option, metavar="ID",
                    help="ask the controller for this engine id (given when it is free, as "
                         "after a restart of the engine that had it; else the lowest free one)")
@@ -457,7 +475,11 @@ class EngineApp:
 
 def main(argv=None):
     """Run an engine until it is stopped; return the exit status."""
-    options = parser().parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    options = parser().parse_args(argv)
+    if options.engines != 1:
+        from ipkernel.engine import group
+        return group.run(options, argv)
     applog.begin()
     stream = applog.open_log(options.logfile)
     globalLogPublisher.addObserver(applog.observer_for(stream, applog.level_of(options)))

@@ -129,13 +129,13 @@ def _new_foolscap_incarnation():
         logger.incarnation = logger.get_incarnation()
 
 
-def say(text):
-    """A line in the zygote's log (its stderr)."""
+def say(text, who="zygote"):
+    """A line in the zygote's log (its stderr); ``who`` names the writer."""
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
     if "pb://" in text:   # e.g. a request's arguments: no FURL's secret in the log
         from ipkernel.fcutil import redact_furls
         text = redact_furls(text)
-    sys.stderr.write(f"{stamp} [zygote {os.getpid()}] {text}\n")
+    sys.stderr.write(f"{stamp} [{who} {os.getpid()}] {text}\n")
     sys.stderr.flush()
 
 
@@ -156,11 +156,20 @@ def _noop(signum, frame):
 
 class Zygote:
     """The request loop (see the module doc).  :meth:`serve` returns None in
-    the zygote once it should exit, and the request in a forked child."""
+    the zygote once it should exit, and the request in a forked child.
 
-    def __init__(self, reactor, parent_pid=None):
+    ``events`` receives each event (default :func:`send`, to the launcher);
+    a request whose ``"log"`` is None leaves the child's stdout and stderr
+    as they are.
+    """
+
+    #: How :meth:`say` names this process in its log lines.
+    who = "zygote"
+
+    def __init__(self, reactor, parent_pid=None, events=None):
         self.reactor = reactor
         self.parent_pid = parent_pid
+        self.events = send if events is None else events
         self.children = {}
         self.stopping = False
         # SIGCHLD and SIGTERM wake select() through this pipe.
@@ -170,6 +179,9 @@ class Zygote:
         signal.set_wakeup_fd(self._wake_w)
         signal.signal(signal.SIGCHLD, _noop)
         signal.signal(signal.SIGTERM, self._on_term)
+
+    def say(self, text):
+        say(text, self.who)
 
     def _on_term(self, signum, frame):
         self.stopping = True
@@ -187,7 +199,7 @@ class Zygote:
             if 0 in readable:
                 data = os.read(0, 65536)
                 if not data:
-                    say("stdin closed: stopping")
+                    self.say("stdin closed: stopping")
                     break
                 pending += data
                 while b"\n" in pending:
@@ -197,12 +209,12 @@ class Zygote:
                     try:
                         request = json.loads(line)
                     except ValueError:
-                        say(f"ignoring a request that is not JSON: {line[:200]!r}")
+                        self.say(f"ignoring a request that is not JSON: {line[:200]!r}")
                         continue
                     if self.fork(request):
                         return request   # in the child
             if self.parent_pid and not process_alive(self.parent_pid):
-                say(f"parent process {self.parent_pid} is gone: stopping")
+                self.say(f"parent process {self.parent_pid} is gone: stopping")
                 break
         self.stop_children()
         return None
@@ -214,16 +226,16 @@ class Zygote:
         if request.get("program", "engine") not in PROGRAMS:
             problem = f"unknown program {request.get('program')!r}"
         if problem:
-            say(f"not forking {token}: {problem}")
-            send({"event": "refused", "token": token, "reason": problem})
+            self.say(f"not forking {token}: {problem}")
+            self.events({"event": "refused", "token": token, "reason": problem})
             return False
         sys.stdout.flush()
         sys.stderr.flush()
         try:
             pid = os.fork()
         except OSError as exc:
-            say(f"cannot fork {token}: {exc}")
-            send({"event": "refused", "token": token, "reason": f"fork failed: {exc}"})
+            self.say(f"cannot fork {token}: {exc}")
+            self.events({"event": "refused", "token": token, "reason": f"fork failed: {exc}"})
             return False
         if pid == 0:
             try:
@@ -235,8 +247,8 @@ class Zygote:
                     os._exit(1)
             return True
         self.children[pid] = token
-        say(f"forked {token} as pid {pid}")
-        send({"event": "forked", "token": token, "pid": pid})
+        self.say(f"forked {token} as pid {pid}")
+        self.events({"event": "forked", "token": token, "pid": pid})
         return False
 
     def _become_child(self, request):
@@ -247,17 +259,19 @@ class Zygote:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
         os.close(self._wake_r)
         os.close(self._wake_w)
         if _events_fd != 1:
             os.close(_events_fd)
-        log_fd = open_private(request["log"])
         null_fd = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null_fd, 0)   # replaces the request pipe
-        os.dup2(log_fd, 1)
-        os.dup2(log_fd, 2)    # replaces the zygote's log
         os.close(null_fd)
-        os.close(log_fd)
+        if request.get("log") is not None:
+            log_fd = open_private(request["log"])
+            os.dup2(log_fd, 1)
+            os.dup2(log_fd, 2)    # replaces the zygote's log
+            os.close(log_fd)
         if request.get("cwd"):
             os.chdir(request["cwd"])
         if request.get("env") is not None:
@@ -285,24 +299,25 @@ class Zygote:
                 return
             token = self.children.pop(pid, None)
             code = os.waitstatus_to_exitcode(status)
-            say(f"{token or 'child'} (pid {pid}) exited with status {code}")
-            send({"event": "exited", "pid": pid, "status": code})
+            self.say(f"{token or 'child'} (pid {pid}) exited with status {code}")
+            self.events({"event": "exited", "pid": pid, "status": code})
 
-    def stop_children(self):
-        """Ask the children still running to stop; reap them for a while."""
+    def stop_children(self, timeout=CHILD_STOP_TIMEOUT):
+        """Ask the children still running to stop; reap them for up to
+        ``timeout`` seconds."""
         for pid in list(self.children):
             try:
                 os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
-        deadline = time.monotonic() + CHILD_STOP_TIMEOUT
+        deadline = time.monotonic() + timeout
         while self.children and time.monotonic() < deadline:
             self.reap()
             if self.children:
                 select.select([self._wake_r], [], [], max(0.0, deadline - time.monotonic()))
                 self._drain_wakeups()
         if self.children:
-            say(f"children {sorted(self.children)} still run; leaving them")
+            self.say(f"children {sorted(self.children)} still run; leaving them")
 
     def _drain_wakeups(self):
         try:

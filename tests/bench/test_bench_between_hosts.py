@@ -119,8 +119,9 @@ def test_interrupted_run_ends_everything_it_started_in_both_namespaces(tmp_path)
         assert any("ipkernel.controller" in c for c in commands_a), commands_a
         assert any("-m bench" in c and "--placement remote-engines" in c
                    for c in commands_a), commands_a
-        engines = [c for c in commands_b if "ipkernel.engine" in c]
-        assert len(engines) == 2, commands_b
+        # one `ipengine -n 2` and its two forked engines (with its command line)
+        engines = [c for c in commands_b if "ipkernel.engine" in c and "-n 2" in c]
+        assert len(engines) == 3, commands_b
         outer.send_signal(signal.SIGINT)
         assert outer.wait(120) == 130, output()
     finally:
