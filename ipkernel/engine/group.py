@@ -28,7 +28,6 @@ import gc
 import os
 import select
 import signal
-import sys
 from pathlib import Path
 
 from ipkernel.engine import zygote
