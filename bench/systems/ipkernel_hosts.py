@@ -10,7 +10,9 @@ would set ``--client-ip`` for each case.  Nothing about encryption is set:
 what ipkernel does between hosts by default is what is measured.
 """
 import functools
+import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -57,7 +59,7 @@ class TwoHostCluster:
         return self
 
     def _start(self):
-        from ipkernel.cluster.launcher import ControllerLauncher, EngineLauncher
+        from ipkernel.cluster.launcher import ControllerLauncher, ProcessLauncher
         from ipkernel.clusterdir import ClusterDir
 
         deadline = time.monotonic() + self.timeout
@@ -71,8 +73,12 @@ class TwoHostCluster:
         # The engines start at once and wait for the FURL file (as LocalCluster's
         # do): the directory is new, so no stale file can be there.  They are
         # one `ipengine -n N` on their host, as a user starts N engines there.
-        group = EngineLauncher(self._cluster, 0, ["-n", self.n])
-        group.argv[:0] = self.placement.prefix(self.placement.engine_ns)
+        log_file = self._cluster.log / "ipengine-group.log"
+        group = ProcessLauncher(
+            "ipengine-group", [*self.placement.prefix(self.placement.engine_ns),
+                               sys.executable, "-m", "ipkernel.engine", "--parent-pid",
+                               os.getpid(), "--cluster-dir", self._cluster.path,
+                               "--logfile", log_file, "-n", self.n], log_file)
         group.is_ready = functools.partial(_group_ready, group, self.n)
         self.engines.append(group)
         group.start()

@@ -97,6 +97,8 @@ class EngineSet(ABC):
             import shlex
             engine_command = shlex.split(engine_command)
         self.engine_command = [str(a) for a in (engine_command or default_engine_command())]
+        from ipkernel.engine.group import refuse_group_args
+        refuse_group_args(engine_args, f"an engine set ({self.mode})")
         self.engine_args = [str(a) for a in engine_args]
         self.name = name or f"{self.mode}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
 

@@ -333,6 +333,8 @@ class EngineLauncher(ProcessLauncher):
 
     def __init__(self, cluster, index, args=(), *, parent_pid=None, env=None, cwd=None,
                  engine_key=None):
+        from ipkernel.engine.group import refuse_group_args
+        refuse_group_args(args, "an engine launcher")
         self.cluster = cluster if isinstance(cluster, ClusterDir) else ClusterDir(cluster)
         self.index = index
         #: The controller's credential key (see :mod:`ipkernel.credentials`):

@@ -19,7 +19,8 @@ one parent are cheaper to switch between).
   parent) exits; the engines stop by themselves when the group is gone.
   An engine that exits is not started again (ipcluster restarts engines);
   the group exits once none runs, with status 0 when every engine exited
-  with 0, else the first other status.
+  with 0, else the first other status (128 + N for an engine killed by
+  signal N, as a shell reports it).
 * It needs Linux and Twisted's epoll reactor (the zygote's conditions,
   :func:`ipkernel.engine.zygote.refresh_problem`); elsewhere it says so and
   exits with status 1: start N ``ipengine`` processes instead.
@@ -57,6 +58,17 @@ def check_options(options):
         raise GroupError(f"${credentials.CREDENTIAL_ENV} registers one engine; start "
                          f"{n} ipengine processes, each with its own credential, or use "
                          f"the engine FURL file")
+
+
+def refuse_group_args(args, where):
+    """Raise ValueError when ``args`` (ipengine arguments given to a launcher
+    that starts one engine per process, named ``where``) ask for a group."""
+    for a in map(str, args):
+        if a in ("-n", "--engines") or a.startswith("--engines=") or (
+                a.startswith("-n") and a[2:].isdigit()):
+            raise ValueError(f"{where} starts and watches one engine per process: leave "
+                             f"{a!r} out of its engine arguments and ask it for more engines "
+                             f"(ipengine -n is for starting engines by hand)")
 
 
 def engine_log(logfile, k):
@@ -113,7 +125,8 @@ class EngineGroup(zygote.Zygote):
                 self.say(f"parent process {self.parent_pid} is gone: stopping the engines")
                 break
         self.stop()
-        return next((s for s in self.statuses if s != 0), 0)
+        status = next((s for s in self.statuses if s != 0), 0)
+        return status if status >= 0 else 128 - status  # killed by a signal: as a shell says
 
     def stop(self):
         """SIGTERM to the engines still running; SIGKILL to those left after

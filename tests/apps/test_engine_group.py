@@ -106,3 +106,15 @@ async def test_a_group_refuses_options_meant_for_one_engine(cluster, args, env, 
     assert await engine.wait(cluster.START_TIMEOUT) == 2
     assert words in engine.output
     assert "forked" not in engine.output
+
+
+@pytest.mark.parametrize("args", [["-n", "2"], ["-n3"], ["--engines", "2"], ["--engines=2"]])
+def test_launchers_that_watch_one_engine_per_process_refuse_a_group(tmp_path, args):
+    from ipkernel.cluster.launcher import EngineLauncher
+    from ipkernel.cluster.ssh import SSHEngineSet
+
+    with pytest.raises(ValueError, match="one engine per process: leave .* out"):
+        EngineLauncher(tmp_path, 0, ["--log-level", "info", *args])
+    with pytest.raises(ValueError, match=r"an engine set \(ssh\)"):
+        SSHEngineSet(tmp_path, engine_args=args, engines={"localhost": 2})
+    EngineLauncher(tmp_path, 0, ["--engine-id", "3", "--no-pulse"])  # (others pass)
