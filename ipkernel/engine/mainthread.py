@@ -24,7 +24,12 @@ call that returns on EINTR).  The SIGINT handler (installed by
 :meth:`~MainThreadExecutor.install_signal_handlers`) tells the cases apart:
 
 * an interrupt asked for by :meth:`interrupt` raises KeyboardInterrupt in
-  the job it was aimed at, and is ignored if that job has already ended;
+  the job it was aimed at, and is ignored if that job has already ended.
+  A signal that lands just before the job enters a blocking call (between
+  two of Python's checks for signals) is only seen once that call returns,
+  so while it is not handled and the job still runs, the signal is sent
+  again every :data:`INTERRUPT_RESEND` seconds (at most
+  :data:`INTERRUPT_RESENDS` times): the blocking call then returns on EINTR;
 * any other SIGINT (Ctrl-C, ``launcher.interrupt()``) interrupts the
   running job; when no job runs it is logged and ignored, unless a second
   one follows within :data:`SIGINT_REPEAT` seconds (Ctrl-C twice at the
@@ -48,6 +53,9 @@ _LOOP = object()   # the reactor thread handed the event loop over
 
 #: Two SIGINTs this close together (seconds) while idle stop the engine.
 SIGINT_REPEAT = 2.0
+#: Seconds after which an interrupt not yet handled is sent again, and how often.
+INTERRUPT_RESEND = 0.2
+INTERRUPT_RESENDS = 25
 
 
 class MainThreadExecutor:
@@ -114,7 +122,19 @@ class MainThreadExecutor:
             if not self._signal_pending:  # at most one of our signals in flight
                 self._signal_pending = True
                 signal.pthread_kill(self._main_ident, signal.SIGINT)
+                self._reactor.callLater(INTERRUPT_RESEND, self._resend, self._aimed,
+                                        INTERRUPT_RESENDS)
             return True
+
+    def _resend(self, aimed, left):
+        """Send the SIGINT aimed at job ``aimed`` again while it is not handled
+        and that job runs (see the module doc)."""
+        with self._lock:
+            if not (self._signal_pending and self._current == aimed == self._aimed):
+                return
+            signal.pthread_kill(self._main_ident, signal.SIGINT)
+        if left > 1:
+            self._reactor.callLater(INTERRUPT_RESEND, self._resend, aimed, left - 1)
 
     def stop(self, reason="stopped"):
         """End :meth:`run` once the jobs submitted so far have run (the one now

@@ -124,3 +124,45 @@ def test_a_plain_job_after_stop_fails_at_once(kind):
     executor.submit_plain(lambda: "ran", (), results.append, failures.append)
     assert results == [] and len(failures) == 1 and failures[0].check(RuntimeError)
 
+
+
+def interrupted_executor(monkeypatch):
+    """An executor whose job 7 runs, interrupted once; the SIGINTs it sends are counted."""
+    from twisted.internet.task import Clock
+
+    reactor = Clock()
+    reactor.callFromThread = lambda f, *args: f(*args)
+    sent = []
+    monkeypatch.setattr(mainthread.signal, "pthread_kill", lambda ident, sig: sent.append(sig))
+    executor = MainThreadExecutor(reactor)
+    executor._handlers_installed = True
+    executor._current = 7
+    assert executor.interrupt() is True
+    return executor, reactor, sent
+
+
+def test_an_interrupt_not_yet_handled_is_sent_again_while_its_job_runs(monkeypatch):
+    # (a SIGINT landing just before a blocking call is only seen once that call returns)
+    executor, reactor, sent = interrupted_executor(monkeypatch)
+    assert sent == [signal.SIGINT]
+    reactor.advance(mainthread.INTERRUPT_RESEND)
+    assert sent == [signal.SIGINT] * 2
+    for _ in range(3 * mainthread.INTERRUPT_RESENDS):
+        reactor.advance(mainthread.INTERRUPT_RESEND)
+    assert len(sent) == 1 + mainthread.INTERRUPT_RESENDS   # bounded
+    assert not reactor.getDelayedCalls()
+
+
+@pytest.mark.parametrize("then", ["handled", "job ended", "another job"])
+def test_an_interrupt_is_not_sent_again_once_handled_or_its_job_is_over(monkeypatch, then):
+    executor, reactor, sent = interrupted_executor(monkeypatch)
+    if then == "handled":
+        with pytest.raises(KeyboardInterrupt):
+            executor._on_sigint(signal.SIGINT, None)
+    elif then == "job ended":
+        executor._end_job()
+    else:
+        executor._current = 8
+    reactor.advance(mainthread.INTERRUPT_RESEND)
+    assert sent == [signal.SIGINT]
+    assert not reactor.getDelayedCalls()
