@@ -92,26 +92,24 @@ class AppError(Exception):
     """A start-up problem to report in one line (the program exits with 1)."""
 
 
-def engine_id_option(text):
-    """``--engine-id``: a non-negative int."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"an engine id is a number 0 or more, not {text!r}")
-    return value
+def _whole_number(minimum, what):
+    """An argparse type: an int of at least ``minimum``, else the error
+    "``what`` ``minimum`` or more"."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{what} {minimum} or more, not {text!r}")
+        return value
+    return parse
 
 
-def engines_option(text):
-    """``-n``: a positive int."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"the number of engines is 1 or more, not {text!r}")
-    return value
+#: ``--engine-id``: a non-negative int.
+engine_id_option = _whole_number(0, "an engine id is a number")
+#: ``-n``: a positive int.
+engines_option = _whole_number(1, "the number of engines is")
 
 
 def build_parser():

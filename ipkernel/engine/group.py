@@ -45,8 +45,6 @@ def check_options(options):
     """Raise :class:`GroupError` when ``options`` (of ``ipengine``) cannot
     be given to several engines at once."""
     n = options.engines
-    if n == 1:
-        return
     if options.engine_id is not None:
         raise GroupError(f"--engine-id names one engine; with -n {n} leave it out (the "
                          f"controller gives each engine its own id)")
@@ -141,10 +139,7 @@ class EngineGroup(zygote.Zygote):
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        while self.children:
-            pid, status = os.waitpid(-1, 0)
-            self.children.pop(pid, None)
-            self.statuses.append(os.waitstatus_to_exitcode(status))
+        self.reap(wait=True)
 
 
 def run(options, argv):

@@ -287,11 +287,11 @@ class Zygote:
             folder = os.path.join(os.path.dirname(folder), "controller")
         sys.argv = [os.path.join(folder, "__main__.py"), *request["argv"]]
 
-    def reap(self):
-        """Report every child that exited."""
+    def reap(self, wait=False):
+        """Report every child that exited (``wait``: until none is left)."""
         while self.children:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                pid, status = os.waitpid(-1, 0 if wait else os.WNOHANG)
             except ChildProcessError:
                 self.children.clear()
                 return
