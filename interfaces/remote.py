@@ -221,6 +221,62 @@ class RIEngine(RemoteInterface, metaclass=_made_from(enginewire.ENGINE_CALLS, _e
         return Outcome
 
 
+#: Longest text of one output chunk (characters): an engine splits longer writes.
+MAX_OUTPUT_TEXT = 1 << 20
+#: Chunks in one output message.
+MAX_OUTPUT_CHUNKS = 1024
+#: A stream name: ``'stdout'`` or ``'stderr'``.
+StreamName = UnicodeConstraint(8)
+#: Text written by user code on an engine.
+OutputText = UnicodeConstraint(MAX_OUTPUT_TEXT)
+
+
+class RIEngineOutput(RemoteInterface):
+    """Where an engine publishes what its user code writes while a command runs
+    (given to the engine in its registration reply, as ``'output'``).
+
+    The controller hands each chunk to the client whose call the engine is
+    running (see :mod:`ipkernel.controller.output`); output of a command
+    nobody listens to is dropped there."""
+
+    __remote_name__ = "RIEngineOutput.v1.ipkernel"
+
+    def output(chunks=ListOf(TupleOf(StreamName, OutputText), maxLength=MAX_OUTPUT_CHUNKS)):
+        """``chunks``: ``(stream name, text)`` pairs, in the order written.
+        Answered once the controller has taken them: an engine that waits
+        for the answer before it answers the command knows its output went
+        first."""
+        return None
+
+    def input(prompt=OutputText):
+        """``input(prompt)`` called by user code: the answer of the client
+        whose call the engine runs, when that call waits interactively
+        (``%px``, a streaming blocking call); else the call fails saying so."""
+        return OutputText
+
+
+class RIOutputListener(RemoteInterface):
+    """A client's listener for the output of its calls (the ``canary`` it
+    gives ``open_session``)."""
+
+    __remote_name__ = "RIOutputListener.v1.ipkernel"
+
+    def output(chunks=ListOf(TupleOf(DeferredId, EngineId, StreamName, OutputText),
+                             maxLength=MAX_OUTPUT_CHUNKS)):
+        """``(call id, engine id, stream name, text)`` for each chunk, in the
+        order the engines wrote them (the call id: the pending-result id of
+        the client's non-blocking call).  A chunk the controller had to drop
+        to stay within its cap is replaced by a note saying so (stream
+        ``'stderr'``)."""
+        return None
+
+    def input(call_id=DeferredId, engine_id=EngineId, prompt=OutputText):
+        """Ask the user of call ``call_id`` for a line (``input(prompt)`` on
+        engine ``engine_id``); fails when nobody waits for that call
+        interactively."""
+        return OutputText
+
+
 class RIEngineRegistrar(RemoteInterface):
     """The controller's engine-facing object (``ipcontroller-engine.furl``)."""
 
@@ -319,6 +375,7 @@ class RIMultiEngine(RemoteInterface,
 
 
 __all__ = ["RIEngine", "RIEngineGate", "RIEngineRegistrar", "RIMultiEngine", "RITaskController",
+           "RIEngineOutput", "RIOutputListener",
            "Targets", "Keys", "Code", "EngineId", "Payload", "Outcome", "TaskId", "TaskSpec",
            # the other constraints the entries made from the tables use
            "Key", "OptionalKeys", "OptionalLine", "DeferredId", "Block", "CommandNumber",

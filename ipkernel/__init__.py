@@ -44,3 +44,16 @@ def _client_multiengine(remote_reference):
 
 if _components.getAdapterFactory(_RemoteReference, _IFullSME, None) is None:
     _components.registerAdapter(_client_multiengine, _RemoteReference, _IFullSME)
+
+
+def load_ipython_extension(ipython):
+    """``%load_ext ipkernel``: the parallel magics (%px, %%px, %autopx, %result;
+    see :mod:`ipkernel.magic`)."""
+    from ipkernel import magic
+    magic.load_ipython_extension(ipython)
+
+
+def unload_ipython_extension(ipython):
+    """``%unload_ext ipkernel``."""
+    from ipkernel import magic
+    magic.unload_ipython_extension(ipython)

@@ -15,13 +15,13 @@ from here too.
 Each client's ``adapt_to_blocking_client()`` gives the blocking client over
 the same connection, for code that runs in another thread than the reactor.
 """
-from foolscap.api import Referenceable
 from twisted.internet import defer
 from twisted.logger import Logger
 
 from ipkernel import fcutil
 from ipkernel.client.connect import DEFAULT_TIMEOUT, default_furl_file, get_reference
 from ipkernel.client.fcmultiengine import FCFullSynchronousMultiEngineClient
+from ipkernel.client.output import OutputListener
 from ipkernel.client.fctask import FCTaskClient
 from ipkernel.clusterdir import TASK_FURL
 from ipkernel.datachannel import DataChannelPeer
@@ -75,11 +75,13 @@ async def _multiengine_over(furl, rref, timeout):
     from twisted.internet import reactor
 
     # A session of our own: our non-blocking results are private to us.  The
-    # canary tells the controller when we are gone, so it drops what it kept for us.
-    session = await rref.callRemote("open_session", Referenceable()).addTimeout(timeout,
-                                                                                 reactor)
+    # canary tells the controller when we are gone, so it drops what it kept
+    # for us; it also takes the live output of our calls.
+    listener = OutputListener()
+    session = await rref.callRemote("open_session", listener).addTimeout(timeout, reactor)
     reference = await _with_lane(session, RIMultiEngine, timeout, furl)
     client = FCFullSynchronousMultiEngineClient(reference, furl=furl)
+    client.output = listener
     client.data = await _join_data_channel(session, furl, timeout)
     return client
 

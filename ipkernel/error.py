@@ -5,12 +5,20 @@ raised by user code on an engine keep their own type; when a call touched
 several engines their errors are bundled in one :class:`CompositeError`.
 When an engine-side exception cannot be rebuilt in the client it arrives as
 :class:`RemoteError`.
+
+In IPython and Jupyter these errors show their engine-side tracebacks, each
+under its ``[engine_id:method]`` label, instead of the client's own frames
+(IPython's ``_render_traceback_`` protocol; see :func:`show_engine_traceback`).
 """
 import sys
 import traceback as _traceback
 
 ENGINE_INFO_ATTR = "_ipkernel_engine_info"
 TRACEBACK_ATTR = "_ipkernel_traceback_text"
+
+#: How many engine tracebacks a CompositeError shows in full in IPython and
+#: Jupyter; each further failed engine gets one line.
+FULL_TRACEBACKS = 4
 
 
 class KernelError(Exception):
@@ -145,6 +153,10 @@ class RemoteError(KernelError):
     def __str__(self):
         return f"{self.ename}: {self.evalue}" if self.evalue else self.ename
 
+    def _render_traceback_(self):
+        """What IPython and Jupyter show: the engine label and the engine-side traceback."""
+        return engine_traceback_lines(self)
+
 
 def engine_label(exc):
     """Return ``'[id:method]'`` for an exception carrying engine info, else
@@ -165,6 +177,61 @@ def tag_exception(exc, engine_id, method, traceback_text=None):
             setattr(exc, TRACEBACK_ATTR, traceback_text)
     except (AttributeError, TypeError):  # exceptions with __slots__ cannot be tagged
         pass
+    return exc
+
+
+def exception_summary(exc):
+    """One line naming ``exc``: ``'ZeroDivisionError: division by zero'``
+    (a RemoteError names the engine-side type)."""
+    try:
+        text = str(exc)
+    except Exception:  # noqa: B902 - a broken __str__ must not hide the error
+        text = "<unprintable>"
+    if not isinstance(exc, RemoteError):
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text.splitlines()[0] if text else text
+
+
+def engine_traceback_lines(exc):
+    """The lines IPython shows for one engine exception: its engine label,
+    then the traceback text the engine formatted (or, without one, the
+    one-line summary of ``exc``; never client-side frames)."""
+    return _EngineTraceback(engine_label(exc), _engine_text(exc))()
+
+
+def _engine_text(exc):
+    return getattr(exc, TRACEBACK_ATTR, None) or exception_summary(exc)
+
+
+class _EngineTraceback:
+    """The ``_render_traceback_`` given to an exception rebuilt from an engine.
+
+    It keeps the label and the text rather than the exception (no reference
+    cycle), and pickles by reference to this module, so the exception still
+    pickles as before.
+    """
+
+    __slots__ = ("label", "text")
+
+    def __init__(self, label, text):
+        self.label = label
+        self.text = text
+
+    def __call__(self):
+        return [self.label, *self.text.rstrip("\n").splitlines()]
+
+
+def show_engine_traceback(exc):
+    """Make IPython and Jupyter show ``exc``, an exception rebuilt in the
+    client from an engine's record, as its ``[engine_id:method]`` label and
+    engine-side traceback (:func:`engine_traceback_lines`) instead of the
+    client's frames.  A class with its own ``_render_traceback_`` keeps it.
+    Returns ``exc``."""
+    if getattr(type(exc), "_render_traceback_", None) is None:
+        try:
+            exc._render_traceback_ = _EngineTraceback(engine_label(exc), _engine_text(exc))
+        except (AttributeError, TypeError):  # a class that refuses new attributes
+            pass
     return exc
 
 
@@ -218,6 +285,27 @@ class CompositeError(KernelError):
 
     def __repr__(self):
         return f"CompositeError({self.message!r}, {len(self.elist)} errors)"
+
+    def _render_traceback_(self):
+        """What IPython and Jupyter show instead of the client-side traceback:
+        the message, the engine-side traceback of the first
+        :data:`FULL_TRACEBACKS` errors, one line for each further error, and
+        how to see them all."""
+        lines = [f"{type(self).__name__}: {self.message}"]
+        for _, value, _ in self.elist[:FULL_TRACEBACKS]:
+            lines += ["", *engine_traceback_lines(value)]
+        rest = self.elist[FULL_TRACEBACKS:]
+        if rest:
+            lines.append("")
+            lines += [f"{engine_label(value)} {exception_summary(value)}" for _, value, _ in rest]
+            lines.append(f"({len(rest)} more tracebacks not shown: e.print_tracebacks() prints "
+                         f"all {len(self.elist)}, where e is this error, e.g. sys.last_value "
+                         f"in IPython)")
+        ok = len(self.results) - len(self.failed)
+        if ok > 0:
+            lines += ["", f"({ok} of {len(self.results)} engines succeeded; their results are "
+                          f"in .results and .successes)"]
+        return lines
 
     def _pick(self, excid):
         try:

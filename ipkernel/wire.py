@@ -408,6 +408,7 @@ def exception_from_record(record):
     if record.engine_info:
         errors.tag_exception(exc, record.engine_info.get("engine_id"),
                              record.engine_info.get("method", "?"), record.traceback)
+        errors.show_engine_traceback(exc)  # IPython and Jupyter show the engine's traceback
     return exc
 
 

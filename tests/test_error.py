@@ -294,3 +294,120 @@ def test_a_composite_error_is_measured_with_the_results_it_keeps():
     # what keeps it (a pending result) is charged for the healthy engine's value
     assert sizes.estimate(info.value) > len(big)
     assert info.value.args[0] == "one or more exceptions from call to method: pull"
+
+
+# --------------------------------------------------------------------------- display in IPython
+
+_ENGINE_ZERO_TEXT = ('Traceback (most recent call last):\n'
+                     '  File "<ipkernel-input-1>", line 1, in <module>\n'
+                     '    1/0\n'
+                     'ZeroDivisionError: division by zero\n')
+
+
+def _engine_zero(engine_id, method="execute"):
+    return _caught(ZeroDivisionError("division by zero"), engine_id, method, _ENGINE_ZERO_TEXT)
+
+
+def test_composite_renders_each_engine_label_and_engine_text_only():
+    ce = _composite(_engine_zero(0), _engine_zero(1))
+    lines = ce._render_traceback_()
+    assert all(isinstance(line, str) and "\n" not in line for line in lines)
+    assert lines[0] == "CompositeError: one or more exceptions from call to method: execute"
+    block = _ENGINE_ZERO_TEXT.splitlines()
+    assert lines[1:] == ["", "[0:execute]", *block, "", "[1:execute]", *block]
+    # the local traceback these errors also carry is not shown
+    assert not any("_raise_in_named_frame" in line or "test_error" in line for line in lines)
+
+
+def test_composite_render_shows_a_few_in_full_then_one_line_per_engine():
+    n = 64
+    ce = _composite(*(_engine_zero(k) for k in range(n)))
+    lines = ce._render_traceback_()
+    full = error.FULL_TRACEBACKS
+    assert [k for k in range(n) if f"[{k}:execute]" in lines] == list(range(full))
+    short = [line for line in lines if line.endswith("] ZeroDivisionError: division by zero")]
+    assert short == [f"[{k}:execute] ZeroDivisionError: division by zero" for k in range(full, n)]
+    assert lines.count("Traceback (most recent call last):") == full
+    assert "e.print_tracebacks()" in lines[-1] and f"{n - full} more" in lines[-1]
+    assert len(lines) < full * (len(_ENGINE_ZERO_TEXT.splitlines()) + 2) + (n - full) + 4
+
+
+def test_composite_render_of_exactly_the_full_number_has_no_summary():
+    ce = _composite(*(_engine_zero(k) for k in range(error.FULL_TRACEBACKS)))
+    lines = ce._render_traceback_()
+    assert lines.count("Traceback (most recent call last):") == error.FULL_TRACEBACKS
+    assert not any("print_tracebacks" in line for line in lines)
+
+
+def test_composite_render_says_how_many_engines_succeeded():
+    zero = _engine_zero(1)
+    ce = CompositeError("one or more exceptions from call to method: execute", [zero],
+                        [None, zero[1], None], [0, 1, 2], [1])
+    assert ce._render_traceback_()[-1] == (
+        "(2 of 3 engines succeeded; their results are in .results and .successes)")
+
+
+def test_composite_render_without_engine_text_shows_the_exception_line_not_local_frames():
+    ce = _composite(_caught(ValueError("local only"), 2, "apply"), _caught(KeyError("k")))
+    lines = ce._render_traceback_()
+    assert lines[1:] == ["", "[2:apply]", "ValueError: local only",
+                         "", "[Engine Exception]", "KeyError: 'k'"]
+
+
+def test_composite_render_leaves_str_and_print_tracebacks_as_they_were():
+    ce = _composite(*(_engine_zero(k) for k in range(6)))
+    ce._render_traceback_()
+    assert str(ce).splitlines()[6] == "[5:execute]: ZeroDivisionError: division by zero"
+    out = io.StringIO()
+    ce.print_tracebacks(file=out)
+    assert out.getvalue().count("Traceback (most recent call last):") == 6
+
+
+def test_remote_error_renders_its_label_and_engine_text():
+    err = RemoteError("WeirdError", "it broke", "Traceback:\n  engine frame\nWeirdError: it broke\n",
+                      {"engine_id": 7, "method": "apply"})
+    assert err._render_traceback_() == ["[7:apply]", "Traceback:", "  engine frame",
+                                        "WeirdError: it broke"]
+    assert RemoteError("Boom", "")._render_traceback_() == ["[Engine Exception]", "Boom"]
+
+
+def test_show_engine_traceback_gives_the_instance_a_renderer_that_pickles():
+    import pickle
+
+    exc = tag_exception(ZeroDivisionError("division by zero"), 3, "execute", _ENGINE_ZERO_TEXT)
+    assert error.show_engine_traceback(exc) is exc
+    expected = ["[3:execute]", *_ENGINE_ZERO_TEXT.splitlines()]
+    assert exc._render_traceback_() == expected
+    assert not hasattr(ZeroDivisionError, "_render_traceback_")  # only this instance
+    assert not hasattr(ZeroDivisionError("other"), "_render_traceback_")
+    back = pickle.loads(pickle.dumps(exc))
+    assert type(back) is ZeroDivisionError and back._render_traceback_() == expected
+
+
+def test_show_engine_traceback_without_text_shows_the_exception_line():
+    exc = tag_exception(NameError("name 'nope' is not defined"), 0, "pull")
+    error.show_engine_traceback(exc)
+    assert exc._render_traceback_() == ["[0:pull]", "NameError: name 'nope' is not defined"]
+
+
+def test_show_engine_traceback_keeps_a_class_own_renderer():
+    class Rendered(Exception):
+        def _render_traceback_(self):
+            return ["own"]
+
+    exc = tag_exception(Rendered("x"), 0, "apply", "engine text\n")
+    error.show_engine_traceback(exc)
+    assert exc._render_traceback_() == ["own"]
+
+
+def test_exception_summary_is_one_line():
+    class Unprintable(Exception):
+        def __str__(self):
+            raise RuntimeError("no str")
+
+    assert error.exception_summary(ZeroDivisionError("division by zero")) == \
+        "ZeroDivisionError: division by zero"
+    assert error.exception_summary(StopIteration()) == "StopIteration"
+    assert error.exception_summary(ValueError("first\nsecond")) == "ValueError: first"
+    assert error.exception_summary(RemoteError("WeirdError", "it broke")) == "WeirdError: it broke"
+    assert error.exception_summary(Unprintable()) == "Unprintable: <unprintable>"

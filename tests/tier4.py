@@ -39,3 +39,7 @@ def require_slurm():
 
 def require_sge():
     require(command_answers("qhost"), "scripts/ci/sge.sh")
+
+
+def require_tmux():
+    require(None if shutil.which("tmux") else "tmux is not on PATH", "scripts/ci/tmux.sh")

@@ -27,10 +27,11 @@ from ipkernel.client.blocking import (CLIENT_DEFAULT, MultiEngineClient, MultiEn
                                       get_multiengine_client)
 from ipkernel.client.blocking_task import TaskClient, get_task_client
 from ipkernel.client.reactor import CallTimeout, ReactorNotRunning, ReactorThreadError
+from ipkernel.client.view import View
 from ipkernel.error import CompositeError, TaskRejectError
 from ipkernel.task.tasks import MapTask, StringTask
 
 __all__ = ["MultiEngineClient", "TaskClient", "get_multiengine_client", "get_task_client",
            "MapTask", "StringTask", "PendingResult", "ResultList", "MultiEngineMapper",
            "ParallelFunction", "CompositeError", "TaskRejectError", "CallTimeout",
-           "ReactorThreadError", "ReactorNotRunning", "CLIENT_DEFAULT"]
+           "ReactorThreadError", "ReactorNotRunning", "CLIENT_DEFAULT", "View"]

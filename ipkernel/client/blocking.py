@@ -19,13 +19,17 @@ timeout, interruptible with Ctrl-C.
 import functools
 import inspect
 import itertools
+import sys
 import threading
 import time
 import weakref
 
+from twisted.logger import Logger
+
 from ipkernel import wire
 from ipkernel.client import progress as _progress
 from ipkernel.client.direct import DIRECT_METHODS, NOT_DIRECT, DirectCalls
+from ipkernel.client.output import in_ipython
 from ipkernel.client.reactor import CallTimeout, ReactorBridge, before_shutdown, default_bridge
 from ipkernel.controller import mapping
 from ipkernel.error import KernelError, NotAPendingResult, ResultNotCompleted
@@ -150,6 +154,43 @@ def _result_list(results):
     return ResultList(results)
 
 
+#: The calls whose results are execute result dicts (which hold the whole output).
+_RESULT_DICTS = frozenset({"execute", "run"})
+#: The calls that run user code: their output streams, and Ctrl-C interrupts them.
+STREAMED = frozenset({"execute", "run", "apply", "raw_map"})
+_NOT_YET = object()
+_log = Logger()
+_callback_pool = None
+_callback_pool_lock = threading.Lock()
+
+
+#: Seconds the interrupt sent after a Ctrl-C may take.
+INTERRUPT_TIMEOUT = 10.0
+
+
+def _in_callback_thread(func, *args):
+    """Run ``func(*args)`` soon in the clients' callback thread (user
+    callbacks may make blocking calls: never in the reactor thread)."""
+    global _callback_pool
+    with _callback_pool_lock:
+        if _callback_pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+            _callback_pool = ThreadPoolExecutor(1, thread_name_prefix="ipkernel-callbacks")
+    _callback_pool.submit(func, *args)
+
+
+def _run_done_callback(fn, pending):
+    """Run ``fn(pending)`` in the clients' callback thread, logging what it raises."""
+    _in_callback_thread(_call_logged, fn, pending)
+
+
+def _call_logged(fn, pending):
+    try:
+        fn(pending)
+    except BaseException:  # noqa: B902 - a user callback: report, carry on
+        _log.failure("the done callback {fn!r} of {pending!r} raised", fn=fn, pending=pending)
+
+
 class PendingResult:
     """The result of a non-blocking (``block=False``) call, fetched on demand.
 
@@ -157,23 +198,41 @@ class PendingResult:
     ``default`` if it is not ready).  The first outcome obtained, a value
     or an exception, is kept: later calls return the same value or raise the
     same exception again.  Pending results sort in the order they were made.
+
+    The habits of ``multiprocessing``/ipyparallel results work too:
+    :meth:`ready`, :meth:`wait`, :meth:`get`, :meth:`successful`,
+    :attr:`elapsed`, :meth:`add_done_callback`; :attr:`done` is True once
+    the call has finished.  What the engines printed while running it is in
+    :attr:`stdout` and :attr:`stderr` (one text per target engine), and
+    :attr:`metadata` has one dict per engine.
     """
 
     _serial = itertools.count()
 
-    def __init__(self, client, result_id, label=None):
+    def __init__(self, client, result_id, label=None, targets=None, stream=False):
         self.client = client
         #: The controller's id of the pending call (a str).
         self.result_id = result_id
         #: What the call was (e.g. ``"execute"``), for messages.
         self.label = label or "call"
+        #: The targets the call was made to (an id, a list of ids, ``'all'``; None: unknown).
+        self.targets = targets
+        #: Whether waiting for it prints the engines' output as it arrives.
+        self.stream = stream
         self._order = next(PendingResult._serial)
         self._lock = threading.RLock()
         self._callbacks = []
+        self._done_callbacks = []
+        self._watched = False
         self._done = False
         self._value = None
         self._error = None
         self._error_tb = None
+        self._submitted = time.time()
+        self._completed = None
+        self._ids = None
+        claim = getattr(client, "_claim_output", None)
+        self._output = claim(result_id) if claim is not None else None
         # reactor-thread state: the one blocking fetch on its way, and its waiters
         self._inflight = None
         self._arrived = None  # ("ok", value) or ("error", Failure) once fetched
@@ -209,8 +268,8 @@ class PendingResult:
         With ``block=False`` return ``default`` when the call has not
         finished yet.  ``timeout`` bounds the wait (default: the client's
         ``timeout``; None waits without limit); when it expires
-        :class:`~ipkernel.client.reactor.CallTimeout` is raised and the
-        result can still be fetched later.
+        :class:`~ipkernel.client.reactor.CallTimeout` (a ``TimeoutError``) is
+        raised and the result can still be fetched later.
         """
         _check_block(block)
         with self._lock:
@@ -219,9 +278,8 @@ class PendingResult:
         outcome = self.client._fetch_pending(self, block, timeout)
         if outcome is None:
             return default
+        self._settle(outcome)
         with self._lock:
-            if not self._done:
-                self._keep(outcome)
             return self._deliver()
 
     @property
@@ -229,12 +287,151 @@ class PendingResult:
         """The result, waiting for it: ``get_result(block=True)``."""
         return self.get_result(block=True)
 
-    @property
-    def done(self):
-        """True once the outcome has been fetched (and is kept here)."""
+    # -- the habits of AsyncResult and Future ----------------------------------------------
+
+    def ready(self):
+        """True once the call has finished (its outcome is then kept here)."""
+        if self._done:
+            return True
+        try:
+            self.get_result(_NOT_YET, block=False)
+        except BaseException:  # noqa: B902
+            if not self._done:  # not the call's outcome (a closed client, Ctrl-C)
+                raise
         return self._done
 
+    @property
+    def done(self):
+        """True once the call has finished (asks the controller if not known yet)."""
+        return self.ready()
+
+    def wait(self, timeout=None):
+        """Wait until the call has finished, at most ``timeout`` seconds (None:
+        no limit); True if it has.  Its outcome is kept, not raised."""
+        try:
+            self.get_result(block=True, timeout=timeout)
+        except CallTimeout:
+            if not self._done:
+                return False
+        except BaseException:  # noqa: B902
+            if not self._done:
+                raise
+        return True
+
+    def get(self, timeout=None):
+        """The value of the call (its exception raised), waiting at most
+        ``timeout`` seconds (None: no limit); ``TimeoutError`` when it is
+        not ready by then: call again to keep waiting."""
+        return self.get_result(block=True, timeout=timeout)
+
+    def successful(self):
+        """True if the call finished without an exception; ValueError if it
+        has not finished."""
+        if not self.ready():
+            raise ValueError(f"the {self.label} call has not finished yet; wait() for it first")
+        return self._error is None
+
+    @property
+    def elapsed(self):
+        """Seconds from sending the call to learning it finished (so far, if not)."""
+        end = self._completed if self._completed is not None else time.time()
+        return end - self._submitted
+
+    def add_done_callback(self, fn):
+        """Call ``fn(self)`` once the call has finished (at once if it has), in
+        a background thread of the client; an exception ``fn`` raises is
+        logged."""
+        with self._lock:
+            if not self._done:
+                self._done_callbacks.append(fn)
+                start = not self._watched
+                self._watched = True
+                fn = None
+        if fn is not None:
+            _run_done_callback(fn, self)
+        elif start:
+            self.client._watch_pending(self)
+
+    # -- what the engines printed ------------------------------------------------------
+
+    def engine_ids(self):
+        """The engines the call went to, in target order (for ``'all'``: the
+        engines registered when first asked, and those that printed)."""
+        if self._ids is None:
+            targets = self.targets
+            if isinstance(targets, int):
+                ids = [targets]
+            elif isinstance(targets, list):
+                ids = list(targets)
+            else:
+                printed = self._output.engine_ids() if self._output is not None else []
+                ids = sorted(set(self._result_ids() or self.client.get_ids()) | set(printed))
+            self._ids = ids
+        return self._ids
+
+    def _result_ids(self):
+        value = self._value if self._done and self._error is None else None
+        if self.label in _RESULT_DICTS and isinstance(value, list) and value and all(isinstance(r, dict) and "id" in r
+                                                     for r in value):
+            return [r["id"] for r in value]
+        return None
+
+    def _texts(self, name):
+        value = self._value if self._done and self._error is None else None
+        by_result = {}
+        if self.label in _RESULT_DICTS and isinstance(value, list) and all(isinstance(r, dict) and "id" in r for r in value):
+            by_result = {r["id"]: r.get(name, "") for r in value}  # execute: the whole text
+        out = []
+        for engine_id in self.engine_ids():
+            if engine_id in by_result:
+                out.append(by_result[engine_id])
+            else:
+                out.append(self._output.text(engine_id, name) if self._output is not None else "")
+        return out
+
+    @property
+    def stdout(self):
+        """What each target engine wrote to stdout during the call (one str per
+        engine, in :meth:`engine_ids` order; so far, if it has not finished)."""
+        return self._texts("stdout")
+
+    @property
+    def stderr(self):
+        """What each target engine wrote to stderr during the call."""
+        return self._texts("stderr")
+
+    @property
+    def metadata(self):
+        """One dict per target engine: ``engine_id``, ``submitted`` and
+        ``completed`` (``time.time()`` values as the client saw them:
+        sending the call, learning it finished; None until then),
+        ``stdout``, ``stderr``."""
+        return [{"engine_id": engine_id, "submitted": self._submitted,
+                 "completed": self._completed, "stdout": out, "stderr": err}
+                for engine_id, out, err in zip(self.engine_ids(), self.stdout, self.stderr)]
+
+    def display_outputs(self):
+        """Print what the engines wrote, ``[stdout:N]``-prefixed per line."""
+        from ipkernel.client.output import prefixed_lines
+
+        for engine_id, out, err in zip(self.engine_ids(), self.stdout, self.stderr):
+            if out:
+                sys.stdout.write(prefixed_lines(engine_id, "stdout", out))
+            if err:
+                sys.stderr.write(prefixed_lines(engine_id, "stderr", err))
+
     # -- internals ------------------------------------------------------------------
+    def _settle(self, outcome):
+        """Keep ``outcome`` unless one is kept already; run the done callbacks."""
+        with self._lock:
+            if self._done:
+                return
+            self._keep(outcome)
+            self._completed = time.time()
+            callbacks, self._done_callbacks = self._done_callbacks, []
+        for fn in callbacks:
+            _run_done_callback(fn, self)
+
     def _keep(self, outcome):
         kind, payload = outcome
         value = error = None
@@ -312,24 +509,26 @@ class MultiEngineMapper:
 
     Made by :meth:`MultiEngineClient.mapper`.  ``dist`` is how the items are
     split over the engines (``'b'`` contiguous blocks, ``'r'`` round
-    robin); ``block=None`` means the client's ``block`` at call time.
+    robin); ``block=None`` means the client's ``block`` at call time;
+    ``chunksize`` is as for :meth:`MultiEngineClient.map`.
     """
 
-    def __init__(self, client, dist="b", targets="all", block=None):
+    def __init__(self, client, dist="b", targets="all", block=None, chunksize=None):
         self.client = client
         self.dist = mapping.check_dist(dist)
         self.targets = _check_targets(targets)
         self.block = None if block is None else _check_block(block)
+        self.chunksize = _progress.check_chunksize(chunksize)
 
     def __repr__(self):
         return (f"<MultiEngineMapper dist={self.dist!r} targets={self.targets!r} "
-                f"block={self.block!r}>")
+                f"block={self.block!r} chunksize={self.chunksize!r}>")
 
     def map(self, func, *sequences, timeout=CLIENT_DEFAULT):
         """Parallel ``list(map(func, *sequences))``: the list of results, in
         order (a PendingResult when not blocking)."""
         return self.client._map(func, sequences, dist=self.dist, targets=self.targets,
-                                block=self.block, timeout=timeout)
+                                block=self.block, timeout=timeout, chunksize=self.chunksize)
 
 
 class ParallelFunction:
@@ -465,6 +664,8 @@ class MultiEngineClient:
         self.progress = progress
         self._block = True
         self._targets = "all"
+        self._stream = None
+        self.interrupt_on_ctrl_c = None
         self._bridge = bridge
 
     def _attach(self, fc):
@@ -497,6 +698,36 @@ class MultiEngineClient:
         self._targets = _check_targets(value)
 
     @property
+    def stream(self):
+        """Whether blocking calls that run user code (execute, apply, map, run)
+        print the engines' output as it is produced, ``[stdout:N]`` before
+        each line.  None (the default): yes in IPython and Jupyter, no in
+        scripts.  Each of those calls takes ``stream=`` too."""
+        return self._stream
+
+    @stream.setter
+    def stream(self, value):
+        if value is not None and not isinstance(value, bool):
+            raise TypeError(f"stream must be True, False or None (automatic), not {value!r}")
+        self._stream = value
+
+    def _streams(self, stream):
+        """Whether a call with ``stream=stream`` streams its output."""
+        if stream is None:
+            stream = self._stream
+        if stream is None:
+            stream = in_ipython()
+        if not isinstance(stream, bool):
+            raise TypeError(f"stream must be True, False or None (automatic), not {stream!r}")
+        return stream
+
+    def _interrupts(self):
+        """Whether Ctrl-C during a blocking call interrupts the engines'
+        command (:attr:`interrupt_on_ctrl_c`; None: in IPython and Jupyter)."""
+        value = self.interrupt_on_ctrl_c
+        return in_ipython() if value is None else bool(value)
+
+    @property
     def timeout(self):
         """Seconds a blocking call may take (None: no limit)."""
         return self._timeout
@@ -511,6 +742,12 @@ class MultiEngineClient:
 
         state = "closed" if self._closed else f"targets={self._targets!r} block={self._block!r}"
         return f"<MultiEngineClient {redacted_furl(self.furl) or '?'} {state}>"
+
+    def activate(self):
+        """Make this client the one the IPython magics (``%px``, ``%autopx``,
+        ``%result``) use, and register them in the running IPython."""
+        from ipkernel import magic
+        magic.activate(self)
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -581,31 +818,112 @@ class MultiEngineClient:
                 holder.append(DirectCalls(holder[0], self._bridge))
             return holder[1]
 
-    def _two_phase(self, method, args, targets, block, timeout, post=None, **kwargs):
+    def _two_phase(self, method, args, targets, block, timeout, post=None, stream=None,
+                   **kwargs):
         targets, block = self._resolve(targets, block)
-        answer = self._call(method, *args, targets=targets, block=block, timeout=timeout,
-                            **kwargs)
+        streaming = method in STREAMED and self._streams(stream) and self._listens()
+        if block and streaming:
+            # sent non-blocking, then waited for: the output of the call is
+            # printed as it comes, and Ctrl-C can interrupt what it runs
+            result_id = self._call(method, *args, targets=targets, block=False,
+                                   timeout=timeout, **kwargs)
+            pending = PendingResult(self, result_id, label=method, targets=targets,
+                                    stream=streaming)
+            if post is not None:
+                pending.add_callback(post)
+            return self._wait_interruptibly(pending, timeout)
+        try:
+            answer = self._call(method, *args, targets=targets, block=block, timeout=timeout,
+                                **kwargs)
+        except KeyboardInterrupt:
+            if block and method in STREAMED:
+                self._interrupt_engines(targets)
+            raise
         if block:
             return post(answer) if post is not None else answer
-        pending = PendingResult(self, answer, label=method)
+        pending = PendingResult(self, answer, label=method, targets=targets, stream=streaming)
         if post is not None:
             pending.add_callback(post)
         return pending
+
+    def _wait_interruptibly(self, pending, timeout):
+        """``pending.get_result(timeout=timeout)``; on Ctrl-C (when
+        :meth:`_interrupts`) the engines' running command is interrupted too."""
+        try:
+            return pending.get_result(timeout=timeout)
+        except KeyboardInterrupt:
+            self._interrupt_engines(pending.targets)
+            self._discard([pending])
+            raise
+
+    def _interrupt_engines(self, targets):
+        """After Ctrl-C in a blocking call to ``targets``: interrupt their running
+        command when :meth:`_interrupts` says so, and say what was done."""
+        if not self._interrupts() or self._closed:
+            return
+        targets = "all" if targets is None else targets
+        try:
+            self.interrupt(targets=targets, block=True, timeout=INTERRUPT_TIMEOUT)
+            said = f"interrupted the command running on engine(s) {targets}"
+        except BaseException as exc:  # noqa: B902 - say so, and let the Ctrl-C through
+            said = f"could not interrupt the engines ({type(exc).__name__}: {exc})"
+        print(f"ipkernel: {said} (mec.interrupt_on_ctrl_c = False leaves them running)",
+              file=sys.stderr)
+
+    def _listens(self):
+        """True when the controller sends this client the live output of its calls."""
+        fc = self._holder[0] if self._holder else None
+        return getattr(fc, "output", None) is not None
+
+    def _claim_output(self, result_id):
+        """The CallOutput of the call ``result_id`` (None: no live output)."""
+        fc = self._holder[0] if self._holder else None
+        listener = getattr(fc, "output", None)
+        return listener.claim(result_id) if listener is not None else None
+
+    def _watch_pending(self, pending):
+        """Fetch ``pending`` in the background; settle it (and run its done
+        callbacks) when it arrives."""
+        def arrived(outcome):
+            if outcome is not None:
+                _in_callback_thread(pending._settle, outcome)
+
+        def start():
+            try:
+                d = pending._fetch_in_reactor(self._fc_now(), True)
+            except Exception:  # noqa: B902 - closed: nothing will arrive
+                return
+            if isinstance(d, tuple):
+                arrived(d)
+            else:
+                d.addCallback(arrived)
+                d.addErrback(lambda f: _log.failure("watching {p!r} failed", f, p=pending))
+        self._bridge.post(start)
 
     def _fetch_pending(self, pending, block, timeout):
         if pending.client is not self:
             raise ValueError("this PendingResult belongs to another client")
         self._check_open()
         timeout = self._resolve_timeout(timeout)
+        output = pending._output
+        pump = {}
+        if block and output is not None and (pending.stream or self._streams(None)):
+            pump = {"wake": output.wake, "pump": output.show}
+        if pump:
+            output.interactive = True   # input() on its engines is asked here
         try:
-            return self._bridge.call(lambda: pending._fetch_in_reactor(self._fc_now(), block),
-                                     timeout=timeout,
-                                     what=f"waiting for the result of {pending.label}")
+            return self._bridge.call_pumping(
+                lambda: pending._fetch_in_reactor(self._fc_now(), block), timeout=timeout,
+                what=f"waiting for the result of {pending.label}", **pump)
         except CallTimeout:
             raise CallTimeout(
                 f"the result of {pending.label} (pending id {pending.result_id}) did not "
                 f"arrive within {timeout:g} s; it is still on its way: call get_result() "
                 f"again to keep waiting") from None
+        finally:
+            if pump:
+                output.interactive = False
+                output.show(final=True)   # the ends of lines, and input() nobody answers now
 
     def _discard(self, pendings):
         """Abort and drop pending results nobody will fetch (fire and forget)."""
@@ -629,10 +947,11 @@ class MultiEngineClient:
     # Each engine method that a row of multienginewire describes is made below
     # the class; those here do more.
 
-    def run(self, filename, targets=None, block=None, *, timeout=CLIENT_DEFAULT):
+    def run(self, filename, targets=None, block=None, *, timeout=CLIENT_DEFAULT, stream=None):
         """Execute the local Python file ``filename`` on the targets (like
         :meth:`execute` of its text)."""
-        return self._two_phase("run", (filename,), targets, block, timeout, _result_list)
+        return self._two_phase("run", (filename,), targets, block, timeout, _result_list,
+                               stream=stream)
 
     def zip_pull(self, keys, targets=None, block=None, *, timeout=CLIENT_DEFAULT):
         """Like :meth:`pull`, transposed: for several keys one tuple per key,
@@ -663,23 +982,33 @@ class MultiEngineClient:
         return self._two_phase("raw_map", (func, seqs), targets, block, timeout, dist=dist)
 
     def map(self, func, *sequences, dist="b", targets="all", block=None,
-            timeout=CLIENT_DEFAULT):
+            timeout=CLIENT_DEFAULT, chunksize=None):
         """Parallel ``list(map(func, *sequences))``: the results, in order.
 
         The items are split over ``targets`` (all engines by default, not
         the client's ``targets``) by ``dist``; ``block=None`` follows the
         client's ``block``.  ``func`` is a callable or the name of a function
         defined on the engines.  Not load balanced.
+
+        A blocking map of many items is sent in chunks, several calls per
+        engine, so that its progress bar advances while it runs; each engine
+        still computes exactly its part of the split, in order.
+        ``chunksize=k`` sets the chunks: ``k`` items per engine call (None:
+        chosen from the number of items and engines, see
+        :func:`ipkernel.client.progress.plan_map`; small maps are one call).
+        A non-blocking map is always one call (:meth:`raw_map`), and takes no
+        ``chunksize``.
         """
         return self._map(func, sequences, dist=dist, targets=targets, block=block,
-                         timeout=timeout)
+                         timeout=timeout, chunksize=chunksize)
 
-    def mapper(self, dist="b", targets="all", block=None):
+    def mapper(self, dist="b", targets="all", block=None, chunksize=None):
         """A :class:`MultiEngineMapper` with these options (``block=None``:
         the client's ``block`` when ``map`` is called)."""
-        return MultiEngineMapper(self, dist=dist, targets=targets, block=block)
+        return MultiEngineMapper(self, dist=dist, targets=targets, block=block,
+                                 chunksize=chunksize)
 
-    def parallel(self, dist="b", targets=None, block=None):
+    def parallel(self, dist="b", targets=None, block=None, chunksize=None):
         """A decorator making a function map itself over the engines::
 
             @mec.parallel()
@@ -689,12 +1018,13 @@ class MultiEngineClient:
             f(range(32))   # [f(0), f(1), ...], computed on the engines
 
         ``targets``/``block`` left at None take the client's attributes now,
-        when decorating.
+        when decorating; ``chunksize`` is as for :meth:`map`.
         """
         targets, block = self._resolve(targets, block)
-        return ParallelFunction(self.mapper(dist=dist, targets=targets, block=block))
+        return ParallelFunction(self.mapper(dist=dist, targets=targets, block=block,
+                                            chunksize=chunksize))
 
-    def _map(self, func, sequences, dist, targets, block, timeout):
+    def _map(self, func, sequences, dist, targets, block, timeout, chunksize=None):
         if not (callable(func) or isinstance(func, str)):
             raise TypeError(f"map needs a callable or the name of a function defined on the "
                             f"engines, not {type(func).__name__}")
@@ -708,13 +1038,18 @@ class MultiEngineClient:
         mapping.check_dist(dist)
         targets = _check_targets(targets)
         block = self._block if block is None else _check_block(block)
-        if block and _progress.wanted(self.progress):
-            return self._map_in_chunks(func, seqs, dist, targets, timeout)
-        return self.raw_map(func, seqs, dist=dist, targets=targets, block=block,
+        chunksize = _progress.check_chunksize(chunksize)
+        if block:
+            return self._map_in_chunks(func, seqs, dist, targets, timeout, chunksize)
+        if chunksize is not None:
+            raise ValueError("chunksize= is for blocking maps: a non-blocking map is one "
+                             "call (use block=True, or leave chunksize out)")
+        return self.raw_map(func, seqs, dist=dist, targets=targets, block=False,
                             timeout=timeout)
 
-    def _map_in_chunks(self, func, seqs, dist, targets, timeout):
-        """A blocking map done as a few consecutive maps, advancing a bar."""
+    def _map_in_chunks(self, func, seqs, dist, targets, timeout, chunksize):
+        """A blocking map, in the chunks of :func:`~ipkernel.client.progress.plan_map`
+        (one ordinary call when that is a single chunk), advancing a bar."""
         timeout = self._resolve_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
 
@@ -725,31 +1060,33 @@ class MultiEngineClient:
             if left <= 0:
                 raise CallTimeout(f"MultiEngineClient.map did not finish within {timeout:g} s")
             return left
-        if targets == "all":
-            n_engines = len(self.get_ids(timeout=remaining()))
-        else:
-            n_engines = 1 if isinstance(targets, int) else len(targets)
         n_items = len(seqs[0])
-        chunks = _progress.plan_chunks(n_items, n_engines)
-        if len(chunks) < 2:
+        if not _progress.may_chunk(n_items, chunksize):  # whatever the number of engines
             return self.raw_map(func, seqs, dist=dist, targets=targets, block=True,
-                                timeout=remaining())
-        parts = [_progress.slice_sequences(seqs, start, stop) for start, stop in chunks]
-        ids = self._call(_submit_chunks, func, parts, dist, targets, timeout=remaining(),
-                         what="map")
-        return self._collect(ids, [stop - start for start, stop in chunks], "map", remaining)
-
-    def _collect(self, ids, sizes, label, remaining):
-        pendings = [PendingResult(self, result_id, label=label) for result_id in ids]
-        results = []
-        try:
-            with _progress.bar(sum(sizes), label, True) as shown:
-                for pending, size in zip(pendings, sizes):
-                    results.extend(pending.get_result(timeout=remaining()))
-                    shown.update(size)
-        except BaseException:
-            self._discard(pendings)
-            raise
+                                timeout=timeout)
+        if targets == "all":
+            # (raw_map would ask for them too: passing them on saves that call)
+            ids = self.get_ids(timeout=remaining())
+        else:
+            ids = [targets] if isinstance(targets, int) else targets
+        plan = _progress.plan_map(n_items, len(ids), chunksize) if ids else [[]]
+        if len(plan) < 2:  # one call (no engines at all: raw_map says so)
+            return self.raw_map(func, seqs, dist=dist, block=True, timeout=remaining(),
+                                targets=ids if targets == "all" and ids else targets)
+        positions = [_progress.chunk_positions(n_items, len(ids), dist, chunk) for chunk in plan]
+        calls = [([_progress.take(seq, where) for seq in seqs], ids[:len(chunk)])
+                 for chunk, where in zip(plan, positions)]
+        with _progress.bar(n_items, "map", _progress.wanted(self.progress)) as shown:
+            chunk_results = self._call(_run_chunks, func, calls, dist,
+                                       lambda k: shown.update(len(positions[k])),
+                                       timeout=remaining(), what="map")
+        results = [None] * n_items
+        for where, values in zip(positions, chunk_results):
+            if len(values) != len(where):
+                raise KernelError(f"a chunk of the map returned {len(values)} results for "
+                                  f"{len(where)} items")
+            for position, value in zip(where, values):
+                results[position] = value
         return results
 
     # -- pending results -------------------------------------------------------------------
@@ -807,17 +1144,46 @@ class MultiEngineClient:
         """The ids of the registered engines, sorted (always blocking)."""
         return self._call("get_ids", timeout=timeout)
 
+    def sync_imports(self, quiet=False, targets=None):
+        """A context manager importing modules here and on the engines::
+
+            with mec.sync_imports():
+                import numpy, os.path as p
+                from math import sqrt
+
+        The import statements run by the block's own code are done here as
+        usual, then, when the block ends, run on ``targets`` (default: the
+        client's) in one blocking call; an import failing there raises
+        :class:`~ipkernel.error.CompositeError`.  Imports made by imported
+        modules or by functions called in the block are not sent, nor
+        relative ones; nothing is sent if the block raises.  Unless
+        ``quiet``, prints ``importing numpy on engine(s)`` per statement.
+        """
+        from ipkernel.client.syncimports import SyncImports
+
+        targets = self._targets if targets is None else _check_targets(targets)
+        return SyncImports(lambda lines: self.execute(lines, targets=targets, block=True),
+                           quiet=quiet)
+
     # -- dictionary interface ---------------------------------------------------------------
 
     def __setitem__(self, key, value):
         if not isinstance(key, str):
-            raise TypeError(f"engine variable names are str, not {type(key).__name__}")
+            raise TypeError(f"engine variable names are str, not {type(key).__name__}; "
+                            f"use a view for engines: client[0][name] = value")
         self.push({key: value})
 
     def __getitem__(self, key):
-        if not isinstance(key, str):
-            raise TypeError(f"engine variable names are str, not {type(key).__name__}")
-        return self.pull(key)
+        """``client['a']``: ``pull('a')``.  ``client[0]``, ``client[[0, 2]]``,
+        ``client[1:3]``, ``client[:]``: a :class:`~ipkernel.client.view.View`
+        of those engines (a slice is over the ids registered now)."""
+        if isinstance(key, str):
+            return self.pull(key)
+        from ipkernel.client.view import View, select_targets
+
+        if isinstance(key, bool) or not isinstance(key, (int, slice, list, tuple, range)):
+            select_targets(key, [])  # raises the TypeError saying what indexes a client
+        return View(self, select_targets(key, self.get_ids()))
 
     __iter__ = None  # __getitem__ takes names, not positions
 
@@ -904,6 +1270,8 @@ def _blocking_signature(call):
                inspect.Parameter("block", kind, default=None),
                inspect.Parameter("timeout", inspect.Parameter.KEYWORD_ONLY,
                                  default=CLIENT_DEFAULT)]
+    if call.name in STREAMED:
+        params.append(inspect.Parameter("stream", inspect.Parameter.KEYWORD_ONLY, default=None))
     return signature.replace(parameters=params)
 
 
@@ -911,7 +1279,8 @@ def _blocking_method(call):
     """MultiEngineClient's ``<name>`` for the multi-engine call ``call``: the
     async client's, waited for (a PendingResult with ``block=False``)."""
     signature = _blocking_signature(call)
-    names = [n for n in signature.parameters if n not in ("self", "targets", "block", "timeout")]
+    names = [n for n in signature.parameters
+             if n not in ("self", "targets", "block", "timeout", "stream")]
     post = _result_list if call.result == multienginewire.COMMAND_RESULTS else None
 
     def method(self, *args, **kwargs):
@@ -919,7 +1288,8 @@ def _blocking_method(call):
         bound.apply_defaults()
         given = bound.arguments
         return self._two_phase(call.name, tuple(given[n] for n in names), given["targets"],
-                               given["block"], given["timeout"], post)
+                               given["block"], given["timeout"], post,
+                               stream=given.get("stream"))
     method.__name__ = call.name
     method.__qualname__ = f"MultiEngineClient.{call.name}"
     method.__signature__ = signature
@@ -933,23 +1303,68 @@ for _call in multienginewire.MULTIENGINE_CALLS:
 del _call
 
 
-def _submit_chunks(fc, func, parts, dist, targets):
-    """Submit one non-blocking map per chunk, in order; the list of pending ids
-    (reactor thread)."""
-    async def submit():
-        ids = []
-        try:
-            for seqs in parts:
-                ids.append(await fc.raw_map(func, seqs, dist=dist, targets=targets, block=False))
-        except BaseException:
-            for result_id in ids:  # nobody will fetch these
-                d = fc.abort(result_id)
-                d.addBoth(lambda _, i=result_id: fc.get_pending_deferred(i, True))
-                d.addErrback(lambda _: None)
-            raise
-        return ids
+def _run_chunks(fc, func, calls, dist, landed):
+    """Run the chunks of a map: ``calls`` is a list of ``(seqs, targets)``.
+
+    Reactor thread.  Every chunk is submitted as a non-blocking map at once,
+    in order (an engine runs its pieces in that order), and fetched as soon as
+    it is submitted; ``landed(k)`` is called as chunk ``k`` arrives.  A
+    Deferred of the list of the chunks' results.  On the first failure, or
+    when cancelled (timeout, Ctrl-C), the chunks not yet in are aborted,
+    later answers are dropped, and nothing more is submitted.
+    """
     from twisted.internet import defer
-    return defer.Deferred.fromCoroutine(submit())
+
+    results = [None] * len(calls)
+    unfetched = set()  # ids submitted whose results have not arrived
+    state = {"over": False, "left": len(calls)}
+
+    def give_up():
+        state["over"] = True
+        for result_id in list(unfetched):
+            fc.abort(result_id).addErrback(lambda _: None)  # its fetch drains it
+
+    done = defer.Deferred(canceller=lambda _: give_up())
+
+    def fail(failure):
+        if not state["over"]:
+            give_up()
+            done.errback(failure)
+
+    def arrived(value, k, result_id):
+        unfetched.discard(result_id)
+        if state["over"]:
+            return
+        results[k] = value
+        state["left"] -= 1
+        landed(k)
+        if not state["left"]:
+            state["over"] = True
+            done.callback(results)
+
+    def failed(failure, result_id):
+        unfetched.discard(result_id)
+        fail(failure)
+
+    def submitted(result_id, k):
+        if state["over"]:  # given up meanwhile: nobody wants it
+            d = fc.abort(result_id)
+            d.addBoth(lambda _: fc.get_pending_deferred(result_id, True))
+            d.addErrback(lambda _: None)
+            return
+        unfetched.add(result_id)
+        fetch = fc.get_pending_deferred(result_id, True)
+        fetch.addCallbacks(arrived, failed, callbackArgs=(k, result_id),
+                           errbackArgs=(result_id,))
+
+    for k, (seqs, targets) in enumerate(calls):
+        if state["over"]:
+            break
+        d = fc.raw_map(func, seqs, dist=dist, targets=targets, block=False)
+        d.addCallbacks(submitted, fail, callbackArgs=(k,))
+    if not calls:
+        done.callback(results)
+    return done
 
 
 def get_multiengine_client(furl_or_file="", **options):

@@ -130,8 +130,24 @@ class TaskClient:
         return self._call("abort", taskid)
 
     def barrier(self, taskids):
-        """Wait until all ``taskids`` have finished."""
-        return self._call("barrier", taskids)
+        """Wait until all ``taskids`` (an id or a list of ids) have finished.
+
+        Many ids are waited for in small batches (see
+        :func:`~ipkernel.client.progress.plan_batches`), advancing a progress
+        bar (see ``progress``)."""
+        if isinstance(taskids, int):
+            return self._call("barrier", taskids)
+        ids = list(taskids)
+        batches = _progress.plan_batches(len(ids))
+        if len(batches) < 2:
+            return self._call("barrier", ids)
+        with _progress.bar(len(ids), "barrier", _progress.wanted(self.progress),
+                           unit="task") as shown:
+            def wait(fc):
+                return _each([fc.barrier(ids[a:b]) for a, b in batches],
+                             lambda k: shown.update(batches[k][1] - batches[k][0]))
+            self._call_with(wait, what="TaskClient.barrier")
+        return None
 
     def spin(self):
         """Make the controller start what it can now."""
@@ -194,18 +210,86 @@ class BlockingTaskMapper:
     def map(self, func, *sequences):
         """The results in order, or (``block=False``) the task ids.
 
-        A long blocking map shows a progress bar (see the client's ``progress``)."""
+        A blocking map waits for its results in small batches (see
+        :func:`~ipkernel.client.progress.plan_batches`); when it takes a
+        while a progress bar shows them arrive (see the client's ``progress``)."""
         options = self.options
+        if not options["block"]:
+            return self.client._call_with(lambda fc: fc.mapper(**options).map(func, *sequences))
         total = min((len(s) for s in sequences), default=0) if _all_sized(sequences) else None
-        show = options["block"] and total and _progress.wanted(self.client.progress)
-        with _progress.bar(total, "map", bool(show), unit="task") as shown:
-            def invoke(fc):
-                return fc.mapper(**options).map(func, *sequences, progress=shown.update)
-            return self.client._call_with(invoke)
+        show = bool(total) and _progress.wanted(self.client.progress)
+        with _progress.bar(total, "map", show, unit="task") as shown:
+            return self.client._call_with(
+                lambda fc: _map_tasks(fc, options, func, sequences, shown.update))
 
 
 def _all_sized(sequences):
     return all(hasattr(s, "__len__") for s in sequences)
+
+
+def _map_tasks(fc, options, func, sequences, advance):
+    """A blocking task map (reactor thread): submit the tasks, then fetch their
+    results in batches, calling ``advance(n)`` as ``n`` more arrive; a Deferred
+    of the results (the first failed task's exception, in order, is raised).
+    Cancelled (Ctrl-C, timeout), it aborts the tasks whose results have not
+    arrived: nobody else knows their ids."""
+    from twisted.internet import defer
+
+    async def run():
+        ids = await fc.mapper(**dict(options, block=False)).map(func, *sequences)
+        batches = _progress.plan_batches(len(ids))
+        landed = set()
+
+        def arrived(k):
+            landed.add(k)
+            advance(batches[k][1] - batches[k][0])
+        try:
+            fetched = await _each([fc.get_task_results(ids[a:b], block=True)
+                                   for a, b in batches], arrived)
+        except defer.CancelledError:
+            for k, (a, b) in enumerate(batches):
+                if k not in landed:
+                    for taskid in ids[a:b]:  # (one that has finished meanwhile: IndexError)
+                        fc.abort(taskid).addErrback(lambda _: None)
+            raise
+        results = []
+        for pairs in fetched:
+            for ok, value in pairs:
+                if not ok:
+                    raise value
+                results.append(value)
+        return results
+    return defer.Deferred.fromCoroutine(run())
+
+
+def _each(deferreds, landed):
+    """A Deferred of the results of ``deferreds``, in order, calling
+    ``landed(k)`` as the k-th fires; the first failure fails it at once (and
+    later outcomes are dropped, as when it is cancelled)."""
+    from twisted.internet import defer
+
+    results = [None] * len(deferreds)
+    state = {"left": len(deferreds), "over": False}
+    done = defer.Deferred(canceller=lambda _: state.update(over=True))
+
+    def arrived(value, k):
+        if not state["over"]:
+            results[k] = value
+            state["left"] -= 1
+            landed(k)
+            if not state["left"]:
+                state["over"] = True
+                done.callback(results)
+
+    def failed(failure):
+        if not state["over"]:
+            state["over"] = True
+            done.errback(failure)
+    for k, d in enumerate(deferreds):
+        d.addCallbacks(arrived, failed, callbackArgs=(k,))
+    if not deferreds:
+        done.callback(results)
+    return done
 
 
 def get_task_client(furl_or_file="", **options):

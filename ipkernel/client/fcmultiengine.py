@@ -63,6 +63,9 @@ class FCFullSynchronousMultiEngineClient:
         self.furl = furl
         self._post = {}  # deferred id -> function applied when the result is fetched
         self.data = None
+        #: The :class:`~ipkernel.client.output.OutputListener` the controller
+        #: sends the live output of this client's calls to (None: no output).
+        self.output = None
 
     @property
     def data(self):

@@ -9,7 +9,7 @@ import functools
 from twisted.internet import defer
 from twisted.python.failure import Failure
 from ipkernel import framing, serialize, wire
-from ipkernel.engine.taskbody import DependGate, string_task
+from ipkernel.engine.taskbody import CaptureOutput, Captured, DependGate, string_task, uncaptured
 from ipkernel.interfaces.task import ITask
 from ipkernel.task.tasks import MapTask, StringTask, TaskResult
 
@@ -18,12 +18,13 @@ def task_spec(task):
     """The wire form of ``task`` (a StringTask or MapTask)."""
     if isinstance(task, StringTask):
         kind = "string"
-        body = {"func": serialize.serialize(string_task),
+        body = {"func": serialize.serialize(CaptureOutput(string_task)),
                 "args": serialize.serialize((task.push, task.expression, task.pull)),
                 "kwargs": serialize.serialize({})}
     elif isinstance(task, MapTask):
         kind = "map"
-        body = {"func": task._function, "args": serialize.serialize(task.args),
+        body = {"func": serialize.serialize(CaptureOutput(task._function)),
+                "args": serialize.serialize(task.args),
                 "kwargs": serialize.serialize(task.kwargs)}
     else:
         raise TypeError(f"run takes a StringTask or a MapTask, not {type(task).__name__}")
@@ -36,18 +37,34 @@ def task_spec(task):
             "body": body}
 
 
-def open_result(outcome):
-    """Turn a wire result into the task's result (raising its error)."""
+def _opened(payload, on_output=None):
+    """A task's value from its Serialized ``payload``, and what it printed
+    (given to ``on_output(engine_id, stdout, stderr)`` when there is some)."""
+    value = serialize.unserialize(payload)
+    if isinstance(value, Captured) and on_output is not None:
+        on_output(value.engine_id, value.stdout, value.stderr)
+    return uncaptured(value)[0]
+
+
+def open_result(outcome, on_output=None):
+    """Turn a wire result into the task's result (raising its error); what
+    a MapTask printed goes to ``on_output(engine_id, stdout, stderr)``, what
+    a StringTask printed to its TaskResult's ``stdout``/``stderr``."""
     outcome = wire.raise_if_error(outcome)
     if outcome is None:
         return None
     if outcome[0] == "map":
-        return serialize.unserialize(outcome[1])
+        return _opened(outcome[1], on_output)
     _, ok, payload, meta = outcome
     if ok:
-        tr = TaskResult(serialize.unserialize(payload), meta["engineid"])
+        results, stdout, stderr = uncaptured(serialize.unserialize(payload))
+        tr = TaskResult(results, meta["engineid"])
+        tr.stdout, tr.stderr = stdout, stderr
     else:
-        tr = TaskResult({}, meta["engineid"], failure=Failure(wire.exception_from_record(payload)))
+        exc = wire.exception_from_record(payload)
+        tr = TaskResult({}, meta["engineid"], failure=Failure(exc))
+        tr.stdout = getattr(exc, "_ipkernel_stdout", "")
+        tr.stderr = getattr(exc, "_ipkernel_stderr", "")
     tr.taskid = meta["taskid"]
     tr.submitted, tr.completed, tr.duration = meta["submitted"], meta["completed"], meta["duration"]
     return tr
@@ -82,23 +99,24 @@ def specs_to_wire(specs):
     return templates, framing.pack_ints(refs), framing.pack(args)
 
 
-def results_from_wire(outcome, count):
-    """The ``(ok, value)`` pairs of a ``get_task_results`` answer."""
+def results_from_wire(outcome, count, on_output=None):
+    """The ``(ok, value)`` pairs of a ``get_task_results`` answer (what the
+    tasks printed goes to ``on_output``, see :func:`open_result`)."""
     indexes, values, others = outcome
     pairs = [None] * count
     for k, value in zip(framing.unpack_ints(indexes), framing.unpack(values)):
-        pairs[k] = (True, serialize.unserialize(value))
+        pairs[k] = (True, _opened(value, on_output))
     rest = iter(others)
     for k in range(count):
         if pairs[k] is None:
-            pairs[k] = open_pair(next(rest))
+            pairs[k] = open_pair(next(rest), on_output)
     return pairs
 
 
-def open_pair(outcome):
+def open_pair(outcome, on_output=None):
     """``(True, result)`` or ``(False, exception)`` for one wire outcome."""
     try:
-        return True, open_result(outcome)
+        return True, open_result(outcome, on_output)
     except Exception as exc:
         return False, exc
 
@@ -127,6 +145,9 @@ class FCTaskClient:
     def __init__(self, remote_reference, furl=None):
         self.remote_reference = remote_reference
         self.furl = furl
+        #: ``on_output(engine_id, stdout, stderr)``: called (reactor thread)
+        #: with what a MapTask printed when its result is fetched (None: dropped).
+        self.on_output = None
 
     def __repr__(self):
         from ipkernel.fcutil import redacted_furl
@@ -178,7 +199,8 @@ class FCTaskClient:
         except Exception:
             return defer.fail()
         d = self.remote_reference.callRemote("get_task_results", ids, bool(block))
-        return d.addCallback(wire.raise_if_error).addCallback(results_from_wire, len(ids))
+        return d.addCallback(wire.raise_if_error).addCallback(results_from_wire, len(ids),
+                                                              self.on_output)
 
     def get_task_result(self, taskid, block=False):
         """The task's result (None while unfinished, unless ``block``)."""
@@ -187,7 +209,7 @@ class FCTaskClient:
         except TypeError:
             return defer.fail()
         d = self.remote_reference.callRemote("get_task_result", taskid, bool(block))
-        return d.addCallback(open_result)
+        return d.addCallback(open_result, self.on_output)
 
     def abort(self, taskid):
         """Abort a queued or running task (IndexError if it already finished)."""

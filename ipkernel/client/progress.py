@@ -1,35 +1,61 @@
-"""Progress bars for long blocking calls (``map``, ``barrier``, parallel functions).
+"""Chunked maps and progress bars for long blocking calls (``map``, ``barrier``,
+parallel functions, task maps).
 
-A bar (tqdm) appears only when all of these hold:
+**Chunks.**  A blocking multi-engine map of many items is sent as a few
+consecutive *chunks* (see :func:`plan_map`), each one call over the engines.
+Every engine still gets exactly the items an unchunked map would give it (its
+one part of the split by ``dist``), in order, only spread over several calls,
+so results, order and which engine computes what are the same either way.
+The plan depends only on the number of items, the number of engines and
+``chunksize``: never on whether a bar is shown.  Task maps and task barriers
+wait for their tasks in small batches (:func:`plan_batches`).
+
+**Bars.**  A bar (tqdm) advances as chunks, batches or results arrive, and
+appears only when all of these hold:
 
 * the client's ``progress`` attribute is true (the default),
 * the environment variable ``IPKERNEL_PROGRESS`` is not ``0``/``false``/``no``/``off``,
-* standard error is a terminal, or the code runs in a Jupyter kernel (then
-  tqdm's notebook bar is used),
+* standard error is a terminal, or the code runs in a Jupyter kernel (there a
+  widget when ipywidgets is installed, else a text bar: see :func:`bar_class`),
 * and the call has lasted more than :data:`DELAY` seconds.
-
-A map can only report progress if it is done in pieces, so a blocking map
-that may show a bar is split into a few consecutive *chunks* (see
-:func:`plan_chunks`); each chunk is an ordinary map over all the targets,
-and the bar advances as chunks complete.
 """
+import importlib
+import math
 import os
 import sys
 
-__all__ = ["DELAY", "MAX_CHUNKS", "ENV_VAR", "enabled_by_environment", "stderr_is_terminal",
-           "stream", "in_notebook", "wanted", "plan_chunks", "slice_sequences", "bar"]
+from ipkernel.controller import mapping
+
+__all__ = ["DELAY", "ENV_VAR", "MAX_CALLS", "MIN_CHUNKS", "MAX_CHUNKS", "MIN_PIECE",
+           "TASK_BATCHES", "MAX_BATCH", "enabled_by_environment", "stderr_is_terminal",
+           "stream", "in_notebook", "widgets_available", "bar_class", "wanted",
+           "check_chunksize", "may_chunk", "plan_map", "chunk_positions", "take",
+           "plan_batches", "bar"]
 
 #: Seconds a call must last before its bar is drawn.
 DELAY = 1.0
 #: Least seconds between two redraws of a bar.
 MIN_INTERVAL = 0.1
-#: The most chunks a map is split into.
-MAX_CHUNKS = 8
 #: Set to 0 to switch progress bars off.
 ENV_VAR = "IPKERNEL_PROGRESS"
 
+#: A long map is spread over about this many engine calls in all ...
+MAX_CALLS = 20
+#: ... in at least this many chunks, however many engines there are ...
+MIN_CHUNKS = 4
+#: ... and at most this many (each chunk costs about one round trip more) ...
+MAX_CHUNKS = 8
+#: ... of at least this many items per engine call (smaller maps: one call).
+MIN_PIECE = 8
+#: A task map or task barrier waits for its tasks in about this many batches ...
+TASK_BATCHES = 20
+#: ... of at most this many tasks each.
+MAX_BATCH = 1000
+
 _OFF_WORDS = ("0", "false", "no", "off")
 
+
+# -- when a bar is shown, and which --------------------------------------------------------
 
 def enabled_by_environment():
     """False when ``$IPKERNEL_PROGRESS`` switches progress bars off."""
@@ -37,7 +63,7 @@ def enabled_by_environment():
 
 
 def stream():
-    """Where bars are drawn: the current ``sys.stderr``."""
+    """Where text bars are drawn: the current ``sys.stderr``."""
     return sys.stderr
 
 
@@ -61,37 +87,133 @@ def in_notebook():
     return shell is not None and hasattr(shell, "kernel")
 
 
+def widgets_available():
+    """True when ipywidgets can be imported (tqdm's notebook bar needs it)."""
+    try:
+        importlib.import_module("ipywidgets")
+    except ImportError:
+        return False
+    return True
+
+
+def bar_class():
+    """The tqdm class bars are made with.
+
+    In a Jupyter kernel with ipywidgets installed: tqdm's widget bar
+    (``tqdm.notebook``).  Anywhere else, a notebook without ipywidgets
+    included: the text bar (``tqdm.std``), written to standard error.
+    (``tqdm.auto`` would pick the widget bar without ipywidgets too, and warn
+    "IProgress not found" instead of drawing it.)
+    """
+    if in_notebook() and widgets_available():
+        from tqdm.notebook import tqdm
+    else:
+        from tqdm.std import tqdm
+    return tqdm
+
+
 def wanted(setting):
     """Whether a call may show a bar, given the client's ``progress`` setting."""
     return (bool(setting) and enabled_by_environment()
             and (stderr_is_terminal() or in_notebook()))
 
 
-def plan_chunks(n_items, n_engines, max_chunks=MAX_CHUNKS):
-    """Split ``range(n_items)`` into consecutive ``(start, stop)`` chunks.
+# -- the plan of a chunked map -------------------------------------------------------------
 
-    Every chunk holds at least ``n_engines`` items (so each engine gets work
-    in every chunk) and at most ``max_chunks`` chunks are made; sizes differ
-    by at most one, larger chunks first.  A single chunk means "do not split".
-    """
-    if n_items <= 0:
-        return [(0, max(n_items, 0))]
-    count = min(max_chunks, n_items // max(n_engines, 1))
-    if count < 2:
-        return [(0, n_items)]
-    size, extra = divmod(n_items, count)
-    chunks, start = [], 0
+def check_chunksize(chunksize):
+    """``chunksize`` if it is None or a positive int, else TypeError/ValueError."""
+    if chunksize is None:
+        return None
+    if isinstance(chunksize, bool) or not isinstance(chunksize, int):
+        raise TypeError(f"chunksize must be a positive int (items per engine call) or None, "
+                        f"not {chunksize!r}")
+    if chunksize < 1:
+        raise ValueError(f"chunksize must be a positive int (items per engine call) or None, "
+                         f"not {chunksize!r}")
+    return chunksize
+
+
+def _pieces(size, count=None, chunksize=None):
+    """``(start, stop)`` pieces of ``range(size)``: ``count`` pieces differing
+    by at most one item, larger first; or pieces of ``chunksize`` items."""
+    if chunksize is not None:
+        return [(a, min(a + chunksize, size)) for a in range(0, size, chunksize)]
+    small, extra = divmod(size, count)
+    pieces, start = [], 0
     for k in range(count):
-        stop = start + size + (k < extra)
-        chunks.append((start, stop))
+        stop = start + small + (k < extra)
+        pieces.append((start, stop))
         start = stop
-    return chunks
+    return pieces
 
 
-def slice_sequences(sequences, start, stop):
-    """The items ``start:stop`` of each sequence, as a list of sequences."""
-    return [seq[start:stop] for seq in sequences]
+def plan_map(n_items, n_engines, chunksize=None):
+    """The chunks of a blocking map of ``n_items`` over ``n_engines`` engines.
 
+    Each chunk is the list, for engines ``0, 1, ...`` (in target order, those
+    with nothing to do in it left off the end), of the ``(start, stop)``
+    offsets of their piece within their own part of the unchunked split.
+    One chunk means "one ordinary call".
+
+    ``chunksize`` (items per engine call) fixes the pieces; None picks a
+    plan: about :data:`MAX_CALLS` engine calls in all, in
+    :data:`MIN_CHUNKS` to :data:`MAX_CHUNKS` chunks, with at least
+    :data:`MIN_PIECE` items per call (else one chunk).
+    In every chunk the engines' piece sizes differ by at most one, larger
+    first, like the parts of any split, so a chunk is split over its engines
+    exactly into those pieces.
+    """
+    n_engines = max(n_engines, 1)
+    small, extra = divmod(max(n_items, 0), n_engines)
+    sizes = [small + (e < extra) for e in range(n_engines)]
+    if chunksize is None:
+        count = min(MAX_CHUNKS, max(MIN_CHUNKS, MAX_CALLS // n_engines), small // MIN_PIECE)
+        if count < 2:
+            return [[(0, size) for size in sizes if size]]
+        pieces = [_pieces(size, count=count) for size in sizes]
+    else:
+        pieces = [_pieces(size, chunksize=chunksize) for size in sizes]
+    chunks = [[engine[j] for engine in pieces if j < len(engine) and engine[j][1] > engine[j][0]]
+              for j in range(max(len(p) for p in pieces))]
+    return chunks or [[]]
+
+
+def may_chunk(n_items, chunksize=None):
+    """False when a map of ``n_items`` is one call whatever the number of engines."""
+    if chunksize is None:
+        return n_items >= 2 * MIN_PIECE
+    return n_items > chunksize
+
+
+def chunk_positions(n_items, n_engines, dist, chunk):
+    """The positions in the mapped sequences of the items of ``chunk`` (a
+    chunk of :func:`plan_map`), in the order a map over the chunk returns them."""
+    parts = mapping.partitions(range(n_items), n_engines, dist)
+    return mapping.join([parts[e][start:stop] for e, (start, stop) in enumerate(chunk)], dist)
+
+
+def take(seq, positions):
+    """The items of ``seq`` at ``positions``: a numpy array for a numpy array,
+    else a list."""
+    ndarray = sys.modules.get("numpy")
+    if ndarray is not None and isinstance(seq, ndarray.ndarray):
+        return seq[positions]
+    if not isinstance(seq, (list, tuple, range, str, bytes, bytearray)):
+        seq = list(seq)  # (indexing other sequences may not be by position)
+    return [seq[i] for i in positions]
+
+
+# -- task batches --------------------------------------------------------------------------
+
+def plan_batches(n_tasks):
+    """Consecutive ``(start, stop)`` batches of ``range(n_tasks)`` that a task
+    map or barrier waits for one by one: about :data:`TASK_BATCHES` of them,
+    of at most :data:`MAX_BATCH` tasks."""
+    size = min(MAX_BATCH, max(1, math.ceil(n_tasks / TASK_BATCHES)))
+    return [(a, min(a + size, n_tasks)) for a in range(0, n_tasks, size)]
+
+
+# -- bars ----------------------------------------------------------------------------------
 
 class _NoBar:
     """Stands in for a bar when none is shown."""
@@ -112,15 +234,15 @@ class _NoBar:
 def bar(total, desc, enabled, unit="it"):
     """A context-managed bar of ``total`` steps (a do-nothing one unless ``enabled``).
 
-    The bar is drawn on standard error only once :data:`DELAY` seconds have
-    passed, and is removed when closed.
+    The bar (of :func:`bar_class`) is drawn only once :data:`DELAY` seconds
+    have passed; once drawn it stays, at its final count, when closed (a bar
+    never drawn leaves nothing).  Its ``update`` may be called from the
+    reactor thread.
     """
     if not enabled:
         return _NoBar()
-    if in_notebook():
-        from tqdm.auto import tqdm
-    else:
-        from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit=unit, delay=DELAY, leave=False, file=stream(),
-                mininterval=MIN_INTERVAL, dynamic_ncols=True)
+    # miniters=1: steps differ in size, and tqdm's adaptive miniters would then
+    # skip drawing some of them
+    return bar_class()(total=total, desc=desc, unit=unit, delay=DELAY, leave=True,
+                       file=stream(), mininterval=MIN_INTERVAL, miniters=1,
+                       dynamic_ncols=True)

@@ -198,6 +198,8 @@ class _Call:
         self.timeout = timeout
         self.what = what
         self.done = threading.Event()
+        #: True once the outcome is in (``done`` may also be set by others: see call_pumping)
+        self.finished = False
         self.value = None
         self.failure = None
         self.deferred = None
@@ -234,6 +236,7 @@ class _Call:
                 self.failure = outcome
             else:
                 self.value = outcome
+        self.finished = True
         self.done.set()
         return None  # the outcome is delivered through this object, not the chain
 
@@ -286,6 +289,14 @@ class ReactorBridge:
         propagates at once.  From the reactor thread:
         :class:`ReactorThreadError`.
         """
+        return self.call_pumping(func, *args, timeout=timeout, what=what, **kwargs)
+
+    def call_pumping(self, func, *args, timeout=None, what=None, wake=None, pump=None,
+                     **kwargs):
+        """:meth:`call`, running ``pump()`` in the waiting thread each time the
+        ``threading.Event`` ``wake`` is set (and once the call is over, before
+        returning or raising): how a blocking call prints what arrives while
+        it waits."""
         what = what or _describe(func)
         if timeout is not None:
             timeout = float(timeout)
@@ -301,10 +312,16 @@ class ReactorBridge:
                 f"ipkernel.asyncclient, or run blocking code in another thread "
                 f"(twisted.internet.threads.deferToThread)")
         call = _Call(self, func, args, kwargs, timeout, what)
+        if wake is not None:
+            call.done = wake   # (set by the call's end too)
         deadline = None if timeout is None else time.monotonic() + timeout + TIMEOUT_GRACE
         try:
             self._call_in_reactor(call.start)
-            while not call.done.wait(POLL_INTERVAL):
+            while not call.finished:
+                if call.done.wait(POLL_INTERVAL) and pump is not None:
+                    pump()
+                if call.finished:
+                    break
                 if deadline is not None and time.monotonic() > deadline:
                     # the reactor did not even deliver the timeout: it is stuck
                     self._call_in_reactor(call.cancel)
@@ -318,6 +335,9 @@ class ReactorBridge:
             except Exception:  # noqa: B902 - the reactor is gone: nothing to cancel
                 pass
             raise
+        finally:
+            if pump is not None:
+                pump()
         return call.outcome()
 
     def in_reactor_thread(self):

@@ -29,7 +29,9 @@ from ipkernel.datachannel import BlobMissing, refs
 from ipkernel.credentials import CredentialRefused, rejoin_credential
 from ipkernel.controller.mapping import PrePartitioned
 from ipkernel.controller.multiengine import call_started
+from ipkernel.controller.output import EngineOutputInlet, OutputForwarder, is_listener
 from ipkernel.engine.properties import StrictDict
+from ipkernel.engine.queued import current_output
 from ipkernel.error import EngineError, PayloadTooLarge, tag_exception
 from ipkernel.interfaces import enginewire, multienginewire
 from ipkernel.interfaces.engine import IEngineBase
@@ -339,15 +341,18 @@ class FCEngineRegistrar(Referenceable):
         engine_id = self.controller.reserve_id(id)
         engine.notifyOnDisconnect(self._disconnected, engine_id, remote)
         engine.notifyOnDisconnect(remote.rref.close_lane)
-        reply = {"id": engine_id}
+        # where the engine publishes what its user code writes, as it writes it
+        inlet = EngineOutputInlet(self.controller, engine_id, remote)
+        reply = {"id": engine_id, "output": inlet}
         if self.data_server is not None:
             remote.on_blobs = functools.partial(self.data_server.answered, engine_id)
             remote.fetch_blob = functools.partial(take_kept, self.data_server)
             # where and how this engine joins the data channel for bulk data
             reply = dict(reply, data=list(self.data_server.offer("engine", ("engine", engine_id))))
         if self.lane_server is not None and lane_allowed(ip):
-            offer = self.lane_server.offer(lambda lane: self._lane_joined(lane, engine_id, remote),
-                                           max_frame=self.lane_max_frame)
+            offer = self.lane_server.offer(
+                lambda lane: self._lane_joined(lane, engine_id, remote, inlet),
+                max_frame=self.lane_max_frame)
             reply = dict(reply, lane=list(offer))
         if "data" in reply or "lane" in reply:
             # Counted (get_ids, 'all', tasks) once its channels are joined: bulk
@@ -385,12 +390,12 @@ class FCEngineRegistrar(Referenceable):
         if self.on_engine is not None:
             self.on_engine(engine_id, remote)
 
-    def _lane_joined(self, lane, engine_id, remote):
+    def _lane_joined(self, lane, engine_id, remote, inlet):
         """The engine opened its lane: commands go on it from now on."""
         lane.remote_interface = RIEngine
         remote.rref.lane = lane
         lane.notifyOnDisconnect(lambda: self._lane_lost(engine_id, remote, lane))
-        return None  # the engine makes no calls on its lane
+        return inlet  # the engine's one call on its lane: its live output
 
     def _lane_lost(self, engine_id, remote, lane):
         if remote.rref.lane is not lane:
@@ -483,6 +488,8 @@ class FCSynchronousMultiEngine(OffersLane, Referenceable):
         self.data_server = data_server
         self.lane_server = lane_server
         self._json_ids = {}  # pending ids whose results go back as JSON (ordered)
+        #: The OutputForwarder of this session's client (None: it does not listen).
+        self.output = None
         self._sessions = weakref.WeakSet()  # the private sessions opened from this one
         self.sme.on_discard = self._discard_blobs
 
@@ -507,9 +514,11 @@ class FCSynchronousMultiEngine(OffersLane, Referenceable):
             if payload is not None:
                 self._check_payload(method, payload)
             token = call_started.set(self._started(payload))
+            listening = current_output.set(self.output)
             try:
                 d = defer.maybeDeferred(getattr(self.sme, method), *args, **kwargs)
             finally:
+                current_output.reset(listening)
                 call_started.reset(token)
         except Exception:
             d = defer.fail()
@@ -531,6 +540,8 @@ class FCSynchronousMultiEngine(OffersLane, Referenceable):
         self._sessions.add(session)
         if canary is not None:
             session._canary = canary
+            if is_listener(canary):   # the client wants the live output of its calls
+                session.output = OutputForwarder(canary)
             try:
                 canary.notifyOnDisconnect(session.client_gone)
             except Exception:
@@ -541,6 +552,8 @@ class FCSynchronousMultiEngine(OffersLane, Referenceable):
     def client_gone(self):
         """This session's client disconnected: drop every result kept for it."""
         self._json_ids.clear()
+        if self.output is not None:
+            self.output.close()
         self.sme.close("its client disconnected")
         memtrim.release_memory()
 

@@ -6,6 +6,10 @@ installed once as ``sys.stdout``/``sys.stderr``: writes from a thread that is
 capturing go to that thread's buffer, every other write goes to the stream
 that was there before.  Only Python-level writes are seen; output written by
 C code or subprocesses straight to the file descriptors is not captured.
+
+:class:`publishing` also hands each write of a thread to a callback (the
+engine's live output, :mod:`ipkernel.engine.outlet`), whether or not the
+thread is capturing.
 """
 import io
 import sys
@@ -20,6 +24,7 @@ class _Router(io.TextIOBase):
         self.fallback = fallback
         self.name = name
         self.buffers = {}
+        self.tees = {}  # thread ident -> callback(stream name, text)
 
     def _target(self):
         return self.buffers.get(threading.get_ident(), self.fallback)
@@ -28,6 +33,9 @@ class _Router(io.TextIOBase):
         return True
 
     def write(self, text):
+        tee = self.tees.get(threading.get_ident())
+        if tee is not None and text:
+            tee(self.name, text)
         return self._target().write(text)
 
     def flush(self):
@@ -77,4 +85,32 @@ class capture:
         ident = self._ident
         for router in self._routers:
             router.buffers.pop(ident, None)
+        return False
+
+
+class publishing:
+    """Hand every write of this thread to ``callback(stream_name, text)``
+    (``'stdout'`` or ``'stderr'``) while the block runs, besides where the
+    write goes anyway.  Nested blocks: the innermost callback is used."""
+
+    __slots__ = ("_callback", "_ident", "_routers", "_before")
+
+    def __init__(self, callback):
+        self._callback = callback
+
+    def __enter__(self):
+        self._routers = routers = (_router("stdout"), _router("stderr"))
+        self._ident = ident = threading.get_ident()
+        self._before = [router.tees.get(ident) for router in routers]
+        for router in routers:
+            router.tees[ident] = self._callback
+        return self
+
+    def __exit__(self, *exc_info):
+        ident = self._ident
+        for router, before in zip(self._routers, self._before):
+            if before is None:
+                router.tees.pop(ident, None)
+            else:
+                router.tees[ident] = before
         return False

@@ -43,6 +43,7 @@ from ipkernel import fcutil
 from ipkernel.datachannel import DataChannelPeer
 from ipkernel.engine.fc import FCEngineFromService
 from ipkernel.lane import join_lane, lane_allowed
+from ipkernel.engine.outlet import LaneOrFoolscap, OutputOutlet
 from ipkernel.transport.link import Link
 
 log = Logger()
@@ -407,6 +408,8 @@ class EngineConnector:
         if self._credential is not None and reply.get("rejoin"):
             self._credential = reply["rejoin"]   # the launch credential is used up
         log.info("registered with the controller as engine {id}", id=engine_id)
+        inlet = reply.get("output")
+        self._set_output(None if inlet is None else LaneOrFoolscap(self.link, inlet))
         joins = []
         if reply.get("lane") and self.controller is not None:
             joins.append(self._join_lane(*reply["lane"]))
@@ -442,9 +445,21 @@ class EngineConnector:
         return join_lane(link.rref, offer, local=self._reference,
                          tubid=fcutil.tubid_of_furl(self.furl)).addCallback(joined)
 
+    def _set_output(self, target):
+        """Publish user code's output to ``target`` (the controller's
+        RIEngineOutput for this engine; None: publish nothing)."""
+        outlet = getattr(self.service, "outlet", False)
+        if outlet is False:
+            return  # (an IEngineBase without live output)
+        if outlet is None and target is not None:
+            outlet = self.service.outlet = OutputOutlet()
+        if outlet is not None:
+            outlet.target = target
+
     def close_link(self):
         """Close the lane and the data channel of the link to the controller
         and forget it (the Foolscap connection belongs to the Tub)."""
+        self._set_output(None)
         link, self.link = self.link, None
         if link is not None:
             if self._reference.link is link:

@@ -115,9 +115,14 @@ class CappedHistory(dict):
         return (type(self), (self.cap,), None, None, iter(self.items()))
 
 
+#: Why input() cannot be answered when no client waits interactively.
+NO_INPUT = ("input() is not available on an engine: engines have no terminal; push the "
+            "value from the client instead (input() is answered only in code run by %px or "
+            "a blocking streaming execute from IPython or Jupyter)")
+
+
 def _no_input(prompt=""):
-    raise RuntimeError("input() is not available on an engine: engines have no terminal; "
-                       "push the value from the client instead")
+    raise RuntimeError(NO_INPUT)
 
 
 def cell_filename(number):
@@ -142,6 +147,9 @@ class Interpreter:
         self._outputs = CappedHistory(history_cap)
         self.user_ns = {}
         self._compiler = CellCompiler()
+        #: ``ask(prompt) -> str``: how ``input()`` in user code is answered
+        #: (None: it raises RuntimeError, engines have no terminal).
+        self.input_hook = None
         self._seed()
 
     def _seed(self):
@@ -151,8 +159,14 @@ class Interpreter:
             "In": self._inputs, "_ih": self._inputs,
             "Out": self._outputs, "_oh": self._outputs,
             "_": None, "__": None, "___": None,
-            "input": _no_input, "raw_input": _no_input,
+            "input": self._input, "raw_input": self._input,
         })
+
+    def _input(self, prompt=""):
+        hook = self.input_hook
+        if hook is None:
+            return _no_input(prompt)
+        return hook(str(prompt))
 
     # -- the namespace ---------------------------------------------------------
 
@@ -218,6 +232,9 @@ class Interpreter:
 
     def _remember_source(self, filename, source):
         lines = source.splitlines(keepends=True)
+        if lines and not lines[-1].endswith("\n"):
+            # (3.11's traceback places its carets one column off on a last line without one)
+            lines[-1] += "\n"
         linecache.cache[filename] = (len(source), None, lines, filename)
         linecache.cache.pop(cell_filename(self.counter - 1 - self.history_cap), None)
 

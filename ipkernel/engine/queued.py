@@ -28,6 +28,11 @@ log = Logger()
 #: submitted, so one request's waiting commands can be removed (abort).
 current_request = contextvars.ContextVar("ipkernel_request", default=None)
 
+#: Where the live output of the commands now submitted goes: the
+#: :class:`~ipkernel.controller.output.OutputForwarder` of the client session
+#: making the call, or None (nobody listens).  Captured by each command.
+current_output = contextvars.ContextVar("ipkernel_output", default=None)
+
 #: True while submitting commands that stand alone (the task farm's): their
 #: failure does not clear the queue, and other failures do not clear them.
 independent = contextvars.ContextVar("ipkernel_independent", default=False)
@@ -191,7 +196,8 @@ class ByteHistory:
 class Command:
     """One engine method call waiting for (or having) its turn."""
 
-    __slots__ = ("method", "args", "kwargs", "deferred", "tag", "independent", "finished")
+    __slots__ = ("method", "args", "kwargs", "deferred", "tag", "independent", "finished",
+                 "sink")
 
     def __init__(self, method, *args, **kwargs):
         self.method = method
@@ -201,6 +207,7 @@ class Command:
         self.tag = current_request.get()
         self.independent = independent.get()
         self.finished = False
+        self.sink = current_output.get()
 
     def __repr__(self):
         parts = [_short_repr(a) for a in self.args]
@@ -316,7 +323,13 @@ class QueuedEngine:
                     log.failure("failure observer {observer!r} raised", observer=observer)
         elif command.method == "execute" and isinstance(outcome, dict) and "number" in outcome:
             self.history.add(outcome["number"], *kept_copy(outcome))
-        command.deliver(outcome)
+        settling = None
+        if command.sink is not None and command.tag is not None:
+            settling = command.sink.settled(command.tag)  # its output first, then its answer
+        if settling is None:
+            command.deliver(outcome)
+        else:
+            settling.addCallback(lambda _: command.deliver(outcome))
         self._run_next()
         return None
 

@@ -9,11 +9,13 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ipkernel import serialize
+from ipkernel.engine.capture import publishing
 from ipkernel.engine.executor import ThreadExecutor
 from ipkernel.engine.functions import FunctionBinder, SingleArguments
 from ipkernel.engine.interpreter import DEFAULT_HISTORY_CAP, HIDDEN_NAMES, Interpreter
 from ipkernel.engine.interpreter import format_user_traceback
 from ipkernel.engine.properties import StrictDict, drop_engine, get_engine
+from ipkernel.engine.taskbody import CaptureOutput
 from ipkernel.error import EngineError, tag_exception
 from ipkernel.interfaces.engine import IEngineBase
 
@@ -65,6 +67,10 @@ class EngineService(service.Service):
         self.executor = executor if executor is not None else ThreadExecutor()
         self.killed = False
         self._id = None
+        #: Where what user code writes during execute/apply/map goes as it is
+        #: written (an :class:`~ipkernel.engine.outlet.OutputOutlet`, set by the
+        #: engine's connector), or None.
+        self.outlet = None
         self.properties = StrictDict()
         self._new_shell()
         if mpi is not None:
@@ -92,6 +98,8 @@ class EngineService(service.Service):
 
     def _new_shell(self):
         self.shell = self.shell_class(history_cap=self.history_cap)
+        if hasattr(self.shell, "input_hook"):
+            self.shell.input_hook = self._ask
         self.binder = FunctionBinder(self.shell.user_ns)
         self.shell.user_ns["id"] = self._id
         self.shell.user_ns["mpi"] = self.mpi
@@ -213,9 +221,30 @@ class EngineService(service.Service):
         return self._call("execute", self._execute, lines)
 
     def _execute(self, lines):
-        result = self.shell.execute(lines)
+        result = self._live(self.shell.execute, lines)
         result["id"] = self._id
         return result
+
+    def _ask(self, prompt):
+        """``input(prompt)`` in user code: asked of the client whose call runs (user thread)."""
+        from ipkernel.engine.interpreter import NO_INPUT
+
+        outlet = self.outlet
+        if outlet is None or outlet.target is None:
+            raise RuntimeError(NO_INPUT)
+        return outlet.ask(prompt)
+
+    def _live(self, func, *args):
+        """``func(*args)`` with what it writes published on :attr:`outlet` as
+        it is written; returns once that output was taken (user thread)."""
+        outlet = self.outlet
+        if outlet is None or outlet.target is None:
+            return func(*args)
+        try:
+            with publishing(outlet.write):
+                return func(*args)
+        finally:
+            outlet.settle()
 
     def push(self, namespace):
         return self._call("push", self._push, namespace)
@@ -263,7 +292,12 @@ class EngineService(service.Service):
         return self._call("apply", self._apply, func, args, kwargs)
 
     def _apply(self, func, args, kwargs):
+        return self._live(self._call_function, func, args, kwargs)
+
+    def _call_function(self, func, args, kwargs):
         func, args, kwargs = _load(func), _load(args), _load(kwargs)
+        if isinstance(func, CaptureOutput):   # a task: its output goes back with its value
+            return func.run(self._call_function, args, kwargs, self._id)
         if not callable(func):
             raise TypeError(f"apply needs a callable, not {type(func).__name__}")
         return self.binder.bind(func)(*tuple(args), **dict(kwargs or {}))
@@ -286,7 +320,7 @@ class EngineService(service.Service):
             started = time.time()
             try:
                 func, args, kwargs = call
-                ok, value = True, self._apply(func, args, kwargs)
+                ok, value = True, self._call_function(func, args, kwargs)
             except KeyboardInterrupt as exc:
                 # An interrupt (or a stop) ends the batch: the call it hit
                 # fails, the ones after it are reported as not run.
@@ -317,6 +351,9 @@ class EngineService(service.Service):
         return self._call("starmap", self._starmap, func, argtuples)
 
     def _starmap(self, func, argtuples):
+        return self._live(self._map_function, func, argtuples)
+
+    def _map_function(self, func, argtuples):
         func, argtuples = _load(func), _load(argtuples)
         if isinstance(func, str):
             if func not in self.shell.user_ns:

@@ -59,3 +59,53 @@ class DependGate(DependCheck):
         if reason is not None:
             from ipkernel.error import TaskRejectError
             raise TaskRejectError(reason)
+
+
+class CaptureOutput:
+    """A task's function whose output is kept with its result: what it
+    prints goes back to the client in a :class:`Captured` (the engine runs
+    ``func`` as ``apply`` would, see ``EngineService._call_function``)."""
+
+    def __init__(self, func):
+        self.func = func
+
+    def run(self, call, args, kwargs, engine_id):
+        """``call(func, args, kwargs)`` with its stdout/stderr captured: its
+        value, or a :class:`Captured` of it when it printed; an exception
+        it raises carries the text in ``_ipkernel_stdout``/``_ipkernel_stderr``."""
+        from ipkernel.engine.capture import capture
+
+        with capture() as (out, err):
+            try:
+                value = call(self.func, args, kwargs)
+            except BaseException as exc:
+                for name, buffer in (("_ipkernel_stdout", out), ("_ipkernel_stderr", err)):
+                    try:
+                        setattr(exc, name, buffer.getvalue())
+                    except (AttributeError, TypeError):
+                        pass
+                raise
+        if out.tell() or err.tell():
+            return Captured(value, out.getvalue(), err.getvalue(), engine_id)
+        return value
+
+
+class Captured:
+    """A task's value with what it printed (``stdout``, ``stderr``) on
+    engine ``engine_id``; unwrapped by the client (:func:`uncaptured`)."""
+
+    __slots__ = ("value", "stdout", "stderr", "engine_id")
+
+    def __init__(self, value, stdout, stderr, engine_id):
+        self.value, self.stdout, self.stderr, self.engine_id = value, stdout, stderr, engine_id
+
+    def __reduce__(self):
+        return Captured, (self.value, self.stdout, self.stderr, self.engine_id)
+
+
+def uncaptured(value):
+    """``(value, stdout, stderr)`` of a task result that may be :class:`Captured`
+    (``''`` when it printed nothing)."""
+    if isinstance(value, Captured):
+        return value.value, value.stdout, value.stderr
+    return value, "", ""

@@ -6,7 +6,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ipkernel import serialize
-from ipkernel.engine.taskbody import DependCheck, string_task
+from ipkernel.engine.taskbody import CaptureOutput, DependCheck, string_task, uncaptured
 from ipkernel.error import TaskRejectError
 from ipkernel.interfaces.task import ITask
 
@@ -155,13 +155,17 @@ class StringTask(BaseTask):
         self.push = push
 
     def call(self):
-        return string_task, (self.push, self.expression, self.pull), {}
+        return CaptureOutput(string_task), (self.push, self.expression, self.pull), {}
 
     def finish(self, success, result):
         if success:
-            tr = TaskResult(result, self._engineid)
+            results, stdout, stderr = uncaptured(result)
+            tr = TaskResult(results, self._engineid)
         else:
             tr = TaskResult({}, self._engineid, failure=result)
+            stdout = getattr(result.value, "_ipkernel_stdout", "")
+            stderr = getattr(result.value, "_ipkernel_stderr", "")
+        tr.stdout, tr.stderr = stdout, stderr
         tr.taskid = self.taskid
         tr.submitted, tr.completed, tr.duration = self.submitted, self.completed, self.duration
         return True, tr
@@ -223,11 +227,14 @@ class TaskResult:
     ``results`` maps pulled names to values (``{}`` on failure); ``failure`` is
     None or the Failure of the task's code; ``engineid``, ``taskid``,
     ``submitted``, ``completed`` (``'%Y/%m/%d %H:%M:%S'``) and ``duration``
-    (seconds) describe the run.  ``tr.ns.x`` and ``tr['x']`` read results and
+    (seconds) describe the run; ``stdout`` and ``stderr`` hold what it printed.  ``tr.ns.x`` and ``tr['x']`` read results and
     re-raise the task's exception when it failed.
     """
 
     taskid = None
+
+    #: What the task printed (its code's stdout and stderr while it ran).
+    stdout = stderr = ""
 
     def __init__(self, results, engineid, failure=None):
         self.results = dict(results)

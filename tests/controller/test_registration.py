@@ -80,7 +80,8 @@ def test_an_engine_offered_a_data_channel_counts_once_it_joined_it():
 def test_an_engine_offered_no_channel_counts_at_once():
     controller = ControllerService()
     registrar = FCEngineRegistrar(controller)
-    assert registrar.remote_register_engine(FakeEngineRref(), None, 11, {}) == {"id": 0}
+    reply = registrar.remote_register_engine(FakeEngineRref(), None, 11, {})
+    assert sorted(reply) == ["id", "output"] and reply["id"] == 0   # no data, no lane
     assert sorted(controller.engines) == [0] and not registrar._pending
 
 

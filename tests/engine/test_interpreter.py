@@ -430,3 +430,12 @@ def test_capped_history_pickles_with_its_cap():
     assert type(copy) is CappedHistory and dict(copy) == {1: "a", 2: "b"} and copy.cap == 2
     copy[3] = "c"
     assert dict(copy) == {2: "b", 3: "c"}
+
+
+def test_the_carets_of_a_traceback_stand_under_the_failing_expression():
+    interp = Interpreter()
+    with pytest.raises(ZeroDivisionError):
+        interp.execute("x = 1/0")
+    lines = interp.get_result(1)["traceback"]["plain"].splitlines()
+    source = lines.index("    x = 1/0")
+    assert lines[source + 1] == "        ~^~"
