@@ -51,6 +51,10 @@ nitpick_ignore = [
     ("py:class", "foolscap.negotiate.Negotiation"),
     ("py:class", "foolscap.api.Violation"),
     ("py:class", "foolscap.api.RemoteException"),
+    # IPython (the parallel magics' base) and the standard library
+    ("py:class", "IPython.core.magic.Magics"),
+    ("py:class", "concurrent.futures._base.Executor"),
+    ("py:class", "concurrent.futures.Executor"),
     # the Python standard library
     ("py:mod", "subprocess"),
     ("py:class", "abc.ABC"),

@@ -24,8 +24,12 @@ cluster directory, made on first use.
 import codeop
 import sys
 
-from IPython.core.error import UsageError
-from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
+try:
+    from IPython.core.error import UsageError
+    from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
+except ImportError as missing:  # the extension is for IPython users; the rest works without
+    raise ImportError("ipkernel.magic is the IPython extension and needs IPython, which is not "
+                      "installed: pip install 'ipkernel[ipython]'") from missing
 
 __all__ = ["ParallelMagics", "activate", "active_client", "load_ipython_extension",
            "unload_ipython_extension"]
@@ -150,7 +154,11 @@ class ParallelMagics(Magics):
 
     def run(self, code, targets=None, block=True, stream=True):
         """What ``%px`` does: run ``code`` on ``targets`` (None: the client's)."""
+        from ipkernel.client.view import View
+
         client = active_client()
+        if isinstance(client, View):   # its client, on its engines
+            client, targets = client.client, client.targets if targets is None else targets
         pending = client.execute(code, targets=targets, block=False)
         pending.stream = stream
         self.last_result = pending

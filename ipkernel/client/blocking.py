@@ -230,6 +230,7 @@ class PendingResult:
         self._error_tb = None
         self._submitted = time.time()
         self._completed = None
+        self._on_progress = None   # f(items done) while a map waits with a bar
         self._ids = None
         claim = getattr(client, "_claim_output", None)
         self._output = claim(result_id) if claim is not None else None
@@ -743,6 +744,13 @@ class MultiEngineClient:
         state = "closed" if self._closed else f"targets={self._targets!r} block={self._block!r}"
         return f"<MultiEngineClient {redacted_furl(self.furl) or '?'} {state}>"
 
+    def executor(self, targets=None):
+        """A ``concurrent.futures.Executor`` running each submitted call on
+        one engine of ``targets`` (default: all registered now), in turn
+        (see :class:`~ipkernel.client.executor.EngineExecutor`)."""
+        from ipkernel.client.executor import EngineExecutor
+        return EngineExecutor(self, targets)
+
     def activate(self):
         """Make this client the one the IPython magics (``%px``, ``%autopx``,
         ``%result``) use, and register them in the running IPython."""
@@ -906,10 +914,17 @@ class MultiEngineClient:
         self._check_open()
         timeout = self._resolve_timeout(timeout)
         output = pending._output
+        streaming = block and output is not None and (pending.stream or self._streams(None))
+        on_progress = pending._on_progress if block and output is not None else None
         pump = {}
-        if block and output is not None and (pending.stream or self._streams(None)):
-            pump = {"wake": output.wake, "pump": output.show}
-        if pump:
+        if streaming or on_progress is not None:
+            def show():
+                if streaming:
+                    output.show()
+                if on_progress is not None:
+                    on_progress(output.items_done())
+            pump = {"wake": output.wake, "pump": show}
+        if streaming:
             output.interactive = True   # input() on its engines is asked here
         try:
             return self._bridge.call_pumping(
@@ -921,7 +936,7 @@ class MultiEngineClient:
                 f"arrive within {timeout:g} s; it is still on its way: call get_result() "
                 f"again to keep waiting") from None
         finally:
-            if pump:
+            if streaming:
                 output.interactive = False
                 output.show(final=True)   # the ends of lines, and input() nobody answers now
 
@@ -990,14 +1005,12 @@ class MultiEngineClient:
         client's ``block``.  ``func`` is a callable or the name of a function
         defined on the engines.  Not load balanced.
 
-        A blocking map of many items is sent in chunks, several calls per
-        engine, so that its progress bar advances while it runs; each engine
-        still computes exactly its part of the split, in order.
-        ``chunksize=k`` sets the chunks: ``k`` items per engine call (None:
-        chosen from the number of items and engines, see
-        :func:`ipkernel.client.progress.plan_map`; small maps are one call).
-        A non-blocking map is always one call (:meth:`raw_map`), and takes no
-        ``chunksize``.
+        A blocking map is one call per engine (its progress bar follows the
+        engines' reports of how far they got).  ``chunksize=k`` sends it in
+        chunks of ``k`` items per engine call instead (see
+        :func:`ipkernel.client.progress.plan_map`); each engine still
+        computes exactly its part of the split, in order.  A non-blocking
+        map is always one call (:meth:`raw_map`), and takes no ``chunksize``.
         """
         return self._map(func, sequences, dist=dist, targets=targets, block=block,
                          timeout=timeout, chunksize=chunksize)
@@ -1061,6 +1074,8 @@ class MultiEngineClient:
                 raise CallTimeout(f"MultiEngineClient.map did not finish within {timeout:g} s")
             return left
         n_items = len(seqs[0])
+        if chunksize is None:
+            return self._map_whole(func, seqs, dist, targets, timeout, n_items)
         if not _progress.may_chunk(n_items, chunksize):  # whatever the number of engines
             return self.raw_map(func, seqs, dist=dist, targets=targets, block=True,
                                 timeout=timeout)
@@ -1087,6 +1102,28 @@ class MultiEngineClient:
                                   f"{len(where)} items")
             for position, value in zip(where, values):
                 results[position] = value
+        return results
+
+    def _map_whole(self, func, seqs, dist, targets, timeout, n_items):
+        """A blocking map as one call per engine.  Its bar, when one is shown,
+        follows the engines' own reports of how far they got (an engine
+        reports at most a few times a second: a short map not at all)."""
+        if not (_progress.wanted(self.progress) and self._listens()):
+            return self.raw_map(func, seqs, dist=dist, targets=targets, block=True,
+                                timeout=timeout)
+        with _progress.bar(n_items, "map", True) as shown:
+            pending = self.raw_map(func, seqs, dist=dist, targets=targets, block=False,
+                                   timeout=timeout)
+            pending.stream = self._streams(None)
+            done = [0]
+
+            def advance(count):
+                if count > done[0]:
+                    shown.update(min(count, n_items) - done[0])
+                    done[0] = min(count, n_items)
+            pending._on_progress = advance
+            results = self._wait_interruptibly(pending, timeout)
+            advance(n_items)
         return results
 
     # -- pending results -------------------------------------------------------------------

@@ -11,12 +11,19 @@ It shares the reactor bridge of :class:`~ipkernel.client.MultiEngineClient`
     tc.get_task_result(tid, block=True)  # 1024
 """
 import functools
+import sys
+import threading
 import weakref
 
 from ipkernel.client import progress as _progress
 from ipkernel.client.blocking import _check_timeout, _live_clients, _release
+from ipkernel.client.output import in_ipython, prefixed_lines
 from ipkernel.client.reactor import ReactorBridge, default_bridge
 from ipkernel.error import KernelError
+
+
+#: Guards the MapTask output waiting to be shown (reactor thread in, caller out).
+_printing_lock = threading.Lock()
 
 
 class TaskClient:
@@ -66,6 +73,7 @@ class TaskClient:
 
     def _attach(self, fc, owned):
         self.furl = fc.furl
+        self._printed = []   # (engine id, stdout, stderr) of MapTasks, not shown yet
         self._holder = [fc]
         self._closed = False
         self._finalizer = weakref.finalize(self, _release, self._bridge, self._holder, owned)
@@ -78,6 +86,67 @@ class TaskClient:
 
         return f"<TaskClient {redacted_furl(self.furl) or '?'}{' closed' if self._closed else ''}>"
 
+    @property
+    def stream(self):
+        """Whether what MapTasks printed is shown (``[stdout:N]`` per line, N
+        the engine) when their results arrive.  None (the default): yes in
+        IPython and Jupyter, no in scripts.  A StringTask's output is in its
+        TaskResult's ``stdout``/``stderr`` either way."""
+        return getattr(self, "_stream", None)
+
+    @stream.setter
+    def stream(self, value):
+        if value is not None and not isinstance(value, bool):
+            raise TypeError(f"stream must be True, False or None (automatic), not {value!r}")
+        self._stream = value
+
+    def _took_output(self, engine_id, stdout, stderr):
+        """A MapTask's output arrived with its result (reactor thread): kept
+        until the waiting thread shows it."""
+        shown = self.stream if self.stream is not None else in_ipython()
+        if shown:
+            with _printing_lock:
+                self._printed.append((engine_id, stdout, stderr))
+
+    def _show_output(self):
+        """Print the MapTask output that arrived (the calling thread)."""
+        printed = getattr(self, "_printed", None)
+        if not printed:
+            return
+        with _printing_lock:
+            items, printed[:] = list(printed), []
+        for engine_id, stdout, stderr in items:
+            if stdout:
+                sys.stdout.write(prefixed_lines(engine_id, "stdout", stdout))
+            if stderr:
+                sys.stderr.write(prefixed_lines(engine_id, "stderr", stderr))
+
+    def executor(self):
+        """A ``concurrent.futures.Executor`` running each submitted call as a
+        load-balanced task (see :class:`~ipkernel.client.executor.TaskExecutor`)."""
+        from ipkernel.client.executor import TaskExecutor
+        return TaskExecutor(self)
+
+    def _when_done(self, taskid, future):
+        """Settle the concurrent.futures ``future`` with task ``taskid``'s
+        result when it arrives (fetched in the background)."""
+        def settle_ok(value):
+            if not future.done():
+                future.set_result(value)
+
+        def settle_failed(failure):
+            if not future.done():
+                future.set_exception(failure.value)
+
+        def start():
+            try:
+                d = self._with_fc(lambda fc: fc.get_task_result(taskid, True))
+            except Exception as exc:  # noqa: B902 - closed: the future says why
+                future.set_exception(exc)
+                return
+            d.addCallbacks(settle_ok, settle_failed)
+        self._bridge.post(start)
+
     def _with_fc(self, func):
         """``func(fc)`` (reactor thread).  When the connection was lost (the
         controller restarted, the network was cut) a new one is made first;
@@ -85,12 +154,14 @@ class TaskClient:
         if not self._holder:
             raise KernelError("this TaskClient is closed")
         fc = self._holder[0]
+        fc.on_output = self._took_output
         remote = getattr(fc, "remote_reference", None)
         if (remote is not None and not remote.isConnected()
                 and self._reconnect_args is not None):  # (an adapted client does not)
             from ipkernel import asyncclient
 
             def reconnected(new_fc):
+                new_fc.on_output = self._took_output
                 self._holder[:] = [new_fc]
                 self.furl = new_fc.furl
                 return func(new_fc)
@@ -105,7 +176,10 @@ class TaskClient:
         """``func(fc)`` in the reactor thread, waited for."""
         if self._closed:
             raise KernelError("this TaskClient is closed; make a new one")
-        return self._bridge.call(self._with_fc, func, timeout=self.timeout, what=what)
+        try:
+            return self._bridge.call(self._with_fc, func, timeout=self.timeout, what=what)
+        finally:
+            self._show_output()
 
     def run(self, task, block=False):
         """Submit ``task``; its id, or with ``block=True`` its result."""

@@ -25,7 +25,7 @@ import threading
 
 from ipkernel.error import CompositeError
 
-__all__ = ["EngineExecutor", "TaskExecutor"]
+__all__ = ["EngineExecutor", "TaskExecutor", "ClusterExecutor"]
 
 
 def _unwrapped(exc):
@@ -35,8 +35,8 @@ def _unwrapped(exc):
     return exc
 
 
-class _ClusterExecutor(concurrent.futures.Executor):
-    """What both executors share: the futures not finished, and shutdown."""
+class ClusterExecutor(concurrent.futures.Executor):
+    """What both executors share: the futures not finished, and :meth:`shutdown`."""
 
     def __init__(self):
         self._lock = threading.Lock()
@@ -76,7 +76,7 @@ class _ClusterExecutor(concurrent.futures.Executor):
         raise NotImplementedError
 
 
-class EngineExecutor(_ClusterExecutor):
+class EngineExecutor(ClusterExecutor):
     """Runs each submitted call on one engine of ``client`` (a
     MultiEngineClient), the engines of ``targets`` (default: all registered
     now) taken in turn."""
@@ -121,7 +121,7 @@ def _settle(future, pending):
     future.set_result(values[0] if isinstance(values, list) and len(values) == 1 else values)
 
 
-class TaskExecutor(_ClusterExecutor):
+class TaskExecutor(ClusterExecutor):
     """Runs each submitted call as a task of ``client`` (a TaskClient):
     load balanced over the engines, rescheduled when an engine dies."""
 

@@ -45,7 +45,7 @@ def in_ipython():
 
 
 def prefixed_lines(engine_id, name, text):
-    """``text`` with ``[name:engine_id] `` before each of its lines."""
+    """``text`` with ``[name:engine_id]`` and a space before each of its lines."""
     prefix = f"[{name}:{engine_id}] "
     lines = text.split("\n")
     if lines and lines[-1] == "":
@@ -66,6 +66,7 @@ class CallOutput:
         self._unshown = []     # (engine id, stream, text) not printed yet
         self._partial = {}     # (engine id, stream) -> the start of a line not printed yet
         self._questions = []   # (engine id, prompt, Deferred) of input() calls to answer
+        self._progress = {}    # engine id -> items of a map it reported done
         #: Set (from the reactor thread) whenever output arrives.
         self.wake = threading.Event()
         #: True while a thread waits for the call and shows its output
@@ -73,6 +74,13 @@ class CallOutput:
         self.interactive = False
 
     def add(self, engine_id, name, text):
+        if name == "progress":   # how many items of a map the engine has done
+            try:
+                self._progress[engine_id] = int(text)
+            except ValueError:
+                return
+            self.wake.set()
+            return
         with self._lock:
             streams = self._texts.setdefault(engine_id, {"stdout": [], "stderr": []})
             streams.setdefault(name, []).append(text)
@@ -86,6 +94,10 @@ class CallOutput:
         with self._lock:
             self._questions.append((engine_id, prompt, answer))
         self.wake.set()
+
+    def items_done(self):
+        """The items of a map the engines reported done, all together."""
+        return sum(self._progress.values())
 
     def engine_ids(self):
         """The engines that wrote something, sorted."""

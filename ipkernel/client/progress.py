@@ -1,17 +1,18 @@
 """Chunked maps and progress bars for long blocking calls (``map``, ``barrier``,
 parallel functions, task maps).
 
-**Chunks.**  A blocking multi-engine map of many items is sent as a few
-consecutive *chunks* (see :func:`plan_map`), each one call over the engines.
-Every engine still gets exactly the items an unchunked map would give it (its
-one part of the split by ``dist``), in order, only spread over several calls,
-so results, order and which engine computes what are the same either way.
-The plan depends only on the number of items, the number of engines and
-``chunksize``: never on whether a bar is shown.  Task maps and task barriers
-wait for their tasks in small batches (:func:`plan_batches`).
+**Chunks.**  A blocking multi-engine map is one call per engine; with
+``chunksize=k`` it is sent as consecutive *chunks* of ``k`` items per engine
+(see :func:`plan_map`), each one call over the engines.  Every engine still
+gets exactly the items an unchunked map would give it (its one part of the
+split by ``dist``), in order, only spread over several calls, so results,
+order and which engine computes what are the same either way.  Whether a
+map is chunked never depends on whether a bar is shown.  Task maps and task
+barriers wait for their tasks in small batches (:func:`plan_batches`).
 
-**Bars.**  A bar (tqdm) advances as chunks, batches or results arrive, and
-appears only when all of these hold:
+**Bars.**  A bar (tqdm) advances as the engines report how far a map got
+(at most a few times a second, see ``ipkernel.engine.service.PROGRESS_EVERY``),
+as chunks, batches or results arrive, and appears only when all of these hold:
 
 * the client's ``progress`` attribute is true (the default),
 * the environment variable ``IPKERNEL_PROGRESS`` is not ``0``/``false``/``no``/``off``,
@@ -26,8 +27,7 @@ import sys
 
 from ipkernel.controller import mapping
 
-__all__ = ["DELAY", "ENV_VAR", "MAX_CALLS", "MIN_CHUNKS", "MAX_CHUNKS", "MIN_PIECE",
-           "TASK_BATCHES", "MAX_BATCH", "enabled_by_environment", "stderr_is_terminal",
+__all__ = ["DELAY", "ENV_VAR", "TASK_BATCHES", "MAX_BATCH", "enabled_by_environment", "stderr_is_terminal",
            "stream", "in_notebook", "widgets_available", "bar_class", "wanted",
            "check_chunksize", "may_chunk", "plan_map", "chunk_positions", "take",
            "plan_batches", "bar"]
@@ -39,14 +39,6 @@ MIN_INTERVAL = 0.1
 #: Set to 0 to switch progress bars off.
 ENV_VAR = "IPKERNEL_PROGRESS"
 
-#: A long map is spread over about this many engine calls in all ...
-MAX_CALLS = 20
-#: ... in at least this many chunks, however many engines there are ...
-MIN_CHUNKS = 4
-#: ... and at most this many (each chunk costs about one round trip more) ...
-MAX_CHUNKS = 8
-#: ... of at least this many items per engine call (smaller maps: one call).
-MIN_PIECE = 8
 #: A task map or task barrier waits for its tasks in about this many batches ...
 TASK_BATCHES = 20
 #: ... of at most this many tasks each.
@@ -133,55 +125,33 @@ def check_chunksize(chunksize):
     return chunksize
 
 
-def _pieces(size, count=None, chunksize=None):
-    """``(start, stop)`` pieces of ``range(size)``: ``count`` pieces differing
-    by at most one item, larger first; or pieces of ``chunksize`` items."""
-    if chunksize is not None:
-        return [(a, min(a + chunksize, size)) for a in range(0, size, chunksize)]
-    small, extra = divmod(size, count)
-    pieces, start = [], 0
-    for k in range(count):
-        stop = start + small + (k < extra)
-        pieces.append((start, stop))
-        start = stop
-    return pieces
+def _pieces(size, chunksize):
+    """``(start, stop)`` pieces of ``chunksize`` items covering ``range(size)``."""
+    return [(a, min(a + chunksize, size)) for a in range(0, size, chunksize)]
 
 
-def plan_map(n_items, n_engines, chunksize=None):
-    """The chunks of a blocking map of ``n_items`` over ``n_engines`` engines.
+def plan_map(n_items, n_engines, chunksize):
+    """The chunks of a blocking map of ``n_items`` over ``n_engines`` engines
+    with ``chunksize`` items per engine call.
 
     Each chunk is the list, for engines ``0, 1, ...`` (in target order, those
     with nothing to do in it left off the end), of the ``(start, stop)``
     offsets of their piece within their own part of the unchunked split.
-    One chunk means "one ordinary call".
-
-    ``chunksize`` (items per engine call) fixes the pieces; None picks a
-    plan: about :data:`MAX_CALLS` engine calls in all, in
-    :data:`MIN_CHUNKS` to :data:`MAX_CHUNKS` chunks, with at least
-    :data:`MIN_PIECE` items per call (else one chunk).
-    In every chunk the engines' piece sizes differ by at most one, larger
-    first, like the parts of any split, so a chunk is split over its engines
-    exactly into those pieces.
+    One chunk means "one ordinary call".  In every chunk the engines' piece
+    sizes differ by at most one, larger first, like the parts of any split,
+    so a chunk is split over its engines exactly into those pieces.
     """
     n_engines = max(n_engines, 1)
     small, extra = divmod(max(n_items, 0), n_engines)
     sizes = [small + (e < extra) for e in range(n_engines)]
-    if chunksize is None:
-        count = min(MAX_CHUNKS, max(MIN_CHUNKS, MAX_CALLS // n_engines), small // MIN_PIECE)
-        if count < 2:
-            return [[(0, size) for size in sizes if size]]
-        pieces = [_pieces(size, count=count) for size in sizes]
-    else:
-        pieces = [_pieces(size, chunksize=chunksize) for size in sizes]
+    pieces = [_pieces(size, chunksize) for size in sizes]
     chunks = [[engine[j] for engine in pieces if j < len(engine) and engine[j][1] > engine[j][0]]
               for j in range(max(len(p) for p in pieces))]
     return chunks or [[]]
 
 
-def may_chunk(n_items, chunksize=None):
+def may_chunk(n_items, chunksize):
     """False when a map of ``n_items`` is one call whatever the number of engines."""
-    if chunksize is None:
-        return n_items >= 2 * MIN_PIECE
     return n_items > chunksize
 
 

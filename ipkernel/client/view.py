@@ -115,6 +115,12 @@ class View:
 
     __iter__ = None  # __getitem__ takes names, not positions
 
+    def activate(self):
+        """Make this view the one the IPython magics use (``%px`` then runs on
+        its engines)."""
+        from ipkernel import magic
+        magic.activate(self)
+
     def barrier(self, pending_results, **kwargs):
         """:meth:`MultiEngineClient.barrier` (pending results of any targets)."""
         return self.client.barrier(pending_results, **kwargs)

@@ -34,7 +34,8 @@ SESSION_CAP = 16 << 20
 #: Seconds a command's answer waits for its output to reach the client.
 SETTLE_TIMEOUT = 5.0
 
-__all__ = ["EngineOutputInlet", "OutputForwarder", "is_listener", "route", "ask"]
+__all__ = ["EngineOutputInlet", "OutputForwarder", "is_listener", "route", "ask", "CALL_CAP",
+           "SESSION_CAP", "SETTLE_TIMEOUT"]
 
 
 def is_listener(reference):

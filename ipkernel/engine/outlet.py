@@ -2,7 +2,7 @@
 
 The engine's :class:`OutputOutlet` is handed every write of the user thread
 during ``execute``, ``apply`` and ``map`` (see
-:class:`ipkernel.engine.capture.publishing`).  It gathers the writes for a
+``ipkernel.engine.capture.publishing``).  It gathers the writes for a
 moment (:data:`FLUSH_DELAY`) and sends them to the controller's
 ``RIEngineOutput`` (its ``target``, set by the engine's connector), one
 message on its way at a time.  At the end of a command the user thread calls
@@ -22,6 +22,8 @@ from ipkernel.interfaces.remote import MAX_OUTPUT_CHUNKS, MAX_OUTPUT_TEXT
 
 log = Logger()
 
+#: The streams whose chunks are text to join (``'progress'`` chunks are counts).
+TEXT_STREAMS = ("stdout", "stderr")
 #: Seconds writes are gathered before they are sent.
 FLUSH_DELAY = 0.05
 #: Characters of output that may wait to be sent (the oldest are dropped beyond).
@@ -29,7 +31,8 @@ MAX_PENDING = 4 << 20
 #: Seconds the end of a command waits for its output to be taken.
 SETTLE_TIMEOUT = 10.0
 
-__all__ = ["OutputOutlet", "LaneOrFoolscap", "dropped_note"]
+__all__ = ["OutputOutlet", "LaneOrFoolscap", "dropped_note", "pack_chunks", "FLUSH_DELAY",
+           "MAX_PENDING", "SETTLE_TIMEOUT"]
 
 
 class LaneOrFoolscap:
@@ -66,11 +69,12 @@ def _remote_message(exc):
 
 
 def pack_chunks(pairs, max_text=MAX_OUTPUT_TEXT):
-    """``(stream, text)`` pairs with neighbours of one stream joined and long
-    texts cut to ``max_text``: what goes in output messages, in order."""
+    """``(stream, text)`` pairs with neighbours of one text stream joined and
+    long texts cut to ``max_text``: what goes in output messages, in order."""
     out = []
     for name, text in pairs:
-        if out and out[-1][0] == name and len(out[-1][1]) + len(text) <= max_text:
+        if (out and out[-1][0] == name and name in TEXT_STREAMS
+                and len(out[-1][1]) + len(text) <= max_text):
             out[-1] = (name, out[-1][1] + text)
             continue
         for start in range(0, len(text), max_text):

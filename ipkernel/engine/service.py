@@ -1,5 +1,6 @@
 """EngineService: an :class:`~ipkernel.interfaces.engine.IEngineBase` over an
 interpreter, off the reactor thread."""
+import itertools
 import time
 
 from twisted.application import service
@@ -35,6 +36,11 @@ def _load(value):
     """Rebuild ``value`` if it arrived serialized (values sent over the network do)."""
     return serialize.unserialize(value) if isinstance(value, serialize.Serialized) else value
 
+
+#: Seconds between two reports of how far a map got (the client's progress bar).
+PROGRESS_EVERY = 0.2
+#: Items a map runs between two looks at the clock.
+PROGRESS_SLICE = 256
 
 #: The engine methods that run in the user thread as ``_<method>`` with the
 #: method's own arguments (see :meth:`EngineService.user_thread_function`).
@@ -362,9 +368,23 @@ class EngineService(service.Service):
         if not callable(func):
             raise TypeError(f"map needs a callable, not {type(func).__name__}")
         bound = self.binder.bind(func)
-        if isinstance(argtuples, SingleArguments):
-            return list(map(bound, argtuples.items))
-        return [bound(*args) for args in argtuples]
+        single = isinstance(argtuples, SingleArguments)
+        items = argtuples.items if single else argtuples
+        outlet = self.outlet
+        if outlet is None or outlet.target is None or not hasattr(items, "__getitem__"):
+            return list(map(bound, items)) if single else [bound(*args) for args in items]
+        # in slices, telling the client how far it got at most every PROGRESS_EVERY
+        # seconds (its progress bar): a short map sends nothing
+        out = []
+        tell_at = time.monotonic() + PROGRESS_EVERY
+        for start in range(0, len(items), PROGRESS_SLICE):
+            part = items[start:start + PROGRESS_SLICE]
+            out.extend(map(bound, part) if single else itertools.starmap(bound, part))
+            now = time.monotonic()
+            if now >= tell_at:
+                outlet.write("progress", str(len(out)))
+                tell_at = now + PROGRESS_EVERY
+        return out
 
     def complete(self, text, line=None):
         return self._call("complete", self._complete, text, line)

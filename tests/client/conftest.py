@@ -25,6 +25,7 @@ import pytest_twisted
 from twisted.internet import defer, reactor, threads
 
 from ipkernel.client import MultiEngineClient
+from ipkernel.client.output import OutputListener
 from ipkernel.client.reactor import ReactorBridge
 from ipkernel.controller import mapping
 from ipkernel.error import ResultNotCompleted
@@ -112,6 +113,7 @@ class FakeAsyncClient:
         self.not_ready = set()
         self._serial = itertools.count()
         self.furl = "pb://fake"
+        self.output = OutputListener()   # (nothing arrives: the fake engines print nothing)
 
     def _answer(self, value, block):
         if block:

@@ -73,6 +73,60 @@ def flood_is_kept_or_said_dropped(mec):
     assert set(kept) <= {"y", "\n"}
 
 
+def fails(x):
+    print("about to fail", x)
+    raise ValueError(f"bad {x}")
+
+
+def executors_give_real_futures(mec):
+    import concurrent.futures
+    from ipkernel.client import TaskClient
+
+    with mec.executor() as pool:
+        futures = [pool.submit(pow, 2, k) for k in range(6)]
+        assert [f.result(WAIT) for f in futures] == [2 ** k for k in range(6)]
+        assert all(isinstance(f, concurrent.futures.Future) for f in futures)
+        assert list(pool.map(abs, [-1, -2, 3], timeout=WAIT)) == [1, 2, 3]
+        failed = pool.submit(fails, 1)
+        assert isinstance(failed.exception(WAIT), ValueError), failed.exception()
+        where = [pool.submit(lambda: id).result(WAIT) for _ in range(4)]
+        assert where == [0, 1, 0, 1], where            # round robin
+    try:
+        pool.submit(abs, 1)
+    except RuntimeError as exc:
+        assert "shutdown" in str(exc)
+    else:
+        raise AssertionError("submit after shutdown")
+    with TaskClient(sys.argv[1].replace("mec.furl", "tc.furl"), timeout=WAIT) as tc:
+        with tc.executor() as pool:
+            done = concurrent.futures.as_completed([pool.submit(pow, 3, k) for k in range(5)],
+                                                   timeout=WAIT)
+            assert sorted(f.result() for f in done) == [3 ** k for k in range(5)]
+            assert isinstance(pool.submit(fails, 2).exception(WAIT), ValueError)
+
+
+def task_output_is_kept_and_shown(mec):
+    from ipkernel.client import MapTask, StringTask, TaskClient
+
+    with TaskClient(sys.argv[1].replace("mec.furl", "tc.furl"), timeout=WAIT) as tc:
+        tr = tc.run(StringTask("print('in a task'); y = 1", pull="y"), block=True)
+        assert tr.stdout == "in a task\n" and tr.ns.y == 1, (tr.stdout, tr)
+        tr = tc.run(StringTask("import sys; print('oops', file=sys.stderr); 1/0"), block=True)
+        assert tr.stderr == "oops\n" and tr.failure is not None, tr.stderr
+        out = io.StringIO()
+        tc.stream = True
+        with redirect_stdout(out):
+            assert tc.run(MapTask(shout, (5,)), block=True) == 5
+            assert tc.map(shout, [1, 2]) == [1, 2]
+        lines = out.getvalue().splitlines()
+        assert len(lines) == 3 and all(re.fullmatch(r"\[stdout:\d\] value \d", l) for l in lines), lines
+        tc.stream = False
+        out = io.StringIO()
+        with redirect_stdout(out):
+            assert tc.run(MapTask(shout, (6,)), block=True) == 6
+        assert out.getvalue() == ""
+
+
 if __name__ == "__main__":
     check = sys.argv[2]
     with MultiEngineClient(sys.argv[1], timeout=WAIT) as client:

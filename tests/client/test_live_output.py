@@ -131,7 +131,9 @@ SESSION = Path(__file__).with_name("live_output_session.py")
 @pytest.mark.parametrize("check", ["apply_and_map_output_is_kept",
                                    "streamed_calls_print_each_line_with_its_prefix",
                                    "output_goes_to_its_client_only",
-                                   "flood_is_kept_or_said_dropped"])
+                                   "flood_is_kept_or_said_dropped",
+                                   "executors_give_real_futures",
+                                   "task_output_is_kept_and_shown"])
 def test_client_side(cluster, check):
     """Output kept in PendingResult.stdout/.stderr and .metadata for apply,
     map and execute; streamed with prefixes; to its own client only; a flood

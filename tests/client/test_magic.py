@@ -104,3 +104,9 @@ def test_without_activate_the_magics_use_the_default_cluster(cluster, tmp_path):
                           capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr
     assert "Out[0:" in done.stdout and "Out[1:" in done.stdout, done.stdout + done.stderr
+
+
+def test_an_activated_view_runs_px_on_its_engines(cluster):
+    shown = run_cells(cluster, "mec[1].activate()", "%px id", "%px -t 0 id", activate=False)
+    assert [v.split(": ")[1] for v in shown["%px id"]] == ["1"]
+    assert [v.split(": ")[1] for v in shown["%px -t 0 id"]] == ["0"]

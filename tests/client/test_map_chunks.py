@@ -34,7 +34,7 @@ def engine_items(n_items, n_engines, dist, plan):
 @pytest.mark.parametrize("dist", ["b", "r"])
 @pytest.mark.parametrize("n_engines", [1, 2, 3, 4, 7, 16])
 @pytest.mark.parametrize("n_items", [0, 1, 15, 16, 17, 63, 64, 100, 333, 1000])
-@pytest.mark.parametrize("chunksize", [None, 1, 3, 8, 50])
+@pytest.mark.parametrize("chunksize", [1, 3, 8, 50])
 def test_every_engine_gets_its_unchunked_part(n_items, n_engines, dist, chunksize):
     plan = progress.plan_map(n_items, n_engines, chunksize)
     expected = mapping.partitions(list(range(n_items)), n_engines, dist)
@@ -46,25 +46,18 @@ def test_every_engine_gets_its_unchunked_part(n_items, n_engines, dist, chunksiz
         sizes = [stop - start for start, stop in chunk]
         assert all(sizes) and sizes == sorted(sizes, reverse=True)  # larger first ...
         assert not sizes or sizes[0] - sizes[-1] <= 1               # ... as a split makes
-        if chunksize is not None and sizes:
+        if sizes:
             assert sizes[0] <= chunksize
-    if chunksize is None:
-        assert len(plan) <= progress.MAX_CHUNKS
     if not progress.may_chunk(n_items, chunksize):
         assert len(plan) == 1
 
 
-def test_the_default_plan():
-    assert progress.plan_map(15, 1) == [[(0, 15)]]                 # < 2 x MIN_PIECE: one call
-    assert progress.plan_map(16, 1) == [[(0, 8)], [(8, 16)]]
-    assert progress.plan_map(63, 4) == [[(0, 16), (0, 16), (0, 16), (0, 15)]]
-    assert len(progress.plan_map(64, 4)) == 2
-    assert len(progress.plan_map(1000, 1)) == progress.MAX_CHUNKS  # MAX_CALLS // 1, capped
-    assert len(progress.plan_map(1000, 4)) == 5                    # MAX_CALLS // 4
-    assert len(progress.plan_map(10 ** 5, 64)) == progress.MIN_CHUNKS
-    assert len(progress.plan_map(100, 4)) == 3                     # 25 // MIN_PIECE
+def test_plans():
+    assert progress.plan_map(15, 1, 15) == [[(0, 15)]]
+    assert progress.plan_map(16, 1, 8) == [[(0, 8)], [(8, 16)]]
+    assert progress.plan_map(63, 4, 16) == [[(0, 16), (0, 16), (0, 16), (0, 15)]]
     assert progress.plan_map(10, 4, chunksize=2) == [[(0, 2)] * 4, [(2, 3)] * 2]
-    assert progress.plan_map(0, 4) == progress.plan_map(0, 4, chunksize=3) == [[]]
+    assert progress.plan_map(0, 4, chunksize=3) == [[]]
 
 
 def test_take():

@@ -80,9 +80,9 @@ def recorded(monkeypatch, tty_stderr):
 def test_chunked_map_keeps_order_and_each_engines_items(fake, tty_stderr, dist):
     fc, mec = fake
     xs, ys = list(range(200)), list(range(1000, 1200))
-    assert mec.map(lambda x, y: (x, y), xs, ys, dist=dist) == list(zip(xs, ys))
+    assert mec.map(lambda x, y: (x, y), xs, ys, dist=dist, chunksize=20) == list(zip(xs, ys))
     maps = raw_maps(fc)
-    assert len(maps) == len(progress.plan_map(200, 4)) == 5
+    assert len(maps) == len(progress.plan_map(200, 4, 20)) == 3
     assert all(m[2] == dist and m[4] is False for m in maps)
     # each engine got exactly its part of the unchunked split, in order
     per_engine = [[] for _ in range(4)]
@@ -91,32 +91,35 @@ def test_chunked_map_keeps_order_and_each_engines_items(fake, tty_stderr, dist):
             per_engine[engine].extend(part)
     assert per_engine == mapping.partitions(xs, 4, dist)
     fetched = [c for c in fc.calls if c[0] == "get_pending_deferred"]
-    assert len(fetched) == 5 and not fc.pending          # every chunk fetched
+    assert len(fetched) == 3 and not fc.pending          # every chunk fetched
     assert "map" in tty_stderr.getvalue() and "200/200" in tty_stderr.getvalue()
 
 
 def test_chunks_follow_the_targets(fake, tty_stderr):
     fc, mec = fake
-    assert mec.map(abs, range(-400, 0), targets=[0, 1]) == list(range(400, 0, -1))
-    assert len(raw_maps(fc)) == len(progress.plan_map(400, 2)) == 8
+    assert mec.map(abs, range(-400, 0), targets=[0, 1], chunksize=50) == list(range(400, 0, -1))
+    assert len(raw_maps(fc)) == len(progress.plan_map(400, 2, 50)) == 4
     assert {tuple(m[3]) for m in raw_maps(fc)} == {(0, 1)}
     assert "get_ids" not in fc.methods_called()     # explicit targets: no need to ask
     fc.calls.clear()
-    assert mec.map(abs, range(100), targets=3) == list(range(100))
-    assert len(raw_maps(fc)) == len(progress.plan_map(100, 1)) == 8
+    assert mec.map(abs, range(100), targets=3, chunksize=50) == list(range(100))
+    assert len(raw_maps(fc)) == len(progress.plan_map(100, 1, 50)) == 2
     assert {tuple(m[3]) for m in raw_maps(fc)} == {(3,)}
 
 
 def test_small_maps_are_not_split(fake, tty_stderr):
     fc, mec = fake
     assert mec.map(abs, range(-5, 0)) == [5, 4, 3, 2, 1]
-    assert len(raw_maps(fc)) == 1 and raw_maps(fc)[0][4] is True
+    assert len(raw_maps(fc)) == 1
     assert "get_ids" not in fc.methods_called()     # too small to split on any cluster
 
 
 def test_the_chunks_do_not_depend_on_the_terminal(fake, monkeypatch):
-    """Same calls whether or not a bar may be shown: a terminal, none, the
-    client's progress off, the environment's off."""
+    """The same parts go to the same engines whether or not a bar may be
+    shown (a terminal, none, the client's progress off, the environment's
+    off): one call per engine, unless chunksize= says otherwise.  (With a bar
+    the call is made non-blocking and waited for: the engines report how far
+    they got.)"""
     fc, mec = fake
     stream = io.StringIO()
     monkeypatch.setattr(progress, "stream", lambda: stream)
@@ -127,9 +130,9 @@ def test_the_chunks_do_not_depend_on_the_terminal(fake, monkeypatch):
     def calls_of_a_map():
         fc.calls.clear()
         assert mec.map(abs, range(-100, 0)) == list(range(100, 0, -1))
-        return fc.methods_called(), raw_maps(fc)   # (pending ids differ from map to map)
+        return [m[1:4] for m in raw_maps(fc)]      # the parts, dist and targets
     not_a_terminal = calls_of_a_map()
-    assert len(raw_maps(fc)) == 3 and stream.getvalue() == ""
+    assert len(raw_maps(fc)) == 1 and stream.getvalue() == ""
     monkeypatch.setattr(progress, "stderr_is_terminal", lambda: True)
     assert calls_of_a_map() == not_a_terminal and "100/100" in stream.getvalue()
     mec.progress = False
@@ -181,8 +184,8 @@ def test_bar_waits_for_the_delay(fake, tty_stderr, monkeypatch):
     fc, mec = fake
     monkeypatch.setattr(progress, "DELAY", 3600)
     assert mec.map(abs, range(100)) == list(range(100))
-    assert len(raw_maps(fc)) == 3        # split, in case it takes long ...
-    assert tty_stderr.getvalue() == ""   # ... but quick: no bar drawn
+    assert len(raw_maps(fc)) == 1        # one call per engine; quick: no bar drawn
+    assert tty_stderr.getvalue() == ""
 
 
 def test_the_bar_advances_per_chunk(fake, recorded):
@@ -205,7 +208,7 @@ def test_a_failing_chunk_stops_the_map(fake, tty_stderr):
         return d
     fc.raw_map = failing_third
     with pytest.raises(ZeroDivisionError, match="chunk 3"):
-        mec.map(abs, range(400))
+        mec.map(abs, range(400), chunksize=10)
     # (the fake answers at once: chunks 4.. were never sent; see test_map_chunks for
     # the chunks already sent being aborted)
     assert len(raw_maps(fc)) == 3 and not fc.pending
@@ -225,7 +228,7 @@ def test_parallel_functions_show_progress(fake, tty_stderr):
     def inc(x):
         return x + 1
     assert inc(range(64)) == list(range(1, 65))
-    assert len(raw_maps(fc)) == len(progress.plan_map(64, 4)) == 2
+    assert len(raw_maps(fc)) == 1
     assert "64/64" in tty_stderr.getvalue()
 
 
@@ -303,10 +306,10 @@ async def test_chunked_map_through_a_cluster(blocking, tty_stderr):
             return original(*args, **kwargs)
         fc.raw_map = counting
         xs = list(range(100))
-        assert mec.map(lambda x: x ** 3, xs) == [x ** 3 for x in xs]
-        assert mec.map(lambda x, y: x - y, xs, xs[::-1], dist="r") == \
+        assert mec.map(lambda x: x ** 3, xs, chunksize=10) == [x ** 3 for x in xs]
+        assert mec.map(lambda x, y: x - y, xs, xs[::-1], dist="r", chunksize=10) == \
             [x - y for x, y in zip(xs, xs[::-1])]
-        chunks = len(progress.plan_map(100, 3))
+        chunks = len(progress.plan_map(100, 3, 10))
         assert chunks == 4 and len(calls) == 2 * chunks
         assert all(c["block"] is False and c["targets"] == [0, 1, 2] for c in calls)
         return tty_stderr.getvalue()
@@ -348,6 +351,40 @@ async def test_a_map_bar_moves_while_the_map_runs(blocking, gates, recorded):
     gate.open()
     assert await done == list(range(80))
     assert bar.count == 80 and bar.updates == [20, 20, 20, 20]
+
+
+@pytest.mark.tier2
+@pytest_twisted.ensureDeferred
+async def test_an_unchunked_map_bar_follows_the_engines_reports(blocking, gates, recorded,
+                                                                 monkeypatch):
+    from ipkernel.engine import service
+
+    monkeypatch.setattr(service, "PROGRESS_EVERY", 0)   # report after every slice ...
+    monkeypatch.setattr(service, "PROGRESS_SLICE", 5)   # ... of 5 items
+    await blocking.start(4)
+    gate = gates.new()
+    module, key = gates.module_name, gate.key
+
+    def f(x):   # 20 items per engine; the last 5 of each part wait at the gate
+        if x % 20 >= 15:
+            __import__(module).gates[key].pass_through()
+        return x
+    calls = []
+
+    def user():
+        mec = blocking.client()
+        fc = mec._holder[0]
+        original = fc.raw_map
+        fc.raw_map = lambda *a, **k: calls.append(k) or original(*a, **k)
+        return mec.map(f, range(80))
+    done = blocking.run(user)
+    await gate.wait_arrivals(4)
+    bar, = recorded
+    assert await bar.when(60) == 60          # 15 items of each engine reported done
+    assert not done.called
+    gate.open()
+    assert await done == list(range(80))
+    assert bar.count == 80 and len(calls) == 1   # one call: not chunked
 
 
 @pytest.mark.tier2
