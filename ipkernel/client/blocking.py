@@ -991,10 +991,11 @@ class MultiEngineClient:
         return self._two_phase("gather", (key,), targets, block, timeout, dist=dist)
 
     def raw_map(self, func, seqs, dist="b", targets=None, block=None, *,
-                timeout=CLIENT_DEFAULT):
+                timeout=CLIENT_DEFAULT, stream=None):
         """Parallel ``list(map(func, *seqs))`` over the targets, as one call."""
         mapping.check_dist(dist)
-        return self._two_phase("raw_map", (func, seqs), targets, block, timeout, dist=dist)
+        return self._two_phase("raw_map", (func, seqs), targets, block, timeout, dist=dist,
+                               stream=stream)
 
     def map(self, func, *sequences, dist="b", targets="all", block=None,
             timeout=CLIENT_DEFAULT, chunksize=None):

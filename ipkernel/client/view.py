@@ -10,7 +10,7 @@
 
 A :class:`View` has the client's methods that take ``targets``, with the
 view's targets (``targets=`` is refused: make another view) and the view's
-:attr:`~View.block` as the default of ``block``.
+:attr:`~ipkernel.client.View.block` as the default of ``block``.
 """
 import functools
 import inspect
