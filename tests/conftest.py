@@ -3,6 +3,10 @@
 * ``clean_reactor`` (autouse): fails a test that leaves delayed calls,
   listening ports or open connections behind, and drains Foolscap's
   eventual-send queue.
+* ``reactor_signals_intact`` (autouse): fails a test that leaves the signal
+  wakeup fd or the SIGCHLD handler changed (the reactor would stop seeing its
+  child processes exit); ``foreign_event_loop`` puts them back for a test
+  that runs another event loop in this process (nbclient's asyncio).
 * ``make_engine``: builds in-process EngineServices and stops them (and their
   user-code threads) after the test.
 * ``make_controller``: a ControllerService with ``n`` in-process queued engines.
@@ -20,6 +24,7 @@
 
 An unmarked test counts as tier 1.
 """
+import signal
 import sys
 import threading
 import time
@@ -95,6 +100,42 @@ async def clean_reactor():
         _close(selectable)
     assert not open_now, f"test left listening ports or connections open: {open_now!r}"
     assert not leftovers, f"test left delayed calls behind: {leftovers!r}"
+
+
+def _signal_state():
+    wakeup = signal.set_wakeup_fd(-1)
+    signal.set_wakeup_fd(wakeup)
+    return wakeup, signal.getsignal(signal.SIGCHLD)
+
+
+def _restore_signal_state(state):
+    wakeup, sigchld = state
+    signal.set_wakeup_fd(wakeup)
+    signal.signal(signal.SIGCHLD, sigchld)
+
+
+@pytest.fixture(autouse=True)
+def reactor_signals_intact():
+    """Fail (and repair) a test that changed how the reactor hears signals:
+    without its wakeup fd a child's exit goes unnoticed, and a process
+    protocol waits for ever."""
+    before = _signal_state()
+    yield
+    after = _signal_state()
+    if after != before:
+        _restore_signal_state(before)
+        pytest.fail(f"the test changed the reactor's signal handling (wakeup fd, SIGCHLD "
+                    f"handler) from {before} to {after}; use the foreign_event_loop fixture")
+
+
+@pytest.fixture
+def foreign_event_loop():
+    """For a test that runs another event loop in this process (an asyncio
+    one, as nbclient does), which takes the signal wakeup fd and SIGCHLD
+    from the reactor: they are given back afterwards."""
+    before = _signal_state()
+    yield
+    _restore_signal_state(before)
 
 
 @pytest_twisted.async_yield_fixture

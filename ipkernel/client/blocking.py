@@ -233,7 +233,7 @@ class PendingResult:
         self._on_progress = None   # f(items done) while a map waits with a bar
         self._ids = None
         claim = getattr(client, "_claim_output", None)
-        self._output = claim(result_id) if claim is not None else None
+        self._output = claim(result_id, stream) if claim is not None else None
         # reactor-thread state: the one blocking fetch on its way, and its waiters
         self._inflight = None
         self._arrived = None  # ("ok", value) or ("error", Failure) once fetched
@@ -883,11 +883,12 @@ class MultiEngineClient:
         fc = self._holder[0] if self._holder else None
         return getattr(fc, "output", None) is not None
 
-    def _claim_output(self, result_id):
-        """The CallOutput of the call ``result_id`` (None: no live output)."""
+    def _claim_output(self, result_id, answers=False):
+        """The CallOutput of the call ``result_id`` (None: no live output);
+        ``answers``: its engines' input() is asked here (a streamed call)."""
         fc = self._holder[0] if self._holder else None
         listener = getattr(fc, "output", None)
-        return listener.claim(result_id) if listener is not None else None
+        return listener.claim(result_id, answers) if listener is not None else None
 
     def _watch_pending(self, pending):
         """Fetch ``pending`` in the background; settle it (and run its done
@@ -924,8 +925,6 @@ class MultiEngineClient:
                 if on_progress is not None:
                     on_progress(output.items_done())
             pump = {"wake": output.wake, "pump": show}
-        if streaming:
-            output.interactive = True   # input() on its engines is asked here
         try:
             return self._bridge.call_pumping(
                 lambda: pending._fetch_in_reactor(self._fc_now(), block), timeout=timeout,
@@ -937,7 +936,6 @@ class MultiEngineClient:
                 f"again to keep waiting") from None
         finally:
             if streaming:
-                output.interactive = False
                 output.show(final=True)   # the ends of lines, and input() nobody answers now
 
     def _discard(self, pendings):

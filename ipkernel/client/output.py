@@ -13,7 +13,11 @@ call with streaming on, printed as it arrives with one prefix per line::
     [stderr:1] warning: ...
 
 Output that arrives before its call's id is known (the engines can be
-quicker than the answer that gives the id) waits, bounded, to be claimed.
+quicker than the answer that gives the id) waits, bounded, to be claimed;
+so does an engine's ``input()`` question (for at most
+:data:`UNCLAIMED_QUESTION_WAIT` seconds).  A call claimed with
+``answers=True`` keeps its questions until a thread waits for it and asks
+them of the user; any other call's are refused at once.
 """
 import sys
 import threading
@@ -28,6 +32,8 @@ from ipkernel.interfaces.remote import RIOutputListener
 #: Call ids whose output may wait to be claimed, and characters of it.
 MAX_UNCLAIMED_CALLS = 1024
 MAX_UNCLAIMED_CHARS = 8 << 20
+#: Seconds an input() question waits for its call to be claimed before it is refused.
+UNCLAIMED_QUESTION_WAIT = 30.0
 
 __all__ = ["OutputListener", "CallOutput", "prefixed_lines", "in_ipython"]
 
@@ -66,12 +72,12 @@ class CallOutput:
         self._unshown = []     # (engine id, stream, text) not printed yet
         self._partial = {}     # (engine id, stream) -> the start of a line not printed yet
         self._questions = []   # (engine id, prompt, Deferred) of input() calls to answer
+        #: Whether input() on its engines may be asked of this client's user
+        #: (set when claimed; else every question is refused).
+        self.answers = False
         self._progress = {}    # engine id -> items of a map it reported done
         #: Set (from the reactor thread) whenever output arrives.
         self.wake = threading.Event()
-        #: True while a thread waits for the call and shows its output
-        #: (input() on its engines is then asked of the user).
-        self.interactive = False
 
     def add(self, engine_id, name, text):
         if name == "progress":   # how many items of a map the engine has done
@@ -88,9 +94,13 @@ class CallOutput:
         self.wake.set()
 
     def question(self, engine_id, prompt, answer):
-        """Have the waiting thread ask the user ``prompt`` for engine
-        ``engine_id`` and fire the Deferred ``answer`` with the line (reactor
-        thread)."""
+        """Have the thread that waits for the call ask the user ``prompt`` for
+        engine ``engine_id`` and fire the Deferred ``answer`` with the line;
+        with :attr:`answers` off, ``answer`` fails at once (reactor thread)."""
+        if not self.answers:
+            from ipkernel.engine.interpreter import NO_INPUT
+            answer.errback(RuntimeError(NO_INPUT))
+            return
         with self._lock:
             self._questions.append((engine_id, prompt, answer))
         self.wake.set()
@@ -136,7 +146,8 @@ class CallOutput:
         from twisted.internet import reactor
 
         with self._lock:
-            questions, self._questions = self._questions, []
+            questions = list(self._questions)
+            self._questions.clear()   # the same list: the record's finalizer refuses what is left
         for k, (engine_id, prompt, answer) in enumerate(questions):
             if final:   # the wait is over (Ctrl-C, an error): nobody answers now
                 reactor.callFromThread(answer.errback, RuntimeError(
@@ -167,13 +178,17 @@ class OutputListener(Referenceable):
     (reactor thread) and hands it to the :class:`CallOutput` of each call."""
 
     def __init__(self, max_unclaimed_calls=MAX_UNCLAIMED_CALLS,
-                 max_unclaimed_chars=MAX_UNCLAIMED_CHARS):
+                 max_unclaimed_chars=MAX_UNCLAIMED_CHARS,
+                 question_wait=UNCLAIMED_QUESTION_WAIT, clock=None):
         self.max_unclaimed_calls = max_unclaimed_calls
         self.max_unclaimed_chars = max_unclaimed_chars
+        self.question_wait = question_wait
+        self._clock = clock
         self._lock = threading.Lock()
         self._records = weakref.WeakValueDictionary()   # call id -> CallOutput
         self._unclaimed = OrderedDict()   # call id -> [(engine id, stream, text)]
         self._unclaimed_chars = 0
+        self._early_questions = {}        # call id -> [(engine id, prompt, Deferred)]
 
     def remote_output(self, chunks):
         for call_id, engine_id, name, text in chunks:
@@ -187,15 +202,38 @@ class OutputListener(Referenceable):
     def remote_input(self, call_id, engine_id, prompt):
         from twisted.internet import defer
 
+        answer = defer.Deferred()
+        with self._lock:
+            record = self._records.get(call_id)
+            if record is None:   # asked before the call's id came back: wait for the claim
+                self._early_questions.setdefault(call_id, []).append(
+                    (engine_id, prompt, answer))
+        if record is None:
+            self._clock_now().callLater(self.question_wait, self._unclaimed_question,
+                                        call_id, answer)
+        else:
+            record.question(engine_id, prompt, answer)
+        return answer
+
+    def _clock_now(self):
+        if self._clock is None:
+            from twisted.internet import reactor
+            return reactor
+        return self._clock
+
+    def _unclaimed_question(self, call_id, answer):
         from ipkernel.engine.interpreter import NO_INPUT
 
         with self._lock:
-            record = self._records.get(call_id)
-        if record is None or not record.interactive:
-            raise RuntimeError(NO_INPUT)
-        answer = defer.Deferred()
-        record.question(engine_id, prompt, answer)
-        return answer
+            waiting = self._early_questions.get(call_id, [])
+            kept = [q for q in waiting if q[2] is not answer]
+            if len(kept) == len(waiting):
+                return   # claimed meanwhile
+            if kept:
+                self._early_questions[call_id] = kept
+            else:
+                del self._early_questions[call_id]
+        answer.errback(RuntimeError(NO_INPUT))
 
     def _keep_unclaimed(self, call_id, chunk):
         self._unclaimed.setdefault(call_id, []).append(chunk)
@@ -205,14 +243,41 @@ class OutputListener(Referenceable):
             _, dropped = self._unclaimed.popitem(last=False)
             self._unclaimed_chars -= sum(len(text) for _, _, text in dropped)
 
-    def claim(self, call_id):
+    def claim(self, call_id, answers=False):
         """The :class:`CallOutput` of ``call_id`` (made now, with what already
-        arrived for it); kept here as long as the caller keeps it (any thread)."""
+        arrived for it); kept here as long as the caller keeps it (any thread).
+        ``answers``: input() on its engines is asked of this client's user
+        (by the thread that waits for it); questions still unanswered when
+        the record is dropped are refused."""
         record = CallOutput()
+        record.answers = answers
+        questions = record._questions
+        weakref.finalize(record, _refuse_left, questions)
         with self._lock:
             self._records[call_id] = record
             early = self._unclaimed.pop(call_id, ())
             self._unclaimed_chars -= sum(len(text) for _, _, text in early)
+            asked = self._early_questions.pop(call_id, ())
         for chunk in early:
             record.add(*chunk)
+        for engine_id, prompt, answer in asked:
+            _in_reactor(record.question, engine_id, prompt, answer)
         return record
+
+
+def _in_reactor(f, *args):
+    from twisted.internet import reactor
+    reactor.callFromThread(f, *args)
+
+
+def _refuse_left(questions):
+    """Fail the input() questions of a call nobody waits for any more."""
+    for _, _, answer in list(questions):
+        _in_reactor(_refuse, answer)
+    questions.clear()
+
+
+def _refuse(answer):
+    if not answer.called:
+        answer.errback(RuntimeError("input() was not answered: the client dropped the call's "
+                                    "result without waiting for it"))

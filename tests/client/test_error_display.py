@@ -224,7 +224,8 @@ KERNEL_NAME = "ipkernel-test-python"
 @pytest.mark.tier3
 @pytest.mark.timeout(120)
 def test_jupyter_shows_execute_on_two_engines_as_their_engine_tracebacks(cluster, tmp_path,
-                                                                         monkeypatch):
+                                                                         monkeypatch,
+                                                                         foreign_event_loop):
     import nbclient  # (the test extra has them)
     import nbformat
 

@@ -159,7 +159,8 @@ def kernel_of_this_python(tmp_path, monkeypatch):
     monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipythondir"))
 
 
-def test_jupyter_px_shows_engine_output_while_the_cell_runs(cluster, tmp_path, monkeypatch):
+def test_jupyter_px_shows_engine_output_while_the_cell_runs(cluster, tmp_path, monkeypatch,
+                                                           foreign_event_loop):
     import nbclient
     import nbformat
 

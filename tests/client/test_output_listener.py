@@ -71,19 +71,68 @@ def test_not_in_ipython_in_a_plain_process():
     assert in_ipython() is False
 
 
-def test_input_is_refused_unless_a_thread_waits_for_the_call():
+@pytest_twisted.ensureDeferred
+async def test_input_is_refused_for_a_call_that_does_not_answer():
     from ipkernel.engine.interpreter import NO_INPUT
 
     listener = OutputListener()
-    record = listener.claim("c")
-    with pytest.raises(RuntimeError, match="not available"):
-        listener.remote_input("c", 0, "name? ")
-    with pytest.raises(RuntimeError) as unknown:
-        listener.remote_input("nobody", 0, "name? ")
-    assert str(unknown.value) == NO_INPUT
-    record.interactive = True
-    answer = listener.remote_input("c", 1, "name? ")
-    assert not answer.called and record.wake.is_set()
+    record = listener.claim("c")   # answers=False: not a streamed call
+    with pytest.raises(RuntimeError) as refused:
+        await listener.remote_input("c", 0, "name? ")
+    assert str(refused.value) == NO_INPUT and not record.wake.is_set()
+    answering = listener.claim("d", answers=True)
+    answer = listener.remote_input("d", 1, "name? ")
+    assert not answer.called and answering.wake.is_set()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_question_asked_before_its_call_is_claimed_waits_for_the_claim(monkeypatch):
+    from twisted.internet import reactor, task
+
+    monkeypatch.setattr("builtins.input", lambda prompt: "early bird")
+    clock = task.Clock()
+    listener = OutputListener(clock=clock, question_wait=30)
+    answer = listener.remote_input("c", 0, "name? ")   # the engine was quicker than the id
+    assert not answer.called
+    record = listener.claim("c", answers=True)
+    await task.deferLater(reactor, 0, lambda: None)    # handed over in the reactor thread
+    record.show(io.StringIO(), io.StringIO())
+    assert await answer == "early bird"
+    clock.advance(31)                                   # its timer finds nothing to refuse
+    assert listener._early_questions == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_question_whose_call_is_never_claimed_is_refused_after_a_while():
+    from twisted.internet import task
+
+    from ipkernel.engine.interpreter import NO_INPUT
+
+    clock = task.Clock()
+    listener = OutputListener(clock=clock, question_wait=30)
+    answer = listener.remote_input("never", 0, "name? ")
+    clock.advance(29)
+    assert not answer.called
+    clock.advance(2)
+    with pytest.raises(RuntimeError) as refused:
+        await answer
+    assert str(refused.value) == NO_INPUT and listener._early_questions == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_questions_of_a_dropped_result_are_refused():
+    import gc
+
+    from twisted.internet import reactor, task
+
+    listener = OutputListener()
+    record = listener.claim("c", answers=True)
+    answer = listener.remote_input("c", 0, "name? ")
+    del record
+    gc.collect()
+    await task.deferLater(reactor, 0, lambda: None)
+    with pytest.raises(RuntimeError, match="dropped the call's result"):
+        await answer
 
 
 @pytest_twisted.ensureDeferred
@@ -91,8 +140,7 @@ async def test_the_waiting_thread_asks_with_the_engine_id_and_answers_the_engine
     asked = []
     monkeypatch.setattr("builtins.input", lambda prompt: asked.append(prompt) or "ann")
     listener = OutputListener()
-    record = listener.claim("c")
-    record.interactive = True
+    record = listener.claim("c", answers=True)
     answer = listener.remote_input("c", 2, "name? ")
     record.show(io.StringIO(), io.StringIO())
     assert asked == ["[stdin:2] name? "]

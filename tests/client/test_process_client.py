@@ -113,7 +113,7 @@ async def test_script_with_the_blocking_client(processes):
         return all(status["pending"] != "None" for _, status in statuses)
     await cluster.poll(engines_busy, "the engines to run the script's long command")
     user.signal("INT")   # Ctrl-C
-    code = await cluster.within(user.wait(), 30, "the script to finish")
+    code = await cluster.within(user.wait(30), 30, "the script to finish")
     out = user.output
     assert code == 0, out
     assert "[1] Out[" in out and "hello from 1" in out
@@ -122,4 +122,4 @@ async def test_script_with_the_blocking_client(processes):
     assert "IDS [0, 1]" in out and "CONTROLLER GONE" in out and "DONE" in out
     assert "Traceback" not in out and "Unhandled" not in out and "Exception ignored" not in out
     assert "AT EXIT: reactor thread stopped, client Tub stopped, open client released" in out
-    assert await cluster.within(cluster.controller.wait(), 30, "the controller to stop") == 0
+    assert await cluster.within(cluster.controller.wait(30), 30, "the controller to stop") == 0

@@ -28,6 +28,7 @@ class RecordingBar:
     were counted."""
 
     made = []
+    _made_waiters = []   # (k, Deferred) of made_number(k)
 
     def __init__(self, total=None, desc=None, **kwargs):
         self.total, self.desc, self.kwargs = total, desc, kwargs
@@ -35,6 +36,20 @@ class RecordingBar:
         self.closed = False
         self._waiters = []
         RecordingBar.made.append(self)
+        k = len(RecordingBar.made)
+        for waited, d in [w for w in RecordingBar._made_waiters if w[0] == k]:
+            RecordingBar._made_waiters.remove((waited, d))
+            reactor.callFromThread(d.callback, self)
+
+    @classmethod
+    def made_number(cls, k):
+        """A Deferred of the k-th bar made (1-based), once it is made."""
+        d = defer.Deferred()
+        if len(cls.made) >= k:
+            d.callback(cls.made[k - 1])
+        else:
+            cls._made_waiters.append((k, d))
+        return d.addTimeout(THREAD_TIMEOUT, reactor)
 
     @property
     def count(self):
@@ -70,6 +85,7 @@ class RecordingBar:
 def recorded(monkeypatch, tty_stderr):
     """Bars are RecordingBars (and may be shown: stderr is a terminal)."""
     RecordingBar.made = []
+    RecordingBar._made_waiters = []
     monkeypatch.setattr(progress, "bar_class", lambda: RecordingBar)
     return RecordingBar.made
 
@@ -421,7 +437,7 @@ async def test_task_map_and_barrier_bars_move_per_batch(blocking, gates, recorde
             tc.close()
     done = blocking.run(barrier)
     await gate2.wait_arrivals(1)
-    barrier_bar = recorded[-1]
+    barrier_bar = await RecordingBar.made_number(2)   # the task may reach the gate first
     assert barrier_bar.desc == "barrier" and barrier_bar.total == 60
     assert await barrier_bar.when(3) >= 3
     assert not done.called
