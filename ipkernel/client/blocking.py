@@ -1346,61 +1346,33 @@ def _run_chunks(fc, func, calls, dist, landed):
     in order (an engine runs its pieces in that order), and fetched as soon as
     it is submitted; ``landed(k)`` is called as chunk ``k`` arrives.  A
     Deferred of the list of the chunks' results.  On the first failure, or
-    when cancelled (timeout, Ctrl-C), the chunks not yet in are aborted,
-    later answers are dropped, and nothing more is submitted.
+    when cancelled (timeout, Ctrl-C), the chunks not yet in are aborted and
+    later answers are dropped.
     """
     from twisted.internet import defer
 
-    results = [None] * len(calls)
     unfetched = set()  # ids submitted whose results have not arrived
-    state = {"over": False, "left": len(calls)}
+    over = []
 
-    def give_up():
-        state["over"] = True
-        for result_id in list(unfetched):
-            fc.abort(result_id).addErrback(lambda _: None)  # its fetch drains it
-
-    done = defer.Deferred(canceller=lambda _: give_up())
-
-    def fail(failure):
-        if not state["over"]:
-            give_up()
-            done.errback(failure)
-
-    def arrived(value, k, result_id):
-        unfetched.discard(result_id)
-        if state["over"]:
-            return
-        results[k] = value
-        state["left"] -= 1
-        landed(k)
-        if not state["left"]:
-            state["over"] = True
-            done.callback(results)
-
-    def failed(failure, result_id):
-        unfetched.discard(result_id)
-        fail(failure)
-
-    def submitted(result_id, k):
-        if state["over"]:  # given up meanwhile: nobody wants it
+    async def chunk(seqs, targets):
+        result_id = await fc.raw_map(func, seqs, dist=dist, targets=targets, block=False)
+        if over:  # given up meanwhile: nobody wants it
             d = fc.abort(result_id)
             d.addBoth(lambda _: fc.get_pending_deferred(result_id, True))
             d.addErrback(lambda _: None)
-            return
+            return None
         unfetched.add(result_id)
-        fetch = fc.get_pending_deferred(result_id, True)
-        fetch.addCallbacks(arrived, failed, callbackArgs=(k, result_id),
-                           errbackArgs=(result_id,))
+        try:
+            return await fc.get_pending_deferred(result_id, True)
+        finally:
+            unfetched.discard(result_id)
 
-    for k, (seqs, targets) in enumerate(calls):
-        if state["over"]:
-            break
-        d = fc.raw_map(func, seqs, dist=dist, targets=targets, block=False)
-        d.addCallbacks(submitted, fail, callbackArgs=(k,))
-    if not calls:
-        done.callback(results)
-    return done
+    def give_up():
+        over.append(True)
+        for result_id in list(unfetched):
+            fc.abort(result_id).addErrback(lambda _: None)  # its fetch drains it
+    chunks = [defer.Deferred.fromCoroutine(chunk(seqs, targets)) for seqs, targets in calls]
+    return _progress.gather_landing(chunks, landed, give_up)
 
 
 def get_multiengine_client(furl_or_file="", **options):

@@ -218,7 +218,7 @@ class TaskClient:
         with _progress.bar(len(ids), "barrier", _progress.wanted(self.progress),
                            unit="task") as shown:
             def wait(fc):
-                return _each([fc.barrier(ids[a:b]) for a, b in batches],
+                return _progress.gather_landing([fc.barrier(ids[a:b]) for a, b in batches],
                              lambda k: shown.update(batches[k][1] - batches[k][0]))
             self._call_with(wait, what="TaskClient.barrier")
         return None
@@ -318,7 +318,7 @@ def _map_tasks(fc, options, func, sequences, advance):
             landed.add(k)
             advance(batches[k][1] - batches[k][0])
         try:
-            fetched = await _each([fc.get_task_results(ids[a:b], block=True)
+            fetched = await _progress.gather_landing([fc.get_task_results(ids[a:b], block=True)
                                    for a, b in batches], arrived)
         except defer.CancelledError:
             for k, (a, b) in enumerate(batches):
@@ -334,36 +334,6 @@ def _map_tasks(fc, options, func, sequences, advance):
                 results.append(value)
         return results
     return defer.Deferred.fromCoroutine(run())
-
-
-def _each(deferreds, landed):
-    """A Deferred of the results of ``deferreds``, in order, calling
-    ``landed(k)`` as the k-th fires; the first failure fails it at once (and
-    later outcomes are dropped, as when it is cancelled)."""
-    from twisted.internet import defer
-
-    results = [None] * len(deferreds)
-    state = {"left": len(deferreds), "over": False}
-    done = defer.Deferred(canceller=lambda _: state.update(over=True))
-
-    def arrived(value, k):
-        if not state["over"]:
-            results[k] = value
-            state["left"] -= 1
-            landed(k)
-            if not state["left"]:
-                state["over"] = True
-                done.callback(results)
-
-    def failed(failure):
-        if not state["over"]:
-            state["over"] = True
-            done.errback(failure)
-    for k, d in enumerate(deferreds):
-        d.addCallbacks(arrived, failed, callbackArgs=(k,))
-    if not deferreds:
-        done.callback(results)
-    return done
 
 
 def get_task_client(furl_or_file="", **options):

@@ -27,7 +27,7 @@ import sys
 
 from ipkernel.controller import mapping
 
-__all__ = ["DELAY", "ENV_VAR", "TASK_BATCHES", "MAX_BATCH", "enabled_by_environment", "stderr_is_terminal",
+__all__ = ["DELAY", "ENV_VAR", "gather_landing", "TASK_BATCHES", "MAX_BATCH", "enabled_by_environment", "stderr_is_terminal",
            "stream", "in_notebook", "widgets_available", "bar_class", "wanted",
            "check_chunksize", "may_chunk", "plan_map", "chunk_positions", "take",
            "plan_batches", "bar"]
@@ -216,3 +216,39 @@ def bar(total, desc, enabled, unit="it"):
     return bar_class()(total=total, desc=desc, unit=unit, delay=DELAY, leave=True,
                        file=stream(), mininterval=MIN_INTERVAL, miniters=1,
                        dynamic_ncols=True)
+
+
+def gather_landing(deferreds, landed, give_up=None):
+    """A Deferred of the results of ``deferreds``, in order, calling
+    ``landed(k)`` (reactor thread) as the k-th fires.  The first failure
+    fails it at once; then, or when it is cancelled (a timeout, Ctrl-C),
+    ``give_up()`` is called and later outcomes are dropped."""
+    from twisted.internet import defer
+
+    results = [None] * len(deferreds)
+    state = {"left": len(deferreds), "over": False}
+
+    def end():
+        state["over"] = True
+        if give_up is not None:
+            give_up()
+    done = defer.Deferred(canceller=lambda _: end())
+
+    def arrived(value, k):
+        if not state["over"]:
+            results[k] = value
+            state["left"] -= 1
+            landed(k)
+            if not state["left"]:
+                state["over"] = True
+                done.callback(results)
+
+    def failed(failure):
+        if not state["over"]:
+            end()
+            done.errback(failure)
+    for k, d in enumerate(deferreds):
+        d.addCallbacks(arrived, failed, callbackArgs=(k,))
+    if not deferreds:
+        done.callback(results)
+    return done

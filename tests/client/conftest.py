@@ -10,6 +10,7 @@
   closed after the test.
 * ``fake``: a :class:`FakeAsyncClient` and a client over it whose calls run
   inline (tier 1: no network, no reactor thread).
+* ``jupyter_kernel``: a kernelspec of this Python for nbclient tests.
 * ``processes``: the tier-3 process cluster of ``tests/apps`` (real
   ``ipcontroller``/``ipengine`` in a temporary cluster directory, always
   stopped).
@@ -18,6 +19,8 @@ import ctypes
 import importlib.util
 import io
 import itertools
+import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -67,6 +70,22 @@ class Harness:
         clients, self.clients = self.clients, []
         if clients:
             await self.run(lambda: [c.close() for c in clients])
+
+
+@pytest.fixture
+def jupyter_kernel(tmp_path, monkeypatch, foreign_event_loop):
+    """The name of a Jupyter kernelspec that runs this Python, found before
+    any other (whatever kernels are installed), for nbclient; the reactor
+    gets its signal handling back afterwards."""
+    name = "ipkernel-test-python"
+    spec = tmp_path / "jupyter" / "kernels" / name
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": name, "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipythondir"))
+    return name
 
 
 @pytest.fixture

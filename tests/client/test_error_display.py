@@ -10,7 +10,6 @@ frames (client, Twisted, Foolscap, lanes).
   using a :class:`~ipkernel.cluster.LocalCluster` of two engines, started
   here and always stopped.
 """
-import json
 import os
 import pickle
 import re
@@ -218,14 +217,10 @@ def test_ipython_shows_the_user_frames_of_apply_map_and_tasks(cluster, tmp_path)
         assert len(part.splitlines()) < 40, part
 
 
-KERNEL_NAME = "ipkernel-test-python"
-
-
 @pytest.mark.tier3
 @pytest.mark.timeout(120)
 def test_jupyter_shows_execute_on_two_engines_as_their_engine_tracebacks(cluster, tmp_path,
-                                                                         monkeypatch,
-                                                                         foreign_event_loop):
+                                                                         jupyter_kernel):
     import nbclient  # (the test extra has them)
     import nbformat
 
@@ -233,16 +228,8 @@ def test_jupyter_shows_execute_on_two_engines_as_their_engine_tracebacks(cluster
         nbformat.v4.new_code_cell(client_code(cluster, "")),
         nbformat.v4.new_code_cell("mec.execute('1/0')"),
     ])
-    # a kernel of this Python, whatever kernels are installed elsewhere
-    spec = tmp_path / "jupyter" / "kernels" / KERNEL_NAME
-    spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": KERNEL_NAME, "language": "python"}))
-    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
-    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipythondir"))
     nbclient.NotebookClient(notebook, timeout=60, startup_timeout=60, allow_errors=True,
-                            kernel_name=KERNEL_NAME, resources={"metadata": {"path": tmp_path}}
+                            kernel_name=jupyter_kernel, resources={"metadata": {"path": tmp_path}}
                             ).execute()
     (output,) = [o for o in notebook.cells[1].outputs if o["output_type"] == "error"]
     assert output["ename"] == "CompositeError"

@@ -6,7 +6,6 @@ apply and map, never reach another client, and a flood is bounded.
 The engines' code waits for a release file the test writes only once it
 has read the first lines: they can only have arrived while the command ran.
 """
-import json
 import queue
 import re
 import subprocess
@@ -145,22 +144,7 @@ def test_client_side(cluster, check):
         done.stdout[-3000:] + done.stderr[-3000:]
 
 
-KERNEL_NAME = "ipkernel-live-python"
-
-
-def kernel_of_this_python(tmp_path, monkeypatch):
-    """A Jupyter kernelspec running this Python, found first (whatever else is installed)."""
-    spec = tmp_path / "jupyter" / "kernels" / KERNEL_NAME
-    spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": KERNEL_NAME, "language": "python"}))
-    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
-    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipythondir"))
-
-
-def test_jupyter_px_shows_engine_output_while_the_cell_runs(cluster, tmp_path, monkeypatch,
-                                                           foreign_event_loop):
+def test_jupyter_px_shows_engine_output_while_the_cell_runs(cluster, tmp_path, jupyter_kernel):
     import nbclient
     import nbformat
 
@@ -188,8 +172,7 @@ def test_jupyter_px_shows_engine_output_while_the_cell_runs(cluster, tmp_path, m
                         release.write_text("go")
             return super().output(outs, msg, display_id, cell_index)
 
-    kernel_of_this_python(tmp_path, monkeypatch)
-    Watching(notebook, timeout=WAIT, startup_timeout=60, kernel_name=KERNEL_NAME,
+    Watching(notebook, timeout=WAIT, startup_timeout=60, kernel_name=jupyter_kernel,
              resources={"metadata": {"path": tmp_path}}).execute()
     # the engines printed "second released": the release came while the cell ran
     assert arrived.index("-- released --") < arrived.index("[stdout:0] second released")

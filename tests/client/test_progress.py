@@ -225,9 +225,9 @@ def test_a_failing_chunk_stops_the_map(fake, tty_stderr):
     fc.raw_map = failing_third
     with pytest.raises(ZeroDivisionError, match="chunk 3"):
         mec.map(abs, range(400), chunksize=10)
-    # (the fake answers at once: chunks 4.. were never sent; see test_map_chunks for
-    # the chunks already sent being aborted)
-    assert len(raw_maps(fc)) == 3 and not fc.pending
+    # every chunk is sent before any answer is seen (the fake answers at once);
+    # none is left pending (see test_map_chunks for chunks in flight being aborted)
+    assert len(raw_maps(fc)) == 10 and not fc.pending
 
 
 def test_barrier_bar_counts_results(fake, tty_stderr):

@@ -4,6 +4,8 @@ reached the client."""
 import pytest
 from twisted.internet import defer, task
 
+from outputstub import OutputReceiver
+
 from ipkernel.controller.output import (EngineOutputInlet, OutputForwarder, is_listener, route)
 from ipkernel.engine.queued import QueuedEngine, current_output, current_request
 from ipkernel.interfaces.engine import IEngineBase
@@ -13,22 +15,8 @@ from zope.interface import implementer
 pytestmark = pytest.mark.tier1
 
 
-class Listener:
-    """A client listener stand-in: keeps each message, answers when told."""
-
-    def __init__(self):
-        self.messages = []
-        self.answers = []
-
-    def callRemote(self, method, chunks):
-        assert method == "output"
-        self.messages.append(list(chunks))
-        d = defer.Deferred()
-        self.answers.append(d)
-        return d
-
-    def answer(self):
-        self.answers.pop(0).callback(None)
+class Listener(OutputReceiver):
+    """A client listener stand-in."""
 
     def texts(self, call_id=None):
         return "".join(text for message in self.messages for c, _, _, text in message

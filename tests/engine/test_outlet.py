@@ -7,6 +7,8 @@ import threading
 import pytest
 from twisted.internet import defer, task
 
+from outputstub import OutputReceiver
+
 from ipkernel.engine.capture import capture, publishing
 from ipkernel.engine.outlet import LaneOrFoolscap, OutputOutlet, pack_chunks
 
@@ -20,24 +22,7 @@ class Reactor(task.Clock):
         f(*args)
 
 
-class Target:
-    """An RIEngineOutput stand-in: keeps each message; answers when told."""
-
-    def __init__(self):
-        self.messages = []
-        self.answers = []
-
-    def callRemote(self, method, chunks):
-        assert method == "output"
-        self.messages.append(list(chunks))
-        d = defer.Deferred()
-        self.answers.append(d)
-        return d
-
-    def answer_all(self):
-        answers, self.answers = self.answers, []
-        for d in answers:
-            d.callback(None)
+Target = OutputReceiver   # the controller's inlet, seen from the engine
 
 
 def outlet_with(target, **kwargs):
