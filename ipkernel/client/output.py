@@ -35,7 +35,8 @@ MAX_UNCLAIMED_CHARS = 8 << 20
 #: Seconds an input() question waits for its call to be claimed before it is refused.
 UNCLAIMED_QUESTION_WAIT = 30.0
 
-__all__ = ["OutputListener", "CallOutput", "prefixed_lines", "in_ipython"]
+__all__ = ["OutputListener", "CallOutput", "prefixed_lines", "in_ipython",
+           "UNCLAIMED_QUESTION_WAIT"]
 
 
 def in_ipython():
