@@ -73,12 +73,14 @@ def test_not_in_ipython_in_a_plain_process():
 
 @pytest_twisted.ensureDeferred
 async def test_input_is_refused_for_a_call_that_does_not_answer():
+    from twisted.internet import reactor
+
     from ipkernel.engine.interpreter import NO_INPUT
 
     listener = OutputListener()
     record = listener.claim("c")   # answers=False: not a streamed call
     with pytest.raises(RuntimeError) as refused:
-        await listener.remote_input("c", 0, "name? ")
+        await listener.remote_input("c", 0, "name? ").addTimeout(5, reactor)
     assert str(refused.value) == NO_INPUT and not record.wake.is_set()
     answering = listener.claim("d", answers=True)
     answer = listener.remote_input("d", 1, "name? ")
@@ -97,14 +99,14 @@ async def test_a_question_asked_before_its_call_is_claimed_waits_for_the_claim(m
     record = listener.claim("c", answers=True)
     await task.deferLater(reactor, 0, lambda: None)    # handed over in the reactor thread
     record.show(io.StringIO(), io.StringIO())
-    assert await answer == "early bird"
+    assert await answer.addTimeout(5, reactor) == "early bird"
     clock.advance(31)                                   # its timer finds nothing to refuse
     assert listener._early_questions == {}
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_question_whose_call_is_never_claimed_is_refused_after_a_while():
-    from twisted.internet import task
+    from twisted.internet import reactor, task
 
     from ipkernel.engine.interpreter import NO_INPUT
 
@@ -115,7 +117,7 @@ async def test_a_question_whose_call_is_never_claimed_is_refused_after_a_while()
     assert not answer.called
     clock.advance(2)
     with pytest.raises(RuntimeError) as refused:
-        await answer
+        await answer.addTimeout(5, reactor)
     assert str(refused.value) == NO_INPUT and listener._early_questions == {}
 
 
@@ -130,13 +132,14 @@ async def test_questions_of_a_dropped_result_are_refused():
     answer = listener.remote_input("c", 0, "name? ")
     del record
     gc.collect()
-    await task.deferLater(reactor, 0, lambda: None)
     with pytest.raises(RuntimeError, match="dropped the call's result"):
-        await answer
+        await answer.addTimeout(5, reactor)
 
 
 @pytest_twisted.ensureDeferred
 async def test_the_waiting_thread_asks_with_the_engine_id_and_answers_the_engine(monkeypatch):
+    from twisted.internet import reactor
+
     asked = []
     monkeypatch.setattr("builtins.input", lambda prompt: asked.append(prompt) or "ann")
     listener = OutputListener()
@@ -144,8 +147,8 @@ async def test_the_waiting_thread_asks_with_the_engine_id_and_answers_the_engine
     answer = listener.remote_input("c", 2, "name? ")
     record.show(io.StringIO(), io.StringIO())
     assert asked == ["[stdin:2] name? "]
-    assert await answer == "ann"
+    assert await answer.addTimeout(5, reactor) == "ann"
     unanswered = listener.remote_input("c", 2, "again? ")
     record.show(io.StringIO(), io.StringIO(), final=True)   # the wait ended: nobody answers
     with pytest.raises(RuntimeError, match="not answered"):
-        await unanswered
+        await unanswered.addTimeout(5, reactor)
