@@ -125,7 +125,7 @@ async def test_a_question_whose_call_is_never_claimed_is_refused_after_a_while()
 async def test_questions_of_a_dropped_result_are_refused():
     import gc
 
-    from twisted.internet import reactor, task
+    from twisted.internet import reactor
 
     listener = OutputListener()
     record = listener.claim("c", answers=True)
