@@ -202,6 +202,12 @@ class RIEngine(RemoteInterface, metaclass=_made_from(enginewire.ENGINE_CALLS, _e
         seconds for it to come back, and exits)."""
         return None
 
+    def stats():
+        """What the engine process uses now, answered from the reactor thread:
+        ``{"rss": resident bytes, "cpu": CPU seconds of all its threads}``
+        (the dashboard's memory and CPU columns)."""
+        return DictOf(UnicodeConstraint(8), ChoiceOf(int, float), maxKeys=4)
+
     def pulse():
         """Where the engine's pulse process listens: ``["udp", port, key hex]``, or
         ``[]`` (see :mod:`ipkernel.engine.pulse`)."""

@@ -172,6 +172,10 @@ class RemoteEngine:
     def ping(self):
         return self.rref.callRemote("ping")
 
+    def stats(self):
+        """A Deferred of the engine process's ``{"rss", "cpu"}`` (see RIEngine.stats)."""
+        return self.rref.callRemote("stats")
+
     # IEngineCore: what enginewire.ENGINE_CALLS says is made below the class;
     # the methods here do more than their kinds say.
     def apply_batch(self, calls):
@@ -472,6 +476,15 @@ def _as_json(value):
     return value if isinstance(value, wire.ErrorRecord) else wire.AsJson(value)
 
 
+def _peer_of(rref):
+    """``"host:port"`` of the far end of a RemoteReference's connection, or None."""
+    try:
+        address = rref.getPeer()
+        return f"{address.host}:{address.port}"
+    except Exception:  # noqa: B902 - not a TCP connection (a loopback broker in tests)
+        return None
+
+
 @implementer(RIMultiEngine)
 class FCSynchronousMultiEngine(OffersLane, Referenceable):
     """Adapter ISynchronousMultiEngine -> RIMultiEngine (thin translation).
@@ -492,6 +505,11 @@ class FCSynchronousMultiEngine(OffersLane, Referenceable):
         self.output = None
         self._sessions = weakref.WeakSet()  # the private sessions opened from this one
         self.sme.on_discard = self._discard_blobs
+        #: For the dashboard: the client's address, when it opened, its calls so far.
+        self.peer = None
+        self.opened = time.monotonic()
+        self.calls = 0
+        self.closed = False
 
     def _check_payload(self, method, payload):
         """PayloadTooLarge when the user data of one call exceeds the cap."""
@@ -507,6 +525,7 @@ class FCSynchronousMultiEngine(OffersLane, Referenceable):
                 f"several pushes) or start the controller with a larger cap")
 
     def _run(self, method, *args, payload=None, **kwargs):
+        self.calls += 1
         try:
             if "targets" in kwargs:
                 kwargs["targets"] = wire.decode_targets(kwargs["targets"])
@@ -540,6 +559,7 @@ class FCSynchronousMultiEngine(OffersLane, Referenceable):
         self._sessions.add(session)
         if canary is not None:
             session._canary = canary
+            session.peer = _peer_of(canary)
             if is_listener(canary):   # the client wants the live output of its calls
                 session.output = OutputForwarder(canary)
             try:
@@ -551,6 +571,7 @@ class FCSynchronousMultiEngine(OffersLane, Referenceable):
 
     def client_gone(self):
         """This session's client disconnected: drop every result kept for it."""
+        self.closed = True
         self._json_ids.clear()
         if self.output is not None:
             self.output.close()

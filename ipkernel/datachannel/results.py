@@ -14,6 +14,7 @@ from collections import OrderedDict
 
 from ipkernel import memtrim, sizes
 from ipkernel.datachannel import frames, splice
+from ipkernel.traffic import DATA_CHANNEL
 
 #: Seconds a Foolscap fetch (take_kept) waits for a blob still on its way.
 FETCH_WAIT = 60.0
@@ -382,6 +383,7 @@ class ResultBlobs:
         with conn.send_lock:
             frames.send_all(conn.sock, [frames.header(frames.DELIVER, blob_id, len(entry.buf)),
                                         entry.buf])
+        DATA_CHANNEL.bytes_out += len(entry.buf)
 
     def _deliver(self, source, dest, blob_id, length, prefix=None):
         """DELIVER a blob to ``dest`` while it arrives on ``source``: first the
@@ -390,6 +392,7 @@ class ResultBlobs:
         blob is read and dropped); a source that fails closes the destination
         too, since it got part of a body (its reader then fails its waiters)."""
         left = length - (len(prefix) if prefix is not None else 0)
+        DATA_CHANNEL.bytes_out += length
         with dest.send_lock:
             try:  # the header waits (MSG_MORE) to leave with the first bytes of the body
                 frames.send_all(dest.sock, [frames.header(frames.DELIVER, blob_id, length),

@@ -38,6 +38,7 @@ from ipkernel.datachannel.frames import is_loopback
 from ipkernel.datachannel.gate import Gate
 from ipkernel.datachannel.results import FETCH_WAIT, ResultBlobs, send_error
 from ipkernel.transport.seal import end_unless_sending, fresh_secret, seal_after_tls
+from ipkernel.traffic import DATA_CHANNEL
 from ipkernel.transport.tls import host_of, stdlib_server_context
 
 #: Arrival times of relayed blobs remembered (for :meth:`DataChannelServer.relayed_at`).
@@ -336,6 +337,7 @@ class DataChannelServer:
 
     def _handle(self, conn, kind, blob_id, length, extra):
         if kind == frames.PUT:
+            DATA_CHANNEL.bytes_in += length
             if self.max_blob is not None and length > self.max_blob:
                 why = (f"bulk data of {length} bytes is over the controller's payload cap "
                        f"of {self.max_blob} bytes")
@@ -404,6 +406,7 @@ class DataChannelServer:
             self._error(conn, blob_id, f"engines {missing} have no data channel; "
                                        f"their copy of the bulk data is lost")
         relay.relay(source or conn.sock, blob_id, length, live, self.stall)
+        DATA_CHANNEL.bytes_out += length * len(live)
 
     _error = staticmethod(send_error)
 

@@ -14,7 +14,7 @@ from twisted.python import components
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ipkernel import batchwire, serialize, wire
+from ipkernel import batchwire, procusage, serialize, wire
 from ipkernel.datachannel import BlobMissing, refs
 from ipkernel.interfaces import enginewire
 from ipkernel.interfaces.engine import IEngineBase
@@ -142,6 +142,9 @@ class FCEngineFromService(Referenceable):
     def remote_ping(self):
         self.pings += 1
         return self.pings
+
+    def remote_stats(self):
+        return procusage.own_usage()
 
     def remote_pulse(self):
         # Set by ipengine when it started its pulse process (ipkernel.engine.pulse).

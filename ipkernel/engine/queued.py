@@ -9,6 +9,7 @@ controller/engine round trip between batches of small tasks.
 import contextvars
 import copy
 import sys
+import time
 from collections import OrderedDict, deque
 
 from twisted.internet import defer
@@ -197,7 +198,7 @@ class Command:
     """One engine method call waiting for (or having) its turn."""
 
     __slots__ = ("method", "args", "kwargs", "deferred", "tag", "independent", "finished",
-                 "sink")
+                 "sink", "started")
 
     def __init__(self, method, *args, **kwargs):
         self.method = method
@@ -208,6 +209,8 @@ class Command:
         self.independent = independent.get()
         self.finished = False
         self.sink = current_output.get()
+        #: time.monotonic() when it was sent to the engine (None: waiting).
+        self.started = None
 
     def __repr__(self):
         parts = [_short_repr(a) for a in self.args]
@@ -300,6 +303,7 @@ class QueuedEngine:
     def _run_next(self):
         while self.queued and self._may_send(self.queued[0]):
             command = self.queued.popleft()
+            command.started = time.monotonic()
             self.running.append(command)
             try:
                 d = getattr(self.engine, command.method)(*command.args, **command.kwargs)

@@ -39,6 +39,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ipkernel import memtrim
+from ipkernel.traffic import LANES
 from ipkernel.error import PayloadTooLarge
 from ipkernel.lane import codec
 
@@ -357,12 +358,14 @@ class LaneProtocol(Protocol):
 
     def _send(self, kind, call_id, text, buffers=()):
         frame = encode_frame(kind, call_id, text, buffers)
+        LANES.bytes_out += len(frame)
         if self._direct:
             write_now(self.transport, frame)
         else:
             self.transport.write(frame)
 
     def dataReceived(self, data):
+        LANES.bytes_in += len(data)
         # Chunks are joined once a frame is complete (not on every arrival), and
         # frames are zero-copy slices of immutable bytes, so the buffers a
         # Serialized keeps stay valid.

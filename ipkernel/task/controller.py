@@ -225,6 +225,10 @@ class TaskController(ControllerAdapterBase):
         self._workers = {}
         self._spare = deque()
         self._rejected_queued = set()
+        #: Tasks finished since the controller started: {"succeeded": n, "failed": n}.
+        self.finished_counts = {"succeeded": 0, "failed": 0}
+        #: Called ``f(taskid, engine_id, failure)`` when a task fails (the dashboard).
+        self.failure_listeners = []
         self.store = MemoryTaskStore() if store is None else store
         self._load()
         controller.on_register_engine_do(self._engine_registered, True)
@@ -509,6 +513,10 @@ class TaskController(ControllerAdapterBase):
         self._results.add(taskid, success, value)
         self._store_result(taskid, success, value)
         self._evict_over_cap()
+        failed = _is_failure(success, value)
+        self.finished_counts["failed" if failed else "succeeded"] += 1
+        if failed and self.failure_listeners:
+            self._tell_failure(taskid, value)
         for dependent in self._dependents.pop(taskid, []):
             drec = self._live.get(dependent)
             if drec is not None and drec.state == "waiting" and self._ready(drec.task):
@@ -520,6 +528,22 @@ class TaskController(ControllerAdapterBase):
                 waiter.callback(value)
             else:
                 waiter.errback(value)
+
+    def _tell_failure(self, taskid, value):
+        engine_id = getattr(value, "engineid", None)
+        failure = value.failure if isinstance(value, TaskResult) else value
+        for listener in list(self.failure_listeners):
+            try:
+                listener(taskid, engine_id, failure)
+            except Exception:
+                log.failure("task failure listener {f!r} raised", f=listener)
+
+    def counts(self):
+        """``{"waiting", "running", "succeeded", "failed"}``: tasks not yet sent
+        to an engine, running on one, and finished since the start (cheap)."""
+        running = sum(1 for rec in self._live.values() if rec.state == "running")
+        return {"waiting": len(self._live) - running, "running": running,
+                **self.finished_counts}
 
     def _evict_over_cap(self):
         evicted = []

@@ -11,7 +11,7 @@ from ipkernel.interfaces.engine import IEngineBase
 from ipkernel.interfaces.remote import RIEngine
 
 #: RIEngine methods that are the link's own, not engine methods.
-CONTROL = {"get_id", "set_id", "ping", "pulse", "controller_stopping"}
+CONTROL = {"get_id", "set_id", "ping", "pulse", "stats", "controller_stopping"}
 CALLS = enginewire.ENGINE_CALLS
 
 
