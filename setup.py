@@ -19,4 +19,6 @@ def ipkernel_packages():
 setup(
     packages=ipkernel_packages(),
     package_dir={"ipkernel.interfaces": "interfaces"},
+    # the dashboard's page, scripts, styles and vendored charting library
+    package_data={"ipkernel.dashboard": ["static/*"]},
 )

@@ -54,6 +54,11 @@ USER_SCRIPT = textwrap.dedent("""
     else:
         print("top-level interfaces at", interfaces.__file__)
 
+    from importlib.resources import files
+    static = files("ipkernel.dashboard") / "static"
+    print("dashboard files", all((static / name).is_file() for name in
+                                 ["index.html", "dashboard.js", "dashboard.css", "uPlot.iife.min.js"]))
+
     from ipkernel import client
     from ipkernel.cluster import LocalCluster
     from ipkernel.task import StringTask
@@ -179,6 +184,7 @@ def test_the_installed_wheel_runs_a_cluster(wheel, python, tmp_path):
     imported = lines[1 + len(extras)]
     assert imported.startswith("imported ") and int(imported.split()[1]) > 50, imported
     assert "no top-level interfaces" in lines, lines
+    assert "dashboard files True" in lines, lines
     assert "map [0, 1, 4, 9, 16, 25, 36, 49]" in lines, lines
     assert "pulled 2 True 16000000" in lines, lines
     assert "data channel received True" in lines, lines
