@@ -44,6 +44,7 @@ nitpick_ignore = [
     ("py:class", "twisted.application.service.Service"),
     ("py:class", "twisted.application.service.MultiService"),
     ("py:class", "twisted.internet.protocol.Protocol"),
+    ("py:class", "twisted.web.server.Site"),
     ("py:mod", "twisted.logger"),
     ("py:class", "twisted.logger.LogLevel"),
     # Foolscap

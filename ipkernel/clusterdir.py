@@ -14,6 +14,8 @@ from pathlib import Path
 ENGINE_FURL = "ipcontroller-engine.furl"
 MULTIENGINE_FURL = "ipcontroller-mec.furl"
 TASK_FURL = "ipcontroller-tc.furl"
+#: The dashboard's URL with its token (written by ipcontroller, 0600).
+DASHBOARD_URL = "ipcontroller-dashboard.url"
 
 
 def default_path():
@@ -107,6 +109,10 @@ class ClusterDir:
     def port_file(self, role):
         """Path of the file remembering the port of Tub ``role``."""
         return self.security / f"ipcontroller-{role}.port"
+
+    def dashboard_url_file(self):
+        """Path of the file holding the dashboard's URL (with its token)."""
+        return self.security / DASHBOARD_URL
 
     def pid_file(self, name):
         return self.pid / f"{name}.pid"

@@ -36,7 +36,7 @@ from twisted.logger import Logger, globalLogPublisher
 
 from ipkernel import applog, credentials, fcutil, hostaddrs, reactorloop, sizes
 from ipkernel.pids import process_alive, watch_parent
-from ipkernel.clusterdir import (ENGINE_FURL, MULTIENGINE_FURL, TASK_FURL, ClusterDir,
+from ipkernel.clusterdir import (DASHBOARD_URL, ENGINE_FURL, MULTIENGINE_FURL, TASK_FURL, ClusterDir,
                                  write_private_file)
 from ipkernel.controller.heartbeat import DEFAULT_PERIOD, DEFAULT_TIMEOUT
 from ipkernel.controller.node import (DEFAULT_UNFETCHED_TOTAL, ControllerNode, NodeSettings,
@@ -118,6 +118,15 @@ def build_parser():
                         "and clients go on lanes: sockets beside Foolscap, plain on loopback "
                         "and TLS to other hosts, joined with a token given over Foolscap; "
                         "much faster per call)")
+    p.add_argument("--no-dashboard", dest="dashboard", action="store_false",
+                   help="do not serve the live dashboard (by default it is served on "
+                        "loopback; its URL, with its token, is written to "
+                        f"security/{DASHBOARD_URL})")
+    p.add_argument("--dashboard-ip", default="127.0.0.1", metavar="IP",
+                   help="address the dashboard listens on (default 127.0.0.1; any other "
+                        "address serves it over HTTPS with the client certificate)")
+    p.add_argument("--dashboard-port", type=int, default=0, metavar="PORT",
+                   help="port of the dashboard (default 0: a free one)")
     p.add_argument("--lane-tls", action="store_true",
                    help="encrypt lanes also for peers on this host (they always are for "
                         "other hosts); costs some speed per call")
@@ -242,6 +251,11 @@ class ControllerApp:
             write_private_file(self.cluster.port_file(role), f"{self.node.ports[role]}\n",
                                durable=False)
             self._warn_if_exposed(role)
+        url_file = self.cluster.dashboard_url_file()
+        if self.node.dashboard is not None:
+            write_private_file(url_file, self.node.dashboard.url + "\n", durable=False)
+        else:
+            url_file.unlink(missing_ok=True)
         engine_file = self.engine_furl_file if self.engine_furl else "none (--no-engine-furl)"
         if self.engine_key is not None:
             engine_file += f", engine gate FURL file {self.gate_furl_file}"
@@ -316,6 +330,7 @@ class ControllerApp:
         return d
 
     def _stopped(self, _):
+        self.cluster.dashboard_url_file().unlink(missing_ok=True)
         log.info("ipcontroller stopped")
         if not self.finished.called:
             self.finished.callback(None)

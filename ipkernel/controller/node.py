@@ -110,6 +110,10 @@ class NodeSettings:
     engine_furl: bool = True
     #: the key engine credentials are made from (None: no engine gate)
     engine_key: bytes = None
+    #: serve the live dashboard (ipcontroller turns it on; see ipkernel.dashboard)
+    dashboard: bool = False
+    dashboard_ip: str = "127.0.0.1"
+    dashboard_port: int = 0
 
     @classmethod
     def from_options(cls, options, **more):
@@ -172,6 +176,8 @@ class ControllerNode(service.MultiService):
         self.lane_servers = {}
         #: what is published: the multi-engine, the task controller, the registrar
         self.mec = self.tasks = self.registrar = None
+        #: the live dashboard (``dashboard`` on), once started
+        self.dashboard = None
         self._stopping = None
         self._closed = False
         self._own_dir = None  # a work_dir this node made
@@ -199,6 +205,25 @@ class ControllerNode(service.MultiService):
         if s.lane:
             self.lane_servers = self._start_lanes()
         self._publish()
+        if s.dashboard:
+            self._start_dashboard()
+
+    def _start_dashboard(self):
+        from ipkernel.dashboard import Dashboard
+
+        s = self.settings
+        self.dashboard = Dashboard(self, s.dashboard_ip, s.dashboard_port, self.reactor,
+                                   cert_file=self.cert_files["client"])
+        try:
+            url = self.dashboard.start()
+        except net_error.CannotListenError as exc:
+            self.dashboard = None
+            problem = fcutil.listen_problem(exc.socketError, s.dashboard_ip, s.dashboard_port,
+                                            "dashboard", "--dashboard-port")
+            raise SetupError(f"cannot serve the dashboard on {s.dashboard_ip}:"
+                             f"{s.dashboard_port}: {problem} (--no-dashboard runs without "
+                             f"it)") from None
+        log.info("dashboard: {url}", url=url)
 
     def _write_cert(self, role, tub):
         folder = self.settings.work_dir
@@ -327,6 +352,8 @@ class ControllerNode(service.MultiService):
         if self._closed:
             return
         self._closed = True
+        if self.dashboard is not None:
+            self.dashboard.stop()
         if self.data_server is not None:
             self.data_server.stop()
         for lanes in self.lane_servers.values():

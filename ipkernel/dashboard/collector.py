@@ -37,15 +37,17 @@ HISTORY = 600
 WATCH_IDLE = 30.0
 #: Recent failures kept.
 MAX_ERRORS = 100
-#: Engines that went away kept (as dead), and for how long (seconds).
+#: Engines that went away kept (shown as dead).
 MAX_GONE = 64
+#: Seconds an engine that went away is shown.
 GONE_KEPT = 600.0
-#: Characters of a command's description / of a traceback kept.
+#: Characters of a command's description kept.
 COMMAND_CHARS = 200
+#: Characters of a traceback kept (its end).
 TRACEBACK_CHARS = 8000
 
 __all__ = ["ClusterWatch", "SAMPLE_EVERY", "HISTORY", "WATCH_IDLE", "MAX_ERRORS", "MAX_GONE",
-           "GONE_KEPT"]
+           "GONE_KEPT", "COMMAND_CHARS", "TRACEBACK_CHARS"]
 
 
 def _traceback_text(failure):
@@ -153,7 +155,8 @@ class ClusterWatch:
     # -- sampling ---------------------------------------------------------------------
 
     def watched(self):
-        """Someone looks: sample (again) until :data:`WATCH_IDLE` seconds pass
+        """Someone looks: sample (again) until
+        :data:`~ipkernel.dashboard.collector.WATCH_IDLE` seconds pass
         without a snapshot."""
         self._watched_at = time.monotonic()
         if self._loop is None:

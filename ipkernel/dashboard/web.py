@@ -5,14 +5,13 @@ Every request must carry the dashboard's token: ``?token=...`` in the URL
 first page load sets, or an ``Authorization: token ...`` header (scripts).
 Without it: 403 and nothing else.
 
-``/``                 the page (``static/index.html``)
-``/static/...``       its scripts, styles and the vendored charting library
-``/api/snapshot``     everything at once (JSON)
-``/api/engines``      the engines; ``/api/tasks`` the task farm; ``/api/clients``;
-                      ``/api/errors`` the recent failures
-``/api/events``       server-sent events: one ``snapshot`` event when something
-                      changed, at most every :data:`PUSH_EVERY` seconds (a
-                      comment every :data:`KEEPALIVE` s otherwise)
+* ``/``: the page (``static/index.html``); ``/static/...``: its scripts,
+  styles and the vendored charting library;
+* ``/api/snapshot``: everything at once (JSON); ``/api/engines``,
+  ``/api/tasks``, ``/api/clients``, ``/api/errors``: one part each;
+* ``/api/events``: server-sent events, one ``snapshot`` event when
+  something changed, at most every :data:`PUSH_EVERY` seconds (a comment
+  every :data:`KEEPALIVE` seconds otherwise).
 
 One snapshot is made per push for all the pages watching, and none while
 no page watches.
@@ -175,6 +174,7 @@ class DashboardSite(server.Site):
         self._channels = set()
         super().__init__(_Guarded(self, _Root(self)))
         self.displayTracebacks = False
+        self.noisy = False  # no "Starting factory" lines (logged under this module's name)
 
     def allowed(self, request):
         """True when ``request`` carries the token (query, cookie or header)."""
