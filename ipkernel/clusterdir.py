@@ -114,6 +114,14 @@ class ClusterDir:
         """Path of the file holding the dashboard's URL (with its token)."""
         return self.security / DASHBOARD_URL
 
+    def dashboard_url(self):
+        """The running controller's dashboard URL (with its token), or None
+        (no controller, or one started with ``--no-dashboard``)."""
+        try:
+            return self.dashboard_url_file().read_text().strip() or None
+        except OSError:
+            return None
+
     def pid_file(self, name):
         return self.pid / f"{name}.pid"
 

@@ -567,6 +567,9 @@ def status(options, cluster):
         say(f"{engines} engine(s) running; client FURL file "
             f"{cluster.furl_file(MULTIENGINE_FURL)}", always=True)
         say(f"registered with the controller: {registered_engines(cluster)}", always=True)
+        url = cluster.dashboard_url()
+        say(f"dashboard: {url}" if url else "dashboard: not served (--no-dashboard)",
+            always=True)
         return 0
     say("the controller is not running", always=True)
     return 1

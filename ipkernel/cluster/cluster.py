@@ -392,6 +392,12 @@ class Cluster:
         from ipkernel.client import TaskClient
         return TaskClient(str(self._furl(TASK_FURL)), **kwargs)
 
+    @property
+    def dashboard_url(self):
+        """The controller's dashboard page, with its token (None: not served)."""
+        self._require_started()
+        return ClusterDir(self.cluster_dir).dashboard_url()
+
     def _furl(self, name):
         return ClusterDir(self.cluster_dir).furl_file(name)
 

@@ -211,6 +211,12 @@ class LocalCluster:
         self._require_started()
         return self._cluster.furl_file(TASK_FURL)
 
+    @property
+    def dashboard_url(self):
+        """The controller's dashboard page, with its token (None: not served)."""
+        self._require_started()
+        return self._cluster.dashboard_url()
+
     def is_running(self):
         """True from a successful start until stop, while the controller runs."""
         return (self._finalizer is not None and self._procs.controller is not None

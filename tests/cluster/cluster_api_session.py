@@ -9,8 +9,10 @@ good; ``restart_engine(0)`` brings engine 0 back as a new process under the
 same id; the ``with`` block stops every process.  Prints ``CLUSTER API
 SESSION OK`` and the pids it saw (for the test to check they are gone).
 """
+import json
 import os
 import sys
+import urllib.request
 
 from ipkernel.cluster import Cluster
 
@@ -42,6 +44,16 @@ def main(mode="local", cluster_dir=None):
         seen.add(new_pid)
         seen.update(mec.apply(os.getpid))
         check(mec.map(lambda x: x * 3, range(12)) == [x * 3 for x in range(12)], "map works")
+        url = cluster.dashboard_url   # the controller's page, with its token
+        check(url is not None and url.startswith("http://127.0.0.1:") and "?token=" in url,
+              f"a dashboard URL: {url}")
+        base, token = url.split("?token=")
+        request = urllib.request.Request(base + "api/engines",
+                                         headers={"Authorization": "token " + token})
+        shown = {e["id"]: e["state"]
+                 for e in json.load(urllib.request.urlopen(request, timeout=30))}
+        check(shown == {0: "idle", 1: "dead", 2: "idle"},
+              f"the dashboard shows engines 0 and 2, and 1 as gone: {shown}")
         if mode == "local":
             seen.add(cluster.controller.pid)
         else:

@@ -32,6 +32,8 @@ async def test_start_daemon_status_stop_round_trip(ipcluster, reaper, tmp_path):
                    for line in status.stdout.splitlines()), status.stdout
     assert "2 engine(s) running" in status.stdout
     assert "registered with the controller: engines [0, 1]" in status.stdout
+    url = (cluster_dir / "security" / "ipcontroller-dashboard.url").read_text().strip()
+    assert url.startswith("http://127.0.0.1:") and f"dashboard: {url}" in status.stdout
 
     again = ipcluster("start", "-n", 2, "--daemon", "--cluster-dir", cluster_dir)
     assert again.returncode != 0

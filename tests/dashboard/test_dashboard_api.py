@@ -5,8 +5,10 @@ import json
 import pytest
 import pytest_twisted
 from twisted.internet import defer, protocol, reactor
-from twisted.web.client import Agent, readBody
+from twisted.web.client import Agent
 from twisted.web.http_headers import Headers
+
+from httpget import get
 
 from ipkernel import asyncclient
 from ipkernel.dashboard import Dashboard
@@ -15,13 +17,6 @@ from ipkernel.task import StringTask
 pytestmark = pytest.mark.tier2
 
 WAIT = 20
-
-
-async def get(url, token=None):
-    headers = Headers({b"Authorization": [f"token {token}".encode()]}) if token else None
-    response = await Agent(reactor).request(b"GET", url.encode(), headers)
-    body = await readBody(response)
-    return response.code, response.headers, body
 
 
 @pytest_twisted.async_yield_fixture
