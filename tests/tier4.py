@@ -43,3 +43,10 @@ def require_sge():
 
 def require_tmux():
     require(None if shutil.which("tmux") else "tmux is not on PATH", "scripts/ci/tmux.sh")
+
+
+def require_chromium():
+    """Chromium and ChromeDriver (Debian's) for the dashboard's browser test."""
+    missing = [name for name in ("chromium", "chromedriver") if shutil.which(name) is None]
+    require(f"{' and '.join(missing)} not on PATH" if missing else None,
+            "scripts/ci/chromium.sh")

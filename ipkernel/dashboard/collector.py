@@ -3,12 +3,13 @@
 :class:`ClusterWatch` reads the controller's own state when asked for a
 :meth:`~ClusterWatch.snapshot`: the registered engines (from their queues:
 the command each runs and since when, how many wait), the task farm's
-counts, the clients' sessions.  While someone watches (a snapshot was asked
-for in the last :data:`WATCH_IDLE` seconds) it also samples, every
-:data:`SAMPLE_EVERY` seconds, what needs a history: tasks finished per
-second, bytes per second on the lanes and the data channel, and each
-engine's memory and CPU (asked of the engine, which answers from its
-network thread).  Nobody watching: no sampling, no questions to engines.
+counts, the clients' sessions.  Every :data:`SAMPLE_EVERY` seconds it
+samples what needs a history (a few counters read: nearly free): tasks
+finished per second, bytes per second on the lanes and the data channel.
+While someone watches (a snapshot was asked for in the last
+:data:`WATCH_IDLE` seconds) it also asks each engine for its memory and CPU
+(answered from the engine's network thread); nobody watching, no questions
+to engines.
 
 Everything kept is bounded: :data:`HISTORY` samples (ten minutes), the last
 :data:`MAX_ERRORS` failures with their engine tracebacks, the last
@@ -53,6 +54,8 @@ __all__ = ["ClusterWatch", "SAMPLE_EVERY", "HISTORY", "WATCH_IDLE", "MAX_ERRORS"
 def _traceback_text(failure):
     exc = getattr(failure, "value", failure)
     text = getattr(exc, TRACEBACK_ATTR, None)
+    if not text and isinstance(getattr(exc, "traceback", None), str):
+        text = exc.traceback   # a wire ErrorRecord, or a RemoteError
     if not text:
         try:
             text = "".join(traceback.format_exception(exc))
@@ -105,6 +108,7 @@ class ClusterWatch:
         tasks = getattr(self.node, "task_controller", None)
         if tasks is not None:
             tasks.failure_listeners.append(self._task_failed)
+        self._start_sampling()
 
     def stop(self):
         controller = self.node.controller
@@ -131,7 +135,7 @@ class ClusterWatch:
 
         def failed(failure, command):
             self._note_error(engine_id, command, failure)
-        queued.register_failure_observer(failed)
+        queued.register_failure_observer(failed, independent=False)  # tasks: below
         self._observed[engine_id] = (queued, failed)
         self.gone = deque((g for g in self.gone if g["id"] != engine_id), maxlen=MAX_GONE)
 
@@ -155,10 +159,12 @@ class ClusterWatch:
     # -- sampling ---------------------------------------------------------------------
 
     def watched(self):
-        """Someone looks: sample (again) until
-        :data:`~ipkernel.dashboard.collector.WATCH_IDLE` seconds pass
-        without a snapshot."""
+        """Someone looks: ask the engines for their memory and CPU at each
+        sample until :data:`~ipkernel.dashboard.collector.WATCH_IDLE`
+        seconds pass without a snapshot."""
         self._watched_at = time.monotonic()
+
+    def _start_sampling(self):
         if self._loop is None:
             self._loop = task.LoopingCall(self._sample)
             self._loop.clock = self.clock
@@ -172,9 +178,6 @@ class ClusterWatch:
         self._last = None
 
     def _sample(self):
-        if self._watched_at is None or time.monotonic() - self._watched_at > WATCH_IDLE:
-            self._stop_sampling()
-            return
         now_m, now = time.monotonic(), self.now()
         tasks = self._task_counts()
         finished = tasks["succeeded"] + tasks["failed"] if tasks else 0
@@ -186,7 +189,8 @@ class ClusterWatch:
             self.task_history.append((now, rates[0]))
             self.channel_history.append((now, *rates[1:]))
         self._last = (now_m, *counters)
-        self._ask_usage()
+        if self._watched_at is not None and now_m - self._watched_at <= WATCH_IDLE:
+            self._ask_usage()
 
     def _ask_usage(self):
         for engine_id, queued in list(self.node.controller.engines.items()):

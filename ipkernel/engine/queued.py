@@ -260,6 +260,7 @@ class QueuedEngine:
         self.running = deque()  # sent to the engine, not finished; oldest first
         self.history = ByteHistory(history_cap, history_bytes)
         self.failure_observers = []
+        self._dependent_only = set()   # observers not told of independent commands
 
     def set_history_bytes(self, max_bytes):
         """Change the byte budget of the kept history (None: no byte limit)."""
@@ -321,6 +322,8 @@ class QueuedEngine:
                 self._clear(f"{command!r} failed on engine {self.id} "
                             f"({outcome.type.__name__}: {outcome.value})")
             for observer in list(self.failure_observers):
+                if command.independent and observer in self._dependent_only:
+                    continue
                 try:
                     observer(outcome, repr(command))
                 except Exception:
@@ -372,11 +375,16 @@ class QueuedEngine:
         for command in running + list(waiting):
             command.deliver(Failure(tag_exception(exception, self.id, command.method)))
 
-    def register_failure_observer(self, obs):
+    def register_failure_observer(self, obs, independent=True):
+        """Call ``obs(failure, description)`` when a command fails;
+        ``independent=False``: not for independent commands (tasks)."""
         self.failure_observers.append(obs)
+        if not independent:
+            self._dependent_only.add(obs)
 
     def unregister_failure_observer(self, obs):
         self.failure_observers.remove(obs)
+        self._dependent_only.discard(obs)
 
     # -- methods with special handling ---------------------------------------------
 

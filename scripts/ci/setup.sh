@@ -2,7 +2,8 @@
 # Set up the real components of the tier-4 tests on this machine (as root):
 # MPICH and mpi4py in virtualenv VENV, a single-node Slurm, a Grid Engine,
 # the openssh-server the namespace tests start their sshd from, tmux (the
-# terminal of the IPython Ctrl-C tests), and the bench's peers (ipyparallel,
+# terminal of the IPython Ctrl-C tests), Chromium and ChromeDriver (the
+# dashboard's browser test), and the bench's peers (ipyparallel,
 # dask) in VENV.  Each
 # part is a script of its own (scripts/ci/*.sh, idempotent); a part that
 # fails is reported and the others still run: its tests then fail under
@@ -38,6 +39,7 @@ fi
 part mpi bash "$here/mpi.sh" "$venv"
 part bench-peers bash "$here/bench-peers.sh" "$venv"
 part tmux bash "$here/tmux.sh"
+part chromium bash "$here/chromium.sh"
 [ -f "$here/slurm.sh" ] && part slurm bash "$here/slurm.sh"
 [ -f "$here/sge.sh" ] && part sge bash "$here/sge.sh"
 if [ ${#failed[@]} -gt 0 ]; then
