@@ -3,6 +3,7 @@ import json
 import statistics
 from pathlib import Path
 
+from bench.systems import VARIANTS
 from bench.workloads import HIGHER, LOWER, Metric
 
 REFERENCE = "ipkernel"
@@ -51,8 +52,9 @@ def summarize(metrics, results, systems, encrypted=()):
     out of that comparison and get their own: ``best_encrypted_peer``,
     ``ratio_encrypted`` and ``ipkernel_leads_encrypted``.
     """
-    plain = [n for n in systems if n != REFERENCE and n not in encrypted]
-    secure = [n for n in systems if n != REFERENCE and n in encrypted]
+    plain = _peers(systems, encrypted, False)
+    secure = _peers(systems, encrypted, True)
+    variants = [n for n in systems if n in VARIANTS]
     rows = []
     for metric in metrics:
         cells = {}
@@ -68,6 +70,10 @@ def summarize(metrics, results, systems, encrypted=()):
             best, ratio, leads = _versus(cells, secure, metric.better)
             row.update(best_encrypted_peer=best, ratio_encrypted=ratio,
                        ipkernel_leads_encrypted=leads)
+        ours = cells.get(REFERENCE, {}).get("median")
+        for name in variants:
+            theirs = cells[name]["median"]
+            row[f"ratio_{name}"] = theirs / ours if theirs is not None and ours else None
         rows.append(row)
     return rows
 
@@ -88,16 +94,24 @@ def _ratio_cells(ratio, peer, leads):
     return [f"{ratio:.2f} (vs {peer})", "yes" if leads else "no"]
 
 
+def _peers(systems, encrypted, secure):
+    return [n for n in systems if n != REFERENCE and n not in VARIANTS
+            and (n in encrypted) == secure]
+
+
 def table(rows, systems, encrypted=()):
     """The rows as an aligned text table (one line per metric); with
-    ``encrypted`` peers, a second pair of ratio columns against them."""
-    plain = [n for n in systems if n != REFERENCE and n not in encrypted]
-    secure = [n for n in systems if n != REFERENCE and n in encrypted]
+    ``encrypted`` peers, a second pair of ratio columns against them; with
+    a variant of ipkernel (``ipkernel-watched``), its median over ipkernel's."""
+    plain = _peers(systems, encrypted, False)
+    secure = _peers(systems, encrypted, True)
+    variants = [n for n in systems if n in VARIANTS]
     header = ["workload", "unit", "better"] + list(systems)
     if plain:
         header += ["ipkernel/best peer", "ipkernel leads"]
     if secure:
         header += ["ipkernel/best encrypted peer", "leads encrypted"]
+    header += [f"{n}/ipkernel" for n in variants]
     lines = [header]
     for row in rows:
         line = [row["label"], row["unit"], row["better"]]
@@ -107,6 +121,9 @@ def table(rows, systems, encrypted=()):
         if secure:
             line += _ratio_cells(row.get("ratio_encrypted"), row.get("best_encrypted_peer"),
                                  row.get("ipkernel_leads_encrypted"))
+        for name in variants:
+            ratio = row.get(f"ratio_{name}")
+            line.append("-" if ratio is None else f"{ratio:.3f}")
         lines.append(line)
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
     out = []

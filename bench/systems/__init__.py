@@ -9,6 +9,7 @@ import importlib
 #: the order of the table's columns (each encrypted peer beside its default)
 SYSTEMS = [
     ("ipkernel", "bench.systems.ipkernel", "IpkernelSystem", "ipkernel"),
+    ("ipkernel-watched", "bench.systems.ipkernel", "IpkernelWatchedSystem", "ipkernel"),
     ("ipyparallel", "bench.systems.ipyparallel", "IpyparallelSystem", "ipyparallel"),
     ("ipyparallel-curve", "bench.systems.ipyparallel", "IpyparallelCurveSystem", "ipyparallel"),
     ("dask", "bench.systems.dask", "DaskSystem", "distributed"),
@@ -17,6 +18,8 @@ SYSTEMS = [
 
 #: The systems compared by default, each in its default configuration.
 DEFAULT_SYSTEMS = ("ipkernel", "ipyparallel", "dask")
+#: ipkernel in another configuration: compared with ipkernel, never a peer.
+VARIANTS = ("ipkernel-watched",)
 #: The peers with encryption on (CurveZMQ, TLS), compared by default between hosts.
 ENCRYPTED_PEERS = ("ipyparallel-curve", "dask-tls")
 

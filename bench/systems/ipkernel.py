@@ -129,3 +129,53 @@ class IpkernelSystem(System):
 
     def direct_map(self, n):
         return self.mec.map(payloads.square, range(n))
+
+
+class PageWatcher:
+    """What a dashboard page open in a browser does to the controller: a
+    thread reading the live stream (``/api/events``) of ``url``."""
+
+    def __init__(self, url):
+        import threading
+
+        self.base, self.token = url.split("?token=")
+        self.snapshots = 0
+        self._stop = threading.Event()
+        self._response = None
+        self._thread = threading.Thread(target=self._read, name="bench-dashboard-page",
+                                        daemon=True)
+        self._thread.start()
+
+    def _read(self):
+        import urllib.request
+
+        request = urllib.request.Request(self.base + "api/events",
+                                         headers={"Authorization": "token " + self.token})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            self._response = response
+            while not self._stop.is_set():
+                line = response.readline()
+                if not line:
+                    return
+                self.snapshots += line.startswith(b"event: snapshot")
+
+    def close(self):
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+class IpkernelWatchedSystem(IpkernelSystem):
+    """ipkernel with its dashboard open (a :class:`PageWatcher` reading the
+    live stream the whole time): compared with plain ipkernel, not with the
+    peers (the report's "watched/ipkernel" column)."""
+
+    name = "ipkernel-watched"
+
+    def start(self, n):
+        super().start(n)
+        url = getattr(self.cluster, "dashboard_url", None)
+        if not url:
+            raise RuntimeError("ipkernel-watched needs the controller's dashboard (its URL "
+                               "file is missing: was ipcontroller run with --no-dashboard?)")
+        watcher = PageWatcher(url)
+        self._track(watcher.close)

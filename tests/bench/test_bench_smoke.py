@@ -87,6 +87,19 @@ def test_table_shows_medians_errors_and_ratio(tmp_path):
     assert data["results"][0]["systems"]["ipkernel"]["median"] == 3
 
 
+def test_ipkernel_with_its_dashboard_open_is_compared_with_ipkernel_not_with_the_peers():
+    metrics = [workloads.Metric("a.x", "(a) latency", "ms/call", workloads.LOWER)]
+    results = {"a.x": {"ipkernel": {"samples": [2.0], "errors": []},
+                       "ipkernel-watched": {"samples": [2.1], "errors": []},
+                       "dask": {"samples": [4.0], "errors": []}}}
+    systems = ["ipkernel", "ipkernel-watched", "dask"]
+    (row,) = report.summarize(metrics, results, systems)
+    assert row["best_peer"] == "dask" and row["ratio"] == pytest.approx(0.5)
+    assert row["ratio_ipkernel-watched"] == pytest.approx(1.05)
+    text = report.table([row], systems)
+    assert "ipkernel-watched/ipkernel" in text and "1.050" in text
+
+
 def test_worker_timeout_and_errors():
     worker = Worker("test")
     try:
