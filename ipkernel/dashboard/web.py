@@ -87,11 +87,6 @@ class _Guarded(resource.Resource):
             return _Forbidden()
         return self.inner.getChildWithDefault(name, request)
 
-    def render(self, request):
-        if not self.site.allowed(request):
-            return _Forbidden().render(request)
-        return self.inner.render(request)
-
 
 class _Root(resource.Resource):
     def __init__(self, site):

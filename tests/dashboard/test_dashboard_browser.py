@@ -7,12 +7,12 @@ the screenshot there (docs/_static/dashboard.png is made so)."""
 import os
 import subprocess
 import sys
-import time
 import zlib
 from pathlib import Path
 
 import pytest
 
+from awaiting import wait_for as poll
 from tier4 import require_chromium
 
 pytestmark = [pytest.mark.tier4, pytest.mark.timeout(240)]
@@ -21,14 +21,8 @@ WORK = Path(__file__).with_name("browser_work.py")
 WAIT = 60
 
 
-def wait_for(predicate, what, timeout=WAIT):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.1)
+def wait_for(check, what):
+    return poll(check, what, WAIT, interval=0.1)
 
 
 def png_colours(png):
