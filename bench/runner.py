@@ -199,7 +199,12 @@ class Runner:
         timeout = min(workload.timeout, remaining)
         started = time.monotonic()
         try:
-            values = slot.call(lambda: workload.run(slot.system, self.params), timeout)
+            system = slot.system
+            if workload.phase == "main":
+                values = slot.call(lambda: system.repetition(
+                    lambda: workload.run(system, self.params)), timeout)
+            else:
+                values = slot.call(lambda: workload.run(system, self.params), timeout)
         except CallTimeout:
             self._record_error(workload, slot, f"timeout after {timeout:.0f} s")
             self.log(f"  {workload.key} {name} rep {rep + 1}/{reps}: timeout after {timeout:.0f} s")

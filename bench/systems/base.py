@@ -71,6 +71,11 @@ class System:
         tasks whose results are kept) and ``clear`` (after the system's clear)."""
         raise NotImplementedError
 
+    def repetition(self, run):
+        """Do one repetition of a main-phase workload: ``run()``, returned.
+        A variant may wrap it (a dashboard page open around it)."""
+        return run()
+
     # -- operations on the main cluster ----------------------------------------------
 
     def execute_all(self):

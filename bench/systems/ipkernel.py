@@ -54,6 +54,12 @@ class IpkernelSystem(System):
                 client.close()
         self._track(close)
 
+    def stop(self):
+        try:
+            super().stop()
+        finally:
+            self.cluster = self.mec = self.tc = None
+
     def startup(self, n):
         cluster = _start_cluster(n, self.controller_args, self.placement)
         stop = self._track(cluster.stop)
@@ -69,6 +75,7 @@ class IpkernelSystem(System):
         stop = self._track(cluster.stop)
         try:
             mec, tc = self._clients(cluster)
+            done_measuring = self._measuring(cluster)
             pid = cluster.controller.pid
             # one round first, so the idle figure includes the loaded task machinery
             tc.barrier([tc.run(MapTask(payloads.noop))])
@@ -82,11 +89,16 @@ class IpkernelSystem(System):
             out["tasks"] = procs.tree_memory(pid)
             tc.clear()
             out["clear"] = procs.tree_memory(pid)
+            done_measuring()
             mec.close()
             tc.close()
             return out
         finally:
             stop()
+
+    def _measuring(self, cluster):
+        """Called once ``memory`` has its fresh cluster; returns what to call after."""
+        return lambda: None
 
     # -- operations --------------------------------------------------------------------
 
@@ -133,49 +145,103 @@ class IpkernelSystem(System):
 
 class PageWatcher:
     """What a dashboard page open in a browser does to the controller: a
-    thread reading the live stream (``/api/events``) of ``url``."""
+    thread reading the live stream (``/api/events``) of ``url`` (loopback,
+    plain HTTP), counting its snapshots."""
 
-    def __init__(self, url):
+    def __init__(self, url, timeout=30):
+        import socket
         import threading
+        from urllib.parse import urlsplit
 
-        self.base, self.token = url.split("?token=")
+        base, token = url.split("?token=")
+        where = urlsplit(base)
         self.snapshots = 0
-        self._stop = threading.Event()
-        self._response = None
+        self.first = threading.Event()
+        self._sock = socket.create_connection((where.hostname, where.port), timeout=timeout)
+        self._sock.sendall(f"GET /api/events HTTP/1.1\r\nHost: {where.netloc}\r\n"
+                           f"Authorization: token {token}\r\n\r\n".encode())
+        self._sock.settimeout(None)   # the stream is quiet for up to 15 s
         self._thread = threading.Thread(target=self._read, name="bench-dashboard-page",
                                         daemon=True)
         self._thread.start()
 
     def _read(self):
-        import urllib.request
+        with self._sock.makefile("rb") as stream:
+            try:
+                for line in stream:
+                    if line.startswith(b"data: "):
+                        self.snapshots += 1
+                        self.first.set()
+            except OSError:
+                pass   # closed by close()
 
-        request = urllib.request.Request(self.base + "api/events",
-                                         headers={"Authorization": "token " + self.token})
-        with urllib.request.urlopen(request, timeout=60) as response:
-            self._response = response
-            while not self._stop.is_set():
-                line = response.readline()
-                if not line:
-                    return
-                self.snapshots += line.startswith(b"event: snapshot")
+    def wait_first(self, timeout=30):
+        """Block until the first snapshot arrived (the page is live)."""
+        if not self.first.wait(timeout):
+            raise RuntimeError(f"the dashboard sent no snapshot within {timeout} s")
 
     def close(self):
-        self._stop.set()
+        """Close the stream (the controller sees the page go at once)."""
+        import socket
+
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self._thread.join(timeout=5)
+        self._sock.close()
 
 
 class IpkernelWatchedSystem(IpkernelSystem):
-    """ipkernel with its dashboard open (a :class:`PageWatcher` reading the
-    live stream the whole time): compared with plain ipkernel, not with the
-    peers (the report's "watched/ipkernel" column)."""
+    """ipkernel with its dashboard open: each repetition runs with a
+    :class:`PageWatcher` reading the live stream, opened (and live) before
+    the repetition and closed after it.  Compared with plain ipkernel, not
+    with the peers (the report's "watched/ipkernel" column).
+
+    When the run has plain ipkernel too (:meth:`share`), both use that one
+    cluster, so the two columns differ only by the page: the runner
+    alternates their repetitions, and a stream closed is a page gone at once
+    (the controller stops asking the engines for their usage)."""
 
     name = "ipkernel-watched"
 
+    def __init__(self, controller_args=(), placement=None):
+        super().__init__(controller_args, placement)
+        self.base = None
+
+    def share(self, base):
+        """Run on ``base``'s main cluster (an :class:`IpkernelSystem` started first)."""
+        self.base = base
+
     def start(self, n):
-        super().start(n)
-        url = getattr(self.cluster, "dashboard_url", None)
+        if self.base is not None and self.base.cluster is not None:
+            self.cluster, self.mec, self.tc = self.base.cluster, self.base.mec, self.base.tc
+        else:
+            super().start(n)
+        self._dashboard_url(self.cluster)
+
+    @staticmethod
+    def _dashboard_url(cluster):
+        url = getattr(cluster, "dashboard_url", None)
         if not url:
             raise RuntimeError("ipkernel-watched needs the controller's dashboard (its URL "
                                "file is missing: was ipcontroller run with --no-dashboard?)")
-        watcher = PageWatcher(url)
-        self._track(watcher.close)
+        return url
+
+    def repetition(self, run):
+        watcher = PageWatcher(self._dashboard_url(self.cluster))
+        try:
+            watcher.wait_first()
+            # Waiting for the page leaves the cluster idle for up to half a second,
+            # and the first calls after an idle spell are slow (two to three times,
+            # with or without a page): one untimed round first, so this repetition
+            # starts warm like plain ipkernel's, which follows right after another.
+            run()
+            return run()
+        finally:
+            watcher.close()
+
+    def _measuring(self, cluster):
+        watcher = PageWatcher(self._dashboard_url(cluster))
+        watcher.wait_first()
+        return watcher.close

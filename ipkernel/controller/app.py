@@ -380,6 +380,12 @@ async def main(reactor, argv):
     except AppError as exc:
         log.critical("ipcontroller: {error}", error=str(exc))
         raise SystemExit(1) from None
+    except Exception:
+        # not a problem of the set-up we can name: a bug, shown whole (its log
+        # observer goes below, so nothing later would show it)
+        log.failure("ipcontroller failed unexpectedly (a bug in ipkernel: please report it "
+                    "with this traceback)")
+        raise SystemExit(1) from None
     finally:
         if trigger is not None and not reactor_stopping:
             reactor.removeSystemEventTrigger(trigger)

@@ -223,7 +223,11 @@ class ControllerNode(service.MultiService):
             raise SetupError(f"cannot serve the dashboard on {s.dashboard_ip}:"
                              f"{s.dashboard_port}: {problem} (--no-dashboard runs without "
                              f"it)") from None
-        log.info("dashboard: {url}", url=url)
+        if self.dashboard.fingerprint:
+            log.info("dashboard: {url} (TLS, certificate SHA-256 {fp}: the one a browser "
+                     "shows should match)", url=url, fp=self.dashboard.fingerprint)
+        else:
+            log.info("dashboard: {url}", url=url)
 
     def _write_cert(self, role, tub):
         folder = self.settings.work_dir

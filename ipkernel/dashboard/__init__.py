@@ -50,6 +50,9 @@ class Dashboard:
         self.site = None
         self.listening = None
         self.url = None
+        #: the SHA-256 fingerprint of the TLS certificate (``AB:CD:...``, as
+        #: browsers show it), or None on loopback
+        self.fingerprint = None
 
     @property
     def port(self):
@@ -64,7 +67,9 @@ class Dashboard:
                                  "certificate (cert_file) for TLS")
             from twisted.internet import ssl
             with open(self.cert_file, "rb") as f:
-                options = ssl.PrivateCertificate.loadPEM(f.read()).options()
+                cert = ssl.PrivateCertificate.loadPEM(f.read())
+            options = cert.options()
+            self.fingerprint = cert.digest("sha256").decode()
             self.listening = self.reactor.listenSSL(self.wanted_port, self.site, options,
                                                     interface=self.ip)
         else:

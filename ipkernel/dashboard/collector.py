@@ -6,10 +6,10 @@ the command each runs and since when, how many wait), the task farm's
 counts, the clients' sessions.  Every :data:`SAMPLE_EVERY` seconds it
 samples what needs a history (a few counters read: nearly free): tasks
 finished per second, bytes per second on the lanes and the data channel.
-While someone watches (a snapshot was asked for in the last
-:data:`WATCH_IDLE` seconds) it also asks each engine for its memory and CPU
-(answered from the engine's network thread); nobody watching, no questions
-to engines.
+While someone watches (a page's live stream is open, or the JSON API was
+asked in the last :data:`WATCH_IDLE` seconds) it also asks each engine for
+its memory and CPU (answered from the engine's network thread); nobody
+watching, no questions to engines.
 
 Everything kept is bounded: :data:`HISTORY` samples (ten minutes), the last
 :data:`MAX_ERRORS` failures with their engine tracebacks, the last
@@ -34,7 +34,7 @@ log = Logger()
 SAMPLE_EVERY = 1.0
 #: Samples kept (tasks/s and bytes/s history): ten minutes.
 HISTORY = 600
-#: Seconds after the last snapshot asked for that sampling goes on.
+#: Seconds after the last API request that engines are still asked for their usage.
 WATCH_IDLE = 30.0
 #: Recent failures kept.
 MAX_ERRORS = 100
@@ -92,6 +92,8 @@ class ClusterWatch:
         self.usage = {}          # engine id -> {"rss", "cpu" (percent), "seconds", "at"}
         self._last = None        # (monotonic, finished tasks, lane in, out, data in, out)
         self._watched_at = None
+        #: live streams open (pages watching); the site counts them
+        self.viewers = 0
         self._loop = None
         self._observed = {}      # engine id -> (queued engine, observer)
         self._infos = {}         # engine id -> its registration info (kept for when it goes)
@@ -159,10 +161,15 @@ class ClusterWatch:
     # -- sampling ---------------------------------------------------------------------
 
     def watched(self):
-        """Someone looks: ask the engines for their memory and CPU at each
-        sample until :data:`~ipkernel.dashboard.collector.WATCH_IDLE`
-        seconds pass without a snapshot."""
-        self._watched_at = time.monotonic()
+        """Someone asked the API: ask the engines for their memory and CPU at
+        each sample until :data:`~ipkernel.dashboard.collector.WATCH_IDLE`
+        seconds pass without another request."""
+        self._watched_at = self.clock.seconds()
+
+    def watching(self):
+        """True while a page's live stream is open or the API was asked lately."""
+        return self.viewers > 0 or (self._watched_at is not None and
+                                    self.clock.seconds() - self._watched_at <= WATCH_IDLE)
 
     def _start_sampling(self):
         if self._loop is None:
@@ -178,7 +185,7 @@ class ClusterWatch:
         self._last = None
 
     def _sample(self):
-        now_m, now = time.monotonic(), self.now()
+        now_m, now = self.clock.seconds(), self.now()
         tasks = self._task_counts()
         finished = tasks["succeeded"] + tasks["failed"] if tasks else 0
         counters = (finished, traffic.LANES.bytes_in, traffic.LANES.bytes_out,
@@ -189,7 +196,7 @@ class ClusterWatch:
             self.task_history.append((now, rates[0]))
             self.channel_history.append((now, *rates[1:]))
         self._last = (now_m, *counters)
-        if self._watched_at is not None and now_m - self._watched_at <= WATCH_IDLE:
+        if self.watching():
             self._ask_usage()
 
     def _ask_usage(self):
@@ -207,7 +214,7 @@ class ClusterWatch:
     def _got_usage(self, answer, engine_id):
         if engine_id not in self.node.controller.engines:
             return
-        at = time.monotonic()
+        at = self.clock.seconds()
         before = self.usage.get(engine_id)
         cpu = None
         if before is not None and at > before["at"]:
@@ -224,7 +231,6 @@ class ClusterWatch:
 
     def snapshot(self):
         """Everything the page shows, as plain JSON-able data (see the page)."""
-        self.watched()
         now = self.now()
         return {"time": now,
                 "controller": {"pid": os.getpid(), "host": socket.gethostname(),

@@ -24,7 +24,7 @@ from urllib.parse import quote
 
 from twisted.internet import task
 from twisted.logger import Logger
-from twisted.web import resource, server, static
+from twisted.web import pages, resource, server, static
 
 log = Logger()
 
@@ -106,7 +106,7 @@ class _Root(resource.Resource):
     def getChild(self, name, request):
         if name == b"":
             return self
-        return resource.NoResource()
+        return pages.notFound()
 
     def render_GET(self, request):
         token = request.args.get(b"token", [b""])[0]
@@ -125,9 +125,9 @@ class _Part(resource.Resource):
         self.watch, self.name = watch, name
 
     def render_GET(self, request):
+        self.watch.watched()
         if self.name == "snapshot":
             return _json(request, self.watch.snapshot())
-        self.watch.watched()
         if self.name == "errors":
             return _json(request, list(self.watch.errors))
         return _json(request, getattr(self.watch, self.name)())
@@ -204,6 +204,7 @@ class DashboardSite(server.Site):
             except Exception:  # noqa: B902 - its connection went meanwhile
                 pass
         self.streams.clear()
+        self.watch.viewers = 0
         for channel in list(self._channels):
             # (the Site's protocol wraps the HTTP channel, which holds the transport)
             transport = getattr(getattr(channel, "_channel", channel), "transport", None)
@@ -214,7 +215,12 @@ class DashboardSite(server.Site):
 
     def subscribe(self, request):
         self.streams.add(request)
-        request.notifyFinish().addBoth(lambda _: self.streams.discard(request))
+        self.watch.viewers = len(self.streams)
+
+        def gone(_):
+            self.streams.discard(request)
+            self.watch.viewers = len(self.streams)
+        request.notifyFinish().addBoth(gone)
         self._last_sent = None   # the new page gets a snapshot at the next push
         if self._pusher is None:
             self._pusher = task.LoopingCall(self._push)
@@ -245,6 +251,7 @@ class DashboardSite(server.Site):
                 request.write(message)
             except Exception:  # noqa: B902 - a page gone between two pushes
                 self.streams.discard(request)
+                self.watch.viewers = len(self.streams)
 
 
 def _without_time(data):

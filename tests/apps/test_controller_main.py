@@ -54,6 +54,25 @@ async def test_main_reports_a_busy_port_and_exits_1(cluster, tmp_path):
 
 
 @pytest_twisted.ensureDeferred
+async def test_an_unexpected_error_at_start_is_logged_whole_and_exits_1(cluster, tmp_path,
+                                                                       monkeypatch):
+    from ipkernel.controller.node import ControllerNode
+
+    def broken(self):
+        raise RuntimeError("a bug in the dashboard's start")
+    monkeypatch.setattr(ControllerNode, "_start_dashboard", broken)
+    logfile = tmp_path / "controller.log"
+    with pytest.raises(SystemExit) as info:
+        await start_main("--cluster-dir", str(cluster.dir), "--logfile", str(logfile))
+    assert info.value.code == 1
+    text = logfile.read_text()
+    assert "ipcontroller failed unexpectedly" in text and "please report it" in text
+    assert "Traceback" in text and "RuntimeError: a bug in the dashboard's start" in text
+    assert "ipcontroller stopped" in text
+    assert not (cluster.dir / "pid" / "ipcontroller.pid").exists()
+
+
+@pytest_twisted.ensureDeferred
 async def test_main_refuses_a_timeout_shorter_than_the_period(cluster, tmp_path):
     logfile = tmp_path / "controller.log"
     with pytest.raises(SystemExit):

@@ -112,12 +112,14 @@ def furl_parts(path):
     return tubid, hints.split(","), secret
 
 
-def start_controller(procs, name, tmp_path):
+def start_controller(procs, name, tmp_path, *extra):
     """``(process, cluster dir)``: ipcontroller in namespace ``name``
-    listening on every address for engines and clients, once ready."""
+    listening on every address for engines and clients (``extra``: more
+    arguments), once ready."""
     cluster = tmp_path / "cluster"
     controller = procs(name, [sys.executable, "-m", "ipkernel.controller", "--cluster-dir",
-                              str(cluster), "--engine-ip", "0.0.0.0", "--client-ip", "0.0.0.0"],
+                              str(cluster), "--engine-ip", "0.0.0.0", "--client-ip", "0.0.0.0",
+                              *extra],
                        tmp_path / "controller.log", child_env())
     wait_for(lambda: "ipcontroller ready" in controller.output or controller.popen.poll()
              is not None, "the controller to be ready")
