@@ -412,6 +412,13 @@ class RITaskController(RemoteInterface):
     def get_client_name():
         return UnicodeConstraint(200)
 
+    def open_session(canary=Optional(Any(), None)):
+        """Return a new RITaskController for this client alone (the same task
+        farm; the dashboard lists it with its address and calls).  ``canary``
+        (a Referenceable of the client's) tells the controller when the
+        client is gone."""
+        return Any()
+
     def open_lane():
         """``(port, token, tls_always, local_path)`` for opening a lane to
         this object (its calls on a socket beside Foolscap, see

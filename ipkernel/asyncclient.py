@@ -15,6 +15,7 @@ from here too.
 Each client's ``adapt_to_blocking_client()`` gives the blocking client over
 the same connection, for code that runs in another thread than the reactor.
 """
+from foolscap.api import Referenceable
 from twisted.internet import defer
 from twisted.logger import Logger
 
@@ -147,8 +148,17 @@ async def _task_client(furl_or_file, tub, timeout):
     return await _task_over(furl, rref, timeout)
 
 
+class _Canary(Referenceable):
+    """Held by the controller for our session: its connection going tells
+    the controller this client is gone."""
+
+
 async def _task_over(furl, rref, timeout):
-    return FCTaskClient(await _with_lane(rref, RITaskController, timeout, furl), furl=furl)
+    from twisted.internet import reactor
+
+    # A session of our own, so the controller (its dashboard) knows this client.
+    session = await rref.callRemote("open_session", _Canary()).addTimeout(timeout, reactor)
+    return FCTaskClient(await _with_lane(session, RITaskController, timeout, furl), furl=furl)
 
 
 def get_task_client(furl_or_file=None, tub=None, timeout=DEFAULT_TIMEOUT):

@@ -363,6 +363,15 @@ def listen_problem(error, host, port, option, port_flag=None):
             f"choose the address and the port)")
 
 
+def peer_of(rref):
+    """``"host:port"`` of the far end of a RemoteReference's connection, or None."""
+    try:
+        address = rref.getPeer()
+        return f"{address.host}:{address.port}"
+    except Exception:  # noqa: B902 - not a TCP connection (a loopback broker in tests)
+        return None
+
+
 def furl_locations(furl):
     """The ``HOST:PORT`` locations a FURL's hints name (no secret), as a list."""
     hints = furl.split("@", 1)[-1].split("/", 1)[0]

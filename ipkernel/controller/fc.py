@@ -24,7 +24,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ipkernel import batchwire, memtrim, serialize, sizes, wire
+from ipkernel import batchwire, fcutil, memtrim, serialize, sizes, wire
 from ipkernel.datachannel import BlobMissing, refs
 from ipkernel.credentials import CredentialRefused, rejoin_credential
 from ipkernel.controller.mapping import PrePartitioned
@@ -476,15 +476,6 @@ def _as_json(value):
     return value if isinstance(value, wire.ErrorRecord) else wire.AsJson(value)
 
 
-def _peer_of(rref):
-    """``"host:port"`` of the far end of a RemoteReference's connection, or None."""
-    try:
-        address = rref.getPeer()
-        return f"{address.host}:{address.port}"
-    except Exception:  # noqa: B902 - not a TCP connection (a loopback broker in tests)
-        return None
-
-
 @implementer(RIMultiEngine)
 class FCSynchronousMultiEngine(OffersLane, Referenceable):
     """Adapter ISynchronousMultiEngine -> RIMultiEngine (thin translation).
@@ -559,7 +550,7 @@ class FCSynchronousMultiEngine(OffersLane, Referenceable):
         self._sessions.add(session)
         if canary is not None:
             session._canary = canary
-            session.peer = _peer_of(canary)
+            session.peer = fcutil.peer_of(canary)
             if is_listener(canary):   # the client wants the live output of its calls
                 session.output = OutputForwarder(canary)
             try:

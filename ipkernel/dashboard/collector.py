@@ -285,17 +285,32 @@ class ClusterWatch:
                 "history": [list(s) for s in self.channel_history]}
 
     def clients(self):
-        mec = getattr(self.node, "mec", None)
-        sessions = getattr(mec, "_sessions", None) or ()
+        """One dict per connected client (a process's connection: its
+        multi-engine and task sessions together): ``peer`` (host:port),
+        ``uses`` (``"multi-engine"``, ``"tasks"``), ``connected_for`` (s) and
+        ``calls`` (on Foolscap and lanes)."""
         now = time.monotonic()
-        rows = []
-        for session in list(sessions):
-            if getattr(session, "closed", False):
-                continue
-            rows.append({"peer": getattr(session, "peer", None),
-                         "connected_for": now - getattr(session, "opened", now),
-                         "calls": getattr(session, "calls", 0)})
-        return rows
+        rows = {}
+        for kind, sessions in (("multi-engine", self._sessions_of("mec")),
+                               ("tasks", self._sessions_of("tasks"))):
+            for session in sessions:
+                if getattr(session, "closed", False):
+                    continue
+                peer = getattr(session, "peer", None)
+                row = rows.setdefault(peer if peer is not None else id(session),
+                                      {"peer": peer, "uses": [], "connected_for": 0.0,
+                                       "calls": 0})
+                if kind not in row["uses"]:
+                    row["uses"].append(kind)
+                row["connected_for"] = max(row["connected_for"],
+                                           now - getattr(session, "opened", now))
+                row["calls"] += getattr(session, "calls", 0)
+        return sorted(rows.values(), key=lambda r: -r["connected_for"])
+
+    def _sessions_of(self, name):
+        root = getattr(self.node, name, None)
+        sessions = getattr(root, "_sessions", None)
+        return list(sessions) if sessions else []
 
 
 def _version():

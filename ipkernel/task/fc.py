@@ -6,13 +6,16 @@ body of Serialized frames.  The controller wraps the spec in a
 :class:`WireTask` and schedules it like any task; only the engine unpickles
 the body.  Results stay opaque too (Serialized values, ErrorRecords).
 """
+import time
+import weakref
+
 from foolscap.api import Referenceable
 from twisted.internet import defer
 from twisted.python import components
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ipkernel import framing, serialize, wire
+from ipkernel import fcutil, framing, serialize, wire
 from ipkernel.datachannel import refs
 from ipkernel.error import TaskRejectError
 from ipkernel.interfaces.remote import RITaskController
@@ -234,6 +237,34 @@ class FCTaskControllerFromTaskController(OffersLane, Referenceable):
 
     def __init__(self, taskcontroller):
         self.taskcontroller = taskcontroller
+        self._sessions = weakref.WeakSet()  # the sessions opened from this one
+        #: For the dashboard: the client's address, when it opened, its calls so far.
+        self.peer = None
+        self.opened = time.monotonic()
+        self.calls = 0
+        self.closed = False
+
+    def doRemoteCall(self, methodname, args, kwargs):
+        # every call, on Foolscap or on a lane, comes through here
+        self.calls += 1
+        return super().doRemoteCall(methodname, args, kwargs)
+
+    def remote_open_session(self, canary=None):
+        session = type(self)(self.taskcontroller)
+        session.lane_server = self.lane_server
+        self._sessions.add(session)
+        if canary is not None:
+            session._canary = canary
+            session.peer = fcutil.peer_of(canary)
+            try:
+                canary.notifyOnDisconnect(session.client_gone)
+            except Exception:  # noqa: B902 - shown as connected until the client drops it
+                pass
+        return session
+
+    def client_gone(self):
+        """This session's client disconnected."""
+        self.closed = True
 
     def _call(self, method, *args):
         try:

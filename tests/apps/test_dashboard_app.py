@@ -56,3 +56,40 @@ async def test_a_taken_dashboard_port_is_named(cluster):
     assert code == 1, out
     assert f"cannot serve the dashboard on 127.0.0.1:{port}" in out
     assert "--dashboard-port" in out and "--no-dashboard" in out
+
+
+@pytest_twisted.ensureDeferred
+async def test_clients_are_listed_with_their_calls_on_lanes_until_they_go(cluster):
+    from ipkernel import asyncclient
+    from ipkernel.clusterdir import TASK_FURL
+    from ipkernel.task import StringTask
+
+    mec = await cluster.start(n_engines=1)
+    base, token = url_file(cluster).read_text().strip().split("?token=")
+    tub = cluster.new_tub()
+    tc = await asyncclient.get_task_client(str(cluster.dir / "security" / TASK_FURL), tub=tub,
+                                           timeout=10)
+    assert mec.remote.lane is not None and tc.remote_reference.lane is not None
+    lane_answers = mec.remote.lane.answers_in
+    for _ in range(5):
+        await mec.execute("a = 1")
+    ids = [await tc.run(StringTask("b = 2")) for _ in range(3)]
+    await cluster.within(tc.barrier(ids), 20, "the tasks")
+    assert mec.remote.lane.answers_in >= lane_answers + 5   # the executes went on the lane
+
+    async def rows():
+        return json.loads((await get(base + "api/clients", token))[2])
+    found = await rows()
+    by_use = {tuple(r["uses"]): r for r in found}
+    assert set(by_use) == {("multi-engine",), ("tasks",)}, found   # two Tubs: two rows
+    assert by_use[("multi-engine",)]["calls"] >= 5       # the executes
+    assert by_use[("tasks",)]["calls"] >= 3 + 1          # the runs and the barrier
+    assert all(r["peer"].startswith("127.0.0.1:") for r in found)
+
+    tc.close()
+    cluster.tubs.remove(tub)
+    await tub.stopService()   # its connection goes: the controller forgets the session
+
+    async def task_client_gone():
+        return [tuple(r["uses"]) for r in await rows()] == [("multi-engine",)]
+    await cluster.poll(task_client_gone, "the task client's row to go", timeout=20)

@@ -88,9 +88,17 @@ async def test_the_api_shows_engines_tasks_and_errors(dashed):
     task_errors = [e for e in snapshot["errors"] if e["task_id"] is not None]
     assert [e["task_id"] for e in task_errors] == [ids[-1]]
     assert "bad task" in task_errors[0]["summary"]
-    clients = snapshot["clients"]
-    assert clients and all(c["peer"].startswith("127.0.0.1:") for c in clients)
-    assert sum(c["calls"] for c in clients) >= 1
+    # one Tub with a multi-engine and a task client: one row, both sessions, their calls
+    # counted (an execute; four runs and a barrier)
+    (row,) = [c for c in snapshot["clients"] if c["peer"] == client_peer(client)]
+    assert row["peer"].startswith("127.0.0.1:") and row["uses"] == ["multi-engine", "tasks"]
+    assert row["calls"] >= 1 + 5 and row["connected_for"] > 0
+
+
+def client_peer(client):
+    """``host:port`` of the client's side of its connection to the controller."""
+    address = client.remote.rref.tracker.broker.transport.getHost()
+    return f"{address.host}:{address.port}"
 
 
 class Stream(protocol.Protocol):

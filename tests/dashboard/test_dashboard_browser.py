@@ -49,6 +49,7 @@ def browser():
     for argument in ("--headless=new", "--no-sandbox", "--disable-gpu",
                      "--disable-dev-shm-usage", "--window-size=1400,1000"):
         options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})   # the page's console
     driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
     try:
         yield driver
@@ -110,6 +111,9 @@ def test_the_page_shows_the_cluster_at_work(browser, busy_cluster, tmp_path):
     usage = wait_for(usage_shown, "each engine's memory and CPU")
     assert all(float(c.split()[0]) >= 0 for _, c in usage)
     assert browser.find_elements(By.CSS_SELECTOR, "#task-plot canvas")
+    uses = wait_for(lambda: [e.text for e in browser.find_elements(
+        By.CSS_SELECTOR, "tr.client-row td.uses")] or None, "the clients' rows")
+    assert {"multi-engine", "tasks"} <= {u for cell in uses for u in cell.split(", ")}, uses
     snapshots = int(browser.find_element(By.TAG_NAME, "body").get_attribute("data-snapshots"))
     assert snapshots >= 1
 
@@ -123,5 +127,7 @@ def test_the_page_shows_the_cluster_at_work(browser, busy_cluster, tmp_path):
     wait_for(lambda: len(browser.find_elements(
         By.CSS_SELECTOR, 'tr.engine-row[data-state="idle"]')) == 2 or None,
         "both engine rows to show idle")
+    errors = [e for e in browser.get_log("browser") if e.get("level") == "SEVERE"]
+    assert not errors, errors   # no script or loading error on the page all along
     Path(f"{release}.stop").write_text("stop")
     assert work.wait(timeout=60) == 0

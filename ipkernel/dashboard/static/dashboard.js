@@ -344,6 +344,7 @@
     return {
       node: tr,
       peer: tr.appendChild(el("td", "peer")),
+      uses: tr.appendChild(el("td", "uses")),
       age: tr.appendChild(el("td", "num")),
       calls: tr.appendChild(el("td", "num")),
     };
@@ -353,6 +354,7 @@
     const c = obj(client);
     setAttr(r.node, "data-peer", str(c.peer));
     setText(r.peer, str(c.peer) || DASH);
+    setText(r.uses, list(c.uses).map(str).join(", ") || DASH);
     setText(r.age, fmtDuration(c.connected_for));
     setText(r.calls, num(c.calls) === null ? DASH : String(int(c.calls)));
   }
