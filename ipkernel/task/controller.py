@@ -219,6 +219,7 @@ class TaskController(ControllerAdapterBase):
         self.clock = clock
         self._next_id = 0
         self._live = {}
+        self._running = 0   # records of _live in state "running" (counts() reads it)
         self._results = ResultTable()
         self._evicted = IdSet()
         self._dependents = {}
@@ -345,7 +346,7 @@ class TaskController(ControllerAdapterBase):
         # after an engine loss the store keeps 'running': a restart counts the loss
         if rec.state == "running" and not lost:
             self.store.set_state(taskid, "queued")
-        rec.state = "queued"
+        self._set_state(rec, "queued")
         if rec.rejected:
             self._rejected_queued.add(taskid)
         self.scheduler.add_task(rec.task)
@@ -376,7 +377,7 @@ class TaskController(ControllerAdapterBase):
 
     def _start(self, task):
         rec = self._live[task.taskid]
-        rec.state = "running"
+        self._set_state(rec, "running")
         self.store.set_state(task.taskid, "running")
         self._rejected_queued.discard(task.taskid)
         if rec.timer is not None:
@@ -503,8 +504,13 @@ class TaskController(ControllerAdapterBase):
             f"exit or crash: run its code on one engine with mec.execute(code, targets=ID) "
             f"(a MapTask's function with mec.apply) to see what happens")
 
+    def _set_state(self, rec, state):
+        self._running += (state == "running") - (rec.state == "running")
+        rec.state = state
+
     def _finish(self, taskid, success, value):
         rec = self._live.pop(taskid)
+        self._running -= rec.state == "running"
         if not self._live:  # a dict never shrinks: drop the tables a bulk submission grew
             self._live, self._dependents = {}, {}
         self._rejected_queued.discard(taskid)
@@ -541,7 +547,7 @@ class TaskController(ControllerAdapterBase):
     def counts(self):
         """``{"waiting", "running", "succeeded", "failed"}``: tasks not yet sent
         to an engine, running on one, and finished since the start (cheap)."""
-        running = sum(1 for rec in self._live.values() if rec.state == "running")
+        running = self._running
         return {"waiting": len(self._live) - running, "running": running,
                 **self.finished_counts}
 
