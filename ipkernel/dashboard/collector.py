@@ -16,6 +16,7 @@ Everything kept is bounded: :data:`HISTORY` samples (ten minutes), the last
 :data:`MAX_GONE` engines that went away (shown as dead for
 :data:`GONE_KEPT` seconds).
 """
+import itertools
 import os
 import socket
 import time
@@ -90,6 +91,8 @@ class ClusterWatch:
         self.task_history = deque(maxlen=history)       # (time, tasks/s)
         self.channel_history = deque(maxlen=history)    # (time, lane in, out, data in, out)
         self.usage = {}          # engine id -> {"rss", "cpu" (percent), "seconds", "at"}
+        self.samples_taken = 0   # appended to the histories, ever (for updates)
+        self.errors_taken = 0    # appended to errors, ever (each error's "seq")
         self._last = None        # (monotonic, finished tasks, lane in, out, data in, out)
         self._watched_at = None
         #: live streams open (pages watching); the site counts them
@@ -150,7 +153,9 @@ class ClusterWatch:
         self.gone.append({"id": engine_id, "at": self.now(), "info": info})
 
     def _note_error(self, engine_id, command, failure, task_id=None):
-        self.errors.append({"time": self.now(), "engine_id": engine_id,
+        self.errors_taken += 1
+        self.errors.append({"seq": self.errors_taken, "time": self.now(),
+                            "engine_id": engine_id,
                             "what": command.split("(", 1)[0] if command else "task",
                             "summary": _summary(failure), "traceback": _traceback_text(failure),
                             "task_id": task_id})
@@ -195,6 +200,7 @@ class ClusterWatch:
             rates = [(c - p) / dt for c, p in zip(counters, self._last[1:])]
             self.task_history.append((now, rates[0]))
             self.channel_history.append((now, *rates[1:]))
+            self.samples_taken += 1
         self._last = (now_m, *counters)
         if self.watching():
             self._ask_usage()
@@ -231,15 +237,29 @@ class ClusterWatch:
 
     def snapshot(self):
         """Everything the page shows, as plain JSON-able data (see the page)."""
-        now = self.now()
-        return {"time": now,
+        return self._snapshot(None, None)
+
+    def _snapshot(self, samples, errors):
+        return {"time": self.now(),
                 "controller": {"pid": os.getpid(), "host": socket.gethostname(),
                                "started": self.started, "version": self.version},
+                "limits": {"history": self.task_history.maxlen, "errors": MAX_ERRORS},
                 "engines": self.engines(),
-                "tasks": self.tasks(),
-                "channels": self.channels(),
+                "tasks": self.tasks(samples),
+                "channels": self.channels(samples),
                 "clients": self.clients(),
-                "errors": list(self.errors)}
+                "errors": _newest(self.errors, errors)}
+
+    def mark(self):
+        """Where the histories and errors are now, for :meth:`update`."""
+        return (self.samples_taken, self.errors_taken)
+
+    def update(self, mark):
+        """A snapshot whose histories and errors hold only what came after
+        ``mark`` (from :meth:`mark`): what a page holding the snapshot of
+        then adds to it (keeping :data:`HISTORY` samples and
+        :data:`MAX_ERRORS` errors)."""
+        return self._snapshot(self.samples_taken - mark[0], self.errors_taken - mark[1])
 
     def engines(self):
         """One dict per engine: registered ones, then those gone recently (dead)."""
@@ -271,18 +291,22 @@ class ClusterWatch:
                              "queue": 0, "rss": None, "cpu": None})
         return rows
 
-    def tasks(self):
+    def tasks(self, samples=None):
+        """The task farm's counts and its throughput history (the newest
+        ``samples`` of it; all by default)."""
         counts = self._task_counts() or {"waiting": 0, "running": 0, "succeeded": 0,
                                           "failed": 0}
         return {"pending": counts["waiting"], "running": counts["running"],
                 "succeeded": counts["succeeded"], "failed": counts["failed"],
-                "throughput": [list(s) for s in self.task_history]}
+                "throughput": [list(s) for s in _newest(self.task_history, samples)]}
 
-    def channels(self):
+    def channels(self, samples=None):
+        """Bytes per second on the lanes and the data channel now, and their
+        history (the newest ``samples`` of it; all by default)."""
         last = self.channel_history[-1] if self.channel_history else (None, 0.0, 0.0, 0.0, 0.0)
         return {"lanes": {"bytes_in_per_s": last[1], "bytes_out_per_s": last[2]},
                 "data_channel": {"bytes_in_per_s": last[3], "bytes_out_per_s": last[4]},
-                "history": [list(s) for s in self.channel_history]}
+                "history": [list(s) for s in _newest(self.channel_history, samples)]}
 
     def clients(self):
         """One dict per connected client (a process's connection: its
@@ -311,6 +335,13 @@ class ClusterWatch:
         root = getattr(self.node, name, None)
         sessions = getattr(root, "_sessions", None)
         return list(sessions) if sessions else []
+
+
+def _newest(entries, count):
+    """The last ``count`` of ``entries`` (a deque) as a list; all if None."""
+    if count is None or count >= len(entries):
+        return list(entries)
+    return list(itertools.islice(entries, len(entries) - count, None)) if count > 0 else []
 
 
 def _version():

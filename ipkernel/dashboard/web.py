@@ -9,12 +9,14 @@ Without it: 403 and nothing else.
   styles and the vendored charting library;
 * ``/api/snapshot``: everything at once (JSON); ``/api/engines``,
   ``/api/tasks``, ``/api/clients``, ``/api/errors``: one part each;
-* ``/api/events``: server-sent events, one ``snapshot`` event when
-  something changed, at most every :data:`PUSH_EVERY` seconds (a comment
-  every :data:`KEEPALIVE` seconds otherwise).
+* ``/api/events``: server-sent events: a ``snapshot`` event first (all of
+  it), then an ``update`` event when something changed, at most every
+  :data:`PUSH_EVERY` seconds (a comment every :data:`KEEPALIVE` seconds
+  otherwise).  An update is a snapshot whose histories and errors hold only
+  the entries that came since the previous event: the page appends them.
 
-One snapshot is made per push for all the pages watching, and none while
-no page watches.
+One update is made per push for all the pages watching (and a whole
+snapshot only when a page joined), none while no page watches.
 """
 import hmac
 import json
@@ -163,6 +165,8 @@ class DashboardSite(server.Site):
         self.clock = clock
         self.tls = tls
         self.streams = set()
+        self._synced = set()     # streams that had their first snapshot
+        self._mark = None        # where the histories were at the last push
         self._pusher = None
         self._last_sent = None
         self._last_any = 0.0
@@ -204,6 +208,7 @@ class DashboardSite(server.Site):
             except Exception:  # noqa: B902 - its connection went meanwhile
                 pass
         self.streams.clear()
+        self._synced.clear()
         self.watch.viewers = 0
         for channel in list(self._channels):
             # (the Site's protocol wraps the HTTP channel, which holds the transport)
@@ -218,10 +223,8 @@ class DashboardSite(server.Site):
         self.watch.viewers = len(self.streams)
 
         def gone(_):
-            self.streams.discard(request)
-            self.watch.viewers = len(self.streams)
+            self._drop(request)
         request.notifyFinish().addBoth(gone)
-        self._last_sent = None   # the new page gets a snapshot at the next push
         if self._pusher is None:
             self._pusher = task.LoopingCall(self._push)
             self._pusher.clock = self.clock
@@ -233,25 +236,41 @@ class DashboardSite(server.Site):
         if pusher is not None and pusher.running:
             pusher.stop()
 
+    def _drop(self, request):
+        self.streams.discard(request)
+        self._synced.discard(request)
+        self.watch.viewers = len(self.streams)
+
+    def _send(self, requests, message):
+        for request in requests:
+            try:
+                request.write(message)
+            except Exception:  # noqa: B902 - a page gone between two pushes
+                self._drop(request)
+
     def _push(self):
         if not self.streams:
             self._stop_pushing()
             return
-        data = json.dumps(self.watch.snapshot(), separators=(",", ":"))
         now = self.clock.seconds()
-        unchanged = _without_time(data) == self._last_sent
-        if unchanged and now - self._last_any < KEEPALIVE:
-            return
-        message = (b": still here\n\n" if unchanged
-                   else b"event: snapshot\ndata: " + data.encode() + b"\n\n")
-        self._last_sent = _without_time(data)
-        self._last_any = now
-        for request in list(self.streams):
-            try:
-                request.write(message)
-            except Exception:  # noqa: B902 - a page gone between two pushes
-                self.streams.discard(request)
-                self.watch.viewers = len(self.streams)
+        joined = [r for r in self.streams if r not in self._synced]
+        synced = [r for r in self.streams if r in self._synced]
+        mark = self.watch.mark()
+        if synced:
+            data = json.dumps(self.watch.update(self._mark), separators=(",", ":"))
+            unchanged = _without_time(data) == self._last_sent
+            if not unchanged:
+                self._send(synced, b"event: update\ndata: " + data.encode() + b"\n\n")
+                self._last_sent = _without_time(data)
+                self._last_any = now
+            elif now - self._last_any >= KEEPALIVE:
+                self._send(synced, b": still here\n\n")
+                self._last_any = now
+        if joined:
+            data = json.dumps(self.watch.snapshot(), separators=(",", ":"))
+            self._send(joined, b"event: snapshot\ndata: " + data.encode() + b"\n\n")
+            self._synced.update(r for r in joined if r in self.streams)
+        self._mark = mark
 
 
 def _without_time(data):

@@ -105,3 +105,35 @@ def test_a_gone_engine_is_shown_dead_and_not_asked(watched):
     assert asked(engines) == [3, 0]
     assert not queued.observers
     assert [(row["id"], row["state"]) for row in watch.engines()] == [(0, "idle"), (1, "dead")]
+
+
+def test_an_update_holds_only_the_samples_and_errors_after_its_mark(watched):
+    watch, clock, engines = watched
+    clock.pump([1.0] * 10)
+    first = watch.snapshot()
+    assert len(first["tasks"]["throughput"]) == len(first["channels"]["history"]) == 10
+    assert first["limits"] == {"history": 600, "errors": 100}
+    mark = watch.mark()
+    clock.pump([1.0] * 3)
+    watch._note_error(1, "execute('1/0')", ZeroDivisionError("division by zero"))
+    update = watch.update(mark)
+    assert [t for t, _ in update["tasks"]["throughput"]] == \
+        [t for t, _ in watch.task_history][-3:]
+    assert len(update["channels"]["history"]) == 3
+    (error,) = update["errors"]
+    assert (error["engine_id"], error["what"], error["seq"]) == (1, "execute", 1)
+    assert [len(e) for e in (update["engines"], update["clients"])] == [2, 0]
+
+    nothing_new = watch.update(watch.mark())
+    assert nothing_new["tasks"]["throughput"] == nothing_new["channels"]["history"] == []
+    assert nothing_new["errors"] == [] and len(nothing_new["engines"]) == 2
+
+
+def test_an_update_after_more_than_the_history_holds_is_the_whole_history():
+    clock = task.Clock()
+    watch = ClusterWatch(FakeNode(1), clock=clock, history=5)
+    watch.start()
+    mark = watch.mark()
+    clock.pump([1.0] * 12)
+    assert len(watch.update(mark)["tasks"]["throughput"]) == 5
+    watch.stop()

@@ -102,41 +102,70 @@ def client_peer(client):
 
 
 class Stream(protocol.Protocol):
-    """Reads a server-sent-event stream; ``snapshots`` fires with the first
-    ``count`` snapshot events."""
+    """Reads a server-sent-event stream: ``events`` holds ``(name, data)``;
+    ``next_event(check)`` fires with the first one from now on that
+    ``check(name, data)`` accepts."""
 
-    def __init__(self, count):
+    def __init__(self):
         self.buffer = b""
         self.events = []
-        self.count = count
-        self.snapshots = defer.Deferred()
+        self.waiting = []
+        self.lost = None
 
     def dataReceived(self, data):
         self.buffer += data
         while b"\n\n" in self.buffer:
             event, self.buffer = self.buffer.split(b"\n\n", 1)
-            if event.startswith(b"event: snapshot\ndata: "):
-                self.events.append(json.loads(event.split(b"data: ", 1)[1]))
-                if len(self.events) == self.count and not self.snapshots.called:
-                    self.snapshots.callback(self.events)
+            fields = dict(line.split(b": ", 1) for line in event.split(b"\n")
+                          if b": " in line and not line.startswith(b":"))
+            if b"event" in fields:
+                got = (fields[b"event"].decode(), json.loads(fields[b"data"]))
+                self.events.append(got)
+                for check, d in list(self.waiting):
+                    if check(*got):
+                        self.waiting.remove((check, d))
+                        d.callback(got)
+
+    def next_event(self, check):
+        d = defer.Deferred()
+        self.waiting.append((check, d))
+        return d.addTimeout(WAIT, reactor)
 
     def connectionLost(self, reason):
-        if not self.snapshots.called:
-            self.snapshots.errback(reason)
+        self.lost = reason
+        for _, d in self.waiting:
+            d.errback(reason)
 
 
 @pytest_twisted.ensureDeferred
-async def test_the_live_stream_sends_a_snapshot_when_something_changes(dashed):
+async def test_the_live_stream_sends_a_snapshot_then_what_changed(dashed):
     cluster, dashboard, base = dashed
+    stream = Stream()
+    first = stream.next_event(lambda name, data: True)
     response = await Agent(reactor).request(
         b"GET", (base + "api/events").encode(),
         Headers({b"Authorization": [f"token {dashboard.token}".encode()]}))
     assert response.code == 200
     assert response.headers.getRawHeaders(b"content-type")[0].startswith(b"text/event-stream")
-    stream = Stream(2)
     response.deliverBody(stream)
-    await cluster.add_engine()       # a change: a second snapshot shows it
-    first, second = await stream.snapshots.addTimeout(WAIT, reactor)
-    assert len(first["engines"]) == 2 and len(second["engines"]) == 3
+    name, snapshot = await first
+    assert name == "snapshot" and len(snapshot["engines"]) == 2 and snapshot["errors"] == []
+
+    # an error: the next update holds it, and only it
+    erred = stream.next_event(lambda name, data: data["errors"])
+    client = await cluster.connect_client()
+    with pytest.raises(Exception):
+        await client.execute("1/0", targets=0)
+    name, update = await erred
+    assert name == "update"
+    assert [(e["engine_id"], e["what"]) for e in update["errors"]] == [(0, "execute")]
+    assert len(update["tasks"]["throughput"]) <= 3   # the samples since the snapshot only
+
+    # an engine more: an update shows it, without the error again
+    grown = stream.next_event(lambda name, data: len(data["engines"]) == 3)
+    await cluster.add_engine()
+    name, update = await grown
+    assert name == "update" and update["errors"] == []
+    assert [e[0] for e in stream.events] == ["snapshot"] + ["update"] * (len(stream.events) - 1)
     await dashboard.stop()           # the stream ends with the dashboard
     assert not dashboard.site.streams

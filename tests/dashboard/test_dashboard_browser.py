@@ -111,6 +111,14 @@ def test_the_page_shows_the_cluster_at_work(browser, busy_cluster, tmp_path):
     usage = wait_for(usage_shown, "each engine's memory and CPU")
     assert all(float(c.split()[0]) >= 0 for _, c in usage)
     assert browser.find_elements(By.CSS_SELECTOR, "#task-plot canvas")
+
+    def samples():
+        return [int(browser.find_element(By.CSS_SELECTOR, plot).get_attribute("data-samples")
+                    or 0) for plot in ("#task-plot", "#channel-plot")]
+    before = samples()
+    # a sample a second comes in the updates; the plots add them to what they hold
+    wait_for(lambda: all(n >= b + 2 for n, b in zip(samples(), before)),
+             "the plots to grow by two samples")
     uses = wait_for(lambda: [e.text for e in browser.find_elements(
         By.CSS_SELECTOR, "tr.client-row td.uses")] or None, "the clients' rows")
     assert {"multi-engine", "tasks"} <= {u for cell in uses for u in cell.split(", ")}, uses
@@ -127,6 +135,9 @@ def test_the_page_shows_the_cluster_at_work(browser, busy_cluster, tmp_path):
     wait_for(lambda: len(browser.find_elements(
         By.CSS_SELECTOR, 'tr.engine-row[data-state="idle"]')) == 2 or None,
         "both engine rows to show idle")
+    # the failed task came in the first snapshot; the updates since keep it
+    where = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "li.error .error-where")]
+    assert where == ["[task 30]"], where
     errors = [e for e in browser.get_log("browser") if e.get("level") == "SEVERE"]
     assert not errors, errors   # no script or loading error on the page all along
     Path(f"{release}.stop").write_text("stop")

@@ -303,7 +303,9 @@
       setText(byId("tasks-" + name), String(int(tasks[name])));
     }
     byId("tasks").classList.toggle("has-failures", int(tasks.failed) > 0);
-    if (plots.tasks) plots.tasks.setData(columns(tasks.throughput, 2), true);
+    const points = columns(tasks.throughput, 2);
+    if (plots.tasks) plots.tasks.setData(points, true);
+    setAttr(byId("task-plot"), "data-samples", String(points[0].length));
   }
 
   // ------------------------------------------------------------ channels
@@ -316,7 +318,9 @@
     setText(byId("channels-lanes-out"), fmtRate(lanes.bytes_out_per_s));
     setText(byId("channels-data-in"), fmtRate(data.bytes_in_per_s));
     setText(byId("channels-data-out"), fmtRate(data.bytes_out_per_s));
-    if (plots.channels) plots.channels.setData(columns(ch.history, 5), true);
+    const points = columns(ch.history, 5);
+    if (plots.channels) plots.channels.setData(points, true);
+    setAttr(byId("channel-plot"), "data-samples", String(points[0].length));
   }
 
   // [[t, a, b, ...], ...] rows -> uPlot columns [[t...], [a...], [b...], ...],
@@ -600,15 +604,47 @@
     return new URLSearchParams(window.location.search).get("token") || "";
   }
 
-  function onSnapshot(ev) {
-    let snap;
+  function parsed(ev) {
     try {
-      snap = JSON.parse(ev.data);
+      const data = JSON.parse(ev.data);
+      return data && typeof data === "object" ? data : null;
     } catch (err) {
-      console.warn("dashboard: snapshot is not JSON", err);
-      return;
+      console.warn("dashboard: an event is not JSON", err);
+      return null;
     }
-    if (!snap || typeof snap !== "object") return;
+  }
+
+  // An update is a snapshot whose histories and errors hold only what is new
+  // since the previous event: appended to what the page holds, within limits.
+  function merged(snap, upd) {
+    const limits = obj(snap.limits);
+    const keep = (old, added, max) => {
+      const all = list(old).concat(list(added));
+      return num(max) === null ? all : all.slice(-int(max));
+    };
+    const out = Object.assign({}, snap, upd);
+    out.limits = upd.limits || snap.limits;
+    out.tasks = Object.assign({}, obj(upd.tasks), {
+      throughput: keep(obj(snap.tasks).throughput, obj(upd.tasks).throughput, limits.history),
+    });
+    out.channels = Object.assign({}, obj(upd.channels), {
+      history: keep(obj(snap.channels).history, obj(upd.channels).history, limits.history),
+    });
+    out.errors = keep(snap.errors, upd.errors, limits.errors);
+    return out;
+  }
+
+  function onUpdate(ev) {
+    const upd = parsed(ev);
+    if (upd && last.snap) show(merged(last.snap, upd));
+  }
+
+  function onSnapshot(ev) {
+    const snap = parsed(ev);
+    if (snap) show(snap);
+  }
+
+  function show(snap) {
     last.snap = snap;
     last.receivedAt = Date.now() / 1000;
     state.snapshots += 1;
@@ -658,6 +694,7 @@
     }
     source = new EventSource("api/events?token=" + encodeURIComponent(token()));
     source.addEventListener("snapshot", onSnapshot);
+    source.addEventListener("update", onUpdate);
     source.addEventListener("message", onSnapshot); // unnamed events, just in case
     source.addEventListener("error", onError);
   }
