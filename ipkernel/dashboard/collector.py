@@ -257,8 +257,8 @@ class ClusterWatch:
     def update(self, mark):
         """A snapshot whose histories and errors hold only what came after
         ``mark`` (from :meth:`mark`): what a page holding the snapshot of
-        then adds to it (keeping :data:`HISTORY` samples and
-        :data:`MAX_ERRORS` errors)."""
+        then adds to it (keeping the snapshot's ``limits``: so many samples
+        and errors)."""
         return self._snapshot(self.samples_taken - mark[0], self.errors_taken - mark[1])
 
     def engines(self):

@@ -2,9 +2,8 @@
 (Debian's, driven by Selenium through ChromeDriver) loads the page of a
 running LocalCluster and shows what the cluster does: both engines busy,
 the tasks that ran, the failed task's traceback, the task plot; its
-screenshot is not blank.  ``IPKERNEL_DASHBOARD_SCREENSHOT=PATH`` also saves
-the screenshot there (docs/_static/dashboard.png is made so)."""
-import os
+screenshot is not blank.  (The docs' picture is made by
+scripts/docs/dashboard_picture.py, after a minute of work.)"""
 import subprocess
 import sys
 import zlib
@@ -127,8 +126,6 @@ def test_the_page_shows_the_cluster_at_work(browser, busy_cluster, tmp_path):
 
     png = browser.get_screenshot_as_png()
     (tmp_path / "dashboard.png").write_bytes(png)
-    if os.environ.get("IPKERNEL_DASHBOARD_SCREENSHOT"):
-        Path(os.environ["IPKERNEL_DASHBOARD_SCREENSHOT"]).write_bytes(png)
     assert png.startswith(b"\x89PNG") and png_colours(png) > 40
 
     release.write_text("go")   # the engines finish their command: the page shows them idle
