@@ -357,6 +357,9 @@ def run_foreground(options, cluster):
             complain(f"the cluster did not start: {exc}")
             return 1
         say(ready_line(lc, options), always=True)
+        url = cluster.dashboard_url()
+        if url:
+            say(f"ipcluster: dashboard: {url}", always=True)
         return watch(lc, signals) if isinstance(lc, LocalCluster) else watch_sets(lc, signals)
     finally:
         signals.raising = False
@@ -458,9 +461,11 @@ def start_daemon(options, cluster, argv):
         complain("interrupted; the cluster was stopped")
         return 130
     how = "" if options.command in ("local", "start") else f" ({options.command})"
+    url = cluster.dashboard_url()
     say(f"ipcluster: a controller and {options.n} engines{how} run in the background "
         f"(ipcluster pid {daemon.pid}).\n"
         f"  client FURL file: {cluster.furl_file(MULTIENGINE_FURL)}\n"
+        + (f"  dashboard:        {url}\n" if url else "") +
         f"  logs:             {cluster.log}\n"
         f"  stop it with:     ipcluster stop --cluster-dir {cluster.path}")
     return 0

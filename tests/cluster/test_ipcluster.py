@@ -34,6 +34,7 @@ async def test_start_daemon_status_stop_round_trip(ipcluster, reaper, tmp_path):
     assert "registered with the controller: engines [0, 1]" in status.stdout
     url = (cluster_dir / "security" / "ipcontroller-dashboard.url").read_text().strip()
     assert url.startswith("http://127.0.0.1:") and f"dashboard: {url}" in status.stdout
+    assert f"  dashboard:        {url}\n" in started.stdout   # where the user starts it
 
     again = ipcluster("start", "-n", 2, "--daemon", "--cluster-dir", cluster_dir)
     assert again.returncode != 0
@@ -52,6 +53,7 @@ async def test_start_daemon_status_stop_round_trip(ipcluster, reaper, tmp_path):
     assert ipcluster("stop", "--cluster-dir", cluster_dir).returncode == 1
     log = (cluster_dir / "log" / "ipcluster.log").read_text()
     assert "ipcluster ready" in log and "SIGTERM received" in log
+    assert f"ipcluster: dashboard: {url}" in log   # the foreground supervisor's line
 
 
 def test_failing_daemon_start_reports_the_log_tail(ipcluster, reaper, tmp_path):

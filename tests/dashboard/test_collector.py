@@ -137,3 +137,19 @@ def test_an_update_after_more_than_the_history_holds_is_the_whole_history():
     clock.pump([1.0] * 12)
     assert len(watch.update(mark)["tasks"]["throughput"]) == 5
     watch.stop()
+
+
+def test_what_it_keeps_is_bounded_however_long_it_runs(watched):
+    from ipkernel.dashboard.collector import HISTORY, MAX_ERRORS, MAX_GONE, TRACEBACK_CHARS
+
+    watch, clock, engines = watched
+    clock.pump([1.0] * (HISTORY + 50))
+    assert len(watch.task_history) == len(watch.channel_history) == HISTORY
+    for k in range(5 * MAX_ERRORS):
+        watch._note_error(0, "execute('x')", ValueError("x" * (2 * TRACEBACK_CHARS)))
+    assert len(watch.errors) == MAX_ERRORS
+    assert watch.errors[0]["seq"] == 4 * MAX_ERRORS + 1 and watch.errors[-1]["seq"] == 500
+    assert all(len(e["traceback"]) <= TRACEBACK_CHARS for e in watch.errors)
+    for engine_id in range(100, 100 + 3 * MAX_GONE):
+        watch._unregistered(engine_id)
+    assert len(watch.gone) == MAX_GONE
