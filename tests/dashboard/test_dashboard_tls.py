@@ -17,7 +17,7 @@ import textwrap
 import pytest
 
 from network.test_between_hosts import (child_env, furl_parts, hosts, procs,  # noqa: F401
-                                        result_of, start_controller, wait_for)
+                                        result_of, start_controller, start_engine)
 
 pytestmark = [pytest.mark.tier4, pytest.mark.timeout(240)]
 
@@ -82,12 +82,7 @@ def test_the_dashboard_beyond_loopback_is_https_with_the_controllers_certificate
                        controller.output)
     assert logged and logged.group(1) == url, controller.output
 
-    engine = procs(name_b, [sys.executable, "-m", "ipkernel.engine", "--cluster-dir",
-                            str(tmp_path / "engine-dir"), "--furl-file",
-                            str(security / "ipcontroller-engine.furl")],
-                   tmp_path / "engine.log", env)
-    wait_for(lambda: "ipengine ready" in engine.output or engine.popen.poll() is not None,
-             "the engine in b to register")
+    engine = start_engine(procs, name_b, tmp_path, security)
     assert "registered as engine 0" in engine.output, engine.output
 
     client = procs(name_b, [sys.executable, "-c", HTTPS_CLIENT, url], tmp_path / "https.log",

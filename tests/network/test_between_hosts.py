@@ -127,6 +127,19 @@ def start_controller(procs, name, tmp_path, *extra):
     return controller, cluster
 
 
+def start_engine(procs, name, tmp_path, security, label="engine"):
+    """An ipengine in namespace ``name`` registering with the controller
+    whose FURLs are in ``security``; returned once it is ready (or failed)."""
+    engine = procs(name, [sys.executable, "-m", "ipkernel.engine", "--cluster-dir",
+                          str(tmp_path / f"{label}-dir"), "--furl-file",
+                          str(security / "ipcontroller-engine.furl")],
+                   tmp_path / f"{label}.log", child_env())
+    wait_for(lambda: "ipengine ready" in engine.output or engine.popen.poll() is not None,
+             f"{label} in {name} to register")
+    assert "ipengine ready: registered as engine" in engine.output, engine.output
+    return engine
+
+
 def ports_of(controller_output):
     """The data-channel ports from the controller's log: ``{role: port}``."""
     for line in controller_output.splitlines():
@@ -294,12 +307,7 @@ def test_engine_and_client_on_another_host_authenticated_and_encrypted(hosts, pr
     wait_for(ready.exists, "the capture to start")
 
     # An engine in namespace b registers with the controller in a.
-    engine = procs(name_b, [python, "-m", "ipkernel.engine", "--cluster-dir",
-                            str(tmp_path / "engine-dir"), "--furl-file",
-                            str(security / "ipcontroller-engine.furl")],
-                   tmp_path / "engine.log", env)
-    wait_for(lambda: "ipengine ready" in engine.output or engine.popen.poll() is not None,
-             "the engine in b to register")
+    engine = start_engine(procs, name_b, tmp_path, security)
     assert "ipengine ready: registered as engine 0" in engine.output, engine.output
     assert f"registered engine 0 (ip={addr_b}" in controller.output
     assert f"joined the data channel at {addr_a}:{data_ports['engine']}" in engine.output

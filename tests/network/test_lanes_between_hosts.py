@@ -33,7 +33,7 @@ from ipkernel.transport.tls import tubid_of_der
 # Helpers and fixtures of the data channel's between-hosts test (one copy).
 from network.test_between_hosts import (CAPTURE, RAW, WAIT, child_env, frames,  # noqa: F401
                                         furl_parts, hosts, procs, result_of,
-                                        start_controller, wait_for)
+                                        start_controller, start_engine, wait_for)
 
 pytestmark = [pytest.mark.tier4, pytest.mark.timeout(300)]
 
@@ -113,14 +113,8 @@ def test_engines_and_a_client_on_another_host_call_over_tls_lanes(hosts, procs, 
                              "240"], tmp_path / "capture.log", env)
     wait_for(ready.exists, "the capture to start")
 
-    engines = [procs(name_b, [python, "-m", "ipkernel.engine", "--cluster-dir",
-                              str(tmp_path / f"engine-dir{i}"), "--furl-file",
-                              str(security / "ipcontroller-engine.furl")],
-                     tmp_path / f"engine{i}.log", env) for i in range(2)]
+    engines = [start_engine(procs, name_b, tmp_path, security, f"engine{i}") for i in range(2)]
     for engine in engines:
-        wait_for(lambda: "ipengine ready" in engine.output or engine.popen.poll() is not None,
-                 "an engine in b to register")
-        assert "ipengine ready" in engine.output, engine.output
         assert f"joined the controller's lane at {addr_a}:{ports['engine']} (TLS)" in \
             engine.output, engine.output
         assert "calls go through Foolscap" not in engine.output
