@@ -7,6 +7,11 @@
   wakeup fd or the SIGCHLD handler changed (the reactor would stop seeing its
   child processes exit); ``foreign_event_loop`` puts them back for a test
   that runs another event loop in this process (nbclient's asyncio).
+* a time bound on every Deferred-returning test (``pytest_runtest_call``):
+  pytest-timeout's alarm cannot end a test that awaits a Deferred that
+  never fires (it goes off inside the reactor's loop, which logs it and
+  waits on), so the test's Deferred is cancelled first, at nine tenths of
+  its timeout, and the test fails naming what happened.
 * ``make_engine``: builds in-process EngineServices and stops them (and their
   user-code threads) after the test.
 * ``make_controller``: a ControllerService with ``n`` in-process queued engines.
@@ -41,6 +46,8 @@ from ipkernel.controller import ControllerService
 from ipkernel.controller.node import ControllerNode, NodeSettings
 from ipkernel.engine import EngineService, QueuedEngine
 from ipkernel.engine.connector import EngineConnector
+
+import timebound
 
 STOP_TIMEOUT = 10
 #: How long a test's connections and ports may take to close after it ends.
@@ -400,6 +407,24 @@ async def make_fc_cluster(make_tub, make_engine, tmp_path):
     yield make
     for cluster in made:
         await cluster.close()
+
+
+def pytest_runtest_setup(item):
+    item.ipkernel_started = time.monotonic()
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_call(item):
+    limit = timebound.timeout_of(item)
+    original = getattr(item, "obj", None)
+    if limit > 0 and callable(original):
+        started = getattr(item, "ipkernel_started", time.monotonic())
+        item.obj = timebound.bounded(original, started + timebound.BOUND_SHARE * limit, limit)
+    try:
+        yield
+    finally:
+        if limit > 0 and callable(original):
+            item.obj = original
 
 
 def pytest_collection_modifyitems(config, items):
