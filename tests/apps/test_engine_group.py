@@ -62,6 +62,24 @@ async def test_sigterm_to_the_group_stops_every_engine(cluster, tmp_path):
 
 
 @pytest_twisted.ensureDeferred
+async def test_an_engine_that_ignores_sigterm_is_killed_after_the_grace_period(cluster,
+                                                                              tmp_path):
+    from ipkernel.engine.group import STOP_TIMEOUT
+
+    mec, group = await start_group(cluster, tmp_path, 2)
+    pids = await cluster.engine_pids(mec)
+    # engine 1's user code turns SIGTERM away (it runs in the engine's main thread)
+    await mec.execute("import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN)",
+                      targets=1)
+    group.signal("TERM")
+    assert await group.wait(STOP_TIMEOUT + 30) == 128 + signal.SIGKILL
+    out = group.output
+    assert f"engine pid {pids[1]} did not stop within {STOP_TIMEOUT:g} s: killing it" in out
+    assert f"engine pid {pids[0]} did not stop" not in out   # it stopped when asked
+    assert not any(process_alive(pid) for pid in pids.values())
+
+
+@pytest_twisted.ensureDeferred
 async def test_the_group_runs_until_its_last_engine_exits_and_reports_its_status(
         cluster, tmp_path):
     mec, group = await start_group(cluster, tmp_path, 2)
