@@ -163,7 +163,7 @@ class IMultiEngineExtras(Interface):
         k-th target and fire with the joined results.
 
         ``parts`` is a list of lists of argument tuples, or a
-        :class:`ipkernel.controller.mapping.PrePartitioned` of serialized
+        :class:`ipkernel.mapping.PrePartitioned` of serialized
         parts (network clients split the data themselves); serialized
         results are returned unjoined, as a list of parts.  ValueError when
         the number of parts does not match the number of targets.

@@ -31,7 +31,7 @@ from ipkernel.client import progress as _progress
 from ipkernel.client.direct import DIRECT_METHODS, NOT_DIRECT, DirectCalls
 from ipkernel.client.output import in_ipython
 from ipkernel.client.reactor import CallTimeout, ReactorBridge, before_shutdown, default_bridge
-from ipkernel.controller import mapping
+from ipkernel import mapping
 from ipkernel.error import KernelError, NotAPendingResult, ResultNotCompleted
 from ipkernel.interfaces import multienginewire
 from ipkernel.interfaces.multiengine import IFullSynchronousMultiEngine

@@ -16,7 +16,7 @@ from zope.interface import implementer
 
 from ipkernel import serialize, wire
 from ipkernel.datachannel import refs
-from ipkernel.controller import mapping
+from ipkernel import mapping
 from ipkernel.controller.multiengine import check_sequences, map_parts, read_script
 from ipkernel.engine.properties import StrictDict
 from ipkernel.error import (ControllerError, InvalidEngineID, KernelError, NoEnginesRegistered,

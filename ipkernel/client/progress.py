@@ -25,7 +25,7 @@ import math
 import os
 import sys
 
-from ipkernel.controller import mapping
+from ipkernel import mapping
 
 __all__ = ["DELAY", "ENV_VAR", "gather_landing", "TASK_BATCHES", "MAX_BATCH", "enabled_by_environment", "stderr_is_terminal",
            "stream", "in_notebook", "widgets_available", "bar_class", "wanted",

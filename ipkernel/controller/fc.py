@@ -27,7 +27,7 @@ from zope.interface import implementer
 from ipkernel import batchwire, fcutil, memtrim, serialize, sizes, wire
 from ipkernel.datachannel import BlobMissing, refs
 from ipkernel.credentials import CredentialRefused, rejoin_credential
-from ipkernel.controller.mapping import PrePartitioned
+from ipkernel.mapping import PrePartitioned
 from ipkernel.controller.multiengine import call_started
 from ipkernel.controller.output import EngineOutputInlet, OutputForwarder, is_listener
 from ipkernel.engine.properties import StrictDict

@@ -7,7 +7,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ipkernel.controller import mapping
+from ipkernel import mapping
 from ipkernel.controller.service import ControllerAdapterBase
 from ipkernel.engine.functions import SingleArguments
 from ipkernel.engine.queued import current_request

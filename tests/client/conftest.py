@@ -30,7 +30,7 @@ from twisted.internet import defer, reactor, threads
 from ipkernel.client import MultiEngineClient
 from ipkernel.client.output import OutputListener
 from ipkernel.client.reactor import ReactorBridge
-from ipkernel.controller import mapping
+from ipkernel import mapping
 from ipkernel.error import ResultNotCompleted
 
 #: Bound for user-side code run in a worker thread.

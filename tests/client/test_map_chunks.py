@@ -12,7 +12,7 @@ from twisted.internet import defer
 
 from ipkernel.client import CompositeError, MultiEngineMapper, progress
 from ipkernel.client.blocking import _run_chunks
-from ipkernel.controller import mapping
+from ipkernel import mapping
 
 
 def raw_maps(fc):

@@ -13,7 +13,7 @@ import pytest_twisted
 from twisted.internet import defer, reactor
 
 from ipkernel.client import TaskClient, progress
-from ipkernel.controller import mapping
+from ipkernel import mapping
 
 from .conftest import THREAD_TIMEOUT
 

@@ -4,7 +4,7 @@ import sys
 import numpy
 import pytest
 
-from ipkernel.controller.mapping import DISTRIBUTIONS, join, partition, partitions
+from ipkernel.mapping import DISTRIBUTIONS, join, partition, partitions
 from ipkernel.controller.multiengine import map_parts
 from ipkernel.engine.functions import SingleArguments
 
