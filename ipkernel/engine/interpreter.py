@@ -5,6 +5,7 @@ thread runs it.
 """
 import ast
 import builtins
+import itertools
 import linecache
 import os
 import pprint
@@ -125,6 +126,34 @@ def _no_input(prompt=""):
     raise RuntimeError(NO_INPUT)
 
 
+def remember_source(filename, source):
+    """Put ``source`` in linecache under ``filename`` (a pseudo file name), so
+    tracebacks of code compiled with that name show its lines."""
+    lines = source.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        # (3.11's traceback places its carets one column off on a last line without one)
+        lines[-1] += "\n"
+    linecache.cache[filename] = (len(source), None, lines, filename)
+
+
+#: StringTask sources kept in linecache (the newest; each a few lines).
+TASK_SOURCES_KEPT = 256
+_task_sources = deque()
+_task_numbers = itertools.count(1)
+
+
+def task_filename(source):
+    """A new pseudo file name (``<task-input-N>``) for a StringTask's
+    ``source``, remembered in linecache; the oldest beyond
+    :data:`TASK_SOURCES_KEPT` are forgotten.  Call it holding ``_AST_LOCK``."""
+    filename = f"<task-input-{next(_task_numbers)}>"
+    remember_source(filename, source)
+    _task_sources.append(filename)
+    while len(_task_sources) > TASK_SOURCES_KEPT:
+        linecache.cache.pop(_task_sources.popleft(), None)
+    return filename
+
+
 def cell_filename(number):
     """The pseudo file name given to the source of command ``number``."""
     return f"<ipkernel-input-{number}>"
@@ -231,11 +260,7 @@ class Interpreter:
         self._outputs[number] = value
 
     def _remember_source(self, filename, source):
-        lines = source.splitlines(keepends=True)
-        if lines and not lines[-1].endswith("\n"):
-            # (3.11's traceback places its carets one column off on a last line without one)
-            lines[-1] += "\n"
-        linecache.cache[filename] = (len(source), None, lines, filename)
+        remember_source(filename, source)
         linecache.cache.pop(cell_filename(self.counter - 1 - self.history_cap), None)
 
     # -- history ----------------------------------------------------------------

@@ -16,9 +16,9 @@ def string_task(push, expression, pull):
     __import__("ipkernel.namecheck", fromlist=["check_push_names"]).check_push_names(
         push, "the task's push")
     ns.update(push)
-    lock = __import__("ipkernel.engine.interpreter", fromlist=["_AST_LOCK"])._AST_LOCK
-    with lock:
-        code = compile(expression, "<string>", "exec")
+    interpreter = __import__("ipkernel.engine.interpreter", fromlist=["_AST_LOCK"])
+    with interpreter._AST_LOCK:   # the source in linecache: its traceback shows the lines
+        code = compile(expression, interpreter.task_filename(expression), "exec")
     exec(code, ns)
     out = {}
     for name in pull:

@@ -439,3 +439,17 @@ def test_the_carets_of_a_traceback_stand_under_the_failing_expression():
     lines = interp.get_result(1)["traceback"]["plain"].splitlines()
     source = lines.index("    x = 1/0")
     assert lines[source + 1] == "        ~^~"
+
+
+def test_task_sources_are_kept_in_linecache_newest_first_and_bounded():
+    import linecache
+
+    from ipkernel.engine import interpreter
+
+    names = [interpreter.task_filename(f"x = {k}\ny = 1 / 0") for k in range(
+        interpreter.TASK_SOURCES_KEPT + 10)]
+    assert len(set(names)) == len(names) and all(n.startswith("<task-input-") for n in names)
+    assert linecache.getline(names[-1], 1) == f"x = {interpreter.TASK_SOURCES_KEPT + 9}\n"
+    assert linecache.getline(names[-1], 2) == "y = 1 / 0\n"   # a last line gets its newline
+    assert all(n not in linecache.cache for n in names[:10])   # the oldest forgotten
+    assert all(n in linecache.cache for n in names[10:])

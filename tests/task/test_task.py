@@ -216,7 +216,8 @@ async def test_remote_traceback_frames(make_tc, depth):
         tr.raise_exception()
     text = tr.failure.value._ipkernel_traceback_text
     # the module-level frame plus one frame per function of the chain
-    assert text.count('File "<string>"') == depth + 1
+    assert text.count('File "<task-input-') == depth + 1
+    assert "    raise IOError('deep')" in text   # the source line, from the engine's linecache
     assert "ipkernel" not in text
 
 

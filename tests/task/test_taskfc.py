@@ -429,7 +429,8 @@ async def test_remote_traceback_frames_over_the_wire(make_tc_cluster, depth):
         tr.raise_exception()
     text = getattr(tr.failure.value, TRACEBACK_ATTR)
     # the module-level frame plus one frame per function of the chain, nothing of ipkernel
-    assert text.count('File "<string>"') == depth + 1
+    assert text.count('File "<task-input-') == depth + 1
+    assert "    raise IOError('deep')" in text   # the source line, from the engine's linecache
     assert "ipkernel" not in text
 
     tid = await within(tc.run(MapTask(LEVELS[depth - 1])))
