@@ -15,6 +15,7 @@ import traceback as _traceback
 
 ENGINE_INFO_ATTR = "_ipkernel_engine_info"
 TRACEBACK_ATTR = "_ipkernel_traceback_text"
+_NOTED_ATTR = "_ipkernel_traceback_noted"
 
 #: How many engine tracebacks a CompositeError shows in full in IPython and
 #: Jupyter; each further failed engine gets one line.
@@ -232,6 +233,21 @@ def show_engine_traceback(exc):
             exc._render_traceback_ = _EngineTraceback(engine_label(exc), _engine_text(exc))
         except (AttributeError, TypeError):  # a class that refuses new attributes
             pass
+    return note_engine_traceback(exc)
+
+
+def note_engine_traceback(exc):
+    """Add the engine-side traceback of ``exc`` (rebuilt in the client) to
+    it as a note, so a plain Python traceback (a script, a log) shows where
+    on the engine it happened below the client's frames; once.  Returns ``exc``."""
+    text = getattr(exc, TRACEBACK_ATTR, None)
+    if not text or getattr(exc, _NOTED_ATTR, False):
+        return exc
+    try:
+        exc.add_note(f"{engine_label(exc)} the engine's traceback:\n{text.rstrip()}")
+        setattr(exc, _NOTED_ATTR, True)
+    except (AttributeError, TypeError):  # a class that refuses new attributes
+        pass
     return exc
 
 
@@ -285,6 +301,19 @@ class CompositeError(KernelError):
 
     def __repr__(self):
         return f"CompositeError({self.message!r}, {len(self.elist)} errors)"
+
+    def note_engine_tracebacks(self):
+        """Add the engine-side tracebacks IPython would show (the first
+        :data:`FULL_TRACEBACKS` in full) to this error as a note, so a plain
+        Python traceback shows them too; once.  Returns self."""
+        if getattr(self, _NOTED_ATTR, False):
+            return self
+        lines = self._render_traceback_()[1:]   # (the message: str(self) has it)
+        if len(self.results) > len(self.failed):
+            lines = lines[:-2]                  # (the successes line: str(self) has it)
+        self.add_note("\n".join(lines).strip("\n"))
+        setattr(self, _NOTED_ATTR, True)
+        return self
 
     def _render_traceback_(self):
         """What IPython and Jupyter show instead of the client-side traceback:

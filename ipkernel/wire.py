@@ -387,7 +387,8 @@ def exception_from_record(record):
         for sub in record.errors:
             value = exception_from_record(sub)
             elist.append((type(value), value, None))
-        return errors.CompositeError(record.message, elist, *_composite_results(record, elist))
+        return errors.CompositeError(record.message, elist, *_composite_results(
+            record, elist)).note_engine_tracebacks()
     exc = None
     if record.exception is not None:
         try:
@@ -404,7 +405,8 @@ def exception_from_record(record):
             except Exception:
                 exc = None
     if exc is None:
-        return errors.RemoteError(record.ename, record.evalue, record.traceback, record.engine_info)
+        return errors.note_engine_traceback(errors.RemoteError(
+            record.ename, record.evalue, record.traceback, record.engine_info))
     if record.engine_info:
         errors.tag_exception(exc, record.engine_info.get("engine_id"),
                              record.engine_info.get("method", "?"), record.traceback)

@@ -94,6 +94,43 @@ def test_a_composite_error_record_renders_every_engine():
                for k, value in enumerate(back.exceptions))
 
 
+def plain_traceback(exc):
+    """What Python itself prints for ``exc`` raised uncaught (a script, a log)."""
+    import traceback
+    return "".join(traceback.format_exception(exc))
+
+
+@pytest.mark.tier1
+def test_a_plain_python_traceback_shows_the_engine_traceback_once():
+    sent = tag_exception(ZeroDivisionError("division by zero"), 1, "apply", ENGINE_TEXT)
+    back = _round_trip(sent)
+    text = plain_traceback(back)
+    assert "[1:apply] the engine's traceback:\n" + ENGINE_TEXT.rstrip() in text
+    again = _round_trip(pickle.loads(pickle.dumps(back)))   # noted once, however it travels
+    assert plain_traceback(again).count('File "<ipkernel-input-4>"') == 1
+    assert "the engine's traceback" not in plain_traceback(sent)   # the engine's own copy
+
+    record = wire.record_from_exception(
+        tag_exception(ValueError("bad"), 2, "apply", "engine traceback\nValueError: bad\n"))
+    record.exception, record.module = None, "no_such_module"
+    remote = wire.exception_from_record(record)
+    assert "[2:apply] the engine's traceback:\nengine traceback\nValueError: bad" in \
+        plain_traceback(remote)
+
+
+@pytest.mark.tier1
+def test_a_plain_python_traceback_of_a_composite_error_shows_its_engines():
+    errors_ = [(ZeroDivisionError, tag_exception(ZeroDivisionError("division by zero"), k,
+                                                 "execute", ENGINE_TEXT), None)
+               for k in range(2)]
+    sent = CompositeError("one or more exceptions from call to method: execute", errors_,
+                          results=[errors_[0][1], 5, errors_[1][1]], failed=[0, 2])
+    text = plain_traceback(_round_trip(sent))
+    assert text.count('File "<ipkernel-input-4>"') == 2
+    assert "[0:execute]\nTraceback" in text and "[1:execute]\nTraceback" in text
+    assert text.count("1 of 3 engines succeeded") == 1   # in the message, not again
+
+
 HAND_MADE = textwrap.dedent("""
     from ipkernel.error import CompositeError, tag_exception
     text = ('Traceback (most recent call last):\\n'
