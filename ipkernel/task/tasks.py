@@ -221,6 +221,10 @@ class ResultNS(dict):
         return "NS" + repr({k: v for k, v in self.__dict__.items() if not k.startswith("__")})
 
 
+#: Characters of the results a TaskResult's repr shows.
+REPR_CHARS = 200
+
+
 class TaskResult:
     """The outcome of a StringTask.
 
@@ -260,4 +264,14 @@ class TaskResult:
         return self.results[key]
 
     def __repr__(self):
-        return f"TaskResult[ID:{self.taskid}]:{self.failure if self.failure is not None else self.results}"
+        where = f"engine {self.engineid}" if self.engineid is not None else "no engine"
+        if self.duration is not None:
+            where += f", {self.duration:.3g} s"
+        if self.failure is not None:
+            from ipkernel.error import exception_summary
+            what = f"failed: {exception_summary(getattr(self.failure, 'value', self.failure))}"
+        else:
+            what = repr(self.results)
+            if len(what) > REPR_CHARS:
+                what = what[:REPR_CHARS - 3] + "..."
+        return f"TaskResult[ID:{self.taskid}]: {what} ({where})"

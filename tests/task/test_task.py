@@ -130,6 +130,7 @@ async def test_string_task_results_and_failures(make_tc):
     assert tr.raise_exception() is None
     assert tr.engineid == 0 and tr.taskid == tid and tr.duration >= 0
     assert tr.submitted and tr.completed and repr(tr).startswith(f"TaskResult[ID:{tid}]")
+    assert f"(engine {tr.engineid}, " in repr(tr)
     assert repr(tr.ns) == "NS{'a': 5}"
     tr = await result(tc, await tc.run(StringTask("7=5", pull="a")))
     with pytest.raises(SyntaxError):
@@ -139,6 +140,10 @@ async def test_string_task_results_and_failures(make_tc):
     tr = await result(tc, await tc.run(StringTask("", pull="undefined_name")))
     with pytest.raises(NameError):
         tr["undefined_name"]
+    assert repr(tr).startswith(f"TaskResult[ID:{tr.taskid}]: failed: NameError: name "
+                               f"'undefined_name' is not defined (engine 0, ")
+    big = TaskResult({"x": "y" * 1000}, 3)
+    assert repr(big).endswith("... (engine 3)") and len(repr(big)) < 260
 
 
 @pytest_twisted.ensureDeferred
