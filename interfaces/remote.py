@@ -332,8 +332,10 @@ class RIMultiEngine(RemoteInterface,
 
     Every method of IFullSynchronousMultiEngine: ``block=False`` returns a
     deferred id.  ``scatter`` and ``raw_map`` take data already split by the
-    client (the controller cannot look inside user data) and ``gather``
-    returns the parts for the client to join.
+    client (the controller cannot look inside user data; so ``scatter``'s
+    ``flatten`` must be False, the one-item parts flattened by the client, or
+    the call fails saying so) and ``gather`` returns the parts for the client
+    to join.
 
     One entry per row of
     :data:`~ipkernel.interfaces.multienginewire.MULTIENGINE_CALLS`, made from

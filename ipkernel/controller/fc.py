@@ -658,6 +658,11 @@ class FCSynchronousMultiEngine(OffersLane, Referenceable):
         return deferred_id
 
     def remote_scatter(self, key, parts, flatten, targets, block):
+        if flatten:   # the parts are opaque here: flattening them is the client's to do
+            return defer.fail(ValueError(
+                "scatter: flatten=True cannot be applied by the controller (it never "
+                "unpickles the parts); flatten the one-item parts before sending them and "
+                "send flatten=False, as ipkernel's client does")).addErrback(_record)
         return self._run("scatter", key, PrePartitioned(parts), targets=targets, block=block,
                          payload=parts)
 

@@ -49,6 +49,21 @@ async def test_payload_cap_refuses_big_calls_and_touches_no_engine(make_fc_clust
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_scatter_asking_the_controller_to_flatten_is_refused_saying_why(
+        make_fc_cluster):
+    from ipkernel import serialize, wire
+
+    cluster = await make_fc_cluster(2)
+    parts = [serialize.serialize([k]) for k in range(2)]
+    answer = await within(cluster.client.remote.rref.callRemote(
+        "scatter", "x", parts, True, wire.encode_targets("all"), True))
+    assert isinstance(answer, wire.ErrorRecord) and answer.ename == "ValueError"
+    assert "flatten" in answer.evalue and "send flatten=False" in answer.evalue
+    await within(cluster.client.scatter("y", [1, 2], flatten=True))   # the client's way
+    assert await within(cluster.client.pull("y")) == [1, 2]
+
+
+@pytest_twisted.ensureDeferred
 async def test_no_cap_by_default(make_fc_cluster):
     client = (await make_fc_cluster(1)).client
     big = numpy.arange(200_000)
