@@ -14,9 +14,8 @@ import inspect
 from twisted.internet import defer
 from zope.interface import implementer
 
-from ipkernel import serialize, wire
+from ipkernel import callargs, mapping, serialize, wire
 from ipkernel.datachannel import refs
-from ipkernel import mapping
 from ipkernel.controller.multiengine import check_sequences, map_parts, read_script
 from ipkernel.engine.properties import StrictDict
 from ipkernel.error import (ControllerError, InvalidEngineID, KernelError, NoEnginesRegistered,
@@ -188,7 +187,8 @@ class FCFullSynchronousMultiEngineClient:
 
     def apply(self, func, args=(), kwargs=None, targets="all", *, block=True):
         try:
-            func, args, kwargs = (serialize.serialize(x) for x in (func, tuple(args), kwargs))
+            args, kwargs = callargs.checked(args, kwargs)
+            func, args, kwargs = (serialize.serialize(x) for x in (func, args, kwargs))
             route = _route(targets)
         except Exception:
             return defer.fail()

@@ -5,7 +5,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ipkernel import serialize
+from ipkernel import callargs, serialize
 from ipkernel.engine.taskbody import CaptureOutput, DependCheck, string_task, uncaptured
 from ipkernel.error import TaskRejectError
 from ipkernel.interfaces.task import ITask
@@ -192,14 +192,7 @@ class MapTask(BaseTask):
                  retries=0, recovery_task=None, depend=None, *, after=None):
         if not callable(function):
             raise TypeError(f"function must be callable, not {type(function).__name__}")
-        if args is None:
-            args = ()
-        elif not isinstance(args, (list, tuple)):
-            raise TypeError(f"args must be a list or tuple, not {type(args).__name__}")
-        if kwargs is None:
-            kwargs = {}
-        elif not isinstance(kwargs, dict):
-            raise TypeError(f"kwargs must be a dict, not {type(kwargs).__name__}")
+        args, kwargs = callargs.checked(args, kwargs, "MapTask")
         super().__init__(clear_before, clear_after, retries, recovery_task, depend, after=after)
         self.function = function
         self._function = serialize.serialize(function)
