@@ -17,9 +17,30 @@ import operator
 import sys
 from collections.abc import Mapping, Sequence
 
-__all__ = ["DISTRIBUTIONS", "check_dist", "partition", "partitions", "join"]
+__all__ = ["DISTRIBUTIONS", "check_dist", "partition", "partitions", "join", "as_sequences"]
 
 DISTRIBUTIONS = ("b", "r")
+
+
+def as_sequences(sequences, what="map"):
+    """The sequences a map goes over, each sized and sliceable (an iterator or
+    other iterable made a list); TypeError naming the one that is not
+    iterable at all (``map(f, 5)`` instead of ``map(f, [5])``)."""
+    out = []
+    for k, seq in enumerate(sequences, 1):
+        if hasattr(seq, "__len__") and hasattr(seq, "__getitem__"):
+            out.append(seq)
+            continue
+        try:
+            out.append(list(seq))
+        except TypeError:
+            if hasattr(seq, "__iter__"):
+                raise   # an iterable that failed while iterating: its own error
+            raise TypeError(f"{what}: sequence {k} ({type(seq).__name__}) cannot "
+                            f"be iterated: {what}(func, seq1, seq2, ...) takes one sequence "
+                            f"(list, tuple, range, array, iterator) per argument of func; "
+                            f"for a single value x write [x]") from None
+    return out
 
 
 def check_dist(dist):

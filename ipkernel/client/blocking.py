@@ -1042,8 +1042,7 @@ class MultiEngineClient:
                             f"engines, not {type(func).__name__}")
         if not sequences:
             raise TypeError("map needs at least one sequence")
-        seqs = [s if hasattr(s, "__len__") and hasattr(s, "__getitem__") else list(s)
-                for s in sequences]
+        seqs = mapping.as_sequences(sequences)
         lengths = [len(s) for s in seqs]
         if len(set(lengths)) > 1:
             raise ValueError(f"the sequences to map over have different lengths: {lengths}")

@@ -8,7 +8,7 @@ import functools
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
-from ipkernel import framing, serialize, wire
+from ipkernel import framing, mapping, serialize, wire
 from ipkernel.engine.taskbody import CaptureOutput, Captured, DependGate, string_task, uncaptured
 from ipkernel.interfaces.task import ITask
 from ipkernel.task.tasks import MapTask, StringTask, TaskResult
@@ -168,7 +168,12 @@ class FCTaskClient:
         """Submit ``task``; a Deferred firing with its task id."""
         try:
             if not ITask.providedBy(task):
-                raise TypeError(f"run takes a task, not {type(task).__name__}")
+                hint = (f"; for source text write run(StringTask({task[:40]!r}))"
+                        if isinstance(task, str) else
+                        "; for a function write run(MapTask(func, args))" if callable(task)
+                        else "")
+                raise TypeError(f"run takes a task (a StringTask or a MapTask), not "
+                                f"{type(task).__name__}{hint}")
             spec = task_spec(task)
         except Exception:
             return defer.fail()
@@ -332,7 +337,7 @@ class TaskMapper:
                              f"({exc}); no task was submitted") from None
 
     async def _map(self, func, sequences, progress):
-        template, args = self._template_and_args(func, sequences)
+        template, args = self._template_and_args(func, mapping.as_sequences(sequences))
         id_chunks = await _gather([self.task_controller._run_template(template, chunk)
                                    for chunk in _chunks(args)])
         ids = [i for chunk in id_chunks for i in chunk]

@@ -122,6 +122,10 @@ async def test_argument_errors_are_clear(blocking):
             mec[1.5]   # (mec[0] is a view of engine 0)
         with pytest.raises(ValueError, match="different lengths"):
             mec.map(lambda a, b: a, [1, 2], [1])
+        with pytest.raises(TypeError, match=r"map: sequence 2 \(int\) cannot be iterated.*"
+                                            r"write \[x\]"):
+            mec.map(lambda a, b: a, [1, 2], 5)
+        assert mec.map(abs, (x for x in (-1, -2))) == [1, 2]   # an iterator is fine
         with pytest.raises(ValueError, match="distribution"):
             mec.mapper(dist="x")
         with pytest.raises(TypeError):

@@ -482,3 +482,15 @@ async def test_large_results_sent_on_the_data_channel_reach_the_task_client(make
     again = await within(tc.get_task_result(ids[0], block=True))
     assert numpy.array_equal(again, numpy.ones(n))
     assert cluster.data_server.kept_bytes == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_run_and_map_written_wrongly_fail_saying_how_to_write_them(make_tc_cluster):
+    _, tc = await make_tc_cluster(1)
+    err = await raises(TypeError, tc.run("a = 1"))
+    assert "run takes a task" in str(err) and "run(StringTask('a = 1'))" in str(err)
+    err = await raises(TypeError, tc.run(abs))
+    assert "run(MapTask(func, args))" in str(err)
+    err = await raises(TypeError, tc.map(abs, 5))
+    assert "map: sequence 1 (int) cannot be iterated" in str(err)
+    assert await within(tc.map(abs, iter([-3]))) == [3]
