@@ -200,11 +200,9 @@ class Runner:
         started = time.monotonic()
         try:
             system = slot.system
-            if workload.phase == "main":
-                values = slot.call(lambda: system.repetition(
-                    lambda: workload.run(system, self.params)), timeout)
-            else:
-                values = slot.call(lambda: workload.run(system, self.params), timeout)
+            run = lambda: workload.run(system, self.params)  # noqa: E731
+            values = slot.call((lambda: system.repetition(run)) if workload.phase == "main"
+                               else run, timeout)
         except CallTimeout:
             self._record_error(workload, slot, f"timeout after {timeout:.0f} s")
             self.log(f"  {workload.key} {name} rep {rep + 1}/{reps}: timeout after {timeout:.0f} s")

@@ -308,19 +308,16 @@ class CompositeError(KernelError):
         Python traceback shows them too; once.  Returns self."""
         if getattr(self, _NOTED_ATTR, False):
             return self
-        lines = self._render_traceback_()[1:]   # (the message: str(self) has it)
-        if len(self.results) > len(self.failed):
-            lines = lines[:-2]                  # (the successes line: str(self) has it)
-        self.add_note("\n".join(lines).strip("\n"))
+        # (the message and the successes line are in str(self) already)
+        self.add_note("\n".join(self._engine_lines()).strip("\n"))
         setattr(self, _NOTED_ATTR, True)
         return self
 
-    def _render_traceback_(self):
-        """What IPython and Jupyter show instead of the client-side traceback:
-        the message, the engine-side traceback of the first
-        :data:`FULL_TRACEBACKS` errors, one line for each further error, and
-        how to see them all."""
-        lines = [f"{type(self).__name__}: {self.message}"]
+    def _engine_lines(self):
+        """The engine-side tracebacks of the first :data:`FULL_TRACEBACKS`
+        errors, each after a blank line, then one line for each further error
+        and how to see them all."""
+        lines = []
         for _, value, _ in self.elist[:FULL_TRACEBACKS]:
             lines += ["", *engine_traceback_lines(value)]
         rest = self.elist[FULL_TRACEBACKS:]
@@ -330,6 +327,14 @@ class CompositeError(KernelError):
             lines.append(f"({len(rest)} more tracebacks not shown: e.print_tracebacks() prints "
                          f"all {len(self.elist)}, where e is this error, e.g. sys.last_value "
                          f"in IPython)")
+        return lines
+
+    def _render_traceback_(self):
+        """What IPython and Jupyter show instead of the client-side traceback:
+        the message, the engine-side traceback of the first
+        :data:`FULL_TRACEBACKS` errors, one line for each further error, and
+        how to see them all."""
+        lines = [f"{type(self).__name__}: {self.message}", *self._engine_lines()]
         ok = len(self.results) - len(self.failed)
         if ok > 0:
             lines += ["", f"({ok} of {len(self.results)} engines succeeded; their results are "

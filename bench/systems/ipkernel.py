@@ -1,6 +1,10 @@
 """ipkernel: ``LocalCluster`` (or, between two "hosts", a
 :class:`~bench.systems.ipkernel_hosts.TwoHostCluster`) with its blocking
 MultiEngineClient and TaskClient."""
+import socket
+import threading
+from urllib.parse import urlsplit
+
 from bench import payloads, procs
 from bench.systems.base import System
 
@@ -149,10 +153,6 @@ class PageWatcher:
     plain HTTP), counting its snapshots."""
 
     def __init__(self, url, timeout=30):
-        import socket
-        import threading
-        from urllib.parse import urlsplit
-
         base, token = url.split("?token=")
         where = urlsplit(base)
         self.snapshots = 0
@@ -182,8 +182,6 @@ class PageWatcher:
 
     def close(self):
         """Close the stream (the controller sees the page go at once)."""
-        import socket
-
         try:
             self._sock.shutdown(socket.SHUT_RDWR)
         except OSError:
@@ -229,9 +227,8 @@ class IpkernelWatchedSystem(IpkernelSystem):
         return url
 
     def repetition(self, run):
-        watcher = PageWatcher(self._dashboard_url(self.cluster))
+        close_page = self._measuring(self.cluster)
         try:
-            watcher.wait_first()
             # Waiting for the page leaves the cluster idle for up to half a second,
             # and the first calls after an idle spell are slow (two to three times,
             # with or without a page): one untimed round first, so this repetition
@@ -239,9 +236,10 @@ class IpkernelWatchedSystem(IpkernelSystem):
             run()
             return run()
         finally:
-            watcher.close()
+            close_page()
 
     def _measuring(self, cluster):
+        """A page open on ``cluster``'s dashboard, live; returns what closes it."""
         watcher = PageWatcher(self._dashboard_url(cluster))
         watcher.wait_first()
         return watcher.close

@@ -7,7 +7,7 @@ from zope.interface import implementer
 
 from ipkernel import callargs, serialize
 from ipkernel.engine.taskbody import CaptureOutput, DependCheck, string_task, uncaptured
-from ipkernel.error import TaskRejectError
+from ipkernel.error import TaskRejectError, exception_summary
 from ipkernel.interfaces.task import ITask
 
 _TIME_FORMAT = "%Y/%m/%d %H:%M:%S"
@@ -196,7 +196,7 @@ class MapTask(BaseTask):
         super().__init__(clear_before, clear_after, retries, recovery_task, depend, after=after)
         self.function = function
         self._function = serialize.serialize(function)
-        self.args = tuple(args)
+        self.args = args
         self.kwargs = kwargs
 
     def call(self):
@@ -261,7 +261,6 @@ class TaskResult:
         if self.duration is not None:
             where += f", {self.duration:.3g} s"
         if self.failure is not None:
-            from ipkernel.error import exception_summary
             what = f"failed: {exception_summary(getattr(self.failure, 'value', self.failure))}"
         else:
             what = repr(self.results)

@@ -126,6 +126,11 @@ async def test_argument_errors_are_clear(blocking):
                                             r"write \[x\]"):
             mec.map(lambda a, b: a, [1, 2], 5)
         assert mec.map(abs, (x for x in (-1, -2))) == [1, 2]   # an iterator is fine
+        with pytest.raises(TypeError) as info:
+            mec.apply(abs, -1)          # ipyparallel's view.apply(f, *args)
+        assert "args must be a tuple" in str(info.value)
+        assert "apply(func, (x,))" in str(info.value)
+        assert mec.apply(abs, (-1,)) == [1, 1]
         with pytest.raises(ValueError, match="distribution"):
             mec.mapper(dist="x")
         with pytest.raises(TypeError):
@@ -297,17 +302,3 @@ async def test_many_threads_share_one_client(blocking):
     results = await defer.gatherResults([blocking.run(worker, k) for k in range(4)])
     assert results == [[2 * (k * 10 + i) for i in range(5)] for k in range(4)]
     assert isinstance(await blocking.run(mec.execute, "a = 1", block=False), PendingResult)
-
-
-@pytest_twisted.ensureDeferred
-async def test_apply_written_the_ipyparallel_way_fails_saying_how_to_write_it(blocking):
-    await blocking.start(1)
-
-    def user():
-        mec = blocking.client()
-        with pytest.raises(TypeError) as info:
-            mec.apply(abs, -1)          # ipyparallel's view.apply(f, *args)
-        assert "args must be a tuple" in str(info.value)
-        assert "apply(func, (x,))" in str(info.value)
-        assert mec.apply(abs, (-1,)) == [1]
-    await blocking.run(user)
